@@ -1,0 +1,256 @@
+//! Errors as `application/problem+json` (RFC 9457) with a stable `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Every error code Gavel answers with. The text of a code never changes once published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedJson,
+    Unauthorized,
+    CampaignPaused,
+    NotFound,
+    PingNotFound,
+    MethodNotAllowed,
+    AlreadyPosted,
+    PingNotPostable,
+    PingExpired,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidField,
+    UnknownField,
+    PiiInPing,
+    PingPostMismatch,
+    ConsentRequired,
+    InvalidConfig,
+    RateLimited,
+    Unavailable,
+    Overloaded,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::Unauthorized => "unauthorized",
+            Self::CampaignPaused => "campaign_paused",
+            Self::NotFound => "not_found",
+            Self::PingNotFound => "ping_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::AlreadyPosted => "already_posted",
+            Self::PingNotPostable => "ping_not_postable",
+            Self::PingExpired => "ping_expired",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidField => "invalid_field",
+            Self::UnknownField => "unknown_field",
+            Self::PiiInPing => "pii_in_ping",
+            Self::PingPostMismatch => "ping_post_mismatch",
+            Self::ConsentRequired => "consent_required",
+            Self::InvalidConfig => "invalid_config",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CampaignPaused => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::PingNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AlreadyPosted | Self::PingNotPostable => StatusCode::CONFLICT,
+            Self::PingExpired => StatusCode::GONE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidField
+            | Self::UnknownField
+            | Self::PiiInPing
+            | Self::PingPostMismatch
+            | Self::ConsentRequired
+            | Self::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "The body is not a JSON object",
+            Self::Unauthorized => "Missing or unknown key",
+            Self::CampaignPaused => "The campaign, its partner or its offer is not active",
+            Self::NotFound => "Not found",
+            Self::PingNotFound => "Unknown ping",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::AlreadyPosted => "The ping was already posted with another body",
+            Self::PingNotPostable => "The ping has no bids to post",
+            Self::PingExpired => "The ping has expired",
+            Self::PayloadTooLarge => "The body is too large",
+            Self::UnsupportedMediaType => "The body must be application/json",
+            Self::InvalidField => "A field is invalid",
+            Self::UnknownField => "A field is not part of the offer",
+            Self::PiiInPing => "PII is not allowed in a ping",
+            Self::PingPostMismatch => "The post does not match its ping",
+            Self::ConsentRequired => "Required consent is missing",
+            Self::InvalidConfig => "The configuration breaks a rule",
+            Self::RateLimited => "Too many requests",
+            Self::Unavailable => "The database is unavailable",
+            Self::Overloaded => "Too many auctions in flight",
+            Self::Internal => "Internal error",
+        }
+    }
+}
+
+/// One offending place in the request, as a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub pointer: String,
+    pub code: ErrorCode,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {}", code.as_str(), detail.as_deref().unwrap_or(code.title()))]
+pub struct Problem {
+    pub code: ErrorCode,
+    pub detail: Option<String>,
+    pub errors: Vec<FieldError>,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            detail: None,
+            errors: Vec::new(),
+            retry_after_seconds: None,
+        }
+    }
+
+    /// `detail` is shown to the caller: it must never carry a PII value.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Field errors; the top-level code becomes the first error's.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        if let Some(first) = errors.first() {
+            self.code = first.code;
+        }
+        self.errors = errors;
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+}
+
+impl From<ErrorCode> for Problem {
+    fn from(code: ErrorCode) -> Self {
+        Problem::new(code)
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    code: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ProblemBody {
+            kind: format!("urn:gavel:error:{}", self.code.as_str()),
+            title: self.code.title(),
+            status: status.as_u16(),
+            code: self.code,
+            detail: self.detail.as_deref(),
+            errors: &self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = self.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(%error, "database unavailable");
+                Problem::new(ErrorCode::Unavailable)
+            }
+            error => {
+                tracing::error!(%error, "database error");
+                Problem::new(ErrorCode::Internal)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn renders_rfc9457_with_code_pointers_and_retry_after() {
+        let problem = Problem::new(ErrorCode::InvalidField)
+            .detail("field email is PII for offer auto-insurance")
+            .with_errors(vec![
+                FieldError {
+                    pointer: "/lead/email".into(),
+                    code: ErrorCode::PiiInPing,
+                },
+                FieldError {
+                    pointer: "/lead/zip".into(),
+                    code: ErrorCode::InvalidField,
+                },
+            ])
+            .retry_after(3);
+        let response = problem.into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["type"], "urn:gavel:error:pii_in_ping");
+        assert_eq!(
+            json["code"], "pii_in_ping",
+            "top-level code is the first error's"
+        );
+        assert_eq!(json["status"], 422);
+        assert_eq!(json["errors"][1]["pointer"], "/lead/zip");
+        assert_eq!(json["errors"][1]["code"], "invalid_field");
+    }
+}

@@ -1,0 +1,194 @@
+//! Application state, the router with its middleware stack, and the server's life cycle.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api::{self, ErrorCode, Problem};
+use crate::config::Settings;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub db: PgPool,
+    pub settings: Settings,
+    /// One client for every outbound call to buyers, so connections are pooled and reused.
+    pub http: reqwest::Client,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(db: PgPool, settings: Settings) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self(Arc::new(AppInner { db, settings, http })))
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids are UUIDv7, so they sort by time in the logs.
+#[derive(Clone, Copy)]
+struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        uuid::Uuid::now_v7()
+            .to_string()
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The whole HTTP surface. `extra` routes (the demo's buyer endpoints) are merged in.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let settings = &state.settings;
+    let middleware = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuidV7))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::new(ErrorCode::Internal).into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout(),
+        ))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+
+    Router::new()
+        .merge(api::ops::router())
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware)
+}
+
+/// One span per request: method, route (the pattern, never ids or query strings) and request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(ErrorCode::NotFound)
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(ErrorCode::MethodNotAllowed)
+}
+
+/// A bound server, ready to run. Binding first lets callers (tests, the demo) learn the port.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    settings: Settings,
+}
+
+impl Server {
+    pub async fn bind(state: AppState, extra: Router<AppState>) -> Result<Self> {
+        let listen = state.settings.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (setting `listen`)"))?;
+        let settings = state.settings.clone();
+        Ok(Self {
+            listener,
+            router: router(state, extra),
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish, for at most the configured grace period.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = started_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let grace = self.settings.shutdown_grace();
+        tokio::select! {
+            result = serve => result.context("the HTTP server failed"),
+            _ = async { let _ = started_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; exiting with requests in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

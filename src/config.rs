@@ -1,0 +1,255 @@
+//! Settings: `config/default.toml` (compiled in), then an optional file, then `GAVEL_*`
+//! environment variables. Every value is checked at start-up; a bad one stops Gavel with a
+//! message that names the setting.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables that configure the process but are not settings.
+const NOT_SETTINGS: &[&str] = &["GAVEL_CONFIG"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    /// `None` when empty: Gavel runs its own PostgreSQL in `data_dir`.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub pool_size: u32,
+    pub db_acquire_timeout_ms: u64,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub rtb_timeout_ms: u64,
+    pub delivery_timeout_ms: u64,
+    pub shutdown_grace_seconds: u64,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads the settings from the defaults, `file` (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`Settings::load`] with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("GAVEL_") && !NOT_SETTINGS.contains(&key.as_str()))
+            .collect();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(File::from(file).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("GAVEL")
+                    .prefix_separator("_")
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|error| ConfigError(error.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
+        match reqwest::Url::parse(&self.public_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return bad(
+                    "public_url",
+                    "must be an http(s) URL such as https://gavel.example.com",
+                );
+            }
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad(
+                "database_url",
+                "must be a postgres:// URL, or empty for a private PostgreSQL",
+            );
+        }
+        if self.pool_size == 0 {
+            return bad("pool_size", "must be at least 1");
+        }
+        if self.db_acquire_timeout_ms == 0 {
+            return bad("db_acquire_timeout_ms", "must be at least 1");
+        }
+        if self.body_limit_bytes < 1024 {
+            return bad("body_limit_bytes", "must be at least 1024");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1");
+        }
+        if !(1..=2000).contains(&self.rtb_timeout_ms) {
+            return bad("rtb_timeout_ms", "must be between 1 and 2000");
+        }
+        if !(1..=60_000).contains(&self.delivery_timeout_ms) {
+            return bad("delivery_timeout_ms", "must be between 1 and 60000");
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad("log_level", &error.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// `public_url` joined with an absolute path, without a doubled slash.
+    pub fn public_url_for(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url.trim_end_matches('/'))
+    }
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(d)?;
+    Ok(value.filter(|v| !v.trim().is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_environment() {
+        let settings = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.database_url, None);
+        assert_eq!(settings.rtb_timeout_ms, 200);
+        assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_environment_overrides_file() {
+        let f = file(
+            "listen = \"0.0.0.0:9000\"\npool_size = 7\npublic_url = \"https://file.example\"\n",
+        );
+        let settings = Settings::load_from(
+            Some(f.path()),
+            env(&[
+                ("GAVEL_POOL_SIZE", "11"),
+                ("GAVEL_LOG_FORMAT", "json"),
+                ("OTHER_POOL_SIZE", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.listen.to_string(),
+            "0.0.0.0:9000",
+            "file beats default"
+        );
+        assert_eq!(
+            settings.public_url, "https://file.example",
+            "file beats default"
+        );
+        assert_eq!(settings.pool_size, 11, "environment beats file");
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn environment_sets_database_url_and_empty_means_private_postgres() {
+        let with_url = env(&[("GAVEL_DATABASE_URL", "postgres://u@db:5432/gavel")]);
+        let settings = Settings::load_from(None, with_url).unwrap();
+        assert_eq!(
+            settings.database_url.as_deref(),
+            Some("postgres://u@db:5432/gavel")
+        );
+        let settings = Settings::load_from(None, env(&[("GAVEL_DATABASE_URL", "")])).unwrap();
+        assert_eq!(settings.database_url, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let cases = [
+            ("GAVEL_POOL_SIZE", "many", "pool_size"),
+            ("GAVEL_POOL_SIZE", "0", "pool_size"),
+            ("GAVEL_LISTEN", "localhost", "listen"),
+            ("GAVEL_PUBLIC_URL", "gavel.example.com", "public_url"),
+            ("GAVEL_RTB_TIMEOUT_MS", "5000", "rtb_timeout_ms"),
+            ("GAVEL_LOG_FORMAT", "xml", "log_format"),
+            ("GAVEL_DATABASE_URL", "mysql://x", "database_url"),
+            ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
+        ];
+        for (key, value, setting) in cases {
+            let error = Settings::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(setting), "{key}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_setting_in_a_file_is_refused() {
+        let f = file("pool_sise = 3\n");
+        let error = Settings::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pool_sise"), "{error}");
+    }
+
+    #[test]
+    fn missing_config_file_is_refused() {
+        let error = Settings::load_from(Some(Path::new("/nonexistent/gavel.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/gavel.toml"), "{error}");
+    }
+}

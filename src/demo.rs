@@ -1,0 +1,470 @@
+//! `gavel demo`: a demo tenant to try Gavel with, and its buyers' endpoints served by the same
+//! process under `/demo/buyers/…`.
+//!
+//! The seed is idempotent: every demo row has a fixed id and is upserted, buyers are funded
+//! once, and each run issues fresh keys (the old ones stop working), since keys are stored only
+//! as hashes and cannot be shown again.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use axum::Json;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::keys;
+use crate::store::tenants;
+
+/// Namespace of the demo's fixed ids (UUIDv5 of a name, so they are stable across runs).
+const DEMO_NAMESPACE: Uuid = Uuid::from_u128(0x6761_7665_6c2d_4465_8d6f_0000_0000_0001);
+
+pub fn demo_id(name: &str) -> Uuid {
+    Uuid::new_v5(&DEMO_NAMESPACE, name.as_bytes())
+}
+
+pub const DEMO_TENANT_NAME: &str = "Demo Lead Exchange";
+const DEMO_TIMEZONE: &str = "America/New_York";
+
+/// What the seed issued: shown to the user once.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    pub tenant_id: Uuid,
+    pub admin_key: String,
+    pub posting_key: String,
+    pub base_url: String,
+}
+
+struct DemoBuyer {
+    slug: &'static str,
+    name: &'static str,
+    funds_cents: i64,
+    credit_limit_cents: i64,
+}
+
+const BUYERS: [DemoBuyer; 6] = [
+    DemoBuyer {
+        slug: "acme",
+        name: "Acme Insurance",
+        funds_cents: 500_000,
+        credit_limit_cents: 0,
+    },
+    DemoBuyer {
+        slug: "blue-harbor",
+        name: "Blue Harbor Auto",
+        funds_cents: 200_000,
+        credit_limit_cents: 50_000,
+    },
+    DemoBuyer {
+        slug: "cedar",
+        name: "Cedar Mutual",
+        funds_cents: 100_000,
+        credit_limit_cents: 0,
+    },
+    DemoBuyer {
+        slug: "delta",
+        name: "Delta Direct",
+        funds_cents: 300_000,
+        credit_limit_cents: 0,
+    },
+    DemoBuyer {
+        slug: "evergreen",
+        name: "Evergreen Leads",
+        funds_cents: 150_000,
+        credit_limit_cents: 0,
+    },
+    DemoBuyer {
+        slug: "fulcrum",
+        name: "Fulcrum Insurance",
+        funds_cents: 80_000,
+        credit_limit_cents: 20_000,
+    },
+];
+
+fn offer_fields() -> Value {
+    json!([
+        { "name": "state", "type": "string", "pattern": "^[A-Z]{2}$", "required": true },
+        { "name": "zip", "type": "string", "pattern": "^[0-9]{5}$", "required": true },
+        { "name": "age", "type": "integer" },
+        { "name": "homeowner", "type": "boolean" },
+        { "name": "credit", "type": "string", "enum": ["excellent", "good", "fair", "poor"] },
+        { "name": "first_name", "type": "string", "pii": true, "required": true },
+        { "name": "last_name", "type": "string", "pii": true },
+        { "name": "email", "type": "email", "pii": true, "required": true },
+        { "name": "phone", "type": "phone", "pii": true, "required": true }
+    ])
+}
+
+struct DemoContract {
+    buyer: &'static str,
+    name: &'static str,
+    priority: i32,
+    pricing: Value,
+    filters: Value,
+    schedule: Option<Value>,
+    caps: Value,
+    dedup_days: i32,
+}
+
+/// The demo contracts, one per buyer; RTB URLs point at this server's address `base`.
+fn contracts(base: &str) -> Vec<DemoContract> {
+    vec![
+        DemoContract {
+            buyer: "acme",
+            name: "TX/OK homeowners or good credit",
+            priority: 1,
+            pricing: json!({ "type": "fixed", "exclusive_cents": 4000, "shared_cents": 1250 }),
+            filters: json!([
+                { "field": "state", "op": "in", "value": ["TX", "OK"] },
+                { "any": [ { "field": "homeowner", "op": "eq", "value": true },
+                           { "field": "credit", "op": "in", "value": ["excellent", "good"] } ] },
+                { "field": "age", "op": "between", "value": [25, 64] },
+                { "field": "zip", "op": "prefix", "value": ["73", "74", "75", "76", "77", "78", "79"] }
+            ]),
+            schedule: None,
+            caps: json!([ { "period": "day", "max_leads": 100 }, { "period": "month", "max_spend_cents": 500000 } ]),
+            dedup_days: 30,
+        },
+        DemoContract {
+            buyer: "blue-harbor",
+            name: "Business hours, not poor credit",
+            priority: 0,
+            pricing: json!({ "type": "fixed", "exclusive_cents": 3000, "shared_cents": 910 }),
+            filters: json!([ { "field": "credit", "op": "not_in", "value": ["poor"] } ]),
+            schedule: Some(json!({ "timezone": "America/Chicago",
+                "days": { "mon": [["08:00", "20:00"]], "tue": [["08:00", "20:00"]],
+                          "wed": [["08:00", "20:00"]], "thu": [["08:00", "20:00"]],
+                          "fri": [["08:00", "20:00"]], "sat": [["10:00", "14:00"]] } })),
+            caps: json!([ { "period": "day", "max_leads": 50 } ]),
+            dedup_days: 30,
+        },
+        DemoContract {
+            buyer: "cedar",
+            name: "Shared leads, adults",
+            priority: 0,
+            pricing: json!({ "type": "fixed", "shared_cents": 1050 }),
+            filters: json!([ { "field": "age", "op": "gte", "value": 21 } ]),
+            schedule: None,
+            caps: json!([ { "period": "hour", "max_leads": 20 }, { "period": "total", "max_spend_cents": 1000000 } ]),
+            dedup_days: 90,
+        },
+        DemoContract {
+            buyer: "delta",
+            name: "Real-time bids by credit",
+            priority: 0,
+            pricing: json!({ "type": "rtb", "url": format!("{base}/demo/buyers/delta/rtb"), "timeout_ms": 150,
+                             "max_bid_cents": 6000 }),
+            filters: json!([ { "not": { "field": "state", "op": "in", "value": ["NY", "CA"] } } ]),
+            schedule: None,
+            caps: json!([ { "period": "week", "max_spend_cents": 250000 } ]),
+            dedup_days: 30,
+        },
+        DemoContract {
+            buyer: "evergreen",
+            name: "Real-time bids, slow endpoint",
+            priority: 0,
+            pricing: json!({ "type": "rtb", "url": format!("{base}/demo/buyers/evergreen/rtb"), "timeout_ms": 150,
+                             "exclusive_bid_path": "/bid/exclusive", "shared_bid_path": "/bid/shared",
+                             "ref_path": "/bid/id" }),
+            filters: json!([]),
+            schedule: None,
+            caps: json!([]),
+            dedup_days: 0,
+        },
+        DemoContract {
+            buyer: "fulcrum",
+            name: "Shared leads, rejects odd zip codes",
+            priority: 0,
+            pricing: json!({ "type": "fixed", "shared_cents": 770 }),
+            filters: json!([ { "field": "zip", "op": "matches", "value": "^[0-9]{5}$" } ]),
+            schedule: None,
+            caps: json!([ { "period": "day", "max_leads": 200 } ]),
+            dedup_days: 7,
+        },
+    ]
+}
+
+/// Seeds (or refreshes) the demo tenant, pointing its buyers at `address`.
+pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
+    let host = if address.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), address.port())
+    } else {
+        address
+    };
+    let base = format!("http://{host}");
+    let tenant_id = demo_id("tenant");
+    let offer_id = demo_id("offer/auto-insurance");
+    let mut tx = db.begin().await?;
+
+    sqlx::query(
+        "INSERT INTO tenants (id, name, timezone) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone",
+    )
+    .bind(tenant_id)
+    .bind(DEMO_TENANT_NAME)
+    .bind(DEMO_TIMEZONE)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    let admin_key = tenants::insert_admin_key(&mut tx, tenant_id, "gavel demo").await?;
+
+    sqlx::query(
+        "INSERT INTO offers (tenant_id, id, name, status, mode, max_buyers, exclusive_floor_cents,
+                             ping_ttl_seconds, dedup_days, require_consent, fields)
+         VALUES ($1, $2, 'auto-insurance', 'active', 'hybrid', 3, 2500, 300, 30, $3, $4)
+         ON CONFLICT (tenant_id, id) DO UPDATE SET
+             name = EXCLUDED.name, status = EXCLUDED.status, mode = EXCLUDED.mode,
+             max_buyers = EXCLUDED.max_buyers, exclusive_floor_cents = EXCLUDED.exclusive_floor_cents,
+             ping_ttl_seconds = EXCLUDED.ping_ttl_seconds, dedup_days = EXCLUDED.dedup_days,
+             require_consent = EXCLUDED.require_consent, fields = EXCLUDED.fields",
+    )
+    .bind(tenant_id)
+    .bind(offer_id)
+    .bind(json!(["trustedform_cert_url", "text"]))
+    .bind(offer_fields())
+    .execute(&mut *tx)
+    .await?;
+
+    // Two partners: one paid a revenue share, one a fixed amount per sale.
+    let campaigns = [
+        (
+            "quote-funnel",
+            "Quote Funnel Media",
+            "revshare",
+            Some("70.00"),
+            None::<i64>,
+            200,
+        ),
+        (
+            "blue-oak",
+            "Blue Oak Affiliates",
+            "fixed",
+            None,
+            Some(800),
+            0,
+        ),
+    ];
+    let mut posting_key = String::new();
+    for (slug, name, payout_type, percent, amount_cents, min_payout_cents) in campaigns {
+        let partner_id = demo_id(&format!("partner/{slug}"));
+        sqlx::query(
+            "INSERT INTO partners (tenant_id, id, name, status) VALUES ($1, $2, $3, 'active')
+             ON CONFLICT (tenant_id, id) DO UPDATE SET name = EXCLUDED.name, status = 'active'",
+        )
+        .bind(tenant_id)
+        .bind(partner_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let key = keys::generate(keys::POSTING_KEY_PREFIX);
+        // The percent goes as decimal text, cast by Postgres: no float reaches the column.
+        sqlx::query(
+            "INSERT INTO campaigns (tenant_id, id, partner_id, offer_id, status, posting_key_hash,
+                                    payout_type, payout_percent, payout_amount_cents, min_payout_cents,
+                                    ping_rate_per_second)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7::numeric, $8, $9, 50)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET
+                 status = 'active', posting_key_hash = EXCLUDED.posting_key_hash,
+                 payout_type = EXCLUDED.payout_type, payout_percent = EXCLUDED.payout_percent,
+                 payout_amount_cents = EXCLUDED.payout_amount_cents,
+                 min_payout_cents = EXCLUDED.min_payout_cents,
+                 ping_rate_per_second = EXCLUDED.ping_rate_per_second",
+        )
+        .bind(tenant_id)
+        .bind(demo_id(&format!("campaign/{slug}")))
+        .bind(partner_id)
+        .bind(offer_id)
+        .bind(&keys::hash(&key)[..])
+        .bind(payout_type)
+        .bind(percent)
+        .bind(amount_cents)
+        .bind(min_payout_cents)
+        .execute(&mut *tx)
+        .await?;
+        if posting_key.is_empty() {
+            posting_key = key;
+        }
+    }
+
+    for buyer in &BUYERS {
+        let buyer_id = demo_id(&format!("buyer/{}", buyer.slug));
+        sqlx::query(
+            "INSERT INTO buyers (tenant_id, id, name, status, credit_limit_cents) VALUES ($1, $2, $3, 'active', $4)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET
+                 name = EXCLUDED.name, status = 'active', credit_limit_cents = EXCLUDED.credit_limit_cents",
+        )
+        .bind(tenant_id)
+        .bind(buyer_id)
+        .bind(buyer.name)
+        .bind(buyer.credit_limit_cents)
+        .execute(&mut *tx)
+        .await?;
+        // Funded once: the ledger entry has a fixed id, and the balance moves only if it is new.
+        sqlx::query(
+            "WITH funded AS (
+                 INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, note)
+                 VALUES ($1, $2, 'buyer', $3, 'funds', $4, 'demo opening balance')
+                 ON CONFLICT (tenant_id, id) DO NOTHING
+                 RETURNING amount_cents)
+             UPDATE buyers SET balance_cents = balance_cents + (SELECT coalesce(sum(amount_cents), 0) FROM funded)
+             WHERE tenant_id = $1 AND id = $3",
+        )
+        .bind(tenant_id)
+        .bind(demo_id(&format!("funds/{}", buyer.slug)))
+        .bind(buyer_id)
+        .bind(buyer.funds_cents)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    for contract in contracts(&base) {
+        let delivery = json!({
+            "url": format!("{base}/demo/buyers/{}/deliver", contract.buyer),
+            "timeout_ms": 2000,
+            "accept": { "path": "/status", "equals": "accepted" },
+            "reason_path": "/message"
+        });
+        sqlx::query(
+            "INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, status, priority, pricing,
+                                    filters, schedule, caps, dedup_days, delivery)
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET
+                 name = EXCLUDED.name, status = 'active', priority = EXCLUDED.priority,
+                 pricing = EXCLUDED.pricing, filters = EXCLUDED.filters, schedule = EXCLUDED.schedule,
+                 caps = EXCLUDED.caps, dedup_days = EXCLUDED.dedup_days, delivery = EXCLUDED.delivery",
+        )
+        .bind(tenant_id)
+        .bind(demo_id(&format!("contract/{}", contract.buyer)))
+        .bind(demo_id(&format!("buyer/{}", contract.buyer)))
+        .bind(offer_id)
+        .bind(contract.name)
+        .bind(contract.priority)
+        .bind(contract.pricing)
+        .bind(contract.filters)
+        .bind(contract.schedule)
+        .bind(contract.caps)
+        .bind(contract.dedup_days)
+        .bind(delivery)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    tx.commit().await?;
+    Ok(Seeded {
+        tenant_id,
+        admin_key,
+        posting_key,
+        base_url: base,
+    })
+}
+
+/// What `gavel demo` prints: the keys and commands to paste.
+pub fn instructions(seeded: &Seeded) -> String {
+    let base = &seeded.base_url;
+    format!(
+        r#"
+Gavel demo is running at {base}
+  tenant    {tenant}  ("{tenant_name}", America/New_York)
+  admin key {admin_key}
+  posting key (partner Quote Funnel Media, offer auto-insurance, 70 % revenue share)
+            {posting_key}
+
+Ping (the partial lead, no PII) and keep its ping_id:
+
+PING_ID=$(curl -s {base}/v1/ping -H 'content-type: application/json' \
+  -H 'Authorization: Bearer {posting_key}' \
+  -d '{{"lead": {{"state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good"}}}}' \
+  | tee /dev/stderr | sed -E 's/.*"ping_id": *"([^"]+)".*/\1/'); echo
+
+Post the full lead for that ping:
+
+curl -s {base}/v1/post -H 'content-type: application/json' \
+  -H 'Authorization: Bearer {posting_key}' \
+  -d '{{"ping_id": "'"$PING_ID"'",
+       "lead": {{"state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good",
+                "first_name": "Ada", "last_name": "Lovelace",
+                "email": "ada+'"$RANDOM"'@example.com", "phone": "214555'"$((RANDOM % 9000 + 1000))"'"}},
+       "consent": {{"trustedform_cert_url": "https://cert.trustedform.com/demo",
+                   "text": "By clicking Submit I agree to be contacted.",
+                   "consented_at": "2026-11-25T17:04:12Z", "ip": "203.0.113.7"}}}}'; echo
+
+Stop with Ctrl-C. Run `gavel demo` again to get new keys; the demo data is kept.
+"#,
+        tenant = seeded.tenant_id,
+        tenant_name = DEMO_TENANT_NAME,
+        admin_key = seeded.admin_key,
+        posting_key = seeded.posting_key,
+    )
+}
+
+/// The demo buyers' own endpoints: real-time bids and lead delivery, with realistic behaviour
+/// (some bid, some decline, one is slow, one rejects some leads).
+pub fn buyer_endpoints() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/demo/buyers/{buyer}/rtb", post(rtb))
+        .route("/demo/buyers/{buyer}/deliver", post(deliver))
+}
+
+static EVERGREEN_CALLS: AtomicU64 = AtomicU64::new(0);
+
+async fn rtb(Path(buyer): Path<String>, Json(request): Json<Value>) -> Response {
+    let credit = request
+        .pointer("/lead/credit")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match buyer.as_str() {
+        // Bids by credit tier; declines poor credit.
+        "delta" => {
+            let exclusive = match credit {
+                "excellent" => "45.00",
+                "good" => "38.505", // more decimals than a cent: Gavel truncates to 38.50
+                "fair" => "22.00",
+                _ => return StatusCode::NO_CONTENT.into_response(),
+            };
+            Json(json!({ "exclusive_bid": exclusive, "shared_bid": 11.25, "ref": format!("delta-{}", Uuid::new_v4()) }))
+                .into_response()
+        }
+        // Answers in its own shape, and too slowly two times out of three.
+        "evergreen" => {
+            let call = EVERGREEN_CALLS.fetch_add(1, Ordering::Relaxed);
+            let delay = if call.is_multiple_of(3) { 20 } else { 400 };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Json(json!({ "bid": { "exclusive": 36.0, "shared": 9.5, "id": format!("ev-{call}") } }))
+                .into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn deliver(Path(buyer): Path<String>, Json(delivery): Json<Value>) -> Response {
+    let zip = delivery
+        .pointer("/lead/zip")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let odd_zip = zip
+        .chars()
+        .last()
+        .and_then(|c| c.to_digit(10))
+        .is_some_and(|d| d % 2 == 1);
+    if buyer == "fulcrum" && odd_zip {
+        return Json(json!({ "status": "rejected", "message": "outside our service area" }))
+            .into_response();
+    }
+    if BUYERS.iter().any(|b| b.slug == buyer) {
+        Json(json!({ "status": "accepted", "id": Uuid::new_v4() })).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}

@@ -1,0 +1,13 @@
+//! Gavel: a multi-tenant ping/post lead auction server.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod keys;
+pub mod money;
+pub mod store;
+pub mod telemetry;
+
+/// The schema migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

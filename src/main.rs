@@ -1,0 +1,119 @@
+//! The `gavel` command: serve, migrate, tenant create, demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use gavel::app::{self, AppState, Server};
+use gavel::config::Settings;
+use gavel::store::{self, Database};
+use gavel::{demo, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "gavel",
+    version,
+    about = "Gavel: a multi-tenant ping/post lead auction server"
+)]
+struct Cli {
+    /// A TOML file of settings, applied over the defaults (environment variables win over it).
+    #[arg(long, global = true, env = "GAVEL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Run the server with a demo tenant seeded, and print commands to try it.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints {"tenant_id", "admin_key"} (the key is shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// IANA timezone in which cap periods and schedules roll, e.g. America/New_York.
+        #[arg(long)]
+        timezone: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("gavel: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gavel: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gavel: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> Result<()> {
+    let database = Database::open(&settings).await?;
+    let result = run_with(command, settings, &database.url).await;
+    database
+        .close()
+        .await
+        .context("cannot stop the private PostgreSQL")?;
+    result
+}
+
+async fn run_with(command: Command, settings: Settings, url: &str) -> Result<()> {
+    let pool = store::connect_and_migrate(url, &settings).await?;
+    match command {
+        Command::Migrate => {
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name, timezone },
+        } => {
+            let tenant = store::tenants::create(&pool, &name, &timezone).await?;
+            println!("{}", serde_json::to_string(&tenant)?);
+            Ok(())
+        }
+        Command::Serve => {
+            let state = AppState::new(pool, settings)?;
+            let server = Server::bind(state, axum::Router::new()).await?;
+            tracing::info!(address = %server.local_addr(), "gavel serving");
+            server.run_until(app::shutdown_signal()).await
+        }
+        Command::Demo => {
+            let state = AppState::new(pool.clone(), settings)?;
+            let server = Server::bind(state.clone(), demo::buyer_endpoints()).await?;
+            let seeded = demo::seed(&pool, server.local_addr()).await?;
+            println!("{}", demo::instructions(&seeded));
+            server.run_until(app::shutdown_signal()).await
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
+
+pub mod local_pg;
+pub mod tenants;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::Settings;
+use local_pg::{LocalPgOptions, LocalPostgres};
+
+/// Name of the database Gavel uses in its private cluster.
+pub const LOCAL_DATABASE: &str = "gavel";
+
+/// The database Gavel talks to: the configured URL, or a private cluster it runs itself.
+pub struct Database {
+    pub url: String,
+    local: Option<LocalPostgres>,
+}
+
+impl Database {
+    /// Uses `database_url` when set; otherwise starts (creating it on first use) the private
+    /// cluster in `data_dir`, or attaches to it when another Gavel process already runs it.
+    pub async fn open(settings: &Settings) -> Result<Self> {
+        if let Some(url) = &settings.database_url {
+            return Ok(Self {
+                url: url.clone(),
+                local: None,
+            });
+        }
+        let data_dir = settings.data_dir.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            LocalPostgres::start(&data_dir, &LocalPgOptions::default())
+        })
+        .await??;
+        tracing::info!(
+            data_dir = %local.data_dir().display(),
+            port = local.port(),
+            "private PostgreSQL running"
+        );
+        local_pg::ensure_database(&local.url("postgres"), LOCAL_DATABASE)
+            .await
+            .context("cannot create the gavel database in the private PostgreSQL")?;
+        Ok(Self {
+            url: local.url(LOCAL_DATABASE),
+            local: Some(local),
+        })
+    }
+
+    /// Stops the private cluster if this process started it.
+    pub async fn close(self) -> Result<()> {
+        if let Some(local) = self.local {
+            tokio::task::spawn_blocking(move || local.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+pub fn pool_options(settings: &Settings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout(settings.db_acquire_timeout())
+}
+
+/// Connects and migrates, retrying while the database is unreachable (it may be starting, or
+/// down for maintenance): a server that comes up before its database waits rather than dies.
+pub async fn connect_and_migrate(url: &str, settings: &Settings) -> Result<PgPool> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match pool_options(settings).connect(url).await {
+            Ok(pool) => {
+                crate::MIGRATOR
+                    .run(&pool)
+                    .await
+                    .context("database migration failed")?;
+                return Ok(pool);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unreachable at start-up; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The test harness: a private PostgreSQL for the whole test binary when `DATABASE_URL` is
+//! unset (so `cargo test` works on a fresh machine), and `spawn_app` to run Gavel on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use gavel::app::{AppState, Server};
+use gavel::config::Settings;
+use gavel::store::local_pg::{LocalPgOptions, LocalPostgres};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::oneshot;
+
+static TEST_CLUSTER: Mutex<Option<(LocalPostgres, PathBuf)>> = Mutex::new(None);
+
+/// Before `main`: `#[sqlx::test]` reads `DATABASE_URL` to create one database per test.
+#[ctor::ctor]
+unsafe fn start_test_postgres() {
+    if std::env::var_os("DATABASE_URL").is_some() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("gavel-test-pg-")
+        .tempdir_in("/tmp")
+        .expect("cannot create a temporary directory")
+        .keep();
+    let options = LocalPgOptions {
+        ephemeral: true,
+        max_connections: 300,
+        port: None,
+    };
+    let cluster = LocalPostgres::start(&dir, &options).unwrap_or_else(|error| {
+        eprintln!("cannot start the test PostgreSQL: {error:#}");
+        std::process::exit(1)
+    });
+    // SAFETY: before main, no other thread reads the environment.
+    unsafe { std::env::set_var("DATABASE_URL", cluster.url("postgres")) };
+    *TEST_CLUSTER.lock().unwrap() = Some((cluster, dir));
+}
+
+#[ctor::dtor]
+unsafe fn stop_test_postgres() {
+    if let Some((cluster, dir)) = TEST_CLUSTER.lock().ok().and_then(|mut c| c.take()) {
+        let _ = cluster.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Settings for a test server: defaults, port 0, no environment.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.shutdown_grace_seconds = 5;
+    settings
+}
+
+/// A URL for the database behind `options` (a `#[sqlx::test]` database), for child processes.
+pub fn database_url(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends the shutdown signal (as SIGTERM would) and waits for the server to finish.
+    pub async fn shut_down(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().unwrap().await?
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs Gavel on 127.0.0.1:0 against `pool`, with `extra` routes merged in.
+pub async fn spawn_app_with(
+    pool: PgPool,
+    settings: Settings,
+    extra: axum::Router<AppState>,
+) -> TestApp {
+    let state = AppState::new(pool, settings).unwrap();
+    let server = Server::bind(state, extra).await.unwrap();
+    let address = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(server.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, test_settings(), axum::Router::new()).await
+}
