@@ -378,7 +378,9 @@ fn chown_tree(dir: &Path, user: &RunAs) -> Result<()> {
 fn prepare_dir(dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf> {
     fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
     if let Some(user) = run_as {
         chown_tree(&dir, user)?;
     }
