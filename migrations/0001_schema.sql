@@ -244,6 +244,16 @@ CREATE TABLE dedup_keys (
     FOREIGN KEY (tenant_id, offer_id) REFERENCES offers (tenant_id, id)
 );
 
+-- When each contract last sold: ranks equal bids round-robin (the longest without a sale first).
+-- Written when a sale completes; kept apart from `contracts` so that sales fire no reload.
+CREATE TABLE contract_stats (
+    tenant_id     uuid NOT NULL,
+    contract_id   uuid NOT NULL,
+    last_sold_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, contract_id),
+    FOREIGN KEY (tenant_id, contract_id) REFERENCES contracts (tenant_id, id)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Audit trail
 

@@ -22,8 +22,11 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::api::rate_limit::CampaignRateLimits;
 use crate::api::{self, ErrorCode, Problem};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::store::snapshot::ConfigStore;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -34,6 +37,10 @@ pub struct AppInner {
     pub settings: Settings,
     /// One client for every outbound call to buyers, so connections are pooled and reused.
     pub http: reqwest::Client,
+    /// The live configuration snapshot.
+    pub config: Arc<ConfigStore>,
+    pub rate_limits: CampaignRateLimits,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Deref for AppState {
@@ -44,13 +51,32 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(db: PgPool, settings: Settings) -> Result<Self> {
+    /// Loads the configuration and starts following its changes.
+    pub async fn build(db: PgPool, settings: Settings) -> Result<Self> {
+        Self::build_with_clock(db, settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        db: PgPool,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Self(Arc::new(AppInner { db, settings, http })))
+        let config = ConfigStore::load(db.clone()).await?;
+        tokio::spawn(Arc::clone(&config).follow_changes());
+        let rate_limits = CampaignRateLimits::default();
+        Ok(Self(Arc::new(AppInner {
+            db,
+            settings,
+            http,
+            config,
+            rate_limits,
+            clock,
+        })))
     }
 }
 
@@ -96,6 +122,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
 
     Router::new()
         .merge(api::ops::router())
+        .merge(api::partner::router())
+        .merge(api::admin::router())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

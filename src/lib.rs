@@ -2,8 +2,12 @@
 
 pub mod api;
 pub mod app;
+pub mod auction;
+pub mod buyers;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod evaluate;
 pub mod keys;
 pub mod money;
 pub mod store;

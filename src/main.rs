@@ -103,13 +103,13 @@ async fn run_with(command: Command, settings: Settings, url: &str) -> Result<()>
             Ok(())
         }
         Command::Serve => {
-            let state = AppState::new(pool, settings)?;
+            let state = AppState::build(pool, settings).await?;
             let server = Server::bind(state, axum::Router::new()).await?;
             tracing::info!(address = %server.local_addr(), "gavel serving");
             server.run_until(app::shutdown_signal()).await
         }
         Command::Demo => {
-            let state = AppState::new(pool.clone(), settings)?;
+            let state = AppState::build(pool.clone(), settings).await?;
             let server = Server::bind(state.clone(), demo::buyer_endpoints()).await?;
             let seeded = demo::seed(&pool, server.local_addr()).await?;
             println!("{}", demo::instructions(&seeded));

@@ -1,6 +1,8 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
 pub mod local_pg;
+pub mod pings;
+pub mod snapshot;
 pub mod tenants;
 
 use std::time::Duration;

@@ -99,7 +99,7 @@ pub async fn spawn_app_with(
     settings: Settings,
     extra: axum::Router<AppState>,
 ) -> TestApp {
-    let state = AppState::new(pool, settings).unwrap();
+    let state = AppState::build(pool, settings).await.unwrap();
     let server = Server::bind(state, extra).await.unwrap();
     let address = server.local_addr();
     let (tx, rx) = oneshot::channel::<()>();

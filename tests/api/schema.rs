@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "tenants",
+    "contract_stats",
     "api_keys",
     "partners",
     "buyers",

@@ -1,0 +1,95 @@
+//! Request extractors whose rejections are problem+json: a JSON object body, and the admin
+//! key's tenant.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::api::{ErrorCode, Problem};
+use crate::app::AppState;
+use crate::keys;
+
+/// A request body that is a JSON object. Anything else is 415 (not JSON), 413 (over the body
+/// limit) or 400 `malformed_json`, before a handler sees it.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        if !is_json(request.headers()) {
+            return Err(Problem::new(ErrorCode::UnsupportedMediaType)
+                .detail("send the body as application/json"));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(ErrorCode::PayloadTooLarge)
+                } else {
+                    Problem::new(ErrorCode::MalformedJson).detail("the body could not be read")
+                }
+            })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(object)) => Ok(JsonObject(object)),
+            Ok(_) => {
+                Err(Problem::new(ErrorCode::MalformedJson).detail("the body must be a JSON object"))
+            }
+            // serde_json's message gives the line and column, never the text around them.
+            Err(error) => {
+                Err(Problem::new(ErrorCode::MalformedJson).detail(format!("invalid JSON: {error}")))
+            }
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The tenant of a valid admin key: every admin query is scoped by it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminTenant(pub Uuid);
+
+impl FromRequestParts<AppState> for AdminTenant {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let key = bearer_token(&parts.headers).ok_or_else(|| {
+            Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
+        })?;
+        let tenant: Option<Uuid> = sqlx::query_scalar(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&keys::hash(key)[..])
+        .fetch_optional(&state.db)
+        .await?;
+        tenant
+            .map(AdminTenant)
+            .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))
+    }
+}

@@ -1,0 +1,347 @@
+//! The partner API: `POST /v1/ping` (SPEC §2.1, §5.1).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::api::extract::{JsonObject, bearer_token};
+use crate::api::{ErrorCode, FieldError, Problem};
+use crate::app::AppState;
+use crate::auction::{LeadError, LeadErrorCode, SaleType, validate_ping};
+use crate::evaluate::{self, AuctionInput, AuctionOutcome};
+use crate::keys;
+use crate::money::{ExtraDecimals, Money};
+use crate::store::pings::{self, PingRecord};
+use crate::store::snapshot::CampaignContext;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/v1/ping", post(ping))
+}
+
+#[derive(Serialize)]
+pub struct PingBid {
+    pub bid_id: Uuid,
+    pub payout: Money,
+}
+
+#[derive(Serialize)]
+pub struct PingResponse {
+    pub ping_id: Uuid,
+    /// `bids`, `no_bids` or `duplicate`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale_type: Option<SaleType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout: Option<Money>,
+    pub bids: Vec<PingBid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_url: Option<String>,
+    pub took_ms: u64,
+}
+
+/// The ping's body once parsed: what the auction needs, nothing else.
+struct PingRequest {
+    lead: Map<String, Value>,
+    dedup_hashes: Vec<[u8; 32]>,
+    min_payout: Option<Money>,
+    test: bool,
+}
+
+/// Finds the campaign of the posting key (header or body), or answers 401.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Map<String, Value>,
+) -> Result<CampaignContext, Problem> {
+    let key = bearer_token(headers)
+        .or_else(|| body.get("posting_key").and_then(Value::as_str))
+        .ok_or_else(|| {
+            Problem::new(ErrorCode::Unauthorized)
+                .detail("send the posting key as Authorization: Bearer <key> or posting_key")
+        })?;
+    state
+        .config
+        .snapshot()
+        .campaign_by_key(&keys::hash(key))
+        .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown posting key"))
+}
+
+async fn ping(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonObject, Problem>,
+) -> Result<Json<PingResponse>, Problem> {
+    let started = Instant::now();
+    let JsonObject(body) = body?;
+    let campaign = authenticate(&state, &headers, &body)?;
+    let now = state.clock.now();
+    match run_ping(&state, &campaign, body, now, started).await {
+        Ok(response) => Ok(Json(response)),
+        Err(problem) => {
+            record_refusal(&state, &campaign, &problem, now, started).await;
+            Err(problem)
+        }
+    }
+}
+
+async fn run_ping(
+    state: &AppState,
+    campaign: &CampaignContext,
+    body: Map<String, Value>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<PingResponse, Problem> {
+    if !campaign.is_active() {
+        return Err(Problem::new(ErrorCode::CampaignPaused));
+    }
+    if let Err(retry_after) = state
+        .rate_limits
+        .check(campaign.campaign.id, campaign.campaign.ping_rate_per_second)
+    {
+        return Err(Problem::new(ErrorCode::RateLimited).retry_after(retry_after));
+    }
+    let request = parse_request(body)?;
+    let offer = &campaign.offer;
+    validate_ping(&offer.schema, &request.lead).map_err(|errors| {
+        let detail = errors
+            .first()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        Problem::new(ErrorCode::InvalidField)
+            .with_errors(errors.into_iter().map(field_error).collect())
+            .detail(detail)
+    })?;
+
+    let ping_id = Uuid::now_v7();
+    let lead = Arc::new(request.lead);
+    let prepared = Arc::new(offer.schema.prepare(&lead).into_owned());
+    let input = AuctionInput {
+        ping_id,
+        lead: Arc::clone(&lead),
+        prepared,
+        dedup_hashes: request.dedup_hashes,
+        min_payout: request.min_payout,
+        test: request.test,
+        now,
+    };
+    let outcome = evaluate::run(&state.db, &state.http, campaign, &input).await?;
+
+    let mut record = PingRecord {
+        tenant_id: campaign.tenant.id,
+        ping_id,
+        campaign_id: campaign.campaign.id,
+        partner_id: campaign.campaign.partner_id,
+        offer_id: offer.id,
+        created_at: now,
+        latency_us: 0,
+        http_status: 200,
+        result: "duplicate",
+        test: request.test,
+        lead: Some(&lead),
+        min_payout: request.min_payout,
+        sale_type: None,
+        payout: None,
+        expires_at: None,
+    };
+    let mut response = PingResponse {
+        ping_id,
+        status: "duplicate",
+        sale_type: None,
+        payout: None,
+        bids: Vec::new(),
+        expires_at: None,
+        post_url: None,
+        took_ms: 0,
+    };
+    let rows = match outcome {
+        AuctionOutcome::Duplicate => Vec::new(),
+        AuctionOutcome::Ran {
+            selection,
+            rows,
+            bid_ids,
+        } => {
+            if selection.winners.is_empty() {
+                response.status = "no_bids";
+            } else {
+                let expires_at = now + chrono::Duration::seconds(i64::from(offer.ping_ttl_seconds));
+                response.status = "bids";
+                response.sale_type = selection.sale_type;
+                response.payout = Some(selection.total_payout());
+                response.bids = selection
+                    .winners
+                    .iter()
+                    .map(|w| PingBid {
+                        bid_id: bid_ids[&w.contract_id],
+                        payout: w.payout,
+                    })
+                    .collect();
+                response.expires_at = Some(expires_at);
+                response.post_url = Some(state.settings.public_url_for("/v1/post"));
+                record.sale_type = selection.sale_type;
+                record.payout = response.payout;
+                record.expires_at = Some(expires_at);
+            }
+            rows
+        }
+    };
+    record.result = response.status;
+    record.latency_us = elapsed_us(started);
+    pings::record_ping(&state.db, &record, &rows).await?;
+    response.took_ms = started.elapsed().as_millis() as u64;
+    Ok(response)
+}
+
+fn elapsed_us(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Records a refused ping (paused, rate-limited, invalid) in `posting_log`, without its lead:
+/// a refused lead may hold anything, PII included.
+async fn record_refusal(
+    state: &AppState,
+    campaign: &CampaignContext,
+    problem: &Problem,
+    now: DateTime<Utc>,
+    started: Instant,
+) {
+    let record = PingRecord {
+        tenant_id: campaign.tenant.id,
+        ping_id: Uuid::now_v7(),
+        campaign_id: campaign.campaign.id,
+        partner_id: campaign.campaign.partner_id,
+        offer_id: campaign.offer.id,
+        created_at: now,
+        latency_us: elapsed_us(started),
+        http_status: problem.code.status().as_u16(),
+        result: problem.code.as_str(),
+        test: false,
+        lead: None,
+        min_payout: None,
+        sale_type: None,
+        payout: None,
+        expires_at: None,
+    };
+    if let Err(error) = pings::record_ping(&state.db, &record, &[]).await {
+        tracing::warn!(%error, "cannot record a refused ping");
+    }
+}
+
+fn field_error(error: LeadError) -> FieldError {
+    let code = match error.code {
+        LeadErrorCode::InvalidField => ErrorCode::InvalidField,
+        LeadErrorCode::UnknownField => ErrorCode::UnknownField,
+        LeadErrorCode::PiiInPing => ErrorCode::PiiInPing,
+        LeadErrorCode::PingPostMismatch => ErrorCode::PingPostMismatch,
+    };
+    FieldError {
+        pointer: error.pointer,
+        code,
+    }
+}
+
+fn invalid(pointer: &str, code: ErrorCode, detail: &str) -> Problem {
+    Problem::new(code)
+        .with_errors(vec![FieldError {
+            pointer: pointer.to_owned(),
+            code,
+        }])
+        .detail(detail.to_owned())
+}
+
+/// Reads the ping's envelope; the lead itself is validated against the offer afterwards.
+fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Problem> {
+    const KNOWN: [&str; 5] = ["posting_key", "lead", "dedup", "min_payout", "test"];
+    if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        let pointer = format!("/{}", crate::auction::pointer_token(unknown));
+        return Err(invalid(
+            &pointer,
+            ErrorCode::UnknownField,
+            "not a field of a ping",
+        ));
+    }
+    let lead = match body.remove("lead") {
+        Some(Value::Object(lead)) => lead,
+        _ => {
+            return Err(invalid(
+                "/lead",
+                ErrorCode::InvalidField,
+                "lead must be an object",
+            ));
+        }
+    };
+    let mut dedup_hashes = Vec::new();
+    match body.remove("dedup") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(dedup)) => {
+            for (key, value) in dedup {
+                let pointer = format!("/dedup/{}", crate::auction::pointer_token(&key));
+                if key != "email_sha256" && key != "phone_sha256" {
+                    return Err(invalid(
+                        &pointer,
+                        ErrorCode::UnknownField,
+                        "dedup takes email_sha256 and phone_sha256",
+                    ));
+                }
+                let hash = value
+                    .as_str()
+                    .and_then(|text| hex::decode(text).ok())
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            &pointer,
+                            ErrorCode::InvalidField,
+                            "must be a SHA-256 as 64 hex digits",
+                        )
+                    })?;
+                dedup_hashes.push(hash);
+            }
+        }
+        Some(_) => {
+            return Err(invalid(
+                "/dedup",
+                ErrorCode::InvalidField,
+                "dedup must be an object",
+            ));
+        }
+    }
+    let min_payout = match body.remove("min_payout") {
+        None | Some(Value::Null) => None,
+        Some(value) => match Money::from_json(&value, ExtraDecimals::Reject) {
+            Ok(money) if !money.is_negative() => Some(money),
+            _ => {
+                return Err(invalid(
+                    "/min_payout",
+                    ErrorCode::InvalidField,
+                    "min_payout must be a non-negative amount with at most 2 decimals",
+                ));
+            }
+        },
+    };
+    let test = match body.remove("test") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(test)) => test,
+        Some(_) => {
+            return Err(invalid(
+                "/test",
+                ErrorCode::InvalidField,
+                "test must be true or false",
+            ));
+        }
+    };
+    Ok(PingRequest {
+        lead,
+        dedup_hashes,
+        min_payout,
+        test,
+    })
+}

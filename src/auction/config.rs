@@ -1,0 +1,659 @@
+//! Configuration types, in the shapes stored in PostgreSQL (money as integer cents inside JSON),
+//! and the structured error every compile step reports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::money::{MAX_CENTS, Money};
+
+use super::value::is_json_pointer;
+
+/// One problem in a configuration document: where (a JSON pointer rooted at the column,
+/// e.g. `/filters/1/any/0/op`) and why. The admin API answers these as 422 `invalid_config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct ConfigError {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `pointer`.
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes `value` as `T`, reporting a shape error at `pointer`.
+pub(crate) fn from_json_at<T: DeserializeOwned>(
+    value: &Value,
+    pointer: &str,
+) -> Result<T, ConfigError> {
+    T::deserialize(value).map_err(|e| ConfigError::new(pointer, e.to_string()))
+}
+
+/// The status column of partners, buyers, offers, campaigns and contracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Paused,
+    Archived,
+}
+
+/// An offer's distribution mode (SPEC §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Exclusive,
+    Multisell,
+    Hybrid,
+    Optimize,
+}
+
+/// What a winner buys: the lead alone, or one of up to `max_buyers` shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleType {
+    Exclusive,
+    Shared,
+}
+
+/// The period of a cap; counters roll at its boundary in the tenant's timezone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapPeriod {
+    Hour,
+    Day,
+    /// From Monday.
+    Week,
+    Month,
+    /// Since the contract began: one period starting at the Unix epoch.
+    Total,
+}
+
+impl CapPeriod {
+    /// Every period, shortest first.
+    pub const ALL: [CapPeriod; 5] = [
+        CapPeriod::Hour,
+        CapPeriod::Day,
+        CapPeriod::Week,
+        CapPeriod::Month,
+        CapPeriod::Total,
+    ];
+
+    /// Position of this period in `CapPeriod::ALL`.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Error of `FromStr` for the text enums of the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {text:?}")]
+pub struct UnknownVariant {
+    kind: &'static str,
+    text: String,
+}
+
+macro_rules! text_enum {
+    ($type:ident, $kind:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $type {
+            /// The stable text of this value, as stored and sent.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $type {
+            type Err = UnknownVariant;
+
+            fn from_str(text: &str) -> Result<Self, UnknownVariant> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownVariant { kind: $kind, text: text.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(Status, "status", { Active => "active", Paused => "paused", Archived => "archived" });
+text_enum!(Mode, "mode", {
+    Exclusive => "exclusive", Multisell => "multisell", Hybrid => "hybrid", Optimize => "optimize",
+});
+text_enum!(SaleType, "sale type", { Exclusive => "exclusive", Shared => "shared" });
+text_enum!(CapPeriod, "cap period", {
+    Hour => "hour", Day => "day", Week => "week", Month => "month", Total => "total",
+});
+
+impl Mode {
+    /// The sale types this mode may sell, as sent to RTB buyers in `sale_types`.
+    pub fn sale_types(self) -> &'static [SaleType] {
+        match self {
+            Mode::Exclusive => &[SaleType::Exclusive],
+            Mode::Multisell => &[SaleType::Shared],
+            Mode::Hybrid | Mode::Optimize => &[SaleType::Exclusive, SaleType::Shared],
+        }
+    }
+}
+
+/// The auction rules of an offer (its other columns are the caller's business).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferRules {
+    pub mode: Mode,
+    /// How many buyers a shared sale may have (1–100).
+    #[serde(default = "default_max_buyers")]
+    pub max_buyers: u32,
+    /// Hybrid's threshold: an exclusive bid at least this high sells exclusive.
+    #[serde(default)]
+    pub exclusive_floor: Money,
+    /// Offer-level dedup window in days (0 = off, at most 365).
+    #[serde(default)]
+    pub dedup_days: u32,
+    /// Consent keys a post must carry.
+    #[serde(default)]
+    pub require_consent: Vec<String>,
+}
+
+fn default_max_buyers() -> u32 {
+    3
+}
+
+impl OfferRules {
+    /// Checks the ranges of SPEC §4.2; pointers name the offer's fields.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if !(1..=100).contains(&self.max_buyers) {
+            errors.push(ConfigError::new("/max_buyers", "must be between 1 and 100"));
+        }
+        if self.exclusive_floor.is_negative() {
+            errors.push(ConfigError::new("/exclusive_floor", "must not be negative"));
+        }
+        if self.dedup_days > 365 {
+            errors.push(ConfigError::new("/dedup_days", "must be between 0 and 365"));
+        }
+        for (i, key) in self.require_consent.iter().enumerate() {
+            if key.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("/require_consent/{i}"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A campaign's payout rule (SPEC §4.3), in the API's shape:
+/// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}`,
+/// `{"type":"fixed","amount":8.00}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PayoutRule {
+    /// A share of the price in basis points (70.00 % = 7000), truncated to the cent.
+    Revshare {
+        #[serde(rename = "percent", with = "percent_basis_points")]
+        percent_bp: u32,
+    },
+    /// The price minus `amount`, never below zero.
+    Margin { amount: Money },
+    /// `amount` per sale, never above the price.
+    Fixed { amount: Money },
+}
+
+/// Percent as a JSON number 0–100 with at most 2 decimals ⇄ basis points; parsed exactly,
+/// like money (hundredths of a percent are exactly "cents" of a percent).
+mod percent_basis_points {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(bp: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        Money::from_cents(i64::from(*bp)).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let hundredths = Money::deserialize(deserializer)?.cents();
+        u32::try_from(hundredths)
+            .ok()
+            .filter(|bp| *bp <= 10_000)
+            .ok_or_else(|| serde::de::Error::custom("percent must be between 0 and 100"))
+    }
+}
+
+/// A field type of an offer's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Date,
+    Email,
+    Phone,
+}
+
+text_enum!(FieldType, "field type", {
+    String => "string", Integer => "integer", Number => "number", Boolean => "boolean",
+    Date => "date", Email => "email", Phone => "phone",
+});
+
+impl FieldType {
+    /// Types with an order (`gt`, `gte`, `lt`, `lte`, `between`).
+    pub fn is_ordered(self) -> bool {
+        matches!(
+            self,
+            FieldType::Integer | FieldType::Number | FieldType::Date
+        )
+    }
+}
+
+/// One field of an offer's `fields` column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    /// A regex the value must match somewhere (use `^…$` to anchor); `string` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub pii: bool,
+    /// The allowed values; `string`, `integer`, `number` and `date`.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Value>>,
+    /// Lower bound: the value (`integer`, `number`), a `YYYY-MM-DD` date, or a length in
+    /// characters (`string`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Value>,
+    /// Upper bound, like `min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Value>,
+}
+
+/// A contract's `pricing` column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Pricing {
+    Fixed(FixedPricing),
+    Rtb(RtbPricing),
+}
+
+/// `{"type":"fixed","exclusive_cents":4000,"shared_cents":1250}`; an absent price means the
+/// contract does not buy that sale type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedPricing {
+    #[serde(
+        rename = "exclusive_cents",
+        default,
+        with = "optional_cents",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exclusive: Option<Money>,
+    #[serde(
+        rename = "shared_cents",
+        default,
+        with = "optional_cents",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shared: Option<Money>,
+}
+
+/// Default RTB timeout when the contract names none (SPEC §3.1).
+pub const DEFAULT_RTB_TIMEOUT_MS: u32 = 200;
+/// Longest RTB timeout a contract may set (SPEC §3.1).
+pub const MAX_RTB_TIMEOUT_MS: u32 = 2000;
+
+/// `{"type":"rtb","url":…,"timeout_ms":150,"headers":{…},"max_bid_cents":5000,
+/// "exclusive_bid_path":"/x","shared_bid_path":"/y","ref_path":"/r"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtbPricing {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(
+        rename = "max_bid_cents",
+        default,
+        with = "optional_cents",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_bid: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_bid_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_bid_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_path: Option<String>,
+}
+
+impl RtbPricing {
+    /// The call's timeout: the contract's, or 200 ms.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms.unwrap_or(DEFAULT_RTB_TIMEOUT_MS)
+    }
+
+    /// JSON pointer of the exclusive bid in the answer.
+    pub fn exclusive_bid_path(&self) -> &str {
+        self.exclusive_bid_path
+            .as_deref()
+            .unwrap_or("/exclusive_bid")
+    }
+
+    /// JSON pointer of the shared bid in the answer.
+    pub fn shared_bid_path(&self) -> &str {
+        self.shared_bid_path.as_deref().unwrap_or("/shared_bid")
+    }
+
+    /// JSON pointer of the buyer's reference in the answer.
+    pub fn ref_path(&self) -> &str {
+        self.ref_path.as_deref().unwrap_or("/ref")
+    }
+}
+
+/// Optional money stored as integer cents.
+mod optional_cents {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        money: &Option<Money>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        money.map(Money::cents).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Money>, D::Error> {
+        Ok(Option::<i64>::deserialize(deserializer)?.map(Money::from_cents))
+    }
+}
+
+impl Pricing {
+    /// Parses and checks a `pricing` column; errors point under `/pricing`.
+    pub fn parse(value: &Value) -> Result<Pricing, Vec<ConfigError>> {
+        let pricing: Pricing = from_json_at(value, "/pricing").map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        let mut check_amount = |amount: Option<Money>, key: &str| {
+            if let Some(amount) = amount
+                && !(1..=MAX_CENTS).contains(&amount.cents())
+            {
+                errors.push(ConfigError::new(
+                    format!("/pricing/{key}"),
+                    "must be a positive amount of cents",
+                ));
+            }
+        };
+        match &pricing {
+            Pricing::Fixed(fixed) => {
+                check_amount(fixed.exclusive, "exclusive_cents");
+                check_amount(fixed.shared, "shared_cents");
+                if fixed.exclusive.is_none() && fixed.shared.is_none() {
+                    errors.push(ConfigError::new(
+                        "/pricing",
+                        "a fixed price needs exclusive_cents or shared_cents",
+                    ));
+                }
+            }
+            Pricing::Rtb(rtb) => {
+                check_amount(rtb.max_bid, "max_bid_cents");
+                if !(rtb.url.starts_with("https://") || rtb.url.starts_with("http://"))
+                    || rtb.url.contains(char::is_whitespace)
+                {
+                    errors.push(ConfigError::new(
+                        "/pricing/url",
+                        "must be an http or https URL",
+                    ));
+                }
+                if let Some(timeout) = rtb.timeout_ms
+                    && !(1..=MAX_RTB_TIMEOUT_MS).contains(&timeout)
+                {
+                    errors.push(ConfigError::new(
+                        "/pricing/timeout_ms",
+                        format!("must be between 1 and {MAX_RTB_TIMEOUT_MS}"),
+                    ));
+                }
+                let paths = [
+                    ("exclusive_bid_path", &rtb.exclusive_bid_path),
+                    ("shared_bid_path", &rtb.shared_bid_path),
+                    ("ref_path", &rtb.ref_path),
+                ];
+                for (key, path) in paths {
+                    if path.as_deref().is_some_and(|p| !is_json_pointer(p)) {
+                        errors.push(ConfigError::new(
+                            format!("/pricing/{key}"),
+                            "must be a JSON pointer such as /bid/amount",
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(pricing)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_enums_round_trip_their_stable_text() {
+        for mode in [
+            Mode::Exclusive,
+            Mode::Multisell,
+            Mode::Hybrid,
+            Mode::Optimize,
+        ] {
+            assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
+            assert_eq!(serde_json::to_value(mode).unwrap(), json!(mode.as_str()));
+        }
+        assert_eq!("paused".parse::<Status>(), Ok(Status::Paused));
+        assert!(
+            "Paused"
+                .parse::<Status>()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown status")
+        );
+        assert_eq!(SaleType::Shared.to_string(), "shared");
+        assert_eq!("phone".parse::<FieldType>(), Ok(FieldType::Phone));
+    }
+
+    #[test]
+    fn modes_name_the_sale_types_they_need() {
+        assert_eq!(Mode::Exclusive.sale_types(), [SaleType::Exclusive]);
+        assert_eq!(Mode::Multisell.sale_types(), [SaleType::Shared]);
+        assert_eq!(
+            Mode::Hybrid.sale_types(),
+            [SaleType::Exclusive, SaleType::Shared]
+        );
+        assert_eq!(
+            serde_json::to_value(Mode::Optimize.sale_types()).unwrap(),
+            json!(["exclusive", "shared"])
+        );
+    }
+
+    #[test]
+    fn payout_rules_read_the_api_shape_exactly() {
+        let rule: PayoutRule =
+            serde_json::from_value(json!({"type": "revshare", "percent": 70})).unwrap();
+        assert_eq!(rule, PayoutRule::Revshare { percent_bp: 7000 });
+        let rule: PayoutRule =
+            serde_json::from_value(json!({"type": "revshare", "percent": 33.33})).unwrap();
+        assert_eq!(rule, PayoutRule::Revshare { percent_bp: 3333 });
+        assert_eq!(
+            serde_json::to_string(&rule).unwrap(),
+            r#"{"type":"revshare","percent":33.33}"#
+        );
+        for bad in [
+            json!({"type": "revshare", "percent": 100.01}),
+            json!({"type": "revshare", "percent": -1}),
+            json!({"type": "revshare", "percent": 12.345}),
+            json!({"type": "fixed", "amount": 1, "x": 1}),
+        ] {
+            assert!(
+                serde_json::from_value::<PayoutRule>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        let rule: PayoutRule =
+            serde_json::from_value(json!({"type": "margin", "amount": 3.5})).unwrap();
+        assert_eq!(
+            rule,
+            PayoutRule::Margin {
+                amount: Money::from_cents(350)
+            }
+        );
+    }
+
+    #[test]
+    fn offer_rules_have_defaults_and_ranges() {
+        let rules: OfferRules = serde_json::from_value(json!({"mode": "hybrid"})).unwrap();
+        assert_eq!(rules.max_buyers, 3);
+        assert_eq!(rules.exclusive_floor, Money::ZERO);
+        assert_eq!(rules.validate(), Ok(()));
+        let bad = OfferRules {
+            max_buyers: 0,
+            dedup_days: 400,
+            exclusive_floor: Money::from_cents(-1),
+            require_consent: vec![" ".into()],
+            ..rules
+        };
+        let pointers: Vec<_> = bad
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect();
+        assert_eq!(
+            pointers,
+            [
+                "/max_buyers",
+                "/exclusive_floor",
+                "/dedup_days",
+                "/require_consent/0"
+            ]
+        );
+    }
+
+    #[test]
+    fn fixed_pricing_reads_cents() {
+        let pricing = Pricing::parse(
+            &json!({"type": "fixed", "exclusive_cents": 4000, "shared_cents": 1250}),
+        )
+        .unwrap();
+        assert_eq!(
+            pricing,
+            Pricing::Fixed(FixedPricing {
+                exclusive: Some(Money::from_cents(4000)),
+                shared: Some(Money::from_cents(1250))
+            })
+        );
+        let shared_only = Pricing::parse(&json!({"type": "fixed", "shared_cents": 1})).unwrap();
+        assert_eq!(
+            shared_only,
+            Pricing::Fixed(FixedPricing {
+                exclusive: None,
+                shared: Some(Money::from_cents(1))
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(&shared_only).unwrap(),
+            json!({"type": "fixed", "shared_cents": 1})
+        );
+    }
+
+    #[test]
+    fn rtb_pricing_has_defaults() {
+        let Pricing::Rtb(rtb) =
+            Pricing::parse(&json!({"type": "rtb", "url": "https://buyer.example/bid"})).unwrap()
+        else {
+            panic!("not rtb");
+        };
+        assert_eq!(rtb.timeout_ms(), 200);
+        assert_eq!(rtb.exclusive_bid_path(), "/exclusive_bid");
+        assert_eq!(rtb.shared_bid_path(), "/shared_bid");
+        assert_eq!(rtb.ref_path(), "/ref");
+        assert_eq!(rtb.max_bid, None);
+        let full = json!({"type": "rtb", "url": "https://b.example", "timeout_ms": 150, "headers": {"X-Key": "k"},
+                          "max_bid_cents": 5000, "exclusive_bid_path": "/x", "shared_bid_path": "/y", "ref_path": "/r"});
+        let pricing = Pricing::parse(&full).unwrap();
+        assert_eq!(serde_json::to_value(&pricing).unwrap(), full);
+    }
+
+    #[test]
+    fn bad_pricing_is_reported_with_pointers() {
+        let errors = |v: Value| -> Vec<String> {
+            Pricing::parse(&v)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.pointer)
+                .collect()
+        };
+        assert_eq!(errors(json!({"type": "fixed"})), ["/pricing"]);
+        assert_eq!(
+            errors(json!({"type": "fixed", "exclusive_cents": 0, "shared_cents": -5})),
+            ["/pricing/exclusive_cents", "/pricing/shared_cents"]
+        );
+        assert_eq!(
+            errors(json!({"type": "fixed", "exclusive": 40.0})),
+            ["/pricing"]
+        );
+        assert_eq!(errors(json!({"type": "auction"})), ["/pricing"]);
+        assert_eq!(errors(json!({"type": "rtb"})), ["/pricing"]);
+        assert_eq!(
+            errors(
+                json!({"type": "rtb", "url": "ftp://x", "timeout_ms": 5000, "max_bid_cents": 0, "ref_path": "ref"})
+            ),
+            [
+                "/pricing/max_bid_cents",
+                "/pricing/url",
+                "/pricing/timeout_ms",
+                "/pricing/ref_path"
+            ]
+        );
+        assert_eq!(
+            errors(json!({"type": "rtb", "url": "https://x", "timeout_ms": 0})),
+            ["/pricing/timeout_ms"]
+        );
+    }
+
+    #[test]
+    fn config_errors_display_pointer_and_message() {
+        let error = ConfigError::new("/filters/0/op", "unknown op");
+        assert_eq!(error.to_string(), "/filters/0/op: unknown op");
+        assert_eq!(
+            serde_json::to_value(&error).unwrap(),
+            json!({"pointer": "/filters/0/op", "message": "unknown op"})
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! The auction core: configuration compiled once per load, then pure per-ping decisions
+//! (lead validation, each contract's checks, RTB answers, winner selection). No I/O here: the
+//! caller reads state from the database, makes the HTTP calls and records the outcome.
+//!
+//! Flow of a ping: [`validate_ping`] → [`CompiledSchema::prepare`] → for each contract
+//! [`CompiledContract::evaluate`] (then, for RTB, [`parse_rtb_answer`] and
+//! [`CompiledContract::check_rtb_bid`]) → [`select`] with [`effective_floor`].
+
+mod caps;
+mod config;
+mod evaluate;
+mod filters;
+mod pricing;
+mod schedule;
+mod schema;
+mod select;
+mod value;
+
+pub use caps::{CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start};
+pub use config::{
+    CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
+    MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
+    UnknownVariant,
+};
+pub use evaluate::{
+    CompiledContract, ContractConfig, ContractState, Decline, DeclineReason, Evaluation,
+    PingContext, Prices, RtbBid, parse_rtb_answer,
+};
+pub use filters::CompiledFilter;
+pub use pricing::{effective_floor, meets_floor};
+pub use schedule::CompiledSchedule;
+pub use schema::{
+    CompiledSchema, LeadError, LeadErrorCode, PreparedLead, check_post_matches_ping,
+    normalize_email, normalize_phone, validate_ping, validate_post,
+};
+pub use select::{Bid, Loser, Selection, Winner, select};
+pub use value::pointer_token;

@@ -1,0 +1,563 @@
+//! Winner selection (SPEC §5.3–§5.5): payouts and the floor first, then ranking, then the
+//! offer's mode.
+
+use std::cmp::Reverse;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::money::Money;
+
+use super::config::{Mode, OfferRules, PayoutRule, SaleType};
+use super::evaluate::DeclineReason;
+use super::pricing::meets_floor;
+
+/// One contract's bid: its prices per sale type and what ranking needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bid {
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub priority: i32,
+    /// The contract's last sale; `None` (never sold) ranks as the longest without one.
+    pub last_sold_at: Option<DateTime<Utc>>,
+    pub exclusive: Option<Money>,
+    pub shared: Option<Money>,
+}
+
+/// A winning bid: what it buys, at what price, and the partner's payout for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Winner {
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub sale_type: SaleType,
+    pub price: Money,
+    pub payout: Money,
+}
+
+/// A bid that did not win: `outbid`, or `below_floor` when none of its prices left the
+/// partner a payout at or above the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Loser {
+    pub contract_id: Uuid,
+    pub reason: DeclineReason,
+}
+
+/// The auction's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// What the partner sells; `None` when nothing sells (`no_bids`).
+    pub sale_type: Option<SaleType>,
+    /// Best first.
+    pub winners: Vec<Winner>,
+    /// Every other bid, in input order.
+    pub losers: Vec<Loser>,
+}
+
+impl Selection {
+    /// What the partner earns if it posts and every winner buys.
+    pub fn total_payout(&self) -> Money {
+        Money::from_cents(self.winners.iter().map(|w| w.payout.cents()).sum())
+    }
+}
+
+/// A bid's price and payout for one sale type, kept only when the payout meets the floor.
+#[derive(Debug, Clone, Copy)]
+struct Offer {
+    price: Money,
+    payout: Money,
+}
+
+/// Ranking of SPEC §5.4 as a sort key, best first: price (highest first), priority (highest
+/// first), longest without a sale (`None`, never sold, sorts first; then the oldest sale),
+/// contract id. Ids compare as `u128`, the same order as their bytes.
+type RankKey = (Reverse<Money>, Reverse<i32>, Option<DateTime<Utc>>, u128);
+
+fn rank_key(bid: &Bid, price: Money) -> RankKey {
+    (
+        Reverse(price),
+        Reverse(bid.priority),
+        bid.last_sold_at,
+        bid.contract_id.as_u128(),
+    )
+}
+
+/// Selects the winners among `bids` by the offer's mode. A sale type whose payout (from
+/// `payout_rule`) is zero or below `floor` is removed from a bid first, so the next best can
+/// win; see [`super::pricing::effective_floor`] for the floor.
+pub fn select(
+    bids: &[Bid],
+    offer: &OfferRules,
+    payout_rule: PayoutRule,
+    floor: Money,
+) -> Selection {
+    let offer_of = |price: Option<Money>| {
+        price
+            .map(|price| Offer {
+                price,
+                payout: payout_rule.payout(price),
+            })
+            .filter(|o| meets_floor(o.payout, floor))
+    };
+    let offers: Vec<(Option<Offer>, Option<Offer>)> = bids
+        .iter()
+        .map(|b| (offer_of(b.exclusive), offer_of(b.shared)))
+        .collect();
+
+    let best_exclusive = (0..bids.len())
+        .filter_map(|i| offers[i].0.map(|o| (i, o)))
+        .min_by_key(|(i, o)| rank_key(&bids[*i], o.price));
+    let exclusive_clears_floor =
+        best_exclusive.is_some_and(|(_, o)| o.price >= offer.exclusive_floor);
+    let shared_needed = match offer.mode {
+        Mode::Exclusive => false,
+        Mode::Hybrid => !exclusive_clears_floor,
+        Mode::Multisell | Mode::Optimize => true,
+    };
+    let shared_winners = if shared_needed {
+        best_shared(bids, &offers, offer.max_buyers)
+    } else {
+        Vec::new()
+    };
+
+    let exclusive_wins = match (best_exclusive, offer.mode) {
+        (None, _) | (_, Mode::Multisell) => false,
+        (Some(_), Mode::Exclusive) => true,
+        (Some(_), Mode::Hybrid) => exclusive_clears_floor || shared_winners.is_empty(),
+        (Some((_, best)), Mode::Optimize) => {
+            let shared_total: i64 = shared_winners.iter().map(|(_, o)| o.price.cents()).sum();
+            best.price.cents() >= shared_total
+        }
+    };
+    let (sale_type, chosen) = match best_exclusive {
+        Some(best) if exclusive_wins => (Some(SaleType::Exclusive), vec![best]),
+        _ if offer.mode != Mode::Exclusive && !shared_winners.is_empty() => {
+            (Some(SaleType::Shared), shared_winners)
+        }
+        _ => (None, Vec::new()),
+    };
+    let winners: Vec<Winner> = sale_type.map_or_else(Vec::new, |sale_type| {
+        chosen
+            .iter()
+            .map(|&(i, o)| Winner {
+                contract_id: bids[i].contract_id,
+                buyer_id: bids[i].buyer_id,
+                sale_type,
+                price: o.price,
+                payout: o.payout,
+            })
+            .collect()
+    });
+    let mut won = vec![false; bids.len()];
+    for (i, _) in &chosen {
+        won[*i] = true;
+    }
+    let losers = bids
+        .iter()
+        .zip(&offers)
+        .zip(won)
+        .filter(|(_, won)| !won)
+        .map(|((bid, offers), _)| Loser {
+            contract_id: bid.contract_id,
+            reason: match offers {
+                (None, None) => DeclineReason::BelowFloor,
+                _ => DeclineReason::Outbid,
+            },
+        })
+        .collect();
+    Selection {
+        sale_type,
+        winners,
+        losers,
+    }
+}
+
+/// The best shared bids, one per buyer (its best contract), up to `max_buyers`, best first.
+fn best_shared(
+    bids: &[Bid],
+    offers: &[(Option<Offer>, Option<Offer>)],
+    max_buyers: u32,
+) -> Vec<(usize, Offer)> {
+    let mut ranked: Vec<(RankKey, usize, Offer)> = offers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, shared))| shared.map(|o| (rank_key(&bids[i], o.price), i, o)))
+        .collect();
+    // Keys are distinct (they end with the contract id), so an unstable sort is deterministic.
+    ranked.sort_unstable_by_key(|(key, _, _)| *key);
+    let mut buyers = HashSet::new();
+    ranked
+        .into_iter()
+        .filter(|(_, i, _)| buyers.insert(bids[*i].buyer_id))
+        .take(max_buyers as usize)
+        .map(|(_, i, o)| (i, o))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cents(c: i64) -> Money {
+        Money::from_cents(c)
+    }
+
+    fn bid(id: u128, buyer: u128, exclusive: Option<i64>, shared: Option<i64>) -> Bid {
+        Bid {
+            contract_id: Uuid::from_u128(id),
+            buyer_id: Uuid::from_u128(buyer),
+            priority: 0,
+            last_sold_at: None,
+            exclusive: exclusive.map(cents),
+            shared: shared.map(cents),
+        }
+    }
+
+    fn rules(mode: Mode, max_buyers: u32, exclusive_floor: i64) -> OfferRules {
+        OfferRules {
+            mode,
+            max_buyers,
+            exclusive_floor: cents(exclusive_floor),
+            dedup_days: 0,
+            require_consent: Vec::new(),
+        }
+    }
+
+    const ALL: PayoutRule = PayoutRule::Revshare { percent_bp: 10_000 };
+
+    fn winner_ids(selection: &Selection) -> Vec<u128> {
+        selection
+            .winners
+            .iter()
+            .map(|w| w.contract_id.as_u128())
+            .collect()
+    }
+
+    #[test]
+    fn exclusive_mode_sells_the_best_exclusive_bid_alone() {
+        let bids = [
+            bid(1, 1, Some(3000), Some(2000)),
+            bid(2, 2, Some(4000), None),
+            bid(3, 3, None, Some(9000)),
+        ];
+        let selection = select(&bids, &rules(Mode::Exclusive, 3, 0), ALL, Money::ZERO);
+        assert_eq!(selection.sale_type, Some(SaleType::Exclusive));
+        assert_eq!(winner_ids(&selection), [2]);
+        assert_eq!(
+            selection.losers,
+            [
+                Loser {
+                    contract_id: Uuid::from_u128(1),
+                    reason: DeclineReason::Outbid
+                },
+                Loser {
+                    contract_id: Uuid::from_u128(3),
+                    reason: DeclineReason::Outbid
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn multisell_sells_up_to_max_buyers_one_contract_per_buyer() {
+        let bids = [
+            bid(1, 1, None, Some(1000)),
+            bid(2, 1, None, Some(1500)),
+            bid(3, 2, None, Some(1200)),
+            bid(4, 3, None, Some(1100)),
+            bid(5, 4, None, Some(900)),
+        ];
+        let selection = select(&bids, &rules(Mode::Multisell, 3, 0), ALL, Money::ZERO);
+        assert_eq!(selection.sale_type, Some(SaleType::Shared));
+        assert_eq!(winner_ids(&selection), [2, 3, 4]);
+        assert_eq!(selection.total_payout(), cents(3800));
+        assert_eq!(selection.losers.len(), 2);
+    }
+
+    #[test]
+    fn hybrid_sells_exclusive_at_the_threshold_else_shared_else_exclusive_anyway() {
+        let bids = [
+            bid(1, 1, Some(2500), Some(1000)),
+            bid(2, 2, None, Some(1200)),
+        ];
+        let at_floor = select(&bids, &rules(Mode::Hybrid, 3, 2500), ALL, Money::ZERO);
+        assert_eq!(
+            (at_floor.sale_type, winner_ids(&at_floor)),
+            (Some(SaleType::Exclusive), vec![1])
+        );
+        let below = select(&bids, &rules(Mode::Hybrid, 3, 2501), ALL, Money::ZERO);
+        assert_eq!(
+            (below.sale_type, winner_ids(&below)),
+            (Some(SaleType::Shared), vec![2, 1])
+        );
+        let exclusive_only = [bid(1, 1, Some(100), None)];
+        let fallback = select(
+            &exclusive_only,
+            &rules(Mode::Hybrid, 3, 2500),
+            ALL,
+            Money::ZERO,
+        );
+        assert_eq!(
+            (fallback.sale_type, winner_ids(&fallback)),
+            (Some(SaleType::Exclusive), vec![1])
+        );
+    }
+
+    #[test]
+    fn optimize_sells_whichever_earns_more_and_ties_go_exclusive() {
+        let bids = [
+            bid(1, 1, Some(3000), Some(1000)),
+            bid(2, 2, None, Some(1000)),
+            bid(3, 3, None, Some(1000)),
+        ];
+        let tie = select(&bids, &rules(Mode::Optimize, 3, 0), ALL, Money::ZERO);
+        assert_eq!(
+            (tie.sale_type, winner_ids(&tie)),
+            (Some(SaleType::Exclusive), vec![1])
+        );
+        let shared_more = select(
+            &[
+                bids[0].clone(),
+                bids[1].clone(),
+                bids[2].clone(),
+                bid(4, 4, None, Some(1)),
+            ],
+            &rules(Mode::Optimize, 4, 0),
+            ALL,
+            Money::ZERO,
+        );
+        assert_eq!(
+            (shared_more.sale_type, winner_ids(&shared_more)),
+            (Some(SaleType::Shared), vec![1, 2, 3, 4])
+        );
+        let only_two_count = select(&bids, &rules(Mode::Optimize, 2, 0), ALL, Money::ZERO);
+        assert_eq!(only_two_count.sale_type, Some(SaleType::Exclusive));
+        let no_exclusive = select(&bids[1..], &rules(Mode::Optimize, 2, 0), ALL, Money::ZERO);
+        assert_eq!(no_exclusive.sale_type, Some(SaleType::Shared));
+    }
+
+    #[test]
+    fn ties_break_by_priority_then_longest_without_a_sale_then_id() {
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let mut a = bid(9, 1, Some(1000), None);
+        let mut b = bid(8, 2, Some(1000), None);
+        let mut c = bid(7, 3, Some(1000), None);
+        let mut d = bid(6, 4, Some(1000), None);
+        a.priority = 1;
+        b.last_sold_at = t("2026-01-01T00:00:00Z");
+        c.last_sold_at = t("2026-02-01T00:00:00Z");
+        d.last_sold_at = t("2026-02-01T00:00:00Z");
+        let bids = [d.clone(), c.clone(), b.clone(), a.clone()];
+        let mut order = Vec::new();
+        let mut remaining = bids.to_vec();
+        while !remaining.is_empty() {
+            let selection = select(&remaining, &rules(Mode::Exclusive, 1, 0), ALL, Money::ZERO);
+            let id = selection.winners[0].contract_id;
+            order.push(id.as_u128());
+            remaining.retain(|b| b.contract_id != id);
+        }
+        // a (priority), b (sold longest ago), then c and d (same time) by id: d (6) before c (7).
+        assert_eq!(order, [9, 8, 6, 7]);
+        let never = bid(99, 5, Some(1000), None);
+        let selection = select(&[b, never], &rules(Mode::Exclusive, 1, 0), ALL, Money::ZERO);
+        assert_eq!(winner_ids(&selection), [99]);
+    }
+
+    #[test]
+    fn the_floor_removes_sale_types_so_the_next_best_wins() {
+        let rule = PayoutRule::Revshare { percent_bp: 5000 };
+        let bids = [
+            bid(1, 1, Some(5000), Some(900)),
+            bid(2, 2, Some(1000), Some(1200)),
+            bid(3, 3, Some(100), Some(100)),
+        ];
+        // Floor 5.00: bid 1's shared (4.50) and bid 2's exclusive (5.00 ok) … bid 3 has nothing.
+        let selection = select(&bids, &rules(Mode::Multisell, 3, 0), rule, cents(500));
+        assert_eq!(winner_ids(&selection), [2]);
+        assert_eq!(selection.winners[0].payout, cents(600));
+        assert_eq!(
+            selection.losers,
+            [
+                Loser {
+                    contract_id: Uuid::from_u128(1),
+                    reason: DeclineReason::Outbid
+                },
+                Loser {
+                    contract_id: Uuid::from_u128(3),
+                    reason: DeclineReason::BelowFloor
+                },
+            ]
+        );
+        // A zero payout is below any floor, even a zero one.
+        let margin = PayoutRule::Margin {
+            amount: cents(1000),
+        };
+        let selection = select(&bids, &rules(Mode::Exclusive, 3, 0), margin, Money::ZERO);
+        assert_eq!(winner_ids(&selection), [1]);
+        assert_eq!(selection.losers[1].reason, DeclineReason::BelowFloor);
+    }
+
+    #[test]
+    fn nothing_to_sell_is_no_sale() {
+        let empty = select(&[], &rules(Mode::Hybrid, 3, 0), ALL, Money::ZERO);
+        assert_eq!(
+            empty,
+            Selection {
+                sale_type: None,
+                winners: Vec::new(),
+                losers: Vec::new()
+            }
+        );
+        let shared_only = select(
+            &[bid(1, 1, None, Some(100))],
+            &rules(Mode::Exclusive, 3, 0),
+            ALL,
+            Money::ZERO,
+        );
+        assert_eq!(shared_only.sale_type, None);
+        assert_eq!(shared_only.losers[0].reason, DeclineReason::Outbid);
+        assert_eq!(shared_only.total_payout(), Money::ZERO);
+    }
+
+    fn arb_bids() -> impl Strategy<Value = Vec<Bid>> {
+        let price = proptest::option::weighted(0.8, 0i64..5000);
+        let one = (
+            0u128..6,
+            -1i32..2,
+            proptest::option::of(0i64..4),
+            price.clone(),
+            price,
+        );
+        proptest::collection::vec(one, 0..24).prop_map(|rows| {
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (buyer, priority, sold, exclusive, shared))| Bid {
+                    contract_id: Uuid::from_u128(1000 + i as u128),
+                    buyer_id: Uuid::from_u128(buyer),
+                    priority,
+                    last_sold_at: sold.and_then(|h| DateTime::from_timestamp(h * 3600, 0)),
+                    exclusive: exclusive.map(cents),
+                    shared: shared.map(cents),
+                })
+                .collect()
+        })
+    }
+
+    fn arb_rule() -> impl Strategy<Value = PayoutRule> {
+        prop_oneof![
+            (0u32..=10_000).prop_map(|percent_bp| PayoutRule::Revshare { percent_bp }),
+            (0i64..3000).prop_map(|c| PayoutRule::Margin { amount: cents(c) }),
+            (0i64..3000).prop_map(|c| PayoutRule::Fixed { amount: cents(c) }),
+        ]
+    }
+
+    fn arb_mode() -> impl Strategy<Value = Mode> {
+        prop_oneof![
+            Just(Mode::Exclusive),
+            Just(Mode::Multisell),
+            Just(Mode::Hybrid),
+            Just(Mode::Optimize)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn selections_keep_every_rule(
+            bids in arb_bids(),
+            mode in arb_mode(),
+            max_buyers in 1u32..5,
+            exclusive_floor in 0i64..5000,
+            rule in arb_rule(),
+            floor in 0i64..1500,
+        ) {
+            let floor = cents(floor);
+            let offer = rules(mode, max_buyers, exclusive_floor);
+            let selection = select(&bids, &offer, rule, floor);
+            let eligible = |b: &Bid, t: SaleType| {
+                let price = if t == SaleType::Exclusive { b.exclusive } else { b.shared };
+                price.filter(|p| meets_floor(rule.payout(*p), floor))
+            };
+
+            // Every contract ends exactly once, as a winner or a loser with the right reason.
+            prop_assert_eq!(selection.winners.len() + selection.losers.len(), bids.len());
+            for loser in &selection.losers {
+                let b = bids.iter().find(|b| b.contract_id == loser.contract_id).unwrap();
+                let any = eligible(b, SaleType::Exclusive).is_some() || eligible(b, SaleType::Shared).is_some();
+                prop_assert_eq!(loser.reason, if any { DeclineReason::Outbid } else { DeclineReason::BelowFloor });
+            }
+
+            prop_assert_eq!(selection.sale_type.is_none(), selection.winners.is_empty());
+            let Some(sale_type) = selection.sale_type else {
+                // Nothing sold: nothing eligible for what the mode could sell.
+                let exclusive_any = bids.iter().any(|b| eligible(b, SaleType::Exclusive).is_some());
+                let shared_any = bids.iter().any(|b| eligible(b, SaleType::Shared).is_some());
+                prop_assert!(!(exclusive_any && mode != Mode::Multisell));
+                prop_assert!(!(shared_any && mode != Mode::Exclusive));
+                return Ok(());
+            };
+            prop_assert!(mode.sale_types().contains(&sale_type));
+            for w in &selection.winners {
+                let b = bids.iter().find(|b| b.contract_id == w.contract_id).unwrap();
+                prop_assert_eq!(w.sale_type, sale_type);
+                prop_assert_eq!(Some(w.price), eligible(b, sale_type));
+                prop_assert_eq!(w.payout, rule.payout(w.price));
+                prop_assert!(w.payout <= w.price && meets_floor(w.payout, floor));
+                prop_assert_eq!(w.buyer_id, b.buyer_id);
+            }
+            let winner_buyers: HashSet<Uuid> = selection.winners.iter().map(|w| w.buyer_id).collect();
+            prop_assert_eq!(winner_buyers.len(), selection.winners.len());
+            prop_assert!(selection.winners.len() <= max_buyers as usize);
+            if sale_type == SaleType::Exclusive {
+                prop_assert_eq!(selection.winners.len(), 1);
+            }
+
+            // No eligible non-winner of the sold type beats a winner, unless its buyer already won.
+            let worst = selection.winners.last().unwrap();
+            let worst_bid = bids.iter().find(|b| b.contract_id == worst.contract_id).unwrap();
+            let full = sale_type == SaleType::Exclusive || selection.winners.len() == max_buyers as usize;
+            for b in &bids {
+                let Some(price) = eligible(b, sale_type) else { continue };
+                if winner_buyers.contains(&b.buyer_id) {
+                    continue;
+                }
+                prop_assert!(full, "an eligible buyer was left out of a sale with room");
+                prop_assert!(rank_key(b, price) > rank_key(worst_bid, worst.price));
+            }
+
+            // The mode's choice between the two sale types.
+            let best = |t: SaleType| bids.iter().filter_map(|b| eligible(b, t)).max();
+            let exclusive_best = best(SaleType::Exclusive);
+            match mode {
+                Mode::Exclusive => prop_assert_eq!(sale_type, SaleType::Exclusive),
+                Mode::Multisell => prop_assert_eq!(sale_type, SaleType::Shared),
+                Mode::Hybrid => {
+                    let over_floor = exclusive_best.is_some_and(|p| p >= offer.exclusive_floor);
+                    let no_shared = best(SaleType::Shared).is_none();
+                    let expected = if over_floor || no_shared { SaleType::Exclusive } else { SaleType::Shared };
+                    prop_assert_eq!(sale_type, expected);
+                }
+                Mode::Optimize => {
+                    let total = selection.winners.iter().map(|w| w.price.cents()).sum::<i64>();
+                    if sale_type == SaleType::Shared {
+                        prop_assert!(exclusive_best.is_none_or(|p| p.cents() < total));
+                    } else {
+                        // The shared alternative: the best shared bid of each buyer, top max_buyers.
+                        let mut per_buyer = std::collections::HashMap::new();
+                        for b in &bids {
+                            if let Some(p) = eligible(b, SaleType::Shared) {
+                                let e = per_buyer.entry(b.buyer_id).or_insert(p);
+                                *e = (*e).max(p);
+                            }
+                        }
+                        let mut shared: Vec<i64> = per_buyer.values().map(|p| p.cents()).collect();
+                        shared.sort_unstable_by(|a, b| b.cmp(a));
+                        let shared_total: i64 = shared.iter().take(max_buyers as usize).sum();
+                        prop_assert!(total >= shared_total);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The auction's fan-out (SPEC §5.1 steps 3–5): one batched read of the state, one task per
+//! contract (its own checks, then its buyer's RTB call if it needs one), then selection.
+//!
+//! Every contract ends in a bid or exactly one decline reason. A contract's task never waits
+//! on another's: a slow RTB buyer costs only its own timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::auction::{
+    Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing, SaleType,
+    Selection, Status, effective_floor, parse_rtb_answer, period_start, select,
+};
+use crate::buyers::rtb::{self, BidRequest, Reply};
+use crate::money::Money;
+use crate::store::pings::{self, AuctionState, DistributionRow, StateQuery};
+use crate::store::snapshot::{CampaignContext, Contract};
+
+/// A ping that passed validation, ready for its auction.
+pub struct AuctionInput {
+    pub ping_id: Uuid,
+    pub lead: Arc<Map<String, Value>>,
+    pub prepared: Arc<PreparedLead<'static>>,
+    pub dedup_hashes: Vec<[u8; 32]>,
+    pub min_payout: Option<Money>,
+    pub test: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// How the auction ended.
+pub enum AuctionOutcome {
+    /// The offer-level dedup found this consumer: no auction ran.
+    Duplicate,
+    /// The auction ran: `selection` has the winners (possibly none) and `rows` every
+    /// contract's record.
+    Ran {
+        selection: Selection,
+        rows: Vec<DistributionRow>,
+        bid_ids: HashMap<Uuid, Uuid>,
+    },
+}
+
+/// What one contract's task ends with.
+struct ContractResult {
+    index: usize,
+    result: Result<Prices, Decline>,
+    rtb_ms: Option<i32>,
+    rtb_ref: Option<String>,
+}
+
+fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool {
+    days > 0 && at.is_some_and(|at| now - at < chrono::Duration::days(i64::from(days)))
+}
+
+pub async fn run(
+    db: &sqlx::PgPool,
+    http: &reqwest::Client,
+    campaign: &CampaignContext,
+    input: &AuctionInput,
+) -> Result<AuctionOutcome, sqlx::Error> {
+    let tenant = &campaign.tenant;
+    let offer = &campaign.offer;
+    let contracts = &offer.contracts;
+
+    // 1. The state every check needs, in one query.
+    let mut cap_periods = Vec::new();
+    for contract in contracts {
+        let mut seen = [false; 5];
+        for cap in contract.compiled.caps().iter() {
+            let period = cap.period();
+            if !std::mem::replace(&mut seen[period.index()], true) {
+                cap_periods.push((
+                    contract.compiled.id(),
+                    period,
+                    period_start(period, input.now, tenant.timezone),
+                ));
+            }
+        }
+    }
+    let contract_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.id()).collect();
+    let mut buyer_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.buyer_id()).collect();
+    buyer_ids.sort_unstable();
+    buyer_ids.dedup();
+    let state = pings::read_state(
+        db,
+        &StateQuery {
+            tenant_id: tenant.id,
+            offer_id: offer.id,
+            cap_periods: &cap_periods,
+            contract_ids: &contract_ids,
+            buyer_ids: &buyer_ids,
+            dedup_hashes: &input.dedup_hashes,
+        },
+    )
+    .await?;
+
+    // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned.
+    if within_days(state.offer_sold_at, offer.rules.dedup_days, input.now) {
+        return Ok(AuctionOutcome::Duplicate);
+    }
+
+    // 3. One task per contract.
+    let sale_types = offer.rules.mode.sale_types();
+    let offer_name: Arc<str> = Arc::from(offer.name.as_str());
+    let mut tasks = JoinSet::new();
+    for (index, contract) in contracts.iter().enumerate() {
+        let contract_state = contract_state(campaign, contract, &state, input.now);
+        let task = ContractTask {
+            index,
+            contract: Arc::clone(contract),
+            state: contract_state,
+            prepared: Arc::clone(&input.prepared),
+            lead: Arc::clone(&input.lead),
+            offer_name: Arc::clone(&offer_name),
+            http: http.clone(),
+            ping_id: input.ping_id,
+            test: input.test,
+            now: input.now,
+            tenant_tz: tenant.timezone,
+            sale_types,
+        };
+        tasks.spawn(task.run());
+    }
+    let mut results: Vec<Option<ContractResult>> = (0..contracts.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => {
+                let index = result.index;
+                results[index] = Some(result);
+            }
+            // A panicking check is a bug; its contract simply takes no part.
+            Err(error) => tracing::error!(%error, "a contract's evaluation failed"),
+        }
+    }
+
+    // 4. Selection among the bids.
+    let bids: Vec<_> = results
+        .iter()
+        .flatten()
+        .filter_map(|r| r.result.as_ref().ok().map(|prices| (r.index, *prices)))
+        .map(|(index, prices)| {
+            let contract = &contracts[index].compiled;
+            contract.bid(prices, state.last_sale.get(&contract.id()).copied())
+        })
+        .collect();
+    let floor = effective_floor(campaign.campaign.min_payout, input.min_payout);
+    let selection = select(&bids, &offer.rules, campaign.campaign.payout, floor);
+
+    // 5. Every contract's record.
+    let winners: HashMap<Uuid, usize> = selection
+        .winners
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.contract_id, i))
+        .collect();
+    let losers: HashMap<Uuid, DeclineReason> = selection
+        .losers
+        .iter()
+        .map(|l| (l.contract_id, l.reason))
+        .collect();
+    let mut bid_ids = HashMap::new();
+    let rows = results
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let contract = &contracts[r.index].compiled;
+            let id = contract.id();
+            let mut row = DistributionRow {
+                contract_id: id,
+                buyer_id: contract.buyer_id(),
+                outcome: "declined",
+                reason: None,
+                detail: None,
+                exclusive_bid: None,
+                shared_bid: None,
+                rtb_ms: r.rtb_ms,
+                rtb_ref: r.rtb_ref,
+                bid_id: None,
+                sale_type: None,
+                price: None,
+                payout: None,
+            };
+            match r.result {
+                Err(decline) => {
+                    row.reason = Some(decline.reason.as_str());
+                    row.detail = decline.detail;
+                }
+                Ok(prices) => {
+                    row.exclusive_bid = prices.exclusive;
+                    row.shared_bid = prices.shared;
+                    if let Some(&w) = winners.get(&id) {
+                        let winner = &selection.winners[w];
+                        let bid_id = Uuid::now_v7();
+                        bid_ids.insert(id, bid_id);
+                        row.outcome = "won";
+                        row.bid_id = Some(bid_id);
+                        row.sale_type = Some(winner.sale_type);
+                        row.price = Some(winner.price);
+                        row.payout = Some(winner.payout);
+                    } else {
+                        let reason = losers.get(&id).copied().unwrap_or(DeclineReason::Outbid);
+                        row.outcome = if reason == DeclineReason::Outbid {
+                            "outbid"
+                        } else {
+                            "declined"
+                        };
+                        row.reason = Some(reason.as_str());
+                    }
+                }
+            }
+            row
+        })
+        .collect();
+    Ok(AuctionOutcome::Ran {
+        selection,
+        rows,
+        bid_ids,
+    })
+}
+
+fn contract_state(
+    campaign: &CampaignContext,
+    contract: &Contract,
+    state: &AuctionState,
+    now: DateTime<Utc>,
+) -> crate::auction::ContractState {
+    let buyer_id = contract.compiled.buyer_id();
+    let buyer = campaign.tenant.buyers.get(&buyer_id);
+    crate::auction::ContractState {
+        buyer_status: buyer.map_or(Status::Archived, |b| b.status),
+        balance: state
+            .balances
+            .get(&buyer_id)
+            .copied()
+            .unwrap_or(Money::ZERO),
+        credit_limit: buyer.map_or(Money::ZERO, |b| b.credit_limit),
+        usage: state
+            .cap_usage
+            .get(&contract.compiled.id())
+            .copied()
+            .unwrap_or_default(),
+        duplicate: within_days(
+            state.buyer_bought_at.get(&buyer_id).copied(),
+            contract.dedup_days,
+            now,
+        ),
+    }
+}
+
+/// Everything one contract's task owns.
+struct ContractTask {
+    index: usize,
+    contract: Arc<Contract>,
+    state: crate::auction::ContractState,
+    prepared: Arc<PreparedLead<'static>>,
+    lead: Arc<Map<String, Value>>,
+    offer_name: Arc<str>,
+    http: reqwest::Client,
+    ping_id: Uuid,
+    test: bool,
+    now: DateTime<Utc>,
+    tenant_tz: chrono_tz::Tz,
+    sale_types: &'static [SaleType],
+}
+
+impl ContractTask {
+    async fn run(self) -> ContractResult {
+        let ping = PingContext {
+            lead: &self.prepared,
+            now: self.now,
+            tenant_tz: self.tenant_tz,
+            sale_types: self.sale_types,
+        };
+        let compiled = &self.contract.compiled;
+        let evaluation = compiled.evaluate(&self.state, &ping);
+        let (rtb, result) = match evaluation {
+            Evaluation::Declined(decline) => (None, Err(decline)),
+            Evaluation::Priced(prices) => (None, Ok(prices)),
+            Evaluation::CallRtb => {
+                let Pricing::Rtb(pricing) = compiled.pricing() else {
+                    unreachable!("only RTB contracts ask for a call")
+                };
+                let request = BidRequest {
+                    ping_id: self.ping_id,
+                    offer: &self.offer_name,
+                    sale_types: self.sale_types,
+                    lead: &self.lead,
+                    test: self.test,
+                    tmax_ms: pricing.timeout_ms(),
+                };
+                let (reply, elapsed) = rtb::request_bids(&self.http, pricing, &request).await;
+                let answer = match reply {
+                    Reply::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
+                    Reply::TimedOut => Err(Decline {
+                        reason: DeclineReason::RtbTimeout,
+                        detail: Some(format!("no answer within {} ms", pricing.timeout_ms())),
+                    }),
+                    Reply::Failed(error) => Err(Decline {
+                        reason: DeclineReason::RtbError,
+                        detail: Some(error),
+                    }),
+                };
+                let reference = answer.as_ref().ok().and_then(|bid| bid.reference.clone());
+                let result = answer
+                    .and_then(|bid| compiled.check_rtb_bid(&self.state, self.sale_types, &bid));
+                (Some((elapsed, reference)), result)
+            }
+        };
+        let (rtb_ms, rtb_ref) = match rtb {
+            Some((elapsed, reference)) => (Some(millis(elapsed)), reference),
+            None => (None, None),
+        };
+        ContractResult {
+            index: self.index,
+            result,
+            rtb_ms,
+            rtb_ref,
+        }
+    }
+}
+
+fn millis(elapsed: Duration) -> i32 {
+    i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,298 @@
+//! The ping's database work: one batched read of the state its checks need, and one write of
+//! its record. Both are a single statement, whatever the number of contracts.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::auction::{CapPeriod, CapUsage, PeriodUsage, SaleType};
+use crate::money::Money;
+
+/// The mutable state a ping's checks read, for every contract of the offer at once.
+#[derive(Debug, Default)]
+pub struct AuctionState {
+    /// Usage of each contract's caps in their current periods (absent = nothing used).
+    pub cap_usage: HashMap<Uuid, PeriodUsage>,
+    pub balances: HashMap<Uuid, Money>,
+    /// For each buyer, when it last bought this consumer (any of the ping's dedup hashes).
+    pub buyer_bought_at: HashMap<Uuid, DateTime<Utc>>,
+    /// When this consumer was last sold on the offer.
+    pub offer_sold_at: Option<DateTime<Utc>>,
+    /// When each contract last sold (absent = never).
+    pub last_sale: HashMap<Uuid, DateTime<Utc>>,
+}
+
+/// What to read: the current period of every cap, the buyers, and the consumer's hashes.
+pub struct StateQuery<'a> {
+    pub tenant_id: Uuid,
+    pub offer_id: Uuid,
+    /// One entry per (contract, period) that has a cap.
+    pub cap_periods: &'a [(Uuid, CapPeriod, DateTime<Utc>)],
+    pub contract_ids: &'a [Uuid],
+    pub buyer_ids: &'a [Uuid],
+    pub dedup_hashes: &'a [[u8; 32]],
+}
+
+#[derive(FromRow)]
+struct StateRow {
+    kind: String,
+    id: Uuid,
+    period: Option<String>,
+    leads: Option<i64>,
+    cents: Option<i64>,
+    at: Option<DateTime<Utc>>,
+}
+
+pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionState, sqlx::Error> {
+    let (cap_contracts, (cap_periods, cap_starts)): (Vec<Uuid>, (Vec<&str>, Vec<DateTime<Utc>>)) =
+        query
+            .cap_periods
+            .iter()
+            .map(|(contract, period, start)| (*contract, (period.as_str(), *start)))
+            .unzip();
+    let hashes: Vec<&[u8]> = query.dedup_hashes.iter().map(|h| &h[..]).collect();
+    let rows: Vec<StateRow> = sqlx::query_as(
+        "SELECT 'cap' AS kind, c.contract_id AS id, c.period, c.leads::bigint AS leads,
+                c.spend_cents AS cents, NULL::timestamptz AS at
+         FROM cap_counters c
+         JOIN unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS w (contract_id, period, period_start)
+           ON c.contract_id = w.contract_id AND c.period = w.period AND c.period_start = w.period_start
+         WHERE c.tenant_id = $1
+         UNION ALL
+         SELECT 'balance', id, NULL, NULL, balance_cents, NULL
+         FROM buyers WHERE tenant_id = $1 AND id = ANY($5)
+         UNION ALL
+         SELECT 'bought', buyer_id, NULL, NULL, NULL, max(sold_at)
+         FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($6) AND buyer_id = ANY($5)
+         GROUP BY buyer_id
+         UNION ALL
+         SELECT 'offer_sold', offer_id, NULL, NULL, NULL, max(sold_at)
+         FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($6) AND offer_id = $7
+         GROUP BY offer_id
+         UNION ALL
+         SELECT 'last_sale', contract_id, NULL, NULL, NULL, last_sold_at
+         FROM contract_stats WHERE tenant_id = $1 AND contract_id = ANY($8)",
+    )
+    .bind(query.tenant_id)
+    .bind(&cap_contracts)
+    .bind(&cap_periods)
+    .bind(&cap_starts)
+    .bind(query.buyer_ids)
+    .bind(&hashes)
+    .bind(query.offer_id)
+    .bind(query.contract_ids)
+    .fetch_all(db)
+    .await?;
+
+    let mut state = AuctionState::default();
+    for row in rows {
+        match row.kind.as_str() {
+            "cap" => {
+                let Some(period) = row
+                    .period
+                    .as_deref()
+                    .and_then(|p| p.parse::<CapPeriod>().ok())
+                else {
+                    continue;
+                };
+                let usage = CapUsage {
+                    leads: row.leads.unwrap_or(0),
+                    spend: Money::from_cents(row.cents.unwrap_or(0)),
+                };
+                state
+                    .cap_usage
+                    .entry(row.id)
+                    .or_default()
+                    .set(period, usage);
+            }
+            "balance" => {
+                state
+                    .balances
+                    .insert(row.id, Money::from_cents(row.cents.unwrap_or(0)));
+            }
+            "bought" => {
+                if let Some(at) = row.at {
+                    state.buyer_bought_at.insert(row.id, at);
+                }
+            }
+            "offer_sold" => state.offer_sold_at = row.at,
+            "last_sale" => {
+                if let Some(at) = row.at {
+                    state.last_sale.insert(row.id, at);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+/// The ping's own record: its `posting_log` row.
+pub struct PingRecord<'a> {
+    pub tenant_id: Uuid,
+    pub ping_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub offer_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub latency_us: i64,
+    pub http_status: u16,
+    /// `bids`, `no_bids`, `duplicate`, or an error code.
+    pub result: &'a str,
+    pub test: bool,
+    /// The validated, PII-free lead (absent for a refused ping: it may hold anything).
+    pub lead: Option<&'a Map<String, Value>>,
+    pub min_payout: Option<Money>,
+    pub sale_type: Option<SaleType>,
+    pub payout: Option<Money>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One contract's row in `lead_distribution`.
+#[derive(Debug, Clone)]
+pub struct DistributionRow {
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    /// `won`, `outbid` or `declined`.
+    pub outcome: &'static str,
+    pub reason: Option<&'static str>,
+    pub detail: Option<String>,
+    pub exclusive_bid: Option<Money>,
+    pub shared_bid: Option<Money>,
+    pub rtb_ms: Option<i32>,
+    pub rtb_ref: Option<String>,
+    pub bid_id: Option<Uuid>,
+    pub sale_type: Option<SaleType>,
+    pub price: Option<Money>,
+    pub payout: Option<Money>,
+}
+
+fn cents(money: Option<Money>) -> Option<i64> {
+    money.map(Money::cents)
+}
+
+/// Writes the ping and all its contracts' outcomes in one statement (atomic, one round trip).
+pub async fn record_ping(
+    db: &PgPool,
+    ping: &PingRecord<'_>,
+    rows: &[DistributionRow],
+) -> Result<(), sqlx::Error> {
+    macro_rules! column {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        };
+    }
+    let sale_types: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.sale_type.map(SaleType::as_str))
+        .collect();
+    let exclusive: Vec<Option<i64>> = rows.iter().map(|r| cents(r.exclusive_bid)).collect();
+    let shared: Vec<Option<i64>> = rows.iter().map(|r| cents(r.shared_bid)).collect();
+    let prices: Vec<Option<i64>> = rows.iter().map(|r| cents(r.price)).collect();
+    let payouts: Vec<Option<i64>> = rows.iter().map(|r| cents(r.payout)).collect();
+    sqlx::query(
+        "WITH ping AS (
+             INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,
+                                      latency_us, http_status, result, test, lead, min_payout_cents,
+                                      sale_type, payout_cents, expires_at)
+             VALUES ($1, $2, 'ping', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15))
+         INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason,
+                                        detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
+                                        sale_type, price_cents, payout_cents)
+         SELECT $1, $2, $6, * FROM unnest($16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::text[],
+                                          $21::bigint[], $22::bigint[], $23::int[], $24::text[], $25::uuid[],
+                                          $26::text[], $27::bigint[], $28::bigint[])",
+    )
+    .bind(ping.tenant_id)
+    .bind(ping.ping_id)
+    .bind(ping.campaign_id)
+    .bind(ping.partner_id)
+    .bind(ping.offer_id)
+    .bind(ping.created_at)
+    .bind(ping.latency_us)
+    .bind(i32::from(ping.http_status))
+    .bind(ping.result)
+    .bind(ping.test)
+    .bind(ping.lead.map(|lead| sqlx::types::Json(lead)))
+    .bind(cents(ping.min_payout))
+    .bind(ping.sale_type.map(SaleType::as_str))
+    .bind(cents(ping.payout))
+    .bind(ping.expires_at)
+    .bind(column!(contract_id))
+    .bind(column!(buyer_id))
+    .bind(column!(outcome))
+    .bind(column!(reason))
+    .bind(column!(detail))
+    .bind(exclusive)
+    .bind(shared)
+    .bind(column!(rtb_ms))
+    .bind(column!(rtb_ref))
+    .bind(column!(bid_id))
+    .bind(sale_types)
+    .bind(prices)
+    .bind(payouts)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A recorded ping, as the admin view shows it.
+#[derive(Debug, FromRow)]
+pub struct StoredPing {
+    pub id: Uuid,
+    pub result: String,
+    pub sale_type: Option<String>,
+    pub payout_cents: Option<i64>,
+    pub test: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One contract's recorded outcome.
+#[derive(Debug, FromRow)]
+pub struct StoredDistribution {
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub exclusive_bid_cents: Option<i64>,
+    pub shared_bid_cents: Option<i64>,
+    pub rtb_ms: Option<i32>,
+    pub bid_id: Option<Uuid>,
+    pub sale_type: Option<String>,
+    pub price_cents: Option<i64>,
+    pub payout_cents: Option<i64>,
+    pub disposition: Option<String>,
+}
+
+/// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
+pub async fn find_ping(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Option<(StoredPing, Vec<StoredDistribution>)>, sqlx::Error> {
+    let ping: Option<StoredPing> = sqlx::query_as(
+        "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at
+         FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(ping) = ping else { return Ok(None) };
+    let contracts = sqlx::query_as(
+        "SELECT contract_id, buyer_id, outcome, reason, detail, exclusive_bid_cents, shared_bid_cents, rtb_ms,
+                bid_id, sale_type, price_cents, payout_cents, disposition
+         FROM lead_distribution WHERE tenant_id = $1 AND ping_id = $2
+         ORDER BY outcome = 'won' DESC, price_cents DESC NULLS LAST, outcome = 'outbid' DESC, contract_id",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_all(db)
+    .await?;
+    Ok(Some((ping, contracts)))
+}

@@ -1,0 +1,554 @@
+//! The configuration snapshot: every tenant's offers, campaigns, buyers and contracts, compiled
+//! once (schemas, filters, schedules, caps) and held in memory, so that a ping reads no
+//! configuration from the database.
+//!
+//! A snapshot is immutable; a change builds a new one and swaps it in atomically (`ArcSwap`),
+//! so requests never wait on a reload and never see half of one. Changes arrive through the
+//! `gavel_config` NOTIFY channel (admin API and SQL edits alike), reloading only the tenant
+//! that changed; a lost listener connection, and a timer, trigger a full reload.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use chrono_tz::Tz;
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::auction::{
+    CompiledContract, CompiledSchema, ConfigError, ContractConfig, Mode, OfferRules, PayoutRule,
+    Status,
+};
+use crate::money::Money;
+
+/// The NOTIFY channel the configuration triggers send on.
+pub const CONFIG_CHANNEL: &str = "gavel_config";
+/// A full reload this often, in case a notification was missed for any reason.
+const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct BuyerConfig {
+    pub id: Uuid,
+    pub status: Status,
+    pub credit_limit: Money,
+}
+
+/// A contract taking part in auctions.
+#[derive(Debug)]
+pub struct Contract {
+    /// Status, pricing, filters, schedule and caps, compiled for the auction.
+    pub compiled: CompiledContract,
+    pub name: String,
+    pub dedup_days: u32,
+    /// Delivery settings as stored; the post reads what it needs.
+    pub delivery: Value,
+}
+
+#[derive(Debug)]
+pub struct OfferConfig {
+    pub id: Uuid,
+    pub name: String,
+    pub status: Status,
+    pub rules: OfferRules,
+    pub ping_ttl_seconds: u32,
+    pub schema: CompiledSchema,
+    /// The contracts that take part in auctions: all but archived ones.
+    pub contracts: Vec<Arc<Contract>>,
+}
+
+#[derive(Debug)]
+pub struct CampaignConfig {
+    pub id: Uuid,
+    pub partner_id: Uuid,
+    pub offer_id: Uuid,
+    pub status: Status,
+    pub payout: PayoutRule,
+    pub min_payout: Money,
+    pub ping_rate_per_second: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct TenantConfig {
+    pub id: Uuid,
+    pub timezone: Tz,
+    pub partners: HashMap<Uuid, Status>,
+    pub buyers: HashMap<Uuid, BuyerConfig>,
+    pub offers: HashMap<Uuid, Arc<OfferConfig>>,
+    pub campaigns: HashMap<Uuid, Arc<CampaignConfig>>,
+    posting_keys: Vec<([u8; 32], Uuid)>,
+}
+
+/// Everything a ping needs to know about its campaign, resolved from the posting key.
+#[derive(Clone)]
+pub struct CampaignContext {
+    pub tenant: Arc<TenantConfig>,
+    pub campaign: Arc<CampaignConfig>,
+    pub offer: Arc<OfferConfig>,
+}
+
+impl CampaignContext {
+    /// The campaign, its partner and its offer are all active.
+    pub fn is_active(&self) -> bool {
+        self.campaign.status == Status::Active
+            && self.offer.status == Status::Active
+            && self.tenant.partners.get(&self.campaign.partner_id) == Some(&Status::Active)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    tenants: HashMap<Uuid, Arc<TenantConfig>>,
+    posting_keys: HashMap<[u8; 32], (Uuid, Uuid)>,
+}
+
+impl Snapshot {
+    /// The campaign whose posting key hashes to `key_hash`.
+    pub fn campaign_by_key(&self, key_hash: &[u8; 32]) -> Option<CampaignContext> {
+        let (tenant_id, campaign_id) = self.posting_keys.get(key_hash)?;
+        let tenant = self.tenants.get(tenant_id)?;
+        let campaign = tenant.campaigns.get(campaign_id)?;
+        let offer = tenant.offers.get(&campaign.offer_id)?;
+        Some(CampaignContext {
+            tenant: Arc::clone(tenant),
+            campaign: Arc::clone(campaign),
+            offer: Arc::clone(offer),
+        })
+    }
+
+    pub fn tenant(&self, tenant_id: Uuid) -> Option<&Arc<TenantConfig>> {
+        self.tenants.get(&tenant_id)
+    }
+
+    /// A copy with one tenant replaced (or removed when `None`).
+    fn with_tenant(&self, tenant_id: Uuid, tenant: Option<TenantConfig>) -> Snapshot {
+        let mut tenants = self.tenants.clone();
+        let mut posting_keys = self.posting_keys.clone();
+        posting_keys.retain(|_, (owner, _)| *owner != tenant_id);
+        tenants.remove(&tenant_id);
+        if let Some(tenant) = tenant {
+            for (hash, campaign) in &tenant.posting_keys {
+                posting_keys.insert(*hash, (tenant_id, *campaign));
+            }
+            tenants.insert(tenant_id, Arc::new(tenant));
+        }
+        Snapshot {
+            tenants,
+            posting_keys,
+        }
+    }
+}
+
+/// The live configuration: the current snapshot, replaced whole on every reload.
+pub struct ConfigStore {
+    db: PgPool,
+    current: ArcSwap<Snapshot>,
+}
+
+impl ConfigStore {
+    /// Loads every tenant's configuration.
+    pub async fn load(db: PgPool) -> Result<Arc<Self>> {
+        let snapshot = load_all(&db).await?;
+        Ok(Arc::new(Self {
+            db,
+            current: ArcSwap::from_pointee(snapshot),
+        }))
+    }
+
+    /// The current snapshot (a cheap pointer copy).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub async fn reload_all(&self) -> Result<()> {
+        let snapshot = load_all(&self.db).await?;
+        self.current.store(Arc::new(snapshot));
+        tracing::debug!("configuration reloaded");
+        Ok(())
+    }
+
+    pub async fn reload_tenant(&self, tenant_id: Uuid) -> Result<()> {
+        let tenant = load_tenant(&self.db, tenant_id).await?;
+        // Reloads run one at a time (a single listener task), so read-modify-write is safe.
+        let next = self.current.load().with_tenant(tenant_id, tenant);
+        self.current.store(Arc::new(next));
+        tracing::debug!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Follows the `gavel_config` channel until the process ends: reloads a tenant on each
+    /// notification, everything after a reconnection and every minute.
+    pub async fn follow_changes(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.listen_once().await {
+                tracing::warn!(error = %format!("{error:#}"), "configuration listener lost; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn listen_once(&self) -> Result<()> {
+        let mut listener = PgListener::connect_with(&self.db).await?;
+        listener.listen(CONFIG_CHANNEL).await?;
+        // Anything may have changed while no listener was connected.
+        self.reload_all().await?;
+        let mut timer = tokio::time::interval(FULL_RELOAD_EVERY);
+        timer.tick().await;
+        loop {
+            tokio::select! {
+                notification = listener.try_recv() => match notification? {
+                    Some(notification) => self.apply(notification.payload()).await?,
+                    // The connection dropped and notifications may be lost: reload it all
+                    // (the listener reconnects on the next receive).
+                    None => self.reload_all().await?,
+                },
+                _ = timer.tick() => self.reload_all().await?,
+            }
+        }
+    }
+
+    async fn apply(&self, payload: &str) -> Result<()> {
+        let tenant = serde_json::from_str::<Value>(payload)
+            .ok()
+            .and_then(|v| v.get("tenant_id")?.as_str()?.parse::<Uuid>().ok());
+        match tenant {
+            Some(tenant_id) => self.reload_tenant(tenant_id).await,
+            None => self.reload_all().await,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct TenantRow {
+    id: Uuid,
+    timezone: String,
+}
+
+#[derive(FromRow)]
+struct PartnerRow {
+    tenant_id: Uuid,
+    id: Uuid,
+    status: String,
+}
+
+#[derive(FromRow)]
+struct BuyerRow {
+    tenant_id: Uuid,
+    id: Uuid,
+    status: String,
+    credit_limit_cents: i64,
+}
+
+#[derive(FromRow)]
+struct OfferRow {
+    tenant_id: Uuid,
+    id: Uuid,
+    name: String,
+    status: String,
+    mode: String,
+    max_buyers: i32,
+    exclusive_floor_cents: i64,
+    ping_ttl_seconds: i32,
+    dedup_days: i32,
+    require_consent: Value,
+    fields: Value,
+}
+
+#[derive(FromRow)]
+struct CampaignRow {
+    tenant_id: Uuid,
+    id: Uuid,
+    partner_id: Uuid,
+    offer_id: Uuid,
+    status: String,
+    posting_key_hash: Vec<u8>,
+    payout_type: String,
+    payout_percent_bp: Option<i32>,
+    payout_amount_cents: Option<i64>,
+    min_payout_cents: i64,
+    ping_rate_per_second: Option<i32>,
+}
+
+#[derive(FromRow)]
+struct ContractRow {
+    tenant_id: Uuid,
+    id: Uuid,
+    buyer_id: Uuid,
+    offer_id: Uuid,
+    name: String,
+    status: String,
+    priority: i32,
+    pricing: Value,
+    filters: Value,
+    schedule: Option<Value>,
+    caps: Value,
+    dedup_days: i32,
+    delivery: Value,
+}
+
+/// The rows of one tenant (`Some`) or of all tenants (`None`).
+struct Rows {
+    tenants: Vec<TenantRow>,
+    partners: Vec<PartnerRow>,
+    buyers: Vec<BuyerRow>,
+    offers: Vec<OfferRow>,
+    campaigns: Vec<CampaignRow>,
+    contracts: Vec<ContractRow>,
+}
+
+async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
+    // One read-only transaction: the tables are read at one consistent point in time.
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let tenants =
+        sqlx::query_as("SELECT id, timezone FROM tenants WHERE $1::uuid IS NULL OR id = $1")
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await?;
+    let partners = sqlx::query_as(
+        "SELECT tenant_id, id, status FROM partners WHERE $1::uuid IS NULL OR tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let buyers = sqlx::query_as(
+        "SELECT tenant_id, id, status, credit_limit_cents FROM buyers WHERE $1::uuid IS NULL OR tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let offers = sqlx::query_as(
+        "SELECT tenant_id, id, name, status, mode, max_buyers, exclusive_floor_cents, ping_ttl_seconds,
+                dedup_days, require_consent, fields
+         FROM offers WHERE $1::uuid IS NULL OR tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The percent is read in basis points by Postgres itself: exact, no float.
+    let campaigns = sqlx::query_as(
+        "SELECT tenant_id, id, partner_id, offer_id, status, posting_key_hash, payout_type,
+                (payout_percent * 100)::int AS payout_percent_bp, payout_amount_cents,
+                min_payout_cents, ping_rate_per_second
+         FROM campaigns WHERE $1::uuid IS NULL OR tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let contracts = sqlx::query_as(
+        "SELECT tenant_id, id, buyer_id, offer_id, name, status, priority, pricing, filters, schedule,
+                caps, dedup_days, delivery
+         FROM contracts WHERE ($1::uuid IS NULL OR tenant_id = $1) AND status <> 'archived'
+         ORDER BY tenant_id, id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Rows {
+        tenants,
+        partners,
+        buyers,
+        offers,
+        campaigns,
+        contracts,
+    })
+}
+
+async fn load_all(db: &PgPool) -> Result<Snapshot> {
+    let rows = fetch_rows(db, None)
+        .await
+        .context("cannot load the configuration")?;
+    let tenants = compile(rows);
+    let mut snapshot = Snapshot::default();
+    for tenant in tenants {
+        snapshot = snapshot.with_tenant(tenant.id, Some(tenant));
+    }
+    Ok(snapshot)
+}
+
+async fn load_tenant(db: &PgPool, tenant_id: Uuid) -> Result<Option<TenantConfig>> {
+    let rows = fetch_rows(db, Some(tenant_id))
+        .await
+        .context("cannot load the configuration")?;
+    Ok(compile(rows).into_iter().next())
+}
+
+fn status(text: &str) -> Status {
+    // The database's CHECK allows only the three; anything else would be a schema change.
+    Status::from_str(text).unwrap_or(Status::Paused)
+}
+
+fn log_invalid(kind: &str, tenant_id: Uuid, id: Uuid, errors: &[ConfigError]) {
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    tracing::error!(%tenant_id, %id, kind, ?errors, "configuration does not compile; left out of auctions");
+}
+
+/// Compiles rows into tenants. A row whose configuration does not compile (a bad SQL edit) is
+/// left out of auctions and logged, rather than failing the whole tenant.
+fn compile(rows: Rows) -> Vec<TenantConfig> {
+    let mut tenants: HashMap<Uuid, TenantConfig> = HashMap::new();
+    for row in rows.tenants {
+        let Ok(timezone) = Tz::from_str(&row.timezone) else {
+            log_invalid(
+                "tenant",
+                row.id,
+                row.id,
+                &[ConfigError::new("/timezone", "unknown timezone")],
+            );
+            continue;
+        };
+        tenants.insert(
+            row.id,
+            TenantConfig {
+                id: row.id,
+                timezone,
+                partners: HashMap::new(),
+                buyers: HashMap::new(),
+                offers: HashMap::new(),
+                campaigns: HashMap::new(),
+                posting_keys: Vec::new(),
+            },
+        );
+    }
+    for row in rows.partners {
+        if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
+            tenant.partners.insert(row.id, status(&row.status));
+        }
+    }
+    for row in rows.buyers {
+        if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
+            let buyer = BuyerConfig {
+                id: row.id,
+                status: status(&row.status),
+                credit_limit: Money::from_cents(row.credit_limit_cents),
+            };
+            tenant.buyers.insert(row.id, buyer);
+        }
+    }
+    let mut offers: HashMap<(Uuid, Uuid), OfferConfig> = HashMap::new();
+    for row in rows.offers {
+        match compile_offer(&row) {
+            Ok(offer) => {
+                offers.insert((row.tenant_id, row.id), offer);
+            }
+            Err(errors) => log_invalid("offer", row.tenant_id, row.id, &errors),
+        }
+    }
+    for row in rows.contracts {
+        let Some(offer) = offers.get_mut(&(row.tenant_id, row.offer_id)) else {
+            continue;
+        };
+        match compile_contract(&row, &offer.schema) {
+            Ok(contract) => offer.contracts.push(Arc::new(contract)),
+            Err(errors) => log_invalid("contract", row.tenant_id, row.id, &errors),
+        }
+    }
+    for ((tenant_id, offer_id), offer) in offers {
+        if let Some(tenant) = tenants.get_mut(&tenant_id) {
+            tenant.offers.insert(offer_id, Arc::new(offer));
+        }
+    }
+    for row in rows.campaigns {
+        let Some(tenant) = tenants.get_mut(&row.tenant_id) else {
+            continue;
+        };
+        match compile_campaign(&row) {
+            Ok((hash, campaign)) => {
+                tenant.posting_keys.push((hash, campaign.id));
+                tenant.campaigns.insert(campaign.id, Arc::new(campaign));
+            }
+            Err(errors) => log_invalid("campaign", row.tenant_id, row.id, &errors),
+        }
+    }
+    tenants.into_values().collect()
+}
+
+fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
+    let mode =
+        Mode::from_str(&row.mode).map_err(|e| vec![ConfigError::new("/mode", e.to_string())])?;
+    let require_consent: Vec<String> = serde_json::from_value(row.require_consent.clone())
+        .map_err(|e| vec![ConfigError::new("/require_consent", e.to_string())])?;
+    let rules = OfferRules {
+        mode,
+        max_buyers: u32::try_from(row.max_buyers).unwrap_or(0),
+        exclusive_floor: Money::from_cents(row.exclusive_floor_cents),
+        dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
+        require_consent,
+    };
+    rules.validate()?;
+    let schema = CompiledSchema::compile(&row.fields)?;
+    Ok(OfferConfig {
+        id: row.id,
+        name: row.name.clone(),
+        status: status(&row.status),
+        rules,
+        ping_ttl_seconds: u32::try_from(row.ping_ttl_seconds).unwrap_or(300),
+        schema,
+        contracts: Vec::new(),
+    })
+}
+
+fn compile_contract(
+    row: &ContractRow,
+    schema: &CompiledSchema,
+) -> Result<Contract, Vec<ConfigError>> {
+    let config = ContractConfig {
+        id: row.id,
+        buyer_id: row.buyer_id,
+        status: status(&row.status),
+        priority: row.priority,
+        pricing: row.pricing.clone(),
+        filters: row.filters.clone(),
+        schedule: row.schedule.clone().unwrap_or(Value::Null),
+        caps: row.caps.clone(),
+    };
+    Ok(Contract {
+        compiled: CompiledContract::compile(&config, schema)?,
+        name: row.name.clone(),
+        dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
+        delivery: row.delivery.clone(),
+    })
+}
+
+fn compile_campaign(row: &CampaignRow) -> Result<([u8; 32], CampaignConfig), Vec<ConfigError>> {
+    let hash: [u8; 32] = row
+        .posting_key_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| vec![ConfigError::new("/posting_key_hash", "must be 32 bytes")])?;
+    let payout = match (
+        row.payout_type.as_str(),
+        row.payout_percent_bp,
+        row.payout_amount_cents,
+    ) {
+        ("revshare", Some(bp), _) => PayoutRule::Revshare {
+            percent_bp: u32::try_from(bp).unwrap_or(0),
+        },
+        ("margin", _, Some(cents)) => PayoutRule::Margin {
+            amount: Money::from_cents(cents),
+        },
+        ("fixed", _, Some(cents)) => PayoutRule::Fixed {
+            amount: Money::from_cents(cents),
+        },
+        _ => return Err(vec![ConfigError::new("/payout", "incomplete payout rule")]),
+    };
+    Ok((
+        hash,
+        CampaignConfig {
+            id: row.id,
+            partner_id: row.partner_id,
+            offer_id: row.offer_id,
+            status: status(&row.status),
+            payout,
+            min_payout: Money::from_cents(row.min_payout_cents),
+            ping_rate_per_second: row.ping_rate_per_second.and_then(|r| u32::try_from(r).ok()),
+        },
+    ))
+}
