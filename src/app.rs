@@ -161,18 +161,24 @@ pub struct Server {
     settings: Settings,
 }
 
+/// Binds the `listen` address, and takes the public URL from it when none is configured.
+pub async fn bind_listener(settings: &mut Settings) -> Result<TcpListener> {
+    let listen = settings.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (setting `listen`)"))?;
+    settings.resolve_public_url(listener.local_addr()?);
+    Ok(listener)
+}
+
 impl Server {
-    pub async fn bind(state: AppState, extra: Router<AppState>) -> Result<Self> {
-        let listen = state.settings.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (setting `listen`)"))?;
+    pub fn new(listener: TcpListener, state: AppState, extra: Router<AppState>) -> Self {
         let settings = state.settings.clone();
-        Ok(Self {
+        Self {
             listener,
             router: router(state, extra),
             settings,
-        })
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -26,7 +26,9 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub public_url: String,
+    /// `None` when empty: derived from the address Gavel listens on.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub public_url: Option<String>,
     /// `None` when empty: Gavel runs its own PostgreSQL in `data_dir`.
     #[serde(deserialize_with = "empty_as_none")]
     pub database_url: Option<String>,
@@ -86,13 +88,15 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
-        match reqwest::Url::parse(&self.public_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            _ => {
-                return bad(
-                    "public_url",
-                    "must be an http(s) URL such as https://gavel.example.com",
-                );
+        if let Some(public_url) = &self.public_url {
+            match reqwest::Url::parse(public_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => {
+                    return bad(
+                        "public_url",
+                        "must be an http(s) URL such as https://gavel.example.com",
+                    );
+                }
             }
         }
         if let Some(url) = &self.database_url
@@ -139,9 +143,26 @@ impl Settings {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 
+    /// Sets `public_url` from the bound address when none is configured (0.0.0.0 is reached
+    /// as 127.0.0.1).
+    pub fn resolve_public_url(&mut self, bound: SocketAddr) {
+        if self.public_url.is_none() {
+            let host = if bound.ip().is_unspecified() {
+                SocketAddr::new([127, 0, 0, 1].into(), bound.port())
+            } else {
+                bound
+            };
+            self.public_url = Some(format!("http://{host}"));
+        }
+    }
+
     /// `public_url` joined with an absolute path, without a doubled slash.
     pub fn public_url_for(&self, path: &str) -> String {
-        format!("{}{path}", self.public_url.trim_end_matches('/'))
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}{path}", base.trim_end_matches('/'))
     }
 }
 
@@ -197,7 +218,8 @@ mod tests {
             "file beats default"
         );
         assert_eq!(
-            settings.public_url, "https://file.example",
+            settings.public_url.as_deref(),
+            Some("https://file.example"),
             "file beats default"
         );
         assert_eq!(settings.pool_size, 11, "environment beats file");

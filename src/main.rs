@@ -88,7 +88,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
     result
 }
 
-async fn run_with(command: Command, settings: Settings, url: &str) -> Result<()> {
+async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result<()> {
     let pool = store::connect_and_migrate(url, &settings).await?;
     match command {
         Command::Migrate => {
@@ -103,14 +103,16 @@ async fn run_with(command: Command, settings: Settings, url: &str) -> Result<()>
             Ok(())
         }
         Command::Serve => {
+            let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool, settings).await?;
-            let server = Server::bind(state, axum::Router::new()).await?;
+            let server = Server::new(listener, state, axum::Router::new());
             tracing::info!(address = %server.local_addr(), "gavel serving");
             server.run_until(app::shutdown_signal()).await
         }
         Command::Demo => {
+            let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool.clone(), settings).await?;
-            let server = Server::bind(state.clone(), demo::buyer_endpoints()).await?;
+            let server = Server::new(listener, state, demo::buyer_endpoints());
             let seeded = demo::seed(&pool, server.local_addr()).await?;
             println!("{}", demo::instructions(&seeded));
             server.run_until(app::shutdown_signal()).await

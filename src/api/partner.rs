@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -84,7 +84,8 @@ async fn ping(
     let started = Instant::now();
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
-    let now = state.clock.now();
+    // Microseconds, as PostgreSQL stores time: what is answered is what is recorded.
+    let now = state.clock.now().trunc_subsecs(6);
     match run_ping(&state, &campaign, body, now, started).await {
         Ok(response) => Ok(Json(response)),
         Err(problem) => {
@@ -173,7 +174,8 @@ async fn run_ping(
             if selection.winners.is_empty() {
                 response.status = "no_bids";
             } else {
-                let expires_at = now + chrono::Duration::seconds(i64::from(offer.ping_ttl_seconds));
+                let expires_at = now.trunc_subsecs(0)
+                    + chrono::Duration::seconds(i64::from(offer.ping_ttl_seconds));
                 response.status = "bids";
                 response.sale_type = selection.sale_type;
                 response.payout = Some(selection.total_payout());

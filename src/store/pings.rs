@@ -47,12 +47,9 @@ struct StateRow {
 }
 
 pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionState, sqlx::Error> {
-    let (cap_contracts, (cap_periods, cap_starts)): (Vec<Uuid>, (Vec<&str>, Vec<DateTime<Utc>>)) =
-        query
-            .cap_periods
-            .iter()
-            .map(|(contract, period, start)| (*contract, (period.as_str(), *start)))
-            .unzip();
+    let cap_contracts: Vec<Uuid> = query.cap_periods.iter().map(|c| c.0).collect();
+    let cap_periods: Vec<&str> = query.cap_periods.iter().map(|c| c.1.as_str()).collect();
+    let cap_starts: Vec<DateTime<Utc>> = query.cap_periods.iter().map(|c| c.2).collect();
     let hashes: Vec<&[u8]> = query.dedup_hashes.iter().map(|h| &h[..]).collect();
     let rows: Vec<StateRow> = sqlx::query_as(
         "SELECT 'cap' AS kind, c.contract_id AS id, c.period, c.leads::bigint AS leads,
@@ -216,7 +213,7 @@ pub async fn record_ping(
     .bind(i32::from(ping.http_status))
     .bind(ping.result)
     .bind(ping.test)
-    .bind(ping.lead.map(|lead| sqlx::types::Json(lead)))
+    .bind(ping.lead.map(sqlx::types::Json))
     .bind(cents(ping.min_payout))
     .bind(ping.sale_type.map(SaleType::as_str))
     .bind(cents(ping.payout))

@@ -184,17 +184,21 @@ impl ConfigStore {
     /// notification, everything after a reconnection and every minute.
     pub async fn follow_changes(self: Arc<Self>) {
         loop {
-            if let Err(error) = self.listen_once().await {
-                tracing::warn!(error = %format!("{error:#}"), "configuration listener lost; reconnecting");
+            if let Err(error) = self.listen_until_lost().await {
+                tracing::warn!(error = %format!("{error:#}"), "configuration listener failed; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 
-    async fn listen_once(&self) -> Result<()> {
+    /// Listens until the connection is lost (`Ok`) or cannot be set up (`Err`).
+    async fn listen_until_lost(&self) -> Result<()> {
         let mut listener = PgListener::connect_with(&self.db).await?;
+        // Notifications lost with a connection must not be waited for: the caller reconnects.
+        listener.eager_reconnect(false);
         listener.listen(CONFIG_CHANNEL).await?;
-        // Anything may have changed while no listener was connected.
+        // Listening first, then loading: a change committed in between is seen by one or the
+        // other. Anything may have changed while no listener was connected.
         self.reload_all().await?;
         let mut timer = tokio::time::interval(FULL_RELOAD_EVERY);
         timer.tick().await;
@@ -202,9 +206,10 @@ impl ConfigStore {
             tokio::select! {
                 notification = listener.try_recv() => match notification? {
                     Some(notification) => self.apply(notification.payload()).await?,
-                    // The connection dropped and notifications may be lost: reload it all
-                    // (the listener reconnects on the next receive).
-                    None => self.reload_all().await?,
+                    None => {
+                        tracing::warn!("configuration listener connection lost; reconnecting");
+                        return Ok(());
+                    }
                 },
                 _ = timer.tick() => self.reload_all().await?,
             }

@@ -96,11 +96,12 @@ impl TestApp {
 /// Runs Gavel on 127.0.0.1:0 against `pool`, with `extra` routes merged in.
 pub async fn spawn_app_with(
     pool: PgPool,
-    settings: Settings,
+    mut settings: Settings,
     extra: axum::Router<AppState>,
 ) -> TestApp {
+    let listener = gavel::app::bind_listener(&mut settings).await.unwrap();
     let state = AppState::build(pool, settings).await.unwrap();
-    let server = Server::bind(state, extra).await.unwrap();
+    let server = Server::new(listener, state, extra);
     let address = server.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server.run_until(async move {

@@ -4,5 +4,7 @@ mod harness;
 
 mod cli;
 mod demo;
+mod fixtures;
 mod ops;
+mod ping;
 mod schema;
