@@ -153,5 +153,64 @@ fn bench_ping(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_ping);
+/// The same contracts through the server's fan-out: one tokio task per contract (a JoinSet),
+/// as a ping runs them. The difference with `ping/fixed_contracts` is the cost of the tasks.
+fn bench_fan_out(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use gavel::evaluate::{SharedPing, fan_out};
+    use gavel::store::snapshot::Contract;
+
+    let schema = schema();
+    let Value::Object(lead) =
+        json!({ "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" })
+    else {
+        unreachable!("the lead is an object literal")
+    };
+    let now = DateTime::parse_from_rfc3339("2026-11-25T21:00:00Z")
+        .expect("valid instant")
+        .with_timezone(&Utc);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let shared = Arc::new(SharedPing {
+        ping_id: Uuid::now_v7(),
+        offer_name: "auto-insurance".to_owned(),
+        prepared: Arc::new(schema.prepare(&lead).into_owned()),
+        lead: Arc::new(lead),
+        test: false,
+        now,
+        tenant_tz: New_York,
+        sale_types: Mode::Hybrid.sale_types(),
+        http: reqwest::Client::new(),
+    });
+    let mut group = c.benchmark_group("fan_out");
+    for count in [3, 30, 300] {
+        let (contracts, states): (Vec<Arc<Contract>>, Vec<ContractState>) = contracts(&schema, count)
+            .into_iter()
+            .map(|(compiled, state)| {
+                let contract = Contract {
+                    compiled,
+                    name: "bench".to_owned(),
+                    dedup_days: 0,
+                    delivery: Value::Null,
+                };
+                (Arc::new(contract), state)
+            })
+            .unzip();
+        group.bench_with_input(
+            BenchmarkId::new("task_per_contract", count),
+            &contracts,
+            |b, contracts| {
+                b.to_async(&runtime).iter(|| {
+                    fan_out(black_box(contracts), states.clone(), Arc::clone(&shared))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_ping, bench_fan_out);
 criterion_main!(benches);

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::auction::{
-    Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing, SaleType,
+    ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing, SaleType,
     Selection, Status, effective_floor, parse_rtb_answer, period_start, select,
 };
 use crate::buyers::rtb::{self, BidRequest, Reply};
@@ -47,11 +47,49 @@ pub enum AuctionOutcome {
 }
 
 /// What one contract's task ends with.
-struct ContractResult {
-    index: usize,
-    result: Result<Prices, Decline>,
-    rtb_ms: Option<i32>,
-    rtb_ref: Option<String>,
+pub struct ContractResult {
+    pub index: usize,
+    pub result: Result<Prices, Decline>,
+    pub rtb_ms: Option<i32>,
+    pub rtb_ref: Option<String>,
+}
+
+/// What every contract's task reads about the ping.
+pub struct SharedPing {
+    pub ping_id: Uuid,
+    pub offer_name: String,
+    pub lead: Arc<Map<String, Value>>,
+    pub prepared: Arc<PreparedLead<'static>>,
+    pub test: bool,
+    pub now: DateTime<Utc>,
+    pub tenant_tz: chrono_tz::Tz,
+    pub sale_types: &'static [SaleType],
+    pub http: reqwest::Client,
+}
+
+/// Evaluates every contract in its own task (`states[i]` belongs to `contracts[i]`) and
+/// returns their results in the contracts' order; a task that panicked is left out.
+pub async fn fan_out(
+    contracts: &[Arc<Contract>],
+    states: Vec<ContractState>,
+    shared: Arc<SharedPing>,
+) -> Vec<Option<ContractResult>> {
+    let mut tasks = JoinSet::new();
+    for (index, (contract, state)) in contracts.iter().zip(states).enumerate() {
+        tasks.spawn(evaluate_contract(index, Arc::clone(contract), state, Arc::clone(&shared)));
+    }
+    let mut results: Vec<Option<ContractResult>> = (0..contracts.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => {
+                let index = result.index;
+                results[index] = Some(result);
+            }
+            // A panicking check is a bug; its contract simply takes no part.
+            Err(error) => tracing::error!(%error, "a contract's evaluation failed"),
+        }
+    }
+    results
 }
 
 fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool {
@@ -106,38 +144,19 @@ pub async fn run(
     }
 
     // 3. One task per contract.
-    let sale_types = offer.rules.mode.sale_types();
-    let offer_name: Arc<str> = Arc::from(offer.name.as_str());
-    let mut tasks = JoinSet::new();
-    for (index, contract) in contracts.iter().enumerate() {
-        let contract_state = contract_state(campaign, contract, &state, input.now);
-        let task = ContractTask {
-            index,
-            contract: Arc::clone(contract),
-            state: contract_state,
-            prepared: Arc::clone(&input.prepared),
-            lead: Arc::clone(&input.lead),
-            offer_name: Arc::clone(&offer_name),
-            http: http.clone(),
-            ping_id: input.ping_id,
-            test: input.test,
-            now: input.now,
-            tenant_tz: tenant.timezone,
-            sale_types,
-        };
-        tasks.spawn(task.run());
-    }
-    let mut results: Vec<Option<ContractResult>> = (0..contracts.len()).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(result) => {
-                let index = result.index;
-                results[index] = Some(result);
-            }
-            // A panicking check is a bug; its contract simply takes no part.
-            Err(error) => tracing::error!(%error, "a contract's evaluation failed"),
-        }
-    }
+    let shared = Arc::new(SharedPing {
+        ping_id: input.ping_id,
+        offer_name: offer.name.clone(),
+        lead: Arc::clone(&input.lead),
+        prepared: Arc::clone(&input.prepared),
+        test: input.test,
+        now: input.now,
+        tenant_tz: tenant.timezone,
+        sale_types: offer.rules.mode.sale_types(),
+        http: http.clone(),
+    });
+    let states = contracts.iter().map(|c| contract_state(campaign, c, &state, input.now)).collect();
+    let results = fan_out(contracts, states, shared).await;
 
     // 4. Selection among the bids.
     let bids: Vec<_> = results
@@ -229,10 +248,10 @@ fn contract_state(
     contract: &Contract,
     state: &AuctionState,
     now: DateTime<Utc>,
-) -> crate::auction::ContractState {
+) -> ContractState {
     let buyer_id = contract.compiled.buyer_id();
     let buyer = campaign.tenant.buyers.get(&buyer_id);
-    crate::auction::ContractState {
+    ContractState {
         buyer_status: buyer.map_or(Status::Archived, |b| b.status),
         balance: state
             .balances
@@ -253,76 +272,50 @@ fn contract_state(
     }
 }
 
-/// Everything one contract's task owns.
-struct ContractTask {
+/// One contract's task: its own checks, then its buyer's bid request if it prices by RTB.
+async fn evaluate_contract(
     index: usize,
     contract: Arc<Contract>,
-    state: crate::auction::ContractState,
-    prepared: Arc<PreparedLead<'static>>,
-    lead: Arc<Map<String, Value>>,
-    offer_name: Arc<str>,
-    http: reqwest::Client,
-    ping_id: Uuid,
-    test: bool,
-    now: DateTime<Utc>,
-    tenant_tz: chrono_tz::Tz,
-    sale_types: &'static [SaleType],
-}
-
-impl ContractTask {
-    async fn run(self) -> ContractResult {
-        let ping = PingContext {
-            lead: &self.prepared,
-            now: self.now,
-            tenant_tz: self.tenant_tz,
-            sale_types: self.sale_types,
-        };
-        let compiled = &self.contract.compiled;
-        let evaluation = compiled.evaluate(&self.state, &ping);
-        let (rtb, result) = match evaluation {
-            Evaluation::Declined(decline) => (None, Err(decline)),
-            Evaluation::Priced(prices) => (None, Ok(prices)),
-            Evaluation::CallRtb => {
-                let Pricing::Rtb(pricing) = compiled.pricing() else {
-                    unreachable!("only RTB contracts ask for a call")
-                };
-                let request = BidRequest {
-                    ping_id: self.ping_id,
-                    offer: &self.offer_name,
-                    sale_types: self.sale_types,
-                    lead: &self.lead,
-                    test: self.test,
-                    tmax_ms: pricing.timeout_ms(),
-                };
-                let (reply, elapsed) = rtb::request_bids(&self.http, pricing, &request).await;
-                let answer = match reply {
-                    Reply::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
-                    Reply::TimedOut => Err(Decline {
-                        reason: DeclineReason::RtbTimeout,
-                        detail: Some(format!("no answer within {} ms", pricing.timeout_ms())),
-                    }),
-                    Reply::Failed(error) => Err(Decline {
-                        reason: DeclineReason::RtbError,
-                        detail: Some(error),
-                    }),
-                };
-                let reference = answer.as_ref().ok().and_then(|bid| bid.reference.clone());
-                let result = answer
-                    .and_then(|bid| compiled.check_rtb_bid(&self.state, self.sale_types, &bid));
-                (Some((elapsed, reference)), result)
-            }
-        };
-        let (rtb_ms, rtb_ref) = match rtb {
-            Some((elapsed, reference)) => (Some(millis(elapsed)), reference),
-            None => (None, None),
-        };
-        ContractResult {
-            index: self.index,
-            result,
-            rtb_ms,
-            rtb_ref,
+    state: ContractState,
+    ping: Arc<SharedPing>,
+) -> ContractResult {
+    let context = PingContext {
+        lead: &ping.prepared,
+        now: ping.now,
+        tenant_tz: ping.tenant_tz,
+        sale_types: ping.sale_types,
+    };
+    let compiled = &contract.compiled;
+    let (result, rtb_ms, rtb_ref) = match compiled.evaluate(&state, &context) {
+        Evaluation::Declined(decline) => (Err(decline), None, None),
+        Evaluation::Priced(prices) => (Ok(prices), None, None),
+        Evaluation::CallRtb => {
+            let Pricing::Rtb(pricing) = compiled.pricing() else {
+                unreachable!("only RTB contracts ask for a call")
+            };
+            let request = BidRequest {
+                ping_id: ping.ping_id,
+                offer: &ping.offer_name,
+                sale_types: ping.sale_types,
+                lead: &ping.lead,
+                test: ping.test,
+                tmax_ms: pricing.timeout_ms(),
+            };
+            let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
+            let answer = match reply {
+                Reply::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
+                Reply::TimedOut => Err(Decline {
+                    reason: DeclineReason::RtbTimeout,
+                    detail: Some(format!("no answer within {} ms", pricing.timeout_ms())),
+                }),
+                Reply::Failed(error) => Err(Decline { reason: DeclineReason::RtbError, detail: Some(error) }),
+            };
+            let reference = answer.as_ref().ok().and_then(|bid| bid.reference.clone());
+            let result = answer.and_then(|bid| compiled.check_rtb_bid(&state, ping.sale_types, &bid));
+            (result, Some(millis(elapsed)), reference)
         }
-    }
+    };
+    ContractResult { index, result, rtb_ms, rtb_ref }
 }
 
 fn millis(elapsed: Duration) -> i32 {
