@@ -153,8 +153,8 @@ fn bench_ping(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same contracts through the server's fan-out: one tokio task per contract (a JoinSet),
-/// as a ping runs them. The difference with `ping/fixed_contracts` is the cost of the tasks.
+/// The same contracts through the server's fan-out (`gavel::evaluate::fan_out`), as a ping
+/// runs them on its tokio runtime (no validation or selection here).
 fn bench_fan_out(c: &mut Criterion) {
     use std::sync::Arc;
 
@@ -187,25 +187,25 @@ fn bench_fan_out(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("fan_out");
     for count in [3, 30, 300] {
-        let (contracts, states): (Vec<Arc<Contract>>, Vec<ContractState>) = contracts(&schema, count)
-            .into_iter()
-            .map(|(compiled, state)| {
-                let contract = Contract {
-                    compiled,
-                    name: "bench".to_owned(),
-                    dedup_days: 0,
-                    delivery: Value::Null,
-                };
-                (Arc::new(contract), state)
-            })
-            .unzip();
+        let (contracts, states): (Vec<Arc<Contract>>, Vec<ContractState>) =
+            contracts(&schema, count)
+                .into_iter()
+                .map(|(compiled, state)| {
+                    let contract = Contract {
+                        compiled,
+                        name: "bench".to_owned(),
+                        dedup_days: 0,
+                        delivery: Value::Null,
+                    };
+                    (Arc::new(contract), state)
+                })
+                .unzip();
         group.bench_with_input(
-            BenchmarkId::new("task_per_contract", count),
+            BenchmarkId::new("fixed_contracts", count),
             &contracts,
             |b, contracts| {
-                b.to_async(&runtime).iter(|| {
-                    fan_out(black_box(contracts), states.clone(), Arc::clone(&shared))
-                })
+                b.to_async(&runtime)
+                    .iter(|| fan_out(black_box(contracts), states.clone(), Arc::clone(&shared)))
             },
         );
     }
