@@ -195,7 +195,10 @@ fn bench_fan_out(c: &mut Criterion) {
                         compiled,
                         name: "bench".to_owned(),
                         dedup_days: 0,
-                        delivery: Value::Null,
+                        delivery: gavel::buyers::delivery::DeliveryConfig::parse(
+                            &json!({ "url": "http://127.0.0.1:9/" }),
+                        )
+                        .expect("a delivery URL"),
                     };
                     (Arc::new(contract), state)
                 })

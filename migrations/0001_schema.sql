@@ -293,6 +293,9 @@ CREATE TABLE posting_log (
 CREATE INDEX posting_log_time ON posting_log (tenant_id, created_at);
 CREATE INDEX posting_log_campaign_time ON posting_log (tenant_id, campaign_id, created_at);
 CREATE INDEX posting_log_ping ON posting_log (tenant_id, ping_id) WHERE ping_id IS NOT NULL;
+-- Posts whose request died after claiming the ping: the sweep answers them.
+CREATE INDEX posting_log_unanswered ON posting_log (tenant_id, post_claimed_at)
+    WHERE post_claimed_at IS NOT NULL AND post_response IS NULL;
 
 -- One row per contract that saw a ping: how the auction ended for it, and after the post, the
 -- final disposition of its sale.

@@ -63,11 +63,16 @@ impl AppState {
     ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            // A buyer's redirect is an answer, not an instruction to re-send the lead elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .context("cannot build the HTTP client")?;
         let config = ConfigStore::load(db.clone()).await?;
         tokio::spawn(Arc::clone(&config).follow_changes());
+        // Sales a crash left pending are released before serving, then every minute.
+        sweep_interrupted_sales(&db, clock.as_ref()).await?;
+        tokio::spawn(sweep_every_minute(db.clone(), Arc::clone(&clock)));
         let rate_limits = CampaignRateLimits::default();
         Ok(Self(Arc::new(AppInner {
             db,
@@ -77,6 +82,25 @@ impl AppState {
             rate_limits,
             clock,
         })))
+    }
+}
+
+async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<()> {
+    let released = crate::store::sales::release_interrupted(db, clock.now()).await?;
+    if !released.is_empty() {
+        tracing::warn!(count = released.len(), sales = ?released, "released sales interrupted while pending");
+    }
+    Ok(())
+}
+
+async fn sweep_every_minute(db: PgPool, clock: Arc<dyn Clock>) {
+    let mut timer = tokio::time::interval(std::time::Duration::from_secs(60));
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
+            tracing::warn!(error = %format!("{error:#}"), "the interrupted-sale sweep failed");
+        }
     }
 }
 
@@ -123,6 +147,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
         .merge(api::ops::router())
         .merge(api::partner::router())
+        .merge(api::post::router())
         .merge(api::admin::router())
         .merge(extra)
         .fallback(not_found)

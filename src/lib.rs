@@ -10,6 +10,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod keys;
 pub mod money;
+pub mod settle;
 pub mod store;
 pub mod telemetry;
 

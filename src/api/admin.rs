@@ -1,20 +1,22 @@
 //! The admin API (SPEC §6), scoped to the admin key's tenant: another tenant's id is 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::api::extract::AdminTenant;
-use crate::api::{ErrorCode, Problem};
+use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::money::Money;
-use crate::store::pings;
+use crate::store::{pings, sales};
 
 pub fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/v1/admin/pings/{id}", get(ping_view))
+    axum::Router::new()
+        .route("/v1/admin/pings/{id}", get(ping_view))
+        .route("/v1/admin/sales", get(list_sales))
 }
 
 fn not_found() -> Problem {
@@ -72,6 +74,9 @@ pub struct ContractView {
 #[derive(Serialize)]
 pub struct SaleView {
     pub status: String,
+    pub reason: Option<String>,
+    pub price: Option<Money>,
+    pub payout: Money,
 }
 
 /// The whole auction of one ping: how every contract ended, and why.
@@ -109,7 +114,16 @@ async fn ping_view(
             shared_bid: money(r.shared_bid_cents),
             rtb_ms: r.rtb_ms,
             bid_id: r.bid_id,
-            sale: r.disposition.map(|status| SaleView { status }),
+            sale: r.sale_status.map(|status| SaleView {
+                payout: if status == "sold" {
+                    money(r.payout_cents).unwrap_or_default()
+                } else {
+                    Money::ZERO
+                },
+                status,
+                reason: r.sale_reason,
+                price: money(r.price_cents),
+            }),
         })
         .collect();
     Ok(Json(PingView {
@@ -123,4 +137,106 @@ async fn ping_view(
         winners,
         contracts,
     }))
+}
+
+#[derive(Deserialize)]
+pub struct SalesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    buyer_id: Option<String>,
+    contract_id: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SaleItem {
+    #[serde(flatten)]
+    sale: sales::SaleRow,
+    price: Money,
+    payout: Money,
+}
+
+#[derive(Serialize)]
+pub struct SalesPage {
+    items: Vec<SaleItem>,
+    next_cursor: Option<String>,
+}
+
+const SALE_STATUSES: [&str; 8] = [
+    "pending",
+    "sold",
+    "rejected",
+    "failed",
+    "capped",
+    "insufficient_funds",
+    "duplicate",
+    "not_accepted",
+];
+
+fn query_error(name: &str, why: &str) -> Problem {
+    Problem::new(ErrorCode::InvalidField)
+        .with_errors(vec![FieldError {
+            pointer: format!("/query/{name}"),
+            code: ErrorCode::InvalidField,
+        }])
+        .detail(format!("{name} {why}"))
+}
+
+fn parse_time(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| query_error(name, "must be an RFC 3339 time"))
+    })
+    .transpose()
+}
+
+fn parse_uuid(name: &str, text: Option<&str>) -> Result<Option<Uuid>, Problem> {
+    text.map(|t| t.parse().map_err(|_| query_error(name, "must be an id")))
+        .transpose()
+}
+
+/// The tenant's sales, newest first, filtered by time, buyer, contract and status.
+async fn list_sales(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Query(query): Query<SalesQuery>,
+) -> Result<Json<SalesPage>, Problem> {
+    if let Some(status) = &query.status
+        && !SALE_STATUSES.contains(&status.as_str())
+    {
+        return Err(query_error("status", "is not a sale status"));
+    }
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| query_error("limit", "must be 1 to 1000"))?,
+    };
+    let filter = sales::SaleFilter {
+        from: parse_time("from", query.from.as_deref())?,
+        to: parse_time("to", query.to.as_deref())?,
+        buyer_id: parse_uuid("buyer_id", query.buyer_id.as_deref())?,
+        contract_id: parse_uuid("contract_id", query.contract_id.as_deref())?,
+        status: query.status,
+        before: parse_uuid("cursor", query.cursor.as_deref())?,
+        limit,
+    };
+    let rows = sales::list(&state.db, tenant, &filter).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|sale| SaleItem {
+            price: Money::from_cents(sale.price_cents),
+            payout: Money::from_cents(sale.payout_cents),
+            sale,
+        })
+        .collect();
+    Ok(Json(SalesPage { items, next_cursor }))
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod extract;
 pub mod ops;
 pub mod partner;
+pub mod post;
 pub mod problem;
 pub mod rate_limit;
 

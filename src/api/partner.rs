@@ -50,11 +50,11 @@ pub struct PingResponse {
 }
 
 /// The ping's body once parsed: what the auction needs, nothing else.
-struct PingRequest {
-    lead: Map<String, Value>,
-    dedup_hashes: Vec<[u8; 32]>,
-    min_payout: Option<Money>,
-    test: bool,
+pub struct PingRequest {
+    pub lead: Map<String, Value>,
+    pub dedup_hashes: Vec<[u8; 32]>,
+    pub min_payout: Option<Money>,
+    pub test: bool,
 }
 
 /// Finds the campaign of the posting key (header or body), or answers 401.
@@ -95,13 +95,9 @@ async fn ping(
     }
 }
 
-async fn run_ping(
-    state: &AppState,
-    campaign: &CampaignContext,
-    body: Map<String, Value>,
-    now: DateTime<Utc>,
-    started: Instant,
-) -> Result<PingResponse, Problem> {
+/// The campaign may sell now: it, its partner and its offer are active, and it is within its
+/// ping rate.
+pub fn admit(state: &AppState, campaign: &CampaignContext) -> Result<(), Problem> {
     if !campaign.is_active() {
         return Err(Problem::new(ErrorCode::CampaignPaused));
     }
@@ -111,28 +107,68 @@ async fn run_ping(
     {
         return Err(Problem::new(ErrorCode::RateLimited).retry_after(retry_after));
     }
-    let request = parse_request(body)?;
-    let offer = &campaign.offer;
-    validate_ping(&offer.schema, &request.lead).map_err(|errors| {
-        let detail = errors
-            .first()
-            .map(|e| e.message.clone())
-            .unwrap_or_default();
-        Problem::new(ErrorCode::InvalidField)
-            .with_errors(errors.into_iter().map(field_error).collect())
-            .detail(detail)
-    })?;
+    Ok(())
+}
 
+/// A 422 naming every offending field; the top-level code is the first (gravest) error's.
+pub fn lead_problem(errors: Vec<LeadError>) -> Problem {
+    let detail = errors
+        .first()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    Problem::new(ErrorCode::InvalidField)
+        .with_errors(errors.into_iter().map(field_error).collect())
+        .detail(detail)
+}
+
+async fn run_ping(
+    state: &AppState,
+    campaign: &CampaignContext,
+    body: Map<String, Value>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<PingResponse, Problem> {
+    admit(state, campaign)?;
+    const KNOWN: [&str; 5] = ["posting_key", "lead", "dedup", "min_payout", "test"];
+    refuse_unknown(&body, &KNOWN)?;
+    let request = parse_request(body)?;
+    validate_ping(&campaign.offer.schema, &request.lead).map_err(lead_problem)?;
+    auction(
+        state,
+        campaign,
+        request.lead,
+        request.dedup_hashes,
+        request.min_payout,
+        request.test,
+        now,
+        started,
+    )
+    .await
+}
+
+/// Runs the auction for a validated, PII-free lead, records it and builds the ping's answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn auction(
+    state: &AppState,
+    campaign: &CampaignContext,
+    lead: Map<String, Value>,
+    dedup_hashes: Vec<[u8; 32]>,
+    min_payout: Option<Money>,
+    test: bool,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<PingResponse, Problem> {
+    let offer = &campaign.offer;
     let ping_id = Uuid::now_v7();
-    let lead = Arc::new(request.lead);
+    let lead = Arc::new(lead);
     let prepared = Arc::new(offer.schema.prepare(&lead).into_owned());
     let input = AuctionInput {
         ping_id,
         lead: Arc::clone(&lead),
         prepared,
-        dedup_hashes: request.dedup_hashes,
-        min_payout: request.min_payout,
-        test: request.test,
+        dedup_hashes,
+        min_payout,
+        test,
         now,
     };
     let outcome = evaluate::run(&state.db, &state.http, campaign, &input).await?;
@@ -147,9 +183,9 @@ async fn run_ping(
         latency_us: 0,
         http_status: 200,
         result: "duplicate",
-        test: request.test,
+        test,
         lead: Some(&lead),
-        min_payout: request.min_payout,
+        min_payout,
         sale_type: None,
         payout: None,
         expires_at: None,
@@ -244,6 +280,7 @@ fn field_error(error: LeadError) -> FieldError {
         LeadErrorCode::UnknownField => ErrorCode::UnknownField,
         LeadErrorCode::PiiInPing => ErrorCode::PiiInPing,
         LeadErrorCode::PingPostMismatch => ErrorCode::PingPostMismatch,
+        LeadErrorCode::ConsentRequired => ErrorCode::ConsentRequired,
     };
     FieldError {
         pointer: error.pointer,
@@ -251,7 +288,8 @@ fn field_error(error: LeadError) -> FieldError {
     }
 }
 
-fn invalid(pointer: &str, code: ErrorCode, detail: &str) -> Problem {
+/// A 422 for one field of the request's envelope.
+pub fn invalid(pointer: &str, code: ErrorCode, detail: &str) -> Problem {
     Problem::new(code)
         .with_errors(vec![FieldError {
             pointer: pointer.to_owned(),
@@ -260,17 +298,24 @@ fn invalid(pointer: &str, code: ErrorCode, detail: &str) -> Problem {
         .detail(detail.to_owned())
 }
 
-/// Reads the ping's envelope; the lead itself is validated against the offer afterwards.
-fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Problem> {
-    const KNOWN: [&str; 5] = ["posting_key", "lead", "dedup", "min_payout", "test"];
-    if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        let pointer = format!("/{}", crate::auction::pointer_token(unknown));
-        return Err(invalid(
-            &pointer,
-            ErrorCode::UnknownField,
-            "not a field of a ping",
-        ));
+/// Refuses a body key the request does not know (a typo would otherwise pass unnoticed).
+pub fn refuse_unknown(body: &Map<String, Value>, known: &[&str]) -> Result<(), Problem> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => {
+            let pointer = format!("/{}", crate::auction::pointer_token(unknown));
+            Err(invalid(
+                &pointer,
+                ErrorCode::UnknownField,
+                "not a field of this request",
+            ))
+        }
+        None => Ok(()),
     }
+}
+
+/// Reads the ping's envelope (lead, dedup, min_payout, test); the lead itself is validated
+/// against the offer afterwards.
+pub fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Problem> {
     let lead = match body.remove("lead") {
         Some(Value::Object(lead)) => lead,
         _ => {

@@ -271,6 +271,11 @@ impl CompiledContract {
         self.priority
     }
 
+    /// Whether the contract takes part (`active`) or not (`paused`).
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
     /// The pricing: fixed prices, or the RTB endpoint to call.
     pub fn pricing(&self) -> &Pricing {
         &self.pricing

@@ -8,6 +8,7 @@
 
 mod caps;
 mod config;
+mod consent;
 mod evaluate;
 mod filters;
 mod pricing;
@@ -22,6 +23,7 @@ pub use config::{
     MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
     UnknownVariant,
 };
+pub use consent::validate_consent;
 pub use evaluate::{
     CompiledContract, ContractConfig, ContractState, Decline, DeclineReason, Evaluation,
     PingContext, Prices, RtbBid, parse_rtb_answer,

@@ -36,6 +36,7 @@ pub enum LeadErrorCode {
     UnknownField,
     InvalidField,
     PingPostMismatch,
+    ConsentRequired,
 }
 
 impl LeadErrorCode {
@@ -46,6 +47,7 @@ impl LeadErrorCode {
             LeadErrorCode::UnknownField => "unknown_field",
             LeadErrorCode::InvalidField => "invalid_field",
             LeadErrorCode::PingPostMismatch => "ping_post_mismatch",
+            LeadErrorCode::ConsentRequired => "consent_required",
         }
     }
 }
@@ -213,6 +215,34 @@ impl CompiledSchema {
     /// The field at `index`.
     pub(crate) fn field(&self, index: usize) -> &CompiledField {
         &self.fields[index]
+    }
+
+    /// The lead's fields that are not PII: what a direct post pings with.
+    pub fn without_pii(&self, lead: &Map<String, Value>) -> Map<String, Value> {
+        lead.iter()
+            .filter(|(name, _)| {
+                self.by_name
+                    .get(name.as_str())
+                    .is_some_and(|&i| !self.fields[i].pii)
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+
+    /// The normalized email and phone of a full lead (its `email` and `phone` typed fields),
+    /// as dedup keys hash them.
+    pub fn consumer_keys(&self, lead: &Map<String, Value>) -> Vec<(&'static str, String)> {
+        self.fields
+            .iter()
+            .filter_map(|field| {
+                let value = lead.get(&field.name)?.as_str()?;
+                match field.field_type {
+                    FieldType::Email => Some(("email", normalize_email(value))),
+                    FieldType::Phone => Some(("phone", normalize_phone(value)?)),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// Typed view of a (validated) lead, built once per ping and shared by every contract's

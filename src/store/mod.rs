@@ -2,6 +2,7 @@
 
 pub mod local_pg;
 pub mod pings;
+pub mod sales;
 pub mod snapshot;
 pub mod tenants;
 

@@ -264,6 +264,8 @@ pub struct StoredDistribution {
     pub price_cents: Option<i64>,
     pub payout_cents: Option<i64>,
     pub disposition: Option<String>,
+    pub sale_status: Option<String>,
+    pub sale_reason: Option<String>,
 }
 
 /// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
@@ -282,10 +284,13 @@ pub async fn find_ping(
     .await?;
     let Some(ping) = ping else { return Ok(None) };
     let contracts = sqlx::query_as(
-        "SELECT contract_id, buyer_id, outcome, reason, detail, exclusive_bid_cents, shared_bid_cents, rtb_ms,
-                bid_id, sale_type, price_cents, payout_cents, disposition
-         FROM lead_distribution WHERE tenant_id = $1 AND ping_id = $2
-         ORDER BY outcome = 'won' DESC, price_cents DESC NULLS LAST, outcome = 'outbid' DESC, contract_id",
+        "SELECT d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
+                d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents, d.disposition,
+                s.status AS sale_status, s.reason AS sale_reason
+         FROM lead_distribution d
+         LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
+         WHERE d.tenant_id = $1 AND d.ping_id = $2
+         ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id",
     )
     .bind(tenant_id)
     .bind(ping_id)

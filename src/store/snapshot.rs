@@ -24,6 +24,7 @@ use crate::auction::{
     CompiledContract, CompiledSchema, ConfigError, ContractConfig, Mode, OfferRules, PayoutRule,
     Status,
 };
+use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;
 
 /// The NOTIFY channel the configuration triggers send on.
@@ -45,8 +46,7 @@ pub struct Contract {
     pub compiled: CompiledContract,
     pub name: String,
     pub dedup_days: u32,
-    /// Delivery settings as stored; the post reads what it needs.
-    pub delivery: Value,
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug)]
@@ -514,12 +514,21 @@ fn compile_contract(
         schedule: row.schedule.clone().unwrap_or(Value::Null),
         caps: row.caps.clone(),
     };
-    Ok(Contract {
-        compiled: CompiledContract::compile(&config, schema)?,
-        name: row.name.clone(),
-        dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
-        delivery: row.delivery.clone(),
-    })
+    let compiled = CompiledContract::compile(&config, schema);
+    let delivery = DeliveryConfig::parse(&row.delivery);
+    match (compiled, delivery) {
+        (Ok(compiled), Ok(delivery)) => Ok(Contract {
+            compiled,
+            name: row.name.clone(),
+            dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
+            delivery,
+        }),
+        (compiled, delivery) => Err([compiled.err(), delivery.err()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()),
+    }
 }
 
 fn compile_campaign(row: &CampaignRow) -> Result<([u8; 32], CampaignConfig), Vec<ConfigError>> {

@@ -1,0 +1,542 @@
+//! The partner API's second half: `POST /v1/post` (SPEC §2.2, §5.6) and the direct post
+//! `POST /v1/leads` (§2.3), which pings and posts in one call through the same code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::api::extract::JsonObject;
+use crate::api::partner::{self, PingRequest, authenticate, invalid, lead_problem};
+use crate::api::{ErrorCode, FieldError, Problem};
+use crate::app::AppState;
+use crate::auction::{
+    LeadError, SaleType, check_post_matches_ping, validate_consent, validate_post,
+};
+use crate::money::Money;
+use crate::settle::{self, PostedLead, SaleResult};
+use crate::store::sales::{self, Claim, PostSource};
+use crate::store::snapshot::CampaignContext;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/v1/post", post(post_lead))
+        .route("/v1/leads", post(direct_post))
+}
+
+/// How often a retry looks for the answer of the post it duplicates.
+const REPLAY_POLL: Duration = Duration::from_millis(20);
+
+/// A post's answer: the stored JSON text, the same bytes for the first request and every retry.
+struct PostAnswer {
+    body: String,
+    replayed: bool,
+}
+
+impl IntoResponse for PostAnswer {
+    fn into_response(self) -> Response {
+        let mut response = self.body.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+fn source_of(campaign: &CampaignContext) -> PostSource {
+    PostSource {
+        tenant_id: campaign.tenant.id,
+        campaign_id: campaign.campaign.id,
+        partner_id: campaign.campaign.partner_id,
+        offer_id: campaign.offer.id,
+    }
+}
+
+fn now_of(state: &AppState) -> DateTime<Utc> {
+    state.clock.now().trunc_subsecs(6)
+}
+
+fn elapsed_us(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Records a refused post or direct post (no lead: a refused one may hold anything).
+async fn record_refusal(
+    state: &AppState,
+    campaign: &CampaignContext,
+    kind: &str,
+    ping_id: Option<Uuid>,
+    problem: &Problem,
+    started: Instant,
+) {
+    let source = source_of(campaign);
+    let recorded = async {
+        let mut conn = state.db.acquire().await?;
+        let status = problem.code.status().as_u16();
+        sales::insert_post_log(
+            &mut conn,
+            &source,
+            ping_id,
+            kind,
+            status,
+            problem.code.as_str(),
+            false,
+            elapsed_us(started),
+            now_of(state),
+        )
+        .await
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(%error, "cannot record a refused post");
+    }
+}
+
+async fn post_lead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonObject, Problem>,
+) -> Result<PostAnswer, Problem> {
+    let started = Instant::now();
+    let JsonObject(body) = body?;
+    let campaign = authenticate(&state, &headers, &body)?;
+    let ping_id = body
+        .get("ping_id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse::<Uuid>().ok());
+    match run_post(&state, &campaign, body, started).await {
+        Ok(answer) => Ok(answer),
+        Err(problem) => {
+            record_refusal(&state, &campaign, "post", ping_id, &problem, started).await;
+            Err(problem)
+        }
+    }
+}
+
+/// A post's body, once read: the lead and consent it carries and the bids it accepts.
+struct PostRequest {
+    ping_id: Uuid,
+    bid_ids: Option<Vec<Uuid>>,
+    lead: Map<String, Value>,
+    consent: Map<String, Value>,
+    /// Identifies the body for safe retries (key order and the posting key do not count).
+    body_sha256: [u8; 32],
+    /// Set for a direct post, whose answer says what was sold.
+    sale_type: Option<SaleType>,
+}
+
+fn body_sha256(body: &Map<String, Value>) -> [u8; 32] {
+    let mut canonical = body.clone();
+    canonical.remove("posting_key");
+    // serde_json's map is ordered by key, so equal bodies serialize equally.
+    Sha256::digest(Value::Object(canonical).to_string().as_bytes()).into()
+}
+
+fn take_consent(body: &mut Map<String, Value>) -> Result<Map<String, Value>, Problem> {
+    match body.remove("consent") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(consent)) => Ok(consent),
+        Some(_) => Err(invalid(
+            "/consent",
+            ErrorCode::InvalidField,
+            "consent must be an object",
+        )),
+    }
+}
+
+fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
+    const KNOWN: [&str; 5] = ["posting_key", "ping_id", "bid_ids", "lead", "consent"];
+    partner::refuse_unknown(&body, &KNOWN)?;
+    let body_sha256 = body_sha256(&body);
+    let ping_id = body
+        .get("ping_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("/ping_id", ErrorCode::InvalidField, "ping_id is required"))?
+        .parse::<Uuid>()
+        .map_err(|_| Problem::new(ErrorCode::PingNotFound))?;
+    let bid_ids = match body.remove("bid_ids") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut ids = Vec::with_capacity(items.len());
+            for (n, item) in items.iter().enumerate() {
+                let id = item
+                    .as_str()
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("/bid_ids/{n}"),
+                            ErrorCode::InvalidField,
+                            "not a bid of this ping",
+                        )
+                    })?;
+                ids.push(id);
+            }
+            Some(ids)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "/bid_ids",
+                ErrorCode::InvalidField,
+                "bid_ids must list at least one bid_id",
+            ));
+        }
+    };
+    let lead = match body.remove("lead") {
+        Some(Value::Object(lead)) => lead,
+        _ => {
+            return Err(invalid(
+                "/lead",
+                ErrorCode::InvalidField,
+                "lead must be an object",
+            ));
+        }
+    };
+    let consent = take_consent(&mut body)?;
+    Ok(PostRequest {
+        ping_id,
+        bid_ids,
+        lead,
+        consent,
+        body_sha256,
+        sale_type: None,
+    })
+}
+
+async fn run_post(
+    state: &AppState,
+    campaign: &CampaignContext,
+    body: Map<String, Value>,
+    started: Instant,
+) -> Result<PostAnswer, Problem> {
+    if !campaign.is_active() {
+        return Err(Problem::new(ErrorCode::CampaignPaused));
+    }
+    let request = parse_post(body)?;
+    post_to_winners(state, campaign, request, "post", started).await
+}
+
+/// Validates, claims and settles a post of one of this campaign's pings (SPEC §5.6).
+async fn post_to_winners(
+    state: &AppState,
+    campaign: &CampaignContext,
+    request: PostRequest,
+    kind: &str,
+    started: Instant,
+) -> Result<PostAnswer, Problem> {
+    let now = now_of(state);
+    let tenant_id = campaign.tenant.id;
+    let (ping, bids) =
+        sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
+            .await?
+            .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
+    if ping.result != "bids" {
+        return Err(Problem::new(ErrorCode::PingNotPostable)
+            .detail(format!("the ping's status is {}", ping.result)));
+    }
+    // A post already made: the same body gets the same answer, another body is refused.
+    if let Some(claimed) = &ping.post_body_sha256 {
+        return replay(
+            state,
+            tenant_id,
+            request.ping_id,
+            claimed,
+            &request.body_sha256,
+            ping.post_response,
+        )
+        .await;
+    }
+    if ping.expires_at.is_some_and(|expires_at| now > expires_at) {
+        return Err(Problem::new(ErrorCode::PingExpired));
+    }
+
+    let offer = &campaign.offer;
+    let mut errors: Vec<LeadError> = Vec::new();
+    if let Err(found) = validate_post(&offer.schema, &request.lead) {
+        errors.extend(found);
+    }
+    let pinged = ping.lead.as_ref().map(|lead| &lead.0);
+    if let Some(pinged) = pinged
+        && let Err(found) = check_post_matches_ping(&offer.schema, pinged, &request.lead)
+    {
+        errors.extend(found);
+    }
+    if let Err(found) = validate_consent(&request.consent, &offer.rules.require_consent) {
+        errors.extend(found);
+    }
+    if !errors.is_empty() {
+        return Err(lead_problem(errors));
+    }
+    if let Some(ids) = &request.bid_ids {
+        let unknown: Vec<FieldError> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !bids.iter().any(|bid| bid.bid_id == **id))
+            .map(|(n, _)| FieldError {
+                pointer: format!("/bid_ids/{n}"),
+                code: ErrorCode::InvalidField,
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Problem::new(ErrorCode::InvalidField)
+                .with_errors(unknown)
+                .detail("not a bid of this ping"));
+        }
+    }
+
+    let source = source_of(campaign);
+    let lead_id = Uuid::now_v7();
+    let claim = sales::claim(
+        &state.db,
+        &source,
+        request.ping_id,
+        &request.body_sha256,
+        lead_id,
+        &request.lead,
+        &request.consent,
+        ping.test,
+        now,
+    )
+    .await?;
+    if let Claim::Lost { body_sha256 } = claim {
+        // A concurrent request claimed it first.
+        return replay(
+            state,
+            tenant_id,
+            request.ping_id,
+            &body_sha256,
+            &request.body_sha256,
+            None,
+        )
+        .await;
+    }
+
+    let consumer_keys = PostedLead::hash_keys(offer.schema.consumer_keys(&request.lead));
+    let posted = Arc::new(PostedLead {
+        source,
+        campaign: campaign.clone(),
+        ping_id: request.ping_id,
+        lead_id,
+        lead: request.lead,
+        consent: request.consent,
+        consumer_keys,
+        test: ping.test,
+        now,
+    });
+    let accepted = request.bid_ids;
+    let results = settle::settle_all(state, Arc::clone(&posted), bids, |bid| {
+        accepted
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&bid.bid_id))
+    })
+    .await?;
+
+    let response = post_response(lead_id, request.ping_id, &results, request.sale_type);
+    let dispositions: Vec<sales::Disposition> = results
+        .iter()
+        .map(|r| sales::Disposition {
+            contract_id: r.contract_id,
+            status: r.status,
+        })
+        .collect();
+    let status = response["status"].as_str().unwrap_or("unsold").to_owned();
+    let body = sales::finish_post(
+        &state.db,
+        &posted.source,
+        request.ping_id,
+        &dispositions,
+        &response,
+        kind,
+        &status,
+        ping.test,
+        elapsed_us(started),
+        now,
+    )
+    .await?;
+    Ok(PostAnswer {
+        body,
+        replayed: false,
+    })
+}
+
+/// The answer of SPEC §2.2: each bid's status and the partner's payout (and for a direct post,
+/// what was sold).
+fn post_response(
+    lead_id: Uuid,
+    ping_id: Uuid,
+    results: &[SaleResult],
+    sale_type: Option<SaleType>,
+) -> Value {
+    let accepted: Vec<&SaleResult> = results
+        .iter()
+        .filter(|r| r.status != "not_accepted")
+        .collect();
+    let sold = accepted.iter().filter(|r| r.status == "sold").count();
+    let status = match sold {
+        0 => "unsold",
+        n if n == accepted.len() => "sold",
+        _ => "partially_sold",
+    };
+    let payout = Money::from_cents(results.iter().map(|r| r.payout.cents()).sum());
+    let results: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut entry = json!({ "bid_id": r.bid_id, "status": r.status, "payout": r.payout });
+            if let Some(reason) = &r.reason {
+                entry["reason"] = json!(reason);
+            }
+            entry
+        })
+        .collect();
+    let mut response = json!({ "lead_id": lead_id, "ping_id": ping_id, "status": status, "payout": payout, "results": results });
+    if let Some(sale_type) = sale_type {
+        response["sale_type"] = json!(sale_type);
+    }
+    response
+}
+
+/// Answers a post of an already claimed ping: with the stored answer when the body is the
+/// same (waiting for the first request to finish), 409 otherwise.
+async fn replay(
+    state: &AppState,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+    claimed: &[u8],
+    body_sha256: &[u8; 32],
+    stored: Option<String>,
+) -> Result<PostAnswer, Problem> {
+    if claimed != body_sha256 {
+        return Err(Problem::new(ErrorCode::AlreadyPosted));
+    }
+    if let Some(body) = stored {
+        return Ok(PostAnswer {
+            body,
+            replayed: true,
+        });
+    }
+    let deadline = Instant::now() + state.settings.request_timeout();
+    while Instant::now() < deadline {
+        tokio::time::sleep(REPLAY_POLL).await;
+        if let Some(body) = sales::stored_response(&state.db, tenant_id, ping_id).await? {
+            return Ok(PostAnswer {
+                body,
+                replayed: true,
+            });
+        }
+    }
+    Err(Problem::new(ErrorCode::Unavailable)
+        .detail("the first post of this ping is still settling")
+        .retry_after(1))
+}
+
+/// `POST /v1/leads`: the ping's auction, then the post to every winner, in one call.
+async fn direct_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonObject, Problem>,
+) -> Result<Response, Problem> {
+    let started = Instant::now();
+    let JsonObject(body) = body?;
+    let campaign = authenticate(&state, &headers, &body)?;
+    match run_direct(&state, &campaign, body, started).await {
+        Ok(response) => Ok(response),
+        Err(problem) => {
+            record_refusal(&state, &campaign, "direct", None, &problem, started).await;
+            Err(problem)
+        }
+    }
+}
+
+async fn run_direct(
+    state: &AppState,
+    campaign: &CampaignContext,
+    mut body: Map<String, Value>,
+    started: Instant,
+) -> Result<Response, Problem> {
+    partner::admit(state, campaign)?;
+    const KNOWN: [&str; 6] = [
+        "posting_key",
+        "lead",
+        "consent",
+        "dedup",
+        "min_payout",
+        "test",
+    ];
+    partner::refuse_unknown(&body, &KNOWN)?;
+    let consent = take_consent(&mut body)?;
+    let body_sha256 = body_sha256(&body);
+    let PingRequest {
+        lead,
+        mut dedup_hashes,
+        min_payout,
+        test,
+    } = partner::parse_request(body)?;
+    let offer = &campaign.offer;
+    let mut errors: Vec<LeadError> = Vec::new();
+    if let Err(found) = validate_post(&offer.schema, &lead) {
+        errors.extend(found);
+    }
+    if let Err(found) = validate_consent(&consent, &offer.rules.require_consent) {
+        errors.extend(found);
+    }
+    if !errors.is_empty() {
+        return Err(lead_problem(errors));
+    }
+    // The offer's dedup runs on the real consumer, as a ping's hashes would have it.
+    dedup_hashes.extend(
+        PostedLead::hash_keys(offer.schema.consumer_keys(&lead))
+            .into_iter()
+            .map(|(_, hash)| hash),
+    );
+    let ping_lead = offer.schema.without_pii(&lead);
+    let auction = partner::auction(
+        state,
+        campaign,
+        ping_lead,
+        dedup_hashes,
+        min_payout,
+        test,
+        now_of(state),
+        started,
+    )
+    .await?;
+    if auction.status != "bids" {
+        let answer = json!({ "ping_id": auction.ping_id, "status": auction.status, "took_ms": started.elapsed().as_millis() as u64 });
+        let source = source_of(campaign);
+        let mut conn = state.db.acquire().await.map_err(Problem::from)?;
+        sales::insert_post_log(
+            &mut conn,
+            &source,
+            Some(auction.ping_id),
+            "direct",
+            200,
+            auction.status,
+            test,
+            elapsed_us(started),
+            now_of(state),
+        )
+        .await?;
+        return Ok(axum::Json(answer).into_response());
+    }
+    let request = PostRequest {
+        ping_id: auction.ping_id,
+        bid_ids: None,
+        lead,
+        consent,
+        body_sha256,
+        sale_type: auction.sale_type,
+    };
+    Ok(post_to_winners(state, campaign, request, "direct", started)
+        .await?
+        .into_response())
+}

@@ -1,0 +1,292 @@
+//! Lead delivery (SPEC §3.2): POST the sold lead to the winning contract's delivery URL and
+//! read whether the buyer accepted it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auction::{ConfigError, SaleType};
+use crate::money::Money;
+
+/// Longest buyer answer kept with a sale.
+pub const MAX_STORED_ANSWER: usize = 4096;
+
+/// A contract's `delivery` column.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub accept: Option<AcceptRule>,
+    #[serde(default)]
+    pub reason_path: Option<String>,
+}
+
+/// The sale is accepted only if the JSON value at `path` equals `equals`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRule {
+    pub path: String,
+    pub equals: Value,
+}
+
+impl DeliveryConfig {
+    /// Reads a `delivery` column; errors point under `/delivery`.
+    pub fn parse(value: &Value) -> Result<DeliveryConfig, Vec<ConfigError>> {
+        let config: DeliveryConfig = serde_json::from_value(value.clone())
+            .map_err(|e| vec![ConfigError::new("/delivery", e.to_string())])?;
+        let mut errors = Vec::new();
+        match reqwest::Url::parse(&config.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => errors.push(ConfigError::new("/delivery/url", "must be an http(s) URL")),
+        }
+        if config
+            .timeout_ms
+            .is_some_and(|t| !(1..=60_000).contains(&t))
+        {
+            errors.push(ConfigError::new(
+                "/delivery/timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        let pointers = [
+            (
+                "/delivery/accept/path",
+                config.accept.as_ref().map(|a| a.path.as_str()),
+            ),
+            ("/delivery/reason_path", config.reason_path.as_deref()),
+        ];
+        for (at, pointer) in pointers {
+            if pointer.is_some_and(|p| !p.is_empty() && !p.starts_with('/')) {
+                errors.push(ConfigError::new(
+                    at,
+                    "must be a JSON pointer such as /status",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn timeout(&self, default_ms: u64) -> Duration {
+        Duration::from_millis(self.timeout_ms.map_or(default_ms, u64::from))
+    }
+}
+
+/// What the buyer receives.
+#[derive(Serialize)]
+pub struct DeliveryRequest<'a> {
+    pub lead_id: Uuid,
+    pub ping_id: Uuid,
+    pub offer: &'a str,
+    pub sale_type: SaleType,
+    pub price: Money,
+    pub rtb_ref: Option<&'a str>,
+    pub test: bool,
+    pub lead: &'a Map<String, Value>,
+    pub consent: &'a Map<String, Value>,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// The buyer read the lead and declined it (a readable 2xx or 4xx answer).
+    Rejected(String),
+    /// No usable answer: timeout, connection error, 5xx, unreadable answer.
+    Failed(String),
+}
+
+/// The delivery's outcome with what the buyer answered, for the record.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub verdict: Verdict,
+    pub http_status: Option<u16>,
+    pub answer: Option<String>,
+    pub elapsed: Duration,
+}
+
+pub async fn deliver(
+    http: &reqwest::Client,
+    config: &DeliveryConfig,
+    timeout: Duration,
+    request: &DeliveryRequest<'_>,
+) -> Delivery {
+    let started = Instant::now();
+    let mut call = http.post(&config.url).json(request);
+    for (name, value) in &config.headers {
+        call = call.header(name, value);
+    }
+    let exchange = async {
+        let response = call.send().await?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let (verdict, http_status, answer) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((status, body))) => {
+            let verdict = judge(config, status, &body);
+            (
+                verdict,
+                Some(status),
+                Some(truncate(&String::from_utf8_lossy(&body))),
+            )
+        }
+        Ok(Err(error)) if !error.is_timeout() => (
+            Verdict::Failed(format!("delivery failed: {}", error.without_url())),
+            None,
+            None,
+        ),
+        _ => (
+            Verdict::Failed(format!("no answer within {} ms", timeout.as_millis())),
+            None,
+            None,
+        ),
+    };
+    Delivery {
+        verdict,
+        http_status,
+        answer,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Reads a buyer's answer by the contract's rule (SPEC §3.2).
+pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
+    if status >= 500 || !(200..500).contains(&status) {
+        return Verdict::Failed(format!("buyer answered HTTP {status}"));
+    }
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let reason = || {
+        let stated = config
+            .reason_path
+            .as_deref()
+            .and_then(|pointer| json.as_ref()?.pointer(pointer))
+            .map(|value| match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+        format!(
+            "buyer: {}",
+            truncate(&stated.unwrap_or_else(|| format!("HTTP {status}")))
+        )
+    };
+    if status >= 400 {
+        return Verdict::Rejected(reason());
+    }
+    match &config.accept {
+        None => Verdict::Accepted,
+        Some(rule) => match &json {
+            None => Verdict::Failed("unreadable answer (not JSON)".to_owned()),
+            Some(answer) if answer.pointer(&rule.path) == Some(&rule.equals) => Verdict::Accepted,
+            Some(_) => Verdict::Rejected(reason()),
+        },
+    }
+}
+
+/// At most `MAX_STORED_ANSWER` bytes, cut at a character boundary.
+fn truncate(text: &str) -> String {
+    if text.len() <= MAX_STORED_ANSWER {
+        return text.to_owned();
+    }
+    let mut end = MAX_STORED_ANSWER;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(accept: bool) -> DeliveryConfig {
+        DeliveryConfig::parse(&if accept {
+            json!({ "url": "https://buyer.example/leads", "accept": { "path": "/status", "equals": "accepted" },
+                    "reason_path": "/message" })
+        } else {
+            json!({ "url": "https://buyer.example/leads", "reason_path": "/error/text" })
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn answers_are_judged_by_status_and_the_accept_rule() {
+        let rule = config(true);
+        assert_eq!(
+            judge(&rule, 200, br#"{"status":"accepted"}"#),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            judge(
+                &rule,
+                200,
+                br#"{"status":"rejected","message":"out of area"}"#
+            ),
+            Verdict::Rejected("buyer: out of area".into())
+        );
+        assert_eq!(
+            judge(&rule, 200, b"OK"),
+            Verdict::Failed("unreadable answer (not JSON)".into())
+        );
+        assert_eq!(
+            judge(&rule, 422, br#"{"message":"duplicate lead"}"#),
+            Verdict::Rejected("buyer: duplicate lead".into())
+        );
+        assert_eq!(
+            judge(&rule, 503, b""),
+            Verdict::Failed("buyer answered HTTP 503".into())
+        );
+        assert_eq!(
+            judge(&rule, 302, b""),
+            Verdict::Rejected("buyer: HTTP 302".into())
+        );
+
+        let plain = config(false);
+        assert_eq!(judge(&plain, 201, b"thanks"), Verdict::Accepted);
+        assert_eq!(
+            judge(&plain, 400, br#"{"error":{"text":"bad zip"}}"#),
+            Verdict::Rejected("buyer: bad zip".into())
+        );
+        assert_eq!(
+            judge(&plain, 400, b"nope"),
+            Verdict::Rejected("buyer: HTTP 400".into())
+        );
+    }
+
+    #[test]
+    fn bad_delivery_settings_are_reported_with_pointers() {
+        let errors = DeliveryConfig::parse(
+            &json!({ "url": "ftp://x", "timeout_ms": 0, "reason_path": "message" }),
+        )
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/delivery/url",
+                "/delivery/timeout_ms",
+                "/delivery/reason_path"
+            ]
+        );
+        assert!(DeliveryConfig::parse(&json!({ "url": "https://x", "secret": 1 })).is_err());
+    }
+
+    #[test]
+    fn long_answers_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(3000);
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_STORED_ANSWER && long.starts_with(&cut));
+    }
+}

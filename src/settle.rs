@@ -1,0 +1,284 @@
+//! Settling a post's accepted bids (SPEC §5.6 step 3), each in its own task: the buyer's dedup
+//! on the real consumer, the reservation of caps and funds, the delivery, then the sale kept
+//! or its reservation released in full.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auction::Status;
+use crate::buyers::delivery::{self, DeliveryRequest, Verdict};
+use crate::money::Money;
+use crate::store::sales::{self, BuyerAnswer, NewSale, PostSource, Refusal, WonBid};
+use crate::store::snapshot::CampaignContext;
+
+/// Added to a delivery's timeout before a sale still pending counts as interrupted.
+const PENDING_MARGIN: Duration = Duration::from_secs(60);
+
+/// One sale's outcome, as the partner sees it.
+#[derive(Debug, Clone)]
+pub struct SaleResult {
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    /// `sold`, `rejected`, `failed`, `capped`, `insufficient_funds`, `duplicate`, `not_accepted`.
+    pub status: &'static str,
+    pub payout: Money,
+    pub reason: Option<String>,
+}
+
+/// What every sale of one post shares.
+pub struct PostedLead {
+    pub source: PostSource,
+    pub campaign: CampaignContext,
+    pub ping_id: Uuid,
+    pub lead_id: Uuid,
+    pub lead: Map<String, Value>,
+    pub consent: Map<String, Value>,
+    /// SHA-256 of the normalized email and phone.
+    pub consumer_keys: Vec<(&'static str, [u8; 32])>,
+    pub test: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl PostedLead {
+    /// Hashes the lead's normalized email and phone, as dedup keys are stored.
+    pub fn hash_keys(keys: Vec<(&'static str, String)>) -> Vec<(&'static str, [u8; 32])> {
+        keys.into_iter()
+            .map(|(kind, text)| (kind, Sha256::digest(text.as_bytes()).into()))
+            .collect()
+    }
+}
+
+/// Settles every accepted bid in parallel; the others are recorded `not_accepted`. Results
+/// come back in the order of `bids`.
+pub async fn settle_all(
+    state: &AppState,
+    posted: Arc<PostedLead>,
+    bids: Vec<WonBid>,
+    accepted: impl Fn(&WonBid) -> bool,
+) -> Result<Vec<SaleResult>, sqlx::Error> {
+    let mut tasks = JoinSet::new();
+    let count = bids.len();
+    for (index, bid) in bids.into_iter().enumerate() {
+        let (state, posted) = (state.clone(), Arc::clone(&posted));
+        let take = accepted(&bid);
+        tasks.spawn(async move {
+            let result = if take {
+                settle_one(&state, &posted, bid).await
+            } else {
+                refuse(&state, &posted, bid).await
+            };
+            (index, result)
+        });
+    }
+    let mut results: Vec<Option<SaleResult>> = vec![None; count];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, result) =
+            joined.map_err(|e| sqlx::Error::Protocol(format!("a sale's task failed: {e}")))?;
+        results[index] = Some(result?);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+fn new_sale<'a>(
+    posted: &'a PostedLead,
+    bid: &'a WonBid,
+    sale_id: Uuid,
+    pending_until: DateTime<Utc>,
+) -> NewSale<'a> {
+    NewSale {
+        source: &posted.source,
+        sale_id,
+        lead_id: posted.lead_id,
+        ping_id: posted.ping_id,
+        bid,
+        test: posted.test,
+        now: posted.now,
+        pending_until,
+    }
+}
+
+fn result(bid: &WonBid, status: &'static str, reason: Option<String>) -> SaleResult {
+    let payout = if status == "sold" {
+        Money::from_cents(bid.payout_cents)
+    } else {
+        Money::ZERO
+    };
+    SaleResult {
+        bid_id: bid.bid_id,
+        contract_id: bid.contract_id,
+        status,
+        payout,
+        reason,
+    }
+}
+
+/// A bid the partner left out of `bid_ids`.
+async fn refuse(
+    state: &AppState,
+    posted: &PostedLead,
+    bid: WonBid,
+) -> Result<SaleResult, sqlx::Error> {
+    sales::record_unreserved(
+        &state.db,
+        &new_sale(posted, &bid, Uuid::now_v7(), posted.now),
+        "not_accepted",
+        None,
+    )
+    .await?;
+    Ok(result(&bid, "not_accepted", None))
+}
+
+async fn settle_one(
+    state: &AppState,
+    posted: &PostedLead,
+    bid: WonBid,
+) -> Result<SaleResult, sqlx::Error> {
+    let sale_id = Uuid::now_v7();
+    let bid = &bid;
+    let unreserved = |status: &'static str, reason: Option<String>| async move {
+        let sale = new_sale(posted, bid, sale_id, posted.now);
+        sales::record_unreserved(&state.db, &sale, status, reason.as_deref()).await?;
+        Ok::<_, sqlx::Error>(result(bid, status, reason))
+    };
+
+    let Some(contract) = posted
+        .campaign
+        .offer
+        .contracts
+        .iter()
+        .find(|c| c.compiled.id() == bid.contract_id)
+    else {
+        return unreserved(
+            "failed",
+            Some("the contract was archived after the ping".to_owned()),
+        )
+        .await;
+    };
+    if contract.compiled.status() != Status::Active {
+        return unreserved(
+            "failed",
+            Some("the contract was paused after the ping".to_owned()),
+        )
+        .await;
+    }
+
+    // a. The buyer's own dedup, on the real consumer this time.
+    if !posted.test && contract.dedup_days > 0 {
+        let hashes: Vec<&[u8]> = posted.consumer_keys.iter().map(|(_, h)| &h[..]).collect();
+        let bought: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($2) AND buyer_id = $3
+                            AND sold_at > $4 - make_interval(days => $5))",
+        )
+        .bind(posted.source.tenant_id)
+        .bind(&hashes)
+        .bind(bid.buyer_id)
+        .bind(posted.now)
+        .bind(contract.dedup_days as i32)
+        .fetch_one(&state.db)
+        .await?;
+        if bought {
+            return unreserved(
+                "duplicate",
+                Some("the buyer already bought this consumer".to_owned()),
+            )
+            .await;
+        }
+    }
+
+    // b. Reserve caps and funds.
+    let timeout = contract
+        .delivery
+        .timeout(state.settings.delivery_timeout_ms);
+    let pending_until =
+        posted.now + chrono::Duration::from_std(timeout + PENDING_MARGIN).unwrap_or_default();
+    let sale = new_sale(posted, bid, sale_id, pending_until);
+    match sales::reserve(
+        &state.db,
+        &sale,
+        contract.compiled.caps(),
+        posted.campaign.tenant.timezone,
+    )
+    .await?
+    {
+        Ok(()) => {}
+        Err(Refusal::Capped) => {
+            return unreserved("capped", Some("a cap filled since the ping".to_owned())).await;
+        }
+        Err(Refusal::InsufficientFunds) => return unreserved("insufficient_funds", None).await,
+    }
+
+    // c. Deliver.
+    let request = DeliveryRequest {
+        lead_id: posted.lead_id,
+        ping_id: posted.ping_id,
+        offer: &posted.campaign.offer.name,
+        sale_type: sales::sale_type_of(&bid.sale_type),
+        price: Money::from_cents(bid.price_cents),
+        rtb_ref: bid.rtb_ref.as_deref(),
+        test: posted.test,
+        lead: &posted.lead,
+        consent: &posted.consent,
+    };
+    let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
+    let answer = BuyerAnswer {
+        http_status: delivered.http_status,
+        answer: delivered.answer.as_deref(),
+        delivery_ms: Some(i32::try_from(delivered.elapsed.as_millis()).unwrap_or(i32::MAX)),
+    };
+
+    // d. Keep the sale, or give everything back.
+    let now = state.clock.now();
+    match delivered.verdict {
+        Verdict::Accepted => {
+            if sales::complete(
+                &state.db,
+                &posted.source,
+                sale_id,
+                bid,
+                posted.test,
+                &posted.consumer_keys,
+                &answer,
+                now,
+            )
+            .await?
+            {
+                Ok(result(bid, "sold", None))
+            } else {
+                Ok(result(bid, "failed", Some("interrupted".to_owned())))
+            }
+        }
+        Verdict::Rejected(reason) => {
+            sales::release(
+                &state.db,
+                posted.source.tenant_id,
+                sale_id,
+                "rejected",
+                &reason,
+                &answer,
+                now,
+            )
+            .await?;
+            Ok(result(bid, "rejected", Some(reason)))
+        }
+        Verdict::Failed(reason) => {
+            sales::release(
+                &state.db,
+                posted.source.tenant_id,
+                sale_id,
+                "failed",
+                &reason,
+                &answer,
+                now,
+            )
+            .await?;
+            Ok(result(bid, "failed", Some(reason)))
+        }
+    }
+}

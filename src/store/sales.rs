@@ -1,0 +1,811 @@
+//! The post's database work: claiming a ping, reserving caps and funds, settling or releasing
+//! each sale, and recording the outcome. Every money movement happens in one transaction with
+//! its ledger entry, so a buyer's balance always equals the sum of its ledger entries.
+//!
+//! Locks are always taken in the same order (a sale's row, its contract's cap counters by
+//! period, then its buyer), so concurrent posts queue but never deadlock.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
+use crate::money::Money;
+
+/// A won bid of a ping, as the auction recorded it.
+#[derive(Debug, Clone, FromRow)]
+pub struct WonBid {
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub sale_type: String,
+    pub price_cents: i64,
+    pub payout_cents: i64,
+    pub rtb_ref: Option<String>,
+}
+
+/// A ping as the post needs it.
+#[derive(Debug, FromRow)]
+pub struct PingForPost {
+    pub result: String,
+    pub test: bool,
+    pub lead: Option<sqlx::types::Json<Map<String, Value>>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub post_body_sha256: Option<Vec<u8>>,
+    pub post_response: Option<String>,
+}
+
+/// The ping `ping_id` of `campaign_id`, with its won bids.
+pub async fn find_ping(
+    db: &PgPool,
+    tenant_id: Uuid,
+    campaign_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Option<(PingForPost, Vec<WonBid>)>, sqlx::Error> {
+    let ping: Option<PingForPost> = sqlx::query_as(
+        "SELECT result, test, lead, expires_at, post_body_sha256, post_response::text AS post_response
+         FROM posting_log
+         WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND campaign_id = $3",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .bind(campaign_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(ping) = ping else { return Ok(None) };
+    let bids = sqlx::query_as(
+        "SELECT bid_id, contract_id, buyer_id, sale_type, price_cents, payout_cents, rtb_ref
+         FROM lead_distribution WHERE tenant_id = $1 AND ping_id = $2 AND outcome = 'won'
+         ORDER BY price_cents DESC, bid_id",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_all(db)
+    .await?;
+    Ok(Some((ping, bids)))
+}
+
+/// Who posted, for the records.
+pub struct PostSource {
+    pub tenant_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub offer_id: Uuid,
+}
+
+pub enum Claim {
+    /// This request owns the post: the lead is stored under `lead_id`.
+    Won,
+    /// Another request claimed the ping first, with a body of this hash.
+    Lost { body_sha256: Vec<u8> },
+}
+
+/// Claims the ping for this post and stores the lead, in one transaction; only the first of
+/// concurrent posts wins.
+#[allow(clippy::too_many_arguments)]
+pub async fn claim(
+    db: &PgPool,
+    source: &PostSource,
+    ping_id: Uuid,
+    body_sha256: &[u8; 32],
+    lead_id: Uuid,
+    lead: &Map<String, Value>,
+    consent: &Map<String, Value>,
+    test: bool,
+    now: DateTime<Utc>,
+) -> Result<Claim, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let claimed = sqlx::query(
+        "UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
+         WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL",
+    )
+    .bind(source.tenant_id)
+    .bind(ping_id)
+    .bind(now)
+    .bind(&body_sha256[..])
+    .bind(lead_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        tx.rollback().await?;
+        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(source.tenant_id)
+        .bind(ping_id)
+        .fetch_one(db)
+        .await?;
+        return Ok(Claim::Lost {
+            body_sha256: hash.unwrap_or_default(),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(source.tenant_id)
+    .bind(lead_id)
+    .bind(ping_id)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(sqlx::types::Json(lead))
+    .bind(sqlx::types::Json(consent))
+    .bind(test)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Claim::Won)
+}
+
+/// The stored answer of a claimed post, once its first request has finished.
+pub async fn stored_response(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT post_response::text FROM posting_log WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_one(db)
+    .await
+}
+
+/// A sale about to be reserved.
+pub struct NewSale<'a> {
+    pub source: &'a PostSource,
+    pub sale_id: Uuid,
+    pub lead_id: Uuid,
+    pub ping_id: Uuid,
+    pub bid: &'a WonBid,
+    pub test: bool,
+    pub now: DateTime<Utc>,
+    /// When a sale still pending is taken as interrupted and released.
+    pub pending_until: DateTime<Utc>,
+}
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Capped,
+    InsufficientFunds,
+}
+
+/// Reserves the sale in one transaction: every cap of the contract gets one more lead and the
+/// price for its current period, only where it stays within the cap; the buyer is debited only
+/// where balance + credit limit covers the price; the sale is recorded as pending. A test sale
+/// reserves nothing. On a refusal nothing is written.
+pub async fn reserve(
+    db: &PgPool,
+    sale: &NewSale<'_>,
+    caps: &CompiledCaps,
+    tz: chrono_tz::Tz,
+) -> Result<Result<(), Refusal>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let tenant_id = sale.source.tenant_id;
+    let price = sale.bid.price_cents;
+    let mut reserved = Vec::new();
+    if !sale.test {
+        for (period, max_leads, max_spend) in limits_by_period(caps) {
+            let start = period_start(period, sale.now, tz);
+            let fits: Option<i32> = sqlx::query_scalar(
+                "INSERT INTO cap_counters (tenant_id, contract_id, period, period_start, leads, spend_cents)
+                 SELECT $1, $2, $3, $4, 1, $5 WHERE 1 <= $6 AND $5 <= $7
+                 ON CONFLICT (tenant_id, contract_id, period, period_start) DO UPDATE
+                 SET leads = cap_counters.leads + 1, spend_cents = cap_counters.spend_cents + EXCLUDED.spend_cents
+                 WHERE cap_counters.leads + 1 <= $6 AND cap_counters.spend_cents + EXCLUDED.spend_cents <= $7
+                 RETURNING 1",
+            )
+            .bind(tenant_id)
+            .bind(sale.bid.contract_id)
+            .bind(period.as_str())
+            .bind(start)
+            .bind(price)
+            .bind(max_leads)
+            .bind(max_spend)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if fits.is_none() {
+                tx.rollback().await?;
+                return Ok(Err(Refusal::Capped));
+            }
+            reserved.push(json!({ "period": period.as_str(), "period_start": start }));
+        }
+        let debited: Option<i64> = sqlx::query_scalar(
+            "UPDATE buyers SET balance_cents = balance_cents - $3
+             WHERE tenant_id = $1 AND id = $2 AND balance_cents - $3 >= -credit_limit_cents
+             RETURNING balance_cents",
+        )
+        .bind(tenant_id)
+        .bind(sale.bid.buyer_id)
+        .bind(price)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if debited.is_none() {
+            tx.rollback().await?;
+            return Ok(Err(Refusal::InsufficientFunds));
+        }
+    }
+    insert_sale(
+        &mut tx,
+        sale,
+        "pending",
+        None,
+        &Value::Array(reserved),
+        Some(sale.pending_until),
+    )
+    .await?;
+    if !sale.test {
+        insert_ledger(
+            &mut tx,
+            tenant_id,
+            Account::Buyer(sale.bid.buyer_id),
+            "sale",
+            -price,
+            sale.sale_id,
+            sale.now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final status.
+pub async fn record_unreserved(
+    db: &PgPool,
+    sale: &NewSale<'_>,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    insert_sale(&mut conn, sale, status, reason, &json!([]), None).await
+}
+
+async fn insert_sale(
+    conn: &mut PgConnection,
+    sale: &NewSale<'_>,
+    status: &str,
+    reason: Option<&str>,
+    reserved_caps: &Value,
+    pending_until: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    let source = sale.source;
+    sqlx::query(
+        "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
+                                 partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
+                                 reserved_caps, pending_until, created_at, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                 CASE WHEN $14 = 'pending' THEN NULL ELSE $19 END)",
+    )
+    .bind(source.tenant_id)
+    .bind(sale.sale_id)
+    .bind(sale.lead_id)
+    .bind(sale.ping_id)
+    .bind(sale.bid.bid_id)
+    .bind(sale.bid.contract_id)
+    .bind(sale.bid.buyer_id)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(&sale.bid.sale_type)
+    .bind(sale.bid.price_cents)
+    .bind(sale.bid.payout_cents)
+    .bind(status)
+    .bind(reason)
+    .bind(sale.test)
+    .bind(reserved_caps)
+    .bind(pending_until)
+    .bind(sale.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+enum Account {
+    Buyer(Uuid),
+    Partner(Uuid),
+}
+
+async fn insert_ledger(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    account: Account,
+    kind: &str,
+    amount_cents: i64,
+    sale_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let (account, buyer, partner) = match account {
+        Account::Buyer(id) => ("buyer", Some(id), None),
+        Account::Partner(id) => ("partner", None, Some(id)),
+    };
+    sqlx::query(
+        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, partner_id, kind, amount_cents, sale_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(tenant_id)
+    .bind(Uuid::now_v7())
+    .bind(account)
+    .bind(buyer)
+    .bind(partner)
+    .bind(kind)
+    .bind(amount_cents)
+    .bind(sale_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The limits of each period that has a cap, in period order (the lock order): leads and
+/// spend (`i64::MAX` where the period has no such cap).
+fn limits_by_period(caps: &CompiledCaps) -> Vec<(CapPeriod, i64, i64)> {
+    let mut periods: Vec<(CapPeriod, i64, i64)> = Vec::new();
+    for cap in caps.iter() {
+        let index = match periods.iter().position(|(p, _, _)| *p == cap.period()) {
+            Some(index) => index,
+            None => {
+                periods.push((cap.period(), i64::MAX, i64::MAX));
+                periods.len() - 1
+            }
+        };
+        match cap.limit() {
+            CapLimit::Leads(max) => periods[index].1 = max,
+            CapLimit::Spend(max) => periods[index].2 = max.cents(),
+        }
+    }
+    periods.sort_by_key(|(period, _, _)| period.index());
+    periods
+}
+
+/// What the buyer answered, for the record.
+pub struct BuyerAnswer<'a> {
+    pub http_status: Option<u16>,
+    pub answer: Option<&'a str>,
+    pub delivery_ms: Option<i32>,
+}
+
+/// The buyer accepted: the sale is sold, the partner is paid, the buyer's dedup entries and
+/// the contract's last sale are written. `false` when the sale was no longer pending (the
+/// interrupted-sale sweep released it first).
+#[allow(clippy::too_many_arguments)]
+pub async fn complete(
+    db: &PgPool,
+    source: &PostSource,
+    sale_id: Uuid,
+    bid: &WonBid,
+    test: bool,
+    dedup_keys: &[(&'static str, [u8; 32])],
+    answer: &BuyerAnswer<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let settled = settle_row(
+        &mut tx,
+        source.tenant_id,
+        sale_id,
+        "sold",
+        None,
+        answer,
+        now,
+    )
+    .await?;
+    if !settled {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if !test {
+        if bid.payout_cents > 0 {
+            insert_ledger(
+                &mut tx,
+                source.tenant_id,
+                Account::Partner(source.partner_id),
+                "sale",
+                bid.payout_cents,
+                sale_id,
+                now,
+            )
+            .await?;
+        }
+        for (kind, hash) in dedup_keys {
+            sqlx::query(
+                "INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_id, key_hash, buyer_id, offer_id) DO UPDATE
+                 SET sold_at = greatest(dedup_keys.sold_at, EXCLUDED.sold_at), sale_id = EXCLUDED.sale_id",
+            )
+            .bind(source.tenant_id)
+            .bind(&hash[..])
+            .bind(bid.buyer_id)
+            .bind(source.offer_id)
+            .bind(kind)
+            .bind(now)
+            .bind(sale_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO contract_stats (tenant_id, contract_id, last_sold_at) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, contract_id) DO UPDATE
+             SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at)",
+        )
+        .bind(source.tenant_id)
+        .bind(bid.contract_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Marks a pending sale settled; `false` if it was not pending any more.
+async fn settle_row(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    status: &str,
+    reason: Option<&str>,
+    answer: &BuyerAnswer<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE lead_sales SET status = $3, reason = $4, buyer_http_status = $5, buyer_response = $6,
+                               delivery_ms = $7, settled_at = $8, pending_until = NULL
+         WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+    )
+    .bind(tenant_id)
+    .bind(sale_id)
+    .bind(status)
+    .bind(reason)
+    .bind(answer.http_status.map(i32::from))
+    .bind(answer.answer)
+    .bind(answer.delivery_ms)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// The buyer rejected the lead or the delivery failed: the reservation is given back in full
+/// (every cap counter it took, the buyer's money with a `release` ledger entry). `false` if
+/// the sale was not pending any more.
+pub async fn release(
+    db: &PgPool,
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    status: &str,
+    reason: &str,
+    answer: &BuyerAnswer<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let sale: Option<(Uuid, Uuid, i64, bool, Value)> = sqlx::query_as(
+        "SELECT contract_id, buyer_id, price_cents, test, reserved_caps FROM lead_sales
+         WHERE tenant_id = $1 AND id = $2 AND status = 'pending' FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(sale_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((contract_id, buyer_id, price, test, reserved)) = sale else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    settle_row(
+        &mut tx,
+        tenant_id,
+        sale_id,
+        status,
+        Some(reason),
+        answer,
+        now,
+    )
+    .await?;
+    if !test {
+        // The reservation order is the period order, which is also the lock order.
+        for cap in reserved.as_array().into_iter().flatten() {
+            let (Some(period), Some(start)) =
+                (cap["period"].as_str(), cap["period_start"].as_str())
+            else {
+                continue;
+            };
+            let start: DateTime<Utc> = start
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            sqlx::query(
+                "UPDATE cap_counters SET leads = leads - 1, spend_cents = spend_cents - $5
+                 WHERE tenant_id = $1 AND contract_id = $2 AND period = $3 AND period_start = $4",
+            )
+            .bind(tenant_id)
+            .bind(contract_id)
+            .bind(period)
+            .bind(start)
+            .bind(price)
+            .execute(&mut *tx)
+            .await?;
+            // A released reservation leaves no trace: a counter back at zero goes.
+            sqlx::query(
+                "DELETE FROM cap_counters WHERE tenant_id = $1 AND contract_id = $2 AND period = $3
+                 AND period_start = $4 AND leads = 0 AND spend_cents = 0",
+            )
+            .bind(tenant_id)
+            .bind(contract_id)
+            .bind(period)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(buyer_id)
+        .bind(price)
+        .execute(&mut *tx)
+        .await?;
+        insert_ledger(
+            &mut tx,
+            tenant_id,
+            Account::Buyer(buyer_id),
+            "release",
+            price,
+            sale_id,
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// One bid's final disposition, for `lead_distribution`.
+pub struct Disposition {
+    pub contract_id: Uuid,
+    pub status: &'static str,
+}
+
+/// Records the post: each winner's disposition, the answer on the ping (for retries) and the
+/// post's own `posting_log` row, in one transaction. Returns the stored answer's text, which
+/// every retry of this post receives byte for byte.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_post(
+    db: &PgPool,
+    source: &PostSource,
+    ping_id: Uuid,
+    dispositions: &[Disposition],
+    response: &Value,
+    kind: &str,
+    result: &str,
+    test: bool,
+    latency_us: i64,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
+    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status).collect();
+    sqlx::query(
+        "UPDATE lead_distribution d SET disposition = u.status
+         FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
+         WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id",
+    )
+    .bind(source.tenant_id)
+    .bind(ping_id)
+    .bind(&contracts)
+    .bind(&statuses)
+    .execute(&mut *tx)
+    .await?;
+    let stored: String = sqlx::query_scalar(
+        "UPDATE posting_log SET post_response = $3 WHERE tenant_id = $1 AND id = $2 RETURNING post_response::text",
+    )
+    .bind(source.tenant_id)
+    .bind(ping_id)
+    .bind(response)
+    .fetch_one(&mut *tx)
+    .await?;
+    insert_post_log(
+        &mut tx,
+        source,
+        Some(ping_id),
+        kind,
+        200,
+        result,
+        test,
+        latency_us,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// A `posting_log` row for a post or direct post (also for refused ones).
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_post_log(
+    conn: &mut PgConnection,
+    source: &PostSource,
+    ping_id: Option<Uuid>,
+    kind: &str,
+    http_status: u16,
+    result: &str,
+    test: bool,
+    latency_us: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
+                                  latency_us, http_status, result, test)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(source.tenant_id)
+    .bind(Uuid::now_v7())
+    .bind(kind)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(ping_id)
+    .bind(now)
+    .bind(latency_us)
+    .bind(i32::from(http_status))
+    .bind(result)
+    .bind(test)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases every sale left pending past its deadline (a crash or a lost process), marking it
+/// `failed` with reason `interrupted`; then answers the posts those sales belonged to. Returns
+/// the released sales' ids.
+pub async fn release_interrupted(
+    db: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let stuck: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT tenant_id, id FROM lead_sales WHERE status = 'pending' AND pending_until < $1",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await?;
+    let answer = BuyerAnswer {
+        http_status: None,
+        answer: None,
+        delivery_ms: None,
+    };
+    let mut released = Vec::new();
+    for (tenant_id, sale_id) in stuck {
+        if release(
+            db,
+            tenant_id,
+            sale_id,
+            "failed",
+            "interrupted",
+            &answer,
+            now,
+        )
+        .await?
+        {
+            released.push(sale_id);
+        }
+    }
+    answer_interrupted_posts(db, now).await?;
+    Ok(released)
+}
+
+/// A post whose request died after claiming its ping never stored an answer, so its retries
+/// would wait in vain: once none of its sales is pending, its answer is built from them.
+async fn answer_interrupted_posts(db: &PgPool, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let unanswered: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT tenant_id, id FROM posting_log
+         WHERE post_claimed_at IS NOT NULL AND post_response IS NULL AND post_claimed_at < $1 - interval '1 minute'",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await?;
+    for (tenant_id, ping_id) in unanswered {
+        sqlx::query(
+            "UPDATE posting_log p SET post_response = jsonb_build_object(
+                 'lead_id', p.lead_id, 'ping_id', p.id,
+                 'status', CASE WHEN s.sold = s.accepted AND s.sold > 0 THEN 'sold'
+                                WHEN s.sold > 0 THEN 'partially_sold' ELSE 'unsold' END,
+                 'payout', s.payout, 'results', s.results)
+             FROM (SELECT count(*) FILTER (WHERE status = 'sold') AS sold,
+                          count(*) FILTER (WHERE status <> 'not_accepted') AS accepted,
+                          (coalesce(sum(payout_cents) FILTER (WHERE status = 'sold'), 0) / 100.0)::numeric(14, 2)
+                              AS payout,
+                          coalesce(jsonb_agg(jsonb_build_object(
+                              'bid_id', bid_id, 'status', status, 'reason', reason,
+                              'payout', CASE WHEN status = 'sold' THEN (payout_cents / 100.0)::numeric(14, 2) ELSE 0 END)
+                              ORDER BY price_cents DESC), '[]') AS results,
+                          coalesce(bool_or(status = 'pending'), false) AS pending
+                   FROM lead_sales WHERE tenant_id = $1 AND ping_id = $2) s
+             WHERE p.tenant_id = $1 AND p.id = $2 AND p.post_response IS NULL AND NOT s.pending",
+        )
+        .bind(tenant_id)
+        .bind(ping_id)
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sale type text → enum (the column's CHECK allows only the two).
+pub fn sale_type_of(text: &str) -> SaleType {
+    text.parse().unwrap_or(SaleType::Shared)
+}
+
+pub fn money(cents: i64) -> Money {
+    Money::from_cents(cents)
+}
+
+/// A sale as the admin API lists it.
+#[derive(Debug, FromRow, serde::Serialize)]
+pub struct SaleRow {
+    pub id: Uuid,
+    pub lead_id: Uuid,
+    pub ping_id: Uuid,
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub campaign_id: Uuid,
+    pub sale_type: String,
+    #[serde(skip)]
+    pub price_cents: i64,
+    #[serde(skip)]
+    pub payout_cents: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub test: bool,
+    pub buyer_http_status: Option<i32>,
+    pub delivery_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// Which sales to list.
+#[derive(Debug, Default)]
+pub struct SaleFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub buyer_id: Option<Uuid>,
+    pub contract_id: Option<Uuid>,
+    pub status: Option<String>,
+    /// Sales older than this one (ids are time-ordered): the page after it.
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// A tenant's sales, newest first.
+pub async fn list(
+    db: &PgPool,
+    tenant_id: Uuid,
+    filter: &SaleFilter,
+) -> Result<Vec<SaleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
+                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
+         FROM lead_sales
+         WHERE tenant_id = $1
+           AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
+           AND ($4::uuid IS NULL OR buyer_id = $4) AND ($5::uuid IS NULL OR contract_id = $5)
+           AND ($6::text IS NULL OR status = $6) AND ($7::uuid IS NULL OR id < $7)
+         ORDER BY id DESC LIMIT $8",
+    )
+    .bind(tenant_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.buyer_id)
+    .bind(filter.contract_id)
+    .bind(&filter.status)
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}
