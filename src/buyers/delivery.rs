@@ -163,7 +163,7 @@ pub async fn deliver(
 
 /// Reads a buyer's answer by the contract's rule (SPEC §3.2).
 pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
-    if status >= 500 || !(200..500).contains(&status) {
+    if !(200..500).contains(&status) {
         return Verdict::Failed(format!("buyer answered HTTP {status}"));
     }
     let json: Option<Value> = serde_json::from_slice(body).ok();
@@ -181,7 +181,8 @@ pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
             truncate(&stated.unwrap_or_else(|| format!("HTTP {status}")))
         )
     };
-    if status >= 400 {
+    // A redirect or a client error is the buyer's considered answer: not this lead.
+    if status >= 300 {
         return Verdict::Rejected(reason());
     }
     match &config.accept {
