@@ -44,6 +44,7 @@ pub struct ContractSpec {
     pub dedup_days: i32,
     pub priority: i32,
     pub status: Option<&'static str>,
+    pub delivery: Option<Value>,
 }
 
 impl ContractSpec {
@@ -149,7 +150,7 @@ impl Exchange {
         sqlx::query(
             "INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, status, priority, pricing, filters,
                                     schedule, caps, dedup_days, delivery)
-             VALUES ($1, $2, $3, $4, 'Contract', $5, $6, $7, $8, $9, $10, $11, '{\"url\": \"http://127.0.0.1:9/\"}')",
+             VALUES ($1, $2, $3, $4, 'Contract', $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(self.tenant_id)
         .bind(contract_id)
@@ -162,6 +163,7 @@ impl Exchange {
         .bind(spec.schedule)
         .bind(spec.caps.unwrap_or_else(|| json!([])))
         .bind(spec.dedup_days)
+        .bind(spec.delivery.unwrap_or_else(|| json!({ "url": "http://127.0.0.1:9/" })))
         .execute(&self.pool)
         .await
         .unwrap();
@@ -190,6 +192,31 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` to `path` with `key` as bearer; returns the status, the
+    /// `Idempotent-Replayed` header and the body's text.
+    pub async fn post_raw(&self, path: &str, key: &str, body: &Value) -> (u16, bool, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        (status, replayed, response.text().await.unwrap())
+    }
+
+    /// POSTs a post to `/v1/post`; returns the status and JSON body.
+    pub async fn post(&self, key: &str, body: Value) -> (u16, Value) {
+        let (status, _, text) = self.post_raw("/v1/post", key, &body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// The admin view of a ping.
     pub async fn ping_view(&self, admin_key: &str, ping_id: &str) -> (u16, Value) {
         let response = self
@@ -212,4 +239,40 @@ pub fn outcome_of(view: &Value, contract_id: Uuid) -> &Value {
         .iter()
         .find(|c| c["contract_id"] == contract_id.to_string())
         .unwrap_or_else(|| panic!("contract {contract_id} not in the view: {view:#}"))
+}
+
+/// The full lead of `ping_lead()`, PII included.
+pub fn full_lead() -> Value {
+    let mut lead = ping_lead();
+    lead["first_name"] = json!("Ada");
+    lead["email"] = json!("Ada@Example.com ");
+    lead["phone"] = json!("(214) 555-0123");
+    lead
+}
+
+pub fn consent() -> Value {
+    json!({
+        "trustedform_cert_url": "https://cert.trustedform.com/2a6b",
+        "text": "By clicking Submit I agree to be contacted.",
+        "consented_at": "2026-11-25T17:04:12Z",
+        "ip": "203.0.113.7",
+        "sellers": ["Acme Insurance"],
+        "landing_page_variant": "b"
+    })
+}
+
+impl Exchange {
+    /// The sum of a buyer's ledger entries and its balance.
+    pub async fn buyer_books(&self, buyer_id: Uuid) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(amount_cents), 0)::bigint FROM ledger_entries
+                     WHERE tenant_id = $1 AND buyer_id = $2), balance_cents
+             FROM buyers WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant_id)
+        .bind(buyer_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
 }

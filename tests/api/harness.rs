@@ -96,11 +96,29 @@ impl TestApp {
 /// Runs Gavel on 127.0.0.1:0 against `pool`, with `extra` routes merged in.
 pub async fn spawn_app_with(
     pool: PgPool,
-    mut settings: Settings,
+    settings: Settings,
     extra: axum::Router<AppState>,
 ) -> TestApp {
+    spawn_app_with_clock(
+        pool,
+        settings,
+        extra,
+        std::sync::Arc::new(gavel::clock::SystemClock),
+    )
+    .await
+}
+
+/// Runs Gavel with its clock under the test's control.
+pub async fn spawn_app_with_clock(
+    pool: PgPool,
+    mut settings: Settings,
+    extra: axum::Router<AppState>,
+    clock: std::sync::Arc<dyn gavel::clock::Clock>,
+) -> TestApp {
     let listener = gavel::app::bind_listener(&mut settings).await.unwrap();
-    let state = AppState::build(pool, settings).await.unwrap();
+    let state = AppState::build_with_clock(pool, settings, clock)
+        .await
+        .unwrap();
     let server = Server::new(listener, state, extra);
     let address = server.local_addr();
     let (tx, rx) = oneshot::channel::<()>();

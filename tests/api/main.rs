@@ -7,4 +7,5 @@ mod demo;
 mod fixtures;
 mod ops;
 mod ping;
+mod post;
 mod schema;
