@@ -27,6 +27,8 @@ use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::store::snapshot::ConfigStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -41,6 +43,9 @@ pub struct AppInner {
     pub config: Arc<ConfigStore>,
     pub rate_limits: CampaignRateLimits,
     pub clock: Arc<dyn Clock>,
+    /// One permit per auction in flight: the load-shedding bound.
+    pub auction_slots: Arc<Semaphore>,
+    pub metrics: PrometheusHandle,
 }
 
 impl Deref for AppState {
@@ -54,6 +59,21 @@ impl AppState {
     /// Loads the configuration and starts following its changes.
     pub async fn build(db: PgPool, settings: Settings) -> Result<Self> {
         Self::build_with_clock(db, settings, Arc::new(SystemClock)).await
+    }
+
+    /// Auctions running now.
+    pub fn auctions_in_flight(&self) -> usize {
+        self.settings.max_in_flight_auctions - self.auction_slots.available_permits()
+    }
+
+    /// A slot for one more auction, or 503 `overloaded` at once when all are taken.
+    pub fn auction_slot(&self) -> Result<OwnedSemaphorePermit, Problem> {
+        Arc::clone(&self.auction_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                crate::meters::shed();
+                Problem::new(ErrorCode::Overloaded).retry_after(1)
+            })
     }
 
     pub async fn build_with_clock(
@@ -74,6 +94,8 @@ impl AppState {
         sweep_interrupted_sales(&db, clock.as_ref()).await?;
         tokio::spawn(sweep_every_minute(db.clone(), Arc::clone(&clock)));
         let rate_limits = CampaignRateLimits::default();
+        let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
+        let metrics = crate::meters::handle();
         Ok(Self(Arc::new(AppInner {
             db,
             settings,
@@ -81,6 +103,8 @@ impl AppState {
             config,
             rate_limits,
             clock,
+            auction_slots,
+            metrics,
         })))
     }
 }
@@ -142,7 +166,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout(),
         ))
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(axum::middleware::from_fn(track_http));
 
     Router::new()
         .merge(api::ops::router())
@@ -154,6 +179,18 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware)
+}
+
+/// Counts every request and its latency by route pattern and status.
+async fn track_http(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    crate::meters::http_request(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// One span per request: method, route (the pattern, never ids or query strings) and request id.

@@ -39,6 +39,7 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     pub rtb_timeout_ms: u64,
     pub delivery_timeout_ms: u64,
+    pub max_in_flight_auctions: usize,
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -115,6 +116,9 @@ impl Settings {
         }
         if self.body_limit_bytes < 1024 {
             return bad("body_limit_bytes", "must be at least 1024");
+        }
+        if self.max_in_flight_auctions == 0 {
+            return bad("max_in_flight_auctions", "must be at least 1");
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");

@@ -233,7 +233,7 @@ pub async fn run(
         .map(|l| (l.contract_id, l.reason))
         .collect();
     let mut bid_ids = HashMap::new();
-    let rows = results
+    let rows: Vec<DistributionRow> = results
         .into_iter()
         .map(|r| {
             let contract = &contracts[r.index].compiled;
@@ -284,11 +284,25 @@ pub async fn run(
             row
         })
         .collect();
+    count_outcomes(&rows);
     Ok(AuctionOutcome::Ran {
         selection,
         rows,
         bid_ids,
     })
+}
+
+/// Adds the ping's contract outcomes to the metrics, one increment per kind of outcome.
+fn count_outcomes(rows: &[DistributionRow]) {
+    let mut counts: Vec<((&'static str, &'static str), u64)> = Vec::new();
+    for row in rows {
+        let key = (row.outcome, row.reason.unwrap_or("none"));
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    crate::meters::contract_outcomes(&counts);
 }
 
 fn contract_state(
@@ -353,6 +367,10 @@ async fn ask_buyer(
     };
     let rtb_ref = answer.as_ref().ok().and_then(|bid| bid.reference.clone());
     let result = answer.and_then(|bid| compiled.check_rtb_bid(&state, ping.sale_types, &bid));
+    let outcome = result
+        .as_ref()
+        .map_or_else(|decline| decline.reason.as_str(), |_| "bid");
+    crate::meters::rtb_call(outcome, elapsed);
     ContractResult {
         index,
         result,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod evaluate;
 pub mod keys;
+pub mod meters;
 pub mod money;
 pub mod settle;
 pub mod store;

@@ -105,6 +105,7 @@ fn new_sale<'a>(
 }
 
 fn result(bid: &WonBid, status: &'static str, reason: Option<String>) -> SaleResult {
+    crate::meters::sale(status);
     let payout = if status == "sold" {
         Money::from_cents(bid.payout_cents)
     } else {
@@ -227,6 +228,12 @@ async fn settle_one(
         consent: &posted.consent,
     };
     let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
+    let verdict = match delivered.verdict {
+        Verdict::Accepted => "accepted",
+        Verdict::Rejected(_) => "rejected",
+        Verdict::Failed(_) => "failed",
+    };
+    crate::meters::delivery(verdict, delivered.elapsed);
     let answer = BuyerAnswer {
         http_status: delivered.http_status,
         answer: delivered.answer.as_deref(),

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -17,11 +19,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// The process is alive and serving HTTP.
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::meters::gauges(&state.db, state.auctions_in_flight());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 /// The database answers: 200, or 503 `unavailable` while it does not (no restart needed once

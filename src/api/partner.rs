@@ -82,6 +82,7 @@ async fn ping(
     body: Result<JsonObject, Problem>,
 ) -> Result<Json<PingResponse>, Problem> {
     let started = Instant::now();
+    let _slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
     // Microseconds, as PostgreSQL stores time: what is answered is what is recorded.
@@ -235,6 +236,7 @@ pub async fn auction(
     record.result = response.status;
     record.latency_us = elapsed_us(started);
     pings::record_ping(&state.db, &record, &rows).await?;
+    crate::meters::ping(response.status, started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
 }

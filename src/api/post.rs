@@ -109,6 +109,7 @@ async fn post_lead(
     body: Result<JsonObject, Problem>,
 ) -> Result<PostAnswer, Problem> {
     let started = Instant::now();
+    let _slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
     let ping_id = body
@@ -350,6 +351,7 @@ async fn post_to_winners(
         })
         .collect();
     let status = response["status"].as_str().unwrap_or("unsold").to_owned();
+    crate::meters::post(&status, started.elapsed());
     let body = sales::finish_post(
         &state.db,
         &posted.source,
@@ -446,6 +448,7 @@ async fn direct_post(
     body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     let started = Instant::now();
+    let _slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
     match run_direct(&state, &campaign, body, started).await {

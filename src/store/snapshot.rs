@@ -167,7 +167,7 @@ impl ConfigStore {
     pub async fn reload_all(&self) -> Result<()> {
         let snapshot = load_all(&self.db).await?;
         self.current.store(Arc::new(snapshot));
-        tracing::debug!("configuration reloaded");
+        crate::meters::config_reload("all");
         Ok(())
     }
 
@@ -176,7 +176,7 @@ impl ConfigStore {
         // Reloads run one at a time (a single listener task), so read-modify-write is safe.
         let next = self.current.load().with_tenant(tenant_id, tenant);
         self.current.store(Arc::new(next));
-        tracing::debug!("configuration reloaded");
+        crate::meters::config_reload("tenant");
         Ok(())
     }
 

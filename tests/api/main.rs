@@ -5,6 +5,7 @@ mod harness;
 mod cli;
 mod demo;
 mod fixtures;
+mod metrics;
 mod ops;
 mod ping;
 mod post;

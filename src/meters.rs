@@ -1,0 +1,96 @@
+//! Prometheus metrics. Labels are bounded and tenant-independent (route patterns, statuses,
+//! reason codes), never ids or lead data.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Fine enough to tell 1 ms from 5 ms, wide enough for a 2 s RTB timeout.
+const BUCKETS: [f64; 17] = [
+    0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use (one per process, shared by every server it
+/// runs, as in the tests).
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .expect("the buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+pub fn seconds(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64()
+}
+
+/// One HTTP request: by route pattern and status.
+pub fn http_request(route: &str, status: u16, elapsed: Duration) {
+    metrics::counter!("gavel_http_requests_total", "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("gavel_http_request_duration_seconds", "route" => route.to_owned())
+        .record(seconds(elapsed));
+}
+
+/// A ping that ran its auction: `bids`, `no_bids` or `duplicate`.
+pub fn ping(status: &'static str, elapsed: Duration) {
+    metrics::counter!("gavel_pings_total", "status" => status).increment(1);
+    metrics::histogram!("gavel_ping_duration_seconds").record(seconds(elapsed));
+}
+
+/// How contracts ended, counted per (outcome, reason) once per ping.
+pub fn contract_outcomes(counts: &[((&'static str, &'static str), u64)]) {
+    for ((outcome, reason), count) in counts {
+        metrics::counter!("gavel_contract_outcomes_total", "outcome" => *outcome, "reason" => *reason).increment(*count);
+    }
+}
+
+/// A bid request to a buyer: `bid` or its decline reason.
+pub fn rtb_call(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("gavel_rtb_calls_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("gavel_rtb_duration_seconds").record(seconds(elapsed));
+}
+
+/// A delivery: `accepted`, `rejected` or `failed`.
+pub fn delivery(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("gavel_deliveries_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("gavel_delivery_duration_seconds").record(seconds(elapsed));
+}
+
+/// A settled post: `sold`, `partially_sold` or `unsold`.
+pub fn post(status: &str, elapsed: Duration) {
+    metrics::counter!("gavel_posts_total", "status" => status.to_owned()).increment(1);
+    metrics::histogram!("gavel_post_duration_seconds").record(seconds(elapsed));
+}
+
+/// One sale's final status.
+pub fn sale(status: &'static str) {
+    metrics::counter!("gavel_sales_total", "status" => status).increment(1);
+}
+
+/// A configuration reload: `tenant` or `all`.
+pub fn config_reload(scope: &'static str) {
+    metrics::counter!("gavel_config_reloads_total", "scope" => scope).increment(1);
+}
+
+/// A request refused because too many auctions were in flight.
+pub fn shed() {
+    metrics::counter!("gavel_shed_requests_total").increment(1);
+}
+
+/// Gauges read at scrape time.
+pub fn gauges(pool: &sqlx::PgPool, auctions_in_flight: usize) {
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!("gavel_db_pool_connections", "state" => "idle").set(idle);
+    metrics::gauge!("gavel_db_pool_connections", "state" => "in_use")
+        .set(f64::from(pool.size()) - idle);
+    metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
+}
