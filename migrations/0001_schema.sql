@@ -282,10 +282,10 @@ CREATE TABLE posting_log (
     sale_type          text CHECK (sale_type IN ('exclusive', 'shared')),
     payout_cents       bigint CHECK (payout_cents >= 0),
     expires_at         timestamptz,
-    -- ping only, set by its first post: the claim (request hash), then the final answer
+    -- ping only, set by its first post: the claim (the request's hash) and the lead it stored;
+    -- the post's answer is kept with the lead (it may quote a buyer's words)
     post_claimed_at    timestamptz,
     post_body_sha256   bytea CHECK (length(post_body_sha256) = 32),
-    post_response      jsonb,
     lead_id            uuid,
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, campaign_id) REFERENCES campaigns (tenant_id, id)
@@ -293,9 +293,7 @@ CREATE TABLE posting_log (
 CREATE INDEX posting_log_time ON posting_log (tenant_id, created_at);
 CREATE INDEX posting_log_campaign_time ON posting_log (tenant_id, campaign_id, created_at);
 CREATE INDEX posting_log_ping ON posting_log (tenant_id, ping_id) WHERE ping_id IS NOT NULL;
--- Posts whose request died after claiming the ping: the sweep answers them.
-CREATE INDEX posting_log_unanswered ON posting_log (tenant_id, post_claimed_at)
-    WHERE post_claimed_at IS NOT NULL AND post_response IS NULL;
+
 
 -- One row per contract that saw a ping: how the auction ended for it, and after the post, the
 -- final disposition of its sale.
@@ -345,11 +343,15 @@ CREATE TABLE leads (
     lead         jsonb NOT NULL CHECK (jsonb_typeof(lead) = 'object'),
     consent      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(consent) = 'object'),
     test         boolean NOT NULL DEFAULT false,
+    -- the post's answer, once settled: every retry of the post receives it
+    post_response jsonb,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, campaign_id) REFERENCES campaigns (tenant_id, id)
 );
 CREATE UNIQUE INDEX leads_ping ON leads (tenant_id, ping_id);
+-- Posts whose request died before answering: the interrupted-sale sweep answers them.
+CREATE INDEX leads_unanswered ON leads (tenant_id, created_at) WHERE post_response IS NULL;
 CREATE INDEX leads_time ON leads (tenant_id, created_at);
 
 -- One row per winning bid of a posted lead.
@@ -372,6 +374,9 @@ CREATE TABLE lead_sales (
                             'insufficient_funds', 'duplicate', 'not_accepted')),
     reason              text,
     test                boolean NOT NULL DEFAULT false,
+    -- SHA-256 of the consumer's normalized email and phone: the buyer's dedup sees sales
+    -- still pending
+    consumer_hashes     bytea[] NOT NULL DEFAULT '{}',
     -- the cap counters this sale holds while pending: [{"period":"day","period_start":"…"}]
     reserved_caps       jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(reserved_caps) = 'array'),
     -- a pending sale not settled by then was interrupted (crash) and is released
@@ -391,6 +396,7 @@ CREATE INDEX lead_sales_time ON lead_sales (tenant_id, created_at);
 CREATE INDEX lead_sales_buyer_time ON lead_sales (tenant_id, buyer_id, created_at);
 CREATE INDEX lead_sales_contract_time ON lead_sales (tenant_id, contract_id, created_at);
 CREATE INDEX lead_sales_pending ON lead_sales (tenant_id, pending_until) WHERE status = 'pending';
+CREATE INDEX lead_sales_buyer_pending ON lead_sales (tenant_id, buyer_id) WHERE status = 'pending';
 
 -- Every change of a buyer's balance or a partner's earnings, each tied to its cause.
 CREATE TABLE ledger_entries (

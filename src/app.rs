@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -18,7 +19,6 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::store::snapshot::ConfigStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct AppInner {
     /// One permit per auction in flight: the load-shedding bound.
     pub auction_slots: Arc<Semaphore>,
     pub metrics: PrometheusHandle,
+    /// Posts settling in their own tasks: shutdown waits for them.
+    pub settlements: TaskTracker,
 }
 
 impl Deref for AppState {
@@ -91,7 +94,9 @@ impl AppState {
         let config = ConfigStore::load(db.clone()).await?;
         tokio::spawn(Arc::clone(&config).follow_changes());
         // Sales a crash left pending are released before serving, then every minute.
-        sweep_interrupted_sales(&db, clock.as_ref()).await?;
+        if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
+            tracing::error!(error = %format!("{error:#}"), "the interrupted-sale sweep failed at start-up");
+        }
         tokio::spawn(sweep_every_minute(db.clone(), Arc::clone(&clock)));
         let rate_limits = CampaignRateLimits::default();
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
@@ -105,6 +110,7 @@ impl AppState {
             clock,
             auction_slots,
             metrics,
+            settlements: TaskTracker::new(),
         })))
     }
 }
@@ -162,8 +168,12 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Problem::new(ErrorCode::Internal).into_response()
         }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            Problem::new(ErrorCode::Unavailable)
+                .detail("the request took too long")
+                .retry_after(1)
+        }))
+        .layer(tower::timeout::TimeoutLayer::new(
             settings.request_timeout(),
         ))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
@@ -221,6 +231,7 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     settings: Settings,
+    settlements: TaskTracker,
 }
 
 /// Binds the `listen` address, and takes the public URL from it when none is configured.
@@ -236,7 +247,9 @@ pub async fn bind_listener(settings: &mut Settings) -> Result<TcpListener> {
 impl Server {
     pub fn new(listener: TcpListener, state: AppState, extra: Router<AppState>) -> Self {
         let settings = state.settings.clone();
+        let settlements = state.settlements.clone();
         Self {
+            settlements,
             listener,
             router: router(state, extra),
             settings,
@@ -261,7 +274,16 @@ impl Server {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = started_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let settlements = self.settlements;
+        let serve = async move {
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(signal)
+                .await?;
+            // Posts keep settling after their requests are answered or gone.
+            settlements.close();
+            settlements.wait().await;
+            Ok::<(), std::io::Error>(())
+        };
         let grace = self.settings.shutdown_grace();
         tokio::select! {
             result = serve => result.context("the HTTP server failed"),

@@ -365,7 +365,12 @@ async fn ask_buyer(
             detail: Some(error),
         }),
     };
-    let rtb_ref = answer.as_ref().ok().and_then(|bid| bid.reference.clone());
+    // The buyer's reference comes back on delivery: kept short and storable.
+    let rtb_ref = answer
+        .as_ref()
+        .ok()
+        .and_then(|bid| bid.reference.as_deref())
+        .map(|reference| crate::buyers::clean_text(reference, MAX_REF_BYTES));
     let result = answer.and_then(|bid| compiled.check_rtb_bid(&state, ping.sale_types, &bid));
     let outcome = result
         .as_ref()
@@ -378,6 +383,9 @@ async fn ask_buyer(
         rtb_ref,
     }
 }
+
+/// Longest buyer reference kept.
+const MAX_REF_BYTES: usize = 256;
 
 fn millis(elapsed: Duration) -> i32 {
     i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)

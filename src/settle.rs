@@ -1,6 +1,6 @@
-//! Settling a post's accepted bids (SPEC §5.6 step 3), each in its own task: the buyer's dedup
-//! on the real consumer, the reservation of caps and funds, the delivery, then the sale kept
-//! or its reservation released in full.
+//! Settling a post's accepted bids (SPEC §5.6 step 3), each in its own task: the reservation
+//! of caps and funds (with the buyer's dedup on the real consumer), the delivery, then the sale
+//! kept or its reservation released in full.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub struct PostedLead {
     pub lead_id: Uuid,
     pub lead: Map<String, Value>,
     pub consent: Map<String, Value>,
-    /// SHA-256 of the normalized email and phone.
+    /// SHA-256 of the normalized email and phone, by kind.
     pub consumer_keys: Vec<(&'static str, [u8; 32])>,
     pub test: bool,
     pub now: DateTime<Utc>,
@@ -53,10 +53,15 @@ impl PostedLead {
             .map(|(kind, text)| (kind, Sha256::digest(text.as_bytes()).into()))
             .collect()
     }
+
+    fn consumer_hashes(&self) -> Vec<[u8; 32]> {
+        self.consumer_keys.iter().map(|(_, hash)| *hash).collect()
+    }
 }
 
 /// Settles every accepted bid in parallel; the others are recorded `not_accepted`. Results
-/// come back in the order of `bids`.
+/// come back in the order of `bids`. Every sale runs to its end even if another fails: the
+/// first error is reported once all are done.
 pub async fn settle_all(
     state: &AppState,
     posted: Arc<PostedLead>,
@@ -78,19 +83,35 @@ pub async fn settle_all(
         });
     }
     let mut results: Vec<Option<SaleResult>> = vec![None; count];
+    let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let (index, result) =
-            joined.map_err(|e| sqlx::Error::Protocol(format!("a sale's task failed: {e}")))?;
-        results[index] = Some(result?);
+        match joined {
+            Ok((index, Ok(result))) => results[index] = Some(result),
+            Ok((_, Err(error))) => {
+                tracing::error!(%error, "a sale could not be settled");
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                tracing::error!(%error, "a sale's task failed");
+                first_error.get_or_insert(sqlx::Error::Protocol(format!(
+                    "a sale's task failed: {error}"
+                )));
+            }
+        }
     }
-    Ok(results.into_iter().flatten().collect())
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(results.into_iter().flatten().collect()),
+    }
 }
 
 fn new_sale<'a>(
     posted: &'a PostedLead,
     bid: &'a WonBid,
     sale_id: Uuid,
-    pending_until: DateTime<Utc>,
+    hashes: &'a [[u8; 32]],
+    dedup_days: u32,
+    pending_for: Duration,
 ) -> NewSale<'a> {
     NewSale {
         source: &posted.source,
@@ -100,7 +121,9 @@ fn new_sale<'a>(
         bid,
         test: posted.test,
         now: posted.now,
-        pending_until,
+        pending_for: chrono::Duration::from_std(pending_for).unwrap_or_default(),
+        dedup_days,
+        consumer_hashes: hashes,
     }
 }
 
@@ -126,13 +149,9 @@ async fn refuse(
     posted: &PostedLead,
     bid: WonBid,
 ) -> Result<SaleResult, sqlx::Error> {
-    sales::record_unreserved(
-        &state.db,
-        &new_sale(posted, &bid, Uuid::now_v7(), posted.now),
-        "not_accepted",
-        None,
-    )
-    .await?;
+    let hashes = posted.consumer_hashes();
+    let sale = new_sale(posted, &bid, Uuid::now_v7(), &hashes, 0, Duration::ZERO);
+    sales::record_unreserved(&state.db, &sale, "not_accepted", None).await?;
     Ok(result(&bid, "not_accepted", None))
 }
 
@@ -142,13 +161,19 @@ async fn settle_one(
     bid: WonBid,
 ) -> Result<SaleResult, sqlx::Error> {
     let sale_id = Uuid::now_v7();
+    let hashes = posted.consumer_hashes();
     let bid = &bid;
-    let unreserved = |status: &'static str, reason: Option<String>| async move {
-        let sale = new_sale(posted, bid, sale_id, posted.now);
-        sales::record_unreserved(&state.db, &sale, status, reason.as_deref()).await?;
-        Ok::<_, sqlx::Error>(result(bid, status, reason))
+    let unreserved = |status: &'static str, reason: Option<String>| {
+        let hashes = &hashes;
+        async move {
+            let sale = new_sale(posted, bid, sale_id, hashes, 0, Duration::ZERO);
+            sales::record_unreserved(&state.db, &sale, status, reason.as_deref()).await?;
+            Ok::<_, sqlx::Error>(result(bid, status, reason))
+        }
     };
 
+    // What changed since the ping: an operator who pauses a contract or a buyer expects its
+    // leads to stop at once.
     let Some(contract) = posted
         .campaign
         .offer
@@ -169,37 +194,32 @@ async fn settle_one(
         )
         .await;
     }
-
-    // a. The buyer's own dedup, on the real consumer this time.
-    if !posted.test && contract.dedup_days > 0 {
-        let hashes: Vec<&[u8]> = posted.consumer_keys.iter().map(|(_, h)| &h[..]).collect();
-        let bought: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($2) AND buyer_id = $3
-                            AND sold_at > $4 - make_interval(days => $5))",
+    let buyer_active = posted
+        .campaign
+        .tenant
+        .buyers
+        .get(&bid.buyer_id)
+        .is_some_and(|b| b.status == Status::Active);
+    if !buyer_active {
+        return unreserved(
+            "failed",
+            Some("the buyer was paused after the ping".to_owned()),
         )
-        .bind(posted.source.tenant_id)
-        .bind(&hashes)
-        .bind(bid.buyer_id)
-        .bind(posted.now)
-        .bind(contract.dedup_days as i32)
-        .fetch_one(&state.db)
-        .await?;
-        if bought {
-            return unreserved(
-                "duplicate",
-                Some("the buyer already bought this consumer".to_owned()),
-            )
-            .await;
-        }
+        .await;
     }
 
-    // b. Reserve caps and funds.
+    // Reserve caps and funds, after the buyer's dedup on the real consumer.
     let timeout = contract
         .delivery
         .timeout(state.settings.delivery_timeout_ms);
-    let pending_until =
-        posted.now + chrono::Duration::from_std(timeout + PENDING_MARGIN).unwrap_or_default();
-    let sale = new_sale(posted, bid, sale_id, pending_until);
+    let sale = new_sale(
+        posted,
+        bid,
+        sale_id,
+        &hashes,
+        contract.dedup_days,
+        timeout + PENDING_MARGIN,
+    );
     match sales::reserve(
         &state.db,
         &sale,
@@ -209,13 +229,20 @@ async fn settle_one(
     .await?
     {
         Ok(()) => {}
+        Err(Refusal::Duplicate) => {
+            return unreserved(
+                "duplicate",
+                Some("the buyer already bought this consumer".to_owned()),
+            )
+            .await;
+        }
         Err(Refusal::Capped) => {
             return unreserved("capped", Some("a cap filled since the ping".to_owned())).await;
         }
         Err(Refusal::InsufficientFunds) => return unreserved("insufficient_funds", None).await,
     }
 
-    // c. Deliver.
+    // Deliver.
     let request = DeliveryRequest {
         lead_id: posted.lead_id,
         ping_id: posted.ping_id,
@@ -240,12 +267,16 @@ async fn settle_one(
         delivery_ms: Some(i32::try_from(delivered.elapsed.as_millis()).unwrap_or(i32::MAX)),
     };
 
-    // d. Keep the sale, or give everything back.
+    // Keep the sale, or give everything back. `false`: the interrupted-sale sweep released it
+    // first (the post outlived its deadline).
     let now = state.clock.now();
+    let db = &state.db;
+    let tenant_id = posted.source.tenant_id;
+    let interrupted = || result(bid, "failed", Some("interrupted".to_owned()));
     match delivered.verdict {
         Verdict::Accepted => {
-            if sales::complete(
-                &state.db,
+            let kept = sales::complete(
+                db,
                 &posted.source,
                 sale_id,
                 bid,
@@ -254,38 +285,30 @@ async fn settle_one(
                 &answer,
                 now,
             )
-            .await?
-            {
-                Ok(result(bid, "sold", None))
+            .await?;
+            Ok(if kept {
+                result(bid, "sold", None)
             } else {
-                Ok(result(bid, "failed", Some("interrupted".to_owned())))
-            }
+                interrupted()
+            })
         }
         Verdict::Rejected(reason) => {
-            sales::release(
-                &state.db,
-                posted.source.tenant_id,
-                sale_id,
-                "rejected",
-                &reason,
-                &answer,
-                now,
-            )
-            .await?;
-            Ok(result(bid, "rejected", Some(reason)))
+            let released =
+                sales::release(db, tenant_id, sale_id, "rejected", &reason, &answer, now).await?;
+            Ok(if released {
+                result(bid, "rejected", Some(reason))
+            } else {
+                interrupted()
+            })
         }
         Verdict::Failed(reason) => {
-            sales::release(
-                &state.db,
-                posted.source.tenant_id,
-                sale_id,
-                "failed",
-                &reason,
-                &answer,
-                now,
-            )
-            .await?;
-            Ok(result(bid, "failed", Some(reason)))
+            let released =
+                sales::release(db, tenant_id, sale_id, "failed", &reason, &answer, now).await?;
+            Ok(if released {
+                result(bid, "failed", Some(reason))
+            } else {
+                interrupted()
+            })
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::api::{ErrorCode, Problem};
+use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::keys;
 
@@ -35,7 +35,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 }
             })?;
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(object)) => Ok(JsonObject(object)),
+            Ok(Value::Object(object)) => match nul_pointer(&object) {
+                // PostgreSQL cannot store a NUL character in text.
+                Some(pointer) => Err(Problem::new(ErrorCode::InvalidField)
+                    .with_errors(vec![FieldError {
+                        pointer,
+                        code: ErrorCode::InvalidField,
+                    }])
+                    .detail("text must not contain NUL characters")),
+                None => Ok(JsonObject(object)),
+            },
             Ok(_) => {
                 Err(Problem::new(ErrorCode::MalformedJson).detail("the body must be a JSON object"))
             }
@@ -45,6 +54,36 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             }
         }
     }
+}
+
+/// The JSON pointer of the first key or string that holds a NUL character.
+fn nul_pointer(object: &Map<String, Value>) -> Option<String> {
+    fn walk(value: &Value, at: &str) -> Option<String> {
+        match value {
+            Value::String(text) if text.contains('\0') => Some(at.to_owned()),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{at}/{i}"))),
+            Value::Object(map) => map.iter().find_map(|(key, v)| {
+                let here = format!("{at}/{}", crate::auction::pointer_token(key));
+                if key.contains('\0') {
+                    Some(here)
+                } else {
+                    walk(v, &here)
+                }
+            }),
+            _ => None,
+        }
+    }
+    object.iter().find_map(|(key, v)| {
+        let here = format!("/{}", crate::auction::pointer_token(key));
+        if key.contains('\0') {
+            Some(here)
+        } else {
+            walk(v, &here)
+        }
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

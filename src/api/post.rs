@@ -24,6 +24,7 @@ use crate::money::Money;
 use crate::settle::{self, PostedLead, SaleResult};
 use crate::store::sales::{self, Claim, PostSource};
 use crate::store::snapshot::CampaignContext;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
@@ -109,14 +110,14 @@ async fn post_lead(
     body: Result<JsonObject, Problem>,
 ) -> Result<PostAnswer, Problem> {
     let started = Instant::now();
-    let _slot = state.auction_slot()?;
+    let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
     let ping_id = body
         .get("ping_id")
         .and_then(Value::as_str)
         .and_then(|id| id.parse::<Uuid>().ok());
-    match run_post(&state, &campaign, body, started).await {
+    match run_post(&state, &campaign, body, slot, started).await {
         Ok(answer) => Ok(answer),
         Err(problem) => {
             record_refusal(&state, &campaign, "post", ping_id, &problem, started).await;
@@ -139,7 +140,14 @@ struct PostRequest {
 
 fn body_sha256(body: &Map<String, Value>) -> [u8; 32] {
     let mut canonical = body.clone();
+    // Where the key travels, an absent field written as null, and the order of the accepted
+    // bids do not make another post.
     canonical.remove("posting_key");
+    canonical.retain(|_, value| !value.is_null());
+    if let Some(Value::Array(bid_ids)) = canonical.get_mut("bid_ids") {
+        bid_ids.sort_by_key(Value::to_string);
+        bid_ids.dedup();
+    }
     // serde_json's map is ordered by key, so equal bodies serialize equally.
     Sha256::digest(Value::Object(canonical).to_string().as_bytes()).into()
 }
@@ -218,13 +226,11 @@ async fn run_post(
     state: &AppState,
     campaign: &CampaignContext,
     body: Map<String, Value>,
+    slot: OwnedSemaphorePermit,
     started: Instant,
 ) -> Result<PostAnswer, Problem> {
-    if !campaign.is_active() {
-        return Err(Problem::new(ErrorCode::CampaignPaused));
-    }
     let request = parse_post(body)?;
-    post_to_winners(state, campaign, request, "post", started).await
+    post_to_winners(state, campaign, request, "post", slot, started).await
 }
 
 /// Validates, claims and settles a post of one of this campaign's pings (SPEC §5.6).
@@ -232,7 +238,8 @@ async fn post_to_winners(
     state: &AppState,
     campaign: &CampaignContext,
     request: PostRequest,
-    kind: &str,
+    kind: &'static str,
+    slot: OwnedSemaphorePermit,
     started: Instant,
 ) -> Result<PostAnswer, Problem> {
     let now = now_of(state);
@@ -247,6 +254,7 @@ async fn post_to_winners(
     }
     // A post already made: the same body gets the same answer, another body is refused.
     if let Some(claimed) = &ping.post_body_sha256 {
+        drop(slot);
         return replay(
             state,
             tenant_id,
@@ -256,6 +264,9 @@ async fn post_to_winners(
             ping.post_response,
         )
         .await;
+    }
+    if !campaign.is_active() {
+        return Err(Problem::new(ErrorCode::CampaignPaused));
     }
     if ping.expires_at.is_some_and(|expires_at| now > expires_at) {
         return Err(Problem::new(ErrorCode::PingExpired));
@@ -311,6 +322,7 @@ async fn post_to_winners(
     .await?;
     if let Claim::Lost { body_sha256 } = claim {
         // A concurrent request claimed it first.
+        drop(slot);
         return replay(
             state,
             tenant_id,
@@ -334,37 +346,52 @@ async fn post_to_winners(
         test: ping.test,
         now,
     });
+    // The settlement runs in its own task, tracked for shutdown: a partner that hangs up, the
+    // request timeout or SIGTERM never cut a sale half-way; a retry receives its answer.
     let accepted = request.bid_ids;
-    let results = settle::settle_all(state, Arc::clone(&posted), bids, |bid| {
-        accepted
-            .as_ref()
-            .is_none_or(|ids| ids.contains(&bid.bid_id))
-    })
-    .await?;
-
-    let response = post_response(lead_id, request.ping_id, &results, request.sale_type);
-    let dispositions: Vec<sales::Disposition> = results
-        .iter()
-        .map(|r| sales::Disposition {
-            contract_id: r.contract_id,
-            status: r.status,
+    let sale_type = request.sale_type;
+    let ping_id = request.ping_id;
+    let test = ping.test;
+    let settling = {
+        let state = state.clone();
+        let tracker = state.settlements.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let results = settle::settle_all(&state, Arc::clone(&posted), bids, |bid| {
+                accepted
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&bid.bid_id))
+            })
+            .await?;
+            let response = post_response(lead_id, ping_id, &results, sale_type);
+            let dispositions: Vec<sales::Disposition> = results
+                .iter()
+                .map(|r| sales::Disposition {
+                    contract_id: r.contract_id,
+                    status: r.status,
+                })
+                .collect();
+            let status = response["status"].as_str().unwrap_or("unsold").to_owned();
+            crate::meters::post(&status, started.elapsed());
+            sales::finish_post(
+                &state.db,
+                &posted.source,
+                ping_id,
+                &dispositions,
+                &response,
+                kind,
+                &status,
+                test,
+                elapsed_us(started),
+                now,
+            )
+            .await
         })
-        .collect();
-    let status = response["status"].as_str().unwrap_or("unsold").to_owned();
-    crate::meters::post(&status, started.elapsed());
-    let body = sales::finish_post(
-        &state.db,
-        &posted.source,
-        request.ping_id,
-        &dispositions,
-        &response,
-        kind,
-        &status,
-        ping.test,
-        elapsed_us(started),
-        now,
-    )
-    .await?;
+    };
+    let body = settling.await.map_err(|error| {
+        tracing::error!(%error, "a post's settlement failed");
+        Problem::new(ErrorCode::Internal)
+    })??;
     Ok(PostAnswer {
         body,
         replayed: false,
@@ -426,7 +453,12 @@ async fn replay(
             replayed: true,
         });
     }
-    let deadline = Instant::now() + state.settings.request_timeout();
+    // Give up a moment before the request timeout, so the partner gets a clear answer.
+    let patience = state
+        .settings
+        .request_timeout()
+        .saturating_sub(Duration::from_secs(1));
+    let deadline = Instant::now() + patience.max(REPLAY_POLL);
     while Instant::now() < deadline {
         tokio::time::sleep(REPLAY_POLL).await;
         if let Some(body) = sales::stored_response(&state.db, tenant_id, ping_id).await? {
@@ -448,10 +480,10 @@ async fn direct_post(
     body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     let started = Instant::now();
-    let _slot = state.auction_slot()?;
+    let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
-    match run_direct(&state, &campaign, body, started).await {
+    match run_direct(&state, &campaign, body, slot, started).await {
         Ok(response) => Ok(response),
         Err(problem) => {
             record_refusal(&state, &campaign, "direct", None, &problem, started).await;
@@ -464,6 +496,7 @@ async fn run_direct(
     state: &AppState,
     campaign: &CampaignContext,
     mut body: Map<String, Value>,
+    slot: OwnedSemaphorePermit,
     started: Instant,
 ) -> Result<Response, Problem> {
     partner::admit(state, campaign)?;
@@ -539,7 +572,9 @@ async fn run_direct(
         body_sha256,
         sale_type: auction.sale_type,
     };
-    Ok(post_to_winners(state, campaign, request, "direct", started)
-        .await?
-        .into_response())
+    Ok(
+        post_to_winners(state, campaign, request, "direct", slot, started)
+            .await?
+            .into_response(),
+    )
 }

@@ -130,11 +130,16 @@ pub async fn deliver(
     let exchange = async {
         let response = call.send().await?;
         let status = response.status().as_u16();
-        let body = response.bytes().await?;
+        let body = super::read_answer(response).await?;
         Ok::<_, reqwest::Error>((status, body))
     };
     let (verdict, http_status, answer) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, body))) => {
+        Ok(Ok((status, None))) => (
+            Verdict::Failed("answer larger than 64 KiB".to_owned()),
+            Some(status),
+            None,
+        ),
+        Ok(Ok((status, Some(body)))) => {
             let verdict = judge(config, status, &body);
             (
                 verdict,
@@ -195,16 +200,9 @@ pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
     }
 }
 
-/// At most `MAX_STORED_ANSWER` bytes, cut at a character boundary.
+/// At most `MAX_STORED_ANSWER` bytes of a buyer's text, safe to store.
 fn truncate(text: &str) -> String {
-    if text.len() <= MAX_STORED_ANSWER {
-        return text.to_owned();
-    }
-    let mut end = MAX_STORED_ANSWER;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    super::clean_text(text, MAX_STORED_ANSWER)
 }
 
 #[cfg(test)]

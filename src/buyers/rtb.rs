@@ -48,11 +48,12 @@ pub async fn request_bids(
     let exchange = async {
         let response = call.send().await?;
         let status = response.status().as_u16();
-        let body = response.bytes().await?;
+        let body = super::read_answer(response).await?;
         Ok::<_, reqwest::Error>((status, body))
     };
     let reply = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, body))) => Reply::Answer { status, body },
+        Ok(Ok((status, Some(body)))) => Reply::Answer { status, body },
+        Ok(Ok((_, None))) => Reply::Failed("answer larger than 64 KiB".to_owned()),
         Ok(Err(error)) if error.is_timeout() => Reply::TimedOut,
         // The error names the URL's host, never lead data.
         Ok(Err(error)) => Reply::Failed(error.without_url().to_string()),

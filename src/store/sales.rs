@@ -44,9 +44,10 @@ pub async fn find_ping(
     ping_id: Uuid,
 ) -> Result<Option<(PingForPost, Vec<WonBid>)>, sqlx::Error> {
     let ping: Option<PingForPost> = sqlx::query_as(
-        "SELECT result, test, lead, expires_at, post_body_sha256, post_response::text AS post_response
-         FROM posting_log
-         WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND campaign_id = $3",
+        "SELECT p.result, p.test, p.lead, p.expires_at, p.post_body_sha256, l.post_response::text AS post_response
+         FROM posting_log p
+         LEFT JOIN leads l ON l.tenant_id = p.tenant_id AND l.ping_id = p.id
+         WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping' AND p.campaign_id = $3",
     )
     .bind(tenant_id)
     .bind(ping_id)
@@ -147,13 +148,14 @@ pub async fn stored_response(
     tenant_id: Uuid,
     ping_id: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT post_response::text FROM posting_log WHERE tenant_id = $1 AND id = $2",
+    let stored: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT post_response::text FROM leads WHERE tenant_id = $1 AND ping_id = $2",
     )
     .bind(tenant_id)
     .bind(ping_id)
-    .fetch_one(db)
-    .await
+    .fetch_optional(db)
+    .await?;
+    Ok(stored.flatten())
 }
 
 /// A sale about to be reserved.
@@ -165,13 +167,19 @@ pub struct NewSale<'a> {
     pub bid: &'a WonBid,
     pub test: bool,
     pub now: DateTime<Utc>,
-    /// When a sale still pending is taken as interrupted and released.
-    pub pending_until: DateTime<Utc>,
+    /// How long after now (the database's clock) a sale still pending counts as interrupted.
+    pub pending_for: chrono::Duration,
+    /// The buyer's dedup window (0: none), checked against its sales, pending ones included.
+    pub dedup_days: u32,
+    /// SHA-256 of the consumer's normalized email and phone.
+    pub consumer_hashes: &'a [[u8; 32]],
 }
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// The buyer bought this consumer within its dedup window, or is buying it right now.
+    Duplicate,
     Capped,
     InsufficientFunds,
 }
@@ -190,6 +198,38 @@ pub async fn reserve(
     let tenant_id = sale.source.tenant_id;
     let price = sale.bid.price_cents;
     let mut reserved = Vec::new();
+    if !sale.test && sale.dedup_days > 0 && !sale.consumer_hashes.is_empty() {
+        // Two posts of one consumer to one buyer serialize here (locks in hash order, before
+        // any other lock), so the second sees the first's sale, even while it is pending.
+        let mut hashes: Vec<&[u8; 32]> = sale.consumer_hashes.iter().collect();
+        hashes.sort();
+        for hash in &hashes {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text || encode($3, 'hex'), 0))")
+                .bind(tenant_id)
+                .bind(sale.bid.buyer_id)
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let bought: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dedup_keys WHERE tenant_id = $1 AND buyer_id = $2 AND key_hash = ANY($3)
+                            AND sold_at > $4 - make_interval(days => $5))
+                 OR EXISTS (SELECT 1 FROM lead_sales WHERE tenant_id = $1 AND buyer_id = $2 AND status = 'pending'
+                            AND consumer_hashes && $3 AND NOT test)",
+        )
+        .bind(tenant_id)
+        .bind(sale.bid.buyer_id)
+        .bind(&hashes)
+        .bind(sale.now)
+        .bind(i32::try_from(sale.dedup_days).unwrap_or(365))
+        .fetch_one(&mut *tx)
+        .await?;
+        if bought {
+            tx.rollback().await?;
+            return Ok(Err(Refusal::Duplicate));
+        }
+    }
     if !sale.test {
         for (period, max_leads, max_spend) in limits_by_period(caps) {
             let start = period_start(period, sale.now, tz);
@@ -237,7 +277,7 @@ pub async fn reserve(
         "pending",
         None,
         &Value::Array(reserved),
-        Some(sale.pending_until),
+        Some(sale.pending_for),
     )
     .await?;
     if !sale.test {
@@ -273,15 +313,17 @@ async fn insert_sale(
     status: &str,
     reason: Option<&str>,
     reserved_caps: &Value,
-    pending_until: Option<DateTime<Utc>>,
+    pending_for: Option<chrono::Duration>,
 ) -> Result<(), sqlx::Error> {
     let source = sale.source;
+    let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
     sqlx::query(
         "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
                                  partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
-                                 reserved_caps, pending_until, created_at, settled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                 CASE WHEN $14 = 'pending' THEN NULL ELSE $19 END)",
+                                 reserved_caps, pending_until, created_at, settled_at, consumer_hashes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 now() + $18 * interval '1 millisecond', $19,
+                 CASE WHEN $14 = 'pending' THEN NULL ELSE $19 END, $20)",
     )
     .bind(source.tenant_id)
     .bind(sale.sale_id)
@@ -300,8 +342,9 @@ async fn insert_sale(
     .bind(reason)
     .bind(sale.test)
     .bind(reserved_caps)
-    .bind(pending_until)
+    .bind(pending_for.map(|d| d.num_milliseconds() as f64))
     .bind(sale.now)
+    .bind(&hashes)
     .execute(conn)
     .await?;
     Ok(())
@@ -521,7 +564,7 @@ pub async fn release(
                 .parse()
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             sqlx::query(
-                "UPDATE cap_counters SET leads = leads - 1, spend_cents = spend_cents - $5
+                "UPDATE cap_counters SET leads = greatest(leads - 1, 0), spend_cents = greatest(spend_cents - $5, 0)
                  WHERE tenant_id = $1 AND contract_id = $2 AND period = $3 AND period_start = $4",
             )
             .bind(tenant_id)
@@ -603,7 +646,8 @@ pub async fn finish_post(
     .execute(&mut *tx)
     .await?;
     let stored: String = sqlx::query_scalar(
-        "UPDATE posting_log SET post_response = $3 WHERE tenant_id = $1 AND id = $2 RETURNING post_response::text",
+        "UPDATE leads SET post_response = coalesce(post_response, $3) WHERE tenant_id = $1 AND ping_id = $2
+         RETURNING post_response::text",
     )
     .bind(source.tenant_id)
     .bind(ping_id)
@@ -668,10 +712,10 @@ pub async fn release_interrupted(
     db: &PgPool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
+    // Deadlines are on the database's clock, the same for every Gavel process.
     let stuck: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM lead_sales WHERE status = 'pending' AND pending_until < $1",
+        "SELECT tenant_id, id FROM lead_sales WHERE status = 'pending' AND pending_until < now()",
     )
-    .bind(now)
     .fetch_all(db)
     .await?;
     let answer = BuyerAnswer {
@@ -681,7 +725,8 @@ pub async fn release_interrupted(
     };
     let mut released = Vec::new();
     for (tenant_id, sale_id) in stuck {
-        if release(
+        // One sale that cannot be released must not hold up the others.
+        match release(
             db,
             tenant_id,
             sale_id,
@@ -690,29 +735,31 @@ pub async fn release_interrupted(
             &answer,
             now,
         )
-        .await?
+        .await
         {
-            released.push(sale_id);
+            Ok(true) => released.push(sale_id),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%tenant_id, %sale_id, %error, "cannot release an interrupted sale")
+            }
         }
     }
-    answer_interrupted_posts(db, now).await?;
+    answer_interrupted_posts(db).await?;
     Ok(released)
 }
 
 /// A post whose request died after claiming its ping never stored an answer, so its retries
 /// would wait in vain: once none of its sales is pending, its answer is built from them.
-async fn answer_interrupted_posts(db: &PgPool, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
     let unanswered: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM posting_log
-         WHERE post_claimed_at IS NOT NULL AND post_response IS NULL AND post_claimed_at < $1 - interval '1 minute'",
+        "SELECT tenant_id, ping_id FROM leads WHERE post_response IS NULL AND created_at < now() - interval '1 minute'",
     )
-    .bind(now)
     .fetch_all(db)
     .await?;
     for (tenant_id, ping_id) in unanswered {
         sqlx::query(
-            "UPDATE posting_log p SET post_response = jsonb_build_object(
-                 'lead_id', p.lead_id, 'ping_id', p.id,
+            "UPDATE leads p SET post_response = jsonb_build_object(
+                 'lead_id', p.id, 'ping_id', p.ping_id,
                  'status', CASE WHEN s.sold = s.accepted AND s.sold > 0 THEN 'sold'
                                 WHEN s.sold > 0 THEN 'partially_sold' ELSE 'unsold' END,
                  'payout', s.payout, 'results', s.results)
@@ -720,13 +767,14 @@ async fn answer_interrupted_posts(db: &PgPool, now: DateTime<Utc>) -> Result<(),
                           count(*) FILTER (WHERE status <> 'not_accepted') AS accepted,
                           (coalesce(sum(payout_cents) FILTER (WHERE status = 'sold'), 0) / 100.0)::numeric(14, 2)
                               AS payout,
-                          coalesce(jsonb_agg(jsonb_build_object(
+                          coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                               'bid_id', bid_id, 'status', status, 'reason', reason,
-                              'payout', CASE WHEN status = 'sold' THEN (payout_cents / 100.0)::numeric(14, 2) ELSE 0 END)
-                              ORDER BY price_cents DESC), '[]') AS results,
+                              'payout', CASE WHEN status = 'sold' THEN (payout_cents / 100.0)::numeric(14, 2)
+                                             ELSE 0.00 END))
+                              ORDER BY price_cents DESC, bid_id), '[]') AS results,
                           coalesce(bool_or(status = 'pending'), false) AS pending
                    FROM lead_sales WHERE tenant_id = $1 AND ping_id = $2) s
-             WHERE p.tenant_id = $1 AND p.id = $2 AND p.post_response IS NULL AND NOT s.pending",
+             WHERE p.tenant_id = $1 AND p.ping_id = $2 AND p.post_response IS NULL AND NOT s.pending",
         )
         .bind(tenant_id)
         .bind(ping_id)

@@ -828,7 +828,10 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
         bid: &bids[0],
         test: false,
         now: long_ago,
-        pending_until: long_ago + chrono::Duration::seconds(65),
+        // Its deadline passed minutes ago.
+        pending_for: -chrono::Duration::minutes(5),
+        dedup_days: 0,
+        consumer_hashes: &[],
     };
     let caps = gavel::auction::CompiledCaps::compile(&json!([{ "period": "day", "max_leads": 5 }]))
         .unwrap();
@@ -877,7 +880,7 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
     assert_eq!(listed["items"][0]["id"], sale_id.to_string());
     assert_eq!(listed["items"][0]["reason"], "interrupted");
     let answer: Option<Value> =
-        sqlx::query_scalar("SELECT post_response FROM posting_log WHERE id = $1")
+        sqlx::query_scalar("SELECT post_response FROM leads WHERE ping_id = $1")
             .bind(ping_id)
             .fetch_one(&pool)
             .await
@@ -940,4 +943,87 @@ fn shell_commands(printed: &str) -> String {
         }
     }
     script.join("\n")
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn one_consumer_posted_twice_at_once_is_sold_once_to_a_deduping_buyer(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = big_pool(options, connect).await;
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let buyers = MockServer::start().await;
+    // Slow enough that both posts reserve while the other is still delivering.
+    let delivery = buyer_endpoint(
+        &buyers,
+        "/leads",
+        accepts().set_delay(Duration::from_millis(300)),
+    )
+    .await;
+    let spec = ContractSpec {
+        dedup_days: 30,
+        ..ContractSpec::fixed(Some(1000), None)
+    };
+    exchange
+        .buyer_with(100_000, with_delivery(spec, delivery))
+        .await;
+    let app = spawn_app(pool.clone()).await;
+
+    let pings = winning_pings(&app, &exchange.posting_key, 2).await;
+    let posts = pings
+        .iter()
+        .map(|ping| app.post(&exchange.posting_key, post_body(ping)));
+    let statuses: Vec<String> = join_all(posts)
+        .await
+        .into_iter()
+        .map(|(_, answer)| answer["results"][0]["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        (count(&statuses, "sold"), count(&statuses, "duplicate")),
+        (1, 1),
+        "{statuses:?}"
+    );
+    assert_eq!(buyers.received_requests().await.unwrap().len(), 1);
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_buyer_answer_with_nul_characters_is_stored_without_them(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let buyers = MockServer::start().await;
+    let delivery = buyer_endpoint(
+        &buyers,
+        "/leads",
+        ResponseTemplate::new(200).set_body_json(json!({ "status": "no", "message": "bad\0zip" })),
+    )
+    .await;
+    let rtb = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "exclusive_bid": 20, "ref": "r\0ef" })),
+        )
+        .mount(&rtb)
+        .await;
+    let spec = ContractSpec {
+        delivery: Some(delivery),
+        ..ContractSpec::rtb(rtb.uri(), 500)
+    };
+    let (buyer, _) = exchange.buyer_with(100_000, spec).await;
+    let app = spawn_app(pool.clone()).await;
+
+    let ping = ping_with_bids(&app, &exchange.posting_key).await;
+    let (status, answer) = app.post(&exchange.posting_key, post_body(&ping)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["status"], "rejected");
+    assert_eq!(answer["results"][0]["reason"], "buyer: badzip");
+    assert_eq!(exchange.buyer_books(buyer).await, (100_000, 100_000));
+
+    // A partner's NUL is refused up front, with its pointer.
+    let mut body = post_body(&ping);
+    body["lead"]["first_name"] = json!("A\0da");
+    let (status, problem) = app.post(&exchange.posting_key, body).await;
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (422, Some("/lead/first_name"))
+    );
 }
