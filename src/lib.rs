@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod auction;
+pub mod bench;
 pub mod buyers;
 pub mod clock;
 pub mod config;

@@ -38,6 +38,9 @@ enum Command {
     },
     /// Run the server with a demo tenant seeded, and print commands to try it.
     Demo,
+    /// The load harness: seed a benchmark tenant, run a server, drive pings and posts, compare
+    /// with pgbench on the same PostgreSQL.
+    Bench(gavel::bench::BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -79,6 +82,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> Result<()> {
+    // The harness runs its own database and server.
+    if let Command::Bench(options) = command {
+        return gavel::bench::run(settings, options).await;
+    }
     let database = Database::open(&settings).await?;
     let result = run_with(command, settings, &database.url).await;
     database
@@ -109,6 +116,7 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
             tracing::info!(address = %server.local_addr(), "gavel serving");
             server.run_until(app::shutdown_signal()).await
         }
+        Command::Bench(_) => unreachable!("handled before the database is opened"),
         Command::Demo => {
             let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool.clone(), settings).await?;

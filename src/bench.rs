@@ -1,0 +1,806 @@
+//! `gavel bench`: the load harness, shipped with Gavel as pgbench ships with PostgreSQL.
+//!
+//! One command on a fresh machine: it starts a private PostgreSQL (unless a database URL is
+//! configured), seeds a benchmark tenant, serves its buyers' endpoints in-process, starts a
+//! Gavel server as a child process, drives pings (and posts) at a fixed concurrency or a fixed
+//! arrival rate, then runs pgbench with the ping's own write and the post's reservation on the
+//! same PostgreSQL, so that every figure can be read as a ratio to the machine's ceiling.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::keys;
+use crate::store::local_pg::{LocalPgOptions, LocalPostgres};
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Fixed-price contracts on the offer (filters, schedule, caps, dedup and funds active).
+    #[arg(long, default_value_t = 30)]
+    pub contracts: usize,
+    /// Contracts priced by real-time bidding, answered by the harness's own buyers.
+    #[arg(long, default_value_t = 0)]
+    pub rtb_buyers: usize,
+    /// The RTB buyers' answer time, and its spread (uniform, ±).
+    #[arg(long, default_value_t = 20)]
+    pub rtb_latency_ms: u64,
+    #[arg(long, default_value_t = 5)]
+    pub rtb_jitter_ms: u64,
+    /// Share of RTB answers that are HTTP 500 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rtb_failure_rate: f64,
+    /// The RTB contracts' timeout.
+    #[arg(long, default_value_t = 200)]
+    pub rtb_timeout_ms: u32,
+    /// Make one RTB buyer sleep this long on every call (e.g. 5000, with --rtb-timeout-ms 150).
+    #[arg(long)]
+    pub slow_buyer_ms: Option<u64>,
+    /// Closed loop: this many clients, each sending its next request when the last is answered.
+    #[arg(long, default_value_t = 8, conflicts_with = "rate")]
+    pub concurrency: usize,
+    /// Open loop: this many pings a second, whatever the answers' speed (latency counted from
+    /// the planned send time, so that queueing is not hidden).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Seconds of measured load (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Share of the pings with bids that are then posted (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub post_fraction: f64,
+    /// The server's bound on auctions in flight.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Seconds of each pgbench run (0: no pgbench).
+    #[arg(long, default_value_t = 5)]
+    pub pgbench_seconds: u64,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(mut micros: Vec<u64>) -> Latency {
+        if micros.is_empty() {
+            return Latency::default();
+        }
+        micros.sort_unstable();
+        let at = |q: f64| {
+            micros[((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1] as f64
+                / 1000.0
+        };
+        Latency {
+            count: micros.len(),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub contracts: usize,
+    pub rtb_buyers: usize,
+    pub duration_s: f64,
+    pub pings_sent: u64,
+    pub pings_per_s: f64,
+    pub ping_latency: Latency,
+    pub pings_with_bids: u64,
+    pub posts_sent: u64,
+    pub posts_per_s: f64,
+    pub post_latency: Latency,
+    pub posts_sold: u64,
+    /// Answers other than 200, by status.
+    pub errors: std::collections::BTreeMap<u16, u64>,
+    /// Requests that failed before an HTTP answer.
+    pub transport_errors: u64,
+    pub server_peak_rss_mib: Option<f64>,
+    pub pgbench_ping_write_tps: Option<f64>,
+    pub pgbench_reservation_tps: Option<f64>,
+    /// Pings per second over pgbench's rate for the ping's own write.
+    pub ping_ratio_to_pgbench: Option<f64>,
+    pub post_ratio_to_pgbench: Option<f64>,
+}
+
+/// Runs the whole harness and prints its report.
+pub async fn run(settings: Settings, options: BenchOptions) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("gavel-bench-{}", std::process::id()));
+    let (url, local) = match &settings.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = scratch.clone();
+            let options = LocalPgOptions {
+                ephemeral: true,
+                max_connections: 300,
+                port: None,
+            };
+            let local =
+                tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, &options)).await??;
+            crate::store::local_pg::ensure_database(&local.url("postgres"), "gavel_bench").await?;
+            (local.url("gavel_bench"), Some(local))
+        }
+    };
+    let result = run_against(&settings, &options, &url).await;
+    if let Some(local) = local {
+        tokio::task::spawn_blocking(move || local.stop()).await??;
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let report = result?;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> Result<Report> {
+    let pool = crate::store::connect_and_migrate(url, settings).await?;
+    let buyers = FakeBuyers::start(options).await?;
+    let seeded = seed(&pool, options, buyers.address).await?;
+    let server = ServerProcess::start(url, options.max_in_flight).await?;
+    let load = drive(&server.base, &seeded.posting_key, options).await?;
+    let rss = server.peak_rss_mib();
+    server.stop().await;
+    let pgbench = if options.pgbench_seconds > 0 {
+        pgbench(url, &pool, &seeded, options).await?
+    } else {
+        (None, None)
+    };
+    pool.close().await;
+    let duration = load.elapsed.as_secs_f64();
+    let pings_per_s = load.pings as f64 / duration;
+    let posts_per_s = load.posts as f64 / duration;
+    Ok(Report {
+        mode: match options.rate {
+            Some(rate) => format!("open loop, {rate} pings/s"),
+            None => format!("closed loop, {} clients", options.concurrency),
+        },
+        contracts: options.contracts,
+        rtb_buyers: options.rtb_buyers,
+        duration_s: duration,
+        pings_sent: load.pings,
+        pings_per_s,
+        ping_latency: Latency::of(load.ping_micros),
+        pings_with_bids: load.pings_with_bids,
+        posts_sent: load.posts,
+        posts_per_s,
+        post_latency: Latency::of(load.post_micros),
+        posts_sold: load.posts_sold,
+        errors: load.errors,
+        transport_errors: load.transport_errors,
+        server_peak_rss_mib: rss,
+        pgbench_ping_write_tps: pgbench.0,
+        pgbench_reservation_tps: pgbench.1,
+        ping_ratio_to_pgbench: pgbench.0.map(|tps| pings_per_s / tps),
+        post_ratio_to_pgbench: pgbench
+            .1
+            .filter(|_| load.posts > 0)
+            .map(|tps| posts_per_s / tps),
+    })
+}
+
+fn print_report(report: &Report) {
+    let latency = |l: &Latency| {
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        )
+    };
+    println!(
+        "gavel bench: {} · {} fixed contracts · {} RTB buyers · {:.1} s",
+        report.mode, report.contracts, report.rtb_buyers, report.duration_s
+    );
+    println!(
+        "  pings  {:>8} sent, {:>9.1}/s, {} with bids · {}",
+        report.pings_sent,
+        report.pings_per_s,
+        report.pings_with_bids,
+        latency(&report.ping_latency)
+    );
+    if report.posts_sent > 0 {
+        println!(
+            "  posts  {:>8} sent, {:>9.1}/s, {} sold · {}",
+            report.posts_sent,
+            report.posts_per_s,
+            report.posts_sold,
+            latency(&report.post_latency)
+        );
+    }
+    println!(
+        "  errors {:?}, transport errors {}",
+        report.errors, report.transport_errors
+    );
+    if let Some(rss) = report.server_peak_rss_mib {
+        println!("  server peak RSS {rss:.1} MiB");
+    }
+    if let (Some(tps), Some(ratio)) = (report.pgbench_ping_write_tps, report.ping_ratio_to_pgbench)
+    {
+        println!(
+            "  pgbench, the ping's own write: {tps:.0} tps · pings at {:.0} % of it",
+            ratio * 100.0
+        );
+    }
+    if let Some(tps) = report.pgbench_reservation_tps {
+        let ratio = report.post_ratio_to_pgbench.map_or(String::new(), |r| {
+            format!(" · posts at {:.0} % of it", r * 100.0)
+        });
+        println!("  pgbench, the post's reservation: {tps:.0} tps{ratio}");
+    }
+}
+
+/// The harness's buyers: bid endpoints with a latency distribution and a failure rate, and a
+/// delivery endpoint that accepts everything.
+struct FakeBuyers {
+    address: SocketAddr,
+}
+
+#[derive(Clone)]
+struct BuyerBehaviour {
+    latency_ms: u64,
+    jitter_ms: u64,
+    failure_rate: f64,
+    slow_ms: Option<u64>,
+    calls: Arc<AtomicU64>,
+}
+
+impl FakeBuyers {
+    async fn start(options: &BenchOptions) -> Result<FakeBuyers> {
+        let behaviour = BuyerBehaviour {
+            latency_ms: options.rtb_latency_ms,
+            jitter_ms: options.rtb_jitter_ms,
+            failure_rate: options.rtb_failure_rate,
+            slow_ms: options.slow_buyer_ms,
+            calls: Arc::new(AtomicU64::new(0)),
+        };
+        let router = axum::Router::new()
+            .route("/rtb", post(bid))
+            .route("/rtb/slow", post(slow_bid))
+            .route(
+                "/deliver",
+                post(|| async { Json(json!({ "status": "accepted" })) }),
+            )
+            .with_state(behaviour);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(FakeBuyers { address })
+    }
+}
+
+async fn bid(State(behaviour): State<BuyerBehaviour>) -> Response {
+    use rand::Rng;
+    let (delay, fail) = {
+        let mut rng = rand::rng();
+        let spread = behaviour.jitter_ms as i64;
+        let offset = if spread > 0 {
+            rng.random_range(-spread..=spread)
+        } else {
+            0
+        };
+        let delay = (behaviour.latency_ms as i64 + offset).max(0) as u64;
+        (
+            delay,
+            rng.random_bool(behaviour.failure_rate.clamp(0.0, 1.0)),
+        )
+    };
+    behaviour.calls.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    if fail {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    Json(json!({ "exclusive_bid": "31.50", "shared_bid": 9.75, "ref": "bench" })).into_response()
+}
+
+async fn slow_bid(State(behaviour): State<BuyerBehaviour>) -> Response {
+    tokio::time::sleep(Duration::from_millis(behaviour.slow_ms.unwrap_or(5000))).await;
+    Json(json!({ "exclusive_bid": 99 })).into_response()
+}
+
+struct Seeded {
+    tenant_id: Uuid,
+    campaign_id: Uuid,
+    partner_id: Uuid,
+    offer_id: Uuid,
+    buyer_id: Uuid,
+    contract_id: Uuid,
+    lead_id: Uuid,
+    posting_key: String,
+}
+
+/// A fresh benchmark tenant: the auto-insurance offer in hybrid mode, one campaign without a
+/// rate limit, funded buyers, and contracts whose checks all run and pass for the bench lead.
+async fn seed(db: &PgPool, options: &BenchOptions, buyers: SocketAddr) -> Result<Seeded> {
+    let tenant = crate::store::tenants::create(db, "Benchmark", "America/New_York").await?;
+    let tenant_id = tenant.tenant_id;
+    let (offer_id, partner_id, campaign_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let posting_key = keys::generate(keys::POSTING_KEY_PREFIX);
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO offers (tenant_id, id, name, mode, max_buyers, exclusive_floor_cents, fields)
+         VALUES ($1, $2, 'auto-insurance', 'hybrid', 3, 2500, $3)",
+    )
+    .bind(tenant_id)
+    .bind(offer_id)
+    .bind(json!([
+        { "name": "state", "type": "string", "pattern": "^[A-Z]{2}$", "required": true },
+        { "name": "zip", "type": "string", "pattern": "^[0-9]{5}$", "required": true },
+        { "name": "age", "type": "integer", "min": 18, "max": 120 },
+        { "name": "homeowner", "type": "boolean" },
+        { "name": "credit", "type": "string", "enum": ["excellent", "good", "fair", "poor"] },
+        { "name": "first_name", "type": "string", "pii": true, "required": true },
+        { "name": "email", "type": "email", "pii": true, "required": true },
+        { "name": "phone", "type": "phone", "pii": true, "required": true }
+    ]))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO partners (tenant_id, id, name) VALUES ($1, $2, 'Bench partner')")
+        .bind(tenant_id)
+        .bind(partner_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO campaigns (tenant_id, id, partner_id, offer_id, posting_key_hash, payout_type, payout_percent)
+         VALUES ($1, $2, $3, $4, $5, 'revshare', 70)",
+    )
+    .bind(tenant_id)
+    .bind(campaign_id)
+    .bind(partner_id)
+    .bind(offer_id)
+    .bind(&keys::hash(&posting_key)[..])
+    .execute(&mut *tx)
+    .await?;
+    let all_week: serde_json::Map<String, Value> =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|day| (day.to_string(), json!([["00:00", "24:00"]])))
+            .collect();
+    let schedule = json!({ "timezone": "America/Chicago", "days": all_week });
+    let delivery = json!({ "url": format!("http://{buyers}/deliver"), "timeout_ms": 2000,
+                           "accept": { "path": "/status", "equals": "accepted" } });
+    let mut first = None;
+    let total = options.contracts + options.rtb_buyers;
+    for i in 0..total {
+        // Two contracts per buyer, as exchanges have; each buyer can afford anything.
+        let buyer_id = Uuid::now_v7();
+        sqlx::query("INSERT INTO buyers (tenant_id, id, name, balance_cents) VALUES ($1, $2, $3, 100000000000)")
+            .bind(tenant_id)
+            .bind(buyer_id)
+            .bind(format!("Buyer {i}"))
+            .execute(&mut *tx)
+            .await?;
+        let rtb = i >= options.contracts;
+        let pricing = if !rtb {
+            json!({ "type": "fixed", "exclusive_cents": 2000 + (i * 37) % 4000, "shared_cents": 500 + (i * 13) % 1000 })
+        } else if options.slow_buyer_ms.is_some() && i == options.contracts {
+            json!({ "type": "rtb", "url": format!("http://{buyers}/rtb/slow"), "timeout_ms": options.rtb_timeout_ms })
+        } else {
+            json!({ "type": "rtb", "url": format!("http://{buyers}/rtb"), "timeout_ms": options.rtb_timeout_ms })
+        };
+        let contract_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, priority, pricing, filters, schedule, caps,
+                                    dedup_days, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 30, $11)",
+        )
+        .bind(tenant_id)
+        .bind(contract_id)
+        .bind(buyer_id)
+        .bind(offer_id)
+        .bind(format!("Contract {i}"))
+        .bind((i % 3) as i32)
+        .bind(pricing)
+        .bind(json!([
+            { "field": "state", "op": "in", "value": ["TX", "OK", "LA"] },
+            { "any": [ { "field": "homeowner", "op": "eq", "value": true },
+                       { "field": "credit", "op": "in", "value": ["excellent", "good"] } ] },
+            { "field": "age", "op": "between", "value": [25, 64] },
+            { "field": "zip", "op": "prefix", "value": ["750", "751", "752"] }
+        ]))
+        .bind(&schedule)
+        .bind(json!([{ "period": "day", "max_leads": 1000000000 }, { "period": "month", "max_spend_cents": 100000000000i64 }]))
+        .bind(&delivery)
+        .execute(&mut *tx)
+        .await?;
+        first.get_or_insert((buyer_id, contract_id));
+    }
+    let (buyer_id, contract_id) = first.context("the bench needs at least one contract")?;
+    // A lead for pgbench's reservation transaction to hang its sales on.
+    let lead_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead)
+         VALUES ($1, $2, gen_random_uuid(), $3, $4, $5, '{}')",
+    )
+    .bind(tenant_id)
+    .bind(lead_id)
+    .bind(campaign_id)
+    .bind(partner_id)
+    .bind(offer_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Seeded {
+        tenant_id,
+        campaign_id,
+        partner_id,
+        offer_id,
+        buyer_id,
+        contract_id,
+        lead_id,
+        posting_key,
+    })
+}
+
+/// A Gavel server run as a child process (so that its memory is its own).
+struct ServerProcess {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    async fn start(url: &str, max_in_flight: usize) -> Result<ServerProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let exe: PathBuf = std::env::current_exe()?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("serve")
+            .env("GAVEL_DATABASE_URL", url)
+            .env("GAVEL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GAVEL_LOG_LEVEL", "warn")
+            .env("GAVEL_MAX_IN_FLIGHT_AUCTIONS", max_in_flight.to_string())
+            .env_remove("GAVEL_CONFIG")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().context("cannot start the Gavel server")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the Gavel server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(ServerProcess { child, base })
+    }
+
+    /// The server's peak resident memory (Linux: VmHWM).
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    elapsed: Duration,
+    pings: u64,
+    pings_with_bids: u64,
+    ping_micros: Vec<u64>,
+    posts: u64,
+    posts_sold: u64,
+    post_micros: Vec<u64>,
+    errors: std::collections::BTreeMap<u16, u64>,
+    transport_errors: u64,
+}
+
+/// One ping, and its post for a share of those with bids.
+struct Outcome {
+    ping: Result<(u16, u64, bool), ()>,
+    post: Option<Result<(u16, u64, bool), ()>>,
+}
+
+async fn one_lead(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    post_fraction: f64,
+    planned: Instant,
+) -> Outcome {
+    let ping = client
+        .post(format!("{base}/v1/ping"))
+        .bearer_auth(key)
+        .json(&json!({ "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" } }))
+        .send()
+        .await;
+    let ping = match ping {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            Ok((status, planned.elapsed().as_micros() as u64, body))
+        }
+        Err(_) => Err(()),
+    };
+    let mut post = None;
+    if let Ok((200, _, body)) = &ping
+        && body["status"] == "bids"
+        && rand::random_bool(post_fraction.clamp(0.0, 1.0))
+    {
+        let started = Instant::now();
+        let n: u64 = rand::random();
+        let sent = client
+            .post(format!("{base}/v1/post"))
+            .bearer_auth(key)
+            .json(&json!({
+                "ping_id": body["ping_id"],
+                "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good",
+                          "first_name": "Ada", "email": format!("bench{n}@example.com"),
+                          "phone": format!("214{:07}", n % 10_000_000) },
+                "consent": { "text": "I agree" }
+            }))
+            .send()
+            .await;
+        post = Some(match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                Ok((
+                    status,
+                    started.elapsed().as_micros() as u64,
+                    answer["status"] == "sold",
+                ))
+            }
+            Err(_) => Err(()),
+        });
+    }
+    Outcome {
+        ping: ping.map(|(status, micros, body)| (status, micros, body["status"] == "bids")),
+        post,
+    }
+}
+
+impl Load {
+    fn add(&mut self, outcome: Outcome) {
+        self.pings += 1;
+        match outcome.ping {
+            Ok((status, micros, bids)) => {
+                if status == 200 {
+                    self.ping_micros.push(micros);
+                    self.pings_with_bids += u64::from(bids);
+                } else {
+                    *self.errors.entry(status).or_default() += 1;
+                }
+            }
+            Err(()) => self.transport_errors += 1,
+        }
+        if let Some(post) = outcome.post {
+            self.posts += 1;
+            match post {
+                Ok((status, micros, sold)) => {
+                    if status == 200 {
+                        self.post_micros.push(micros);
+                        self.posts_sold += u64::from(sold);
+                    } else {
+                        *self.errors.entry(status).or_default() += 1;
+                    }
+                }
+                Err(()) => self.transport_errors += 1,
+            }
+        }
+    }
+}
+
+/// Drives the load: one second of warm-up, then `duration` seconds measured.
+async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?;
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < warm_up {
+        one_lead(&client, base, key, options.post_fraction, Instant::now()).await;
+    }
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let measured = Duration::from_secs(options.duration);
+    let started = Instant::now();
+    let end = started + measured;
+    match options.rate {
+        Some(rate) => {
+            // Open loop: a request every 1/rate seconds, each on its own task.
+            let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let mut next = Instant::now();
+            while next < end {
+                tokio::time::sleep_until(next.into()).await;
+                let (client, base, key, sender) = (
+                    client.clone(),
+                    base.to_owned(),
+                    key.to_owned(),
+                    sender.clone(),
+                );
+                let (planned, fraction) = (next, options.post_fraction);
+                tokio::spawn(async move {
+                    let _ = sender.send(one_lead(&client, &base, &key, fraction, planned).await);
+                });
+                next += period;
+            }
+        }
+        None => {
+            let mut workers = Vec::new();
+            for _ in 0..options.concurrency.max(1) {
+                let (client, base, key, sender) = (
+                    client.clone(),
+                    base.to_owned(),
+                    key.to_owned(),
+                    sender.clone(),
+                );
+                let fraction = options.post_fraction;
+                workers.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let _ = sender
+                            .send(one_lead(&client, &base, &key, fraction, Instant::now()).await);
+                    }
+                }));
+            }
+            for worker in workers {
+                worker.await?;
+            }
+        }
+    }
+    drop(sender);
+    let mut load = Load::default();
+    while let Some(outcome) = receiver.recv().await {
+        load.add(outcome);
+    }
+    load.elapsed = started.elapsed().max(measured);
+    Ok(load)
+}
+
+/// pgbench on the same PostgreSQL: the ping's own write (its posting_log row and one
+/// lead_distribution row per contract) and the post's reservation transaction.
+async fn pgbench(
+    url: &str,
+    db: &PgPool,
+    seeded: &Seeded,
+    options: &BenchOptions,
+) -> Result<(Option<f64>, Option<f64>)> {
+    if which("pgbench").is_none() {
+        tracing::warn!(
+            "pgbench is not installed (Debian: apt-get install postgresql-client); no ratios"
+        );
+        return Ok((None, None));
+    }
+    let contracts: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM contracts WHERE tenant_id = $1 ORDER BY id")
+            .bind(seeded.tenant_id)
+            .fetch_all(db)
+            .await?;
+    let ids = contracts
+        .iter()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (tenant, campaign, partner, offer) = (
+        seeded.tenant_id,
+        seeded.campaign_id,
+        seeded.partner_id,
+        seeded.offer_id,
+    );
+    let ping_write = format!(
+        "WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, latency_us, \
+         http_status, result, lead) VALUES ('{tenant}', gen_random_uuid(), 'ping', '{campaign}', '{partner}', '{offer}', \
+         1000, 200, 'bids', '{{\"state\": \"TX\", \"zip\": \"75001\", \"age\": 42}}') RETURNING id) \
+         INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, outcome, reason, exclusive_bid_cents, \
+         shared_bid_cents) SELECT '{tenant}', ping.id, c, '{buyer}', 'outbid', 'outbid', 4000, 1250 \
+         FROM ping, unnest(ARRAY[{ids}]::uuid[]) AS c;\n",
+        buyer = seeded.buyer_id,
+    );
+    let (buyer, contract, lead) = (seeded.buyer_id, seeded.contract_id, seeded.lead_id);
+    let reservation = format!(
+        "BEGIN;\n\
+         INSERT INTO cap_counters (tenant_id, contract_id, period, period_start, leads, spend_cents) \
+         SELECT '{tenant}', '{contract}', 'day', date_trunc('day', now()), 1, 1000 \
+         ON CONFLICT (tenant_id, contract_id, period, period_start) DO UPDATE \
+         SET leads = cap_counters.leads + 1, spend_cents = cap_counters.spend_cents + EXCLUDED.spend_cents \
+         WHERE cap_counters.leads + 1 <= 1000000000 RETURNING 1;\n\
+         UPDATE buyers SET balance_cents = balance_cents - 1000 WHERE tenant_id = '{tenant}' AND id = '{buyer}' \
+         AND balance_cents - 1000 >= -credit_limit_cents RETURNING balance_cents;\n\
+         WITH sale AS (INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, \
+         campaign_id, partner_id, offer_id, sale_type, price_cents, payout_cents, status, pending_until) VALUES \
+         ('{tenant}', gen_random_uuid(), '{lead}', gen_random_uuid(), gen_random_uuid(), '{contract}', '{buyer}', \
+         '{campaign}', '{partner}', '{offer}', 'exclusive', 1000, 700, 'pending', now() + interval '1 minute') \
+         RETURNING id) \
+         INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id) \
+         SELECT '{tenant}', gen_random_uuid(), 'buyer', '{buyer}', 'sale', -1000, sale.id FROM sale;\n\
+         COMMIT;\n"
+    );
+    // The reservation runs on one hot contract and buyer, as in the post race.
+    let clients = options.rate.map_or(options.concurrency, |_| 8).max(1);
+    let ping_tps = run_pgbench(url, &ping_write, clients, options.pgbench_seconds).await?;
+    let reservation_tps = run_pgbench(url, &reservation, clients, options.pgbench_seconds).await?;
+    Ok((ping_tps, reservation_tps))
+}
+
+async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> Result<Option<f64>> {
+    let path = std::env::temp_dir().join(format!(
+        "gavel-pgbench-{}-{}.sql",
+        std::process::id(),
+        Uuid::now_v7()
+    ));
+    std::fs::write(&path, script)?;
+    let output = tokio::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-T",
+            &seconds.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-f",
+        ])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        tracing::warn!(stderr = %String::from_utf8_lossy(&output.stderr), "pgbench failed");
+        return Ok(None);
+    }
+    Ok(stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        }))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}

@@ -1,0 +1,83 @@
+//! The load harness in its smoke mode: a few seconds, small numbers, every field present.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::harness::database_url;
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_load_harness_runs_and_reports_every_figure(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args([
+            "bench",
+            "--duration",
+            "2",
+            "--contracts",
+            "3",
+            "--rtb-buyers",
+            "2",
+            "--rtb-latency-ms",
+            "5",
+        ])
+        .args([
+            "--rate",
+            "40",
+            "--post-fraction",
+            "0.5",
+            "--pgbench-seconds",
+            "1",
+            "--json",
+        ])
+        .env("GAVEL_DATABASE_URL", database_url(&connect))
+        .env("GAVEL_LOG_LEVEL", "error")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    for field in [
+        "mode",
+        "contracts",
+        "rtb_buyers",
+        "duration_s",
+        "pings_sent",
+        "pings_per_s",
+        "ping_latency",
+        "pings_with_bids",
+        "posts_sent",
+        "posts_per_s",
+        "post_latency",
+        "posts_sold",
+        "errors",
+        "transport_errors",
+        "server_peak_rss_mib",
+        "pgbench_ping_write_tps",
+        "pgbench_reservation_tps",
+        "ping_ratio_to_pgbench",
+        "post_ratio_to_pgbench",
+    ] {
+        assert!(report.get(field).is_some(), "no {field} in {report}");
+    }
+    for field in ["count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
+        assert!(
+            report["ping_latency"][field].is_number(),
+            "no ping_latency.{field}"
+        );
+    }
+    assert!(report["pings_sent"].as_u64().unwrap() >= 60, "{report}");
+    assert_eq!(
+        report["pings_with_bids"], report["ping_latency"]["count"],
+        "every ping answered with bids"
+    );
+    assert!(report["posts_sold"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
+}
