@@ -352,16 +352,7 @@ async fn seed(db: &PgPool, options: &BenchOptions, buyers: SocketAddr) -> Result
     )
     .bind(tenant_id)
     .bind(offer_id)
-    .bind(json!([
-        { "name": "state", "type": "string", "pattern": "^[A-Z]{2}$", "required": true },
-        { "name": "zip", "type": "string", "pattern": "^[0-9]{5}$", "required": true },
-        { "name": "age", "type": "integer", "min": 18, "max": 120 },
-        { "name": "homeowner", "type": "boolean" },
-        { "name": "credit", "type": "string", "enum": ["excellent", "good", "fair", "poor"] },
-        { "name": "first_name", "type": "string", "pii": true, "required": true },
-        { "name": "email", "type": "email", "pii": true, "required": true },
-        { "name": "phone", "type": "phone", "pii": true, "required": true }
-    ]))
+    .bind(crate::demo::offer_fields())
     .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO partners (tenant_id, id, name) VALUES ($1, $2, 'Bench partner')")

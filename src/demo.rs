@@ -88,7 +88,8 @@ const BUYERS: [DemoBuyer; 6] = [
     },
 ];
 
-fn offer_fields() -> Value {
+/// The auto-insurance offer's fields (the specification's example).
+pub fn offer_fields() -> Value {
     json!([
         { "name": "state", "type": "string", "pattern": "^[A-Z]{2}$", "required": true },
         { "name": "zip", "type": "string", "pattern": "^[0-9]{5}$", "required": true },

@@ -17,7 +17,8 @@ use crate::auction::{
     ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing,
     SaleType, Selection, Status, effective_floor, parse_rtb_answer, period_start, select,
 };
-use crate::buyers::rtb::{self, BidRequest, Reply};
+use crate::buyers::Exchange;
+use crate::buyers::rtb::{self, BidRequest};
 use crate::money::Money;
 use crate::store::pings::{self, AuctionState, DistributionRow, StateQuery};
 use crate::store::snapshot::{CampaignContext, Contract};
@@ -355,12 +356,16 @@ async fn ask_buyer(
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
     let answer = match reply {
-        Reply::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
-        Reply::TimedOut => Err(Decline {
+        Exchange::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
+        Exchange::TooLarge { .. } => Err(Decline {
+            reason: DeclineReason::RtbInvalid,
+            detail: Some("answer larger than 64 KiB".to_owned()),
+        }),
+        Exchange::TimedOut => Err(Decline {
             reason: DeclineReason::RtbTimeout,
             detail: Some(format!("no answer within {} ms", pricing.timeout_ms())),
         }),
-        Reply::Failed(error) => Err(Decline {
+        Exchange::Failed(error) => Err(Decline {
             reason: DeclineReason::RtbError,
             detail: Some(error),
         }),

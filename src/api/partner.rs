@@ -241,7 +241,8 @@ pub async fn auction(
     Ok(response)
 }
 
-fn elapsed_us(started: Instant) -> i64 {
+/// Time since `started`, in microseconds, as `posting_log.latency_us` keeps it.
+pub fn elapsed_us(started: Instant) -> i64 {
     i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 

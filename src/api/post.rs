@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::api::extract::JsonObject;
-use crate::api::partner::{self, PingRequest, authenticate, invalid, lead_problem};
+use crate::api::partner::{self, PingRequest, authenticate, elapsed_us, invalid, lead_problem};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::auction::{
@@ -67,10 +67,6 @@ fn source_of(campaign: &CampaignContext) -> PostSource {
 
 fn now_of(state: &AppState) -> DateTime<Utc> {
     state.clock.now().trunc_subsecs(6)
-}
-
-fn elapsed_us(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Records a refused post or direct post (no lead: a refused one may hold anything).

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::Exchange;
 use crate::auction::{ConfigError, SaleType};
 use crate::money::Money;
 
@@ -123,23 +124,9 @@ pub async fn deliver(
     request: &DeliveryRequest<'_>,
 ) -> Delivery {
     let started = Instant::now();
-    let mut call = http.post(&config.url).json(request);
-    for (name, value) in &config.headers {
-        call = call.header(name, value);
-    }
-    let exchange = async {
-        let response = call.send().await?;
-        let status = response.status().as_u16();
-        let body = super::read_answer(response).await?;
-        Ok::<_, reqwest::Error>((status, body))
-    };
-    let (verdict, http_status, answer) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, None))) => (
-            Verdict::Failed("answer larger than 64 KiB".to_owned()),
-            Some(status),
-            None,
-        ),
-        Ok(Ok((status, Some(body)))) => {
+    let exchange = super::post_json(http, &config.url, &config.headers, request, timeout).await;
+    let (verdict, http_status, answer) = match exchange {
+        Exchange::Answer { status, body } => {
             let verdict = judge(config, status, &body);
             (
                 verdict,
@@ -147,12 +134,17 @@ pub async fn deliver(
                 Some(truncate(&String::from_utf8_lossy(&body))),
             )
         }
-        Ok(Err(error)) if !error.is_timeout() => (
-            Verdict::Failed(format!("delivery failed: {}", error.without_url())),
+        Exchange::TooLarge { status } => (
+            Verdict::Failed("answer larger than 64 KiB".to_owned()),
+            Some(status),
+            None,
+        ),
+        Exchange::Failed(error) => (
+            Verdict::Failed(format!("delivery failed: {error}")),
             None,
             None,
         ),
-        _ => (
+        Exchange::TimedOut => (
             Verdict::Failed(format!("no answer within {} ms", timeout.as_millis())),
             None,
             None,

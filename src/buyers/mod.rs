@@ -5,13 +5,60 @@
 pub mod delivery;
 pub mod rtb;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use axum::body::Bytes;
+use serde::Serialize;
+
+/// What came of POSTing JSON to a buyer.
+#[derive(Debug)]
+pub enum Exchange {
+    Answer {
+        status: u16,
+        body: Bytes,
+    },
+    /// An answer over `MAX_ANSWER_BYTES`, not read.
+    TooLarge {
+        status: u16,
+    },
+    /// No complete answer within the timeout.
+    TimedOut,
+    /// The connection failed (refused, reset, DNS, TLS); the text names no lead data.
+    Failed(String),
+}
+
+/// POSTs `body` as JSON to `url` with `headers`, and reads the answer, all within `timeout`.
+pub async fn post_json<T: Serialize>(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    body: &T,
+    timeout: Duration,
+) -> Exchange {
+    let mut call = http.post(url).json(body);
+    for (name, value) in headers {
+        call = call.header(name, value);
+    }
+    let exchange = async {
+        let response = call.send().await?;
+        let status = response.status().as_u16();
+        Ok::<_, reqwest::Error>((status, read_answer(response).await?))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((status, Some(body)))) => Exchange::Answer { status, body },
+        Ok(Ok((status, None))) => Exchange::TooLarge { status },
+        Ok(Err(error)) if error.is_timeout() => Exchange::TimedOut,
+        Ok(Err(error)) => Exchange::Failed(error.without_url().to_string()),
+        Err(_) => Exchange::TimedOut,
+    }
+}
 
 /// The most Gavel reads of a buyer's answer: an answer is a few hundred bytes.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Reads a buyer's answer, refusing one over `MAX_ANSWER_BYTES` (`Ok(None)`).
-pub async fn read_answer(mut response: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+async fn read_answer(mut response: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {

@@ -11,7 +11,6 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
-use crate::money::Money;
 
 /// A won bid of a ping, as the auction recorded it.
 #[derive(Debug, Clone, FromRow)]
@@ -787,10 +786,6 @@ async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
 /// Sale type text → enum (the column's CHECK allows only the two).
 pub fn sale_type_of(text: &str) -> SaleType {
     text.parse().unwrap_or(SaleType::Shared)
-}
-
-pub fn money(cents: i64) -> Money {
-    Money::from_cents(cents)
 }
 
 /// A sale as the admin API lists it.
