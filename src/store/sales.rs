@@ -746,7 +746,7 @@ pub fn money(cents: i64) -> Money {
 }
 
 /// A sale as the admin API lists it.
-#[derive(Debug, FromRow, serde::Serialize)]
+#[derive(Debug, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct SaleRow {
     pub id: Uuid,
     pub lead_id: Uuid,
