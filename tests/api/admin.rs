@@ -316,6 +316,11 @@ async fn every_resource_round_trips_through_create_read_update_list_and_archive(
         let again = tenant.get(&app, &path).await;
         assert_eq!(again["status"], "archived");
     }
+    // An archived resource can be brought back.
+    let partner = tenant
+        .patch(&app, &partner_path, json!({ "status": "active" }))
+        .await;
+    assert_eq!(partner["status"], "active");
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]

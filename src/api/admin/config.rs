@@ -866,10 +866,10 @@ impl CampaignValues {
         let ping_rate_per_second = input
             .value("ping_rate_per_second")
             .map(|_| input.integer("ping_rate_per_second", 1..=i64::from(i32::MAX), 1));
-        if !partner_id.is_nil() && !exists(conn, "partners", tenant, partner_id).await? {
+        if !partner_id.is_nil() && !exists(conn, Referenced::Partner, tenant, partner_id).await? {
             input.error("partner_id", "no such partner");
         }
-        if !offer_id.is_nil() && !exists(conn, "offers", tenant, offer_id).await? {
+        if !offer_id.is_nil() && !exists(conn, Referenced::Offer, tenant, offer_id).await? {
             input.error("offer_id", "no such offer");
         }
         input.finish().map_err(invalid)?;
@@ -918,16 +918,31 @@ fn read_payout(input: &mut Input<'_>, value: &Value) -> Option<PayoutRule> {
     None
 }
 
+/// A configuration row another one may point at.
+#[derive(Clone, Copy)]
+enum Referenced {
+    Partner,
+    Buyer,
+    Offer,
+}
+
+/// Whether the tenant has the row: another tenant's id is as unknown as a made-up one.
 async fn exists(
     conn: &mut PgConnection,
-    table: &'static str,
+    kind: Referenced,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<bool, Problem> {
-    let sql = match table {
-        "partners" => "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND id = $2)",
-        "buyers" => "SELECT EXISTS (SELECT 1 FROM buyers WHERE tenant_id = $1 AND id = $2)",
-        _ => "SELECT EXISTS (SELECT 1 FROM offers WHERE tenant_id = $1 AND id = $2)",
+    let sql = match kind {
+        Referenced::Partner => {
+            "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND id = $2)"
+        }
+        Referenced::Buyer => {
+            "SELECT EXISTS (SELECT 1 FROM buyers WHERE tenant_id = $1 AND id = $2)"
+        }
+        Referenced::Offer => {
+            "SELECT EXISTS (SELECT 1 FROM offers WHERE tenant_id = $1 AND id = $2)"
+        }
     };
     Ok(sqlx::query_scalar(sql)
         .bind(tenant)
@@ -1269,7 +1284,7 @@ impl ContractValues {
             .value("filters")
             .cloned()
             .unwrap_or(Value::Array(Vec::new()));
-        if !buyer_id.is_nil() && !exists(conn, "buyers", tenant, buyer_id).await? {
+        if !buyer_id.is_nil() && !exists(conn, Referenced::Buyer, tenant, buyer_id).await? {
             input.error("buyer_id", "no such buyer");
         }
         if !offer_id.is_nil() {

@@ -3,6 +3,7 @@
 //! one 422 lists them all.
 
 use std::ops::RangeInclusive;
+use std::str::FromStr;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -64,18 +65,16 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// `active` (the default) or `paused`; archiving is `DELETE`.
+    /// `active` (the default), `paused` or `archived` (what `DELETE` sets).
     pub fn status(&mut self) -> Status {
-        match self.value("status").map(Value::as_str) {
+        match self
+            .value("status")
+            .map(|v| v.as_str().map(Status::from_str))
+        {
             None => Status::Active,
-            Some(Some("active")) => Status::Active,
-            Some(Some("paused")) => Status::Paused,
-            Some(Some("archived")) => {
-                self.error("status", "archive with DELETE");
-                Status::Archived
-            }
+            Some(Some(Ok(status))) => status,
             Some(_) => {
-                self.error("status", "must be active or paused");
+                self.error("status", "must be active, paused or archived");
                 Status::Active
             }
         }
