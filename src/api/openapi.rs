@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use crate::api::ErrorCode;
 use crate::api::problem::{FieldError, ProblemBody};
@@ -112,6 +112,18 @@ pub fn complete(document: &mut utoipa::openapi::OpenApi) {
             if let Some(scheme) = scheme {
                 operation.security =
                     Some(vec![SecurityRequirement::new(scheme, Vec::<String>::new())]);
+            }
+            // OpenAPI requires a description on every response.
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = match status.as_str() {
+                        "201" => "Created",
+                        _ => "OK",
+                    }
+                    .to_owned();
+                }
             }
             for (status, codes) in errors {
                 let problem = ResponseBuilder::new()

@@ -1092,6 +1092,18 @@ async fn the_openapi_document_is_3_1_and_lists_every_served_route(pool: PgPool) 
         for (method, operation) in item.as_object().unwrap() {
             let method: Method = method.to_uppercase().parse().unwrap();
             operations += 1;
+            // OpenAPI requires a description on every response.
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {route} {status}"
+                );
+            }
+            if route.starts_with("/v1/") {
+                assert!(operation.get("security").is_some(), "{method} {route}");
+            }
             let path = route.replace("{id}", &Uuid::now_v7().to_string());
             let mut request = app.client.request(method.clone(), app.url(&path));
             if matches!(method, Method::POST | Method::PATCH) {

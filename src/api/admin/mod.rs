@@ -45,6 +45,7 @@ fn parse_id(text: &str) -> Result<Uuid, Problem> {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -203,12 +204,23 @@ async fn ping_view(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SalesQuery {
+    /// Sales created at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// Sales created before this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    #[param(value_type = Option<Uuid>)]
     buyer_id: Option<String>,
+    #[param(value_type = Option<Uuid>)]
     contract_id: Option<String>,
+    /// A sale status: pending, sold, rejected, failed, capped, insufficient_funds, duplicate,
+    /// not_accepted.
     status: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 

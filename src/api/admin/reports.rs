@@ -28,8 +28,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     /// Start of the range (RFC 3339, inclusive); default: the beginning.
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
     /// End of the range (RFC 3339, exclusive); default: no end.
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
     /// `offer` (default), `partner`, `buyer` or `contract`.
     group_by: Option<String>,
