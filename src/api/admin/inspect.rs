@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A cap's limit, usage and what is left: lead counts, or amounts for spend caps.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize)]
 #[serde(untagged)]
 pub enum CapAmount {
     Leads(i64),
@@ -43,8 +43,12 @@ pub struct CapState {
     period: CapPeriod,
     /// `leads` or `spend`.
     kind: &'static str,
+    /// A count of leads, or an amount for a spend cap (both JSON numbers).
+    #[schema(value_type = Money)]
     limit: CapAmount,
+    #[schema(value_type = Money)]
     used: CapAmount,
+    #[schema(value_type = Money)]
     remaining: CapAmount,
     /// The period's first instant, at its boundary in the tenant's timezone.
     period_start: DateTime<Utc>,

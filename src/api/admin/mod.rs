@@ -1,4 +1,7 @@
 //! The admin API (SPEC §6), scoped to the admin key's tenant: another tenant's id is 404.
+//!
+//! `config`: the configuration resources; `books`: funds and the ledger; `inspect`: caps and
+//! leads; `reports`: the summary; here: the auction of a ping, the sales list, and paging.
 
 mod books;
 mod config;
@@ -31,13 +34,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sales))
 }
 
-fn not_found() -> Problem {
-    Problem::not_found()
-}
-
 /// An id in a path: a malformed one is simply not found.
 fn parse_id(text: &str) -> Result<Uuid, Problem> {
-    text.parse().map_err(|_| not_found())
+    text.parse().map_err(|_| Problem::not_found())
 }
 
 /// `?limit=&cursor=` of every list.
@@ -150,7 +149,7 @@ async fn ping_view(
     let ping_id = parse_id(&id)?;
     let (ping, rows) = pings::find_ping(&state.db, tenant, ping_id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(Problem::not_found)?;
     let winners = rows
         .iter()
         .filter_map(|r| {
