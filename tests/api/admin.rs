@@ -526,6 +526,18 @@ async fn every_validation_rule_answers_422_with_its_pointer_and_writes_nothing(p
             with_campaign(json!({ "payout": { "type": "revshare", "percent": -1 } })),
             "/payout/percent",
         ),
+        (
+            Method::POST,
+            "/v1/admin/campaigns".into(),
+            with_campaign(json!({ "payout": { "type": "fixed", "amount": 2.555 } })),
+            "/payout/amount",
+        ),
+        (
+            Method::POST,
+            "/v1/admin/campaigns".into(),
+            with_campaign(json!({ "payout": { "type": "salary", "amount": 2 } })),
+            "/payout",
+        ),
         // unknown timezone
         (
             Method::PATCH,

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::input::{Input, amounts_from_cents, amounts_to_cents, merged};
+use super::input::{Input, amounts_from_cents, amounts_to_cents, merged, read_money};
 use super::{PageQuery, page, parse_id};
 use crate::api::Problem;
 use crate::api::extract::{AdminTenant, JsonObject};
@@ -895,26 +895,33 @@ impl CampaignValues {
 
 /// A payout rule; an error points at the offending member (`/payout/percent`).
 fn read_payout(input: &mut Input<'_>, value: &Value) -> Option<PayoutRule> {
-    let error = match serde_json::from_value::<PayoutRule>(value.clone()) {
-        Ok(PayoutRule::Margin { amount } | PayoutRule::Fixed { amount })
-            if amount.is_negative() =>
-        {
-            ConfigError::new("/payout/amount", "must not be negative")
+    let mut errors = Vec::new();
+    // A percent has at most 2 decimals, like money: read it the same exact way.
+    if let Some(percent) = value.get("percent") {
+        match read_money(percent) {
+            Ok(hundredths) if (0..=10_000).contains(&hundredths.cents()) => {}
+            Ok(_) => errors.push(ConfigError::new(
+                "/payout/percent",
+                "must be between 0 and 100",
+            )),
+            Err(message) => errors.push(ConfigError::new("/payout/percent", message)),
         }
-        Ok(rule) => return Some(rule),
-        Err(error) => {
-            let message = error.to_string();
-            let about_shape = ["unknown", "missing", "invalid type"]
-                .iter()
-                .any(|word| message.contains(word));
-            let member = ["percent", "amount"]
-                .into_iter()
-                .find(|key| !about_shape && value.get(key).is_some());
-            let at = member.map_or("/payout".to_owned(), |key| format!("/payout/{key}"));
-            ConfigError::new(at, message)
+    }
+    if let Some(amount) = value.get("amount") {
+        match read_money(amount) {
+            Ok(amount) if !amount.is_negative() => {}
+            Ok(_) => errors.push(ConfigError::new("/payout/amount", "must not be negative")),
+            Err(message) => errors.push(ConfigError::new("/payout/amount", message)),
         }
-    };
-    input.push(vec![error]);
+    }
+    if errors.is_empty() {
+        // The members are sound: what is left to check is the shape.
+        match serde_json::from_value::<PayoutRule>(value.clone()) {
+            Ok(rule) => return Some(rule),
+            Err(error) => errors.push(ConfigError::new("/payout", error.to_string())),
+        }
+    }
+    input.push(errors);
     None
 }
 
