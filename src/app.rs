@@ -181,11 +181,9 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(axum::middleware::from_fn(track_http));
 
+    let (api, _) = api::router_and_document();
     Router::new()
-        .merge(api::ops::router())
-        .merge(api::partner::router())
-        .merge(api::post::router())
-        .merge(api::admin::router())
+        .merge(api)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,10 +6,11 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::post;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::extract::{JsonObject, bearer_token};
@@ -22,17 +23,17 @@ use crate::money::{ExtraDecimals, Money};
 use crate::store::pings::{self, PingRecord};
 use crate::store::snapshot::CampaignContext;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/v1/ping", post(ping))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ping))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PingBid {
     pub bid_id: Uuid,
     pub payout: Money,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PingResponse {
     pub ping_id: Uuid,
     /// `bids`, `no_bids` or `duplicate`.
@@ -76,6 +77,13 @@ pub fn authenticate(
         .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown posting key"))
 }
 
+/// `POST /v1/ping`: the PII-free lead; runs the auction across every contract of the offer.
+#[utoipa::path(post, path = "/v1/ping", tag = "partner",
+    request_body(content = Object, description = "`lead` (the offer's non-PII fields), optional `dedup` \
+        (`email_sha256`, `phone_sha256`), `min_payout`, `test`, and `posting_key` unless sent as a bearer token",
+        example = json!({"lead": {"state": "TX", "zip": "75001", "age": 42, "homeowner": true},
+            "dedup": {"email_sha256": "9f86d0…"}, "min_payout": 5.00, "test": false})),
+    responses((status = 200, body = PingResponse, description = "`bids`, `no_bids` or `duplicate`")))]
 async fn ping(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::extract::JsonObject;
@@ -26,10 +27,10 @@ use crate::store::sales::{self, Claim, PostSource};
 use crate::store::snapshot::CampaignContext;
 use tokio::sync::OwnedSemaphorePermit;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/post", post(post_lead))
-        .route("/v1/leads", post(direct_post))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_lead))
+        .routes(routes!(direct_post))
 }
 
 /// How often a retry looks for the answer of the post it duplicates.
@@ -100,6 +101,18 @@ async fn record_refusal(
     }
 }
 
+/// `POST /v1/post`: the full lead for a ping's bids, delivered to each winner. Retries of the
+/// same body answer the stored response with `Idempotent-Replayed: true`.
+#[utoipa::path(post, path = "/v1/post", tag = "partner",
+    request_body(content = Object, description = "`ping_id`, optional `bid_ids`, the full `lead` \
+        (PII included) and its `consent`, and `posting_key` unless sent as a bearer token",
+        example = json!({"ping_id": "01937c9e-…", "bid_ids": ["01937c9e-…"],
+            "lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
+            "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b", "consented_at": "2026-11-25T17:04:12Z"}})),
+    responses((status = 200, content_type = "application/json",
+        description = "`status` sold | partially_sold | unsold, `payout`, and per bid its `status` and `payout`",
+        example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "payout": 10.50,
+            "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 10.50}]}))))]
 async fn post_lead(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -470,6 +483,15 @@ async fn replay(
 }
 
 /// `POST /v1/leads`: the ping's auction, then the post to every winner, in one call.
+#[utoipa::path(post, path = "/v1/leads", tag = "partner",
+    request_body(content = Object, description = "the post's body without `ping_id`/`bid_ids`, plus \
+        optional `dedup`, `min_payout` and `test`",
+        example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
+            "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b"}})),
+    responses((status = 200, content_type = "application/json",
+        description = "the post's answer plus `sale_type`; `no_bids` or `duplicate` (with its `ping_id`) stores no lead",
+        example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "sale_type": "exclusive",
+            "payout": 28.00, "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 28.00}]}))))]
 async fn direct_post(
     State(state): State<AppState>,
     headers: HeaderMap,

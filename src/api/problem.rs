@@ -4,8 +4,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auction::ConfigError;
+
 /// Every error code Gavel answers with. The text of a code never changes once published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
@@ -109,7 +111,7 @@ impl ErrorCode {
 }
 
 /// One offending place in the request, as a JSON pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub pointer: String,
     pub code: ErrorCode,
@@ -153,6 +155,31 @@ impl Problem {
         self.retry_after_seconds = Some(seconds);
         self
     }
+
+    /// 422 `invalid_config`: every broken rule with its pointer; the detail spells out why,
+    /// in the order of the errors (configuration values, never lead data).
+    pub fn invalid_config(errors: Vec<ConfigError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let errors = errors
+            .into_iter()
+            .map(|e| FieldError {
+                pointer: e.pointer,
+                code: ErrorCode::InvalidConfig,
+            })
+            .collect();
+        Problem::new(ErrorCode::InvalidConfig)
+            .with_errors(errors)
+            .detail(detail)
+    }
+
+    /// 404 `not_found`: also the answer for another tenant's id, so ids reveal nothing.
+    pub fn not_found() -> Self {
+        Problem::new(ErrorCode::NotFound)
+    }
 }
 
 impl From<ErrorCode> for Problem {
@@ -161,8 +188,11 @@ impl From<ErrorCode> for Problem {
     }
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// The problem+json body (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemBody<'a> {
+    /// `urn:gavel:error:<code>`.
     #[serde(rename = "type")]
     kind: String,
     title: &'static str,

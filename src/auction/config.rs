@@ -41,7 +41,7 @@ pub(crate) fn from_json_at<T: DeserializeOwned>(
 }
 
 /// The status column of partners, buyers, offers, campaigns and contracts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Active,
@@ -50,7 +50,7 @@ pub enum Status {
 }
 
 /// An offer's distribution mode (SPEC §5.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Exclusive,
@@ -60,7 +60,19 @@ pub enum Mode {
 }
 
 /// What a winner buys: the lead alone, or one of up to `max_buyers` shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleType {
     Exclusive,
@@ -68,7 +80,7 @@ pub enum SaleType {
 }
 
 /// The period of a cap; counters roll at its boundary in the tenant's timezone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CapPeriod {
     Hour,

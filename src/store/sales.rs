@@ -789,7 +789,7 @@ pub fn sale_type_of(text: &str) -> SaleType {
 }
 
 /// A sale as the admin API lists it.
-#[derive(Debug, FromRow, serde::Serialize)]
+#[derive(Debug, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct SaleRow {
     pub id: Uuid,
     pub lead_id: Uuid,

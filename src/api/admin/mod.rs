@@ -1,10 +1,21 @@
 //! The admin API (SPEC §6), scoped to the admin key's tenant: another tenant's id is 404.
+//!
+//! `config`: the configuration resources; `books`: funds and the ledger; `inspect`: caps and
+//! leads; `reports`: the summary; here: the auction of a ping, the sales list, and paging.
+
+mod books;
+mod config;
+mod input;
+mod inspect;
+mod reports;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::extract::AdminTenant;
@@ -13,26 +24,74 @@ use crate::app::AppState;
 use crate::money::Money;
 use crate::store::{pings, sales};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/admin/pings/{id}", get(ping_view))
-        .route("/v1/admin/sales", get(list_sales))
-}
-
-fn not_found() -> Problem {
-    Problem::new(ErrorCode::NotFound)
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(config::router())
+        .merge(books::router())
+        .merge(inspect::router())
+        .merge(reports::router())
+        .routes(routes!(ping_view))
+        .routes(routes!(list_sales))
 }
 
 /// An id in a path: a malformed one is simply not found.
 fn parse_id(text: &str) -> Result<Uuid, Problem> {
-    text.parse().map_err(|_| not_found())
+    text.parse().map_err(|_| Problem::not_found())
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page request: the items after `after` (ids are UUIDv7, so id order is creation order).
+pub struct PageRequest {
+    after: Option<Uuid>,
+    limit: i64,
+}
+
+impl PageQuery {
+    fn read(&self) -> Result<PageRequest, Problem> {
+        Ok(PageRequest {
+            after: parse_uuid("cursor", self.cursor.as_deref())?,
+            limit: parse_limit(self.limit.as_deref())?,
+        })
+    }
+}
+
+fn parse_limit(text: Option<&str>) -> Result<i64, Problem> {
+    match text {
+        None => Ok(100),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| query_error("limit", "must be 1 to 1000")),
+    }
+}
+
+/// Cuts the one row fetched beyond `limit` (queries ask for `limit + 1`), which tells whether
+/// another page follows; the cursor is the last item's id.
+fn page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| rows.last().map(|r| id(r).to_string()))
+        .flatten();
+    (rows, next_cursor)
 }
 
 fn money(cents: Option<i64>) -> Option<Money> {
     cents.map(Money::from_cents)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PingView {
     pub ping_id: Uuid,
     pub status: String,
@@ -45,7 +104,7 @@ pub struct PingView {
     pub contracts: Vec<ContractView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WinnerView {
     pub bid_id: Uuid,
     pub contract_id: Uuid,
@@ -55,7 +114,7 @@ pub struct WinnerView {
     pub payout: Option<Money>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ContractView {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
@@ -71,7 +130,7 @@ pub struct ContractView {
     pub sale: Option<SaleView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SaleView {
     pub status: String,
     pub reason: Option<String>,
@@ -80,6 +139,8 @@ pub struct SaleView {
 }
 
 /// The whole auction of one ping: how every contract ended, and why.
+#[utoipa::path(get, path = "/v1/admin/pings/{id}", tag = "inspection",
+    params(("id" = Uuid, Path)), responses((status = 200, body = PingView)))]
 async fn ping_view(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
@@ -88,7 +149,7 @@ async fn ping_view(
     let ping_id = parse_id(&id)?;
     let (ping, rows) = pings::find_ping(&state.db, tenant, ping_id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(Problem::not_found)?;
     let winners = rows
         .iter()
         .filter_map(|r| {
@@ -139,18 +200,30 @@ async fn ping_view(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SalesQuery {
+    /// Sales created at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// Sales created before this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    #[param(value_type = Option<Uuid>)]
     buyer_id: Option<String>,
+    #[param(value_type = Option<Uuid>)]
     contract_id: Option<String>,
+    /// A sale status: pending, sold, rejected, failed, capped, insufficient_funds, duplicate,
+    /// not_accepted.
     status: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SaleItem {
     #[serde(flatten)]
     sale: sales::SaleRow,
@@ -158,7 +231,17 @@ pub struct SaleItem {
     payout: Money,
 }
 
-#[derive(Serialize)]
+impl From<sales::SaleRow> for SaleItem {
+    fn from(sale: sales::SaleRow) -> Self {
+        SaleItem {
+            price: Money::from_cents(sale.price_cents),
+            payout: Money::from_cents(sale.payout_cents),
+            sale,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct SalesPage {
     items: Vec<SaleItem>,
     next_cursor: Option<String>,
@@ -199,6 +282,8 @@ fn parse_uuid(name: &str, text: Option<&str>) -> Result<Option<Uuid>, Problem> {
 }
 
 /// The tenant's sales, newest first, filtered by time, buyer, contract and status.
+#[utoipa::path(get, path = "/v1/admin/sales", tag = "inspection", params(SalesQuery),
+    responses((status = 200, body = SalesPage)))]
 async fn list_sales(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
@@ -209,14 +294,7 @@ async fn list_sales(
     {
         return Err(query_error("status", "is not a sale status"));
     }
-    let limit = match query.limit.as_deref() {
-        None => 100,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| query_error("limit", "must be 1 to 1000"))?,
-    };
+    let limit = parse_limit(query.limit.as_deref())?;
     let filter = sales::SaleFilter {
         from: parse_time("from", query.from.as_deref())?,
         to: parse_time("to", query.to.as_deref())?,
@@ -230,13 +308,6 @@ async fn list_sales(
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
-    let items = rows
-        .into_iter()
-        .map(|sale| SaleItem {
-            price: Money::from_cents(sale.price_cents),
-            payout: Money::from_cents(sale.payout_cents),
-            sale,
-        })
-        .collect();
+    let items = rows.into_iter().map(SaleItem::from).collect();
     Ok(Json(SalesPage { items, next_cursor }))
 }

@@ -1,0 +1,196 @@
+//! What an operator looks at: a contract's caps in their current periods, and a posted lead
+//! with its consent and sales.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::FromRow;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{SaleItem, parse_id};
+use crate::api::Problem;
+use crate::api::extract::AdminTenant;
+use crate::app::AppState;
+use crate::auction::{CapLimit, CapPeriod, CompiledCaps, period_start};
+use crate::money::Money;
+use crate::store::sales::SaleRow;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(contract_caps))
+        .routes(routes!(lead_view))
+}
+
+/// A cap's limit, usage and what is left: lead counts, or amounts for spend caps.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum CapAmount {
+    Leads(i64),
+    Spend(Money),
+}
+
+/// One cap in its current period.
+#[derive(Serialize, ToSchema)]
+pub struct CapState {
+    period: CapPeriod,
+    /// `leads` or `spend`.
+    kind: &'static str,
+    /// A count of leads, or an amount for a spend cap (both JSON numbers).
+    #[schema(value_type = Money)]
+    limit: CapAmount,
+    #[schema(value_type = Money)]
+    used: CapAmount,
+    #[schema(value_type = Money)]
+    remaining: CapAmount,
+    /// The period's first instant, at its boundary in the tenant's timezone.
+    period_start: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ContractCaps {
+    caps: Vec<CapState>,
+}
+
+/// The contract's caps: for each, the current period's start, usage and what remains.
+#[utoipa::path(get, path = "/v1/admin/contracts/{id}/caps", tag = "contracts",
+    params(("id" = Uuid, Path)), responses((status = 200, body = ContractCaps)))]
+async fn contract_caps(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Path(id): Path<String>,
+) -> Result<Json<ContractCaps>, Problem> {
+    let contract_id = parse_id(&id)?;
+    let row: Option<(Value, String)> = sqlx::query_as(
+        "SELECT c.caps, t.timezone FROM contracts c JOIN tenants t ON t.id = c.tenant_id
+         WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(contract_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let (caps, timezone) = row.ok_or_else(Problem::not_found)?;
+    // Both were checked when written; an SQL edit that broke them shows no caps rather than 500.
+    let caps = CompiledCaps::compile(&caps).unwrap_or_default();
+    let timezone = Tz::from_str(&timezone).unwrap_or(Tz::UTC);
+    let now = state.clock.now();
+    let usage: Vec<(String, DateTime<Utc>, i32, i64)> = sqlx::query_as(
+        "SELECT period, period_start, leads, spend_cents FROM cap_counters
+         WHERE tenant_id = $1 AND contract_id = $2",
+    )
+    .bind(tenant)
+    .bind(contract_id)
+    .fetch_all(&state.db)
+    .await?;
+    let caps = caps
+        .iter()
+        .map(|cap| {
+            let start = period_start(cap.period(), now, timezone);
+            let (leads, spend) = usage
+                .iter()
+                .find(|(period, at, _, _)| period == cap.period().as_str() && *at == start)
+                .map_or((0, 0), |(_, _, leads, spend)| (i64::from(*leads), *spend));
+            let (kind, limit, used, remaining) = match cap.limit() {
+                CapLimit::Leads(max) => (
+                    "leads",
+                    CapAmount::Leads(max),
+                    CapAmount::Leads(leads),
+                    CapAmount::Leads((max - leads).max(0)),
+                ),
+                CapLimit::Spend(max) => (
+                    "spend",
+                    CapAmount::Spend(max),
+                    CapAmount::Spend(Money::from_cents(spend)),
+                    CapAmount::Spend(Money::from_cents((max.cents() - spend).max(0))),
+                ),
+            };
+            CapState {
+                period: cap.period(),
+                kind,
+                limit,
+                used,
+                remaining,
+                period_start: start,
+            }
+        })
+        .collect();
+    Ok(Json(ContractCaps { caps }))
+}
+
+/// A posted lead: every field as posted (PII included: this is the operator's own record),
+/// its consent, and the sale of each winner.
+#[derive(Serialize, ToSchema)]
+pub struct LeadView {
+    id: Uuid,
+    ping_id: Uuid,
+    campaign_id: Uuid,
+    partner_id: Uuid,
+    offer_id: Uuid,
+    #[schema(value_type = Object)]
+    lead: Value,
+    #[schema(value_type = Object)]
+    consent: Value,
+    test: bool,
+    created_at: DateTime<Utc>,
+    sales: Vec<SaleItem>,
+}
+
+#[derive(FromRow)]
+struct LeadRow {
+    id: Uuid,
+    ping_id: Uuid,
+    campaign_id: Uuid,
+    partner_id: Uuid,
+    offer_id: Uuid,
+    lead: Value,
+    consent: Value,
+    test: bool,
+    created_at: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/leads/{id}", tag = "inspection",
+    params(("id" = Uuid, Path)), responses((status = 200, body = LeadView)))]
+async fn lead_view(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Path(id): Path<String>,
+) -> Result<Json<LeadView>, Problem> {
+    let lead_id = parse_id(&id)?;
+    let lead: Option<LeadRow> = sqlx::query_as(
+        "SELECT id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at
+         FROM leads WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let lead = lead.ok_or_else(Problem::not_found)?;
+    let sales: Vec<SaleRow> = sqlx::query_as(
+        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
+                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
+         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(LeadView {
+        id: lead.id,
+        ping_id: lead.ping_id,
+        campaign_id: lead.campaign_id,
+        partner_id: lead.partner_id,
+        offer_id: lead.offer_id,
+        lead: lead.lead,
+        consent: lead.consent,
+        test: lead.test,
+        created_at: lead.created_at,
+        sales: sales.into_iter().map(SaleItem::from).collect(),
+    }))
+}

@@ -1,0 +1,235 @@
+//! The summary report: per offer, partner, buyer or contract, how pings turned into bids,
+//! posts, sales and money over a time range. Each figure is one SQL aggregate over a range
+//! scan of an index leading with (tenant_id, created_at); test traffic is left out.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{parse_time, query_error};
+use crate::api::Problem;
+use crate::api::extract::AdminTenant;
+use crate::app::AppState;
+use crate::money::Money;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(summary))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// Start of the range (RFC 3339, inclusive); default: the beginning.
+    #[param(value_type = Option<DateTime<Utc>>)]
+    from: Option<String>,
+    /// End of the range (RFC 3339, exclusive); default: no end.
+    #[param(value_type = Option<DateTime<Utc>>)]
+    to: Option<String>,
+    /// `offer` (default), `partner`, `buyer` or `contract`.
+    group_by: Option<String>,
+}
+
+/// One group's figures. For offers and partners `pings` counts the partner's pings; for buyers
+/// and contracts, the pings they saw (one per contract evaluated), and `posts` the bids of
+/// theirs that a post accepted.
+#[derive(Serialize, ToSchema)]
+pub struct SummaryRow {
+    group_id: Uuid,
+    pings: i64,
+    pings_with_bids: i64,
+    /// `pings_with_bids / pings` (0 without pings).
+    bid_rate: f64,
+    posts: i64,
+    sales: i64,
+    /// What buyers paid for sold leads.
+    revenue: Money,
+    /// What partners earned on them.
+    payout: Money,
+    /// `revenue - payout`.
+    margin: Money,
+    /// How many contract evaluations ended for each reason (`filtered`, `outbid`, …).
+    declines: BTreeMap<String, i64>,
+}
+
+impl SummaryRow {
+    fn new(group_id: Uuid) -> Self {
+        SummaryRow {
+            group_id,
+            pings: 0,
+            pings_with_bids: 0,
+            bid_rate: 0.0,
+            posts: 0,
+            sales: 0,
+            revenue: Money::ZERO,
+            payout: Money::ZERO,
+            margin: Money::ZERO,
+            declines: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Summary {
+    rows: Vec<SummaryRow>,
+}
+
+/// What the report groups by; each names the columns it reads, so no SQL comes from the request.
+#[derive(Clone, Copy)]
+enum GroupBy {
+    Offer,
+    Partner,
+    Buyer,
+    Contract,
+}
+
+impl GroupBy {
+    fn parse(text: Option<&str>) -> Result<GroupBy, Problem> {
+        match text.unwrap_or("offer") {
+            "offer" => Ok(GroupBy::Offer),
+            "partner" => Ok(GroupBy::Partner),
+            "buyer" => Ok(GroupBy::Buyer),
+            "contract" => Ok(GroupBy::Contract),
+            _ => Err(query_error(
+                "group_by",
+                "must be offer, partner, buyer or contract",
+            )),
+        }
+    }
+
+    /// The column of `lead_sales` and of the distribution query (`d` is lead_distribution,
+    /// `p` the ping's posting_log row).
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            GroupBy::Offer => ("offer_id", "p.offer_id"),
+            GroupBy::Partner => ("partner_id", "p.partner_id"),
+            GroupBy::Buyer => ("buyer_id", "d.buyer_id"),
+            GroupBy::Contract => ("contract_id", "d.contract_id"),
+        }
+    }
+
+    /// Pings, pings with bids and posts per group.
+    fn traffic_sql(self) -> String {
+        match self {
+            GroupBy::Offer | GroupBy::Partner => format!(
+                "SELECT {column} AS group_id,
+                        count(*) FILTER (WHERE kind = 'ping' AND http_status = 200) AS pings,
+                        count(*) FILTER (WHERE kind = 'ping' AND result = 'bids') AS pings_with_bids,
+                        count(DISTINCT ping_id) FILTER (WHERE kind IN ('post', 'direct')
+                            AND result IN ('sold', 'partially_sold', 'unsold')) AS posts
+                 FROM posting_log
+                 WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
+                 GROUP BY 1",
+                column = self.columns().0
+            ),
+            GroupBy::Buyer | GroupBy::Contract => format!(
+                "SELECT {column} AS group_id,
+                        count(*) AS pings,
+                        count(*) FILTER (WHERE d.exclusive_bid_cents IS NOT NULL
+                            OR d.shared_bid_cents IS NOT NULL) AS pings_with_bids,
+                        count(*) FILTER (WHERE d.disposition IS NOT NULL
+                            AND d.disposition <> 'not_accepted') AS posts
+                 FROM lead_distribution d
+                 JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
+                 WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
+                 GROUP BY 1",
+                column = self.columns().1
+            ),
+        }
+    }
+
+    /// Contract evaluations per group and reason.
+    fn declines_sql(self) -> String {
+        format!(
+            "SELECT {column} AS group_id, d.reason, count(*)
+             FROM lead_distribution d
+             JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
+             WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
+               AND d.reason IS NOT NULL
+             GROUP BY 1, 2",
+            column = self.columns().1
+        )
+    }
+
+    /// Sold leads, revenue and payout per group.
+    fn sales_sql(self) -> String {
+        format!(
+            "SELECT {column} AS group_id, count(*), sum(price_cents)::bigint, sum(payout_cents)::bigint
+             FROM lead_sales
+             WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
+               AND status = 'sold'
+             GROUP BY 1",
+            column = self.columns().0
+        )
+    }
+}
+
+/// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin and the
+/// count of each decline reason.
+#[utoipa::path(get, path = "/v1/admin/reports/summary", tag = "reports", params(SummaryQuery),
+    responses((status = 200, body = Summary)))]
+async fn summary(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Query(query): Query<SummaryQuery>,
+) -> Result<Json<Summary>, Problem> {
+    let group_by = GroupBy::parse(query.group_by.as_deref())?;
+    let from = parse_time("from", query.from.as_deref())?.unwrap_or(DateTime::UNIX_EPOCH);
+    // Postgres' `infinity` is not a chrono time: the last representable day stands for it.
+    let to = parse_time("to", query.to.as_deref())?
+        .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(253_402_214_400, 0).unwrap_or_default());
+
+    let traffic: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(group_by.traffic_sql()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&state.db)
+        .await?;
+    let declines: Vec<(Uuid, String, i64)> = sqlx::query_as(AssertSqlSafe(group_by.declines_sql()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&state.db)
+        .await?;
+    let sales: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(group_by.sales_sql()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&state.db)
+        .await?;
+
+    let mut rows: BTreeMap<Uuid, SummaryRow> = BTreeMap::new();
+    for (group, pings, pings_with_bids, posts) in traffic {
+        let row = rows.entry(group).or_insert_with(|| SummaryRow::new(group));
+        row.pings = pings;
+        row.pings_with_bids = pings_with_bids;
+        row.posts = posts;
+        // A ratio of counts, not money: a float is right here.
+        row.bid_rate = if pings > 0 {
+            (pings_with_bids as f64 / pings as f64 * 10_000.0).round() / 10_000.0
+        } else {
+            0.0
+        };
+    }
+    for (group, reason, count) in declines {
+        let row = rows.entry(group).or_insert_with(|| SummaryRow::new(group));
+        row.declines.insert(reason, count);
+    }
+    for (group, count, revenue_cents, payout_cents) in sales {
+        let row = rows.entry(group).or_insert_with(|| SummaryRow::new(group));
+        row.sales = count;
+        row.revenue = Money::from_cents(revenue_cents);
+        row.payout = Money::from_cents(payout_cents);
+        row.margin = Money::from_cents(revenue_cents - payout_cents);
+    }
+    Ok(Json(Summary {
+        rows: rows.into_values().collect(),
+    }))
+}
