@@ -5,7 +5,7 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 # benches/ is needed only because Cargo.toml declares a bench target that cargo must parse.
 COPY benches/ benches/
 # config/default.toml and migrations/ are embedded into the binary at compile time.
