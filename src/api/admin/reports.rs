@@ -186,24 +186,26 @@ async fn summary(
     let to = parse_time("to", query.to.as_deref())?
         .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(253_402_214_400, 0).unwrap_or_default());
 
-    let traffic: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(group_by.traffic_sql()))
+    // The three aggregates read different tables: run them at once, on three connections.
+    let traffic_sql = group_by.traffic_sql();
+    let declines_sql = group_by.declines_sql();
+    let sales_sql = group_by.sales_sql();
+    let traffic = sqlx::query_as::<_, (Uuid, i64, i64, i64)>(AssertSqlSafe(traffic_sql.as_str()))
         .bind(tenant)
         .bind(from)
         .bind(to)
-        .fetch_all(&state.db)
-        .await?;
-    let declines: Vec<(Uuid, String, i64)> = sqlx::query_as(AssertSqlSafe(group_by.declines_sql()))
+        .fetch_all(&state.db);
+    let declines = sqlx::query_as::<_, (Uuid, String, i64)>(AssertSqlSafe(declines_sql.as_str()))
         .bind(tenant)
         .bind(from)
         .bind(to)
-        .fetch_all(&state.db)
-        .await?;
-    let sales: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(group_by.sales_sql()))
+        .fetch_all(&state.db);
+    let sales = sqlx::query_as::<_, (Uuid, i64, i64, i64)>(AssertSqlSafe(sales_sql.as_str()))
         .bind(tenant)
         .bind(from)
         .bind(to)
-        .fetch_all(&state.db)
-        .await?;
+        .fetch_all(&state.db);
+    let (traffic, declines, sales) = tokio::try_join!(traffic, declines, sales)?;
 
     let mut rows: BTreeMap<Uuid, SummaryRow> = BTreeMap::new();
     for (group, pings, pings_with_bids, posts) in traffic {

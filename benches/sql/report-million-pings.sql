@@ -1,0 +1,27 @@
+-- 1,000,000 pings over 30 days for the tenant :tenant, 3 contracts each, 10 % posted and sold.
+\set ON_ERROR_STOP on
+BEGIN;
+INSERT INTO partners (tenant_id, id, name) VALUES (:'tenant', '00000000-0000-7000-8000-000000000001', 'P');
+INSERT INTO offers (tenant_id, id, name, mode) VALUES (:'tenant', '00000000-0000-7000-8000-000000000002', 'auto', 'hybrid');
+INSERT INTO campaigns (tenant_id, id, partner_id, offer_id, posting_key_hash, payout_type, payout_percent)
+VALUES (:'tenant', '00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-000000000001',
+        '00000000-0000-7000-8000-000000000002', sha256('report'), 'revshare', 70);
+INSERT INTO buyers (tenant_id, id, name) SELECT :'tenant', ('00000000-0000-7000-8000-00000000010' || b)::uuid, 'B' FROM generate_series(1, 3) b;
+INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, pricing, delivery)
+SELECT :'tenant', ('00000000-0000-7000-8000-00000000020' || c)::uuid, ('00000000-0000-7000-8000-00000000010' || c)::uuid,
+       '00000000-0000-7000-8000-000000000002', 'C', '{"type":"fixed","shared_cents":1000}', '{"url":"http://x/"}'
+FROM generate_series(1, 3) c;
+CREATE TEMP TABLE p AS
+SELECT gen_random_uuid() AS id, now() - (random() * interval '30 days') AS at, (random() < 0.6) AS bids
+FROM generate_series(1, 1000000);
+INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at, latency_us, http_status, result)
+SELECT :'tenant', id, 'ping', '00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-000000000001',
+       '00000000-0000-7000-8000-000000000002', at, 2000, 200, CASE WHEN bids THEN 'bids' ELSE 'no_bids' END FROM p;
+INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, created_at, outcome, reason, shared_bid_cents)
+SELECT :'tenant', p.id, ('00000000-0000-7000-8000-00000000020' || c)::uuid, ('00000000-0000-7000-8000-00000000010' || c)::uuid,
+       p.at, CASE WHEN p.bids AND c = 1 THEN 'outbid' ELSE 'declined' END,
+       CASE WHEN p.bids AND c = 1 THEN 'outbid' WHEN c = 2 THEN 'filtered' ELSE 'cap_reached' END,
+       CASE WHEN p.bids AND c = 1 THEN 1000 END
+FROM p, generate_series(1, 3) c;
+COMMIT;
+ANALYZE;
