@@ -1133,3 +1133,59 @@ async fn the_openapi_document_is_3_1_and_lists_every_served_route(pool: PgPool) 
     }
     assert!(operations >= 35, "{operations}");
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_patch_cannot_null_a_field_into_its_default_and_null_limits_are_absent(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let tenant = Tenant::create(&app, &pool, "http://127.0.0.1:9/leads").await;
+    let path = format!("/v1/admin/contracts/{}", tenant.contract);
+    let (_, before) = app.admin(Method::GET, &path, &tenant.admin_key, None).await;
+
+    // `filters: null` would make the contract buy everything; `status: null` would activate it.
+    for field in ["filters", "status", "pricing"] {
+        let (status, problem) = app
+            .admin(
+                Method::PATCH,
+                &path,
+                &tenant.admin_key,
+                Some(json!({ field: null })),
+            )
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (422, Some("invalid_config")),
+            "{field}"
+        );
+        assert_eq!(problem["errors"][0]["pointer"], format!("/{field}"));
+    }
+    let (_, after) = app.admin(Method::GET, &path, &tenant.admin_key, None).await;
+    assert_eq!(before, after, "nothing written");
+
+    // A schedule's null is a value: always open.
+    let (status, _) = app
+        .admin(
+            Method::PATCH,
+            &path,
+            &tenant.admin_key,
+            Some(json!({ "schedule": { "days": {} } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, patched) = app
+        .admin(
+            Method::PATCH,
+            &path,
+            &tenant.admin_key,
+            Some(json!({ "schedule": null })),
+        )
+        .await;
+    assert_eq!((status, &patched["schedule"]), (200, &Value::Null));
+
+    // A cap whose other limit is written as null is the same as one without it.
+    let caps = json!({ "caps": [{ "period": "day", "max_leads": null, "max_spend": 50 }] });
+    let (status, patched) = app
+        .admin(Method::PATCH, &path, &tenant.admin_key, Some(caps))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(cents(&patched["caps"][0]["max_spend"]), 5000);
+}

@@ -63,10 +63,13 @@ fn invalid(errors: Vec<ConfigError>) -> Problem {
 /// A lead source.
 #[derive(Serialize, ToSchema)]
 pub struct Partner {
+    #[schema(read_only)]
     id: Uuid,
     name: String,
     status: Status,
+    #[schema(read_only)]
     created_at: DateTime<Utc>,
+    #[schema(read_only)]
     updated_at: DateTime<Utc>,
 }
 
@@ -120,7 +123,7 @@ async fn find_partner(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result
     let row: Option<PartnerRow> = sqlx::query_as(concat!(
         "SELECT ",
         partner_columns!(),
-        " FROM partners WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        " FROM partners WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
     ))
     .bind(tenant)
     .bind(id)
@@ -188,7 +191,8 @@ async fn get_partner(
 }
 
 #[utoipa::path(patch, path = "/v1/admin/partners/{id}", tag = "partners",
-    params(("id" = Uuid, Path)), request_body = Partner,
+    params(("id" = Uuid, Path)),
+    request_body(content = Partner, description = "Any subset of the writable fields; the merged result is validated"),
     responses((status = 200, body = Partner)))]
 async fn update_partner(
     State(state): State<AppState>,
@@ -199,7 +203,7 @@ async fn update_partner(
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     let current = find_partner(&mut tx, tenant, id).await?;
-    let values = PartnerValues::read(&merged(&current, patch, PARTNER_FIELDS))?;
+    let values = PartnerValues::read(&merged(&current, patch, PARTNER_FIELDS)?)?;
     let row: PartnerRow = sqlx::query_as(concat!(
         "UPDATE partners SET name = $3, status = $4 WHERE tenant_id = $1 AND id = $2 RETURNING ",
         partner_columns!()
@@ -239,13 +243,17 @@ async fn archive_partner(
 /// A company buying leads. `balance` changes only through the ledger (funds and sales).
 #[derive(Serialize, ToSchema)]
 pub struct Buyer {
+    #[schema(read_only)]
     id: Uuid,
     name: String,
     status: Status,
     /// How far below zero the balance may go.
     credit_limit: Money,
+    #[schema(read_only)]
     balance: Money,
+    #[schema(read_only)]
     created_at: DateTime<Utc>,
+    #[schema(read_only)]
     updated_at: DateTime<Utc>,
 }
 
@@ -309,7 +317,7 @@ pub(super) async fn find_buyer(
     let row: Option<BuyerRow> = sqlx::query_as(concat!(
         "SELECT ",
         buyer_columns!(),
-        " FROM buyers WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        " FROM buyers WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
     ))
     .bind(tenant)
     .bind(id)
@@ -380,7 +388,8 @@ async fn get_buyer(
 }
 
 #[utoipa::path(patch, path = "/v1/admin/buyers/{id}", tag = "buyers",
-    params(("id" = Uuid, Path)), request_body = Buyer,
+    params(("id" = Uuid, Path)),
+    request_body(content = Buyer, description = "Any subset of the writable fields; the merged result is validated"),
     responses((status = 200, body = Buyer)))]
 async fn update_buyer(
     State(state): State<AppState>,
@@ -391,7 +400,7 @@ async fn update_buyer(
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     let current = find_buyer(&mut tx, tenant, id).await?;
-    let values = BuyerValues::read(&merged(&current, patch, BUYER_FIELDS))?;
+    let values = BuyerValues::read(&merged(&current, patch, BUYER_FIELDS)?)?;
     let row: BuyerRow = sqlx::query_as(concat!(
         "UPDATE buyers SET name = $3, status = $4, credit_limit_cents = $5
          WHERE tenant_id = $1 AND id = $2 RETURNING ",
@@ -433,6 +442,7 @@ async fn archive_buyer(
 /// A lead type: its field schema and its distribution mode (SPEC §4.2).
 #[derive(Serialize, ToSchema)]
 pub struct Offer {
+    #[schema(read_only)]
     id: Uuid,
     name: String,
     status: Status,
@@ -445,7 +455,9 @@ pub struct Offer {
     /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
     #[schema(value_type = Vec<Object>)]
     fields: Value,
+    #[schema(read_only)]
     created_at: DateTime<Utc>,
+    #[schema(read_only)]
     updated_at: DateTime<Utc>,
 }
 
@@ -573,7 +585,7 @@ async fn find_offer(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<O
     let row: Option<OfferRow> = sqlx::query_as(concat!(
         "SELECT ",
         offer_columns!(),
-        " FROM offers WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        " FROM offers WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
     ))
     .bind(tenant)
     .bind(id)
@@ -702,7 +714,8 @@ async fn get_offer(
 
 /// Changes an offer; a new field schema must still fit the filters of its contracts.
 #[utoipa::path(patch, path = "/v1/admin/offers/{id}", tag = "offers",
-    params(("id" = Uuid, Path)), request_body = Offer,
+    params(("id" = Uuid, Path)),
+    request_body(content = Offer, description = "Any subset of the writable fields; the merged result is validated"),
     responses((status = 200, body = Offer)))]
 async fn update_offer(
     State(state): State<AppState>,
@@ -713,7 +726,7 @@ async fn update_offer(
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     let current = find_offer(&mut tx, tenant, id).await?;
-    let values = OfferValues::read(&merged(&current, patch, OFFER_FIELDS))?;
+    let values = OfferValues::read(&merged(&current, patch, OFFER_FIELDS)?)?;
     check_contracts_fit(&mut tx, tenant, id, &values.fields).await?;
     let row: OfferRow = sqlx::query_as(concat!(
         "UPDATE offers SET name = $3, status = $4, mode = $5, max_buyers = $6, exclusive_floor_cents = $7,
@@ -764,6 +777,7 @@ async fn archive_offer(
 /// A partner selling into one offer (SPEC §4.3).
 #[derive(Serialize, ToSchema)]
 pub struct Campaign {
+    #[schema(read_only)]
     id: Uuid,
     partner_id: Uuid,
     offer_id: Uuid,
@@ -774,7 +788,9 @@ pub struct Campaign {
     payout: PayoutRule,
     min_payout: Money,
     ping_rate_per_second: Option<i32>,
+    #[schema(read_only)]
     created_at: DateTime<Utc>,
+    #[schema(read_only)]
     updated_at: DateTime<Utc>,
 }
 
@@ -973,7 +989,7 @@ async fn find_campaign(
     let row: Option<CampaignRow> = sqlx::query_as(concat!(
         "SELECT ",
         campaign_columns!(),
-        " FROM campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        " FROM campaigns WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
     ))
     .bind(tenant)
     .bind(id)
@@ -1062,7 +1078,8 @@ async fn get_campaign(
 }
 
 #[utoipa::path(patch, path = "/v1/admin/campaigns/{id}", tag = "campaigns",
-    params(("id" = Uuid, Path)), request_body = Campaign,
+    params(("id" = Uuid, Path)),
+    request_body(content = Campaign, description = "Any subset of the writable fields; the merged result is validated"),
     responses((status = 200, body = Campaign)))]
 async fn update_campaign(
     State(state): State<AppState>,
@@ -1073,7 +1090,7 @@ async fn update_campaign(
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     let current = find_campaign(&mut tx, tenant, id).await?;
-    let body = merged(&current, patch, CAMPAIGN_FIELDS);
+    let body = merged(&current, patch, CAMPAIGN_FIELDS)?;
     let values = CampaignValues::read(&mut tx, tenant, &body).await?;
     let (payout_type, percent_bp, amount_cents) = values.payout_columns();
     let row: CampaignRow = sqlx::query_as(concat!(
@@ -1150,6 +1167,7 @@ async fn rotate_posting_key(
 /// `max_bid`) and caps (`max_spend`) are decimal numbers.
 #[derive(Serialize, ToSchema)]
 pub struct Contract {
+    #[schema(read_only)]
     id: Uuid,
     buyer_id: Uuid,
     offer_id: Uuid,
@@ -1167,7 +1185,9 @@ pub struct Contract {
     dedup_days: i32,
     #[schema(value_type = Object)]
     delivery: Value,
+    #[schema(read_only)]
     created_at: DateTime<Utc>,
+    #[schema(read_only)]
     updated_at: DateTime<Utc>,
 }
 
@@ -1370,6 +1390,8 @@ fn read_caps(input: &mut Input<'_>) -> Value {
             continue;
         };
         let mut cap = cap.clone();
+        // An absent limit may be written as null; stored, a null would count as present.
+        cap.retain(|_, value| !value.is_null());
         errors.extend(amounts_to_cents(&mut cap, CAP_AMOUNTS, &at));
         if cap
             .get("max_leads")
@@ -1409,7 +1431,7 @@ pub(super) async fn find_contract(
     let row: Option<ContractRow> = sqlx::query_as(concat!(
         "SELECT ",
         contract_columns!(),
-        " FROM contracts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        " FROM contracts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
     ))
     .bind(tenant)
     .bind(id)
@@ -1491,7 +1513,8 @@ async fn get_contract(
 }
 
 #[utoipa::path(patch, path = "/v1/admin/contracts/{id}", tag = "contracts",
-    params(("id" = Uuid, Path)), request_body = Contract,
+    params(("id" = Uuid, Path)),
+    request_body(content = Contract, description = "Any subset of the writable fields; the merged result is validated"),
     responses((status = 200, body = Contract)))]
 async fn update_contract(
     State(state): State<AppState>,
@@ -1502,7 +1525,7 @@ async fn update_contract(
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     let current = find_contract(&mut tx, tenant, id).await?;
-    let body = merged(&current, patch, CONTRACT_FIELDS);
+    let body = merged(&current, patch, CONTRACT_FIELDS)?;
     let values = ContractValues::read(&mut tx, tenant, &body).await?;
     let row: ContractRow = sqlx::query_as(concat!(
         "UPDATE contracts SET buyer_id = $3, offer_id = $4, name = $5, status = $6, priority = $7,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::api::Problem;
 use crate::auction::{ConfigError, Status};
 use crate::money::{ExtraDecimals, Money, MoneyError};
 
@@ -172,20 +173,35 @@ fn api_names(error: ConfigError) -> ConfigError {
     ConfigError::new(pointer, error.message.replace("_cents", ""))
 }
 
+/// Fields whose `null` is a value of their own (no schedule: always open; no rate: no limit).
+const NULLABLE: [&str; 2] = ["schedule", "ping_rate_per_second"];
+
 /// The body a `PATCH` is validated as: the resource's current writable fields, with the
 /// patch's keys replacing them (a key the resource does not have is kept, to be reported).
+/// A `null` is refused where it would quietly reset a field to its default (`filters: null`
+/// would make a contract buy everything): leave the field out to keep it.
 pub fn merged(
     current: &impl Serialize,
     patch: Map<String, Value>,
     writable: &[&str],
-) -> Map<String, Value> {
+) -> Result<Map<String, Value>, Problem> {
+    let nulls: Vec<ConfigError> = patch
+        .iter()
+        .filter(|(key, value)| value.is_null() && !NULLABLE.contains(&key.as_str()))
+        .map(|(key, _)| {
+            ConfigError::new(format!("/{key}"), "cannot be null; leave it out to keep it")
+        })
+        .collect();
+    if !nulls.is_empty() {
+        return Err(Problem::invalid_config(nulls));
+    }
     let mut merged = match serde_json::to_value(current) {
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
     merged.retain(|key, _| writable.contains(&key.as_str()));
     merged.extend(patch);
-    merged
+    Ok(merged)
 }
 
 /// Converts the amounts named `keys` of a JSON object (API: decimal numbers) to their stored

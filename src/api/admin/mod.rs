@@ -302,10 +302,13 @@ async fn list_sales(
         contract_id: parse_uuid("contract_id", query.contract_id.as_deref())?,
         status: query.status,
         before: parse_uuid("cursor", query.cursor.as_deref())?,
-        limit,
+        // One more than the page: there is a next page only if it exists.
+        limit: limit + 1,
     };
-    let rows = sales::list(&state.db, tenant, &filter).await?;
-    let next_cursor = (rows.len() as i64 == limit)
+    let mut rows = sales::list(&state.db, tenant, &filter).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     let items = rows.into_iter().map(SaleItem::from).collect();

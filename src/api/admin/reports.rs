@@ -138,6 +138,7 @@ impl GroupBy {
                             AND d.disposition <> 'not_accepted') AS posts
                  FROM lead_distribution d
                  JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
+                     AND p.created_at >= $2 AND p.created_at < $3
                  WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
                  GROUP BY 1",
                 column = self.columns().1
@@ -151,6 +152,7 @@ impl GroupBy {
             "SELECT {column} AS group_id, d.reason, count(*)
              FROM lead_distribution d
              JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
+                     AND p.created_at >= $2 AND p.created_at < $3
              WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
                AND d.reason IS NOT NULL
              GROUP BY 1, 2",
