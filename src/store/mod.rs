@@ -66,6 +66,9 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.pool_size)
         .acquire_timeout(settings.db_acquire_timeout())
+        // No health-check round trip before every use (two per ping): a connection broken by
+        // a database restart fails its one query (503) and is replaced.
+        .test_before_acquire(false)
 }
 
 /// Connects and migrates, retrying while the database is unreachable (it may be starting, or
