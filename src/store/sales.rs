@@ -196,7 +196,6 @@ pub async fn reserve(
     let mut tx = db.begin().await?;
     let tenant_id = sale.source.tenant_id;
     let price = sale.bid.price_cents;
-    let mut reserved = Vec::new();
     if !sale.test && sale.dedup_days > 0 && !sale.consumer_hashes.is_empty() {
         // Two posts of one consumer to one buyer serialize here (locks in hash order, before
         // any other lock), so the second sees the first's sale, even while it is pending.
@@ -229,9 +228,49 @@ pub async fn reserve(
             return Ok(Err(Refusal::Duplicate));
         }
     }
+    // The sale and its ledger entry go in first: the hot rows (the contract's cap counters and
+    // the buyer, which every post to them waits for) are locked last, for as short as can be.
+    let limits = if sale.test {
+        Vec::new()
+    } else {
+        limits_by_period(caps)
+    };
+    let periods: Vec<(CapPeriod, DateTime<Utc>, i64, i64)> = limits
+        .into_iter()
+        .map(|(period, max_leads, max_spend)| {
+            (
+                period,
+                period_start(period, sale.now, tz),
+                max_leads,
+                max_spend,
+            )
+        })
+        .collect();
+    let reserved: Vec<Value> = periods
+        .iter()
+        .map(|(period, start, _, _)| json!({ "period": period.as_str(), "period_start": start }))
+        .collect();
+    insert_sale(
+        &mut tx,
+        sale,
+        "pending",
+        None,
+        &Value::Array(reserved),
+        Some(sale.pending_for),
+    )
+    .await?;
     if !sale.test {
-        for (period, max_leads, max_spend) in limits_by_period(caps) {
-            let start = period_start(period, sale.now, tz);
+        insert_ledger(
+            &mut tx,
+            tenant_id,
+            Account::Buyer(sale.bid.buyer_id),
+            "sale",
+            -price,
+            sale.sale_id,
+            sale.now,
+        )
+        .await?;
+        for (period, start, max_leads, max_spend) in &periods {
             let fits: Option<i32> = sqlx::query_scalar(
                 "INSERT INTO cap_counters (tenant_id, contract_id, period, period_start, leads, spend_cents)
                  SELECT $1, $2, $3, $4, 1, $5 WHERE 1 <= $6 AND $5 <= $7
@@ -253,7 +292,6 @@ pub async fn reserve(
                 tx.rollback().await?;
                 return Ok(Err(Refusal::Capped));
             }
-            reserved.push(json!({ "period": period.as_str(), "period_start": start }));
         }
         let debited: Option<i64> = sqlx::query_scalar(
             "UPDATE buyers SET balance_cents = balance_cents - $3
@@ -269,27 +307,6 @@ pub async fn reserve(
             tx.rollback().await?;
             return Ok(Err(Refusal::InsufficientFunds));
         }
-    }
-    insert_sale(
-        &mut tx,
-        sale,
-        "pending",
-        None,
-        &Value::Array(reserved),
-        Some(sale.pending_for),
-    )
-    .await?;
-    if !sale.test {
-        insert_ledger(
-            &mut tx,
-            tenant_id,
-            Account::Buyer(sale.bid.buyer_id),
-            "sale",
-            -price,
-            sale.sale_id,
-            sale.now,
-        )
-        .await?;
     }
     tx.commit().await?;
     Ok(Ok(()))
