@@ -95,21 +95,31 @@ pub async fn claim(
     test: bool,
     now: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    // One statement: the lead is stored only by the request whose update claimed the ping (a
+    // concurrent one waits for the row, then finds it claimed).
     let claimed = sqlx::query(
-        "UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
-         WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL",
+        "WITH claimed AS (
+             UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
+             WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
+             RETURNING id)
+         INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at)
+         SELECT $1, $5, id, $6, $7, $8, $9, $10, $11, $3 FROM claimed",
     )
     .bind(source.tenant_id)
     .bind(ping_id)
     .bind(now)
     .bind(&body_sha256[..])
     .bind(lead_id)
-    .execute(&mut *tx)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(sqlx::types::Json(lead))
+    .bind(sqlx::types::Json(consent))
+    .bind(test)
+    .execute(db)
     .await?
     .rows_affected();
     if claimed == 0 {
-        tx.rollback().await?;
         let hash: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",
         )
@@ -121,23 +131,6 @@ pub async fn claim(
             body_sha256: hash.unwrap_or_default(),
         });
     }
-    sqlx::query(
-        "INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(source.tenant_id)
-    .bind(lead_id)
-    .bind(ping_id)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(sqlx::types::Json(lead))
-    .bind(sqlx::types::Json(consent))
-    .bind(test)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     Ok(Claim::Won)
 }
 
@@ -260,10 +253,10 @@ pub async fn reserve(
     )
     .await?;
     if !sale.test {
-        insert_ledger(
+        insert_buyer_entry(
             &mut tx,
             tenant_id,
-            Account::Buyer(sale.bid.buyer_id),
+            sale.bid.buyer_id,
             "sale",
             -price,
             sale.sale_id,
@@ -366,33 +359,23 @@ async fn insert_sale(
     Ok(())
 }
 
-enum Account {
-    Buyer(Uuid),
-    Partner(Uuid),
-}
-
-async fn insert_ledger(
+/// A buyer's ledger entry for a sale: its charge (negative) or its release (positive).
+async fn insert_buyer_entry(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    account: Account,
+    buyer_id: Uuid,
     kind: &str,
     amount_cents: i64,
     sale_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let (account, buyer, partner) = match account {
-        Account::Buyer(id) => ("buyer", Some(id), None),
-        Account::Partner(id) => ("partner", None, Some(id)),
-    };
     sqlx::query(
-        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, partner_id, kind, amount_cents, sale_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, created_at)
+         VALUES ($1, $2, 'buyer', $3, $4, $5, $6, $7)",
     )
     .bind(tenant_id)
     .bind(Uuid::now_v7())
-    .bind(account)
-    .bind(buyer)
-    .bind(partner)
+    .bind(buyer_id)
     .bind(kind)
     .bind(amount_cents)
     .bind(sale_id)
@@ -444,64 +427,50 @@ pub async fn complete(
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let settled = settle_row(
-        &mut tx,
-        source.tenant_id,
-        sale_id,
-        "sold",
-        None,
-        answer,
-        now,
-    )
-    .await?;
-    if !settled {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    if !test {
-        if bid.payout_cents > 0 {
-            insert_ledger(
-                &mut tx,
-                source.tenant_id,
-                Account::Partner(source.partner_id),
-                "sale",
-                bid.payout_cents,
-                sale_id,
-                now,
-            )
-            .await?;
-        }
-        for (kind, hash) in dedup_keys {
-            sqlx::query(
-                "INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (tenant_id, key_hash, buyer_id, offer_id) DO UPDATE
-                 SET sold_at = greatest(dedup_keys.sold_at, EXCLUDED.sold_at), sale_id = EXCLUDED.sale_id",
-            )
-            .bind(source.tenant_id)
-            .bind(&hash[..])
-            .bind(bid.buyer_id)
-            .bind(source.offer_id)
-            .bind(kind)
-            .bind(now)
-            .bind(sale_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO contract_stats (tenant_id, contract_id, last_sold_at) VALUES ($1, $2, $3)
+    // One statement: every write is gated on the sale still being pending (the sweep may have
+    // released it), and a test sale writes nothing but its status.
+    let hashes: Vec<&[u8]> = dedup_keys.iter().map(|(_, hash)| &hash[..]).collect();
+    let kinds: Vec<&str> = dedup_keys.iter().map(|(kind, _)| *kind).collect();
+    let sold: i64 = sqlx::query_scalar(
+        "WITH sold AS (
+             UPDATE lead_sales SET status = 'sold', reason = NULL, buyer_http_status = $3, buyer_response = $4,
+                                   delivery_ms = $5, settled_at = $6, pending_until = NULL
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
+             RETURNING id),
+         paid AS (
+             INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, created_at)
+             SELECT $1, $7, 'partner', $8, 'sale', $9, id, $6 FROM sold WHERE NOT $10 AND $9 > 0),
+         keys AS (
+             INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
+             SELECT $1, k.hash, $11, $12, k.kind, $6, sold.id
+             FROM sold, unnest($13::bytea[], $14::text[]) AS k (hash, kind) WHERE NOT $10
+             ON CONFLICT (tenant_id, key_hash, buyer_id, offer_id) DO UPDATE
+             SET sold_at = greatest(dedup_keys.sold_at, EXCLUDED.sold_at), sale_id = EXCLUDED.sale_id),
+         stats AS (
+             INSERT INTO contract_stats (tenant_id, contract_id, last_sold_at)
+             SELECT $1, $15, $6 FROM sold WHERE NOT $10
              ON CONFLICT (tenant_id, contract_id) DO UPDATE
-             SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at)",
-        )
-        .bind(source.tenant_id)
-        .bind(bid.contract_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(true)
+             SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at))
+         SELECT count(*) FROM sold",
+    )
+    .bind(source.tenant_id)
+    .bind(sale_id)
+    .bind(answer.http_status.map(i32::from))
+    .bind(answer.answer)
+    .bind(answer.delivery_ms)
+    .bind(now)
+    .bind(Uuid::now_v7())
+    .bind(source.partner_id)
+    .bind(bid.payout_cents)
+    .bind(test)
+    .bind(bid.buyer_id)
+    .bind(source.offer_id)
+    .bind(&hashes)
+    .bind(&kinds)
+    .bind(bid.contract_id)
+    .fetch_one(db)
+    .await?;
+    Ok(sold == 1)
 }
 
 /// Marks a pending sale settled; `false` if it was not pending any more.
@@ -610,16 +579,7 @@ pub async fn release(
         .bind(price)
         .execute(&mut *tx)
         .await?;
-        insert_ledger(
-            &mut tx,
-            tenant_id,
-            Account::Buyer(buyer_id),
-            "release",
-            price,
-            sale_id,
-            now,
-        )
-        .await?;
+        insert_buyer_entry(&mut tx, tenant_id, buyer_id, "release", price, sale_id, now).await?;
     }
     tx.commit().await?;
     Ok(true)
@@ -647,43 +607,38 @@ pub async fn finish_post(
     latency_us: i64,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
-    let mut tx = db.begin().await?;
     let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
     let statuses: Vec<&str> = dispositions.iter().map(|d| d.status).collect();
-    sqlx::query(
-        "UPDATE lead_distribution d SET disposition = u.status
-         FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
-         WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id",
+    // One statement. The answer is kept if the sweep answered first: every request of this
+    // post gets one and the same answer.
+    sqlx::query_scalar(
+        "WITH dispositions AS (
+             UPDATE lead_distribution d SET disposition = u.status
+             FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
+             WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id),
+         logged AS (
+             INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
+                                      latency_us, http_status, result, test)
+             VALUES ($1, $6, $7, $8, $9, $10, $2, $11, $12, 200, $13, $14))
+         UPDATE leads SET post_response = coalesce(post_response, $5) WHERE tenant_id = $1 AND ping_id = $2
+         RETURNING post_response::text",
     )
     .bind(source.tenant_id)
     .bind(ping_id)
     .bind(&contracts)
     .bind(&statuses)
-    .execute(&mut *tx)
-    .await?;
-    let stored: String = sqlx::query_scalar(
-        "UPDATE leads SET post_response = coalesce(post_response, $3) WHERE tenant_id = $1 AND ping_id = $2
-         RETURNING post_response::text",
-    )
-    .bind(source.tenant_id)
-    .bind(ping_id)
     .bind(response)
-    .fetch_one(&mut *tx)
-    .await?;
-    insert_post_log(
-        &mut tx,
-        source,
-        Some(ping_id),
-        kind,
-        200,
-        result,
-        test,
-        latency_us,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(stored)
+    .bind(Uuid::now_v7())
+    .bind(kind)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(now)
+    .bind(latency_us)
+    .bind(result)
+    .bind(test)
+    .fetch_one(db)
+    .await
 }
 
 /// A `posting_log` row for a post or direct post (also for refused ones).
