@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
@@ -380,16 +381,16 @@ async fn post_to_winners(
                     status: r.status,
                 })
                 .collect();
-            let status = response["status"].as_str().unwrap_or("unsold").to_owned();
-            crate::meters::post(&status, started.elapsed());
+            let status = response.status;
+            crate::meters::post(status, started.elapsed());
             sales::finish_post(
                 &state.db,
                 &posted.source,
                 ping_id,
                 &dispositions,
-                &response,
+                &serde_json::to_string(&response).unwrap_or_default(),
                 kind,
-                &status,
+                status,
                 test,
                 elapsed_us(started),
                 now,
@@ -408,13 +409,33 @@ async fn post_to_winners(
 }
 
 /// The answer of SPEC §2.2: each bid's status and the partner's payout (and for a direct post,
-/// what was sold).
+/// what was sold). Serialized by type, so amounts keep their two decimals (`27.30`).
+#[derive(Serialize)]
+struct PostAnswerBody {
+    lead_id: Uuid,
+    ping_id: Uuid,
+    status: &'static str,
+    payout: Money,
+    results: Vec<BidResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale_type: Option<SaleType>,
+}
+
+#[derive(Serialize)]
+struct BidResult {
+    bid_id: Uuid,
+    status: &'static str,
+    payout: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 fn post_response(
     lead_id: Uuid,
     ping_id: Uuid,
     results: &[SaleResult],
     sale_type: Option<SaleType>,
-) -> Value {
+) -> PostAnswerBody {
     let accepted: Vec<&SaleResult> = results
         .iter()
         .filter(|r| r.status != "not_accepted")
@@ -425,22 +446,22 @@ fn post_response(
         n if n == accepted.len() => "sold",
         _ => "partially_sold",
     };
-    let payout = Money::from_cents(results.iter().map(|r| r.payout.cents()).sum());
-    let results: Vec<Value> = results
-        .iter()
-        .map(|r| {
-            let mut entry = json!({ "bid_id": r.bid_id, "status": r.status, "payout": r.payout });
-            if let Some(reason) = &r.reason {
-                entry["reason"] = json!(reason);
-            }
-            entry
-        })
-        .collect();
-    let mut response = json!({ "lead_id": lead_id, "ping_id": ping_id, "status": status, "payout": payout, "results": results });
-    if let Some(sale_type) = sale_type {
-        response["sale_type"] = json!(sale_type);
+    PostAnswerBody {
+        lead_id,
+        ping_id,
+        status,
+        payout: Money::from_cents(results.iter().map(|r| r.payout.cents()).sum()),
+        results: results
+            .iter()
+            .map(|r| BidResult {
+                bid_id: r.bid_id,
+                status: r.status,
+                payout: r.payout,
+                reason: r.reason.clone(),
+            })
+            .collect(),
+        sale_type,
     }
-    response
 }
 
 /// Answers a post of an already claimed ping: with the stored answer when the body is the

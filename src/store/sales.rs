@@ -600,7 +600,8 @@ pub async fn finish_post(
     source: &PostSource,
     ping_id: Uuid,
     dispositions: &[Disposition],
-    response: &Value,
+    // The answer as JSON text: stored as jsonb, which keeps each amount's two decimals.
+    response: &str,
     kind: &str,
     result: &str,
     test: bool,
@@ -620,7 +621,7 @@ pub async fn finish_post(
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
                                       latency_us, http_status, result, test)
              VALUES ($1, $6, $7, $8, $9, $10, $2, $11, $12, 200, $13, $14))
-         UPDATE leads SET post_response = coalesce(post_response, $5) WHERE tenant_id = $1 AND ping_id = $2
+         UPDATE leads SET post_response = coalesce(post_response, $5::jsonb) WHERE tenant_id = $1 AND ping_id = $2
          RETURNING post_response::text",
     )
     .bind(source.tenant_id)

@@ -457,6 +457,10 @@ async fn identical_posts_racing_deliver_once_and_all_get_the_same_answer(pool: P
         1,
         "one delivery"
     );
+    assert!(
+        first.contains("\"payout\": 28.00"),
+        "amounts keep two decimals: {first}"
+    );
 
     // Later: the same body is replayed; another body is refused.
     let (status, replayed, text) = app.post_raw("/v1/post", &exchange.posting_key, &body).await;
