@@ -263,7 +263,6 @@ pub struct StoredDistribution {
     pub sale_type: Option<String>,
     pub price_cents: Option<i64>,
     pub payout_cents: Option<i64>,
-    pub disposition: Option<String>,
     pub sale_status: Option<String>,
     pub sale_reason: Option<String>,
 }
@@ -285,7 +284,7 @@ pub async fn find_ping(
     let Some(ping) = ping else { return Ok(None) };
     let contracts = sqlx::query_as(
         "SELECT d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
-                d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents, d.disposition,
+                d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
                 s.status AS sale_status, s.reason AS sale_reason
          FROM lead_distribution d
          LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id

@@ -17,17 +17,9 @@ pub struct Exchange {
     pub admin_key: String,
 }
 
+/// The offer's fields: the demo's auto-insurance schema.
 pub fn offer_fields() -> Value {
-    json!([
-        { "name": "state", "type": "string", "pattern": "^[A-Z]{2}$", "required": true },
-        { "name": "zip", "type": "string", "pattern": "^[0-9]{5}$", "required": true },
-        { "name": "age", "type": "integer", "min": 18, "max": 120 },
-        { "name": "homeowner", "type": "boolean" },
-        { "name": "credit", "type": "string", "enum": ["excellent", "good", "fair", "poor"] },
-        { "name": "first_name", "type": "string", "pii": true, "required": true },
-        { "name": "email", "type": "email", "pii": true, "required": true },
-        { "name": "phone", "type": "phone", "pii": true, "required": true }
-    ])
+    gavel::demo::offer_fields()
 }
 
 pub fn ping_lead() -> Value {
