@@ -725,23 +725,16 @@ async fn pgbench(
         buyer = seeded.buyer_id,
     );
     let (buyer, contract, lead) = (seeded.buyer_id, seeded.contract_id, seeded.lead_id);
+    // The reservation exactly as a post makes it (one call, committed on its own): a new
+    // consumer's two hashes against a 30-day dedup window, a daily leads cap and a monthly
+    // spend cap, the buyer's debit, the pending sale and its ledger entry.
     let reservation = format!(
-        "BEGIN;\n\
-         INSERT INTO cap_counters (tenant_id, contract_id, period, period_start, leads, spend_cents) \
-         SELECT '{tenant}', '{contract}', 'day', date_trunc('day', now()), 1, 1000 \
-         ON CONFLICT (tenant_id, contract_id, period, period_start) DO UPDATE \
-         SET leads = cap_counters.leads + 1, spend_cents = cap_counters.spend_cents + EXCLUDED.spend_cents \
-         WHERE cap_counters.leads + 1 <= 1000000000 RETURNING 1;\n\
-         UPDATE buyers SET balance_cents = balance_cents - 1000 WHERE tenant_id = '{tenant}' AND id = '{buyer}' \
-         AND balance_cents - 1000 >= -credit_limit_cents RETURNING balance_cents;\n\
-         WITH sale AS (INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, \
-         campaign_id, partner_id, offer_id, sale_type, price_cents, payout_cents, status, pending_until) VALUES \
-         ('{tenant}', gen_random_uuid(), '{lead}', gen_random_uuid(), gen_random_uuid(), '{contract}', '{buyer}', \
-         '{campaign}', '{partner}', '{offer}', 'exclusive', 1000, 700, 'pending', now() + interval '1 minute') \
-         RETURNING id) \
-         INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id) \
-         SELECT '{tenant}', gen_random_uuid(), 'buyer', '{buyer}', 'sale', -1000, sale.id FROM sale;\n\
-         COMMIT;\n"
+        "SELECT gavel_reserve('{tenant}', gen_random_uuid(), '{lead}', gen_random_uuid(), gen_random_uuid(), \
+         '{contract}', '{buyer}', '{campaign}', '{partner}', '{offer}', 'exclusive', 1000, 700, false, 60000, now(), \
+         ARRAY[sha256(random()::text::bytea), sha256(random()::text::bytea)], 30, ARRAY['day', 'month'], \
+         ARRAY[date_trunc('day', now()), date_trunc('month', now())], \
+         ARRAY[1000000000, 9223372036854775807]::bigint[], ARRAY[9223372036854775807, 100000000000]::bigint[], \
+         '[]', gen_random_uuid());\n"
     );
     // The reservation runs on one hot contract and buyer, as in the post race.
     let clients = options.rate.map_or(options.concurrency, |_| 8).max(1);

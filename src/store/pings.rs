@@ -52,26 +52,30 @@ pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionSt
     let cap_starts: Vec<DateTime<Utc>> = query.cap_periods.iter().map(|c| c.2).collect();
     let hashes: Vec<&[u8]> = query.dedup_hashes.iter().map(|h| &h[..]).collect();
     let rows: Vec<StateRow> = sqlx::query_as(
+        // Every part starts from the request's own keys (unnest) and joins by primary key,
+        // so the plan PostgreSQL caches for this statement (a generic one) stays an index
+        // lookup per key, whatever the tables hold.
         "SELECT 'cap' AS kind, c.contract_id AS id, c.period, c.leads::bigint AS leads,
                 c.spend_cents AS cents, NULL::timestamptz AS at
-         FROM cap_counters c
-         JOIN unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS w (contract_id, period, period_start)
-           ON c.contract_id = w.contract_id AND c.period = w.period AND c.period_start = w.period_start
-         WHERE c.tenant_id = $1
+         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS w (contract_id, period, period_start)
+         JOIN cap_counters c ON c.tenant_id = $1 AND c.contract_id = w.contract_id
+                            AND c.period = w.period AND c.period_start = w.period_start
          UNION ALL
-         SELECT 'balance', id, NULL, NULL, balance_cents, NULL
-         FROM buyers WHERE tenant_id = $1 AND id = ANY($5)
+         SELECT 'balance', b.id, NULL, NULL, b.balance_cents, NULL
+         FROM unnest($5::uuid[]) AS w (id) JOIN buyers b ON b.tenant_id = $1 AND b.id = w.id
          UNION ALL
-         SELECT 'bought', buyer_id, NULL, NULL, NULL, max(sold_at)
-         FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($6) AND buyer_id = ANY($5)
-         GROUP BY buyer_id
+         SELECT 'bought', d.buyer_id, NULL, NULL, NULL, max(d.sold_at)
+         FROM unnest($6::bytea[]) AS h (hash) JOIN dedup_keys d ON d.tenant_id = $1 AND d.key_hash = h.hash
+         WHERE d.buyer_id = ANY($5)
+         GROUP BY d.buyer_id
          UNION ALL
-         SELECT 'offer_sold', offer_id, NULL, NULL, NULL, max(sold_at)
-         FROM dedup_keys WHERE tenant_id = $1 AND key_hash = ANY($6) AND offer_id = $7
-         GROUP BY offer_id
+         SELECT 'offer_sold', d.offer_id, NULL, NULL, NULL, max(d.sold_at)
+         FROM unnest($6::bytea[]) AS h (hash) JOIN dedup_keys d ON d.tenant_id = $1 AND d.key_hash = h.hash
+         WHERE d.offer_id = $7
+         GROUP BY d.offer_id
          UNION ALL
-         SELECT 'last_sale', contract_id, NULL, NULL, NULL, last_sold_at
-         FROM contract_stats WHERE tenant_id = $1 AND contract_id = ANY($8)",
+         SELECT 'last_sale', s.contract_id, NULL, NULL, NULL, s.last_sold_at
+         FROM unnest($8::uuid[]) AS w (id) JOIN contract_stats s ON s.tenant_id = $1 AND s.contract_id = w.id",
     )
     .bind(query.tenant_id)
     .bind(&cap_contracts)

@@ -35,35 +35,78 @@ pub struct PingForPost {
     pub post_response: Option<String>,
 }
 
-/// The ping `ping_id` of `campaign_id`, with its won bids.
+/// One row of [`find_ping`]: the ping, and one of its won bids (if any).
+#[derive(FromRow)]
+struct PingAndBid {
+    campaign_id: Uuid,
+    #[sqlx(flatten)]
+    ping: PingForPost,
+    bid_id: Option<Uuid>,
+    contract_id: Option<Uuid>,
+    buyer_id: Option<Uuid>,
+    sale_type: Option<String>,
+    price_cents: Option<i64>,
+    payout_cents: Option<i64>,
+    rtb_ref: Option<String>,
+}
+
+/// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
 pub async fn find_ping(
     db: &PgPool,
     tenant_id: Uuid,
     campaign_id: Uuid,
     ping_id: Uuid,
 ) -> Result<Option<(PingForPost, Vec<WonBid>)>, sqlx::Error> {
-    let ping: Option<PingForPost> = sqlx::query_as(
-        "SELECT p.result, p.test, p.lead, p.expires_at, p.post_body_sha256, l.post_response::text AS post_response
+    // Found by primary key only; the campaign is compared here, so that the plan PostgreSQL
+    // caches cannot pick the campaign's index and scan its history.
+    let rows: Vec<PingAndBid> = sqlx::query_as(
+        "SELECT p.campaign_id, p.result, p.test, p.lead, p.expires_at, p.post_body_sha256,
+                l.post_response::text AS post_response,
+                d.bid_id, d.contract_id, d.buyer_id, d.sale_type, d.price_cents, d.payout_cents, d.rtb_ref
          FROM posting_log p
          LEFT JOIN leads l ON l.tenant_id = p.tenant_id AND l.ping_id = p.id
-         WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping' AND p.campaign_id = $3",
-    )
-    .bind(tenant_id)
-    .bind(ping_id)
-    .bind(campaign_id)
-    .fetch_optional(db)
-    .await?;
-    let Some(ping) = ping else { return Ok(None) };
-    let bids = sqlx::query_as(
-        "SELECT bid_id, contract_id, buyer_id, sale_type, price_cents, payout_cents, rtb_ref
-         FROM lead_distribution WHERE tenant_id = $1 AND ping_id = $2 AND outcome = 'won'
-         ORDER BY price_cents DESC, bid_id",
+         LEFT JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id AND d.outcome = 'won'
+         WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping'
+         ORDER BY d.price_cents DESC, d.bid_id",
     )
     .bind(tenant_id)
     .bind(ping_id)
     .fetch_all(db)
     .await?;
-    Ok(Some((ping, bids)))
+    let mut bids = Vec::with_capacity(rows.len());
+    let mut found = None;
+    for row in rows {
+        if row.campaign_id != campaign_id {
+            return Ok(None);
+        }
+        if let (
+            Some(bid_id),
+            Some(contract_id),
+            Some(buyer_id),
+            Some(sale_type),
+            Some(price),
+            Some(payout),
+        ) = (
+            row.bid_id,
+            row.contract_id,
+            row.buyer_id,
+            row.sale_type,
+            row.price_cents,
+            row.payout_cents,
+        ) {
+            bids.push(WonBid {
+                bid_id,
+                contract_id,
+                buyer_id,
+                sale_type,
+                price_cents: price,
+                payout_cents: payout,
+                rtb_ref: row.rtb_ref,
+            });
+        }
+        found.get_or_insert(row.ping);
+    }
+    Ok(found.map(|ping| (ping, bids)))
 }
 
 /// Who posted, for the records.
@@ -186,123 +229,71 @@ pub async fn reserve(
     caps: &CompiledCaps,
     tz: chrono_tz::Tz,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let tenant_id = sale.source.tenant_id;
-    let price = sale.bid.price_cents;
-    if !sale.test && sale.dedup_days > 0 && !sale.consumer_hashes.is_empty() {
-        // Two posts of one consumer to one buyer serialize here (locks in hash order, before
-        // any other lock), so the second sees the first's sale, even while it is pending.
-        let mut hashes: Vec<&[u8; 32]> = sale.consumer_hashes.iter().collect();
-        hashes.sort();
-        for hash in &hashes {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text || encode($3, 'hex'), 0))")
-                .bind(tenant_id)
-                .bind(sale.bid.buyer_id)
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
-        let bought: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM dedup_keys WHERE tenant_id = $1 AND buyer_id = $2 AND key_hash = ANY($3)
-                            AND sold_at > $4 - make_interval(days => $5))
-                 OR EXISTS (SELECT 1 FROM lead_sales WHERE tenant_id = $1 AND buyer_id = $2 AND status = 'pending'
-                            AND consumer_hashes && $3 AND NOT test)",
-        )
-        .bind(tenant_id)
-        .bind(sale.bid.buyer_id)
-        .bind(&hashes)
-        .bind(sale.now)
-        .bind(i32::try_from(sale.dedup_days).unwrap_or(365))
-        .fetch_one(&mut *tx)
-        .await?;
-        if bought {
-            tx.rollback().await?;
-            return Ok(Err(Refusal::Duplicate));
-        }
-    }
-    // The sale and its ledger entry go in first: the hot rows (the contract's cap counters and
-    // the buyer, which every post to them waits for) are locked last, for as short as can be.
     let limits = if sale.test {
         Vec::new()
     } else {
         limits_by_period(caps)
     };
-    let periods: Vec<(CapPeriod, DateTime<Utc>, i64, i64)> = limits
-        .into_iter()
-        .map(|(period, max_leads, max_spend)| {
-            (
-                period,
-                period_start(period, sale.now, tz),
-                max_leads,
-                max_spend,
-            )
-        })
+    let periods: Vec<&str> = limits
+        .iter()
+        .map(|(period, _, _)| period.as_str())
         .collect();
+    let starts: Vec<DateTime<Utc>> = limits
+        .iter()
+        .map(|(period, _, _)| period_start(*period, sale.now, tz))
+        .collect();
+    let max_leads: Vec<i64> = limits.iter().map(|(_, leads, _)| *leads).collect();
+    let max_spend: Vec<i64> = limits.iter().map(|(_, _, spend)| *spend).collect();
     let reserved: Vec<Value> = periods
         .iter()
-        .map(|(period, start, _, _)| json!({ "period": period.as_str(), "period_start": start }))
+        .zip(&starts)
+        .map(|(period, start)| json!({ "period": period, "period_start": start }))
         .collect();
-    insert_sale(
-        &mut tx,
-        sale,
-        "pending",
-        None,
-        &Value::Array(reserved),
-        Some(sale.pending_for),
+    let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
+    let source = sale.source;
+    // One statement, one round trip (migration 0003): the hot rows are held for the time the
+    // database needs, not for a round trip per step.
+    let outcome: String = sqlx::query_scalar(
+        "SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                              $17, $18, $19, $20, $21, $22, $23, $24)",
     )
+    .bind(source.tenant_id)
+    .bind(sale.sale_id)
+    .bind(sale.lead_id)
+    .bind(sale.ping_id)
+    .bind(sale.bid.bid_id)
+    .bind(sale.bid.contract_id)
+    .bind(sale.bid.buyer_id)
+    .bind(source.campaign_id)
+    .bind(source.partner_id)
+    .bind(source.offer_id)
+    .bind(&sale.bid.sale_type)
+    .bind(sale.bid.price_cents)
+    .bind(sale.bid.payout_cents)
+    .bind(sale.test)
+    .bind(sale.pending_for.num_milliseconds() as f64)
+    .bind(sale.now)
+    .bind(&hashes)
+    .bind(i32::try_from(sale.dedup_days).unwrap_or(365))
+    .bind(&periods)
+    .bind(&starts)
+    .bind(&max_leads)
+    .bind(&max_spend)
+    .bind(Value::Array(reserved))
+    .bind(Uuid::now_v7())
+    .fetch_one(db)
     .await?;
-    if !sale.test {
-        insert_buyer_entry(
-            &mut tx,
-            tenant_id,
-            sale.bid.buyer_id,
-            "sale",
-            -price,
-            sale.sale_id,
-            sale.now,
-        )
-        .await?;
-        for (period, start, max_leads, max_spend) in &periods {
-            let fits: Option<i32> = sqlx::query_scalar(
-                "INSERT INTO cap_counters (tenant_id, contract_id, period, period_start, leads, spend_cents)
-                 SELECT $1, $2, $3, $4, 1, $5 WHERE 1 <= $6 AND $5 <= $7
-                 ON CONFLICT (tenant_id, contract_id, period, period_start) DO UPDATE
-                 SET leads = cap_counters.leads + 1, spend_cents = cap_counters.spend_cents + EXCLUDED.spend_cents
-                 WHERE cap_counters.leads + 1 <= $6 AND cap_counters.spend_cents + EXCLUDED.spend_cents <= $7
-                 RETURNING 1",
-            )
-            .bind(tenant_id)
-            .bind(sale.bid.contract_id)
-            .bind(period.as_str())
-            .bind(start)
-            .bind(price)
-            .bind(max_leads)
-            .bind(max_spend)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if fits.is_none() {
-                tx.rollback().await?;
-                return Ok(Err(Refusal::Capped));
-            }
+    Ok(match outcome.as_str() {
+        "reserved" => Ok(()),
+        "duplicate" => Err(Refusal::Duplicate),
+        "capped" => Err(Refusal::Capped),
+        "insufficient_funds" => Err(Refusal::InsufficientFunds),
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "gavel_reserve answered {other:?}"
+            )));
         }
-        let debited: Option<i64> = sqlx::query_scalar(
-            "UPDATE buyers SET balance_cents = balance_cents - $3
-             WHERE tenant_id = $1 AND id = $2 AND balance_cents - $3 >= -credit_limit_cents
-             RETURNING balance_cents",
-        )
-        .bind(tenant_id)
-        .bind(sale.bid.buyer_id)
-        .bind(price)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if debited.is_none() {
-            tx.rollback().await?;
-            return Ok(Err(Refusal::InsufficientFunds));
-        }
-    }
-    tx.commit().await?;
-    Ok(Ok(()))
+    })
 }
 
 /// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final status.

@@ -348,9 +348,12 @@ async fn sixty_concurrent_posts_never_overspend_a_spend_cap(
     let exchange = Exchange::create(&pool, "exclusive").await;
     let buyers = MockServer::start().await;
     let delivery = buyer_endpoint(&buyers, "/leads", accepts()).await;
-    // 20 sales of 12.50 fit in 250.00.
+    // 20 sales of 12.50 fit in 250.00. The daily cap is far off, but each refused sale takes
+    // its day's counter before the month's refuses it, and must give it back.
     let spec = ContractSpec {
-        caps: Some(json!([{ "period": "month", "max_spend_cents": 25000 }])),
+        caps: Some(
+            json!([{ "period": "day", "max_leads": 1000 }, { "period": "month", "max_spend_cents": 25000 }]),
+        ),
         ..ContractSpec::fixed(Some(1250), None)
     };
     let (_, contract) = exchange
@@ -365,13 +368,21 @@ async fn sixty_concurrent_posts_never_overspend_a_spend_cap(
         (20, 40),
         "{statuses:?}"
     );
-    let spent: i64 =
-        sqlx::query_scalar("SELECT spend_cents FROM cap_counters WHERE contract_id = $1")
-            .bind(contract)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(spent, 25_000);
+    let counters: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT period, leads, spend_cents FROM cap_counters WHERE contract_id = $1 ORDER BY period",
+    )
+    .bind(contract)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        counters,
+        vec![
+            ("day".to_owned(), 20, 25_000),
+            ("month".to_owned(), 20, 25_000)
+        ],
+        "the refused sales gave their day's counter back"
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -383,12 +394,15 @@ async fn thirty_concurrent_posts_never_overdraw_a_buyer(
     let exchange = Exchange::create(&pool, "exclusive").await;
     let buyers = MockServer::start().await;
     let delivery = buyer_endpoint(&buyers, "/leads", accepts()).await;
-    // Funded for exactly 10 sales of 10.00, with 5.00 of credit: the 11th does not fit.
-    let (buyer, _) = exchange
-        .buyer_with(
-            10_000,
-            with_delivery(ContractSpec::fixed(Some(1000), None), delivery),
-        )
+    // Funded for exactly 10 sales of 10.00, with 5.00 of credit: the 11th does not fit. The
+    // refused sales take the daily cap's counter before the balance refuses them: they must
+    // give it back.
+    let spec = ContractSpec {
+        caps: Some(json!([{ "period": "day", "max_leads": 1000 }])),
+        ..ContractSpec::fixed(Some(1000), None)
+    };
+    let (buyer, contract) = exchange
+        .buyer_with(10_000, with_delivery(spec, delivery))
         .await;
     sqlx::query("UPDATE buyers SET credit_limit_cents = 500 WHERE id = $1")
         .bind(buyer)
@@ -413,6 +427,12 @@ async fn thirty_concurrent_posts_never_overdraw_a_buyer(
         (0, 0),
         "never below minus the credit limit, and the books balance"
     );
+    let used: i32 = sqlx::query_scalar("SELECT leads FROM cap_counters WHERE contract_id = $1")
+        .bind(contract)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(used, 10, "the refused sales gave their cap counter back");
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
