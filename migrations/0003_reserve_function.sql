@@ -50,10 +50,16 @@ BEGIN
         FOR hash IN SELECT h FROM unnest(p_hashes) AS h ORDER BY h LOOP
             PERFORM pg_advisory_xact_lock(hashtextextended(p_tenant::text || p_buyer::text || encode(hash, 'hex'), 0));
         END LOOP;
-        IF EXISTS (SELECT 1 FROM unnest(p_hashes) AS k (hash)
-                   JOIN dedup_keys d ON d.tenant_id = p_tenant AND d.key_hash = k.hash AND d.buyer_id = p_buyer
-                   WHERE d.sold_at > p_now - make_interval(days => p_dedup_days))
-           OR EXISTS (SELECT 1 FROM lead_sales
+        -- One primary-key lookup per hash: a plain equality on the key's leading columns,
+        -- which any cached plan uses as its index condition.
+        FOREACH hash IN ARRAY p_hashes LOOP
+            IF EXISTS (SELECT 1 FROM dedup_keys
+                       WHERE tenant_id = p_tenant AND key_hash = hash AND buyer_id = p_buyer
+                         AND sold_at > p_now - make_interval(days => p_dedup_days)) THEN
+                RETURN 'duplicate';
+            END IF;
+        END LOOP;
+        IF EXISTS (SELECT 1 FROM lead_sales
                       WHERE tenant_id = p_tenant AND buyer_id = p_buyer AND status = 'pending'
                         AND consumer_hashes && p_hashes AND NOT test) THEN
             RETURN 'duplicate';

@@ -52,30 +52,43 @@ pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionSt
     let cap_starts: Vec<DateTime<Utc>> = query.cap_periods.iter().map(|c| c.2).collect();
     let hashes: Vec<&[u8]> = query.dedup_hashes.iter().map(|h| &h[..]).collect();
     let rows: Vec<StateRow> = sqlx::query_as(
-        // Every part starts from the request's own keys (unnest) and joins by primary key,
-        // so the plan PostgreSQL caches for this statement (a generic one) stays an index
-        // lookup per key, whatever the tables hold.
-        "SELECT 'cap' AS kind, c.contract_id AS id, c.period, c.leads::bigint AS leads,
+        // Every part walks the request's own keys (unnest) and looks each one up by its
+        // primary key in a LATERAL subquery (OFFSET 0 keeps it one), so whatever plan
+        // PostgreSQL caches for this statement stays a few index lookups, however large the
+        // tenant's tables grow and however stale their statistics are.
+        "SELECT 'cap' AS kind, w.contract_id AS id, w.period, c.leads::bigint AS leads,
                 c.spend_cents AS cents, NULL::timestamptz AS at
          FROM unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS w (contract_id, period, period_start)
-         JOIN cap_counters c ON c.tenant_id = $1 AND c.contract_id = w.contract_id
-                            AND c.period = w.period AND c.period_start = w.period_start
+         CROSS JOIN LATERAL (
+             SELECT leads, spend_cents FROM cap_counters
+             WHERE tenant_id = $1 AND contract_id = w.contract_id AND period = w.period
+               AND period_start = w.period_start
+             OFFSET 0) AS c
          UNION ALL
-         SELECT 'balance', b.id, NULL, NULL, b.balance_cents, NULL
-         FROM unnest($5::uuid[]) AS w (id) JOIN buyers b ON b.tenant_id = $1 AND b.id = w.id
+         SELECT 'balance', w.id, NULL, NULL, b.balance_cents, NULL
+         FROM unnest($5::uuid[]) AS w (id)
+         CROSS JOIN LATERAL (SELECT balance_cents FROM buyers WHERE tenant_id = $1 AND id = w.id OFFSET 0) AS b
          UNION ALL
          SELECT 'bought', d.buyer_id, NULL, NULL, NULL, max(d.sold_at)
-         FROM unnest($6::bytea[]) AS h (hash) JOIN dedup_keys d ON d.tenant_id = $1 AND d.key_hash = h.hash
-         WHERE d.buyer_id = ANY($5)
+         FROM unnest($6::bytea[]) AS h (hash)
+         CROSS JOIN LATERAL (
+             SELECT buyer_id, sold_at FROM dedup_keys
+             WHERE tenant_id = $1 AND key_hash = h.hash AND buyer_id = ANY($5)
+             OFFSET 0) AS d
          GROUP BY d.buyer_id
          UNION ALL
-         SELECT 'offer_sold', d.offer_id, NULL, NULL, NULL, max(d.sold_at)
-         FROM unnest($6::bytea[]) AS h (hash) JOIN dedup_keys d ON d.tenant_id = $1 AND d.key_hash = h.hash
-         WHERE d.offer_id = $7
-         GROUP BY d.offer_id
+         SELECT 'offer_sold', $7, NULL, NULL, NULL, max(d.sold_at)
+         FROM unnest($6::bytea[]) AS h (hash)
+         CROSS JOIN LATERAL (
+             SELECT sold_at FROM dedup_keys WHERE tenant_id = $1 AND key_hash = h.hash AND offer_id = $7
+             OFFSET 0) AS d
+         HAVING count(*) > 0
          UNION ALL
-         SELECT 'last_sale', s.contract_id, NULL, NULL, NULL, s.last_sold_at
-         FROM unnest($8::uuid[]) AS w (id) JOIN contract_stats s ON s.tenant_id = $1 AND s.contract_id = w.id",
+         SELECT 'last_sale', w.id, NULL, NULL, NULL, s.last_sold_at
+         FROM unnest($8::uuid[]) AS w (id)
+         CROSS JOIN LATERAL (
+             SELECT last_sold_at FROM contract_stats WHERE tenant_id = $1 AND contract_id = w.id
+             OFFSET 0) AS s",
     )
     .bind(query.tenant_id)
     .bind(&cap_contracts)
