@@ -636,23 +636,37 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
     let end = started + measured;
     match options.rate {
         Some(rate) => {
-            // Open loop: a request every 1/rate seconds, each on its own task.
+            // Open loop: a request every 1/rate seconds, each on its own task. The schedule
+            // is kept by an OS thread (nanosleep wakes within tens of microseconds), not by
+            // tokio's timer, whose millisecond ticks would send each request up to 1 ms late
+            // and count that lateness as the server's.
             let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-            let mut next = Instant::now();
-            while next < end {
-                tokio::time::sleep_until(next.into()).await;
-                let (client, base, key, sender) = (
-                    client.clone(),
-                    base.to_owned(),
-                    key.to_owned(),
-                    sender.clone(),
-                );
-                let (planned, fraction) = (next, options.post_fraction);
-                tokio::spawn(async move {
-                    let _ = sender.send(one_lead(&client, &base, &key, fraction, planned).await);
-                });
-                next += period;
-            }
+            let (runtime, client, base, key) = (
+                tokio::runtime::Handle::current(),
+                client.clone(),
+                base.to_owned(),
+                key.to_owned(),
+            );
+            let fraction = options.post_fraction;
+            let sender = sender.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut next = Instant::now();
+                while next < end {
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    let (client, base, key, sender) =
+                        (client.clone(), base.clone(), key.clone(), sender.clone());
+                    let planned = next;
+                    runtime.spawn(async move {
+                        let _ =
+                            sender.send(one_lead(&client, &base, &key, fraction, planned).await);
+                    });
+                    next += period;
+                }
+            })
+            .await?;
         }
         None => {
             let mut workers = Vec::new();
