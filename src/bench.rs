@@ -64,6 +64,10 @@ pub struct BenchOptions {
     /// Share of the pings with bids that are then posted (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub post_fraction: f64,
+    /// Measure posts alone: first ping (closed loop, `--concurrency` clients, untimed as
+    /// posts) for `--duration` seconds, then post those pings, `--concurrency` at a time.
+    #[arg(long, conflicts_with_all = ["rate", "post_fraction"])]
+    pub posts_only: bool,
     /// The server's bound on auctions in flight.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
@@ -180,10 +184,13 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     pool.close().await;
     let duration = load.elapsed.as_secs_f64();
     let pings_per_s = load.pings as f64 / duration;
-    let posts_per_s = load.posts as f64 / duration;
+    let posts_per_s = load.posts as f64 / load.post_elapsed.unwrap_or(load.elapsed).as_secs_f64();
     Ok(Report {
         mode: match options.rate {
             Some(rate) => format!("open loop, {rate} pings/s"),
+            None if options.posts_only => {
+                format!("closed loop, {} clients, posts only", options.concurrency)
+            }
             None => format!("closed loop, {} clients", options.concurrency),
         },
         contracts: options.contracts,
@@ -514,6 +521,8 @@ impl ServerProcess {
 #[derive(Default)]
 struct Load {
     elapsed: Duration,
+    /// The posting phase's own time, in `--posts-only` mode.
+    post_elapsed: Option<Duration>,
     pings: u64,
     pings_with_bids: u64,
     ping_micros: Vec<u64>,
@@ -537,56 +546,131 @@ async fn one_lead(
     post_fraction: f64,
     planned: Instant,
 ) -> Outcome {
-    let ping = client
+    let (ping, ping_id) = send_ping(client, base, key, planned).await;
+    let post = match ping_id {
+        Some(ping_id) if rand::random_bool(post_fraction.clamp(0.0, 1.0)) => {
+            Some(send_post(client, base, key, &ping_id).await)
+        }
+        _ => None,
+    };
+    Outcome { ping, post }
+}
+
+/// A ping: its status, latency (from `planned`) and whether it got bids, and its id if so.
+async fn send_ping(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    planned: Instant,
+) -> (Result<(u16, u64, bool), ()>, Option<Value>) {
+    let sent = client
         .post(format!("{base}/v1/ping"))
         .bearer_auth(key)
         .json(&json!({ "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" } }))
         .send()
         .await;
-    let ping = match ping {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            Ok((status, planned.elapsed().as_micros() as u64, body))
-        }
-        Err(_) => Err(()),
+    let Ok(response) = sent else {
+        return (Err(()), None);
     };
-    let mut post = None;
-    if let Ok((200, _, body)) = &ping
-        && body["status"] == "bids"
-        && rand::random_bool(post_fraction.clamp(0.0, 1.0))
-    {
-        let started = Instant::now();
-        let n: u64 = rand::random();
-        let sent = client
-            .post(format!("{base}/v1/post"))
-            .bearer_auth(key)
-            .json(&json!({
-                "ping_id": body["ping_id"],
-                "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good",
-                          "first_name": "Ada", "email": format!("bench{n}@example.com"),
-                          "phone": format!("214{:07}", n % 10_000_000) },
-                "consent": { "text": "I agree" }
-            }))
-            .send()
-            .await;
-        post = Some(match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let answer: Value = response.json().await.unwrap_or(Value::Null);
-                Ok((
-                    status,
-                    started.elapsed().as_micros() as u64,
-                    answer["status"] == "sold",
-                ))
+    let status = response.status().as_u16();
+    let mut body: Value = response.json().await.unwrap_or(Value::Null);
+    let micros = planned.elapsed().as_micros() as u64;
+    let bids = status == 200 && body["status"] == "bids";
+    let ping_id = bids.then(|| body["ping_id"].take());
+    (Ok((status, micros, bids)), ping_id)
+}
+
+/// The post of a ping with bids, for a new consumer: its status, latency and whether it sold.
+async fn send_post(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ping_id: &Value,
+) -> Result<(u16, u64, bool), ()> {
+    let started = Instant::now();
+    let n: u64 = rand::random();
+    let response = client
+        .post(format!("{base}/v1/post"))
+        .bearer_auth(key)
+        .json(&json!({
+            "ping_id": ping_id,
+            "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good",
+                      "first_name": "Ada", "email": format!("bench{n}@example.com"),
+                      "phone": format!("214{:07}", n % 10_000_000) },
+            "consent": { "text": "I agree" }
+        }))
+        .send()
+        .await
+        .map_err(|_| ())?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    Ok((
+        status,
+        started.elapsed().as_micros() as u64,
+        answer["status"] == "sold",
+    ))
+}
+
+/// `--posts-only`: pings for `duration` (recorded as pings), then their posts, `concurrency`
+/// at a time, until they are all posted or `duration` has passed again.
+async fn drive_posts_only(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    options: &BenchOptions,
+) -> Result<Load> {
+    let clients = options.concurrency.max(1);
+    let measured = Duration::from_secs(options.duration);
+    let mut load = Load::default();
+    let pinging_until = Instant::now() + measured;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, base, key) = (client.clone(), base.to_owned(), key.to_owned());
+        workers.spawn(async move {
+            let mut pinged = Vec::new();
+            while Instant::now() < pinging_until {
+                pinged.push(send_ping(&client, &base, &key, Instant::now()).await);
             }
-            Err(_) => Err(()),
+            pinged
         });
     }
-    Outcome {
-        ping: ping.map(|(status, micros, body)| (status, micros, body["status"] == "bids")),
-        post,
+    let mut ping_ids = Vec::new();
+    while let Some(pinged) = workers.join_next().await {
+        for (ping, ping_id) in pinged? {
+            load.add(Outcome { ping, post: None });
+            ping_ids.extend(ping_id);
+        }
     }
+    load.elapsed = measured;
+
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(ping_ids));
+    let started = Instant::now();
+    let posting_until = started + measured;
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, base, key, queue) = (
+            client.clone(),
+            base.to_owned(),
+            key.to_owned(),
+            queue.clone(),
+        );
+        posters.spawn(async move {
+            let mut posted = Vec::new();
+            while Instant::now() < posting_until {
+                let next = queue.lock().expect("the queue's lock").pop();
+                let Some(ping_id) = next else { break };
+                posted.push(send_post(&client, &base, &key, &ping_id).await);
+            }
+            posted
+        });
+    }
+    while let Some(posted) = posters.join_next().await {
+        for post in posted? {
+            load.add_post(post);
+        }
+    }
+    load.post_elapsed = Some(started.elapsed());
+    Ok(load)
 }
 
 impl Load {
@@ -604,18 +688,22 @@ impl Load {
             Err(()) => self.transport_errors += 1,
         }
         if let Some(post) = outcome.post {
-            self.posts += 1;
-            match post {
-                Ok((status, micros, sold)) => {
-                    if status == 200 {
-                        self.post_micros.push(micros);
-                        self.posts_sold += u64::from(sold);
-                    } else {
-                        *self.errors.entry(status).or_default() += 1;
-                    }
+            self.add_post(post);
+        }
+    }
+
+    fn add_post(&mut self, post: Result<(u16, u64, bool), ()>) {
+        self.posts += 1;
+        match post {
+            Ok((status, micros, sold)) => {
+                if status == 200 {
+                    self.post_micros.push(micros);
+                    self.posts_sold += u64::from(sold);
+                } else {
+                    *self.errors.entry(status).or_default() += 1;
                 }
-                Err(()) => self.transport_errors += 1,
             }
+            Err(()) => self.transport_errors += 1,
         }
     }
 }
@@ -627,6 +715,12 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
         .tcp_nodelay(true)
         .build()?;
     let warm_up = Instant::now() + Duration::from_secs(1);
+    if options.posts_only {
+        while Instant::now() < warm_up {
+            one_lead(&client, base, key, 1.0, Instant::now()).await;
+        }
+        return drive_posts_only(&client, base, key, options).await;
+    }
     while Instant::now() < warm_up {
         one_lead(&client, base, key, options.post_fraction, Instant::now()).await;
     }

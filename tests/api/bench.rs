@@ -81,3 +81,42 @@ async fn the_load_harness_runs_and_reports_every_figure(
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_posts_only_mode_posts_every_ping_it_made_and_counts_only_the_posting_time(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["bench", "--duration", "1", "--contracts", "1"])
+        .args(["--concurrency", "4", "--posts-only"])
+        .args(["--pgbench-seconds", "0", "--json"])
+        .env("GAVEL_DATABASE_URL", database_url(&connect))
+        .env("GAVEL_LOG_LEVEL", "error")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let pinged = report["pings_with_bids"].as_u64().unwrap();
+    let posted = report["posts_sent"].as_u64().unwrap();
+    assert!(pinged > 0 && posted > 0, "{report}");
+    // Posting is faster than the ping and post it replaces: a second of pings can take up to
+    // a second to post; every post either sold or got a buyer's dedup refusal.
+    assert!(posted <= pinged, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["post_latency"]["count"], report["posts_sent"]);
+    let per_s = report["posts_per_s"].as_f64().unwrap();
+    // The posting phase lasts 1 s and the posts then in flight; over both phases (2 s) the
+    // rate would be half.
+    assert!(
+        per_s > posted as f64 / 1.5,
+        "posts per second count the posting phase only: {report}"
+    );
+}
