@@ -104,8 +104,9 @@ BEGIN
 END;
 $$;
 
--- Gives back the first `taken` periods' counters of a refused reservation (a counter back at
--- zero goes: a refusal leaves no trace).
+-- Gives back the first `taken` periods' counters of a reservation: a refused one here, a
+-- released sale in Gavel's release. Clamped at zero (an operator may have reset a counter),
+-- and a counter back at zero goes: a reservation given back leaves no trace.
 CREATE FUNCTION gavel_give_back_caps(
     p_tenant   uuid,
     p_contract uuid,
@@ -117,7 +118,7 @@ CREATE FUNCTION gavel_give_back_caps(
 LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1 .. taken LOOP
-        UPDATE cap_counters SET leads = leads - 1, spend_cents = spend_cents - p_price
+        UPDATE cap_counters SET leads = greatest(leads - 1, 0), spend_cents = greatest(spend_cents - p_price, 0)
         WHERE tenant_id = p_tenant AND contract_id = p_contract AND period = p_periods[i] AND period_start = p_starts[i];
         DELETE FROM cap_counters
         WHERE tenant_id = p_tenant AND contract_id = p_contract AND period = p_periods[i] AND period_start = p_starts[i]

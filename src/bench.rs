@@ -715,14 +715,16 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
         .tcp_nodelay(true)
         .build()?;
     let warm_up = Instant::now() + Duration::from_secs(1);
-    if options.posts_only {
-        while Instant::now() < warm_up {
-            one_lead(&client, base, key, 1.0, Instant::now()).await;
-        }
-        return drive_posts_only(&client, base, key, options).await;
-    }
+    let warm_up_posts = if options.posts_only {
+        1.0
+    } else {
+        options.post_fraction
+    };
     while Instant::now() < warm_up {
-        one_lead(&client, base, key, options.post_fraction, Instant::now()).await;
+        one_lead(&client, base, key, warm_up_posts, Instant::now()).await;
+    }
+    if options.posts_only {
+        return drive_posts_only(&client, base, key, options).await;
     }
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let measured = Duration::from_secs(options.duration);

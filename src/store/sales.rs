@@ -296,34 +296,21 @@ pub async fn reserve(
     })
 }
 
-/// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final status.
+/// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final
+/// status (a reserved one is written by `gavel_reserve`).
 pub async fn record_unreserved(
     db: &PgPool,
     sale: &NewSale<'_>,
     status: &str,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let mut conn = db.acquire().await?;
-    insert_sale(&mut conn, sale, status, reason, &json!([]), None).await
-}
-
-async fn insert_sale(
-    conn: &mut PgConnection,
-    sale: &NewSale<'_>,
-    status: &str,
-    reason: Option<&str>,
-    reserved_caps: &Value,
-    pending_for: Option<chrono::Duration>,
-) -> Result<(), sqlx::Error> {
     let source = sale.source;
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
     sqlx::query(
         "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
                                  partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
-                                 reserved_caps, pending_until, created_at, settled_at, consumer_hashes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 now() + $18 * interval '1 millisecond', $19,
-                 CASE WHEN $14 = 'pending' THEN NULL ELSE $19 END, $20)",
+                                 created_at, settled_at, consumer_hashes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
     )
     .bind(source.tenant_id)
     .bind(sale.sale_id)
@@ -341,11 +328,9 @@ async fn insert_sale(
     .bind(status)
     .bind(reason)
     .bind(sale.test)
-    .bind(reserved_caps)
-    .bind(pending_for.map(|d| d.num_milliseconds() as f64))
     .bind(sale.now)
     .bind(&hashes)
-    .execute(conn)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -529,39 +514,32 @@ pub async fn release(
     )
     .await?;
     if !test {
-        // The reservation order is the period order, which is also the lock order.
+        // The reservation's periods, in its order (the lock order), given back by the
+        // function that gives back a refused reservation's (migration 0003).
+        let mut periods: Vec<&str> = Vec::new();
+        let mut starts: Vec<DateTime<Utc>> = Vec::new();
         for cap in reserved.as_array().into_iter().flatten() {
             let (Some(period), Some(start)) =
                 (cap["period"].as_str(), cap["period_start"].as_str())
             else {
                 continue;
             };
-            let start: DateTime<Utc> = start
-                .parse()
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            sqlx::query(
-                "UPDATE cap_counters SET leads = greatest(leads - 1, 0), spend_cents = greatest(spend_cents - $5, 0)
-                 WHERE tenant_id = $1 AND contract_id = $2 AND period = $3 AND period_start = $4",
-            )
-            .bind(tenant_id)
-            .bind(contract_id)
-            .bind(period)
-            .bind(start)
-            .bind(price)
-            .execute(&mut *tx)
-            .await?;
-            // A released reservation leaves no trace: a counter back at zero goes.
-            sqlx::query(
-                "DELETE FROM cap_counters WHERE tenant_id = $1 AND contract_id = $2 AND period = $3
-                 AND period_start = $4 AND leads = 0 AND spend_cents = 0",
-            )
-            .bind(tenant_id)
-            .bind(contract_id)
-            .bind(period)
-            .bind(start)
-            .execute(&mut *tx)
-            .await?;
+            periods.push(period);
+            starts.push(
+                start
+                    .parse()
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            );
         }
+        sqlx::query("SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)")
+            .bind(tenant_id)
+            .bind(contract_id)
+            .bind(&periods)
+            .bind(&starts)
+            .bind(price)
+            .bind(i32::try_from(periods.len()).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
         )

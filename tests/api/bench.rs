@@ -4,33 +4,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::harness::database_url;
 
-#[sqlx::test(migrator = "gavel::MIGRATOR")]
-async fn the_load_harness_runs_and_reports_every_figure(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+/// Runs `gavel bench --json` with these arguments against the test's database; its report.
+async fn bench(args: &[&str], connect: &PgConnectOptions) -> serde_json::Value {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args([
-            "bench",
-            "--duration",
-            "2",
-            "--contracts",
-            "3",
-            "--rtb-buyers",
-            "2",
-            "--rtb-latency-ms",
-            "5",
-        ])
-        .args([
-            "--rate",
-            "40",
-            "--post-fraction",
-            "0.5",
-            "--pgbench-seconds",
-            "1",
-            "--json",
-        ])
-        .env("GAVEL_DATABASE_URL", database_url(&connect))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("GAVEL_DATABASE_URL", database_url(connect))
         .env("GAVEL_LOG_LEVEL", "error")
         .output()
         .await
@@ -41,8 +21,34 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_load_harness_runs_and_reports_every_figure(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let report = bench(
+        &[
+            "--duration",
+            "2",
+            "--contracts",
+            "3",
+            "--rtb-buyers",
+            "2",
+            "--rtb-latency-ms",
+            "5",
+            "--rate",
+            "40",
+            "--post-fraction",
+            "0.5",
+            "--pgbench-seconds",
+            "1",
+        ],
+        &connect,
+    )
+    .await;
     for field in [
         "mode",
         "contracts",
@@ -87,23 +93,21 @@ async fn the_posts_only_mode_posts_every_ping_it_made_and_counts_only_the_postin
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["bench", "--duration", "1", "--contracts", "1"])
-        .args(["--concurrency", "4", "--posts-only"])
-        .args(["--pgbench-seconds", "0", "--json"])
-        .env("GAVEL_DATABASE_URL", database_url(&connect))
-        .env("GAVEL_LOG_LEVEL", "error")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let report = bench(
+        &[
+            "--duration",
+            "1",
+            "--contracts",
+            "1",
+            "--concurrency",
+            "4",
+            "--posts-only",
+            "--pgbench-seconds",
+            "0",
+        ],
+        &connect,
+    )
+    .await;
     let pinged = report["pings_with_bids"].as_u64().unwrap();
     let posted = report["posts_sent"].as_u64().unwrap();
     assert!(pinged > 0 && posted > 0, "{report}");
