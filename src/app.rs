@@ -26,6 +26,7 @@ use crate::api::rate_limit::CampaignRateLimits;
 use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::store::ping_writer::PingWriter;
 use crate::store::snapshot::ConfigStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,6 +50,8 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     /// Posts settling in their own tasks: shutdown waits for them.
     pub settlements: TaskTracker,
+    /// Pings' records, committed in groups under load.
+    pub ping_writer: PingWriter,
 }
 
 impl Deref for AppState {
@@ -101,6 +104,7 @@ impl AppState {
         let rate_limits = CampaignRateLimits::default();
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
+        let db_for_writer = db.clone();
         Ok(Self(Arc::new(AppInner {
             db,
             settings,
@@ -111,6 +115,7 @@ impl AppState {
             auction_slots,
             metrics,
             settlements: TaskTracker::new(),
+            ping_writer: PingWriter::start(db_for_writer),
         })))
     }
 }

@@ -714,22 +714,43 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()?;
-    let warm_up = Instant::now() + Duration::from_secs(1);
-    let warm_up_posts = if options.posts_only {
-        1.0
-    } else {
-        options.post_fraction
-    };
-    while Instant::now() < warm_up {
-        one_lead(&client, base, key, warm_up_posts, Instant::now()).await;
-    }
     if options.posts_only {
+        let warm_up = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < warm_up {
+            one_lead(&client, base, key, 1.0, Instant::now()).await;
+        }
         return drive_posts_only(&client, base, key, options).await;
     }
+    // The warm-up is the measured load itself, unrecorded: the server's connection pools
+    // (to PostgreSQL, from the harness) reach the size this load needs, so the first measured
+    // second does not pay for opening connections that steady state keeps open.
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    drop(receiver);
+    drive_for(&client, base, key, options, Duration::from_secs(1), sender).await?;
+
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let measured = Duration::from_secs(options.duration);
     let started = Instant::now();
-    let end = started + measured;
+    drive_for(&client, base, key, options, measured, sender).await?;
+    let mut load = Load::default();
+    while let Some(outcome) = receiver.recv().await {
+        load.add(outcome);
+    }
+    load.elapsed = started.elapsed().max(measured);
+    Ok(load)
+}
+
+/// Sends the load for `length` (open or closed loop, per the options); every lead's outcome
+/// goes to `sender`. Returns when the last request is answered.
+async fn drive_for(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    options: &BenchOptions,
+    length: Duration,
+    sender: tokio::sync::mpsc::UnboundedSender<Outcome>,
+) -> Result<()> {
+    let end = Instant::now() + length;
     match options.rate {
         Some(rate) => {
             // Open loop: a request every 1/rate seconds, each on its own task. The schedule
@@ -744,8 +765,8 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
                 key.to_owned(),
             );
             let fraction = options.post_fraction;
-            let sender = sender.clone();
-            tokio::task::spawn_blocking(move || {
+            let tasks = tokio::task::spawn_blocking(move || {
+                let mut tasks = Vec::new();
                 let mut next = Instant::now();
                 while next < end {
                     let now = Instant::now();
@@ -755,14 +776,18 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
                     let (client, base, key, sender) =
                         (client.clone(), base.clone(), key.clone(), sender.clone());
                     let planned = next;
-                    runtime.spawn(async move {
+                    tasks.push(runtime.spawn(async move {
                         let _ =
                             sender.send(one_lead(&client, &base, &key, fraction, planned).await);
-                    });
+                    }));
                     next += period;
                 }
+                tasks
             })
             .await?;
+            for task in tasks {
+                task.await?;
+            }
         }
         None => {
             let mut workers = Vec::new();
@@ -786,13 +811,7 @@ async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
             }
         }
     }
-    drop(sender);
-    let mut load = Load::default();
-    while let Some(outcome) = receiver.recv().await {
-        load.add(outcome);
-    }
-    load.elapsed = started.elapsed().max(measured);
-    Ok(load)
+    Ok(())
 }
 
 /// pgbench on the same PostgreSQL: the ping's own write (its posting_log row and one
@@ -862,9 +881,13 @@ async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> R
         Uuid::now_v7()
     ));
     std::fs::write(&path, script)?;
+    // Prepared statements (`-M prepared`), as Gavel's own: parsing and planning each
+    // statement anew would lower the ceiling Gavel is compared with.
     let output = tokio::process::Command::new("pgbench")
         .args([
             "-n",
+            "-M",
+            "prepared",
             "-T",
             &seconds.to_string(),
             "-c",

@@ -94,3 +94,9 @@ pub fn gauges(pool: &sqlx::PgPool, auctions_in_flight: usize) {
         .set(f64::from(pool.size()) - idle);
     metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
 }
+
+/// One statement writing `pings` ping records (their ratio is the average group-commit size).
+pub fn ping_write_batch(pings: usize) {
+    metrics::counter!("gavel_ping_record_writes_total").increment(1);
+    metrics::counter!("gavel_ping_records_written_total").increment(pings as u64);
+}

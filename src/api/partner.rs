@@ -20,7 +20,7 @@ use crate::auction::{LeadError, LeadErrorCode, SaleType, validate_ping};
 use crate::evaluate::{self, AuctionInput, AuctionOutcome};
 use crate::keys;
 use crate::money::{ExtraDecimals, Money};
-use crate::store::pings::{self, PingRecord};
+use crate::store::pings::{PingRecord, PingWrite};
 use crate::store::snapshot::CampaignContext;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -193,7 +193,7 @@ pub async fn auction(
         http_status: 200,
         result: "duplicate",
         test,
-        lead: Some(&lead),
+        lead: Some(Arc::clone(&lead)),
         min_payout,
         sale_type: None,
         payout: None,
@@ -243,7 +243,10 @@ pub async fn auction(
     };
     record.result = response.status;
     record.latency_us = elapsed_us(started);
-    pings::record_ping(&state.db, &record, &rows).await?;
+    state
+        .ping_writer
+        .record(PingWrite { ping: record, rows })
+        .await?;
     crate::meters::ping(response.status, started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
@@ -280,7 +283,11 @@ async fn record_refusal(
         payout: None,
         expires_at: None,
     };
-    if let Err(error) = pings::record_ping(&state.db, &record, &[]).await {
+    let write = PingWrite {
+        ping: record,
+        rows: Vec::new(),
+    };
+    if let Err(error) = state.ping_writer.record(write).await {
         tracing::warn!(%error, "cannot record a refused ping");
     }
 }

@@ -2,6 +2,7 @@
 //! its record. Both are a single statement, whatever the number of contracts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -145,7 +146,7 @@ pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionSt
 }
 
 /// The ping's own record: its `posting_log` row.
-pub struct PingRecord<'a> {
+pub struct PingRecord {
     pub tenant_id: Uuid,
     pub ping_id: Uuid,
     pub campaign_id: Uuid,
@@ -155,10 +156,10 @@ pub struct PingRecord<'a> {
     pub latency_us: i64,
     pub http_status: u16,
     /// `bids`, `no_bids`, `duplicate`, or an error code.
-    pub result: &'a str,
+    pub result: &'static str,
     pub test: bool,
     /// The validated, PII-free lead (absent for a refused ping: it may hold anything).
-    pub lead: Option<&'a Map<String, Value>>,
+    pub lead: Option<Arc<Map<String, Value>>>,
     pub min_payout: Option<Money>,
     pub sale_type: Option<SaleType>,
     pub payout: Option<Money>,
@@ -184,70 +185,96 @@ pub struct DistributionRow {
     pub payout: Option<Money>,
 }
 
+/// A ping to record with its contracts' outcomes.
+pub struct PingWrite {
+    pub ping: PingRecord,
+    pub rows: Vec<DistributionRow>,
+}
+
 fn cents(money: Option<Money>) -> Option<i64> {
     money.map(Money::cents)
 }
 
-/// Writes the ping and all its contracts' outcomes in one statement (atomic, one round trip).
-pub async fn record_ping(
-    db: &PgPool,
-    ping: &PingRecord<'_>,
-    rows: &[DistributionRow],
-) -> Result<(), sqlx::Error> {
-    macro_rules! column {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+/// Writes pings and all their contracts' outcomes in one statement (atomic, one round trip,
+/// whatever the number of pings, tenants and contracts).
+pub async fn record_pings(db: &PgPool, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
+    macro_rules! ping_column {
+        (|$p:ident| $value:expr) => {
+            writes
+                .iter()
+                .map(|w| {
+                    let $p = &w.ping;
+                    $value
+                })
+                .collect::<Vec<_>>()
         };
     }
-    let sale_types: Vec<Option<&str>> = rows
-        .iter()
-        .map(|r| r.sale_type.map(SaleType::as_str))
-        .collect();
-    let exclusive: Vec<Option<i64>> = rows.iter().map(|r| cents(r.exclusive_bid)).collect();
-    let shared: Vec<Option<i64>> = rows.iter().map(|r| cents(r.shared_bid)).collect();
-    let prices: Vec<Option<i64>> = rows.iter().map(|r| cents(r.price)).collect();
-    let payouts: Vec<Option<i64>> = rows.iter().map(|r| cents(r.payout)).collect();
+    // lead_distribution's columns, one element per contract row of every ping.
+    macro_rules! row_column {
+        (|$p:pat_param, $r:pat_param| $value:expr) => {
+            writes
+                .iter()
+                .flat_map(|w| {
+                    w.rows.iter().map(move |r| {
+                        let ($p, $r) = (&w.ping, r);
+                        $value
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+    }
     sqlx::query(
         "WITH ping AS (
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,
                                       latency_us, http_status, result, test, lead, min_payout_cents,
                                       sale_type, payout_cents, expires_at)
-             VALUES ($1, $2, 'ping', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15))
+             SELECT tenant_id, id, 'ping', campaign_id, partner_id, offer_id, created_at, latency_us,
+                    http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, expires_at
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::timestamptz[],
+                         $7::bigint[], $8::int[], $9::text[], $10::bool[], $11::jsonb[], $12::bigint[],
+                         $13::text[], $14::bigint[], $15::timestamptz[])
+                 AS p (tenant_id, id, campaign_id, partner_id, offer_id, created_at, latency_us,
+                       http_status, result, test, lead, min_payout_cents, sale_type, payout_cents,
+                       expires_at))
          INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason,
                                         detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
                                         sale_type, price_cents, payout_cents)
-         SELECT $1, $2, $6, * FROM unnest($16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::text[],
-                                          $21::bigint[], $22::bigint[], $23::int[], $24::text[], $25::uuid[],
-                                          $26::text[], $27::bigint[], $28::bigint[])",
+         SELECT * FROM unnest($16::uuid[], $17::uuid[], $18::timestamptz[], $19::uuid[], $20::uuid[],
+                              $21::text[], $22::text[], $23::text[], $24::bigint[], $25::bigint[],
+                              $26::int[], $27::text[], $28::uuid[], $29::text[], $30::bigint[],
+                              $31::bigint[])",
     )
-    .bind(ping.tenant_id)
-    .bind(ping.ping_id)
-    .bind(ping.campaign_id)
-    .bind(ping.partner_id)
-    .bind(ping.offer_id)
-    .bind(ping.created_at)
-    .bind(ping.latency_us)
-    .bind(i32::from(ping.http_status))
-    .bind(ping.result)
-    .bind(ping.test)
-    .bind(ping.lead.map(sqlx::types::Json))
-    .bind(cents(ping.min_payout))
-    .bind(ping.sale_type.map(SaleType::as_str))
-    .bind(cents(ping.payout))
-    .bind(ping.expires_at)
-    .bind(column!(contract_id))
-    .bind(column!(buyer_id))
-    .bind(column!(outcome))
-    .bind(column!(reason))
-    .bind(column!(detail))
-    .bind(exclusive)
-    .bind(shared)
-    .bind(column!(rtb_ms))
-    .bind(column!(rtb_ref))
-    .bind(column!(bid_id))
-    .bind(sale_types)
-    .bind(prices)
-    .bind(payouts)
+    .bind(ping_column!(|p| p.tenant_id))
+    .bind(ping_column!(|p| p.ping_id))
+    .bind(ping_column!(|p| p.campaign_id))
+    .bind(ping_column!(|p| p.partner_id))
+    .bind(ping_column!(|p| p.offer_id))
+    .bind(ping_column!(|p| p.created_at))
+    .bind(ping_column!(|p| p.latency_us))
+    .bind(ping_column!(|p| i32::from(p.http_status)))
+    .bind(ping_column!(|p| p.result))
+    .bind(ping_column!(|p| p.test))
+    .bind(ping_column!(|p| p.lead.as_deref().map(sqlx::types::Json)))
+    .bind(ping_column!(|p| cents(p.min_payout)))
+    .bind(ping_column!(|p| p.sale_type.map(SaleType::as_str)))
+    .bind(ping_column!(|p| cents(p.payout)))
+    .bind(ping_column!(|p| p.expires_at))
+    .bind(row_column!(|p, _| p.tenant_id))
+    .bind(row_column!(|p, _| p.ping_id))
+    .bind(row_column!(|p, _| p.created_at))
+    .bind(row_column!(|_, r| r.contract_id))
+    .bind(row_column!(|_, r| r.buyer_id))
+    .bind(row_column!(|_, r| r.outcome))
+    .bind(row_column!(|_, r| r.reason))
+    .bind(row_column!(|_, r| r.detail.as_deref()))
+    .bind(row_column!(|_, r| cents(r.exclusive_bid)))
+    .bind(row_column!(|_, r| cents(r.shared_bid)))
+    .bind(row_column!(|_, r| r.rtb_ms))
+    .bind(row_column!(|_, r| r.rtb_ref.as_deref()))
+    .bind(row_column!(|_, r| r.bid_id))
+    .bind(row_column!(|_, r| r.sale_type.map(SaleType::as_str)))
+    .bind(row_column!(|_, r| cents(r.price)))
+    .bind(row_column!(|_, r| cents(r.payout)))
     .execute(db)
     .await?;
     Ok(())

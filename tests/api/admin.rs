@@ -168,12 +168,24 @@ async fn accepting_buyer() -> (MockServer, String) {
     (server, url)
 }
 
-/// Pings until `done` accepts the answer, for at most one second; returns the answer.
+/// Pings until `done` accepts a 200 answer, for at most one second; returns the answer.
 async fn ping_until(app: &TestApp, key: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    ping_until_status(app, key, what, 200, done).await
+}
+
+/// Pings until an answer has `expected` status and `done` accepts it, for at most one second
+/// (configuration changes reach the server through a notification, within milliseconds).
+async fn ping_until_status(
+    app: &TestApp,
+    key: &str,
+    what: &str,
+    expected: u16,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let started = Instant::now();
     loop {
         let (status, answer) = app.ping(key, json!({ "lead": ping_lead() })).await;
-        if status == 200 && done(&answer) {
+        if status == expected && done(&answer) {
             return answer;
         }
         assert!(
@@ -417,10 +429,14 @@ async fn archiving_keeps_the_history_readable(pool: PgPool) {
         .await;
     assert_eq!(sales["items"].as_array().unwrap().len(), 1);
     // The archived campaign no longer sells.
-    let (status, _) = app
-        .ping(&tenant.posting_key, json!({ "lead": ping_lead() }))
-        .await;
-    assert_eq!(status, 403);
+    ping_until_status(
+        &app,
+        &tenant.posting_key,
+        "the archived campaign",
+        403,
+        |_| true,
+    )
+    .await;
 }
 
 /// Row counts of every configuration table and the ledger.

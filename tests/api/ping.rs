@@ -773,3 +773,134 @@ async fn configuration_still_reloads_after_the_listener_connection_is_lost(pool:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Pings answered at once share their records' write (group commit): every ping still finds
+/// its own record, with its own contracts' rows and its own bid ids, as soon as it is answered.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn concurrent_pings_each_find_their_own_complete_record(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "hybrid").await;
+    let mut contracts = Vec::new();
+    for cents in [4000, 3000, 2000] {
+        let (_, contract) = exchange
+            .buyer_with(100_000, ContractSpec::fixed(Some(cents), Some(1000)))
+            .await;
+        contracts.push(contract);
+    }
+    let app = spawn_app(pool.clone()).await;
+
+    let answers = futures::future::join_all(
+        (0..40).map(|_| app.ping(&exchange.posting_key, json!({ "lead": ping_lead() }))),
+    )
+    .await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["status"], "bids");
+        let ping_id: Uuid = answer["ping_id"].as_str().unwrap().parse().unwrap();
+        let rows: Vec<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
+            "SELECT contract_id, outcome, bid_id FROM lead_distribution
+             WHERE tenant_id = $1 AND ping_id = $2 ORDER BY contract_id",
+        )
+        .bind(exchange.tenant_id)
+        .bind(ping_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            contracts,
+            "one row per contract, for this ping"
+        );
+        let won: Vec<_> = rows.iter().filter(|r| r.1 == "won").collect();
+        assert_eq!(won.len(), 1);
+        assert_eq!(won[0].0, contracts[0]);
+        assert_eq!(won[0].2.unwrap().to_string(), answer["bids"][0]["bid_id"]);
+        let result: String = sqlx::query_scalar(
+            "SELECT result FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
+        )
+        .bind(exchange.tenant_id)
+        .bind(ping_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(result, "bids");
+    }
+    let pings: i64 = sqlx::query_scalar("SELECT count(*) FROM posting_log WHERE tenant_id = $1")
+        .bind(exchange.tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pings, 40);
+}
+
+/// A record the database refuses fails alone: the pings written in the same group are kept.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: PgPool) {
+    use gavel::store::ping_writer::PingWriter;
+    use gavel::store::pings::{DistributionRow, PingRecord, PingWrite};
+
+    let exchange = Exchange::create(&pool, "hybrid").await;
+    let (buyer, contract) = exchange
+        .buyer_with(100_000, ContractSpec::fixed(Some(4000), None))
+        .await;
+    let writer = PingWriter::start(pool.clone());
+    let write = |valid: bool| {
+        let ping = PingRecord {
+            tenant_id: exchange.tenant_id,
+            ping_id: Uuid::now_v7(),
+            campaign_id: exchange.campaign_id,
+            partner_id: exchange.partner_id,
+            offer_id: exchange.offer_id,
+            created_at: chrono::Utc::now(),
+            latency_us: 100,
+            http_status: 200,
+            result: "no_bids",
+            test: false,
+            lead: None,
+            min_payout: None,
+            sale_type: None,
+            payout: None,
+            expires_at: None,
+        };
+        // A winner without its bid id breaks lead_distribution_winner.
+        let row = DistributionRow {
+            contract_id: contract,
+            buyer_id: buyer,
+            outcome: if valid { "outbid" } else { "won" },
+            reason: Some("outbid"),
+            detail: None,
+            exclusive_bid: Some(Money::from_cents(4000)),
+            shared_bid: None,
+            rtb_ms: None,
+            rtb_ref: None,
+            bid_id: None,
+            sale_type: None,
+            price: None,
+            payout: None,
+        };
+        PingWrite {
+            ping,
+            rows: vec![row],
+        }
+    };
+    let writes: Vec<PingWrite> = (0..30).map(|i| write(i != 7)).collect();
+    let ids: Vec<Uuid> = writes.iter().map(|w| w.ping.ping_id).collect();
+    let results = futures::future::join_all(writes.into_iter().map(|w| writer.record(w))).await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.is_ok(), i != 7, "ping {i}: {result:?}");
+    }
+    let kept: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM posting_log WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id",
+    )
+    .bind(exchange.tenant_id)
+    .bind(&ids)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<Uuid> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(kept, expected);
+}

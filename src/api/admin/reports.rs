@@ -105,7 +105,8 @@ impl GroupBy {
     }
 
     /// The column of `lead_sales` and of the distribution query (`d` is lead_distribution,
-    /// `p` the ping's posting_log row).
+    /// `p` the ping's posting_log row: the time range is the ping's, found by posting_log_time,
+    /// and its contracts' rows by lead_distribution's primary key).
     fn columns(self) -> (&'static str, &'static str) {
         match self {
             GroupBy::Offer => ("offer_id", "p.offer_id"),
@@ -136,10 +137,10 @@ impl GroupBy {
                             OR d.shared_bid_cents IS NOT NULL) AS pings_with_bids,
                         count(*) FILTER (WHERE d.disposition IS NOT NULL
                             AND d.disposition <> 'not_accepted') AS posts
-                 FROM lead_distribution d
-                 JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
-                     AND p.created_at >= $2 AND p.created_at < $3
-                 WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
+                 FROM posting_log p
+                 JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
+                 WHERE p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3
+                   AND NOT p.test
                  GROUP BY 1",
                 column = self.columns().1
             ),
@@ -150,11 +151,10 @@ impl GroupBy {
     fn declines_sql(self) -> String {
         format!(
             "SELECT {column} AS group_id, d.reason, count(*)
-             FROM lead_distribution d
-             JOIN posting_log p ON p.tenant_id = d.tenant_id AND p.id = d.ping_id
-                     AND p.created_at >= $2 AND p.created_at < $3
-             WHERE d.tenant_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND NOT p.test
-               AND d.reason IS NOT NULL
+             FROM posting_log p
+             JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
+             WHERE p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3
+               AND NOT p.test AND d.reason IS NOT NULL
              GROUP BY 1, 2",
             column = self.columns().1
         )
