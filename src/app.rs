@@ -26,7 +26,8 @@ use crate::api::rate_limit::CampaignRateLimits;
 use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::store::ping_writer::PingWriter;
+use crate::store::group::Group;
+use crate::store::pings::{ReadStates, RecordPings};
 use crate::store::snapshot::ConfigStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -50,8 +51,9 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     /// Posts settling in their own tasks: shutdown waits for them.
     pub settlements: TaskTracker,
-    /// Pings' records, committed in groups under load.
-    pub ping_writer: PingWriter,
+    /// The pings' state reads and records, grouped under load.
+    pub ping_states: Group<ReadStates>,
+    pub ping_records: Group<RecordPings>,
 }
 
 impl Deref for AppState {
@@ -104,7 +106,7 @@ impl AppState {
         let rate_limits = CampaignRateLimits::default();
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
-        let db_for_writer = db.clone();
+        let db_for_groups = db.clone();
         Ok(Self(Arc::new(AppInner {
             db,
             settings,
@@ -115,7 +117,8 @@ impl AppState {
             auction_slots,
             metrics,
             settlements: TaskTracker::new(),
-            ping_writer: PingWriter::start(db_for_writer),
+            ping_states: Group::start(db_for_groups.clone()),
+            ping_records: Group::start(db_for_groups),
         })))
     }
 }

@@ -20,7 +20,8 @@ use crate::auction::{
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
 use crate::money::Money;
-use crate::store::pings::{self, AuctionState, DistributionRow, StateQuery};
+use crate::store::group::Group;
+use crate::store::pings::{AuctionState, DistributionRow, ReadStates, StateRequest};
 use crate::store::snapshot::{CampaignContext, Contract};
 
 /// A ping that passed validation, ready for its auction.
@@ -145,7 +146,7 @@ fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool
 }
 
 pub async fn run(
-    db: &sqlx::PgPool,
+    states: &Group<ReadStates>,
     http: &reqwest::Client,
     campaign: &CampaignContext,
     input: &AuctionInput,
@@ -173,18 +174,16 @@ pub async fn run(
     let mut buyer_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.buyer_id()).collect();
     buyer_ids.sort_unstable();
     buyer_ids.dedup();
-    let state = pings::read_state(
-        db,
-        &StateQuery {
+    let state = states
+        .run(StateRequest {
             tenant_id: tenant.id,
             offer_id: offer.id,
-            cap_periods: &cap_periods,
-            contract_ids: &contract_ids,
-            buyer_ids: &buyer_ids,
-            dedup_hashes: &input.dedup_hashes,
-        },
-    )
-    .await?;
+            cap_periods,
+            contract_ids,
+            buyer_ids,
+            dedup_hashes: input.dedup_hashes.clone(),
+        })
+        .await?;
 
     // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned.
     if within_days(state.offer_sold_at, offer.rules.dedup_days, input.now) {

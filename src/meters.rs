@@ -95,8 +95,10 @@ pub fn gauges(pool: &sqlx::PgPool, auctions_in_flight: usize) {
     metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
 }
 
-/// One statement writing `pings` ping records (their ratio is the average group-commit size).
-pub fn ping_write_batch(pings: usize) {
-    metrics::counter!("gavel_ping_record_writes_total").increment(1);
-    metrics::counter!("gavel_ping_records_written_total").increment(pings as u64);
+/// One grouped statement (`ping_state` read, `ping_record` write) serving `requests` pings:
+/// the ratio of the two counters is the average group size.
+pub fn group_statement(statement: &'static str, requests: usize) {
+    metrics::counter!("gavel_group_statements_total", "statement" => statement).increment(1);
+    metrics::counter!("gavel_group_requests_total", "statement" => statement)
+        .increment(requests as u64);
 }

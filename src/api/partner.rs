@@ -180,7 +180,7 @@ pub async fn auction(
         test,
         now,
     };
-    let outcome = evaluate::run(&state.db, &state.http, campaign, &input).await?;
+    let outcome = evaluate::run(&state.ping_states, &state.http, campaign, &input).await?;
 
     let mut record = PingRecord {
         tenant_id: campaign.tenant.id,
@@ -244,8 +244,8 @@ pub async fn auction(
     record.result = response.status;
     record.latency_us = elapsed_us(started);
     state
-        .ping_writer
-        .record(PingWrite { ping: record, rows })
+        .ping_records
+        .run(PingWrite { ping: record, rows })
         .await?;
     crate::meters::ping(response.status, started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
@@ -287,7 +287,7 @@ async fn record_refusal(
         ping: record,
         rows: Vec::new(),
     };
-    if let Err(error) = state.ping_writer.record(write).await {
+    if let Err(error) = state.ping_records.run(write).await {
         tracing::warn!(%error, "cannot record a refused ping");
     }
 }

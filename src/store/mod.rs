@@ -1,7 +1,7 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
+pub mod group;
 pub mod local_pg;
-pub mod ping_writer;
 pub mod pings;
 pub mod sales;
 pub mod snapshot;

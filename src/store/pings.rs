@@ -1,5 +1,6 @@
-//! The ping's database work: one batched read of the state its checks need, and one write of
-//! its record. Both are a single statement, whatever the number of contracts.
+//! The ping's database work: one read of the state its checks need, and one write of its
+//! record. Each is a single statement, whatever the number of contracts, and is grouped with
+//! the same statement of the pings running at the same time (`super::group`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auction::{CapPeriod, CapUsage, PeriodUsage, SaleType};
 use crate::money::Money;
+use crate::store::group::GroupStatement;
 
 /// The mutable state a ping's checks read, for every contract of the offer at once.
 #[derive(Debug, Default)]
@@ -26,84 +28,140 @@ pub struct AuctionState {
     pub last_sale: HashMap<Uuid, DateTime<Utc>>,
 }
 
-/// What to read: the current period of every cap, the buyers, and the consumer's hashes.
-pub struct StateQuery<'a> {
+/// What one ping reads: the current period of every cap, the buyers, and the consumer's
+/// hashes.
+pub struct StateRequest {
     pub tenant_id: Uuid,
     pub offer_id: Uuid,
     /// One entry per (contract, period) that has a cap.
-    pub cap_periods: &'a [(Uuid, CapPeriod, DateTime<Utc>)],
-    pub contract_ids: &'a [Uuid],
-    pub buyer_ids: &'a [Uuid],
-    pub dedup_hashes: &'a [[u8; 32]],
+    pub cap_periods: Vec<(Uuid, CapPeriod, DateTime<Utc>)>,
+    pub contract_ids: Vec<Uuid>,
+    /// Sorted, without repeats.
+    pub buyer_ids: Vec<Uuid>,
+    pub dedup_hashes: Vec<[u8; 32]>,
 }
 
 #[derive(FromRow)]
 struct StateRow {
+    request: i32,
     kind: String,
     id: Uuid,
     period: Option<String>,
     leads: Option<i64>,
     cents: Option<i64>,
     at: Option<DateTime<Utc>>,
+    offer_id: Option<Uuid>,
 }
 
-pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionState, sqlx::Error> {
-    let cap_contracts: Vec<Uuid> = query.cap_periods.iter().map(|c| c.0).collect();
-    let cap_periods: Vec<&str> = query.cap_periods.iter().map(|c| c.1.as_str()).collect();
-    let cap_starts: Vec<DateTime<Utc>> = query.cap_periods.iter().map(|c| c.2).collect();
-    let hashes: Vec<&[u8]> = query.dedup_hashes.iter().map(|h| &h[..]).collect();
+/// The pings' state reads, grouped: one statement for every ping waiting to read.
+pub struct ReadStates;
+
+impl GroupStatement for ReadStates {
+    const NAME: &'static str = "ping_state";
+    type Request = StateRequest;
+    type Answer = AuctionState;
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 8_000;
+
+    fn work(request: &StateRequest) -> usize {
+        request.cap_periods.len() + request.buyer_ids.len() + request.contract_ids.len()
+    }
+
+    async fn run(db: &PgPool, requests: &[StateRequest]) -> Result<Vec<AuctionState>, sqlx::Error> {
+        read_states(db, requests).await
+    }
+}
+
+/// One key of one request: the request's index and tenant, then the key.
+fn keys<'a, T: 'a>(
+    requests: &'a [StateRequest],
+    each: impl Fn(&'a StateRequest) -> Vec<T>,
+) -> (Vec<i32>, Vec<Uuid>, Vec<T>) {
+    let (mut indexes, mut tenants, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, request) in requests.iter().enumerate() {
+        for value in each(request) {
+            indexes.push(index as i32);
+            tenants.push(request.tenant_id);
+            values.push(value);
+        }
+    }
+    (indexes, tenants, values)
+}
+
+async fn read_states(
+    db: &PgPool,
+    requests: &[StateRequest],
+) -> Result<Vec<AuctionState>, sqlx::Error> {
+    let (cap_requests, cap_tenants, caps) = keys(requests, |r| r.cap_periods.clone());
+    let cap_contracts: Vec<Uuid> = caps.iter().map(|c| c.0).collect();
+    let cap_periods: Vec<&str> = caps.iter().map(|c| c.1.as_str()).collect();
+    let cap_starts: Vec<DateTime<Utc>> = caps.iter().map(|c| c.2).collect();
+    let (buyer_requests, buyer_tenants, buyers) = keys(requests, |r| r.buyer_ids.clone());
+    let (hash_requests, hash_tenants, hashes) = keys(requests, |r| {
+        r.dedup_hashes.iter().map(|h| &h[..]).collect()
+    });
+    let (contract_requests, contract_tenants, contracts) =
+        keys(requests, |r| r.contract_ids.clone());
     let rows: Vec<StateRow> = sqlx::query_as(
-        // Every part walks the request's own keys (unnest) and looks each one up by its
+        // Every part walks the requests' own keys (unnest) and looks each one up by its
         // primary key in a LATERAL subquery (OFFSET 0 keeps it one), so whatever plan
-        // PostgreSQL caches for this statement stays a few index lookups, however large the
-        // tenant's tables grow and however stale their statistics are.
-        "SELECT 'cap' AS kind, w.contract_id AS id, w.period, c.leads::bigint AS leads,
-                c.spend_cents AS cents, NULL::timestamptz AS at
-         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS w (contract_id, period, period_start)
+        // PostgreSQL caches for this statement stays a few index lookups per key, however
+        // large the tenants' tables grow and however stale their statistics are.
+        "SELECT w.request, 'cap' AS kind, w.contract_id AS id, w.period, c.leads::bigint AS leads,
+                c.spend_cents AS cents, NULL::timestamptz AS at, NULL::uuid AS offer_id
+         FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[])
+             AS w (request, tenant_id, contract_id, period, period_start)
          CROSS JOIN LATERAL (
              SELECT leads, spend_cents FROM cap_counters
-             WHERE tenant_id = $1 AND contract_id = w.contract_id AND period = w.period
+             WHERE tenant_id = w.tenant_id AND contract_id = w.contract_id AND period = w.period
                AND period_start = w.period_start
              OFFSET 0) AS c
          UNION ALL
-         SELECT 'balance', w.id, NULL, NULL, b.balance_cents, NULL
-         FROM unnest($5::uuid[]) AS w (id)
-         CROSS JOIN LATERAL (SELECT balance_cents FROM buyers WHERE tenant_id = $1 AND id = w.id OFFSET 0) AS b
-         UNION ALL
-         SELECT 'bought', d.buyer_id, NULL, NULL, NULL, max(d.sold_at)
-         FROM unnest($6::bytea[]) AS h (hash)
+         SELECT w.request, 'balance', w.id, NULL, NULL, b.balance_cents, NULL, NULL
+         FROM unnest($6::int[], $7::uuid[], $8::uuid[]) AS w (request, tenant_id, id)
          CROSS JOIN LATERAL (
-             SELECT buyer_id, sold_at FROM dedup_keys
-             WHERE tenant_id = $1 AND key_hash = h.hash AND buyer_id = ANY($5)
+             SELECT balance_cents FROM buyers WHERE tenant_id = w.tenant_id AND id = w.id OFFSET 0) AS b
+         UNION ALL
+         SELECT w.request, 'sold', d.buyer_id, NULL, NULL, NULL, d.sold_at, d.offer_id
+         FROM unnest($9::int[], $10::uuid[], $11::bytea[]) AS w (request, tenant_id, hash)
+         CROSS JOIN LATERAL (
+             SELECT buyer_id, offer_id, sold_at FROM dedup_keys
+             WHERE tenant_id = w.tenant_id AND key_hash = w.hash
              OFFSET 0) AS d
-         GROUP BY d.buyer_id
          UNION ALL
-         SELECT 'offer_sold', $7, NULL, NULL, NULL, max(d.sold_at)
-         FROM unnest($6::bytea[]) AS h (hash)
+         SELECT w.request, 'last_sale', w.id, NULL, NULL, NULL, s.last_sold_at, NULL
+         FROM unnest($12::int[], $13::uuid[], $14::uuid[]) AS w (request, tenant_id, id)
          CROSS JOIN LATERAL (
-             SELECT sold_at FROM dedup_keys WHERE tenant_id = $1 AND key_hash = h.hash AND offer_id = $7
-             OFFSET 0) AS d
-         HAVING count(*) > 0
-         UNION ALL
-         SELECT 'last_sale', w.id, NULL, NULL, NULL, s.last_sold_at
-         FROM unnest($8::uuid[]) AS w (id)
-         CROSS JOIN LATERAL (
-             SELECT last_sold_at FROM contract_stats WHERE tenant_id = $1 AND contract_id = w.id
+             SELECT last_sold_at FROM contract_stats
+             WHERE tenant_id = w.tenant_id AND contract_id = w.id
              OFFSET 0) AS s",
     )
-    .bind(query.tenant_id)
+    .bind(&cap_requests)
+    .bind(&cap_tenants)
     .bind(&cap_contracts)
     .bind(&cap_periods)
     .bind(&cap_starts)
-    .bind(query.buyer_ids)
+    .bind(&buyer_requests)
+    .bind(&buyer_tenants)
+    .bind(&buyers)
+    .bind(&hash_requests)
+    .bind(&hash_tenants)
     .bind(&hashes)
-    .bind(query.offer_id)
-    .bind(query.contract_ids)
+    .bind(&contract_requests)
+    .bind(&contract_tenants)
+    .bind(&contracts)
     .fetch_all(db)
     .await?;
 
-    let mut state = AuctionState::default();
+    let mut states: Vec<AuctionState> = requests.iter().map(|_| AuctionState::default()).collect();
     for row in rows {
+        let Some(request) = usize::try_from(row.request)
+            .ok()
+            .and_then(|i| requests.get(i))
+        else {
+            continue;
+        };
+        let state = &mut states[row.request as usize];
         match row.kind.as_str() {
             "cap" => {
                 let Some(period) = row
@@ -128,12 +186,18 @@ pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionSt
                     .balances
                     .insert(row.id, Money::from_cents(row.cents.unwrap_or(0)));
             }
-            "bought" => {
-                if let Some(at) = row.at {
-                    state.buyer_bought_at.insert(row.id, at);
+            // One sale of this consumer (any buyer, any offer): the latest counts, for the
+            // ping's buyers and for its offer.
+            "sold" => {
+                let Some(at) = row.at else { continue };
+                if request.buyer_ids.binary_search(&row.id).is_ok() {
+                    let bought = state.buyer_bought_at.entry(row.id).or_insert(at);
+                    *bought = (*bought).max(at);
+                }
+                if row.offer_id == Some(request.offer_id) {
+                    state.offer_sold_at = Some(state.offer_sold_at.map_or(at, |s| s.max(at)));
                 }
             }
-            "offer_sold" => state.offer_sold_at = row.at,
             "last_sale" => {
                 if let Some(at) = row.at {
                     state.last_sale.insert(row.id, at);
@@ -142,7 +206,7 @@ pub async fn read_state(db: &PgPool, query: &StateQuery<'_>) -> Result<AuctionSt
             _ => {}
         }
     }
-    Ok(state)
+    Ok(states)
 }
 
 /// The ping's own record: its `posting_log` row.
@@ -195,9 +259,29 @@ fn cents(money: Option<Money>) -> Option<i64> {
     money.map(Money::cents)
 }
 
-/// Writes pings and all their contracts' outcomes in one statement (atomic, one round trip,
-/// whatever the number of pings, tenants and contracts).
-pub async fn record_pings(db: &PgPool, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
+/// The pings' records, grouped: one statement (atomic, one round trip, one commit) for every
+/// ping waiting to be recorded, whatever their tenants and numbers of contracts.
+pub struct RecordPings;
+
+impl GroupStatement for RecordPings {
+    const NAME: &'static str = "ping_record";
+    type Request = PingWrite;
+    type Answer = ();
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 4_000;
+
+    fn work(write: &PingWrite) -> usize {
+        1 + write.rows.len()
+    }
+
+    async fn run(db: &PgPool, writes: &[PingWrite]) -> Result<Vec<()>, sqlx::Error> {
+        record_pings(db, writes).await?;
+        Ok(vec![(); writes.len()])
+    }
+}
+
+/// Writes pings and all their contracts' outcomes in one statement.
+async fn record_pings(db: &PgPool, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
     macro_rules! ping_column {
         (|$p:ident| $value:expr) => {
             writes

@@ -835,14 +835,14 @@ async fn concurrent_pings_each_find_their_own_complete_record(pool: PgPool) {
 /// A record the database refuses fails alone: the pings written in the same group are kept.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: PgPool) {
-    use gavel::store::ping_writer::PingWriter;
-    use gavel::store::pings::{DistributionRow, PingRecord, PingWrite};
+    use gavel::store::group::Group;
+    use gavel::store::pings::{DistributionRow, PingRecord, PingWrite, RecordPings};
 
     let exchange = Exchange::create(&pool, "hybrid").await;
     let (buyer, contract) = exchange
         .buyer_with(100_000, ContractSpec::fixed(Some(4000), None))
         .await;
-    let writer = PingWriter::start(pool.clone());
+    let records = Group::<RecordPings>::start(pool.clone());
     let write = |valid: bool| {
         let ping = PingRecord {
             tenant_id: exchange.tenant_id,
@@ -884,7 +884,7 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
     };
     let writes: Vec<PingWrite> = (0..30).map(|i| write(i != 7)).collect();
     let ids: Vec<Uuid> = writes.iter().map(|w| w.ping.ping_id).collect();
-    let results = futures::future::join_all(writes.into_iter().map(|w| writer.record(w))).await;
+    let results = futures::future::join_all(writes.into_iter().map(|w| records.run(w))).await;
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result.is_ok(), i != 7, "ping {i}: {result:?}");
     }
@@ -903,4 +903,41 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
         .map(|(_, id)| *id)
         .collect();
     assert_eq!(kept, expected);
+}
+
+/// Pings of different tenants read their state in one grouped statement: each sees its own
+/// tenant's buyers only (one tenant's funded buyer never lends its balance to the other's).
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn grouped_state_reads_keep_each_tenants_state_apart(pool: PgPool) {
+    let funded = Exchange::create(&pool, "hybrid").await;
+    funded
+        .buyer_with(100_000, ContractSpec::fixed(Some(4000), None))
+        .await;
+    let broke = Exchange::create(&pool, "hybrid").await;
+    broke
+        .buyer_with(0, ContractSpec::fixed(Some(4000), None))
+        .await;
+    let app = spawn_app(pool.clone()).await;
+
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let key = if i % 2 == 0 {
+            &funded.posting_key
+        } else {
+            &broke.posting_key
+        };
+        app.ping(key, json!({ "lead": ping_lead() }))
+    }))
+    .await;
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{answer}");
+        let expected = if i % 2 == 0 { "bids" } else { "no_bids" };
+        assert_eq!(answer["status"], expected, "ping {i}: {answer}");
+    }
+    let reasons: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT reason FROM lead_distribution WHERE tenant_id = $1")
+            .bind(broke.tenant_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(reasons, vec![Some("insufficient_funds".to_owned())]);
 }

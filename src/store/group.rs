@@ -1,0 +1,132 @@
+//! Group execution of the ping's two statements (its state read and its record's write).
+//! Every ping waits for its own statement's result, but pings that arrive while another
+//! statement of the same kind is running share the next one: under load, one round trip, one
+//! commit and one plan serve many pings; when Gavel is idle, a ping's statement runs alone and
+//! at once, so grouping never adds a wait.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// A statement that serves many requests at once.
+pub trait GroupStatement: Send + Sync + 'static {
+    /// The statement's name in the metrics.
+    const NAME: &'static str;
+    type Request: Send + 'static;
+    type Answer: Send + 'static;
+    /// Bounds on one statement, so a burst does not build a statement of unbounded size:
+    /// at most this many requests, and this much work (`work` summed).
+    const MAX_REQUESTS: usize;
+    const MAX_WORK: usize;
+    /// How much a request adds to the statement (rows written or looked up).
+    fn work(request: &Self::Request) -> usize;
+    /// Runs the requests as one statement: one answer per request, in order, or one error
+    /// for all of them.
+    fn run(
+        db: &PgPool,
+        requests: &[Self::Request],
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, sqlx::Error>> + Send;
+}
+
+type Reply<S> = oneshot::Sender<Result<<S as GroupStatement>::Answer, sqlx::Error>>;
+type Queue<S> = mpsc::UnboundedReceiver<(<S as GroupStatement>::Request, Reply<S>)>;
+
+/// The handle requests go through; clones share the same runners.
+pub struct Group<S: GroupStatement> {
+    queue: mpsc::UnboundedSender<(S::Request, Reply<S>)>,
+}
+
+impl<S: GroupStatement> Clone for Group<S> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// Statements of one kind running at once: one collecting while another runs keeps the
+/// database busy on a two-core machine without splitting groups into crumbs.
+const RUNNERS: usize = 2;
+
+impl<S: GroupStatement> Group<S> {
+    /// Starts the runners; they stop when the last handle is dropped. The queue needs no
+    /// bound of its own: requests come from auctions, which the load-shedding bound limits.
+    pub fn start(db: PgPool) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..RUNNERS {
+            tokio::spawn(run_groups::<S>(db.clone(), Arc::clone(&receiver)));
+        }
+        Self { queue }
+    }
+
+    /// Runs one request (in a group, when others are waiting) and returns its answer.
+    pub async fn run(&self, request: S::Request) -> Result<S::Answer, sqlx::Error> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.unwrap_or(Err(sqlx::Error::PoolClosed))
+    }
+}
+
+async fn run_groups<S: GroupStatement>(db: PgPool, receiver: Arc<Mutex<Queue<S>>>) {
+    loop {
+        // Only the collecting runner holds the queue; the other may be running meanwhile.
+        let group = {
+            let mut queue = receiver.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut work = S::work(&first.0);
+            let mut group = vec![first];
+            while group.len() < S::MAX_REQUESTS && work < S::MAX_WORK {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        work += S::work(&next.0);
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        let (requests, replies): (Vec<S::Request>, Vec<Reply<S>>) = group.into_iter().unzip();
+        crate::meters::group_statement(S::NAME, requests.len());
+        match S::run(&db, &requests).await {
+            Ok(answers) if answers.len() == requests.len() => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(sqlx::Error::Protocol(
+                        "a grouped statement lost answers".to_owned(),
+                    )));
+                }
+            }
+            Err(error) if requests.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            // Nothing of the group was done (one statement): run each request alone, so a
+            // request the database refuses fails alone, with its own error.
+            Err(_) => {
+                for (request, reply) in requests.into_iter().zip(replies) {
+                    let result = S::run(&db, std::slice::from_ref(&request)).await.and_then(
+                        |mut answers| {
+                            answers.pop().ok_or_else(|| {
+                                sqlx::Error::Protocol("a statement lost its answer".to_owned())
+                            })
+                        },
+                    );
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
