@@ -1051,3 +1051,51 @@ async fn a_buyer_answer_with_nul_characters_is_stored_without_them(pool: PgPool)
         (422, Some("/lead/first_name"))
     );
 }
+
+/// Equal bids go round-robin: each sale moves its contract to the back of the line, so the
+/// contract that has gone longest without a sale wins the next tie.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn equal_bids_take_turns_as_each_sale_completes(pool: PgPool) {
+    let server = MockServer::start().await;
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let mut contracts = Vec::new();
+    for route in ["/a", "/b"] {
+        let delivery = buyer_endpoint(&server, route, accepts()).await;
+        let (_, contract) = exchange
+            .buyer_with(
+                100_000,
+                with_delivery(ContractSpec::fixed(Some(4000), None), delivery),
+            )
+            .await;
+        contracts.push(contract);
+    }
+    let app = spawn_app(pool.clone()).await;
+
+    let mut winners = Vec::new();
+    for _ in 0..4 {
+        let ping = ping_with_bids(&app, &exchange.posting_key).await;
+        let winner: Uuid = sqlx::query_scalar(
+            "SELECT contract_id FROM lead_distribution
+             WHERE tenant_id = $1 AND ping_id = $2::uuid AND outcome = 'won'",
+        )
+        .bind(exchange.tenant_id)
+        .bind(ping["ping_id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        winners.push(winner);
+        let (status, answer) = app.post(&exchange.posting_key, post_body(&ping)).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("sold")),
+            "{answer}"
+        );
+    }
+    let first = winners[0];
+    let second = if first == contracts[0] {
+        contracts[1]
+    } else {
+        contracts[0]
+    };
+    assert_eq!(winners, vec![first, second, first, second]);
+}
