@@ -157,16 +157,16 @@ pub async fn run(
 
     // 1. The state every check needs, in one query.
     let mut cap_periods = Vec::new();
+    // Each period's start, computed once per ping (a timezone conversion), not per contract.
+    let mut starts: [Option<DateTime<Utc>>; 5] = [None; 5];
     for contract in contracts {
         let mut seen = [false; 5];
         for cap in contract.compiled.caps().iter() {
             let period = cap.period();
             if !std::mem::replace(&mut seen[period.index()], true) {
-                cap_periods.push((
-                    contract.compiled.id(),
-                    period,
-                    period_start(period, input.now, tenant.timezone),
-                ));
+                let start = *starts[period.index()]
+                    .get_or_insert_with(|| period_start(period, input.now, tenant.timezone));
+                cap_periods.push((contract.compiled.id(), period, start));
             }
         }
     }
