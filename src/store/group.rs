@@ -130,3 +130,70 @@ async fn run_groups<S: GroupStatement>(db: PgPool, receiver: Arc<Mutex<Queue<S>>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Answers each request with its double, recording every statement's requests; a
+    /// statement holding a negative request fails whole, as one refused row fails a database
+    /// statement.
+    struct Double;
+
+    static STATEMENTS: Mutex<Vec<Vec<i64>>> = Mutex::new(Vec::new());
+
+    impl GroupStatement for Double {
+        const NAME: &'static str = "double";
+        type Request = i64;
+        type Answer = i64;
+        const MAX_REQUESTS: usize = 64;
+        const MAX_WORK: usize = 1_000;
+
+        fn work(_: &i64) -> usize {
+            1
+        }
+
+        async fn run(_: &PgPool, requests: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+            STATEMENTS.lock().unwrap().push(requests.to_vec());
+            tokio::task::yield_now().await;
+            if requests.iter().any(|r| *r < 0) {
+                return Err(sqlx::Error::RowNotFound);
+            }
+            Ok(requests.iter().map(|r| r * 2).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_together_share_statements_and_fail_alone() {
+        // Never connected: the test statement does not use it.
+        let db = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let group = Group::<Double>::start(db);
+
+        let requests = (1..=40).map(|i| if i == 7 { -7 } else { i });
+        let answers = futures::future::join_all(requests.map(|r| group.run(r))).await;
+        for (i, answer) in (1..=40).zip(answers) {
+            match i {
+                7 => assert!(answer.is_err(), "the refused request fails"),
+                _ => assert_eq!(answer.unwrap(), i * 2, "request {i} gets its own answer"),
+            }
+        }
+        let statements = std::mem::take(&mut *STATEMENTS.lock().unwrap());
+        assert!(
+            statements.iter().any(|s| s.len() > 1 && s.contains(&-7)),
+            "the refused request shared a statement with others: {statements:?}"
+        );
+        assert!(
+            statements.contains(&vec![-7]),
+            "then ran again alone: {statements:?}"
+        );
+
+        assert_eq!(group.run(21).await.unwrap(), 42);
+        assert_eq!(
+            *STATEMENTS.lock().unwrap(),
+            vec![vec![21]],
+            "an idle group runs a request at once, alone"
+        );
+    }
+}

@@ -72,11 +72,11 @@ impl GroupStatement for ReadStates {
     }
 }
 
-/// One key of one request: the request's index and tenant, then the key.
-fn keys<'a, T: 'a>(
+/// Every request's keys of one kind, flattened: for each key, its request's index and tenant.
+fn keys<'a, I: IntoIterator>(
     requests: &'a [StateRequest],
-    each: impl Fn(&'a StateRequest) -> Vec<T>,
-) -> (Vec<i32>, Vec<Uuid>, Vec<T>) {
+    each: impl Fn(&'a StateRequest) -> I,
+) -> (Vec<i32>, Vec<Uuid>, Vec<I::Item>) {
     let (mut indexes, mut tenants, mut values) = (Vec::new(), Vec::new(), Vec::new());
     for (index, request) in requests.iter().enumerate() {
         for value in each(request) {
@@ -92,16 +92,14 @@ async fn read_states(
     db: &PgPool,
     requests: &[StateRequest],
 ) -> Result<Vec<AuctionState>, sqlx::Error> {
-    let (cap_requests, cap_tenants, caps) = keys(requests, |r| r.cap_periods.clone());
+    let (cap_requests, cap_tenants, caps) = keys(requests, |r| &r.cap_periods);
     let cap_contracts: Vec<Uuid> = caps.iter().map(|c| c.0).collect();
     let cap_periods: Vec<&str> = caps.iter().map(|c| c.1.as_str()).collect();
     let cap_starts: Vec<DateTime<Utc>> = caps.iter().map(|c| c.2).collect();
-    let (buyer_requests, buyer_tenants, buyers) = keys(requests, |r| r.buyer_ids.clone());
-    let (hash_requests, hash_tenants, hashes) = keys(requests, |r| {
-        r.dedup_hashes.iter().map(|h| &h[..]).collect()
-    });
-    let (contract_requests, contract_tenants, contracts) =
-        keys(requests, |r| r.contract_ids.clone());
+    let (buyer_requests, buyer_tenants, buyers) = keys(requests, |r| &r.buyer_ids);
+    let (hash_requests, hash_tenants, hashes) =
+        keys(requests, |r| r.dedup_hashes.iter().map(|h| &h[..]));
+    let (contract_requests, contract_tenants, contracts) = keys(requests, |r| &r.contract_ids);
     let rows: Vec<StateRow> = sqlx::query_as(
         // Every part walks the requests' own keys (unnest) and looks each one up by its
         // primary key in a LATERAL subquery (OFFSET 0 keeps it one), so whatever plan
@@ -155,13 +153,13 @@ async fn read_states(
 
     let mut states: Vec<AuctionState> = requests.iter().map(|_| AuctionState::default()).collect();
     for row in rows {
-        let Some(request) = usize::try_from(row.request)
+        let Some(index) = usize::try_from(row.request)
             .ok()
-            .and_then(|i| requests.get(i))
+            .filter(|&i| i < requests.len())
         else {
             continue;
         };
-        let state = &mut states[row.request as usize];
+        let (request, state) = (&requests[index], &mut states[index]);
         match row.kind.as_str() {
             "cap" => {
                 let Some(period) = row
@@ -231,7 +229,7 @@ pub struct PingRecord {
 }
 
 /// One contract's row in `lead_distribution`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DistributionRow {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,

@@ -210,6 +210,28 @@ pub struct NewSale<'a> {
     pub consumer_hashes: &'a [[u8; 32]],
 }
 
+/// Binds the sale as `$1`–`$13` (tenant, sale, lead, ping, bid, contract, buyer, campaign,
+/// partner, offer, sale type, price, payout): the order of both statements that write a sale.
+macro_rules! bind_sale {
+    ($query:expr, $sale:expr) => {{
+        let sale: &NewSale<'_> = $sale;
+        $query
+            .bind(sale.source.tenant_id)
+            .bind(sale.sale_id)
+            .bind(sale.lead_id)
+            .bind(sale.ping_id)
+            .bind(sale.bid.bid_id)
+            .bind(sale.bid.contract_id)
+            .bind(sale.bid.buyer_id)
+            .bind(sale.source.campaign_id)
+            .bind(sale.source.partner_id)
+            .bind(sale.source.offer_id)
+            .bind(&sale.bid.sale_type)
+            .bind(sale.bid.price_cents)
+            .bind(sale.bid.payout_cents)
+    }};
+}
+
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -250,26 +272,15 @@ pub async fn reserve(
         .map(|(period, start)| json!({ "period": period, "period_start": start }))
         .collect();
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
-    let source = sale.source;
     // One statement, one round trip (migration 0003): the hot rows are held for the time the
     // database needs, not for a round trip per step.
-    let outcome: String = sqlx::query_scalar(
-        "SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                              $17, $18, $19, $20, $21, $22, $23, $24)",
+    let outcome: String = bind_sale!(
+        sqlx::query_scalar(
+            "SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                  $17, $18, $19, $20, $21, $22, $23, $24)",
+        ),
+        sale
     )
-    .bind(source.tenant_id)
-    .bind(sale.sale_id)
-    .bind(sale.lead_id)
-    .bind(sale.ping_id)
-    .bind(sale.bid.bid_id)
-    .bind(sale.bid.contract_id)
-    .bind(sale.bid.buyer_id)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(&sale.bid.sale_type)
-    .bind(sale.bid.price_cents)
-    .bind(sale.bid.payout_cents)
     .bind(sale.test)
     .bind(sale.pending_for.num_milliseconds() as f64)
     .bind(sale.now)
@@ -304,27 +315,16 @@ pub async fn record_unreserved(
     status: &str,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let source = sale.source;
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
-    sqlx::query(
-        "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
-                                 partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
-                                 created_at, settled_at, consumer_hashes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
+    bind_sale!(
+        sqlx::query(
+            "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
+                                     partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
+                                     created_at, settled_at, consumer_hashes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
+        ),
+        sale
     )
-    .bind(source.tenant_id)
-    .bind(sale.sale_id)
-    .bind(sale.lead_id)
-    .bind(sale.ping_id)
-    .bind(sale.bid.bid_id)
-    .bind(sale.bid.contract_id)
-    .bind(sale.bid.buyer_id)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(&sale.bid.sale_type)
-    .bind(sale.bid.price_cents)
-    .bind(sale.bid.payout_cents)
     .bind(status)
     .bind(reason)
     .bind(sale.test)

@@ -136,3 +136,14 @@ pub async fn spawn_app_with_clock(
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     spawn_app_with(pool, test_settings(), axum::Router::new()).await
 }
+
+/// The standard output of a child process that must have succeeded (else its outputs, shown).
+pub fn successful_stdout(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -931,12 +931,7 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = crate::harness::successful_stdout(&output);
     let answer: Value =
         serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|_| panic!("{stdout}"));
     assert_eq!(answer["status"], "sold", "{answer}");
