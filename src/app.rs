@@ -27,8 +27,9 @@ use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::store::group::Group;
-use crate::store::pings::{ReadStates, RecordPings};
+use crate::store::pings::RecordPings;
 use crate::store::snapshot::ConfigStore;
+use crate::store::state_cache::StateReader;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -52,7 +53,7 @@ pub struct AppInner {
     /// Posts settling in their own tasks: shutdown waits for them.
     pub settlements: TaskTracker,
     /// The pings' state reads and records, grouped under load.
-    pub ping_states: Group<ReadStates>,
+    pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
 }
 
@@ -102,11 +103,16 @@ impl AppState {
         if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
             tracing::error!(error = %format!("{error:#}"), "the interrupted-sale sweep failed at start-up");
         }
-        tokio::spawn(sweep_every_minute(db.clone(), Arc::clone(&clock)));
+        let ping_states = Arc::new(StateReader::start(db.clone(), settings.state_cache_ttl()));
+        tokio::spawn(sweep_every_minute(
+            db.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&ping_states),
+        ));
         let rate_limits = CampaignRateLimits::default();
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
-        let db_for_groups = db.clone();
+        let ping_records = Group::start(db.clone());
         Ok(Self(Arc::new(AppInner {
             db,
             settings,
@@ -117,27 +123,32 @@ impl AppState {
             auction_slots,
             metrics,
             settlements: TaskTracker::new(),
-            ping_states: Group::start(db_for_groups.clone()),
-            ping_records: Group::start(db_for_groups),
+            ping_states,
+            ping_records,
         })))
     }
 }
 
-async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<()> {
+/// Releases the sales a crash left pending; true when it released any.
+async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<bool> {
     let released = crate::store::sales::release_interrupted(db, clock.now()).await?;
     if !released.is_empty() {
         tracing::warn!(count = released.len(), sales = ?released, "released sales interrupted while pending");
     }
-    Ok(())
+    Ok(!released.is_empty())
 }
 
-async fn sweep_every_minute(db: PgPool, clock: Arc<dyn Clock>) {
+async fn sweep_every_minute(db: PgPool, clock: Arc<dyn Clock>, ping_states: Arc<StateReader>) {
     let mut timer = tokio::time::interval(std::time::Duration::from_secs(60));
     timer.tick().await;
     loop {
         timer.tick().await;
-        if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
-            tracing::warn!(error = %format!("{error:#}"), "the interrupted-sale sweep failed");
+        match sweep_interrupted_sales(&db, clock.as_ref()).await {
+            Ok(true) => ping_states.forget_all(),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "the interrupted-sale sweep failed")
+            }
         }
     }
 }

@@ -566,7 +566,12 @@ async fn send_ping(
     let sent = client
         .post(format!("{base}/v1/ping"))
         .bearer_auth(key)
-        .json(&json!({ "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" } }))
+        // A new consumer each time (its email's hash, as a seller sends it): the buyers' and the
+        // offer's dedup are looked up for every ping and never match.
+        .json(&json!({
+            "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" },
+            "dedup": { "email_sha256": hex::encode(crate::keys::hash(&format!("bench{}@example.com", rand::random::<u64>()))) }
+        }))
         .send()
         .await;
     let Ok(response) = sent else {

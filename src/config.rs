@@ -40,6 +40,7 @@ pub struct Settings {
     pub rtb_timeout_ms: u64,
     pub delivery_timeout_ms: u64,
     pub max_in_flight_auctions: usize,
+    pub state_cache_ms: u64,
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -120,6 +121,9 @@ impl Settings {
         if self.max_in_flight_auctions == 0 {
             return bad("max_in_flight_auctions", "must be at least 1");
         }
+        if self.state_cache_ms > 10_000 {
+            return bad("state_cache_ms", "must be at most 10000");
+        }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
@@ -133,6 +137,10 @@ impl Settings {
             return bad("log_level", &error.to_string());
         }
         Ok(())
+    }
+
+    pub fn state_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.state_cache_ms)
     }
 
     pub fn db_acquire_timeout(&self) -> Duration {

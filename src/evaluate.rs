@@ -20,9 +20,11 @@ use crate::auction::{
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
 use crate::money::Money;
-use crate::store::group::Group;
-use crate::store::pings::{AuctionState, DistributionRow, ReadStates, StateRequest};
+use crate::store::pings::{
+    AuctionState, ContractKeys, DistributionRow, PeriodStarts, StateRequest,
+};
 use crate::store::snapshot::{CampaignContext, Contract};
+use crate::store::state_cache::StateReader;
 
 /// A ping that passed validation, ready for its auction.
 pub struct AuctionInput {
@@ -146,7 +148,7 @@ fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool
 }
 
 pub async fn run(
-    states: &Group<ReadStates>,
+    states: &StateReader,
     http: &reqwest::Client,
     campaign: &CampaignContext,
     input: &AuctionInput,
@@ -155,31 +157,34 @@ pub async fn run(
     let offer = &campaign.offer;
     let contracts = &offer.contracts;
 
-    // 1. The state every check needs, in one query.
-    let mut cap_periods = Vec::new();
+    // 1. The state every check needs, in one query (or from a copy a few moments old).
     // Each period's start, computed once per ping (a timezone conversion), not per contract.
-    let mut starts: [Option<DateTime<Utc>>; 5] = [None; 5];
-    for contract in contracts {
-        let mut seen = [false; 5];
-        for cap in contract.compiled.caps().iter() {
-            let period = cap.period();
-            if !std::mem::replace(&mut seen[period.index()], true) {
-                let start = *starts[period.index()]
-                    .get_or_insert_with(|| period_start(period, input.now, tenant.timezone));
-                cap_periods.push((contract.compiled.id(), period, start));
+    let mut starts: PeriodStarts = [None; 5];
+    let keys = contracts
+        .iter()
+        .map(|contract| {
+            let mut periods: PeriodStarts = [None; 5];
+            for cap in contract.compiled.caps().iter() {
+                let period = cap.period();
+                periods[period.index()] = Some(
+                    *starts[period.index()]
+                        .get_or_insert_with(|| period_start(period, input.now, tenant.timezone)),
+                );
             }
-        }
-    }
-    let contract_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.id()).collect();
+            ContractKeys {
+                id: contract.compiled.id(),
+                periods,
+            }
+        })
+        .collect();
     let mut buyer_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.buyer_id()).collect();
     buyer_ids.sort_unstable();
     buyer_ids.dedup();
     let state = states
-        .run(StateRequest {
+        .read(StateRequest {
             tenant_id: tenant.id,
             offer_id: offer.id,
-            cap_periods,
-            contract_ids,
+            contracts: keys,
             buyer_ids,
             dedup_hashes: input.dedup_hashes.clone(),
         })

@@ -241,6 +241,12 @@ async fn settle_one(
         }
         Err(Refusal::InsufficientFunds) => return unreserved("insufficient_funds", None).await,
     }
+    let forget = || {
+        state
+            .ping_states
+            .forget_sale(posted.source.tenant_id, bid.contract_id, bid.buyer_id);
+    };
+    forget();
 
     // Deliver.
     let request = DeliveryRequest {
@@ -273,42 +279,49 @@ async fn settle_one(
     let db = &state.db;
     let tenant_id = posted.source.tenant_id;
     let interrupted = || result(bid, "failed", Some("interrupted".to_owned()));
-    match delivered.verdict {
-        Verdict::Accepted => {
-            let kept = sales::complete(
-                db,
-                &posted.source,
-                sale_id,
-                bid,
-                posted.test,
-                &posted.consumer_keys,
-                &answer,
-                now,
-            )
-            .await?;
-            Ok(if kept {
-                result(bid, "sold", None)
-            } else {
-                interrupted()
-            })
-        }
-        Verdict::Rejected(reason) => {
-            let released =
-                sales::release(db, tenant_id, sale_id, "rejected", &reason, &answer, now).await?;
-            Ok(if released {
-                result(bid, "rejected", Some(reason))
-            } else {
-                interrupted()
-            })
-        }
-        Verdict::Failed(reason) => {
-            let released =
-                sales::release(db, tenant_id, sale_id, "failed", &reason, &answer, now).await?;
-            Ok(if released {
-                result(bid, "failed", Some(reason))
-            } else {
-                interrupted()
-            })
+    let settled = async {
+        match delivered.verdict {
+            Verdict::Accepted => {
+                let kept = sales::complete(
+                    db,
+                    &posted.source,
+                    sale_id,
+                    bid,
+                    posted.test,
+                    &posted.consumer_keys,
+                    &answer,
+                    now,
+                )
+                .await?;
+                Ok(if kept {
+                    result(bid, "sold", None)
+                } else {
+                    interrupted()
+                })
+            }
+            Verdict::Rejected(reason) => {
+                let released =
+                    sales::release(db, tenant_id, sale_id, "rejected", &reason, &answer, now)
+                        .await?;
+                Ok(if released {
+                    result(bid, "rejected", Some(reason))
+                } else {
+                    interrupted()
+                })
+            }
+            Verdict::Failed(reason) => {
+                let released =
+                    sales::release(db, tenant_id, sale_id, "failed", &reason, &answer, now).await?;
+                Ok(if released {
+                    result(bid, "failed", Some(reason))
+                } else {
+                    interrupted()
+                })
+            }
         }
     }
+    .await;
+    // Kept, given back or failed to write, the caps, balance and last sale may have changed.
+    forget();
+    settled
 }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -36,13 +37,34 @@ type Queue<S> = mpsc::UnboundedReceiver<(<S as GroupStatement>::Request, Reply<S
 /// The handle requests go through; clones share the same runners.
 pub struct Group<S: GroupStatement> {
     queue: mpsc::UnboundedSender<(S::Request, Reply<S>)>,
+    db: PgPool,
+    /// Statements of this kind running now, by the runners or by a caller.
+    running: Arc<AtomicUsize>,
 }
 
 impl<S: GroupStatement> Clone for Group<S> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
+            db: self.db.clone(),
+            running: Arc::clone(&self.running),
         }
+    }
+}
+
+/// Counts one statement as running until dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(running: &Arc<AtomicUsize>) -> Self {
+        running.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -56,14 +78,32 @@ impl<S: GroupStatement> Group<S> {
     pub fn start(db: PgPool) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
+        let running = Arc::new(AtomicUsize::new(0));
         for _ in 0..RUNNERS {
-            tokio::spawn(run_groups::<S>(db.clone(), Arc::clone(&receiver)));
+            tokio::spawn(run_groups::<S>(
+                db.clone(),
+                Arc::clone(&receiver),
+                Arc::clone(&running),
+            ));
         }
-        Self { queue }
+        Self { queue, db, running }
     }
 
     /// Runs one request (in a group, when others are waiting) and returns its answer.
     pub async fn run(&self, request: S::Request) -> Result<S::Answer, sqlx::Error> {
+        // Nothing of this kind running: the caller runs its statement itself, at once, rather
+        // than handing it to a runner and waiting to be handed the answer back (two task
+        // wake-ups, often across threads). Requests that arrive meanwhile queue for the
+        // runners and are grouped as usual.
+        if self
+            .running
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _running = Running(Arc::clone(&self.running));
+            crate::meters::group_statement(S::NAME, 1);
+            return run_alone::<S>(&self.db, request).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((request, reply))
@@ -72,7 +112,24 @@ impl<S: GroupStatement> Group<S> {
     }
 }
 
-async fn run_groups<S: GroupStatement>(db: PgPool, receiver: Arc<Mutex<Queue<S>>>) {
+async fn run_alone<S: GroupStatement>(
+    db: &PgPool,
+    request: S::Request,
+) -> Result<S::Answer, sqlx::Error> {
+    S::run(db, std::slice::from_ref(&request))
+        .await
+        .and_then(|mut answers| {
+            answers
+                .pop()
+                .ok_or_else(|| sqlx::Error::Protocol("a statement lost its answer".to_owned()))
+        })
+}
+
+async fn run_groups<S: GroupStatement>(
+    db: PgPool,
+    receiver: Arc<Mutex<Queue<S>>>,
+    running: Arc<AtomicUsize>,
+) {
     loop {
         // Only the collecting runner holds the queue; the other may be running meanwhile.
         let group = {
@@ -93,6 +150,7 @@ async fn run_groups<S: GroupStatement>(db: PgPool, receiver: Arc<Mutex<Queue<S>>
             }
             group
         };
+        let _running = Running::start(&running);
         let (requests, replies): (Vec<S::Request>, Vec<Reply<S>>) = group.into_iter().unzip();
         crate::meters::group_statement(S::NAME, requests.len());
         match S::run(&db, &requests).await {
@@ -117,14 +175,7 @@ async fn run_groups<S: GroupStatement>(db: PgPool, receiver: Arc<Mutex<Queue<S>>
             // request the database refuses fails alone, with its own error.
             Err(_) => {
                 for (request, reply) in requests.into_iter().zip(replies) {
-                    let result = S::run(&db, std::slice::from_ref(&request)).await.and_then(
-                        |mut answers| {
-                            answers.pop().ok_or_else(|| {
-                                sqlx::Error::Protocol("a statement lost its answer".to_owned())
-                            })
-                        },
-                    );
-                    let _ = reply.send(result);
+                    let _ = reply.send(run_alone::<S>(&db, request).await);
                 }
             }
         }

@@ -5,6 +5,7 @@ pub mod local_pg;
 pub mod pings;
 pub mod sales;
 pub mod snapshot;
+pub mod state_cache;
 pub mod tenants;
 
 use std::time::Duration;

@@ -28,15 +28,24 @@ pub struct AuctionState {
     pub last_sale: HashMap<Uuid, DateTime<Utc>>,
 }
 
-/// What one ping reads: the current period of every cap, the buyers, and the consumer's
-/// hashes.
+/// The start of the current period of each cap period a contract has, by `CapPeriod` index
+/// (`None`: no cap of that period).
+pub type PeriodStarts = [Option<DateTime<Utc>>; 5];
+
+/// One contract whose state a ping reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ContractKeys {
+    pub id: Uuid,
+    pub periods: PeriodStarts,
+}
+
+/// What one ping reads: its contracts' caps and last sales, its buyers' balances, and the
+/// consumer's hashes.
 pub struct StateRequest {
     pub tenant_id: Uuid,
     pub offer_id: Uuid,
-    /// One entry per (contract, period) that has a cap.
-    pub cap_periods: Vec<(Uuid, CapPeriod, DateTime<Utc>)>,
-    pub contract_ids: Vec<Uuid>,
-    /// Sorted, without repeats.
+    pub contracts: Vec<ContractKeys>,
+    /// Buyers whose balance to read.
     pub buyer_ids: Vec<Uuid>,
     pub dedup_hashes: Vec<[u8; 32]>,
 }
@@ -64,7 +73,12 @@ impl GroupStatement for ReadStates {
     const MAX_WORK: usize = 8_000;
 
     fn work(request: &StateRequest) -> usize {
-        request.cap_periods.len() + request.buyer_ids.len() + request.contract_ids.len()
+        request
+            .contracts
+            .iter()
+            .map(|c| 1 + c.periods.iter().flatten().count())
+            .sum::<usize>()
+            + request.buyer_ids.len()
     }
 
     async fn run(db: &PgPool, requests: &[StateRequest]) -> Result<Vec<AuctionState>, sqlx::Error> {
@@ -92,14 +106,22 @@ async fn read_states(
     db: &PgPool,
     requests: &[StateRequest],
 ) -> Result<Vec<AuctionState>, sqlx::Error> {
-    let (cap_requests, cap_tenants, caps) = keys(requests, |r| &r.cap_periods);
+    let (cap_requests, cap_tenants, caps) = keys(requests, |r| {
+        r.contracts.iter().flat_map(|c| {
+            CapPeriod::ALL
+                .into_iter()
+                .zip(c.periods)
+                .filter_map(move |(period, start)| Some((c.id, period, start?)))
+        })
+    });
     let cap_contracts: Vec<Uuid> = caps.iter().map(|c| c.0).collect();
     let cap_periods: Vec<&str> = caps.iter().map(|c| c.1.as_str()).collect();
     let cap_starts: Vec<DateTime<Utc>> = caps.iter().map(|c| c.2).collect();
     let (buyer_requests, buyer_tenants, buyers) = keys(requests, |r| &r.buyer_ids);
     let (hash_requests, hash_tenants, hashes) =
         keys(requests, |r| r.dedup_hashes.iter().map(|h| &h[..]));
-    let (contract_requests, contract_tenants, contracts) = keys(requests, |r| &r.contract_ids);
+    let (contract_requests, contract_tenants, contracts) =
+        keys(requests, |r| r.contracts.iter().map(|c| c.id));
     let rows: Vec<StateRow> = sqlx::query_as(
         // Every part walks the requests' own keys (unnest) and looks each one up by its
         // primary key in a LATERAL subquery (OFFSET 0 keeps it one), so whatever plan
@@ -184,14 +206,12 @@ async fn read_states(
                     .balances
                     .insert(row.id, Money::from_cents(row.cents.unwrap_or(0)));
             }
-            // One sale of this consumer (any buyer, any offer): the latest counts, for the
-            // ping's buyers and for its offer.
+            // One sale of this consumer (any buyer, any offer): the latest counts, for each
+            // buyer and for the ping's offer.
             "sold" => {
                 let Some(at) = row.at else { continue };
-                if request.buyer_ids.binary_search(&row.id).is_ok() {
-                    let bought = state.buyer_bought_at.entry(row.id).or_insert(at);
-                    *bought = (*bought).max(at);
-                }
+                let bought = state.buyer_bought_at.entry(row.id).or_insert(at);
+                *bought = (*bought).max(at);
                 if row.offer_id == Some(request.offer_id) {
                     state.offer_sold_at = Some(state.offer_sold_at.map_or(at, |s| s.max(at)));
                 }

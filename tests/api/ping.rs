@@ -941,3 +941,44 @@ async fn grouped_state_reads_keep_each_tenants_state_apart(pool: PgPool) {
             .unwrap();
     assert_eq!(reasons, vec![Some("insufficient_funds".to_owned())]);
 }
+
+/// The state a ping reads may be kept for `state_cache_ms`: this process's own changes are
+/// seen by the very next ping, another process's once that time has passed.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn pings_see_this_processs_funds_at_once_and_another_processs_change_soon(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "hybrid").await;
+    let (buyer, _) = exchange
+        .buyer_with(0, ContractSpec::fixed(Some(4000), None))
+        .await;
+    let app = spawn_app(pool.clone()).await;
+    let key = &exchange.posting_key;
+    let ping_status = || async {
+        let (status, answer) = app.ping(key, json!({ "lead": ping_lead() })).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["status"].as_str().unwrap().to_owned()
+    };
+
+    // No funds: no bid (and the buyer's balance is now kept for a moment).
+    assert_eq!(ping_status().await, "no_bids");
+    let (status, _) = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/buyers/{buyer}/funds"),
+            &exchange.admin_key,
+            Some(json!({ "amount": 100.00 })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(ping_status().await, "bids");
+
+    // Another Gavel process spends the balance (here, straight in the database).
+    sqlx::query("UPDATE buyers SET balance_cents = 0 WHERE tenant_id = $1 AND id = $2")
+        .bind(exchange.tenant_id)
+        .bind(buyer)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let kept_for = Duration::from_millis(crate::harness::test_settings().state_cache_ms);
+    tokio::time::sleep(kept_for + Duration::from_millis(50)).await;
+    assert_eq!(ping_status().await, "no_bids");
+}

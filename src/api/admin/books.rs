@@ -110,6 +110,7 @@ async fn add_funds(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    state.ping_states.forget_balance(tenant, buyer_id);
     Ok((
         StatusCode::CREATED,
         Json(FundsReceipt {
