@@ -144,10 +144,12 @@ async fn sweep_every_minute(db: PgPool, clock: Arc<dyn Clock>, ping_states: Arc<
     loop {
         timer.tick().await;
         match sweep_interrupted_sales(&db, clock.as_ref()).await {
-            Ok(true) => ping_states.forget_all(),
             Ok(false) => {}
+            Ok(true) => ping_states.forget_all(),
+            // It may have released some sales before failing.
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "the interrupted-sale sweep failed")
+                ping_states.forget_all();
+                tracing::warn!(error = %format!("{error:#}"), "the interrupted-sale sweep failed");
             }
         }
     }

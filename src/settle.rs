@@ -220,14 +220,23 @@ async fn settle_one(
         contract.dedup_days,
         timeout + PENDING_MARGIN,
     );
-    match sales::reserve(
+    let forget = || {
+        state
+            .ping_states
+            .forget_sale(posted.source.tenant_id, bid.contract_id, bid.buyer_id);
+    };
+    let reserved = sales::reserve(
         &state.db,
         &sale,
         contract.compiled.caps(),
         posted.campaign.tenant.timezone,
     )
-    .await?
-    {
+    .await;
+    // Even when the answer was lost, the reservation may have committed.
+    if !matches!(reserved, Ok(Err(_))) {
+        forget();
+    }
+    match reserved? {
         Ok(()) => {}
         Err(Refusal::Duplicate) => {
             return unreserved(
@@ -241,12 +250,6 @@ async fn settle_one(
         }
         Err(Refusal::InsufficientFunds) => return unreserved("insufficient_funds", None).await,
     }
-    let forget = || {
-        state
-            .ping_states
-            .forget_sale(posted.source.tenant_id, bid.contract_id, bid.buyer_id);
-    };
-    forget();
 
     // Deliver.
     let request = DeliveryRequest {

@@ -95,14 +95,27 @@ impl<S: GroupStatement> Group<S> {
         // than handing it to a runner and waiting to be handed the answer back (two task
         // wake-ups, often across threads). Requests that arrive meanwhile queue for the
         // runners and are grouped as usual.
+        // It runs in a task of its own, so that it completes even when the caller is dropped
+        // (a client that hangs up must not leave its ping unrecorded); tokio runs a task
+        // spawned from a worker next on that same worker.
         if self
             .running
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let _running = Running(Arc::clone(&self.running));
+            let running = Running(Arc::clone(&self.running));
+            let db = self.db.clone();
             crate::meters::group_statement(S::NAME, 1);
-            return run_alone::<S>(&self.db, request).await;
+            return tokio::spawn(async move {
+                let _running = running;
+                run_alone::<S>(&db, request).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Protocol(
+                    "a statement's task ended early".to_owned(),
+                ))
+            });
         }
         let (reply, answer) = oneshot::channel();
         self.queue

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -54,17 +55,27 @@ impl<T> Default for Slot<T> {
 /// What a lookup found: a copy young enough (if any), and the version a new copy must quote.
 struct Lookup<T> {
     fresh: Option<T>,
-    version: u64,
+    version: Version,
+}
+
+/// The key's own version, and the table's (moved by `forget_all`, which also covers keys
+/// that have no slot yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    key: u64,
+    table: u64,
 }
 
 struct Table<T> {
     shards: [Mutex<HashMap<Key, Slot<T>>>; SHARDS],
+    generation: AtomicU64,
 }
 
 impl<T: Copy> Table<T> {
     fn new() -> Self {
         Self {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -78,27 +89,32 @@ impl<T: Copy> Table<T> {
     }
 
     fn get(&self, key: &Key, now: Instant, ttl: Duration) -> Lookup<T> {
-        match self.shard(key).get(key) {
+        let shard = self.shard(key);
+        let table = self.generation.load(Ordering::Acquire);
+        match shard.get(key) {
             Some(slot) => Lookup {
                 fresh: slot
                     .copy
                     .filter(|(read_at, _)| now.saturating_duration_since(*read_at) < ttl)
                     .map(|(_, copy)| copy),
-                version: slot.version,
+                version: Version {
+                    key: slot.version,
+                    table,
+                },
             },
             None => Lookup {
                 fresh: None,
-                version: 0,
+                version: Version { key: 0, table },
             },
         }
     }
 
-    /// Keeps `copy`, read from a statement sent at `read_at`, unless the key changed since
-    /// `version` was looked up.
-    fn put(&self, key: Key, version: u64, read_at: Instant, copy: T) {
+    /// Keeps `copy`, read from a statement sent at `read_at`, unless the key (or the whole
+    /// table) changed since `version` was looked up.
+    fn put(&self, key: Key, version: Version, read_at: Instant, copy: T) {
         let mut shard = self.shard(&key);
         let slot = shard.entry(key).or_default();
-        if slot.version == version {
+        if slot.version == version.key && self.generation.load(Ordering::Acquire) == version.table {
             slot.copy = Some((read_at, copy));
         }
     }
@@ -111,6 +127,7 @@ impl<T: Copy> Table<T> {
     }
 
     fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
             let mut shard = shard
                 .lock()
@@ -255,7 +272,7 @@ mod tests {
         let table = Table::<i64>::new();
         let (key, start) = (key(), Instant::now());
         let lookup = table.get(&key, start, TTL);
-        assert_eq!((lookup.fresh, lookup.version), (None, 0));
+        assert_eq!(lookup.fresh, None);
         table.put(key, lookup.version, start, 7);
         assert_eq!(table.get(&key, start + TTL / 2, TTL).fresh, Some(7));
         assert_eq!(table.get(&key, start + TTL, TTL).fresh, None);
@@ -284,5 +301,11 @@ mod tests {
         assert_eq!(table.get(&key, start, TTL).fresh, None);
         table.put(key, version, start, 4);
         assert_eq!(table.get(&key, start, TTL).fresh, None);
+        // Even for a key that had no slot when its read began.
+        let other = (key.0, Uuid::new_v4());
+        let before = table.get(&other, start, TTL).version;
+        table.forget_all();
+        table.put(other, before, start, 5);
+        assert_eq!(table.get(&other, start, TTL).fresh, None);
     }
 }
