@@ -91,13 +91,12 @@ impl<S: GroupStatement> Group<S> {
 
     /// Runs one request (in a group, when others are waiting) and returns its answer.
     pub async fn run(&self, request: S::Request) -> Result<S::Answer, sqlx::Error> {
-        // Nothing of this kind running: the caller runs its statement itself, at once, rather
-        // than handing it to a runner and waiting to be handed the answer back (two task
-        // wake-ups, often across threads). Requests that arrive meanwhile queue for the
+        // Nothing of this kind running: the statement starts at once in a task of its own,
+        // rather than being handed to a runner whose answer is handed back (two task wake-ups,
+        // often across threads; tokio runs a task spawned from a worker next on that worker).
+        // Its own task lets it complete even when the caller is dropped: a client that hangs
+        // up must not leave its ping unrecorded. Requests that arrive meanwhile queue for the
         // runners and are grouped as usual.
-        // It runs in a task of its own, so that it completes even when the caller is dropped
-        // (a client that hangs up must not leave its ping unrecorded); tokio runs a task
-        // spawned from a worker next on that same worker.
         if self
             .running
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)

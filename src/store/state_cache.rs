@@ -150,7 +150,7 @@ pub struct StateReader {
 }
 
 impl StateReader {
-    /// `ttl` zero keeps no copies: every ping reads everything.
+    /// With `ttl` zero no copy is ever young enough: every ping reads everything.
     pub fn start(db: PgPool, ttl: Duration) -> Self {
         Self {
             group: Group::start(db),
@@ -211,21 +211,19 @@ impl StateReader {
         let contracts: Vec<ContractKeys> = missing.contracts.clone();
         let buyers: Vec<Uuid> = missing.buyer_ids.clone();
         let read = self.group.run(missing).await?;
-        let keep = !self.ttl.is_zero();
+        // With a zero `ttl` the copies stored here are never served.
         for (keys, version) in contracts.iter().zip(contract_versions) {
             let copy = ContractCopy {
                 periods: keys.periods,
                 usage: read.cap_usage.get(&keys.id).copied().unwrap_or_default(),
                 last_sale: read.last_sale.get(&keys.id).copied(),
             };
-            if keep {
-                self.contracts
-                    .put((tenant, keys.id), version, read_at, copy);
-            }
+            self.contracts
+                .put((tenant, keys.id), version, read_at, copy);
         }
         for (buyer, version) in buyers.iter().zip(balance_versions) {
             // A buyer without a row (archived meanwhile) is not kept: it is read again.
-            if let Some(&balance) = read.balances.get(buyer).filter(|_| keep) {
+            if let Some(&balance) = read.balances.get(buyer) {
                 self.balances
                     .put((tenant, *buyer), version, read_at, balance);
             }
