@@ -888,7 +888,14 @@ async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> R
     std::fs::write(&path, script)?;
     // Prepared statements (`-M prepared`), as Gavel's own: parsing and planning each
     // statement anew would lower the ceiling Gavel is compared with.
+    // In the sessions Gavel's own connections have, so both plan their statements alike.
+    let session = crate::store::SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("-c {name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let output = tokio::process::Command::new("pgbench")
+        .env("PGOPTIONS", session)
         .args([
             "-n",
             "-M",

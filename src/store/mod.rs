@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Settings;
 use local_pg::{LocalPgOptions, LocalPostgres};
@@ -73,12 +73,27 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
         .test_before_acquire(false)
 }
 
+/// How Gavel's connections are opened: `url`'s, with every statement planned once.
+///
+/// PostgreSQL re-plans a prepared statement at each execution while it guesses a plan made
+/// for the parameters' values may beat the generic one. Gavel's statements find rows by key,
+/// where the generic plan is the same plan, but the grouped state read was re-planned at
+/// almost every ping: planning took ten times its execution (0.2 ms against 0.02 ms, by
+/// pg_stat_statements; BENCHMARKS.md, session 6).
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(url.parse::<PgConnectOptions>()?.options(SESSION_SETTINGS))
+}
+
+/// The settings of every session Gavel opens (see [`connect_options`]).
+pub const SESSION_SETTINGS: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
+
 /// Connects and migrates, retrying while the database is unreachable (it may be starting, or
 /// down for maintenance): a server that comes up before its database waits rather than dies.
 pub async fn connect_and_migrate(url: &str, settings: &Settings) -> Result<PgPool> {
+    let options = connect_options(url).context("the database URL is not valid")?;
     let mut delay = Duration::from_millis(500);
     loop {
-        match pool_options(settings).connect(url).await {
+        match pool_options(settings).connect_with(options.clone()).await {
             Ok(pool) => {
                 crate::MIGRATOR
                     .run(&pool)
