@@ -820,7 +820,8 @@ async fn drive_for(
 }
 
 /// pgbench on the same PostgreSQL: the ping's own write (its posting_log row and one
-/// lead_distribution row per contract) and the post's reservation transaction.
+/// lead_distribution row per contract, as the load recorded them) and the post's reservation
+/// transaction.
 async fn pgbench(
     url: &str,
     db: &PgPool,
@@ -833,31 +834,13 @@ async fn pgbench(
         );
         return Ok((None, None));
     }
-    let contracts: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM contracts WHERE tenant_id = $1 ORDER BY id")
-            .bind(seeded.tenant_id)
-            .fetch_all(db)
-            .await?;
-    let ids = contracts
-        .iter()
-        .map(|c| format!("'{c}'"))
-        .collect::<Vec<_>>()
-        .join(",");
     let (tenant, campaign, partner, offer) = (
         seeded.tenant_id,
         seeded.campaign_id,
         seeded.partner_id,
         seeded.offer_id,
     );
-    let ping_write = format!(
-        "WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, latency_us, \
-         http_status, result, lead) VALUES ('{tenant}', gen_random_uuid(), 'ping', '{campaign}', '{partner}', '{offer}', \
-         1000, 200, 'bids', '{{\"state\": \"TX\", \"zip\": \"75001\", \"age\": 42}}') RETURNING id) \
-         INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, outcome, reason, exclusive_bid_cents, \
-         shared_bid_cents) SELECT '{tenant}', ping.id, c, '{buyer}', 'outbid', 'outbid', 4000, 1250 \
-         FROM ping, unnest(ARRAY[{ids}]::uuid[]) AS c;\n",
-        buyer = seeded.buyer_id,
-    );
+    let ping_write = format!("{};\n", ping_write_statement(db, tenant).await?);
     let (buyer, contract, lead) = (seeded.buyer_id, seeded.contract_id, seeded.lead_id);
     // The reservation as a post makes it (one call, committed on its own): a daily leads cap
     // and a monthly spend cap, the buyer's debit, the pending sale and its ledger entry. The
@@ -877,6 +860,43 @@ async fn pgbench(
     let ping_tps = run_pgbench(url, &ping_write, clients, options.pgbench_seconds).await?;
     let reservation_tps = run_pgbench(url, &reservation, clients, options.pgbench_seconds).await?;
     Ok((ping_tps, reservation_tps))
+}
+
+/// The ping's own write as one statement of literals: a ping the load recorded (one with
+/// bids) and its contracts' rows, every column as Gavel wrote it, under new ids (and new bid
+/// ids for its winners), so pgbench's rows are the rows Gavel writes.
+async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
+    let statement: Option<String> = sqlx::query_scalar(
+        "WITH p AS (
+             SELECT * FROM posting_log WHERE tenant_id = $1 AND kind = 'ping'
+             ORDER BY result = 'bids' DESC, created_at DESC LIMIT 1)
+         SELECT format(
+             'WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, '
+             'created_at, latency_us, http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, '
+             'expires_at) VALUES (%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, '
+             '%L::bigint, %L, %L::bigint, now() + interval ''5 minutes'') RETURNING id) '
+             'INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason, '
+             'detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, price_cents, '
+             'payout_cents) SELECT v.tenant_id, ping.id, now(), v.contract_id, v.buyer_id, v.outcome, v.reason, '
+             'v.detail, v.exclusive_bid_cents, v.shared_bid_cents, v.rtb_ms, v.rtb_ref, '
+             'CASE WHEN v.won THEN gen_random_uuid() END, v.sale_type, v.price_cents, v.payout_cents '
+             'FROM ping, (VALUES %s) AS v (tenant_id, contract_id, buyer_id, outcome, reason, detail, '
+             'exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, won, sale_type, price_cents, payout_cents)',
+             p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result, p.test,
+             p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
+             (SELECT string_agg(format(
+                  '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
+                  '%L::int, %L::text, %L::bool, %L::text, %L::bigint, %L::bigint)',
+                  d.tenant_id, d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail,
+                  d.exclusive_bid_cents, d.shared_bid_cents, d.rtb_ms, d.rtb_ref, d.bid_id IS NOT NULL,
+                  d.sale_type, d.price_cents, d.payout_cents), ', ')
+              FROM lead_distribution d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id))
+         FROM p",
+    )
+    .bind(tenant_id)
+    .fetch_optional(db)
+    .await?;
+    statement.context("the load recorded no ping for pgbench to write again")
 }
 
 async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> Result<Option<f64>> {
