@@ -134,6 +134,10 @@ pub struct Report {
     /// Pings per second over pgbench's rate for the ping's own write.
     pub ping_ratio_to_pgbench: Option<f64>,
     pub post_ratio_to_pgbench: Option<f64>,
+    /// RTB scenarios: each ping's slowest buyer answer (the time the buyer slept), and what
+    /// the ping took beyond it — Gavel's own part of the ping, HTTP both ways included.
+    pub rtb_slowest_answer: Option<Latency>,
+    pub rtb_ping_beyond_slowest: Option<Latency>,
 }
 
 /// Runs the whole harness and prints its report.
@@ -174,6 +178,7 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let seeded = seed(&pool, options, buyers.address).await?;
     let server = ServerProcess::start(url, options.max_in_flight).await?;
     let load = drive(&server.base, &seeded.posting_key, options).await?;
+    let (rtb_slowest_answer, rtb_ping_beyond_slowest) = buyers.beyond_slowest(&load);
     let rss = server.peak_rss_mib();
     server.stop().await;
     let pgbench = if options.pgbench_seconds > 0 {
@@ -210,6 +215,8 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         pgbench_ping_write_tps: pgbench.0,
         pgbench_reservation_tps: pgbench.1,
         ping_ratio_to_pgbench: pgbench.0.map(|tps| pings_per_s / tps),
+        rtb_slowest_answer,
+        rtb_ping_beyond_slowest,
         post_ratio_to_pgbench: pgbench
             .1
             .filter(|_| load.posts > 0)
@@ -244,6 +251,12 @@ fn print_report(report: &Report) {
             latency(&report.post_latency)
         );
     }
+    if let (Some(slowest), Some(beyond)) =
+        (&report.rtb_slowest_answer, &report.rtb_ping_beyond_slowest)
+    {
+        println!("  slowest RTB answer of each ping · {}", latency(slowest));
+        println!("  ping beyond its slowest RTB answer · {}", latency(beyond));
+    }
     println!(
         "  errors {:?}, transport errors {}",
         report.errors, report.transport_errors
@@ -270,6 +283,7 @@ fn print_report(report: &Report) {
 /// delivery endpoint that accepts everything.
 struct FakeBuyers {
     address: SocketAddr,
+    behaviour: BuyerBehaviour,
 }
 
 #[derive(Clone)]
@@ -279,6 +293,8 @@ struct BuyerBehaviour {
     failure_rate: f64,
     slow_ms: Option<u64>,
     calls: Arc<AtomicU64>,
+    /// Each ping's slowest answer so far (microseconds slept), by ping id.
+    slowest: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, u64>>>,
 }
 
 impl FakeBuyers {
@@ -289,6 +305,7 @@ impl FakeBuyers {
             failure_rate: options.rtb_failure_rate,
             slow_ms: options.slow_buyer_ms,
             calls: Arc::new(AtomicU64::new(0)),
+            slowest: Arc::default(),
         };
         let router = axum::Router::new()
             .route("/rtb", post(bid))
@@ -297,32 +314,70 @@ impl FakeBuyers {
                 "/deliver",
                 post(|| async { Json(json!({ "status": "accepted" })) }),
             )
-            .with_state(behaviour);
+            .with_state(behaviour.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Ok(FakeBuyers { address })
+        Ok(FakeBuyers { address, behaviour })
+    }
+
+    /// Each answered ping's slowest buyer and its time beyond it; `None` when no buyer here
+    /// prices by RTB, or when one of them never answers (`--slow-buyer-ms`).
+    fn beyond_slowest(&self, load: &Load) -> (Option<Latency>, Option<Latency>) {
+        if self.behaviour.slow_ms.is_some() {
+            return (None, None);
+        }
+        let slowest = self.behaviour.slowest.lock().expect("the buyers' lock");
+        if slowest.is_empty() {
+            return (None, None);
+        }
+        let (answers, beyond) = load
+            .answered_pings
+            .iter()
+            .filter_map(|(ping_id, micros)| {
+                let answer = *slowest.get(ping_id)?;
+                Some((answer, micros.saturating_sub(answer)))
+            })
+            .unzip();
+        (Some(Latency::of(answers)), Some(Latency::of(beyond)))
     }
 }
 
-async fn bid(State(behaviour): State<BuyerBehaviour>) -> Response {
+/// The one field of a bid request the harness's buyers read.
+#[derive(serde::Deserialize)]
+struct BidRequestPing {
+    ping_id: Uuid,
+}
+
+async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -> Response {
     use rand::Rng;
-    let (delay, fail) = {
+    // The answer time is drawn to the microsecond, uniformly in latency ± jitter.
+    let (delay_us, fail) = {
         let mut rng = rand::rng();
-        let spread = behaviour.jitter_ms as i64;
+        let spread = behaviour.jitter_ms as i64 * 1000;
         let offset = if spread > 0 {
             rng.random_range(-spread..=spread)
         } else {
             0
         };
-        let delay = (behaviour.latency_ms as i64 + offset).max(0) as u64;
+        let delay = (behaviour.latency_ms as i64 * 1000 + offset).max(0) as u64;
         (
             delay,
             rng.random_bool(behaviour.failure_rate.clamp(0.0, 1.0)),
         )
     };
     behaviour.calls.fetch_add(1, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    if let Ok(request) = serde_json::from_slice::<BidRequestPing>(&body) {
+        let mut slowest = behaviour.slowest.lock().expect("the buyers' lock");
+        let answer = slowest.entry(request.ping_id).or_default();
+        *answer = (*answer).max(delay_us);
+    }
+    // Slept on an OS thread (nanosleep wakes within tens of microseconds), not on tokio's
+    // timer, whose millisecond ticks would make every buyer up to 1 ms slower than drawn.
+    if delay_us > 0 {
+        let delay = Duration::from_micros(delay_us);
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+    }
     if fail {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
@@ -529,6 +584,8 @@ struct Load {
     posts: u64,
     posts_sold: u64,
     post_micros: Vec<u64>,
+    /// Pings with bids: their ids and latencies.
+    answered_pings: Vec<(Uuid, u64)>,
     errors: std::collections::BTreeMap<u16, u64>,
     transport_errors: u64,
 }
@@ -536,6 +593,8 @@ struct Load {
 /// One ping, and its post for a share of those with bids.
 struct Outcome {
     ping: Result<(u16, u64, bool), ()>,
+    /// The id of a ping with bids.
+    ping_id: Option<Uuid>,
     post: Option<Result<(u16, u64, bool), ()>>,
 }
 
@@ -547,13 +606,17 @@ async fn one_lead(
     planned: Instant,
 ) -> Outcome {
     let (ping, ping_id) = send_ping(client, base, key, planned).await;
-    let post = match ping_id {
+    let post = match &ping_id {
         Some(ping_id) if rand::random_bool(post_fraction.clamp(0.0, 1.0)) => {
-            Some(send_post(client, base, key, &ping_id).await)
+            Some(send_post(client, base, key, ping_id).await)
         }
         _ => None,
     };
-    Outcome { ping, post }
+    Outcome {
+        ping,
+        ping_id: ping_id.and_then(|id| id.as_str()?.parse().ok()),
+        post,
+    }
 }
 
 /// A ping: its status, latency (from `planned`) and whether it got bids, and its id if so.
@@ -642,7 +705,11 @@ async fn drive_posts_only(
     let mut ping_ids = Vec::new();
     while let Some(pinged) = workers.join_next().await {
         for (ping, ping_id) in pinged? {
-            load.add(Outcome { ping, post: None });
+            load.add(Outcome {
+                ping,
+                ping_id: None,
+                post: None,
+            });
             ping_ids.extend(ping_id);
         }
     }
@@ -686,6 +753,8 @@ impl Load {
                 if status == 200 {
                     self.ping_micros.push(micros);
                     self.pings_with_bids += u64::from(bids);
+                    self.answered_pings
+                        .extend(outcome.ping_id.map(|ping_id| (ping_id, micros)));
                 } else {
                     *self.errors.entry(status).or_default() += 1;
                 }

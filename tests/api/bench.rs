@@ -64,6 +64,8 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "pgbench_reservation_tps",
         "ping_ratio_to_pgbench",
         "post_ratio_to_pgbench",
+        "rtb_slowest_answer",
+        "rtb_ping_beyond_slowest",
     ] {
         assert!(report.get(field).is_some(), "no {field} in {report}");
     }
@@ -81,6 +83,33 @@ async fn the_load_harness_runs_and_reports_every_figure(
     assert!(report["posts_sold"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
+    // Every ping's slowest buyer is known (5 ± 5 ms), and the ping took at least that long.
+    let (slowest, beyond) = (
+        &report["rtb_slowest_answer"],
+        &report["rtb_ping_beyond_slowest"],
+    );
+    assert_eq!(slowest["count"], report["pings_with_bids"], "{report}");
+    assert_eq!(beyond["count"], report["pings_with_bids"], "{report}");
+    assert!(slowest["max_ms"].as_f64().unwrap() <= 10.0, "{report}");
+    assert!(
+        report["ping_latency"]["p50_ms"].as_f64().unwrap() >= slowest["p50_ms"].as_f64().unwrap(),
+        "{report}"
+    );
+    // pgbench's scripts run against the tenant the load wrote (when pgbench is installed).
+    if std::process::Command::new("pgbench")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        assert!(
+            report["pgbench_ping_write_tps"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert!(
+            report["pgbench_reservation_tps"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
