@@ -40,6 +40,8 @@ pub struct AppState(Arc<AppInner>);
 
 pub struct AppInner {
     pub db: PgPool,
+    /// The connections of the ping's grouped statements (`store::grouped_statements_pool`).
+    pub grouped_db: PgPool,
     pub settings: Settings,
     /// One client for every outbound call to buyers, so connections are pooled and reused.
     pub http: reqwest::Client,
@@ -103,7 +105,11 @@ impl AppState {
         if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
             tracing::error!(error = %format!("{error:#}"), "the interrupted-sale sweep failed at start-up");
         }
-        let ping_states = Arc::new(StateReader::start(db.clone(), settings.state_cache_ttl()));
+        let grouped_db = crate::store::grouped_statements_pool(&db);
+        let ping_states = Arc::new(StateReader::start(
+            grouped_db.clone(),
+            settings.state_cache_ttl(),
+        ));
         tokio::spawn(sweep_every_minute(
             db.clone(),
             Arc::clone(&clock),
@@ -112,9 +118,10 @@ impl AppState {
         let rate_limits = CampaignRateLimits::default();
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
-        let ping_records = Group::start(db.clone());
+        let ping_records = Group::start(grouped_db.clone());
         Ok(Self(Arc::new(AppInner {
             db,
+            grouped_db,
             settings,
             http,
             config,

@@ -977,8 +977,9 @@ async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> R
     std::fs::write(&path, script)?;
     // Prepared statements (`-M prepared`), as Gavel's own: parsing and planning each
     // statement anew would lower the ceiling Gavel is compared with.
-    // In the sessions Gavel's own connections have, so both plan their statements alike.
-    let session = crate::store::SESSION_SETTINGS
+    // In the sessions of Gavel's grouped statements (the ping's write is one), so both plan
+    // their statements alike.
+    let session = crate::store::GROUPED_SESSION_SETTINGS
         .iter()
         .map(|(name, value)| format!("-c {name}={value}"))
         .collect::<Vec<_>>()

@@ -87,11 +87,14 @@ pub fn shed() {
 }
 
 /// Gauges read at scrape time.
-pub fn gauges(pool: &sqlx::PgPool, auctions_in_flight: usize) {
-    let idle = pool.num_idle() as f64;
-    metrics::gauge!("gavel_db_pool_connections", "state" => "idle").set(idle);
-    metrics::gauge!("gavel_db_pool_connections", "state" => "in_use")
-        .set(f64::from(pool.size()) - idle);
+/// `main` is the pool of everything but the ping's grouped statements (`ping_groups`).
+pub fn gauges(main: &sqlx::PgPool, ping_groups: &sqlx::PgPool, auctions_in_flight: usize) {
+    for (name, pool) in [("main", main), ("ping_groups", ping_groups)] {
+        let idle = pool.num_idle() as f64;
+        metrics::gauge!("gavel_db_pool_connections", "pool" => name, "state" => "idle").set(idle);
+        metrics::gauge!("gavel_db_pool_connections", "pool" => name, "state" => "in_use")
+            .set(f64::from(pool.size()) - idle);
+    }
     metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
 }
 

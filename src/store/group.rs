@@ -72,6 +72,10 @@ impl Drop for Running {
 /// database busy on a two-core machine without splitting groups into crumbs.
 const RUNNERS: usize = 2;
 
+/// Connections the ping's two kinds of grouped statement can hold at once: each kind runs at
+/// most its runners' statements and one idle caller's.
+pub const MAX_CONNECTIONS: u32 = 2 * (RUNNERS as u32 + 1);
+
 impl<S: GroupStatement> Group<S> {
     /// Starts the runners; they stop when the last handle is dropped. The queue needs no
     /// bound of its own: requests come from auctions, which the load-shedding bound limits.

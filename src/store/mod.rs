@@ -73,24 +73,40 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
         .test_before_acquire(false)
 }
 
-/// How Gavel's connections are opened: `url`'s, with every statement planned once.
+/// The pool of the ping's two grouped statements (its state read and its record's write),
+/// beside `db` and on the same database, in sessions that plan each statement once.
 ///
 /// PostgreSQL re-plans a prepared statement at each execution while it guesses a plan made
-/// for the parameters' values may beat the generic one. Gavel's statements find rows by key,
-/// where the generic plan is the same plan, but the grouped state read was re-planned at
-/// almost every ping: planning took ten times its execution (0.2 ms against 0.02 ms, by
-/// pg_stat_statements; BENCHMARKS.md, session 6).
-pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
-    Ok(url.parse::<PgConnectOptions>()?.options(SESSION_SETTINGS))
+/// for the parameters' values may beat the generic one. The grouped statements find rows by
+/// key, where both plans are the same, yet the state read was re-planned at almost every
+/// ping: 0.2 ms of planning for 0.02 ms of execution (pg_stat_statements; BENCHMARKS.md,
+/// session 6). Everything else keeps PostgreSQL's choice: the summary report over a month
+/// runs three times slower on a generic plan.
+pub fn grouped_statements_pool(db: &PgPool) -> PgPool {
+    let options = (*db.connect_options())
+        .clone()
+        .options(GROUPED_SESSION_SETTINGS);
+    let grouped = PgPoolOptions::new()
+        .max_connections(group::MAX_CONNECTIONS)
+        .acquire_timeout(db.options().get_acquire_timeout())
+        .test_before_acquire(false)
+        .connect_lazy_with(options);
+    // Closed with `db`, so that whoever closes `db` (shutdown, a test) lets go of the database.
+    let (main_closed, closing) = (db.close_event(), grouped.clone());
+    tokio::spawn(async move {
+        main_closed.await;
+        closing.close().await;
+    });
+    grouped
 }
 
-/// The settings of every session Gavel opens (see [`connect_options`]).
-pub const SESSION_SETTINGS: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
+/// The settings of the grouped statements' sessions (see [`grouped_statements_pool`]).
+pub const GROUPED_SESSION_SETTINGS: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
 
 /// Connects and migrates, retrying while the database is unreachable (it may be starting, or
 /// down for maintenance): a server that comes up before its database waits rather than dies.
 pub async fn connect_and_migrate(url: &str, settings: &Settings) -> Result<PgPool> {
-    let options = connect_options(url).context("the database URL is not valid")?;
+    let options: PgConnectOptions = url.parse().context("the database URL is not valid")?;
     let mut delay = Duration::from_millis(500);
     loop {
         match pool_options(settings).connect_with(options.clone()).await {

@@ -113,7 +113,10 @@ async fn metrics_parse_and_move_with_pings_posts_and_deliveries(pool: PgPool) {
             "no {bucket} bucket"
         );
     }
-    assert!(after.contains_key("gavel_db_pool_connections{state=\"idle\"}"));
+    for pool in ["main", "ping_groups"] {
+        let in_use = format!("gavel_db_pool_connections{{pool=\"{pool}\",state=\"in_use\"}}");
+        assert!(after.contains_key(&in_use), "no {in_use}");
+    }
     assert!(after.contains_key("gavel_auctions_in_flight"));
     assert!(
         !after

@@ -205,3 +205,32 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones(pool: PgPo
     );
     app.shut_down().await.unwrap();
 }
+
+/// The ping's grouped statements plan once (their own sessions); everything else keeps
+/// PostgreSQL's choice, which the summary report over long ranges needs; and closing the main
+/// pool lets go of the database entirely.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn only_the_pings_grouped_statements_plan_once_and_both_pools_close_together(pool: PgPool) {
+    let grouped = gavel::store::grouped_statements_pool(&pool);
+    let mode = |db: &PgPool| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SHOW plan_cache_mode")
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(mode(&grouped).await, "force_generic_plan");
+    assert_eq!(mode(&pool).await, "auto");
+
+    pool.close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !grouped.is_closed() {
+        assert!(
+            Instant::now() < deadline,
+            "the grouped pool outlived the main one"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
