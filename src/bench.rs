@@ -293,7 +293,8 @@ struct BuyerBehaviour {
     failure_rate: f64,
     slow_ms: Option<u64>,
     calls: Arc<AtomicU64>,
-    /// Each ping's slowest answer so far (microseconds slept), by ping id.
+    /// Each ping's slowest answer so far (microseconds from the request read to the answer
+    /// sent), by ping id.
     slowest: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, u64>>>,
 }
 
@@ -321,24 +322,26 @@ impl FakeBuyers {
         Ok(FakeBuyers { address, behaviour })
     }
 
-    /// Each answered ping's slowest buyer and its time beyond it; `None` when no buyer here
-    /// prices by RTB, or when one of them never answers (`--slow-buyer-ms`).
+    /// Each ping with bids: its slowest buyer's answer time and the ping's time beyond it;
+    /// `None` when no buyer here answered a timed ping, or when one of them never answers
+    /// (`--slow-buyer-ms`). In open loop the ping's time counts from its planned send, so a
+    /// late send counts in the time beyond.
     fn beyond_slowest(&self, load: &Load) -> (Option<Latency>, Option<Latency>) {
         if self.behaviour.slow_ms.is_some() {
             return (None, None);
         }
         let slowest = self.behaviour.slowest.lock().expect("the buyers' lock");
-        if slowest.is_empty() {
-            return (None, None);
-        }
-        let (answers, beyond) = load
-            .answered_pings
+        let (answers, beyond): (Vec<u64>, Vec<u64>) = load
+            .pings_with_bids_timed
             .iter()
             .filter_map(|(ping_id, micros)| {
                 let answer = *slowest.get(ping_id)?;
                 Some((answer, micros.saturating_sub(answer)))
             })
             .unzip();
+        if answers.is_empty() {
+            return (None, None);
+        }
         (Some(Latency::of(answers)), Some(Latency::of(beyond)))
     }
 }
@@ -351,6 +354,7 @@ struct BidRequestPing {
 
 async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -> Response {
     use rand::Rng;
+    let started = Instant::now();
     // The answer time is drawn to the microsecond, uniformly in latency ± jitter.
     let (delay_us, fail) = {
         let mut rng = rand::rng();
@@ -367,16 +371,18 @@ async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -
         )
     };
     behaviour.calls.fetch_add(1, Ordering::Relaxed);
-    if let Ok(request) = serde_json::from_slice::<BidRequestPing>(&body) {
-        let mut slowest = behaviour.slowest.lock().expect("the buyers' lock");
-        let answer = slowest.entry(request.ping_id).or_default();
-        *answer = (*answer).max(delay_us);
-    }
     // Slept on an OS thread (nanosleep wakes within tens of microseconds), not on tokio's
     // timer, whose millisecond ticks would make every buyer up to 1 ms slower than drawn.
     if delay_us > 0 {
         let delay = Duration::from_micros(delay_us);
         let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+    }
+    // The time this answer really took here (a late wake-up is the buyer's, not Gavel's).
+    if let Ok(request) = serde_json::from_slice::<BidRequestPing>(&body) {
+        let took = started.elapsed().as_micros() as u64;
+        let mut slowest = behaviour.slowest.lock().expect("the buyers' lock");
+        let answer = slowest.entry(request.ping_id).or_default();
+        *answer = (*answer).max(took);
     }
     if fail {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -585,7 +591,7 @@ struct Load {
     posts_sold: u64,
     post_micros: Vec<u64>,
     /// Pings with bids: their ids and latencies.
-    answered_pings: Vec<(Uuid, u64)>,
+    pings_with_bids_timed: Vec<(Uuid, u64)>,
     errors: std::collections::BTreeMap<u16, u64>,
     transport_errors: u64,
 }
@@ -753,7 +759,7 @@ impl Load {
                 if status == 200 {
                     self.ping_micros.push(micros);
                     self.pings_with_bids += u64::from(bids);
-                    self.answered_pings
+                    self.pings_with_bids_timed
                         .extend(outcome.ping_id.map(|ping_id| (ping_id, micros)));
                 } else {
                     *self.errors.entry(status).or_default() += 1;
@@ -937,13 +943,14 @@ async fn pgbench(
 async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
     let statement: Option<String> = sqlx::query_scalar(
         "WITH p AS (
-             SELECT * FROM posting_log WHERE tenant_id = $1 AND kind = 'ping'
+             SELECT * FROM posting_log l WHERE tenant_id = $1 AND kind = 'ping'
+               AND EXISTS (SELECT 1 FROM lead_distribution d WHERE d.tenant_id = l.tenant_id AND d.ping_id = l.id)
              ORDER BY result = 'bids' DESC, created_at DESC LIMIT 1)
          SELECT format(
              'WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, '
              'created_at, latency_us, http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, '
              'expires_at) VALUES (%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, '
-             '%L::bigint, %L, %L::bigint, now() + interval ''5 minutes'') RETURNING id) '
+             '%L::bigint, %L, %L::bigint, now() + %s * interval ''1 second'') RETURNING id) '
              'INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason, '
              'detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, price_cents, '
              'payout_cents) SELECT v.tenant_id, ping.id, now(), v.contract_id, v.buyer_id, v.outcome, v.reason, '
@@ -953,6 +960,7 @@ async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
              'exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, won, sale_type, price_cents, payout_cents)',
              p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result, p.test,
              p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
+             coalesce(extract(epoch FROM p.expires_at - p.created_at)::text, 'NULL'),
              (SELECT string_agg(format(
                   '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
                   '%L::int, %L::text, %L::bool, %L::text, %L::bigint, %L::bigint)',
@@ -965,7 +973,17 @@ async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
     .bind(tenant_id)
     .fetch_optional(db)
     .await?;
-    statement.context("the load recorded no ping for pgbench to write again")
+    let statement = statement.context("the load recorded no ping for pgbench to write again")?;
+    // pgbench reads `:name` as one of its variables, even inside a quoted value.
+    let variable = statement.split("::").any(|part| {
+        part.split(':')
+            .skip(1)
+            .any(|after| after.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    });
+    if variable {
+        bail!("the recorded ping holds a ':' that pgbench would read as a variable");
+    }
+    Ok(statement)
 }
 
 async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> Result<Option<f64>> {
@@ -977,15 +995,9 @@ async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> R
     std::fs::write(&path, script)?;
     // Prepared statements (`-M prepared`), as Gavel's own: parsing and planning each
     // statement anew would lower the ceiling Gavel is compared with.
-    // In the sessions of Gavel's grouped statements (the ping's write is one), so both plan
-    // their statements alike.
-    let session = crate::store::GROUPED_SESSION_SETTINGS
-        .iter()
-        .map(|(name, value)| format!("-c {name}={value}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // PostgreSQL's default plan choice, as on Gavel's main pool (the reservation runs there;
+    // the ping-write script has no parameters, so it is planned once whatever the setting).
     let output = tokio::process::Command::new("pgbench")
-        .env("PGOPTIONS", session)
         .args([
             "-n",
             "-M",

@@ -8,14 +8,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// A statement that serves many requests at once.
 pub trait GroupStatement: Send + Sync + 'static {
     /// The statement's name in the metrics.
     const NAME: &'static str;
-    type Request: Send + 'static;
+    type Request: Send + Sync + 'static;
     type Answer: Send + 'static;
     /// Bounds on one statement, so a burst does not build a statement of unbounded size:
     /// at most this many requests, and this much work (`work` summed).
@@ -26,7 +27,7 @@ pub trait GroupStatement: Send + Sync + 'static {
     /// Runs the requests as one statement: one answer per request, in order, or one error
     /// for all of them.
     fn run(
-        db: &PgPool,
+        db: &mut PgConnection,
         requests: &[Self::Request],
     ) -> impl Future<Output = Result<Vec<Self::Answer>, sqlx::Error>> + Send;
 }
@@ -37,7 +38,8 @@ type Queue<S> = mpsc::UnboundedReceiver<(<S as GroupStatement>::Request, Reply<S
 /// The handle requests go through; clones share the same runners.
 pub struct Group<S: GroupStatement> {
     queue: mpsc::UnboundedSender<(S::Request, Reply<S>)>,
-    db: PgPool,
+    /// The connection of a statement run at once by an idle group's caller (one at a time).
+    direct: Arc<Mutex<HeldConnection>>,
     /// Statements of this kind running now, by the runners or by a caller.
     running: Arc<AtomicUsize>,
 }
@@ -46,7 +48,7 @@ impl<S: GroupStatement> Clone for Group<S> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
-            db: self.db.clone(),
+            direct: Arc::clone(&self.direct),
             running: Arc::clone(&self.running),
         }
     }
@@ -72,9 +74,60 @@ impl Drop for Running {
 /// database busy on a two-core machine without splitting groups into crumbs.
 const RUNNERS: usize = 2;
 
-/// Connections the ping's two kinds of grouped statement can hold at once: each kind runs at
-/// most its runners' statements and one idle caller's.
-pub const MAX_CONNECTIONS: u32 = 2 * (RUNNERS as u32 + 1);
+/// Connections the ping's two kinds of grouped statement hold: each kind's runners and its
+/// direct caller keep one each, plus two for a moment while a broken one is replaced.
+pub const MAX_CONNECTIONS: u32 = 2 * (RUNNERS as u32 + 1) + 2;
+
+/// A connection kept from one statement to the next. sqlx's pool tests every connection it
+/// is given back with a round trip to the database; a statement's runner that kept its
+/// connection would otherwise pay one more round trip (and wake-up of both processes) per
+/// statement.
+struct HeldConnection {
+    db: PgPool,
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl HeldConnection {
+    fn new(db: PgPool) -> Self {
+        Self {
+            db,
+            connection: None,
+        }
+    }
+
+    async fn run<S: GroupStatement>(
+        &mut self,
+        requests: &[S::Request],
+    ) -> Result<Vec<S::Answer>, sqlx::Error> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => self.connection.insert(self.db.acquire().await?),
+        };
+        let result = S::run(connection, requests).await;
+        // The database refusing a statement leaves the connection sound; any other failure
+        // (I/O, protocol) may not: it goes back to the pool, which tests it, and the next
+        // statement takes another.
+        if let Err(error) = &result
+            && !matches!(error, sqlx::Error::Database(_))
+        {
+            self.connection = None;
+        }
+        result
+    }
+
+    async fn run_alone<S: GroupStatement>(
+        &mut self,
+        request: S::Request,
+    ) -> Result<S::Answer, sqlx::Error> {
+        self.run::<S>(std::slice::from_ref(&request))
+            .await
+            .and_then(|mut answers| {
+                answers
+                    .pop()
+                    .ok_or_else(|| sqlx::Error::Protocol("a statement lost its answer".to_owned()))
+            })
+    }
+}
 
 impl<S: GroupStatement> Group<S> {
     /// Starts the runners; they stop when the last handle is dropped. The queue needs no
@@ -90,7 +143,20 @@ impl<S: GroupStatement> Group<S> {
                 Arc::clone(&running),
             ));
         }
-        Self { queue, db, running }
+        // A kept connection is never given back on its own: when the pool closes, the direct
+        // caller's goes back (the runners give theirs back themselves), so that the pool's
+        // close completes and the database is let go.
+        let direct = Arc::new(Mutex::new(HeldConnection::new(db.clone())));
+        let (closed, keeper) = (db.close_event(), Arc::clone(&direct));
+        tokio::spawn(async move {
+            closed.await;
+            keeper.lock().await.connection = None;
+        });
+        Self {
+            queue,
+            direct,
+            running,
+        }
     }
 
     /// Runs one request (in a group, when others are waiting) and returns its answer.
@@ -107,11 +173,11 @@ impl<S: GroupStatement> Group<S> {
             .is_ok()
         {
             let running = Running(Arc::clone(&self.running));
-            let db = self.db.clone();
+            let direct = Arc::clone(&self.direct);
             crate::meters::group_statement(S::NAME, 1);
             return tokio::spawn(async move {
                 let _running = running;
-                run_alone::<S>(&db, request).await
+                direct.lock().await.run_alone::<S>(request).await
             })
             .await
             .unwrap_or_else(|_| {
@@ -128,48 +194,26 @@ impl<S: GroupStatement> Group<S> {
     }
 }
 
-async fn run_alone<S: GroupStatement>(
-    db: &PgPool,
-    request: S::Request,
-) -> Result<S::Answer, sqlx::Error> {
-    S::run(db, std::slice::from_ref(&request))
-        .await
-        .and_then(|mut answers| {
-            answers
-                .pop()
-                .ok_or_else(|| sqlx::Error::Protocol("a statement lost its answer".to_owned()))
-        })
-}
-
 async fn run_groups<S: GroupStatement>(
     db: PgPool,
     receiver: Arc<Mutex<Queue<S>>>,
     running: Arc<AtomicUsize>,
 ) {
+    let mut closed = std::pin::pin!(db.close_event());
+    let mut held = HeldConnection::new(db);
     loop {
-        // Only the collecting runner holds the queue; the other may be running meanwhile.
-        let group = {
-            let mut queue = receiver.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut work = S::work(&first.0);
-            let mut group = vec![first];
-            while group.len() < S::MAX_REQUESTS && work < S::MAX_WORK {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        work += S::work(&next.0);
-                        group.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            group
+        // Waiting for requests, the runner gives its connection back (by ending) when the
+        // pool closes; requests still queued then fail as the closed pool would fail them.
+        let group = tokio::select! {
+            biased;
+            () = &mut closed => return,
+            group = collect::<S>(&receiver) => group,
         };
+        let Some(group) = group else { return };
         let _running = Running::start(&running);
         let (requests, replies): (Vec<S::Request>, Vec<Reply<S>>) = group.into_iter().unzip();
         crate::meters::group_statement(S::NAME, requests.len());
-        match S::run(&db, &requests).await {
+        match held.run::<S>(&requests).await {
             Ok(answers) if answers.len() == requests.len() => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
@@ -189,78 +233,50 @@ async fn run_groups<S: GroupStatement>(
             }
             // Nothing of the group was done (one statement): run each request alone, so a
             // request the database refuses fails alone, with its own error.
-            Err(_) => {
+            Err(sqlx::Error::Database(_)) => {
                 for (request, reply) in requests.into_iter().zip(replies) {
-                    let _ = reply.send(run_alone::<S>(&db, request).await);
+                    let _ = reply.send(held.run_alone::<S>(request).await);
+                }
+            }
+            // The database could not be reached (no connection free in time, I/O): running
+            // each request alone would only wait that long again, once per request.
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(same_failure(&error)));
                 }
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// Answers each request with its double, recording every statement's requests; a
-    /// statement holding a negative request fails whole, as one refused row fails a database
-    /// statement.
-    struct Double;
-
-    static STATEMENTS: Mutex<Vec<Vec<i64>>> = Mutex::new(Vec::new());
-
-    impl GroupStatement for Double {
-        const NAME: &'static str = "double";
-        type Request = i64;
-        type Answer = i64;
-        const MAX_REQUESTS: usize = 64;
-        const MAX_WORK: usize = 1_000;
-
-        fn work(_: &i64) -> usize {
-            1
-        }
-
-        async fn run(_: &PgPool, requests: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
-            STATEMENTS.lock().unwrap().push(requests.to_vec());
-            tokio::task::yield_now().await;
-            if requests.iter().any(|r| *r < 0) {
-                return Err(sqlx::Error::RowNotFound);
+/// The next group: everything queued (within the bounds), once there is something. Only the
+/// collecting runner holds the queue; the other may be running meanwhile.
+async fn collect<S: GroupStatement>(
+    receiver: &Mutex<Queue<S>>,
+) -> Option<Vec<(S::Request, Reply<S>)>> {
+    let mut queue = receiver.lock().await;
+    let first = queue.recv().await?;
+    let mut work = S::work(&first.0);
+    let mut group = vec![first];
+    while group.len() < S::MAX_REQUESTS && work < S::MAX_WORK {
+        match queue.try_recv() {
+            Ok(next) => {
+                work += S::work(&next.0);
+                group.push(next);
             }
-            Ok(requests.iter().map(|r| r * 2).collect())
+            Err(_) => break,
         }
     }
+    Some(group)
+}
 
-    #[tokio::test]
-    async fn requests_arriving_together_share_statements_and_fail_alone() {
-        // Never connected: the test statement does not use it.
-        let db = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
-        let group = Group::<Double>::start(db);
-
-        let requests = (1..=40).map(|i| if i == 7 { -7 } else { i });
-        let answers = futures::future::join_all(requests.map(|r| group.run(r))).await;
-        for (i, answer) in (1..=40).zip(answers) {
-            match i {
-                7 => assert!(answer.is_err(), "the refused request fails"),
-                _ => assert_eq!(answer.unwrap(), i * 2, "request {i} gets its own answer"),
-            }
-        }
-        let statements = std::mem::take(&mut *STATEMENTS.lock().unwrap());
-        assert!(
-            statements.iter().any(|s| s.len() > 1 && s.contains(&-7)),
-            "the refused request shared a statement with others: {statements:?}"
-        );
-        assert!(
-            statements.contains(&vec![-7]),
-            "then ran again alone: {statements:?}"
-        );
-
-        assert_eq!(group.run(21).await.unwrap(), 42);
-        assert_eq!(
-            *STATEMENTS.lock().unwrap(),
-            vec![vec![21]],
-            "an idle group runs a request at once, alone"
-        );
+/// `error` again, for each request of a group that failed as a whole (sqlx's errors are not
+/// `Clone`): the same kind where it decides the answer (503 for an unreachable database).
+fn same_failure(error: &sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => sqlx::Error::Protocol(other.to_string()),
     }
 }

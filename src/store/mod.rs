@@ -92,6 +92,7 @@ pub fn grouped_statements_pool(db: &PgPool) -> PgPool {
         .test_before_acquire(false)
         .connect_lazy_with(options);
     // Closed with `db`, so that whoever closes `db` (shutdown, a test) lets go of the database.
+    // (Until then this task keeps the pool: each call makes a pool of its own.)
     let (main_closed, closing) = (db.close_event(), grouped.clone());
     tokio::spawn(async move {
         main_closed.await;
@@ -101,7 +102,7 @@ pub fn grouped_statements_pool(db: &PgPool) -> PgPool {
 }
 
 /// The settings of the grouped statements' sessions (see [`grouped_statements_pool`]).
-pub const GROUPED_SESSION_SETTINGS: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
+const GROUPED_SESSION_SETTINGS: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
 
 /// Connects and migrates, retrying while the database is unreachable (it may be starting, or
 /// down for maintenance): a server that comes up before its database waits rather than dies.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::auction::{CapPeriod, CapUsage, PeriodUsage, SaleType};
@@ -81,7 +81,10 @@ impl GroupStatement for ReadStates {
             + request.buyer_ids.len()
     }
 
-    async fn run(db: &PgPool, requests: &[StateRequest]) -> Result<Vec<AuctionState>, sqlx::Error> {
+    async fn run(
+        db: &mut PgConnection,
+        requests: &[StateRequest],
+    ) -> Result<Vec<AuctionState>, sqlx::Error> {
         read_states(db, requests).await
     }
 }
@@ -103,7 +106,7 @@ fn keys<'a, I: IntoIterator>(
 }
 
 async fn read_states(
-    db: &PgPool,
+    db: &mut PgConnection,
     requests: &[StateRequest],
 ) -> Result<Vec<AuctionState>, sqlx::Error> {
     let (cap_requests, cap_tenants, caps) = keys(requests, |r| {
@@ -170,7 +173,7 @@ async fn read_states(
     .bind(&contract_requests)
     .bind(&contract_tenants)
     .bind(&contracts)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
 
     let mut states: Vec<AuctionState> = requests.iter().map(|_| AuctionState::default()).collect();
@@ -292,14 +295,14 @@ impl GroupStatement for RecordPings {
         1 + write.rows.len()
     }
 
-    async fn run(db: &PgPool, writes: &[PingWrite]) -> Result<Vec<()>, sqlx::Error> {
+    async fn run(db: &mut PgConnection, writes: &[PingWrite]) -> Result<Vec<()>, sqlx::Error> {
         record_pings(db, writes).await?;
         Ok(vec![(); writes.len()])
     }
 }
 
 /// Writes pings and all their contracts' outcomes in one statement.
-async fn record_pings(db: &PgPool, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
+async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
     macro_rules! ping_column {
         (|$p:ident| $value:expr) => {
             writes

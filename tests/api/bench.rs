@@ -83,14 +83,16 @@ async fn the_load_harness_runs_and_reports_every_figure(
     assert!(report["posts_sold"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
-    // Every ping's slowest buyer is known (5 ± 5 ms), and the ping took at least that long.
+    // Every ping's slowest buyer is known (5 ± 5 ms, as measured by the buyer), and the ping
+    // took at least that long.
     let (slowest, beyond) = (
         &report["rtb_slowest_answer"],
         &report["rtb_ping_beyond_slowest"],
     );
     assert_eq!(slowest["count"], report["pings_with_bids"], "{report}");
     assert_eq!(beyond["count"], report["pings_with_bids"], "{report}");
-    assert!(slowest["max_ms"].as_f64().unwrap() <= 10.0, "{report}");
+    // The slower of two answers drawn in 0–10 ms: its median is about 7 ms.
+    assert!(slowest["p50_ms"].as_f64().unwrap() >= 2.0, "{report}");
     assert!(
         report["ping_latency"]["p50_ms"].as_f64().unwrap() >= slowest["p50_ms"].as_f64().unwrap(),
         "{report}"

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod demo;
 mod fixtures;
+mod group;
 mod metrics;
 mod ops;
 mod ping;

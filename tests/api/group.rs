@@ -1,0 +1,124 @@
+//! The group runner of the ping's two statements, on a real database: requests share
+//! statements and keep their own answers, a request the database refuses fails alone, an idle
+//! group runs a request at once, and an unreachable database fails a group at once.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gavel::store::group::{Group, GroupStatement};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+/// Doubles each request in SQL, recording every statement's requests when `RECORD` (one
+/// test reads the record; tests run at once); a negative request divides by zero, so the
+/// database refuses the whole statement it is in.
+struct Double<const RECORD: bool>;
+
+static STATEMENTS: Mutex<Vec<Vec<i64>>> = Mutex::new(Vec::new());
+
+impl<const RECORD: bool> GroupStatement for Double<RECORD> {
+    const NAME: &'static str = "double";
+    type Request = i64;
+    type Answer = i64;
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 1_000;
+
+    fn work(_: &i64) -> usize {
+        1
+    }
+
+    async fn run(db: &mut PgConnection, requests: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+        if RECORD {
+            STATEMENTS.lock().unwrap().push(requests.to_vec());
+        }
+        sqlx::query_scalar(
+            "SELECT CASE WHEN r < 0 THEN r / 0 ELSE r * 2 END
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS t (r, n) ORDER BY n",
+        )
+        .bind(requests)
+        .fetch_all(db)
+        .await
+    }
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn requests_arriving_together_share_statements_and_a_refused_one_fails_alone(pool: PgPool) {
+    let group = Group::<Double<true>>::start(pool);
+
+    let requests = (1..=40).map(|i| if i == 7 { -7 } else { i });
+    let answers = futures::future::join_all(requests.map(|r| group.run(r))).await;
+    for (i, answer) in (1..=40).zip(answers) {
+        match i {
+            7 => assert!(
+                matches!(answer, Err(sqlx::Error::Database(_))),
+                "the refused request fails with the database's error: {answer:?}"
+            ),
+            _ => assert_eq!(answer.unwrap(), i * 2, "request {i} gets its own answer"),
+        }
+    }
+    let statements = std::mem::take(&mut *STATEMENTS.lock().unwrap());
+    assert!(
+        statements.iter().any(|s| s.len() > 1 && s.contains(&-7)),
+        "the refused request shared a statement with others: {statements:?}"
+    );
+    assert!(
+        statements.contains(&vec![-7]),
+        "then ran again alone: {statements:?}"
+    );
+
+    assert_eq!(group.run(21).await.unwrap(), 42);
+    assert_eq!(
+        *STATEMENTS.lock().unwrap(),
+        vec![vec![21]],
+        "an idle group runs a request at once, alone"
+    );
+}
+
+/// With no connection to be had, a group fails once for all its requests: it does not wait
+/// for a connection again for each of them.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_group_that_gets_no_connection_fails_all_its_requests_at_once(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(connect)
+        .await
+        .unwrap();
+    let taken = pool.acquire().await.unwrap();
+    let group = Group::<Double<false>>::start(pool.clone());
+
+    let started = Instant::now();
+    let answers = futures::future::join_all((1..=40).map(|r| group.run(r))).await;
+    let elapsed = started.elapsed();
+    for answer in answers {
+        assert!(
+            matches!(answer, Err(sqlx::Error::PoolTimedOut)),
+            "each request is told the database is unavailable: {answer:?}"
+        );
+    }
+    // One wait for the direct statement and one per group; a request-by-request retry
+    // would wait 40 times (12 s).
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "the requests waited {elapsed:?}"
+    );
+    drop(taken);
+}
+
+/// The runners and the direct caller keep their connections between statements, and give
+/// them back when the pool closes: closing completes, and the database can be dropped.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn kept_connections_are_given_back_when_the_pool_closes(pool: PgPool) {
+    let group = Group::<Double<false>>::start(pool.clone());
+    // A burst (runners take connections) and a lone request (the direct caller takes one).
+    futures::future::join_all((1..=20).map(|r| group.run(r))).await;
+    assert_eq!(group.run(5).await.unwrap(), 10);
+    assert!(pool.size() >= 2, "connections are kept: {}", pool.size());
+
+    tokio::time::timeout(Duration::from_secs(5), pool.close())
+        .await
+        .expect("the pool closes: every kept connection was given back");
+}
