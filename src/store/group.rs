@@ -105,10 +105,10 @@ impl HeldConnection {
         };
         let result = S::run(connection, requests).await;
         // The database refusing a statement leaves the connection sound; any other failure
-        // (I/O, protocol) may not: it goes back to the pool, which tests it, and the next
-        // statement takes another.
+        // (I/O, protocol, the session ended by the server) may not: it goes back to the pool,
+        // which tests it, and the next statement takes another.
         if let Err(error) = &result
-            && !matches!(error, sqlx::Error::Database(_))
+            && !refused_by_a_sound_session(error)
         {
             self.connection = None;
         }
@@ -233,9 +233,19 @@ async fn run_groups<S: GroupStatement>(
             }
             // Nothing of the group was done (one statement): run each request alone, so a
             // request the database refuses fails alone, with its own error.
-            Err(sqlx::Error::Database(_)) => {
+            Err(error) if refused_by_a_sound_session(&error) => {
+                let mut unreachable: Option<sqlx::Error> = None;
                 for (request, reply) in requests.into_iter().zip(replies) {
-                    let _ = reply.send(held.run_alone::<S>(request).await);
+                    let answer = match &unreachable {
+                        Some(error) => Err(same_failure(error)),
+                        None => held.run_alone::<S>(request).await,
+                    };
+                    if let Err(error) = &answer
+                        && !matches!(error, sqlx::Error::Database(_))
+                    {
+                        unreachable = Some(same_failure(error));
+                    }
+                    let _ = reply.send(answer);
                 }
             }
             // The database could not be reached (no connection free in time, I/O): running
@@ -268,6 +278,18 @@ async fn collect<S: GroupStatement>(
         }
     }
     Some(group)
+}
+
+/// The database refused the statement (a constraint, a bad value) and the session goes on;
+/// not a FATAL error, which ends the session (an administrator's shutdown, a timeout).
+fn refused_by_a_sound_session(error: &sqlx::Error) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    match error {
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_none_or(|error| !matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        _ => false,
+    }
 }
 
 /// `error` again, for each request of a group that failed as a whole (sqlx's errors are not

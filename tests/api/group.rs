@@ -122,3 +122,25 @@ async fn kept_connections_are_given_back_when_the_pool_closes(pool: PgPool) {
         .await
         .expect("the pool closes: every kept connection was given back");
 }
+
+/// A kept connection whose session the server ends (an administrator, a restart) is let go:
+/// the statement after the one that met the ended session runs on a new connection.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_kept_connection_whose_session_was_ended_is_replaced(pool: PgPool) {
+    let group = Group::<Double<false>>::start(pool.clone());
+    assert_eq!(group.run(1).await.unwrap(), 2);
+
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the kept connection's session was ended");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The first statement may meet the ended session; the next one must not.
+    let _ = group.run(2).await;
+    assert_eq!(group.run(3).await.unwrap(), 6);
+}
