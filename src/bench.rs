@@ -134,8 +134,9 @@ pub struct Report {
     /// Pings per second over pgbench's rate for the ping's own write.
     pub ping_ratio_to_pgbench: Option<f64>,
     pub post_ratio_to_pgbench: Option<f64>,
-    /// RTB scenarios: each ping's slowest buyer answer (the time the buyer slept), and what
-    /// the ping took beyond it — Gavel's own part of the ping, HTTP both ways included.
+    /// RTB scenarios: each ping's slowest buyer answer (as the buyer measured it, from the
+    /// request read to the answer), and what the ping took beyond it — Gavel's own part of
+    /// the ping, HTTP both ways included.
     pub rtb_slowest_answer: Option<Latency>,
     pub rtb_ping_beyond_slowest: Option<Latency>,
 }
@@ -994,9 +995,9 @@ async fn run_pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> R
     ));
     std::fs::write(&path, script)?;
     // Prepared statements (`-M prepared`), as Gavel's own: parsing and planning each
-    // statement anew would lower the ceiling Gavel is compared with.
-    // PostgreSQL's default plan choice, as on Gavel's main pool (the reservation runs there;
-    // the ping-write script has no parameters, so it is planned once whatever the setting).
+    // statement anew would lower the ceiling Gavel is compared with. The plan mode stays
+    // PostgreSQL's default, as on Gavel's main pool, where the reservation runs (the
+    // ping-write script has no parameters: it is planned once either way).
     let output = tokio::process::Command::new("pgbench")
         .args([
             "-n",

@@ -74,9 +74,8 @@ impl Drop for Running {
 /// database busy on a two-core machine without splitting groups into crumbs.
 const RUNNERS: usize = 2;
 
-/// Connections the ping's two kinds of grouped statement hold: each kind's runners and its
-/// direct caller keep one each, plus two for a moment while a broken one is replaced.
-pub const MAX_CONNECTIONS: u32 = 2 * (RUNNERS as u32 + 1) + 2;
+/// Connections one group keeps: one per runner, and the direct caller's.
+pub const KEPT_CONNECTIONS: u32 = RUNNERS as u32 + 1;
 
 /// A connection kept from one statement to the next. sqlx's pool tests every connection it
 /// is given back with a round trip to the database; a statement's runner that kept its

@@ -87,7 +87,9 @@ pub fn grouped_statements_pool(db: &PgPool) -> PgPool {
         .clone()
         .options(GROUPED_SESSION_SETTINGS);
     let grouped = PgPoolOptions::new()
-        .max_connections(group::MAX_CONNECTIONS)
+        // The state reads' and the records' kept connections, and two spare for a moment
+        // while a broken one is replaced.
+        .max_connections(2 * group::KEPT_CONNECTIONS + 2)
         .acquire_timeout(db.options().get_acquire_timeout())
         .test_before_acquire(false)
         .connect_lazy_with(options);
