@@ -74,6 +74,10 @@ pub struct BenchOptions {
     /// Seconds of each pgbench run (0: no pgbench).
     #[arg(long, default_value_t = 5)]
     pub pgbench_seconds: u64,
+    /// pgbench's client counts, comma-separated: each script runs once per count and its
+    /// best rate is the ceiling (default: the load's own concurrency, or 8 in open loop).
+    #[arg(long, value_delimiter = ',')]
+    pub pgbench_clients: Vec<usize>,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -110,6 +114,14 @@ impl Latency {
     }
 }
 
+/// One pgbench run: a script at one client count.
+#[derive(Debug, Serialize)]
+pub struct PgbenchRun {
+    pub script: &'static str,
+    pub clients: usize,
+    pub tps: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: String,
@@ -129,8 +141,10 @@ pub struct Report {
     /// Requests that failed before an HTTP answer.
     pub transport_errors: u64,
     pub server_peak_rss_mib: Option<f64>,
+    /// pgbench's best rate over its client counts, and the rate at each count.
     pub pgbench_ping_write_tps: Option<f64>,
     pub pgbench_reservation_tps: Option<f64>,
+    pub pgbench_runs: Vec<PgbenchRun>,
     /// Pings per second over pgbench's rate for the ping's own write.
     pub ping_ratio_to_pgbench: Option<f64>,
     pub post_ratio_to_pgbench: Option<f64>,
@@ -182,11 +196,19 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let (rtb_slowest_answer, rtb_ping_beyond_slowest) = buyers.beyond_slowest(&load);
     let rss = server.peak_rss_mib();
     server.stop().await;
-    let pgbench = if options.pgbench_seconds > 0 {
+    let pgbench_runs = if options.pgbench_seconds > 0 {
         pgbench(url, &pool, &seeded, options).await?
     } else {
-        (None, None)
+        Vec::new()
     };
+    let best = |script: &str| {
+        pgbench_runs
+            .iter()
+            .filter(|run| run.script == script)
+            .map(|run| run.tps)
+            .reduce(f64::max)
+    };
+    let pgbench = (best(PING_WRITE), best(RESERVATION));
     pool.close().await;
     let duration = load.elapsed.as_secs_f64();
     let pings_per_s = load.pings as f64 / duration;
@@ -215,6 +237,7 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         server_peak_rss_mib: rss,
         pgbench_ping_write_tps: pgbench.0,
         pgbench_reservation_tps: pgbench.1,
+        pgbench_runs,
         ping_ratio_to_pgbench: pgbench.0.map(|tps| pings_per_s / tps),
         rtb_slowest_answer,
         rtb_ping_beyond_slowest,
@@ -265,10 +288,24 @@ fn print_report(report: &Report) {
     if let Some(rss) = report.server_peak_rss_mib {
         println!("  server peak RSS {rss:.1} MiB");
     }
+    let runs = |script: &str| {
+        let runs: Vec<String> = report
+            .pgbench_runs
+            .iter()
+            .filter(|run| run.script == script)
+            .map(|run| format!("{} clients {:.0}", run.clients, run.tps))
+            .collect();
+        if runs.len() > 1 {
+            format!(" (best of: {})", runs.join(", "))
+        } else {
+            String::new()
+        }
+    };
     if let (Some(tps), Some(ratio)) = (report.pgbench_ping_write_tps, report.ping_ratio_to_pgbench)
     {
         println!(
-            "  pgbench, the ping's own write: {tps:.0} tps · pings at {:.0} % of it",
+            "  pgbench, the ping's own write: {tps:.0} tps{} · pings at {:.0} % of it",
+            runs(PING_WRITE),
             ratio * 100.0
         );
     }
@@ -276,7 +313,10 @@ fn print_report(report: &Report) {
         let ratio = report.post_ratio_to_pgbench.map_or(String::new(), |r| {
             format!(" · posts at {:.0} % of it", r * 100.0)
         });
-        println!("  pgbench, the post's reservation: {tps:.0} tps{ratio}");
+        println!(
+            "  pgbench, the post's reservation: {tps:.0} tps{}{ratio}",
+            runs(RESERVATION)
+        );
     }
 }
 
@@ -895,20 +935,19 @@ async fn drive_for(
     Ok(())
 }
 
-/// pgbench on the same PostgreSQL: the ping's own write (its posting_log row and one
-/// lead_distribution row per contract, as the load recorded them) and the post's reservation
-/// transaction.
+/// pgbench on the same PostgreSQL: the ping's own write (its posting_log row and its
+/// contracts' outcomes, as the load recorded them) and the post's reservation transaction.
 async fn pgbench(
     url: &str,
     db: &PgPool,
     seeded: &Seeded,
     options: &BenchOptions,
-) -> Result<(Option<f64>, Option<f64>)> {
+) -> Result<Vec<PgbenchRun>> {
     if which("pgbench").is_none() {
         tracing::warn!(
             "pgbench is not installed (Debian: apt-get install postgresql-client); no ratios"
         );
-        return Ok((None, None));
+        return Ok(Vec::new());
     }
     let (tenant, campaign, partner, offer) = (
         seeded.tenant_id,
@@ -932,49 +971,91 @@ async fn pgbench(
          '[]', gen_random_uuid());\n"
     );
     // The reservation runs on one hot contract and buyer, as in the post race.
-    let clients = options.rate.map_or(options.concurrency, |_| 8).max(1);
-    let ping_tps = run_pgbench(url, &ping_write, clients, options.pgbench_seconds).await?;
-    let reservation_tps = run_pgbench(url, &reservation, clients, options.pgbench_seconds).await?;
-    Ok((ping_tps, reservation_tps))
+    let clients = match options.pgbench_clients.as_slice() {
+        [] => vec![options.rate.map_or(options.concurrency, |_| 8).max(1)],
+        list => list.iter().map(|&c| c.max(1)).collect(),
+    };
+    let mut runs = Vec::new();
+    for (name, script) in [(PING_WRITE, &ping_write), (RESERVATION, &reservation)] {
+        for &clients in &clients {
+            if let Some(tps) = run_pgbench(url, script, clients, options.pgbench_seconds).await? {
+                runs.push(PgbenchRun {
+                    script: name,
+                    clients,
+                    tps,
+                });
+            }
+        }
+    }
+    Ok(runs)
 }
 
+/// pgbench's scripts, as `PgbenchRun::script` names them.
+const PING_WRITE: &str = "ping_write";
+const RESERVATION: &str = "reservation";
+
 /// The ping's own write as one statement of literals: a ping the load recorded (one with
-/// bids) and its contracts' rows, every column as Gavel wrote it, under new ids (and new bid
-/// ids for its winners), so pgbench's rows are the rows Gavel writes.
+/// bids) and its contracts' outcomes, every column as Gavel wrote it, under new ids (and new
+/// bid ids for its winners), so pgbench's rows are the rows Gavel writes.
 async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
-    let statement: Option<String> = sqlx::query_scalar(
-        "WITH p AS (
-             SELECT * FROM posting_log l WHERE tenant_id = $1 AND kind = 'ping'
-               AND EXISTS (SELECT 1 FROM lead_distribution d WHERE d.tenant_id = l.tenant_id AND d.ping_id = l.id)
-             ORDER BY result = 'bids' DESC, created_at DESC LIMIT 1)
-         SELECT format(
-             'WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, '
-             'created_at, latency_us, http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, '
-             'expires_at) VALUES (%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, '
-             '%L::bigint, %L, %L::bigint, now() + %s * interval ''1 second'') RETURNING id) '
-             'INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason, '
-             'detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, price_cents, '
-             'payout_cents) SELECT v.tenant_id, ping.id, now(), v.contract_id, v.buyer_id, v.outcome, v.reason, '
-             'v.detail, v.exclusive_bid_cents, v.shared_bid_cents, v.rtb_ms, v.rtb_ref, '
-             'CASE WHEN v.won THEN gen_random_uuid() END, v.sale_type, v.price_cents, v.payout_cents '
-             'FROM ping, (VALUES %s) AS v (tenant_id, contract_id, buyer_id, outcome, reason, detail, '
-             'exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, won, sale_type, price_cents, payout_cents)',
-             p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result, p.test,
-             p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
-             coalesce(extract(epoch FROM p.expires_at - p.created_at)::text, 'NULL'),
-             (SELECT string_agg(format(
-                  '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
-                  '%L::int, %L::text, %L::bool, %L::text, %L::bigint, %L::bigint)',
-                  d.tenant_id, d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail,
-                  d.exclusive_bid_cents, d.shared_bid_cents, d.rtb_ms, d.rtb_ref, d.bid_id IS NOT NULL,
-                  d.sale_type, d.price_cents, d.payout_cents), ', ')
-              FROM lead_distribution d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id))
-         FROM p",
+    let ping_id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM posting_log l WHERE tenant_id = $1 AND kind = 'ping'
+           AND EXISTS (SELECT 1 FROM lead_distribution d WHERE d.tenant_id = l.tenant_id AND d.ping_id = l.id)
+         ORDER BY result = 'bids' DESC, created_at DESC LIMIT 1",
     )
     .bind(tenant_id)
     .fetch_optional(db)
     .await?;
-    let statement = statement.context("the load recorded no ping for pgbench to write again")?;
+    let ping_id = ping_id.context("the load recorded no ping for pgbench to write again")?;
+    let (ping, winners, declines): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT format(
+                    '(%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, %L::bigint, %L, '
+                    '%L::bigint, now() + %s * interval ''1 second'')',
+                    p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result,
+                    p.test, p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
+                    coalesce(extract(epoch FROM p.expires_at - p.created_at)::text, 'NULL')),
+                (SELECT string_agg(format(
+                     '(%L::uuid, %L::uuid, %L::uuid, %L::bigint, %L::bigint, %L::int, %L::text, %L::text, '
+                     '%L::bigint, %L::bigint)',
+                     w.tenant_id, w.contract_id, w.buyer_id, w.exclusive_bid_cents, w.shared_bid_cents, w.rtb_ms,
+                     w.rtb_ref, w.sale_type, w.price_cents, w.payout_cents), ', ')
+                 FROM distribution_winners w WHERE w.tenant_id = p.tenant_id AND w.ping_id = p.id),
+                (SELECT format(
+                     '%L::uuid, %L::uuid[], %L::uuid[], %L::decline_reason[], %L::text[], %L::bigint[], '
+                     '%L::bigint[], %L::int[], %L::text[]',
+                     d.tenant_id, d.contract_ids, d.buyer_ids, d.reasons, d.details, d.exclusive_bids_cents,
+                     d.shared_bids_cents, d.rtb_ms, d.rtb_refs)
+                 FROM distribution_declines d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)
+         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2",
+    )
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_one(db)
+    .await?;
+    let mut statement = format!(
+        "WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, \
+         created_at, latency_us, http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, \
+         expires_at) VALUES {ping} RETURNING id)"
+    );
+    if let Some(winners) = winners {
+        statement.push_str(&format!(
+            ", winners AS (INSERT INTO distribution_winners (tenant_id, ping_id, created_at, contract_id, \
+             buyer_id, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, price_cents, \
+             payout_cents) SELECT v.tenant_id, ping.id, now(), v.contract_id, v.buyer_id, v.exclusive_bid_cents, \
+             v.shared_bid_cents, v.rtb_ms, v.rtb_ref, gen_random_uuid(), v.sale_type, v.price_cents, \
+             v.payout_cents FROM ping, (VALUES {winners}) AS v (tenant_id, contract_id, buyer_id, \
+             exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, sale_type, price_cents, payout_cents))"
+        ));
+    }
+    match declines {
+        Some(declines) => statement.push_str(&format!(
+            " INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, \
+             reasons, details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs) \
+             SELECT t, ping.id, now(), c, b, r, d, e, s, m, f FROM ping, \
+             (VALUES ({declines})) AS v (t, c, b, r, d, e, s, m, f)"
+        )),
+        None => statement.push_str(" SELECT count(*) FROM ping"),
+    }
     // pgbench reads `:name` as one of its variables, even inside a quoted value.
     let variable = statement.split("::").any(|part| {
         part.split(':')

@@ -17,11 +17,18 @@ FROM generate_series(1, 1000000);
 INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at, latency_us, http_status, result)
 SELECT :'tenant', id, 'ping', '00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-000000000001',
        '00000000-0000-7000-8000-000000000002', at, 2000, 200, CASE WHEN bids THEN 'bids' ELSE 'no_bids' END FROM p;
-INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, created_at, outcome, reason, shared_bid_cents)
-SELECT :'tenant', p.id, ('00000000-0000-7000-8000-00000000020' || c)::uuid, ('00000000-0000-7000-8000-00000000010' || c)::uuid,
-       p.at, CASE WHEN p.bids AND c = 1 THEN 'outbid' ELSE 'declined' END,
-       CASE WHEN p.bids AND c = 1 THEN 'outbid' WHEN c = 2 THEN 'filtered' ELSE 'cap_reached' END,
-       CASE WHEN p.bids AND c = 1 THEN 1000 END
-FROM p, generate_series(1, 3) c;
+-- Every contract's outcome, one declines row per ping: contract 1 outbid (when the ping had
+-- bids) or capped, contract 2 filtered, contract 3 capped.
+INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons, details,
+                                   exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs)
+SELECT :'tenant', p.id, p.at,
+       ARRAY['00000000-0000-7000-8000-000000000201', '00000000-0000-7000-8000-000000000202',
+             '00000000-0000-7000-8000-000000000203']::uuid[],
+       ARRAY['00000000-0000-7000-8000-000000000101', '00000000-0000-7000-8000-000000000102',
+             '00000000-0000-7000-8000-000000000103']::uuid[],
+       ARRAY[CASE WHEN p.bids THEN 'outbid' ELSE 'cap_reached' END, 'filtered', 'cap_reached']::decline_reason[],
+       '{NULL,NULL,NULL}', '{NULL,NULL,NULL}', ARRAY[CASE WHEN p.bids THEN 1000 END, NULL, NULL]::bigint[],
+       '{NULL,NULL,NULL}', '{NULL,NULL,NULL}'
+FROM p;
 COMMIT;
 ANALYZE;

@@ -280,6 +280,11 @@ fn cents(money: Option<Money>) -> Option<i64> {
     money.map(Money::cents)
 }
 
+/// One bound array: `value` of each item.
+fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
+}
+
 /// The pings' records, grouped: one statement (atomic, one round trip, one commit) for every
 /// ping waiting to be recorded, whatever their tenants and numbers of contracts.
 pub struct RecordPings;
@@ -301,32 +306,27 @@ impl GroupStatement for RecordPings {
     }
 }
 
-/// Writes pings and all their contracts' outcomes in one statement.
+/// Writes pings and all their contracts' outcomes in one statement: each ping's row in
+/// `posting_log`, a row per winner in `distribution_winners`, and every other contract's outcome
+/// as one element of the arrays of the ping's single `distribution_declines` row.
 async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
-    macro_rules! ping_column {
-        (|$p:ident| $value:expr) => {
-            writes
-                .iter()
-                .map(|w| {
-                    let $p = &w.ping;
-                    $value
-                })
-                .collect::<Vec<_>>()
-        };
-    }
-    // lead_distribution's columns, one element per contract row of every ping.
-    macro_rules! row_column {
-        (|$p:pat_param, $r:pat_param| $value:expr) => {
-            writes
-                .iter()
-                .flat_map(|w| {
-                    w.rows.iter().map(move |r| {
-                        let ($p, $r) = (&w.ping, r);
-                        $value
-                    })
-                })
-                .collect::<Vec<_>>()
-        };
+    let mut winners: Vec<(&PingRecord, &DistributionRow)> = Vec::new();
+    let mut declines: Vec<&DistributionRow> = Vec::new();
+    // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays.
+    let mut declines_of: Vec<(&PingRecord, i32, i32)> = Vec::new();
+    for write in writes {
+        let first = declines.len() as i32 + 1;
+        for row in &write.rows {
+            if row.outcome == "won" {
+                winners.push((&write.ping, row));
+            } else {
+                declines.push(row);
+            }
+        }
+        let last = declines.len() as i32;
+        if last >= first {
+            declines_of.push((&write.ping, first, last));
+        }
     }
     sqlx::query(
         "WITH ping AS (
@@ -340,46 +340,64 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                          $13::text[], $14::bigint[], $15::timestamptz[])
                  AS p (tenant_id, id, campaign_id, partner_id, offer_id, created_at, latency_us,
                        http_status, result, test, lead, min_payout_cents, sale_type, payout_cents,
-                       expires_at))
-         INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason,
-                                        detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
-                                        sale_type, price_cents, payout_cents)
-         SELECT * FROM unnest($16::uuid[], $17::uuid[], $18::timestamptz[], $19::uuid[], $20::uuid[],
-                              $21::text[], $22::text[], $23::text[], $24::bigint[], $25::bigint[],
-                              $26::int[], $27::text[], $28::uuid[], $29::text[], $30::bigint[],
-                              $31::bigint[])",
+                       expires_at)),
+         winners AS (
+             INSERT INTO distribution_winners (tenant_id, ping_id, created_at, contract_id, buyer_id,
+                                               exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
+                                               sale_type, price_cents, payout_cents)
+             SELECT * FROM unnest($16::uuid[], $17::uuid[], $18::timestamptz[], $19::uuid[], $20::uuid[],
+                                  $21::bigint[], $22::bigint[], $23::int[], $24::text[], $25::uuid[],
+                                  $26::text[], $27::bigint[], $28::bigint[]))
+         INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons,
+                                            details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs)
+         SELECT s.tenant_id, s.ping_id, s.created_at, ($34::uuid[])[s.first:s.last],
+                ($35::uuid[])[s.first:s.last], ($36::text[])[s.first:s.last]::decline_reason[],
+                ($37::text[])[s.first:s.last], ($38::bigint[])[s.first:s.last],
+                ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last]
+         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[])
+             AS s (tenant_id, ping_id, created_at, first, last)",
     )
-    .bind(ping_column!(|p| p.tenant_id))
-    .bind(ping_column!(|p| p.ping_id))
-    .bind(ping_column!(|p| p.campaign_id))
-    .bind(ping_column!(|p| p.partner_id))
-    .bind(ping_column!(|p| p.offer_id))
-    .bind(ping_column!(|p| p.created_at))
-    .bind(ping_column!(|p| p.latency_us))
-    .bind(ping_column!(|p| i32::from(p.http_status)))
-    .bind(ping_column!(|p| p.result))
-    .bind(ping_column!(|p| p.test))
-    .bind(ping_column!(|p| p.lead.as_deref().map(sqlx::types::Json)))
-    .bind(ping_column!(|p| cents(p.min_payout)))
-    .bind(ping_column!(|p| p.sale_type.map(SaleType::as_str)))
-    .bind(ping_column!(|p| cents(p.payout)))
-    .bind(ping_column!(|p| p.expires_at))
-    .bind(row_column!(|p, _| p.tenant_id))
-    .bind(row_column!(|p, _| p.ping_id))
-    .bind(row_column!(|p, _| p.created_at))
-    .bind(row_column!(|_, r| r.contract_id))
-    .bind(row_column!(|_, r| r.buyer_id))
-    .bind(row_column!(|_, r| r.outcome))
-    .bind(row_column!(|_, r| r.reason))
-    .bind(row_column!(|_, r| r.detail.as_deref()))
-    .bind(row_column!(|_, r| cents(r.exclusive_bid)))
-    .bind(row_column!(|_, r| cents(r.shared_bid)))
-    .bind(row_column!(|_, r| r.rtb_ms))
-    .bind(row_column!(|_, r| r.rtb_ref.as_deref()))
-    .bind(row_column!(|_, r| r.bid_id))
-    .bind(row_column!(|_, r| r.sale_type.map(SaleType::as_str)))
-    .bind(row_column!(|_, r| cents(r.price)))
-    .bind(row_column!(|_, r| cents(r.payout)))
+    .bind(column(writes, |w| w.ping.tenant_id))
+    .bind(column(writes, |w| w.ping.ping_id))
+    .bind(column(writes, |w| w.ping.campaign_id))
+    .bind(column(writes, |w| w.ping.partner_id))
+    .bind(column(writes, |w| w.ping.offer_id))
+    .bind(column(writes, |w| w.ping.created_at))
+    .bind(column(writes, |w| w.ping.latency_us))
+    .bind(column(writes, |w| i32::from(w.ping.http_status)))
+    .bind(column(writes, |w| w.ping.result))
+    .bind(column(writes, |w| w.ping.test))
+    .bind(column(writes, |w| w.ping.lead.as_deref().map(sqlx::types::Json)))
+    .bind(column(writes, |w| cents(w.ping.min_payout)))
+    .bind(column(writes, |w| w.ping.sale_type.map(SaleType::as_str)))
+    .bind(column(writes, |w| cents(w.ping.payout)))
+    .bind(column(writes, |w| w.ping.expires_at))
+    .bind(column(&winners, |(p, _)| p.tenant_id))
+    .bind(column(&winners, |(p, _)| p.ping_id))
+    .bind(column(&winners, |(p, _)| p.created_at))
+    .bind(column(&winners, |(_, r)| r.contract_id))
+    .bind(column(&winners, |(_, r)| r.buyer_id))
+    .bind(column(&winners, |(_, r)| cents(r.exclusive_bid)))
+    .bind(column(&winners, |(_, r)| cents(r.shared_bid)))
+    .bind(column(&winners, |(_, r)| r.rtb_ms))
+    .bind(column(&winners, |(_, r)| r.rtb_ref.as_deref()))
+    .bind(column(&winners, |(_, r)| r.bid_id))
+    .bind(column(&winners, |(_, r)| r.sale_type.map(SaleType::as_str)))
+    .bind(column(&winners, |(_, r)| cents(r.price)))
+    .bind(column(&winners, |(_, r)| cents(r.payout)))
+    .bind(column(&declines_of, |(p, _, _)| p.tenant_id))
+    .bind(column(&declines_of, |(p, _, _)| p.ping_id))
+    .bind(column(&declines_of, |(p, _, _)| p.created_at))
+    .bind(column(&declines_of, |&(_, first, _)| first))
+    .bind(column(&declines_of, |&(_, _, last)| last))
+    .bind(column(&declines, |r| r.contract_id))
+    .bind(column(&declines, |r| r.buyer_id))
+    .bind(column(&declines, |r| r.reason))
+    .bind(column(&declines, |r| r.detail.as_deref()))
+    .bind(column(&declines, |r| cents(r.exclusive_bid)))
+    .bind(column(&declines, |r| cents(r.shared_bid)))
+    .bind(column(&declines, |r| r.rtb_ms))
+    .bind(column(&declines, |r| r.rtb_ref.as_deref()))
     .execute(db)
     .await?;
     Ok(())

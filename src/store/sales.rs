@@ -65,7 +65,7 @@ pub async fn find_ping(
                 d.bid_id, d.contract_id, d.buyer_id, d.sale_type, d.price_cents, d.payout_cents, d.rtb_ref
          FROM posting_log p
          LEFT JOIN leads l ON l.tenant_id = p.tenant_id AND l.ping_id = p.id
-         LEFT JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id AND d.outcome = 'won'
+         LEFT JOIN distribution_winners d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
          WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping'
          ORDER BY d.price_cents DESC, d.bid_id",
     )
@@ -554,7 +554,7 @@ pub async fn release(
     Ok(true)
 }
 
-/// One bid's final disposition, for `lead_distribution`.
+/// One winning bid's final disposition, for `distribution_winners`.
 pub struct Disposition {
     pub contract_id: Uuid,
     pub status: &'static str,
@@ -583,7 +583,7 @@ pub async fn finish_post(
     // post gets one and the same answer.
     sqlx::query_scalar(
         "WITH dispositions AS (
-             UPDATE lead_distribution d SET disposition = u.status
+             UPDATE distribution_winners d SET disposition = u.status
              FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
              WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id),
          logged AS (

@@ -1065,6 +1065,49 @@ async fn caps_lead_and_summary_report_show_what_happened(pool: PgPool) {
     let row = &by_partner["rows"][0];
     assert_eq!(row["group_id"], json!(tenant.partner));
     assert!(row["declines"]["filtered"].as_i64().unwrap() >= 1, "{row}");
+    // By contract: the filtered one saw pings and declined each; the first bid on every ping
+    // it saw (won or outbid) and was posted once. By buyer: the two added up.
+    let by_contract = tenant
+        .get(&app, "/v1/admin/reports/summary?group_by=contract")
+        .await;
+    let rows = by_contract["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{by_contract}");
+    let first = rows
+        .iter()
+        .find(|r| r["group_id"] == json!(tenant.contract))
+        .unwrap();
+    let second = rows
+        .iter()
+        .find(|r| r["group_id"] != json!(tenant.contract))
+        .unwrap();
+    assert_eq!(first["pings"], first["pings_with_bids"], "{first}");
+    assert_eq!(
+        (&first["posts"], &first["declines"]),
+        (&json!(1), &json!({})),
+        "{first}"
+    );
+    assert!(second["pings"].as_i64().unwrap() >= 1, "{second}");
+    assert_eq!(
+        (
+            &second["pings_with_bids"],
+            &second["posts"],
+            &second["declines"]
+        ),
+        (
+            &json!(0),
+            &json!(0),
+            &json!({ "filtered": second["pings"] })
+        ),
+    );
+    let by_buyer = tenant
+        .get(&app, "/v1/admin/reports/summary?group_by=buyer")
+        .await;
+    let buyer = &by_buyer["rows"][0];
+    assert_eq!(
+        buyer["pings"].as_i64().unwrap(),
+        first["pings"].as_i64().unwrap() + second["pings"].as_i64().unwrap()
+    );
+    assert_eq!(buyer["declines"], second["declines"]);
     let (status, problem) = app
         .admin(
             Method::GET,

@@ -40,6 +40,8 @@ async fn the_load_harness_runs_and_reports_every_figure(
             "0.5",
             "--pgbench-seconds",
             "1",
+            "--pgbench-clients",
+            "1,2",
         ],
         &connect,
     )
@@ -62,6 +64,7 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "server_peak_rss_mib",
         "pgbench_ping_write_tps",
         "pgbench_reservation_tps",
+        "pgbench_runs",
         "ping_ratio_to_pgbench",
         "post_ratio_to_pgbench",
         "rtb_slowest_answer",
@@ -111,6 +114,30 @@ async fn the_load_harness_runs_and_reports_every_figure(
             report["pgbench_reservation_tps"].as_f64().unwrap() > 0.0,
             "{report}"
         );
+        // Each script ran at each client count; the ceiling is its best run.
+        let runs = report["pgbench_runs"].as_array().unwrap();
+        for (script, ceiling) in [
+            ("ping_write", "pgbench_ping_write_tps"),
+            ("reservation", "pgbench_reservation_tps"),
+        ] {
+            let runs: Vec<(u64, f64)> = runs
+                .iter()
+                .filter(|run| run["script"] == script)
+                .map(|run| {
+                    (
+                        run["clients"].as_u64().unwrap(),
+                        run["tps"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+                [1, 2],
+                "{report}"
+            );
+            let best = runs.iter().map(|r| r.1).fold(0.0, f64::max);
+            assert_eq!(report[ceiling].as_f64().unwrap(), best, "{report}");
+        }
     }
 }
 

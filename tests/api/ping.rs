@@ -832,11 +832,32 @@ async fn concurrent_pings_each_find_their_own_complete_record(pool: PgPool) {
     assert_eq!(pings, 40);
 }
 
+/// A ping of `exchange`'s campaign to record directly, answered now with `result`.
+fn ping_record(exchange: &Exchange, result: &'static str) -> gavel::store::pings::PingRecord {
+    gavel::store::pings::PingRecord {
+        tenant_id: exchange.tenant_id,
+        ping_id: Uuid::now_v7(),
+        campaign_id: exchange.campaign_id,
+        partner_id: exchange.partner_id,
+        offer_id: exchange.offer_id,
+        created_at: chrono::Utc::now(),
+        latency_us: 100,
+        http_status: 200,
+        result,
+        test: false,
+        lead: None,
+        min_payout: None,
+        sale_type: None,
+        payout: None,
+        expires_at: None,
+    }
+}
+
 /// A record the database refuses fails alone: the pings written in the same group are kept.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: PgPool) {
     use gavel::store::group::Group;
-    use gavel::store::pings::{DistributionRow, PingRecord, PingWrite, RecordPings};
+    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings};
 
     let exchange = Exchange::create(&pool, "hybrid").await;
     let (buyer, contract) = exchange
@@ -844,24 +865,8 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
         .await;
     let records = Group::<RecordPings>::start(pool.clone());
     let write = |valid: bool| {
-        let ping = PingRecord {
-            tenant_id: exchange.tenant_id,
-            ping_id: Uuid::now_v7(),
-            campaign_id: exchange.campaign_id,
-            partner_id: exchange.partner_id,
-            offer_id: exchange.offer_id,
-            created_at: chrono::Utc::now(),
-            latency_us: 100,
-            http_status: 200,
-            result: "no_bids",
-            test: false,
-            lead: None,
-            min_payout: None,
-            sale_type: None,
-            payout: None,
-            expires_at: None,
-        };
-        // A winner without its bid id breaks lead_distribution_winner.
+        let ping = ping_record(&exchange, "no_bids");
+        // A winner without its bid id is refused (distribution_winners.bid_id is not null).
         let row = DistributionRow {
             contract_id: contract,
             buyer_id: buyer,
@@ -903,6 +908,128 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
         .map(|(_, id)| *id)
         .collect();
     assert_eq!(kept, expected);
+}
+
+/// Pings recorded by one statement each keep exactly their own contracts' outcomes, however
+/// many winners and other contracts each has: the winners' rows and every other contract's
+/// element of the ping's declines read back, through `lead_distribution`, as they were written.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: PgPool) {
+    use gavel::auction::SaleType;
+    use gavel::store::group::GroupStatement;
+    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings};
+
+    let exchange = Exchange::create(&pool, "hybrid").await;
+    let reasons = [
+        "filtered",
+        "cap_reached",
+        "rtb_timeout",
+        "below_floor",
+        "outbid",
+    ];
+    // (winners, others) per ping: none of either, only winners, only others, both.
+    let shapes = [(0, 0), (2, 0), (0, 1), (1, 3), (0, 7), (2, 5), (1, 1)];
+    let writes: Vec<PingWrite> = shapes
+        .iter()
+        .enumerate()
+        .map(|(p, &(winners, others))| {
+            let ping = ping_record(&exchange, if winners > 0 { "bids" } else { "no_bids" });
+            let mut rows = Vec::new();
+            for w in 0..winners {
+                rows.push(DistributionRow {
+                    contract_id: Uuid::now_v7(),
+                    buyer_id: Uuid::now_v7(),
+                    outcome: "won",
+                    reason: None,
+                    detail: None,
+                    exclusive_bid: None,
+                    shared_bid: Some(Money::from_cents(1000 + w)),
+                    rtb_ms: Some(w as i32),
+                    rtb_ref: Some(format!("ref-{p}-{w}")),
+                    bid_id: Some(Uuid::now_v7()),
+                    sale_type: Some(SaleType::Shared),
+                    price: Some(Money::from_cents(1000 + w)),
+                    payout: Some(Money::from_cents(700 + w)),
+                });
+            }
+            for o in 0..others {
+                let reason = reasons[(p + o) % reasons.len()];
+                let bid = matches!(reason, "outbid" | "below_floor");
+                rows.push(DistributionRow {
+                    contract_id: Uuid::now_v7(),
+                    buyer_id: Uuid::now_v7(),
+                    outcome: if reason == "outbid" {
+                        "outbid"
+                    } else {
+                        "declined"
+                    },
+                    reason: Some(reason),
+                    detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
+                    exclusive_bid: bid.then(|| Money::from_cents(500 + o as i64)),
+                    shared_bid: None,
+                    rtb_ms: (reason == "rtb_timeout").then_some(150),
+                    rtb_ref: None,
+                    bid_id: None,
+                    sale_type: None,
+                    price: None,
+                    payout: None,
+                });
+            }
+            PingWrite { ping, rows }
+        })
+        .collect();
+    let mut connection = pool.acquire().await.unwrap();
+    RecordPings::run(&mut connection, &writes).await.unwrap();
+
+    #[derive(Debug, PartialEq, sqlx::FromRow)]
+    struct Row {
+        contract_id: Uuid,
+        buyer_id: Uuid,
+        outcome: String,
+        reason: Option<String>,
+        detail: Option<String>,
+        exclusive_bid_cents: Option<i64>,
+        shared_bid_cents: Option<i64>,
+        rtb_ms: Option<i32>,
+        rtb_ref: Option<String>,
+        bid_id: Option<Uuid>,
+        sale_type: Option<String>,
+        price_cents: Option<i64>,
+        payout_cents: Option<i64>,
+    }
+    for write in &writes {
+        let stored: Vec<Row> = sqlx::query_as(
+            "SELECT contract_id, buyer_id, outcome, reason, detail, exclusive_bid_cents, shared_bid_cents,
+                    rtb_ms, rtb_ref, bid_id, sale_type, price_cents, payout_cents
+             FROM lead_distribution WHERE tenant_id = $1 AND ping_id = $2 ORDER BY contract_id",
+        )
+        .bind(write.ping.tenant_id)
+        .bind(write.ping.ping_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut expected: Vec<Row> = write
+            .rows
+            .iter()
+            .map(|r| Row {
+                contract_id: r.contract_id,
+                buyer_id: r.buyer_id,
+                outcome: r.outcome.to_owned(),
+                reason: r.reason.map(str::to_owned),
+                detail: r.detail.clone(),
+                exclusive_bid_cents: r.exclusive_bid.map(Money::cents),
+                shared_bid_cents: r.shared_bid.map(Money::cents),
+                rtb_ms: r.rtb_ms,
+                rtb_ref: r.rtb_ref.clone(),
+                bid_id: r.bid_id,
+                sale_type: r.sale_type.map(|t| t.as_str().to_owned()),
+                price_cents: r.price.map(Money::cents),
+                payout_cents: r.payout.map(Money::cents),
+            })
+            .collect();
+        expected.sort_by_key(|row| row.contract_id);
+        assert_eq!(stored, expected, "ping with {} contracts", write.rows.len());
+    }
 }
 
 /// Pings of different tenants read their state in one grouped statement: each sees its own

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 16] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -19,7 +19,8 @@ const TABLES: [&str; 15] = [
     "cap_counters",
     "dedup_keys",
     "posting_log",
-    "lead_distribution",
+    "distribution_winners",
+    "distribution_declines",
     "leads",
     "lead_sales",
     "ledger_entries",
@@ -33,7 +34,8 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
 
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
-         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' ORDER BY 1",
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name <> '_sqlx_migrations'
+         ORDER BY 1",
     )
     .fetch_all(&pool)
     .await
@@ -41,6 +43,14 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
     let mut expected: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
     expected.sort();
     assert_eq!(tables, expected);
+    // The audit trail's one row per contract that saw a ping, over the two tables that keep it.
+    let views: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.views WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(views, ["lead_distribution"]);
 
     // Every table but tenants leads its primary key with tenant_id (sharding by tenant).
     let first_key_columns: Vec<(String, String)> = sqlx::query_as(
@@ -85,6 +95,74 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
         };
         assert_eq!(column, expected, "index {index}");
     }
+}
+
+/// A database recorded before the compact distribution (migration 0006) keeps every contract's
+/// outcome: `lead_distribution` shows the same rows after the upgrade as the table held before.
+#[sqlx::test(migrations = false)]
+async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
+    let before = tempfile::tempdir().unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&migrations).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0006" {
+            std::fs::copy(&path, before.path().join(name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+
+    let (tenant, ping, other_ping) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // A winner (posted), an outbid contract, two declines (one with detail, one RTB timeout);
+    // and a ping whose only contract declined.
+    sqlx::query(
+        "INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, created_at, outcome, reason,
+                                        detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
+                                        sale_type, price_cents, payout_cents, disposition)
+         VALUES ($1, $2, gen_random_uuid(), gen_random_uuid(), '2026-11-01T10:00:00Z', 'won', NULL, NULL, 4000,
+                 1500, 12, 'ref-1', gen_random_uuid(), 'exclusive', 4000, 2800, 'sold'),
+                ($1, $2, gen_random_uuid(), gen_random_uuid(), '2026-11-01T10:00:00Z', 'outbid', 'outbid', NULL,
+                 3000, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+                ($1, $2, gen_random_uuid(), gen_random_uuid(), '2026-11-01T10:00:00Z', 'declined', 'filtered',
+                 'state not in [CA]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+                ($1, $2, gen_random_uuid(), gen_random_uuid(), '2026-11-01T10:00:00Z', 'declined', 'rtb_timeout',
+                 NULL, NULL, NULL, 150, NULL, NULL, NULL, NULL, NULL, NULL),
+                ($1, $3, gen_random_uuid(), gen_random_uuid(), '2026-11-02T10:00:00Z', 'declined', 'cap_reached',
+                 'daily leads cap', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .bind(tenant)
+    .bind(ping)
+    .bind(other_ping)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let every_row =
+        "SELECT to_jsonb(d) - 'created_at' || jsonb_build_object('at', created_at::text)
+                     FROM lead_distribution d ORDER BY ping_id, contract_id";
+    let recorded: Vec<serde_json::Value> = sqlx::query_scalar(every_row)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 5);
+
+    gavel::MIGRATOR.run(&pool).await.unwrap();
+    let upgraded: Vec<serde_json::Value> = sqlx::query_scalar(every_row)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(upgraded, recorded);
+    let kept: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM distribution_winners), (SELECT count(*) FROM distribution_declines)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, (1, 2), "one winner's row, one declines row per ping");
 }
 
 /// A tenant with a partner, a buyer and an offer, inserted by plain SQL.

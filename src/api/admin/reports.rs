@@ -81,6 +81,9 @@ pub struct Summary {
     rows: Vec<SummaryRow>,
 }
 
+/// The report's pings, as `p`: the tenant's ($1), not test pings, from $2 until $3.
+const PINGS_IN_RANGE: &str = "p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3 AND NOT p.test";
+
 /// What the report groups by; each names the columns it reads, so no SQL comes from the request.
 #[derive(Clone, Copy)]
 enum GroupBy {
@@ -104,15 +107,16 @@ impl GroupBy {
         }
     }
 
-    /// The column of `lead_sales` and of the distribution query (`d` is lead_distribution,
-    /// `p` the ping's posting_log row: the time range is the ping's, found by posting_log_time,
-    /// and its contracts' rows by lead_distribution's primary key).
+    /// The column of `lead_sales` and of the distribution queries (`p` is the ping's
+    /// posting_log row: the time range is the ping's, found by posting_log_time; `c` is one
+    /// contract's outcome, from the ping's rows in distribution_winners and
+    /// distribution_declines, found by their primary keys).
     fn columns(self) -> (&'static str, &'static str) {
         match self {
             GroupBy::Offer => ("offer_id", "p.offer_id"),
             GroupBy::Partner => ("partner_id", "p.partner_id"),
-            GroupBy::Buyer => ("buyer_id", "d.buyer_id"),
-            GroupBy::Contract => ("contract_id", "d.contract_id"),
+            GroupBy::Buyer => ("buyer_id", "c.buyer_id"),
+            GroupBy::Contract => ("contract_id", "c.contract_id"),
         }
     }
 
@@ -130,33 +134,45 @@ impl GroupBy {
                  GROUP BY 1",
                 column = self.columns().0
             ),
+            // A contract that saw a ping either won (and bid) or has an element in the ping's
+            // declines; only a winner can have been posted.
             GroupBy::Buyer | GroupBy::Contract => format!(
-                "SELECT {column} AS group_id,
-                        count(*) AS pings,
-                        count(*) FILTER (WHERE d.exclusive_bid_cents IS NOT NULL
-                            OR d.shared_bid_cents IS NOT NULL) AS pings_with_bids,
-                        count(*) FILTER (WHERE d.disposition IS NOT NULL
-                            AND d.disposition <> 'not_accepted') AS posts
-                 FROM posting_log p
-                 JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
-                 WHERE p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3
-                   AND NOT p.test
+                "SELECT group_id, sum(pings)::bigint, sum(pings_with_bids)::bigint, sum(posts)::bigint
+                 FROM (
+                     SELECT {column} AS group_id, count(*) AS pings, count(*) AS pings_with_bids,
+                            count(*) FILTER (WHERE c.disposition IS NOT NULL
+                                AND c.disposition <> 'not_accepted') AS posts
+                     FROM posting_log p
+                     JOIN distribution_winners c ON c.tenant_id = p.tenant_id AND c.ping_id = p.id
+                     WHERE {pings_in_range}
+                     GROUP BY 1
+                     UNION ALL
+                     SELECT {column}, count(*), count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
+                                OR c.shared_bid_cents IS NOT NULL), 0
+                     FROM posting_log p
+                     JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
+                     unnest(x.contract_ids, x.buyer_ids, x.exclusive_bids_cents, x.shared_bids_cents)
+                         AS c (contract_id, buyer_id, exclusive_bid_cents, shared_bid_cents)
+                     WHERE {pings_in_range}
+                     GROUP BY 1) AS d
                  GROUP BY 1",
-                column = self.columns().1
+                column = self.columns().1,
+                pings_in_range = PINGS_IN_RANGE,
             ),
         }
     }
 
-    /// Contract evaluations per group and reason.
+    /// Contract evaluations per group and reason (only contracts that did not win have one).
     fn declines_sql(self) -> String {
         format!(
-            "SELECT {column} AS group_id, d.reason, count(*)
+            "SELECT {column} AS group_id, c.reason::text, count(*)
              FROM posting_log p
-             JOIN lead_distribution d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
-             WHERE p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3
-               AND NOT p.test AND d.reason IS NOT NULL
+             JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
+             unnest(x.contract_ids, x.buyer_ids, x.reasons) AS c (contract_id, buyer_id, reason)
+             WHERE {pings_in_range}
              GROUP BY 1, 2",
-            column = self.columns().1
+            column = self.columns().1,
+            pings_in_range = PINGS_IN_RANGE,
         )
     }
 
