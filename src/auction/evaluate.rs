@@ -23,7 +23,9 @@ use super::schedule::CompiledSchedule;
 use super::schema::{CompiledSchema, PreparedLead};
 use super::select::Bid;
 
-/// Why a contract did not win, as stored in `lead_distribution.reason` (SPEC §5.2).
+/// Why a contract did not win, as shown in `lead_distribution.reason` (SPEC §5.2). The
+/// database keeps the codes as its enum `decline_reason`: a new reason needs its migration
+/// (`ALTER TYPE decline_reason ADD VALUE`), or every ping carrying it fails to record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeclineReason {
@@ -45,6 +47,24 @@ pub enum DeclineReason {
 }
 
 impl DeclineReason {
+    /// Every reason, in the order a contract is checked (`Outbid` last).
+    pub const ALL: [DeclineReason; 14] = [
+        DeclineReason::ContractPaused,
+        DeclineReason::BuyerPaused,
+        DeclineReason::Filtered,
+        DeclineReason::OutsideSchedule,
+        DeclineReason::CapReached,
+        DeclineReason::Duplicate,
+        DeclineReason::InsufficientFunds,
+        DeclineReason::NoPriceForSaleType,
+        DeclineReason::RtbNoBid,
+        DeclineReason::RtbTimeout,
+        DeclineReason::RtbError,
+        DeclineReason::RtbInvalid,
+        DeclineReason::BelowFloor,
+        DeclineReason::Outbid,
+    ];
+
     /// The stable code.
     pub fn as_str(self) -> &'static str {
         match self {

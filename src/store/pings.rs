@@ -251,7 +251,8 @@ pub struct PingRecord {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// One contract's row in `lead_distribution`.
+/// One contract's outcome: a row of `distribution_winners` for a winner, else its element of
+/// the ping's `distribution_declines` row (both seen as a row of `lead_distribution`).
 #[derive(Debug)]
 pub struct DistributionRow {
     pub contract_id: Uuid,

@@ -1055,6 +1055,13 @@ async fn caps_lead_and_summary_report_show_what_happened(pool: PgPool) {
     filtered["filters"] = json!([{ "field": "state", "op": "eq", "value": "CA" }]);
     app.created("/v1/admin/contracts", &tenant.admin_key, filtered)
         .await;
+    // And a third, of the same buyer at lower prices, that bids and is outbid by the first
+    // (a buyer appears once in a sale).
+    let mut cheaper = contract_body(&tenant.buyer, &tenant.offer, &url);
+    cheaper["pricing"] = json!({ "type": "fixed", "exclusive": 30.00, "shared": 10.00 });
+    let cheaper = app
+        .created("/v1/admin/contracts", &tenant.admin_key, cheaper)
+        .await;
     ping_until(&app, &tenant.posting_key, "the second contract", |_| true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.ping(&tenant.posting_key, json!({ "lead": ping_lead() }))
@@ -1065,26 +1072,39 @@ async fn caps_lead_and_summary_report_show_what_happened(pool: PgPool) {
     let row = &by_partner["rows"][0];
     assert_eq!(row["group_id"], json!(tenant.partner));
     assert!(row["declines"]["filtered"].as_i64().unwrap() >= 1, "{row}");
-    // By contract: the filtered one saw pings and declined each; the first bid on every ping
-    // it saw (won or outbid) and was posted once. By buyer: the two added up.
+    // By contract: the filtered one saw pings and declined each; the cheaper one bid on each
+    // and was outbid; the first bid on every ping it saw and was posted once. By buyer: the
+    // three added up.
     let by_contract = tenant
         .get(&app, "/v1/admin/reports/summary?group_by=contract")
         .await;
     let rows = by_contract["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{by_contract}");
-    let first = rows
-        .iter()
-        .find(|r| r["group_id"] == json!(tenant.contract))
-        .unwrap();
+    assert_eq!(rows.len(), 3, "{by_contract}");
+    let row_of = |id: &Value| rows.iter().find(|r| &r["group_id"] == id).unwrap();
+    let first = row_of(&json!(tenant.contract));
+    let outbid = row_of(&cheaper["id"]);
     let second = rows
         .iter()
-        .find(|r| r["group_id"] != json!(tenant.contract))
+        .find(|r| r["group_id"] != json!(tenant.contract) && r["group_id"] != cheaper["id"])
         .unwrap();
     assert_eq!(first["pings"], first["pings_with_bids"], "{first}");
     assert_eq!(
         (&first["posts"], &first["declines"]),
         (&json!(1), &json!({})),
         "{first}"
+    );
+    assert!(outbid["pings"].as_i64().unwrap() >= 1, "{outbid}");
+    assert_eq!(
+        (
+            &outbid["pings_with_bids"],
+            &outbid["posts"],
+            &outbid["declines"]
+        ),
+        (
+            &outbid["pings"],
+            &json!(0),
+            &json!({ "outbid": outbid["pings"] })
+        ),
     );
     assert!(second["pings"].as_i64().unwrap() >= 1, "{second}");
     assert_eq!(
@@ -1103,11 +1123,23 @@ async fn caps_lead_and_summary_report_show_what_happened(pool: PgPool) {
         .get(&app, "/v1/admin/reports/summary?group_by=buyer")
         .await;
     let buyer = &by_buyer["rows"][0];
+    let sum = |field: &str| {
+        [first, outbid, second]
+            .iter()
+            .map(|r| r[field].as_i64().unwrap())
+            .sum::<i64>()
+    };
     assert_eq!(
-        buyer["pings"].as_i64().unwrap(),
-        first["pings"].as_i64().unwrap() + second["pings"].as_i64().unwrap()
+        (
+            buyer["pings"].as_i64().unwrap(),
+            buyer["pings_with_bids"].as_i64().unwrap()
+        ),
+        (sum("pings"), sum("pings_with_bids"))
     );
-    assert_eq!(buyer["declines"], second["declines"]);
+    assert_eq!(
+        buyer["declines"],
+        json!({ "filtered": second["pings"], "outbid": outbid["pings"] })
+    );
     let (status, problem) = app
         .admin(
             Method::GET,

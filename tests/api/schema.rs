@@ -51,6 +51,17 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(views, ["lead_distribution"]);
+    // The database's decline reasons are the auction's, in the same order.
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(enum_range(NULL::decline_reason))::text")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let codes: Vec<&str> = gavel::auction::DeclineReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(reasons, codes);
 
     // Every table but tenants leads its primary key with tenant_id (sharding by tenant).
     let first_key_columns: Vec<(String, String)> = sqlx::query_as(
@@ -117,9 +128,14 @@ async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
         .await
         .unwrap();
 
-    let (tenant, ping, other_ping) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (tenant, ping, other_ping, won_ping) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
     // A winner (posted), an outbid contract, two declines (one with detail, one RTB timeout);
-    // and a ping whose only contract declined.
+    // a ping whose only contract declined; a ping whose only contract won.
     sqlx::query(
         "INSERT INTO lead_distribution (tenant_id, ping_id, contract_id, buyer_id, created_at, outcome, reason,
                                         detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
@@ -133,11 +149,14 @@ async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
                 ($1, $2, gen_random_uuid(), gen_random_uuid(), '2026-11-01T10:00:00Z', 'declined', 'rtb_timeout',
                  NULL, NULL, NULL, 150, NULL, NULL, NULL, NULL, NULL, NULL),
                 ($1, $3, gen_random_uuid(), gen_random_uuid(), '2026-11-02T10:00:00Z', 'declined', 'cap_reached',
-                 'daily leads cap', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                 'daily leads cap', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+                ($1, $4, gen_random_uuid(), gen_random_uuid(), '2026-11-03T10:00:00Z', 'won', NULL, NULL, NULL,
+                 900, NULL, NULL, gen_random_uuid(), 'shared', 900, 600, NULL)",
     )
     .bind(tenant)
     .bind(ping)
     .bind(other_ping)
+    .bind(won_ping)
     .execute(&pool)
     .await
     .unwrap();
@@ -148,7 +167,7 @@ async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(recorded.len(), 5);
+    assert_eq!(recorded.len(), 6);
 
     gavel::MIGRATOR.run(&pool).await.unwrap();
     let upgraded: Vec<serde_json::Value> = sqlx::query_scalar(every_row)
@@ -162,7 +181,82 @@ async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(kept, (1, 2), "one winner's row, one declines row per ping");
+    assert_eq!(
+        kept,
+        (2, 2),
+        "a row per winner, one declines row per ping with others"
+    );
+
+    // A process of the previous release, still running during the upgrade, records a ping and
+    // then its winner's disposition through the view, as it did into the table.
+    let late_ping = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO lead_distribution (tenant_id, ping_id, created_at, contract_id, buyer_id, outcome, reason,
+                                        detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
+                                        sale_type, price_cents, payout_cents)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::uuid[], $6::text[],
+                              $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::int[], $12::text[],
+                              $13::uuid[], $14::text[], $15::bigint[], $16::bigint[])",
+    )
+    .bind([tenant; 3])
+    .bind([late_ping; 3])
+    .bind([chrono::Utc::now(); 3])
+    .bind([Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()])
+    .bind([Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()])
+    .bind(["won", "outbid", "declined"])
+    .bind([None, Some("outbid"), Some("filtered")])
+    .bind([None, None, Some("state")])
+    .bind([Some(4000_i64), Some(3000), None])
+    .bind([None::<i64>; 3])
+    .bind([None::<i32>; 3])
+    .bind([Some("ref"), None, None])
+    .bind([Some(Uuid::now_v7()), None, None])
+    .bind([Some("exclusive"), None, None])
+    .bind([Some(4000_i64), None, None])
+    .bind([Some(2800_i64), None, None])
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE lead_distribution d SET disposition = 'sold'
+         WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.outcome = 'won'",
+    )
+    .bind(tenant)
+    .bind(late_ping)
+    .execute(&pool)
+    .await
+    .unwrap();
+    type Outcome = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
+    let late: Vec<Outcome> = sqlx::query_as(
+        "SELECT outcome, reason, detail, exclusive_bid_cents, disposition FROM lead_distribution
+             WHERE tenant_id = $1 AND ping_id = $2 ORDER BY outcome DESC",
+    )
+    .bind(tenant)
+    .bind(late_ping)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        late,
+        [
+            ("won".to_owned(), None, None, Some(4000), text("sold")),
+            ("outbid".to_owned(), text("outbid"), None, Some(3000), None),
+            (
+                "declined".to_owned(),
+                text("filtered"),
+                text("state"),
+                None,
+                None
+            ),
+        ]
+    );
 }
 
 /// A tenant with a partner, a buyer and an offer, inserted by plain SQL.

@@ -1,6 +1,7 @@
 //! The summary report: per offer, partner, buyer or contract, how pings turned into bids,
-//! posts, sales and money over a time range. Each figure is one SQL aggregate over a range
-//! scan of an index leading with (tenant_id, created_at); test traffic is left out.
+//! posts, sales and money over a time range. Each figure is aggregated in SQL from a range
+//! scan of an index leading with (tenant_id, created_at) (per buyer or contract, with the
+//! range's pings' contract outcomes, found by primary key); test traffic is left out.
 
 use std::collections::BTreeMap;
 
@@ -139,7 +140,9 @@ impl GroupBy {
             GroupBy::Buyer | GroupBy::Contract => format!(
                 "SELECT group_id, sum(pings)::bigint, sum(pings_with_bids)::bigint, sum(posts)::bigint
                  FROM (
-                     SELECT {column} AS group_id, count(*) AS pings, count(*) AS pings_with_bids,
+                     SELECT {column} AS group_id, count(*) AS pings,
+                            count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
+                                OR c.shared_bid_cents IS NOT NULL) AS pings_with_bids,
                             count(*) FILTER (WHERE c.disposition IS NOT NULL
                                 AND c.disposition <> 'not_accepted') AS posts
                      FROM posting_log p
