@@ -70,9 +70,10 @@ impl Drop for Running {
     }
 }
 
-/// Statements of one kind running at once: one collecting while another runs keeps the
-/// database busy on a two-core machine without splitting groups into crumbs.
-const RUNNERS: usize = 2;
+/// Runners per kind of statement: one, which collects the next group while its statement
+/// runs (besides the direct caller's statement, below). Two split the groups under load into
+/// more, smaller statements: the maximum rate was 9 % lower with two (BENCHMARKS.md).
+const RUNNERS: usize = 1;
 
 /// Connections one group keeps: one per runner, and the direct caller's.
 pub const KEPT_CONNECTIONS: u32 = RUNNERS as u32 + 1;
@@ -259,7 +260,7 @@ async fn run_groups<S: GroupStatement>(
 }
 
 /// The next group: everything queued (within the bounds), once there is something. Only the
-/// collecting runner holds the queue; the other may be running meanwhile.
+/// collecting runner holds the queue (should there be more than one).
 async fn collect<S: GroupStatement>(
     receiver: &Mutex<Queue<S>>,
 ) -> Option<Vec<(S::Request, Reply<S>)>> {
