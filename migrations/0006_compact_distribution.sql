@@ -79,6 +79,10 @@ EXCEPTION WHEN feature_not_supported THEN
     RAISE NOTICE 'PostgreSQL built without lz4: distribution_declines compresses with pglz';
 END $$;
 
+-- Processes of the previous release may still be writing: they wait until this migration
+-- commits (reads go on), so that nothing written during the copy is lost with the table.
+LOCK TABLE lead_distribution IN SHARE MODE;
+
 INSERT INTO distribution_winners (tenant_id, ping_id, contract_id, buyer_id, created_at, exclusive_bid_cents,
                                   shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, price_cents,
                                   payout_cents, disposition)

@@ -1,4 +1,5 @@
--- 1,000,000 pings over 30 days for the tenant :tenant, 3 contracts each, 10 % posted and sold.
+-- 1,000,000 pings over 30 days for the tenant :tenant, 3 contracts each, 60 % with bids; no
+-- winners or sales (the report's sales figures read lead_sales, which this leaves empty).
 \set ON_ERROR_STOP on
 BEGIN;
 INSERT INTO partners (tenant_id, id, name) VALUES (:'tenant', '00000000-0000-7000-8000-000000000001', 'P');

@@ -70,8 +70,8 @@ impl Drop for Running {
     }
 }
 
-/// Runners per kind of statement: one, which collects the next group while its statement
-/// runs (besides the direct caller's statement, below). Two split the groups under load into
+/// Runners per kind of statement: one. Requests queue while its statement runs, and it takes
+/// them all as the next group (besides the direct caller's statement, below). Two split the groups under load into
 /// more, smaller statements: the maximum rate was 9 % lower with two (BENCHMARKS.md).
 const RUNNERS: usize = 1;
 
