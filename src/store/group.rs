@@ -71,8 +71,9 @@ impl Drop for Running {
 }
 
 /// Runners per kind of statement: one. Requests queue while its statement runs, and it takes
-/// them all as the next group (besides the direct caller's statement, below). Two split the groups under load into
-/// more, smaller statements: the maximum rate was 9 % lower with two (BENCHMARKS.md).
+/// them all as the next group (besides the direct caller's statement, below). Two split the
+/// groups under load into more, smaller statements: the maximum rate was 9 % lower with two
+/// (BENCHMARKS.md). A group the database refuses is re-run request by request meanwhile.
 const RUNNERS: usize = 1;
 
 /// Connections one group keeps: one per runner, and the direct caller's.

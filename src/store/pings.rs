@@ -329,6 +329,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
             declines_of.push((&write.ping, first, last));
         }
     }
+    // `winners` is not referenced: PostgreSQL runs a data-modifying WITH regardless.
     sqlx::query(
         "WITH ping AS (
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,

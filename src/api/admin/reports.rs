@@ -83,7 +83,10 @@ pub struct Summary {
 }
 
 /// The report's pings, as `p`: the tenant's ($1), not test pings, from $2 until $3.
-const PINGS_IN_RANGE: &str = "p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3 AND NOT p.test";
+const PINGS_IN_RANGE: &str = concat!(
+    "p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3",
+    " AND NOT p.test"
+);
 
 /// What the report groups by; each names the columns it reads, so no SQL comes from the request.
 #[derive(Clone, Copy)]
