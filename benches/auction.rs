@@ -183,7 +183,7 @@ fn bench_fan_out(c: &mut Criterion) {
         now,
         tenant_tz: New_York,
         sale_types: Mode::Hybrid.sale_types(),
-        http: reqwest::Client::new(),
+        http: gavel::buyers::Outbound::new(Default::default()).expect("an HTTP client"),
     });
     let mut group = c.benchmark_group("fan_out");
     for count in [3, 30, 300] {

@@ -43,8 +43,9 @@ pub struct AppInner {
     /// The connections of the ping's grouped statements (`store::grouped_statements_pool`).
     pub grouped_db: PgPool,
     pub settings: Settings,
-    /// One client for every outbound call to buyers, so connections are pooled and reused.
-    pub http: reqwest::Client,
+    /// One client for every outbound call made for a tenant (buyers), so connections are pooled
+    /// and reused, under the outbound address policy.
+    pub http: crate::buyers::Outbound,
     /// The live configuration snapshot.
     pub config: Arc<ConfigStore>,
     pub rate_limits: CampaignRateLimits,
@@ -92,12 +93,7 @@ impl AppState {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            // A buyer's redirect is an answer, not an instruction to re-send the lead elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .build()
+        let http = crate::buyers::Outbound::new(settings.outbound_policy())
             .context("cannot build the HTTP client")?;
         let config = ConfigStore::load(db.clone()).await?;
         tokio::spawn(Arc::clone(&config).follow_changes());

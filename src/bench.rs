@@ -580,6 +580,8 @@ impl ServerProcess {
             .env("GAVEL_LISTEN", format!("127.0.0.1:{port}"))
             .env("GAVEL_LOG_LEVEL", "warn")
             .env("GAVEL_MAX_IN_FLIGHT_AUCTIONS", max_in_flight.to_string())
+            // The harness's buyers run on this machine.
+            .env("GAVEL_OUTBOUND_ALLOW", "127.0.0.1/32")
             .env_remove("GAVEL_CONFIG")
             .stdout(Stdio::null())
             .kill_on_drop(true);

@@ -44,6 +44,11 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Networks (CIDRs, addresses) and host names Gavel may call for tenants although the
+    /// outbound address policy refuses them (`buyers::outbound`). In the environment: a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub outbound_allow: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +141,15 @@ impl Settings {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", &error.to_string());
         }
+        if let Err(error) = crate::buyers::outbound::Policy::from_allow_list(&self.outbound_allow) {
+            return bad("outbound_allow", &error);
+        }
         Ok(())
+    }
+
+    /// The outbound address policy of `outbound_allow` (validated at load).
+    pub fn outbound_policy(&self) -> crate::buyers::outbound::Policy {
+        crate::buyers::outbound::Policy::from_allow_list(&self.outbound_allow).unwrap_or_default()
     }
 
     pub fn state_cache_ttl(&self) -> Duration {
@@ -176,6 +189,28 @@ impl Settings {
             .unwrap_or_else(|| format!("http://{}", self.listen));
         format!("{}{path}", base.trim_end_matches('/'))
     }
+}
+
+/// A list from a file, or comma-separated text from the environment (`GAVEL_OUTBOUND_ALLOW=
+/// 127.0.0.1/32,buyer.internal`); empty entries are dropped.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let entries = match ListOrText::deserialize(d)? {
+        ListOrText::List(list) => list,
+        ListOrText::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(entries
+        .into_iter()
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect())
 }
 
 fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -268,6 +303,28 @@ mod tests {
                 .to_string();
             assert!(error.contains(setting), "{key}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn outbound_allow_is_a_list_or_comma_separated_text() {
+        let settings = Settings::load_from(None, env(&[])).unwrap();
+        assert!(
+            settings.outbound_allow.is_empty(),
+            "nothing allowed by default"
+        );
+        let settings = Settings::load_from(
+            None,
+            env(&[("GAVEL_OUTBOUND_ALLOW", "127.0.0.1/32, buyer.internal,")]),
+        )
+        .unwrap();
+        assert_eq!(settings.outbound_allow, ["127.0.0.1/32", "buyer.internal"]);
+        let f = file("outbound_allow = [\"10.1.0.0/16\", \"fd00::/8\"]\n");
+        let settings = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(settings.outbound_allow, ["10.1.0.0/16", "fd00::/8"]);
+        let error = Settings::load_from(None, env(&[("GAVEL_OUTBOUND_ALLOW", "10.0.0.0/99")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("outbound_allow"), "{error}");
     }
 
     #[test]

@@ -192,6 +192,17 @@ fn contracts(base: &str) -> Vec<DemoContract> {
     ]
 }
 
+/// The demo's buyers are served by Gavel itself at `address`: that address is allowed as an
+/// outbound destination (the address policy refuses loopback and private addresses by default).
+pub fn allow_buyer_endpoints(settings: &mut crate::config::Settings, address: SocketAddr) {
+    let ip = if address.ip().is_unspecified() {
+        [127, 0, 0, 1].into()
+    } else {
+        address.ip()
+    };
+    settings.outbound_allow.push(ip.to_string());
+}
+
 /// Seeds (or refreshes) the demo tenant, pointing its buyers at `address`.
 pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
     let host = if address.ip().is_unspecified() {

@@ -68,7 +68,7 @@ pub struct SharedPing {
     pub now: DateTime<Utc>,
     pub tenant_tz: chrono_tz::Tz,
     pub sale_types: &'static [SaleType],
-    pub http: reqwest::Client,
+    pub http: crate::buyers::Outbound,
 }
 
 /// Evaluates every contract (`states[i]` belongs to `contracts[i]`) and returns their results
@@ -149,7 +149,7 @@ fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool
 
 pub async fn run(
     states: &StateReader,
-    http: &reqwest::Client,
+    http: &crate::buyers::Outbound,
     campaign: &CampaignContext,
     input: &AuctionInput,
 ) -> Result<AuctionOutcome, sqlx::Error> {

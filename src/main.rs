@@ -124,6 +124,7 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
         Command::Bench(_) => unreachable!("handled before the database is opened"),
         Command::Demo => {
             let listener = app::bind_listener(&mut settings).await?;
+            demo::allow_buyer_endpoints(&mut settings, listener.local_addr()?);
             let state = AppState::build(pool.clone(), settings).await?;
             let server = Server::new(listener, state, demo::buyer_endpoints());
             let seeded = demo::seed(&pool, server.local_addr()).await?;

@@ -118,7 +118,7 @@ pub struct Delivery {
 }
 
 pub async fn deliver(
-    http: &reqwest::Client,
+    http: &super::Outbound,
     config: &DeliveryConfig,
     timeout: Duration,
     request: &DeliveryRequest<'_>,

@@ -3,6 +3,7 @@
 //! own timeout, so a slow or broken buyer costs only its own time.
 
 pub mod delivery;
+pub mod outbound;
 pub mod rtb;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use serde::Serialize;
+
+pub use outbound::Outbound;
 
 /// What came of POSTing JSON to a buyer.
 #[derive(Debug)]
@@ -29,14 +32,24 @@ pub enum Exchange {
 }
 
 /// POSTs `body` as JSON to `url` with `headers`, and reads the answer, all within `timeout`.
+/// A call the outbound address policy refuses is `Failed` with the policy's reason.
 pub async fn post_json<T: Serialize>(
-    http: &reqwest::Client,
+    http: &Outbound,
     url: &str,
     headers: &BTreeMap<String, String>,
     body: &T,
     timeout: Duration,
 ) -> Exchange {
-    let mut call = http.post(url).json(body);
+    // Parsed once here (the client would parse it anyway): the client does not resolve an IP
+    // literal, so its address is checked now.
+    let url = match reqwest::Url::parse(url) {
+        Ok(url) => url,
+        Err(_) => return Exchange::Failed("the URL is invalid".to_owned()),
+    };
+    if let Err(refused) = http.policy().check_url(&url) {
+        return Exchange::Failed(refused.to_string());
+    }
+    let mut call = http.client().post(url).json(body);
     for (name, value) in headers {
         call = call.header(name, value);
     }
@@ -49,7 +62,10 @@ pub async fn post_json<T: Serialize>(
         Ok(Ok((status, Some(body)))) => Exchange::Answer { status, body },
         Ok(Ok((status, None))) => Exchange::TooLarge { status },
         Ok(Err(error)) if error.is_timeout() => Exchange::TimedOut,
-        Ok(Err(error)) => Exchange::Failed(error.without_url().to_string()),
+        Ok(Err(error)) => Exchange::Failed(match outbound::refusal_in(&error) {
+            Some(refused) => refused.to_string(),
+            None => error.without_url().to_string(),
+        }),
         Err(_) => Exchange::TimedOut,
     }
 }

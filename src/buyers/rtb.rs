@@ -22,7 +22,7 @@ pub struct BidRequest<'a> {
 
 /// Sends the bid request; never takes longer than the contract's timeout.
 pub async fn request_bids(
-    http: &reqwest::Client,
+    http: &super::Outbound,
     pricing: &RtbPricing,
     request: &BidRequest<'_>,
 ) -> (Exchange, Duration) {

@@ -47,11 +47,13 @@ unsafe fn stop_test_postgres() {
     }
 }
 
-/// Settings for a test server: defaults, port 0, no environment.
+/// Settings for a test server: defaults, port 0, no environment; the test buyers on 127.0.0.1
+/// allowed by the outbound address policy.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.shutdown_grace_seconds = 5;
+    settings.outbound_allow = vec!["127.0.0.1/32".to_owned()];
     settings
 }
 

@@ -10,6 +10,7 @@ mod fixtures;
 mod group;
 mod metrics;
 mod ops;
+mod outbound;
 mod ping;
 mod post;
 mod schema;

@@ -1472,6 +1472,7 @@ async fn create_contract(
     AdminTenant(tenant): AdminTenant,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Contract>), Problem> {
+    super::outbound::check_contract_urls(state.http.policy(), &body).await?;
     let mut tx = state.db.begin().await?;
     let values = ContractValues::read(&mut tx, tenant, &body).await?;
     let row: ContractRow = sqlx::query_as(concat!(
@@ -1523,6 +1524,7 @@ async fn update_contract(
     JsonObject(patch): JsonObject,
 ) -> Result<Json<Contract>, Problem> {
     let id = parse_id(&id)?;
+    super::outbound::check_contract_urls(state.http.policy(), &patch).await?;
     let mut tx = state.db.begin().await?;
     let current = find_contract(&mut tx, tenant, id).await?;
     let body = merged(&current, patch, CONTRACT_FIELDS)?;

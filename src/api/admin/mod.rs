@@ -7,6 +7,7 @@ mod books;
 mod config;
 mod input;
 mod inspect;
+mod outbound;
 mod reports;
 
 use axum::Json;
