@@ -387,6 +387,69 @@ impl RtbPricing {
     }
 }
 
+/// Most headers a contract may send with a call.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header value a contract may set, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+
+/// Headers Gavel sets itself or that govern the connection (hop-by-hop, RFC 9110 §7.6.1): a
+/// tenant's value would contradict the request Gavel sends (request smuggling, a wrong host,
+/// a second body type) or reach past the buyer.
+const FORBIDDEN_HEADERS: [&str; 14] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-type",
+    "content-encoding",
+];
+
+/// Checks the headers a contract sends with its calls (`pricing.headers`, `delivery.headers`):
+/// each name an HTTP token not reserved for Gavel or the connection, each value without CR, LF,
+/// NUL or another control character. Errors point at `<at>/<name>` and never quote
+/// the value (a value may be a secret).
+pub fn check_headers(headers: &BTreeMap<String, String>, at: &str) -> Vec<ConfigError> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut errors = Vec::new();
+    if headers.len() > MAX_HEADERS {
+        errors.push(ConfigError::new(
+            at,
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in headers {
+        let pointer = format!("{at}/{}", super::value::pointer_token(name));
+        let message = match HeaderName::from_bytes(name.as_bytes()) {
+            Err(_) => Some("is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+            Ok(parsed) if FORBIDDEN_HEADERS.contains(&parsed.as_str()) => {
+                Some("is set by Gavel or the connection and cannot be configured")
+            }
+            Ok(parsed) if !seen.insert(parsed.clone()) => Some("repeats another header's name"),
+            Ok(_) if value.len() > MAX_HEADER_VALUE_BYTES => {
+                Some("value is longer than 4096 bytes")
+            }
+            // What the client accepts: visible ASCII, spaces and tabs.
+            Ok(_) if HeaderValue::from_str(value).is_err() => Some(
+                "value must be visible ASCII text, without CR, LF, NUL or other control characters",
+            ),
+            Ok(_) => None,
+        };
+        if let Some(message) = message {
+            errors.push(ConfigError::new(pointer, message));
+        }
+    }
+    errors
+}
+
 /// Optional money stored as integer cents.
 mod optional_cents {
     use super::*;
@@ -433,6 +496,7 @@ impl Pricing {
             }
             Pricing::Rtb(rtb) => {
                 check_amount(rtb.max_bid, "max_bid_cents");
+                errors.extend(check_headers(&rtb.headers, "/pricing/headers"));
                 if !(rtb.url.starts_with("https://") || rtb.url.starts_with("http://"))
                     || rtb.url.contains(char::is_whitespace)
                 {
@@ -657,6 +721,49 @@ mod tests {
             errors(json!({"type": "rtb", "url": "https://x", "timeout_ms": 0})),
             ["/pricing/timeout_ms"]
         );
+    }
+
+    #[test]
+    fn rtb_headers_are_checked_with_pointers_that_never_quote_the_value() {
+        let errors = |headers: Value| -> Vec<(String, String)> {
+            match Pricing::parse(
+                &json!({"type": "rtb", "url": "https://b.example", "headers": headers}),
+            ) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.into_iter().map(|e| (e.pointer, e.message)).collect(),
+            }
+        };
+        assert!(errors(json!({"Authorization": "Bearer abc", "X-Key": "k\tv"})).is_empty());
+        let found = errors(json!({
+            "Host": "internal", "content-length": "0", "Transfer-Encoding": "chunked",
+            "Connection": "close", "Upgrade": "h2c", "X-Evil": "a\r\nX-Injected: 1",
+            "X-Nul": "a\u{0}b", "X-Del": "\u{7f}", "Bad Name": "v", "a/b~c": "v", "": "v"
+        }));
+        let pointers: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/pricing/headers/",
+                "/pricing/headers/Bad Name",
+                "/pricing/headers/Connection",
+                "/pricing/headers/Host",
+                "/pricing/headers/Transfer-Encoding",
+                "/pricing/headers/Upgrade",
+                "/pricing/headers/X-Del",
+                "/pricing/headers/X-Evil",
+                "/pricing/headers/X-Nul",
+                "/pricing/headers/a~1b~0c",
+                "/pricing/headers/content-length",
+            ]
+        );
+        assert!(
+            found
+                .iter()
+                .all(|(_, message)| !message.contains("X-Injected"))
+        );
+        let repeated = errors(json!({"X-Key": "a", "x-key": "b"}));
+        assert_eq!(repeated.len(), 1, "{repeated:?}");
+        assert_eq!(errors(json!({"X-Long": "v".repeat(4097)})).len(), 1);
     }
 
     #[test]

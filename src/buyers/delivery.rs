@@ -48,6 +48,10 @@ impl DeliveryConfig {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => errors.push(ConfigError::new("/delivery/url", "must be an http(s) URL")),
         }
+        errors.extend(crate::auction::check_headers(
+            &config.headers,
+            "/delivery/headers",
+        ));
         if config
             .timeout_ms
             .is_some_and(|t| !(1..=60_000).contains(&t))
@@ -272,6 +276,17 @@ mod tests {
             ]
         );
         assert!(DeliveryConfig::parse(&json!({ "url": "https://x", "secret": 1 })).is_err());
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "headers": { "Authorization": "Bearer a\r\nHost: evil", "Transfer-Encoding": "chunked" } }))
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/delivery/headers/Authorization",
+                "/delivery/headers/Transfer-Encoding"
+            ]
+        );
     }
 
     #[test]

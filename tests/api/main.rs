@@ -14,3 +14,4 @@ mod outbound;
 mod ping;
 mod post;
 mod schema;
+mod secrets;

@@ -1183,12 +1183,17 @@ pub struct Contract {
     #[schema(value_type = Vec<Object>)]
     caps: Value,
     dedup_days: i32,
+    /// Header values are write-only: shown masked (`super::headers`).
     #[schema(value_type = Object)]
     delivery: Value,
     #[schema(read_only)]
     created_at: DateTime<Utc>,
     #[schema(read_only)]
     updated_at: DateTime<Utc>,
+    /// The stored `pricing` and `delivery`, secrets unmasked, for a PATCH that sends masked
+    /// values back; never shown.
+    #[serde(skip)]
+    stored_secrets: [Value; 2],
 }
 
 #[derive(FromRow)]
@@ -1216,10 +1221,14 @@ const CAP_AMOUNTS: &[&str] = &["max_spend"];
 
 impl From<ContractRow> for Contract {
     fn from(row: ContractRow) -> Self {
+        let stored_secrets = [row.pricing.clone(), row.delivery.clone()];
         let mut pricing = row.pricing;
         if let Value::Object(object) = &mut pricing {
             amounts_from_cents(object, PRICE_AMOUNTS);
         }
+        super::headers::mask_section(&mut pricing);
+        let mut delivery = row.delivery;
+        super::headers::mask_section(&mut delivery);
         let mut caps = row.caps;
         if let Value::Array(items) = &mut caps {
             for cap in items.iter_mut().filter_map(Value::as_object_mut) {
@@ -1238,9 +1247,10 @@ impl From<ContractRow> for Contract {
             schedule: row.schedule,
             caps,
             dedup_days: row.dedup_days,
-            delivery: row.delivery,
+            delivery,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            stored_secrets,
         }
     }
 }
@@ -1470,8 +1480,12 @@ async fn list_contracts(
 async fn create_contract(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
-    JsonObject(body): JsonObject,
+    JsonObject(mut body): JsonObject,
 ) -> Result<(StatusCode, Json<Contract>), Problem> {
+    let masked = super::headers::restore_masked(&mut body, None);
+    if !masked.is_empty() {
+        return Err(invalid(masked));
+    }
     super::outbound::check_contract_urls(state.http.policy(), &body).await?;
     let mut tx = state.db.begin().await?;
     let values = ContractValues::read(&mut tx, tenant, &body).await?;
@@ -1527,7 +1541,11 @@ async fn update_contract(
     super::outbound::check_contract_urls(state.http.policy(), &patch).await?;
     let mut tx = state.db.begin().await?;
     let current = find_contract(&mut tx, tenant, id).await?;
-    let body = merged(&current, patch, CONTRACT_FIELDS)?;
+    let mut body = merged(&current, patch, CONTRACT_FIELDS)?;
+    let masked = super::headers::restore_masked(&mut body, Some(&current.stored_secrets));
+    if !masked.is_empty() {
+        return Err(invalid(masked));
+    }
     let values = ContractValues::read(&mut tx, tenant, &body).await?;
     let row: ContractRow = sqlx::query_as(concat!(
         "UPDATE contracts SET buyer_id = $3, offer_id = $4, name = $5, status = $6, priority = $7,

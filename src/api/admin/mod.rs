@@ -5,6 +5,7 @@
 
 mod books;
 mod config;
+mod headers;
 mod input;
 mod inspect;
 mod outbound;
