@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod evaluate;
+pub mod exact_json;
 pub mod keys;
 pub mod meters;
 pub mod money;

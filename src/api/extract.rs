@@ -34,6 +34,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                     Problem::new(ErrorCode::MalformedJson).detail("the body could not be read")
                 }
             })?;
+        // An amount with more digits than an f64 holds arrives as its exact text (refused as
+        // too many decimals, never rounded): `exact_json`.
+        let bytes = crate::exact_json::quote_inexact_numbers(&bytes);
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(object)) => match nul_pointer(&object) {
                 // PostgreSQL cannot store a NUL character in text.

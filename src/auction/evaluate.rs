@@ -436,7 +436,8 @@ pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Resul
             format!("HTTP {status}"),
         ));
     }
-    let answer: Value = serde_json::from_slice(body)
+    // Numbers an f64 would change are read as their text: a bid is exact, then truncated.
+    let answer: Value = crate::exact_json::from_slice(body)
         .map_err(|_| Decline::with(DeclineReason::RtbInvalid, "the answer is not JSON"))?;
     let exclusive = read_bid(&answer, pricing.exclusive_bid_path())?;
     let shared = read_bid(&answer, pricing.shared_bid_path())?;
@@ -915,6 +916,25 @@ mod tests {
         assert_eq!(
             answer(200, r#"{"exclusive_bid": 40, "shared_bid": -1}"#).unwrap_err(),
             Decline::with(DeclineReason::RtbInvalid, "/shared_bid is negative")
+        );
+    }
+
+    #[test]
+    fn rtb_bids_with_many_decimals_are_truncated_not_rounded() {
+        assert_eq!(
+            answer(
+                200,
+                r#"{"exclusive_bid": 12.999999999999999999, "shared_bid": 0.0099999999999999999999,
+                    "ref": 123456789012345678901234567890}"#
+            ),
+            bid(Some(1299), None, Some("123456789012345678901234567890"))
+        );
+        let pricing = rtb_pricing(json!({"type": "rtb", "url": "https://b.example",
+            "exclusive_bid_path": "/bid/0/amount"}));
+        let body = br#"{"bid": [{"amount": 40.999999999999999999}]}"#;
+        assert_eq!(
+            parse_rtb_answer(200, body, &pricing),
+            bid(Some(4099), None, None)
         );
     }
 

@@ -167,7 +167,8 @@ pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
     if !(200..500).contains(&status) {
         return Verdict::Failed(format!("buyer answered HTTP {status}"));
     }
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+    // A number in the answer keeps its text (a reason or a code quoted exactly).
+    let json: Option<Value> = crate::exact_json::from_slice(body).ok();
     let reason = || {
         let stated = config
             .reason_path

@@ -150,9 +150,13 @@ fn pointer(key: &str) -> String {
     format!("/{}", crate::auction::pointer_token(key))
 }
 
-/// A JSON number with at most 2 decimals (configuration never truncates).
+/// A JSON number with at most 2 decimals (configuration never truncates). A number with more
+/// digits than an f64 holds arrives as its text (`exact_json`) and is judged exactly: refused,
+/// never rounded to a neighbouring cent.
 pub fn read_money(value: &Value) -> Result<Money, &'static str> {
-    if !value.is_number() {
+    let exact_text =
+        matches!(value, Value::String(text) if crate::exact_json::is_inexact_number(text));
+    if !value.is_number() && !exact_text {
         return Err("must be a number such as 12.50");
     }
     Money::from_json(value, ExtraDecimals::Reject).map_err(|e| match e {
