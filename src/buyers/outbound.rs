@@ -135,28 +135,24 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-/// A refused call or configuration; the text names the host the tenant configured (never lead
-/// data) and, for a resolved name, only the kind of address.
+/// A refused call or configuration. The text names neither the host nor the address (a
+/// delivery's reason reaches the partner, who has no business knowing the buyer's endpoint),
+/// only the kind of address; it never holds lead data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refused by the outbound address policy: {0}")]
 pub struct Refused(String);
 
 impl Refused {
-    fn address(ip: IpAddr, why: Refusal) -> Self {
-        Refused(format!("{ip} is {}", why.as_str()))
+    fn address(why: Refusal) -> Self {
+        Refused(format!("the host is {}", why.as_str()))
     }
 
-    fn resolved(host: &str, why: Refusal) -> Self {
-        Refused(format!("{host} resolves to {}", why.as_str()))
+    fn resolved(why: Refusal) -> Self {
+        Refused(format!("the host name resolves to {}", why.as_str()))
     }
 
-    fn name(host: &str) -> Self {
-        Refused(format!("{host} is {}", Refusal::Metadata.as_str()))
-    }
-
-    /// The reason alone, for a configuration error's message.
-    pub fn reason(&self) -> &str {
-        &self.0
+    fn name() -> Self {
+        Self::address(Refusal::Metadata)
     }
 }
 
@@ -220,7 +216,7 @@ impl Policy {
     }
 
     fn check_literal(&self, ip: IpAddr) -> Result<(), Refused> {
-        self.check_ip(ip).map_err(|why| Refused::address(ip, why))
+        self.check_ip(ip).map_err(Refused::address)
     }
 
     fn check_name(&self, name: &str) -> Result<(), Refused> {
@@ -230,7 +226,7 @@ impl Policy {
             .any(|metadata| bare.eq_ignore_ascii_case(metadata))
             && !self.allows_name(name)
         {
-            return Err(Refused::name(bare));
+            return Err(Refused::name());
         }
         Ok(())
     }
@@ -257,7 +253,7 @@ impl Policy {
         };
         for address in addresses {
             if let Err(why) = self.check_ip(address.ip()) {
-                return Err(Refused::resolved(name, why));
+                return Err(Refused::resolved(why));
             }
         }
         Ok(())
@@ -293,7 +289,7 @@ impl Resolve for PolicyResolver {
                 })
                 .collect();
             match (kept.is_empty(), refused) {
-                (true, Some(why)) => Err(Refused::resolved(host, why).into()),
+                (true, Some(why)) => Err(Refused::resolved(why).into()),
                 _ => Ok(Box::new(kept.into_iter()) as Addrs),
             }
         })
@@ -478,7 +474,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "refused by the outbound address policy: localhost resolves to a loopback address"
+            "refused by the outbound address policy: the host name resolves to a loopback address"
         );
         let resolver = PolicyResolver {
             policy: Arc::new(policy),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::fixtures::{ContractSpec, Exchange, outcome_of, ping_lead};
+use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, outcome_of, ping_lead};
 use crate::harness::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 /// A Gavel that allows nothing internal, as production runs by default.
@@ -179,13 +179,13 @@ async fn addresses_written_in_sql_are_refused_when_gavel_calls(pool: PgPool) {
     assert_eq!(named["reason"], "rtb_error", "{named}");
     assert_eq!(
         named["detail"],
-        "refused by the outbound address policy: localhost resolves to a loopback address"
+        "refused by the outbound address policy: the host name resolves to a loopback address"
     );
     let literal = outcome_of(&view, by_address);
     assert_eq!(literal["reason"], "rtb_error", "{literal}");
     assert_eq!(
         literal["detail"],
-        "refused by the outbound address policy: 127.0.0.1 is a loopback address"
+        "refused by the outbound address policy: the host is a loopback address"
     );
 
     // The same configuration with 127.0.0.1 allowed: the buyer is called and bids.
@@ -239,4 +239,54 @@ async fn a_buyers_redirect_is_not_followed(pool: PgPool) {
     let outcome = outcome_of(&view, contract);
     assert_eq!(outcome["reason"], "rtb_error", "{outcome}");
     assert_eq!(outcome["detail"], "HTTP 307");
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_delivery_to_a_refused_address_fails_and_the_buyer_receives_nothing(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let buyer = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": "accepted" })))
+        .mount(&buyer)
+        .await;
+    let (buyer_id, _) = exchange
+        .buyer_with(
+            100_000,
+            ContractSpec {
+                delivery: Some(
+                    json!({ "url": format!("http://localhost:{}/leads", buyer.address().port()) }),
+                ),
+                ..ContractSpec::fixed(Some(4000), None)
+            },
+        )
+        .await;
+    let app = spawn_strict_app(pool.clone()).await;
+
+    let (status, ping) = app
+        .ping(&exchange.posting_key, json!({ "lead": ping_lead() }))
+        .await;
+    assert_eq!(
+        (status, ping["status"].as_str()),
+        (200, Some("bids")),
+        "{ping}"
+    );
+    let (status, answer) = app
+        .post(
+            &exchange.posting_key,
+            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "unsold", "{answer}");
+    assert_eq!(answer["results"][0]["status"], "failed");
+    assert_eq!(
+        answer["results"][0]["reason"],
+        "delivery failed: refused by the outbound address policy: the host name resolves to a loopback address"
+    );
+    assert!(buyer.received_requests().await.unwrap().is_empty());
+    assert_eq!(
+        exchange.buyer_books(buyer_id).await,
+        (100_000, 100_000),
+        "the buyer is not charged"
+    );
 }
