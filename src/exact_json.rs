@@ -221,6 +221,30 @@ mod tests {
         assert_eq!(value[3], json!(i64::MIN));
     }
 
+    proptest::proptest! {
+        /// The shortcut (at most 15 significant digits survive) agrees with writing the f64
+        /// back, and what is kept as a number reads back as the same decimal.
+        #[test]
+        fn the_shortcut_agrees_with_the_f64_written_back(
+            digits in "[1-9][0-9]{0,19}",
+            point in 0usize..21,
+            exponent in -40i64..40,
+        ) {
+            let point = point.min(digits.len());
+            let text = format!("{}.{}e{exponent}", &digits[..point], &digits[point..]);
+            let text = if point == 0 { format!("0{text}") } else { text };
+            let decimal = Decimal::parse(&text).unwrap();
+            let written = serde_json::Number::from_f64(text.parse::<f64>().unwrap())
+                .unwrap()
+                .to_string();
+            let same = Decimal::parse(&written).unwrap().same_value(&decimal);
+            if decimal.digit_count() <= 15 {
+                proptest::prop_assert!(same, "{text} -> {written}");
+            }
+            proptest::prop_assert_eq!(survives_f64(&text), same, "{} -> {}", text, written);
+        }
+    }
+
     #[test]
     fn invalid_json_stays_invalid() {
         for text in [
