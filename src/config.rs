@@ -147,9 +147,12 @@ impl Settings {
         Ok(())
     }
 
-    /// The outbound address policy of `outbound_allow` (validated at load).
+    /// The outbound address policy of `outbound_allow` (validated at load), refusing Gavel's
+    /// own `public_url` host too.
     pub fn outbound_policy(&self) -> crate::buyers::outbound::Policy {
-        crate::buyers::outbound::Policy::from_allow_list(&self.outbound_allow).unwrap_or_default()
+        crate::buyers::outbound::Policy::from_allow_list(&self.outbound_allow)
+            .unwrap_or_default()
+            .refusing_own_url(self.public_url.as_deref())
     }
 
     pub fn state_cache_ttl(&self) -> Duration {

@@ -163,6 +163,9 @@ pub struct Policy {
     networks: Vec<IpNet>,
     /// Lower case, without a trailing dot.
     names: Vec<String>,
+    /// The host of Gavel's own `public_url`: a tenant's URL may not make Gavel call itself
+    /// (its admin routes with the tenant's headers, or a ping that pings again).
+    own_host: Option<String>,
 }
 
 impl Policy {
@@ -187,6 +190,14 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The same policy, also refusing the host of `public_url` (Gavel itself) unless allowed.
+    pub fn refusing_own_url(mut self, public_url: Option<&str>) -> Policy {
+        self.own_host = public_url
+            .and_then(|url| Url::parse(url).ok())
+            .and_then(|url| url.host_str().map(normal_name));
+        self
+    }
+
     fn allows_ip(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|net| net.contains(&ip))
     }
@@ -208,10 +219,27 @@ impl Policy {
     /// its name against the metadata names. A name's addresses are checked by the resolver.
     pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
         match url.host() {
-            Some(Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip)),
-            Some(Host::Domain(name)) => self.check_name(name),
-            None => Err(Refused("the URL has no host".to_owned())),
+            Some(Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip))?,
+            Some(Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip))?,
+            Some(Host::Domain(name)) => self.check_name(name)?,
+            None => return Err(Refused("the URL has no host".to_owned())),
+        }
+        if let Some(own) = &self.own_host
+            && url.host_str().is_some_and(|host| is_same_name(host, own))
+            && !self.allows_host(url)
+        {
+            return Err(Refused("the host is Gavel itself".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether `outbound_allow` names the URL's host (its address or its name).
+    fn allows_host(&self, url: &Url) -> bool {
+        match url.host() {
+            Some(Host::Ipv4(ip)) => self.allows_ip(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.allows_ip(IpAddr::V6(ip).to_canonical()),
+            Some(Host::Domain(name)) => self.allows_name(name),
+            None => false,
         }
     }
 
@@ -258,6 +286,13 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// `host` (as the URL parser wrote it) and `normal` (from [`normal_name`]) name the same host.
+fn is_same_name(host: &str, normal: &str) -> bool {
+    host.strip_suffix('.')
+        .unwrap_or(host)
+        .eq_ignore_ascii_case(normal)
 }
 
 fn normal_name(name: &str) -> String {
@@ -462,6 +497,41 @@ mod tests {
             allowed
                 .check_url(&Url::parse("http://metadata.google.internal/").unwrap())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn gavel_may_not_call_itself_unless_allowed() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        let policy = Policy::default().refusing_own_url(Some("https://Gavel.example.com"));
+        let refused = policy
+            .check_url(&url(
+                "https://gavel.example.com./v1/admin/campaigns/x/rotate-key",
+            ))
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "refused by the outbound address policy: the host is Gavel itself"
+        );
+        assert!(
+            policy
+                .check_url(&url("https://buyer.example.com/bid"))
+                .is_ok()
+        );
+        // The demo and the tests call buyers served next to Gavel: allowed explicitly.
+        let local = Policy::from_allow_list(&["127.0.0.1/32"])
+            .unwrap()
+            .refusing_own_url(Some("http://127.0.0.1:8080"));
+        assert!(
+            local
+                .check_url(&url("http://127.0.0.1:8080/demo/buyers/acme/rtb"))
+                .is_ok()
+        );
+        let strict = Policy::default().refusing_own_url(Some("http://127.0.0.1:8080"));
+        assert!(
+            strict
+                .check_url(&url("http://127.0.0.1:8080/v1/ping"))
+                .is_err()
         );
     }
 

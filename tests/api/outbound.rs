@@ -290,3 +290,33 @@ async fn a_delivery_to_a_refused_address_fails_and_the_buyer_receives_nothing(po
         "the buyer is not charged"
     );
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_contract_may_not_make_gavel_call_itself(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let buyer = exchange.buyer(100_000).await;
+    let mut settings = test_settings();
+    settings.public_url = Some("https://gavel.example.com".to_owned());
+    let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+    let (status, answer) = app
+        .admin(
+            Method::POST,
+            "/v1/admin/contracts",
+            &exchange.admin_key,
+            Some(contract_body(
+                &exchange,
+                buyer,
+                "https://GAVEL.example.com/v1/ping",
+                "https://buyer.example/leads",
+            )),
+        )
+        .await;
+    assert_eq!(refused_pointers(status, &answer), ["/pricing/url"]);
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the host is Gavel itself"),
+        "{answer}"
+    );
+}
