@@ -3,6 +3,7 @@
 pub mod group;
 pub mod local_pg;
 pub mod pings;
+pub mod retry;
 pub mod sales;
 pub mod snapshot;
 pub mod state_cache;

@@ -13,3 +13,4 @@ mod ops;
 mod ping;
 mod post;
 mod schema;
+mod settle;
