@@ -384,3 +384,59 @@ async fn a_contracts_delivery_timeout_is_cut_to_the_longest_allowed(pool: PgPool
     assert_eq!(answer["results"][0]["reason"], "no answer within 1000 ms");
     assert_eq!(exchange.buyer_books(buyer_id).await, (100_000, 100_000));
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn waiting_retries_are_bounded_and_woken_when_the_post_settles(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let delivery = slow_buyer(Duration::from_millis(2000), 10_000).await;
+    let spec = ContractSpec {
+        delivery: Some(delivery),
+        ..ContractSpec::fixed(Some(4000), None)
+    };
+    exchange.buyer_with(100_000, spec).await;
+    let mut settings = test_settings();
+    settings.max_waiting_retries = 1;
+    let app =
+        std::sync::Arc::new(spawn_app_with(pool.clone(), settings, axum::Router::new()).await);
+    let ping = ping_with_bids(&app, &exchange.posting_key).await;
+    let body = post_body(&ping);
+
+    let send = |delay_ms: u64| {
+        let (app, key, body) = (app.clone(), exchange.posting_key.clone(), body.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let sent = std::time::Instant::now();
+            let (status, replayed, text) = app.post_raw("/v1/post", &key, &body).await;
+            (status, replayed, text, sent, std::time::Instant::now())
+        })
+    };
+    let first = send(0);
+    let waiting = send(300);
+    let beyond = send(800);
+
+    // Beyond the bound: answered at once, "settling", to be sent again.
+    let (status, replayed, text, sent, answered) = beyond.await.unwrap();
+    assert_eq!((status, replayed), (202, true), "{text}");
+    assert!(
+        answered - sent < Duration::from_millis(300),
+        "{:?}",
+        answered - sent
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["status"],
+        "settling"
+    );
+
+    let (status, _, first_text, _, first_answered) = first.await.unwrap();
+    assert_eq!(status, 200, "{first_text}");
+    // The waiting retry: the same answer, as soon as the first post has it (a poll would
+    // answer up to half a second later).
+    let (status, replayed, text, _, answered) = waiting.await.unwrap();
+    assert_eq!((status, replayed), (200, true), "{text}");
+    assert_eq!(text, first_text);
+    let lag = answered.saturating_duration_since(first_answered);
+    assert!(
+        lag < Duration::from_millis(150),
+        "answered {lag:?} after the first post"
+    );
+}
