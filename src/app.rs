@@ -142,6 +142,10 @@ impl AppState {
 
 /// Releases the sales a crash left pending; true when it released any.
 async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<bool> {
+    // Expired idempotency keys go with the same minute's sweep.
+    if let Err(error) = crate::store::idempotency::delete_expired(db).await {
+        tracing::warn!(%error, "cannot delete expired idempotency keys");
+    }
     let released = crate::store::sales::release_interrupted(db, clock.now()).await?;
     if !released.is_empty() {
         tracing::warn!(count = released.len(), sales = ?released, "released sales interrupted while pending");

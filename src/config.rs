@@ -46,6 +46,7 @@ pub struct Settings {
     pub delivery_timeout_max_ms: u64,
     pub max_in_flight_auctions: usize,
     pub max_waiting_retries: usize,
+    pub idempotency_key_hours: u32,
     pub state_cache_ms: u64,
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
@@ -158,6 +159,9 @@ impl Settings {
                     "must be at least delivery_timeout_max_ms + rtb_timeout_ms + {POST_MARGIN_MS} ({needed})"
                 ),
             );
+        }
+        if !(24..=720).contains(&self.idempotency_key_hours) {
+            return bad("idempotency_key_hours", "must be between 24 and 720");
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", &error.to_string());

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::extract::JsonObject;
+use crate::api::idempotency;
 use crate::api::partner::{self, PingRequest, authenticate, elapsed_us, invalid, lead_problem};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
@@ -24,6 +25,7 @@ use crate::auction::{
 };
 use crate::money::Money;
 use crate::settle::{self, PostedLead, SaleResult};
+use crate::store::idempotency::KeyScope;
 use crate::store::sales::{self, Claim, PostSource};
 use crate::store::snapshot::CampaignContext;
 use tokio::sync::OwnedSemaphorePermit;
@@ -567,6 +569,10 @@ async fn replay(
 
 /// `POST /v1/leads`: the ping's auction, then the post to every winner, in one call.
 #[utoipa::path(post, path = "/v1/leads", tag = "partner",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, \
+        unique per campaign: a retry with the same key and body receives the first answer \
+        (`Idempotent-Replayed: true`; a `202 settling` one, its final answer once settled) and sells nothing; \
+        another body is `409 idempotency_key_reused`. Kept `idempotency_key_hours` (24 h)")),
     request_body(content = Object, description = "the post's body without `ping_id`/`bid_ids`, plus \
         optional `dedup`, `min_payout` and `test`",
         example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
@@ -588,13 +594,28 @@ async fn direct_post(
     let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
-    match run_direct(&state, &campaign, body, slot, started).await {
-        Ok(response) => Ok(response),
-        Err(problem) => {
-            record_refusal(&state, &campaign, "direct", None, &problem, started).await;
-            Err(problem)
+    let key = idempotency::key_of(&headers)?;
+    let request_sha256 = body_sha256(&body);
+    let run = || async {
+        match run_direct(&state, &campaign, body, slot, started).await {
+            Ok(response) => response,
+            Err(problem) => {
+                record_refusal(&state, &campaign, "direct", None, &problem, started).await;
+                problem.into_response()
+            }
         }
-    }
+    };
+    let Some(key) = key else {
+        return Ok(run().await);
+    };
+    // Keys are the campaign's: another campaign's (or tenant's) key never collides.
+    let scope = KeyScope {
+        tenant_id: campaign.tenant.id,
+        route: "leads",
+        scope_id: campaign.campaign.id,
+        key: &key,
+    };
+    Ok(idempotency::once(&state, scope, request_sha256, run).await)
 }
 
 async fn run_direct(

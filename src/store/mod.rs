@@ -1,6 +1,7 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
 pub mod group;
+pub mod idempotency;
 pub mod local_pg;
 pub mod pings;
 pub mod retry;

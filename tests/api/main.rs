@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod fixtures;
 mod group;
+mod idempotency;
 mod metrics;
 mod ops;
 mod ping;
