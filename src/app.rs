@@ -57,6 +57,8 @@ pub struct AppInner {
     /// The pings' state reads and records, grouped under load.
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
+    /// Retries of posts still settling, waiting for their answer (bounded).
+    pub post_waiters: crate::settle::PostWaiters,
 }
 
 impl Deref for AppState {
@@ -119,6 +121,7 @@ impl AppState {
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
+        let post_waiters = crate::settle::PostWaiters::new(settings.max_waiting_retries);
         Ok(Self(Arc::new(AppInner {
             db,
             grouped_db,
@@ -132,12 +135,17 @@ impl AppState {
             settlements: TaskTracker::new(),
             ping_states,
             ping_records,
+            post_waiters,
         })))
     }
 }
 
 /// Releases the sales a crash left pending; true when it released any.
 async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<bool> {
+    // Expired idempotency keys go with the same minute's sweep.
+    if let Err(error) = crate::store::idempotency::delete_expired(db).await {
+        tracing::warn!(%error, "cannot delete expired idempotency keys");
+    }
     let released = crate::store::sales::release_interrupted(db, clock.now()).await?;
     if !released.is_empty() {
         tracing::warn!(count = released.len(), sales = ?released, "released sales interrupted while pending");

@@ -1,8 +1,10 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
 pub mod group;
+pub mod idempotency;
 pub mod local_pg;
 pub mod pings;
+pub mod retry;
 pub mod sales;
 pub mod snapshot;
 pub mod state_cache;
