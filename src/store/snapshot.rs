@@ -6,10 +6,17 @@
 //! so requests never wait on a reload and never see half of one. Changes arrive through the
 //! `gavel_config` NOTIFY channel (admin API and SQL edits alike), reloading only the tenant
 //! that changed; a lost listener connection, and a timer, trigger a full reload.
+//!
+//! Read-your-writes: an admin write, once committed, asks for a reload of its tenant and waits
+//! until a snapshot that includes it is published ([`ConfigStore::written`]). Every reload is
+//! numbered when it begins, before its read transaction starts; a write waits for a reload
+//! numbered after the one that had begun when it committed. Writes arriving together share one
+//! reload, so they never queue behind a reload each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,6 +25,7 @@ use chrono_tz::Tz;
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{FromRow, PgPool};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::auction::{
@@ -143,10 +151,34 @@ impl Snapshot {
     }
 }
 
+/// The numbers of the reloads a published snapshot includes (see [`ConfigStore::written`]).
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The last full reload.
+    all: u64,
+    /// The last reload of each tenant.
+    tenants: HashMap<Uuid, u64>,
+}
+
+impl Loaded {
+    fn covers(&self, tenant_id: Uuid, reload: u64) -> bool {
+        self.all
+            .max(self.tenants.get(&tenant_id).copied().unwrap_or(0))
+            >= reload
+    }
+}
+
 /// The live configuration: the current snapshot, replaced whole on every reload.
 pub struct ConfigStore {
     db: PgPool,
     current: ArcSwap<Snapshot>,
+    /// The number of the last reload begun (before its read transaction started).
+    begun: AtomicU64,
+    /// What the current snapshot includes, published after each swap.
+    loaded: watch::Sender<Loaded>,
+    /// Tenants whose writes wait for a reload, and the listener task's wake-up.
+    requested: Mutex<HashSet<Uuid>>,
+    wake: Notify,
 }
 
 impl ConfigStore {
@@ -156,6 +188,10 @@ impl ConfigStore {
         Ok(Arc::new(Self {
             db,
             current: ArcSwap::from_pointee(snapshot),
+            begun: AtomicU64::new(0),
+            loaded: watch::Sender::new(Loaded::default()),
+            requested: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
         }))
     }
 
@@ -164,19 +200,83 @@ impl ConfigStore {
         self.current.load_full()
     }
 
+    /// Waits, for at most `within`, until this process's snapshot includes every change to
+    /// `tenant_id` committed before the call; false if it did not in time (the listener is
+    /// reconnecting: the change still arrives with the next reload).
+    pub async fn written(&self, tenant_id: Uuid, within: Duration) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        // Any reload numbered after this one begins after the caller's commit, so it sees it.
+        let target = self.begun.load(Ordering::SeqCst) + 1;
+        self.requested
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant_id);
+        self.wake.notify_one();
+        let seen = tokio::time::timeout(
+            within,
+            loaded.wait_for(|loaded| loaded.covers(tenant_id, target)),
+        )
+        .await;
+        matches!(seen, Ok(Ok(_)))
+    }
+
+    /// The number of a reload about to begin.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn take_requested(&self) -> HashSet<Uuid> {
+        std::mem::take(&mut *self.requested.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub async fn reload_all(&self) -> Result<()> {
+        // Taken first: a request made after this reload's number is taken is served by a later one.
+        self.take_requested();
+        let reload = self.begin();
         let snapshot = load_all(&self.db).await?;
         self.current.store(Arc::new(snapshot));
+        self.loaded.send_modify(|loaded| loaded.all = reload);
         crate::meters::config_reload("all");
         Ok(())
     }
 
     pub async fn reload_tenant(&self, tenant_id: Uuid) -> Result<()> {
+        let reload = self.begin();
         let tenant = load_tenant(&self.db, tenant_id).await?;
         // Reloads run one at a time (a single listener task), so read-modify-write is safe.
         let next = self.current.load().with_tenant(tenant_id, tenant);
         self.current.store(Arc::new(next));
+        self.loaded.send_modify(|loaded| {
+            loaded.tenants.insert(tenant_id, reload);
+        });
         crate::meters::config_reload("tenant");
+        Ok(())
+    }
+
+    /// Reloads the tenants of the notifications received so far and of the writes waiting,
+    /// each once.
+    async fn reload_changed(&self, first: Option<&str>, listener: &mut PgListener) -> Result<()> {
+        let mut tenants = HashSet::new();
+        let mut all = false;
+        let mut note = |payload: &str| match tenant_of(payload) {
+            Some(tenant_id) => {
+                tenants.insert(tenant_id);
+            }
+            None => all = true,
+        };
+        if let Some(payload) = first {
+            note(payload);
+        }
+        while let Some(notification) = listener.next_buffered() {
+            note(notification.payload());
+        }
+        if all {
+            return self.reload_all().await;
+        }
+        tenants.extend(self.take_requested());
+        for tenant_id in tenants {
+            self.reload_tenant(tenant_id).await?;
+        }
         Ok(())
     }
 
@@ -205,26 +305,26 @@ impl ConfigStore {
         loop {
             tokio::select! {
                 notification = listener.try_recv() => match notification? {
-                    Some(notification) => self.apply(notification.payload()).await?,
+                    Some(notification) => {
+                        self.reload_changed(Some(notification.payload()), &mut listener).await?;
+                    }
                     None => {
                         tracing::warn!("configuration listener connection lost; reconnecting");
                         return Ok(());
                     }
                 },
+                () = self.wake.notified() => self.reload_changed(None, &mut listener).await?,
                 _ = timer.tick() => self.reload_all().await?,
             }
         }
     }
+}
 
-    async fn apply(&self, payload: &str) -> Result<()> {
-        let tenant = serde_json::from_str::<Value>(payload)
-            .ok()
-            .and_then(|v| v.get("tenant_id")?.as_str()?.parse::<Uuid>().ok());
-        match tenant {
-            Some(tenant_id) => self.reload_tenant(tenant_id).await,
-            None => self.reload_all().await,
-        }
-    }
+/// The tenant a notification names; `None` means everything may have changed.
+fn tenant_of(payload: &str) -> Option<Uuid> {
+    serde_json::from_str::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("tenant_id")?.as_str()?.parse::<Uuid>().ok())
 }
 
 #[derive(FromRow)]

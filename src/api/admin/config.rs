@@ -4,7 +4,8 @@
 //! broken rule, checked by the same compile functions the auction uses), then write, scoped by
 //! the tenant. A `PATCH` validates the resource as it would be after the patch. `DELETE`
 //! archives: the row stays for the history that points at it. Running servers pick a change up
-//! through the configuration tables' NOTIFY triggers, as they do for SQL edits.
+//! through the configuration tables' NOTIFY triggers, as they do for SQL edits; this process
+//! answers a write once its own snapshot includes it (`extract::read_your_writes`).
 
 use std::str::FromStr;
 
@@ -46,6 +47,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_posting_key))
         .routes(routes!(list_contracts, create_contract))
         .routes(routes!(get_contract, update_contract, archive_contract))
+        .route_layer(axum::middleware::from_fn(
+            crate::api::extract::read_your_writes,
+        ))
 }
 
 fn status_of(text: &str) -> Status {
