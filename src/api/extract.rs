@@ -151,12 +151,7 @@ impl FromRequestParts<AppState> for AdminTenant {
         let key = bearer_token(&parts.headers).ok_or_else(|| {
             Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
         })?;
-        let tenant: Option<Uuid> = sqlx::query_scalar(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&keys::hash(key)[..])
-        .fetch_optional(&state.db)
-        .await?;
+        let tenant = state.config.admin_tenant(&keys::hash(key)).await;
         let tenant = tenant
             .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))?;
         if let Some(written) = parts.extensions.get::<WrittenTenant>() {

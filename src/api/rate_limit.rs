@@ -39,6 +39,55 @@ impl CampaignRateLimits {
     }
 }
 
+/// Summary reports running: at most `max_concurrent_reports` in the process and one per
+/// tenant, so one tenant's reports cannot take the connections every tenant's pings need.
+pub struct ReportSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    running: Mutex<std::collections::HashSet<Uuid>>,
+}
+
+/// A report's place among those running; given back when dropped.
+pub struct ReportSlot<'a> {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    tenant: Uuid,
+    owner: &'a ReportSlots,
+}
+
+impl ReportSlots {
+    pub fn new(max_concurrent: usize) -> Self {
+        ReportSlots {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            running: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// A slot for `tenant`'s report, or `None` when the tenant already runs one or every
+    /// slot is taken (the caller answers 429 at once rather than queue).
+    pub fn try_take(&self, tenant: Uuid) -> Option<ReportSlot<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains(&tenant) {
+            return None;
+        }
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        running.insert(tenant);
+        Some(ReportSlot {
+            _permit: permit,
+            tenant,
+            owner: self,
+        })
+    }
+}
+
+impl Drop for ReportSlot<'_> {
+    fn drop(&mut self) {
+        self.owner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.tenant);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //! reload, so they never queue behind a reload each.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use chrono_tz::Tz;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{FromRow, PgPool};
@@ -39,6 +41,10 @@ use crate::money::Money;
 pub const CONFIG_CHANNEL: &str = "gavel_config";
 /// A full reload this often, in case a notification was missed for any reason.
 const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// Database look-ups of admin keys not in the snapshot: 5 a second, a burst of 5.
+const KEY_LOOKUPS: Quota = Quota::per_second(NonZeroU32::new(5).unwrap());
+/// How long such a look-up may take before the key is refused.
+const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug)]
 pub struct BuyerConfig {
@@ -89,6 +95,8 @@ pub struct TenantConfig {
     pub offers: HashMap<Uuid, Arc<OfferConfig>>,
     pub campaigns: HashMap<Uuid, Arc<CampaignConfig>>,
     posting_keys: Vec<([u8; 32], Uuid)>,
+    /// The hashes of the tenant's admin keys that are not revoked.
+    admin_keys: Vec<[u8; 32]>,
 }
 
 /// Everything a ping needs to know about its campaign, resolved from the posting key.
@@ -112,6 +120,7 @@ impl CampaignContext {
 pub struct Snapshot {
     tenants: HashMap<Uuid, Arc<TenantConfig>>,
     posting_keys: HashMap<[u8; 32], (Uuid, Uuid)>,
+    admin_keys: HashMap<[u8; 32], Uuid>,
 }
 
 impl Snapshot {
@@ -128,6 +137,11 @@ impl Snapshot {
         })
     }
 
+    /// The tenant whose admin key hashes to `key_hash`.
+    pub fn tenant_by_admin_key(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
+        self.admin_keys.get(key_hash).copied()
+    }
+
     pub fn tenant(&self, tenant_id: Uuid) -> Option<&Arc<TenantConfig>> {
         self.tenants.get(&tenant_id)
     }
@@ -136,17 +150,23 @@ impl Snapshot {
     fn with_tenant(&self, tenant_id: Uuid, tenant: Option<TenantConfig>) -> Snapshot {
         let mut tenants = self.tenants.clone();
         let mut posting_keys = self.posting_keys.clone();
+        let mut admin_keys = self.admin_keys.clone();
         posting_keys.retain(|_, (owner, _)| *owner != tenant_id);
+        admin_keys.retain(|_, owner| *owner != tenant_id);
         tenants.remove(&tenant_id);
         if let Some(tenant) = tenant {
             for (hash, campaign) in &tenant.posting_keys {
                 posting_keys.insert(*hash, (tenant_id, *campaign));
+            }
+            for hash in &tenant.admin_keys {
+                admin_keys.insert(*hash, tenant_id);
             }
             tenants.insert(tenant_id, Arc::new(tenant));
         }
         Snapshot {
             tenants,
             posting_keys,
+            admin_keys,
         }
     }
 }
@@ -179,6 +199,8 @@ pub struct ConfigStore {
     /// Tenants whose writes wait for a reload, and the listener task's wake-up.
     requested: Mutex<HashSet<Uuid>>,
     wake: Notify,
+    /// Admin keys not in the snapshot looked up in the database, at most this often.
+    key_lookups: DefaultDirectRateLimiter,
 }
 
 impl ConfigStore {
@@ -192,12 +214,37 @@ impl ConfigStore {
             loaded: watch::Sender::new(Loaded::default()),
             requested: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            key_lookups: RateLimiter::direct(KEY_LOOKUPS),
         }))
     }
 
     /// The current snapshot (a cheap pointer copy).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The tenant of an admin key, from the snapshot. A key not in it is looked up in the
+    /// database only for the moments between its creation and its notification (a key made
+    /// by `gavel tenant create` and used at once), at most a few times a second per process
+    /// and for a short time each: a flood of wrong keys costs the database nothing more, and
+    /// such a key is refused (401) at once.
+    pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
+        if let Some(tenant) = self.current.load().tenant_by_admin_key(key_hash) {
+            return Some(tenant);
+        }
+        if self.key_lookups.check().is_err() {
+            return None;
+        }
+        crate::meters::admin_key_lookup();
+        let lookup = super::tenants::admin_key_tenant(&self.db, key_hash);
+        match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
+            Ok(Ok(tenant)) => tenant,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "admin key lookup failed; the key is refused");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Waits, for at most `within`, until this process's snapshot includes every change to
@@ -403,6 +450,7 @@ struct Rows {
     offers: Vec<OfferRow>,
     campaigns: Vec<CampaignRow>,
     contracts: Vec<ContractRow>,
+    admin_keys: Vec<(Uuid, Vec<u8>)>,
 }
 
 async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
@@ -455,6 +503,13 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
     .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
+    let admin_keys = sqlx::query_as(
+        "SELECT tenant_id, key_hash FROM api_keys
+         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Rows {
         tenants,
@@ -463,6 +518,7 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
         offers,
         campaigns,
         contracts,
+        admin_keys,
     })
 }
 
@@ -519,8 +575,14 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
                 offers: HashMap::new(),
                 campaigns: HashMap::new(),
                 posting_keys: Vec::new(),
+                admin_keys: Vec::new(),
             },
         );
+    }
+    for (tenant_id, hash) in rows.admin_keys {
+        if let (Some(tenant), Ok(hash)) = (tenants.get_mut(&tenant_id), hash.try_into()) {
+            tenant.admin_keys.push(hash);
+        }
     }
     for row in rows.partners {
         if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
