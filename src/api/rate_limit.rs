@@ -40,51 +40,50 @@ impl CampaignRateLimits {
 }
 
 /// Summary reports running: at most `max_concurrent_reports` in the process and one per
-/// tenant, so one tenant's reports cannot take the connections every tenant's pings need.
+/// tenant at a time, so one tenant's reports cannot take the connections every tenant's pings
+/// need. A report waits its turn for a bounded time.
 pub struct ReportSlots {
     slots: Arc<tokio::sync::Semaphore>,
-    running: Mutex<std::collections::HashSet<Uuid>>,
+    tenants: Mutex<HashMap<Uuid, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// A report's place among those running; given back when dropped.
-pub struct ReportSlot<'a> {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    tenant: Uuid,
-    owner: &'a ReportSlots,
+pub struct ReportSlot {
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+    _process: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ReportSlots {
     pub fn new(max_concurrent: usize) -> Self {
         ReportSlots {
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-            running: Mutex::new(std::collections::HashSet::new()),
+            tenants: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A slot for `tenant`'s report, or `None` when the tenant already runs one or every
-    /// slot is taken (the caller answers 429 at once rather than queue).
-    pub fn try_take(&self, tenant: Uuid) -> Option<ReportSlot<'_>> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains(&tenant) {
-            return None;
-        }
-        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
-        running.insert(tenant);
-        Some(ReportSlot {
-            _permit: permit,
-            tenant,
-            owner: self,
+    /// A slot for `tenant`'s report, after the tenant's running report and then a process
+    /// slot are free; `None` if that takes longer than `within`.
+    pub async fn take(&self, tenant: Uuid, within: std::time::Duration) -> Option<ReportSlot> {
+        let turn = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                tenants
+                    .entry(tenant)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            )
+        };
+        let slots = Arc::clone(&self.slots);
+        tokio::time::timeout(within, async move {
+            let tenant = turn.acquire_owned().await.ok()?;
+            let process = slots.acquire_owned().await.ok()?;
+            Some(ReportSlot {
+                _tenant: tenant,
+                _process: process,
+            })
         })
-    }
-}
-
-impl Drop for ReportSlot<'_> {
-    fn drop(&mut self) {
-        self.owner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.tenant);
+        .await
+        .ok()
+        .flatten()
     }
 }
 

@@ -391,3 +391,46 @@ async fn admin_keys_are_checked_in_memory_new_ones_work_and_revoked_ones_stop(po
     app.shut_down().await.unwrap();
     server_pool.close().await;
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn reports_beyond_the_concurrency_bound_wait_then_answer_429(pool: PgPool) {
+    let first = Exchange::create(&pool, "hybrid").await;
+    let second = Exchange::create(&pool, "hybrid").await;
+    let mut settings = test_settings();
+    settings.max_concurrent_reports = 1;
+    // A report waits for a slot a third of this: 1 s.
+    settings.request_timeout_ms = 3000;
+    let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+    let report = |key: String| {
+        let client = app.client.clone();
+        let url = app.url("/v1/admin/reports/summary");
+        async move {
+            let answer = client.get(url).bearer_auth(key).send().await.unwrap();
+            let status = answer.status().as_u16();
+            let retry_after = answer.headers().contains_key("retry-after");
+            (status, retry_after, answer.json::<Value>().await.unwrap())
+        }
+    };
+    // The first tenant's report holds the process's only slot while it waits for a lock.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE lead_sales IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let running = tokio::spawn(report(first.admin_key.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, retry_after, body) = report(second.admin_key.clone()).await;
+    assert_eq!((status, retry_after), (429, true), "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it waited its turn first"
+    );
+    holder.rollback().await.unwrap();
+    let (status, _, body) = running.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // With the slot free again, the second tenant's report runs.
+    let (status, _, body) = report(second.admin_key.clone()).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -233,9 +233,12 @@ async fn summary(
             &format!("must be at most {max_days} days before to (setting report_max_days)"),
         ));
     }
-    let Some(_slot) = state.report_slots.try_take(tenant) else {
+    // Waits for the tenant's running report, then for a process slot, for a third of the
+    // request's time at most.
+    let within = state.settings.request_timeout() / 3;
+    let Some(_slot) = state.report_slots.take(tenant, within).await else {
         return Err(Problem::new(ErrorCode::RateLimited)
-            .detail("another summary report is running: retry when it is done")
+            .detail("too many summary reports are running: retry when they are done")
             .retry_after(1));
     };
 
