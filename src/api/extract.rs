@@ -117,6 +117,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminTenant(pub Uuid);
 
+/// The longest a configuration write waits for this process's reload.
+const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the admin key's extractor leaves the tenant of a configuration write, for
 /// [`read_your_writes`].
 #[derive(Clone, Default)]
@@ -124,8 +127,9 @@ struct WrittenTenant(Arc<OnceLock<(Uuid, AppState)>>);
 
 /// Middleware of the configuration routes: a write (any method but GET and HEAD) that
 /// succeeded answers once this process's configuration snapshot includes it, so a ping sent
-/// right after the answer sees the change. Bounded by half the request timeout: past it the
-/// write, already committed, is answered anyway (the change arrives with the next reload).
+/// right after the answer sees the change. Bounded by 5 s (or half the request timeout): past
+/// it the write, already committed, is answered anyway (the listener is reconnecting; the
+/// change arrives with its full reload).
 pub async fn read_your_writes(mut request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
@@ -136,7 +140,7 @@ pub async fn read_your_writes(mut request: Request, next: Next) -> Response {
     if response.status().is_success()
         && let Some((tenant, state)) = written.0.get()
     {
-        let within = state.settings.request_timeout() / 2;
+        let within = (state.settings.request_timeout() / 2).min(READ_YOUR_WRITES_WAIT);
         if !state.config.written(*tenant, within).await {
             tracing::warn!(%tenant, "configuration write answered before this process reloaded it");
         }
