@@ -22,7 +22,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::rate_limit::CampaignRateLimits;
+use crate::api::rate_limit::{CampaignRateLimits, ReportSlots};
 use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -48,6 +48,7 @@ pub struct AppInner {
     /// The live configuration snapshot.
     pub config: Arc<ConfigStore>,
     pub rate_limits: CampaignRateLimits,
+    pub report_slots: ReportSlots,
     pub clock: Arc<dyn Clock>,
     /// One permit per auction in flight: the load-shedding bound.
     pub auction_slots: Arc<Semaphore>,
@@ -118,6 +119,7 @@ impl AppState {
             Arc::clone(&ping_states),
         ));
         let rate_limits = CampaignRateLimits::default();
+        let report_slots = ReportSlots::new(settings.max_concurrent_reports);
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
@@ -129,6 +131,7 @@ impl AppState {
             http,
             config,
             rate_limits,
+            report_slots,
             clock,
             auction_slots,
             metrics,

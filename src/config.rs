@@ -47,6 +47,10 @@ pub struct Settings {
     pub max_in_flight_auctions: usize,
     pub max_waiting_retries: usize,
     pub idempotency_key_hours: u32,
+    pub statement_timeout_ms: u64,
+    pub report_max_days: u32,
+    pub max_concurrent_reports: usize,
+    pub max_rtb_calls_per_ping: usize,
     pub state_cache_ms: u64,
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
@@ -128,6 +132,21 @@ impl Settings {
         if self.max_in_flight_auctions == 0 {
             return bad("max_in_flight_auctions", "must be at least 1");
         }
+        if !(100..=3_600_000).contains(&self.statement_timeout_ms) {
+            return bad(
+                "statement_timeout_ms",
+                "must be between 100 and 3600000 (one hour)",
+            );
+        }
+        if !(1..=3660).contains(&self.report_max_days) {
+            return bad("report_max_days", "must be between 1 and 3660");
+        }
+        if !(1..=64).contains(&self.max_concurrent_reports) {
+            return bad("max_concurrent_reports", "must be between 1 and 64");
+        }
+        if !(1..=1000).contains(&self.max_rtb_calls_per_ping) {
+            return bad("max_rtb_calls_per_ping", "must be between 1 and 1000");
+        }
         if self.state_cache_ms > 10_000 {
             return bad("state_cache_ms", "must be at most 10000");
         }
@@ -175,6 +194,10 @@ impl Settings {
 
     pub fn db_acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -303,6 +326,18 @@ mod tests {
             ("GAVEL_LOG_FORMAT", "xml", "log_format"),
             ("GAVEL_DATABASE_URL", "mysql://x", "database_url"),
             ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
+            ("GAVEL_STATEMENT_TIMEOUT_MS", "0", "statement_timeout_ms"),
+            ("GAVEL_REPORT_MAX_DAYS", "0", "report_max_days"),
+            (
+                "GAVEL_MAX_CONCURRENT_REPORTS",
+                "0",
+                "max_concurrent_reports",
+            ),
+            (
+                "GAVEL_MAX_RTB_CALLS_PER_PING",
+                "0",
+                "max_rtb_calls_per_ping",
+            ),
         ];
         for (key, value, setting) in cases {
             let error = Settings::load_from(None, env(&[(key, value)]))

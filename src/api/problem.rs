@@ -247,6 +247,14 @@ impl From<sqlx::Error> for Problem {
                 tracing::warn!(%error, "database unavailable");
                 Problem::new(ErrorCode::Unavailable)
             }
+            // query_canceled: the statement timeout (statement_timeout_ms) or an operator's
+            // cancel; the request may succeed when retried.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
+                tracing::warn!(%error, "database statement cancelled");
+                Problem::new(ErrorCode::Unavailable)
+                    .detail("a database statement took too long")
+                    .retry_after(1)
+            }
             error => {
                 tracing::error!(%error, "database error");
                 Problem::new(ErrorCode::Internal)
