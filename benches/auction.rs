@@ -184,7 +184,9 @@ fn bench_fan_out(c: &mut Criterion) {
         tenant_tz: New_York,
         sale_types: Mode::Hybrid.sale_types(),
         http: gavel::buyers::Outbound::new(Default::default()).expect("an HTTP client"),
+        max_rtb_calls: 50,
     });
+    let no_sales = std::collections::HashMap::new();
     let mut group = c.benchmark_group("fan_out");
     for count in [3, 30, 300] {
         let (contracts, states): (Vec<Arc<Contract>>, Vec<ContractState>) =
@@ -207,8 +209,14 @@ fn bench_fan_out(c: &mut Criterion) {
             BenchmarkId::new("fixed_contracts", count),
             &contracts,
             |b, contracts| {
-                b.to_async(&runtime)
-                    .iter(|| fan_out(black_box(contracts), states.clone(), Arc::clone(&shared)))
+                b.to_async(&runtime).iter(|| {
+                    fan_out(
+                        black_box(contracts),
+                        states.clone(),
+                        Arc::clone(&shared),
+                        &no_sales,
+                    )
+                })
             },
         );
     }

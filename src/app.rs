@@ -22,7 +22,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::rate_limit::CampaignRateLimits;
+use crate::api::rate_limit::{CampaignRateLimits, ReportSlots};
 use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -49,6 +49,7 @@ pub struct AppInner {
     /// The live configuration snapshot.
     pub config: Arc<ConfigStore>,
     pub rate_limits: CampaignRateLimits,
+    pub report_slots: ReportSlots,
     pub clock: Arc<dyn Clock>,
     /// One permit per auction in flight: the load-shedding bound.
     pub auction_slots: Arc<Semaphore>,
@@ -58,6 +59,8 @@ pub struct AppInner {
     /// The pings' state reads and records, grouped under load.
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
+    /// Retries of posts still settling, waiting for their answer (bounded).
+    pub post_waiters: crate::settle::PostWaiters,
 }
 
 impl Deref for AppState {
@@ -112,9 +115,11 @@ impl AppState {
             Arc::clone(&ping_states),
         ));
         let rate_limits = CampaignRateLimits::default();
+        let report_slots = ReportSlots::new(settings.max_concurrent_reports);
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
+        let post_waiters = crate::settle::PostWaiters::new(settings.max_waiting_retries);
         Ok(Self(Arc::new(AppInner {
             db,
             grouped_db,
@@ -122,18 +127,24 @@ impl AppState {
             http,
             config,
             rate_limits,
+            report_slots,
             clock,
             auction_slots,
             metrics,
             settlements: TaskTracker::new(),
             ping_states,
             ping_records,
+            post_waiters,
         })))
     }
 }
 
 /// Releases the sales a crash left pending; true when it released any.
 async fn sweep_interrupted_sales(db: &PgPool, clock: &dyn Clock) -> Result<bool> {
+    // Expired idempotency keys go with the same minute's sweep.
+    if let Err(error) = crate::store::idempotency::delete_expired(db).await {
+        tracing::warn!(%error, "cannot delete expired idempotency keys");
+    }
     let released = crate::store::sales::release_interrupted(db, clock.now()).await?;
     if !released.is_empty() {
         tracing::warn!(count = released.len(), sales = ?released, "released sales interrupted while pending");

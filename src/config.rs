@@ -15,6 +15,10 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 /// Environment variables that configure the process but are not settings.
 const NOT_SETTINGS: &[&str] = &["GAVEL_CONFIG"];
 
+/// What a post's request needs beyond its RTB round and delivery: claiming, reserving,
+/// completing (with retries of a moment) and answering.
+pub const POST_MARGIN_MS: u64 = 4000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -39,7 +43,14 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     pub rtb_timeout_ms: u64,
     pub delivery_timeout_ms: u64,
+    pub delivery_timeout_max_ms: u64,
     pub max_in_flight_auctions: usize,
+    pub max_waiting_retries: usize,
+    pub idempotency_key_hours: u32,
+    pub statement_timeout_ms: u64,
+    pub report_max_days: u32,
+    pub max_concurrent_reports: usize,
+    pub max_rtb_calls_per_ping: usize,
     pub state_cache_ms: u64,
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
@@ -126,6 +137,21 @@ impl Settings {
         if self.max_in_flight_auctions == 0 {
             return bad("max_in_flight_auctions", "must be at least 1");
         }
+        if !(100..=3_600_000).contains(&self.statement_timeout_ms) {
+            return bad(
+                "statement_timeout_ms",
+                "must be between 100 and 3600000 (one hour)",
+            );
+        }
+        if !(1..=3660).contains(&self.report_max_days) {
+            return bad("report_max_days", "must be between 1 and 3660");
+        }
+        if !(1..=64).contains(&self.max_concurrent_reports) {
+            return bad("max_concurrent_reports", "must be between 1 and 64");
+        }
+        if !(1..=1000).contains(&self.max_rtb_calls_per_ping) {
+            return bad("max_rtb_calls_per_ping", "must be between 1 and 1000");
+        }
         if self.state_cache_ms > 10_000 {
             return bad("state_cache_ms", "must be at most 10000");
         }
@@ -137,6 +163,29 @@ impl Settings {
         }
         if !(1..=60_000).contains(&self.delivery_timeout_ms) {
             return bad("delivery_timeout_ms", "must be between 1 and 60000");
+        }
+        if !(1..=60_000).contains(&self.delivery_timeout_max_ms) {
+            return bad("delivery_timeout_max_ms", "must be between 1 and 60000");
+        }
+        if self.delivery_timeout_ms > self.delivery_timeout_max_ms {
+            return bad(
+                "delivery_timeout_ms",
+                "must be at most delivery_timeout_max_ms",
+            );
+        }
+        // A post's request must outlast its slowest settlement: the direct post's RTB round,
+        // the longest delivery, and the database work around them.
+        let needed = self.delivery_timeout_max_ms + self.rtb_timeout_ms + POST_MARGIN_MS;
+        if self.request_timeout_ms < needed {
+            return bad(
+                "request_timeout_ms",
+                &format!(
+                    "must be at least delivery_timeout_max_ms + rtb_timeout_ms + {POST_MARGIN_MS} ({needed})"
+                ),
+            );
+        }
+        if !(24..=720).contains(&self.idempotency_key_hours) {
+            return bad("idempotency_key_hours", "must be between 24 and 720");
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", &error.to_string());
@@ -163,8 +212,24 @@ impl Settings {
         Duration::from_millis(self.db_acquire_timeout_ms)
     }
 
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The longest a delivery may take: a contract's own `timeout_ms` is cut to it.
+    pub fn delivery_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_max_ms)
+    }
+
+    /// When a post still settling answers `202 settling` rather than wait on: a moment before
+    /// the request timeout would cut it with a 503.
+    pub fn post_answer_deadline(&self) -> Duration {
+        let timeout = self.request_timeout();
+        timeout.saturating_sub((timeout / 4).min(Duration::from_secs(1)))
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -299,6 +364,18 @@ mod tests {
             ("GAVEL_LOG_FORMAT", "xml", "log_format"),
             ("GAVEL_DATABASE_URL", "mysql://x", "database_url"),
             ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
+            ("GAVEL_STATEMENT_TIMEOUT_MS", "0", "statement_timeout_ms"),
+            ("GAVEL_REPORT_MAX_DAYS", "0", "report_max_days"),
+            (
+                "GAVEL_MAX_CONCURRENT_REPORTS",
+                "0",
+                "max_concurrent_reports",
+            ),
+            (
+                "GAVEL_MAX_RTB_CALLS_PER_PING",
+                "0",
+                "max_rtb_calls_per_ping",
+            ),
         ];
         for (key, value, setting) in cases {
             let error = Settings::load_from(None, env(&[(key, value)]))
@@ -328,6 +405,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("outbound_allow"), "{error}");
+    }
+
+    #[test]
+    fn the_request_timeout_must_outlast_the_longest_delivery() {
+        // 30 s does not cover a 60 s delivery: a post would be cut while its sale goes on.
+        let error = Settings::load_from(None, env(&[("GAVEL_DELIVERY_TIMEOUT_MAX_MS", "60000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("request_timeout_ms"), "{error}");
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("GAVEL_DELIVERY_TIMEOUT_MAX_MS", "60000"),
+                ("GAVEL_REQUEST_TIMEOUT_MS", "64200"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.delivery_timeout_max(), Duration::from_secs(60));
+        let error = Settings::load_from(None, env(&[("GAVEL_DELIVERY_TIMEOUT_MS", "26000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("delivery_timeout_ms"), "{error}");
     }
 
     #[test]

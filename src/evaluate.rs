@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::auction::{
     ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing,
-    SaleType, Selection, Status, effective_floor, parse_rtb_answer, period_start, select,
+    RtbCandidate, SaleType, Selection, Status, effective_floor, parse_rtb_answer, period_start,
+    rtb_calls, select,
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
@@ -35,6 +36,8 @@ pub struct AuctionInput {
     pub min_payout: Option<Money>,
     pub test: bool,
     pub now: DateTime<Utc>,
+    /// The most bid requests the ping makes (`max_rtb_calls_per_ping`).
+    pub max_rtb_calls: usize,
 }
 
 /// How the auction ended.
@@ -69,10 +72,14 @@ pub struct SharedPing {
     pub tenant_tz: chrono_tz::Tz,
     pub sale_types: &'static [SaleType],
     pub http: crate::buyers::Outbound,
+    /// The most bid requests this ping makes (`max_rtb_calls_per_ping`).
+    pub max_rtb_calls: usize,
 }
 
 /// Evaluates every contract (`states[i]` belongs to `contracts[i]`) and returns their results
-/// in the contracts' order.
+/// in the contracts' order. When more contracts ask for a bid than the ping makes requests
+/// (`shared.max_rtb_calls`), those ranked first by [`rtb_calls`] are called (`last_sale`: each
+/// contract's last sale) and the others are declined `rtb_limit`.
 ///
 /// The local checks are pure CPU work of about 0.15 µs a contract, so they run right here;
 /// every contract that must ask its buyer for a bid gets its own task in a `JoinSet`, so the
@@ -82,6 +89,7 @@ pub async fn fan_out(
     contracts: &[Arc<Contract>],
     states: Vec<ContractState>,
     shared: Arc<SharedPing>,
+    last_sale: &HashMap<Uuid, DateTime<Utc>>,
 ) -> Vec<ContractResult> {
     let context = PingContext {
         lead: &shared.prepared,
@@ -90,8 +98,7 @@ pub async fn fan_out(
         sale_types: shared.sale_types,
     };
     let mut results: Vec<Option<ContractResult>> = Vec::with_capacity(contracts.len());
-    let mut calls = JoinSet::new();
-    let mut call_index = HashMap::new();
+    let mut wanted = Vec::new();
     for (index, (contract, state)) in contracts.iter().zip(states).enumerate() {
         let local = |result| {
             Some(ContractResult {
@@ -105,16 +112,57 @@ pub async fn fan_out(
             Evaluation::Declined(decline) => local(Err(decline)),
             Evaluation::Priced(prices) => local(Ok(prices)),
             Evaluation::CallRtb => {
-                let call = calls.spawn(ask_buyer(
-                    index,
-                    Arc::clone(contract),
-                    state,
-                    Arc::clone(&shared),
-                ));
-                call_index.insert(call.id(), index);
+                wanted.push((index, state));
                 None
             }
         });
+    }
+    let called = if wanted.len() > shared.max_rtb_calls {
+        let candidates: Vec<RtbCandidate> = wanted
+            .iter()
+            .map(|&(index, _)| {
+                let compiled = &contracts[index].compiled;
+                RtbCandidate {
+                    contract_id: compiled.id(),
+                    priority: compiled.priority(),
+                    max_bid: match compiled.pricing() {
+                        Pricing::Rtb(rtb) => rtb.max_bid,
+                        Pricing::Fixed(_) => None,
+                    },
+                    last_sold_at: last_sale.get(&compiled.id()).copied(),
+                }
+            })
+            .collect();
+        rtb_calls(&candidates, shared.max_rtb_calls)
+    } else {
+        vec![true; wanted.len()]
+    };
+    let mut calls = JoinSet::new();
+    let mut call_index = HashMap::new();
+    for ((index, state), called) in wanted.into_iter().zip(called) {
+        if !called {
+            let decline = Decline {
+                reason: DeclineReason::RtbLimit,
+                detail: Some(format!(
+                    "ranked beyond the {} bid requests a ping makes",
+                    shared.max_rtb_calls
+                )),
+            };
+            results[index] = Some(ContractResult {
+                index,
+                result: Err(decline),
+                rtb_ms: None,
+                rtb_ref: None,
+            });
+            continue;
+        }
+        let call = calls.spawn(ask_buyer(
+            index,
+            Arc::clone(&contracts[index]),
+            state,
+            Arc::clone(&shared),
+        ));
+        call_index.insert(call.id(), index);
     }
     while let Some(joined) = calls.join_next_with_id().await {
         match joined {
@@ -206,12 +254,13 @@ pub async fn run(
         tenant_tz: tenant.timezone,
         sale_types: offer.rules.mode.sale_types(),
         http: http.clone(),
+        max_rtb_calls: input.max_rtb_calls,
     });
     let states = contracts
         .iter()
         .map(|c| contract_state(campaign, c, &state, input.now))
         .collect();
-    let results = fan_out(contracts, states, shared).await;
+    let results = fan_out(contracts, states, shared, &state.last_sale).await;
 
     // 4. Selection among the bids.
     let bids: Vec<_> = results

@@ -81,6 +81,11 @@ pub fn config_reload(scope: &'static str) {
     metrics::counter!("gavel_config_reloads_total", "scope" => scope).increment(1);
 }
 
+/// An admin key not in the configuration snapshot, looked up in the database.
+pub fn admin_key_lookup() {
+    metrics::counter!("gavel_admin_key_lookups_total").increment(1);
+}
+
 /// A request refused because too many auctions were in flight.
 pub fn shed() {
     metrics::counter!("gavel_shed_requests_total").increment(1);

@@ -15,11 +15,16 @@ use crate::app::AppState;
 use crate::auction::Status;
 use crate::buyers::delivery::{self, DeliveryRequest, Verdict};
 use crate::money::Money;
+use crate::store::retry;
 use crate::store::sales::{self, BuyerAnswer, NewSale, PostSource, Refusal, WonBid};
 use crate::store::snapshot::CampaignContext;
 
 /// Added to a delivery's timeout before a sale still pending counts as interrupted.
 const PENDING_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long a sale's completion or release is retried while the database is unavailable;
+/// within the pending margin, so that this task usually settles the sale before the sweep.
+const SETTLE_RETRY: Duration = Duration::from_secs(45);
 
 /// One sale's outcome, as the partner sees it.
 #[derive(Debug, Clone)]
@@ -209,9 +214,11 @@ async fn settle_one(
     }
 
     // Reserve caps and funds, after the buyer's dedup on the real consumer.
+    // Cut to the longest the settings allow: the post's request outlasts that (config.rs).
     let timeout = contract
         .delivery
-        .timeout(state.settings.delivery_timeout_ms);
+        .timeout(state.settings.delivery_timeout_ms)
+        .min(state.settings.delivery_timeout_max());
     let sale = new_sale(
         posted,
         bid,
@@ -276,55 +283,141 @@ async fn settle_one(
         delivery_ms: Some(i32::try_from(delivered.elapsed.as_millis()).unwrap_or(i32::MAX)),
     };
 
-    // Keep the sale, or give everything back. `false`: the interrupted-sale sweep released it
-    // first (the post outlived its deadline).
+    // Keep the sale, or give everything back: retried with backoff while the database is
+    // unavailable, and the verdict kept first if the first attempt fails, so that the sweep
+    // settles the sale as the buyer decided even if this task gives up or its process dies.
     let now = state.clock.now();
     let db = &state.db;
     let tenant_id = posted.source.tenant_id;
-    let interrupted = || result(bid, "failed", Some("interrupted".to_owned()));
-    let settled = async {
-        match delivered.verdict {
-            Verdict::Accepted => {
-                let kept = sales::complete(
-                    db,
-                    &posted.source,
-                    sale_id,
-                    bid,
-                    posted.test,
-                    &posted.consumer_keys,
-                    &answer,
-                    now,
-                )
-                .await?;
-                Ok(if kept {
-                    result(bid, "sold", None)
-                } else {
-                    interrupted()
-                })
-            }
-            Verdict::Rejected(reason) => {
-                let released =
-                    sales::release(db, tenant_id, sale_id, "rejected", &reason, &answer, now)
-                        .await?;
-                Ok(if released {
-                    result(bid, "rejected", Some(reason))
-                } else {
-                    interrupted()
-                })
-            }
-            Verdict::Failed(reason) => {
-                let released =
-                    sales::release(db, tenant_id, sale_id, "failed", &reason, &answer, now).await?;
-                Ok(if released {
-                    result(bid, "failed", Some(reason))
-                } else {
-                    interrupted()
-                })
+    let kinds: Vec<&'static str> = posted.consumer_keys.iter().map(|(kind, _)| *kind).collect();
+    let (status, reason) = match &delivered.verdict {
+        Verdict::Accepted => ("accepted", None),
+        Verdict::Rejected(reason) => ("rejected", Some(reason.as_str())),
+        Verdict::Failed(reason) => ("failed", Some(reason.as_str())),
+    };
+    let verdict = sales::Verdict {
+        verdict: status,
+        reason,
+        answer: &answer,
+        consumer_kinds: &kinds,
+    };
+    let settle = |first: bool| {
+        let verdict = &verdict;
+        async move {
+            match verdict.verdict {
+                "accepted" => {
+                    sales::complete(db, tenant_id, sale_id, first.then_some(verdict), now).await
+                }
+                status => {
+                    let reason = verdict.reason.unwrap_or_default();
+                    sales::release(db, tenant_id, sale_id, status, reason, verdict.answer, now)
+                        .await
+                }
             }
         }
+    };
+    let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
+    let settled = async {
+        let done = match settle(true).await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(%error, %sale_id, "cannot settle a sale; keeping its verdict and retrying");
+                let pending = retry::with_backoff(deadline, || {
+                    sales::record_verdict(db, tenant_id, sale_id, &verdict)
+                })
+                .await?;
+                pending && retry::with_backoff(deadline, || settle(false)).await?
+            }
+        };
+        if done {
+            let reason = reason.map(str::to_owned);
+            return Ok(match status {
+                "accepted" => result(bid, "sold", None),
+                "rejected" => result(bid, "rejected", reason),
+                _ => result(bid, "failed", reason),
+            });
+        }
+        // Settled already: by an earlier attempt whose answer was lost, or by the sweep.
+        let found = retry::with_backoff(deadline, || sales::sale_status(db, tenant_id, sale_id))
+            .await?;
+        Ok(match found {
+            Some((status, _)) if status == "sold" => result(bid, "sold", None),
+            Some((status, reason)) if status == "rejected" => result(bid, "rejected", reason),
+            Some((_, reason)) => result(bid, "failed", reason.or(Some("interrupted".to_owned()))),
+            None => result(bid, "failed", Some("interrupted".to_owned())),
+        })
     }
     .await;
     // Kept, given back or failed to write, the caps, balance and last sale may have changed.
     forget();
     settled
+}
+
+/// Retries of a post whose first request is still settling, waiting for its answer: bounded
+/// in number, and woken when a settlement of this process ends (another process's is seen by
+/// a slow poll).
+pub struct PostWaiters {
+    slots: Arc<tokio::sync::Semaphore>,
+    settling: std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), Arc<tokio::sync::Notify>>>,
+}
+
+/// Marks a post settling in this process until dropped (its task ended, however it ended):
+/// then its waiting retries are woken.
+pub struct Settling {
+    waiters: AppState,
+    key: (Uuid, Uuid),
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        let notify = self
+            .waiters
+            .post_waiters
+            .settling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl PostWaiters {
+    pub fn new(max_waiting: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
+            settling: Default::default(),
+        }
+    }
+
+    /// Registers the settlement of `ping_id`'s post; its retries are woken when the guard
+    /// drops.
+    pub fn start(state: &AppState, tenant_id: Uuid, ping_id: Uuid) -> Settling {
+        let key = (tenant_id, ping_id);
+        state
+            .post_waiters
+            .settling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, Arc::new(tokio::sync::Notify::new()));
+        Settling {
+            waiters: state.clone(),
+            key,
+        }
+    }
+
+    /// A place among the waiting retries, or `None` when all are taken.
+    pub fn wait_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// What wakes a retry of `ping_id`'s post, while it settles in this process.
+    pub fn notifier(&self, tenant_id: Uuid, ping_id: Uuid) -> Option<Arc<tokio::sync::Notify>> {
+        self.settling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(tenant_id, ping_id))
+            .cloned()
+    }
 }

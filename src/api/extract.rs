@@ -5,8 +5,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde_json::{Map, Value};
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 use crate::api::{ErrorCode, FieldError, Problem};
@@ -117,6 +120,37 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminTenant(pub Uuid);
 
+/// The longest a configuration write waits for this process's reload.
+const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where the admin key's extractor leaves the tenant of a configuration write, for
+/// [`read_your_writes`].
+#[derive(Clone, Default)]
+struct WrittenTenant(Arc<OnceLock<(Uuid, AppState)>>);
+
+/// Middleware of the configuration routes: a write (any method but GET and HEAD) that
+/// succeeded answers once this process's configuration snapshot includes it, so a ping sent
+/// right after the answer sees the change. Bounded by 5 s (or half the request timeout): past
+/// it the write, already committed, is answered anyway (the listener is reconnecting; the
+/// change arrives with its full reload).
+pub async fn read_your_writes(mut request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let written = WrittenTenant::default();
+    request.extensions_mut().insert(written.clone());
+    let response = next.run(request).await;
+    if response.status().is_success()
+        && let Some((tenant, state)) = written.0.get()
+    {
+        let within = (state.settings.request_timeout() / 2).min(READ_YOUR_WRITES_WAIT);
+        if !state.config.written(*tenant, within).await {
+            tracing::warn!(%tenant, "configuration write answered before this process reloaded it");
+        }
+    }
+    response
+}
+
 impl FromRequestParts<AppState> for AdminTenant {
     type Rejection = Problem;
 
@@ -124,14 +158,12 @@ impl FromRequestParts<AppState> for AdminTenant {
         let key = bearer_token(&parts.headers).ok_or_else(|| {
             Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
         })?;
-        let tenant: Option<Uuid> = sqlx::query_scalar(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&keys::hash(key)[..])
-        .fetch_optional(&state.db)
-        .await?;
-        tenant
-            .map(AdminTenant)
-            .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))
+        let tenant = state.config.admin_tenant(&keys::hash(key)).await;
+        let tenant = tenant
+            .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))?;
+        if let Some(written) = parts.extensions.get::<WrittenTenant>() {
+            let _ = written.0.set((tenant, state.clone()));
+        }
+        Ok(AdminTenant(tenant))
     }
 }

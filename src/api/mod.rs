@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod extract;
+pub mod idempotency;
 pub mod openapi;
 pub mod ops;
 pub mod partner;

@@ -66,7 +66,10 @@ const PARTNER_ERRORS: &[(&str, &str)] = &[
     ("401", "unauthorized"),
     ("403", "campaign_paused"),
     ("404", "ping_not_found"),
-    ("409", "already_posted, ping_not_postable"),
+    (
+        "409",
+        "already_posted, ping_not_postable, idempotency_key_reused, idempotency_key_in_progress (with Retry-After)",
+    ),
     ("410", "ping_expired"),
     ("413", "payload_too_large"),
     ("415", "unsupported_media_type"),
@@ -83,6 +86,10 @@ const ADMIN_ERRORS: &[(&str, &str)] = &[
     (
         "404",
         "not_found: an unknown id, or another tenant's (never 403)",
+    ),
+    (
+        "409",
+        "idempotency_key_reused, idempotency_key_in_progress (with Retry-After): the funds route's Idempotency-Key",
     ),
     ("415", "unsupported_media_type"),
     (

@@ -179,6 +179,7 @@ pub async fn auction(
         min_payout,
         test,
         now,
+        max_rtb_calls: state.settings.max_rtb_calls_per_ping,
     };
     let outcome = evaluate::run(&state.ping_states, &state.http, campaign, &input).await?;
 

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::extract::JsonObject;
+use crate::api::idempotency;
 use crate::api::partner::{self, PingRequest, authenticate, elapsed_us, invalid, lead_problem};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
@@ -24,6 +25,7 @@ use crate::auction::{
 };
 use crate::money::Money;
 use crate::settle::{self, PostedLead, SaleResult};
+use crate::store::idempotency::KeyScope;
 use crate::store::sales::{self, Claim, PostSource};
 use crate::store::snapshot::CampaignContext;
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,13 +36,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(direct_post))
 }
 
-/// How often a retry looks for the answer of the post it duplicates.
-const REPLAY_POLL: Duration = Duration::from_millis(20);
+/// How often a waiting retry looks for the answer of a post settling in another process (one
+/// settling in this process wakes it at once).
+const REPLAY_SLOW_POLL: Duration = Duration::from_millis(500);
 
-/// A post's answer: the stored JSON text, the same bytes for the first request and every retry.
+/// A post's answer: the stored JSON text, the same bytes for the first request and every retry;
+/// or `202` "settling" when the settlement outlasts the request (a retry collects the answer).
 struct PostAnswer {
     body: String,
     replayed: bool,
+    settling: bool,
+}
+
+impl PostAnswer {
+    /// The post's settlement goes on (a slow buyer, the database unavailable for a moment):
+    /// not a failure, and not final. The same post sent again receives the final answer.
+    fn settling(ping_id: Uuid, replayed: bool) -> Self {
+        Self {
+            body: json!({ "ping_id": ping_id, "status": "settling" }).to_string(),
+            replayed,
+            settling: true,
+        }
+    }
 }
 
 impl IntoResponse for PostAnswer {
@@ -54,6 +71,10 @@ impl IntoResponse for PostAnswer {
         if self.replayed {
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
+        if self.settling {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            *response.status_mut() = axum::http::StatusCode::ACCEPTED;
+        }
         response
     }
 }
@@ -65,6 +86,11 @@ fn source_of(campaign: &CampaignContext) -> PostSource {
         partner_id: campaign.campaign.partner_id,
         offer_id: campaign.offer.id,
     }
+}
+
+/// When a post (or its retry) that began at `started` answers "settling" rather than wait on.
+fn answer_deadline(state: &AppState, started: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(started) + state.settings.post_answer_deadline()
 }
 
 fn now_of(state: &AppState) -> DateTime<Utc> {
@@ -113,7 +139,11 @@ async fn record_refusal(
     responses((status = 200, content_type = "application/json",
         description = "`status` sold | partially_sold | unsold, `payout`, and per bid its `status` and `payout`",
         example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "payout": 10.50,
-            "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 10.50}]}))))]
+            "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 10.50}]})),
+        (status = 202, content_type = "application/json",
+        description = "still settling (a slow buyer, the database unavailable for a moment): send the same \
+            post again (after `Retry-After`) for its final answer",
+        example = json!({"ping_id": "01937c9e-…", "status": "settling"}))))]
 async fn post_lead(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -272,6 +302,7 @@ async fn post_to_winners(
             claimed,
             &request.body_sha256,
             ping.post_response,
+            answer_deadline(state, started),
         )
         .await;
     }
@@ -340,6 +371,7 @@ async fn post_to_winners(
             &body_sha256,
             &request.body_sha256,
             None,
+            answer_deadline(state, started),
         )
         .await;
     }
@@ -365,8 +397,11 @@ async fn post_to_winners(
     let settling = {
         let state = state.clone();
         let tracker = state.settlements.clone();
+        let settling_here = settle::PostWaiters::start(&state, tenant_id, request.ping_id);
         tracker.spawn(async move {
             let _slot = slot;
+            // Its waiting retries are woken when this task ends, however it ends.
+            let _settling_here = settling_here;
             let results = settle::settle_all(&state, Arc::clone(&posted), bids, |bid| {
                 accepted
                     .as_ref()
@@ -398,14 +433,26 @@ async fn post_to_winners(
             .await
         })
     };
-    let body = settling.await.map_err(|error| {
-        tracing::error!(%error, "a post's settlement failed");
-        Problem::new(ErrorCode::Internal)
-    })??;
-    Ok(PostAnswer {
-        body,
-        replayed: false,
-    })
+    // Past the claim, the post is the partner's: it is answered with its final state, or
+    // "settling" (never a 503) when the settlement outlasts the request's deadline or could not
+    // write its end (the interrupted-sale sweep finishes it); the same post sent again
+    // receives the final answer.
+    match tokio::time::timeout_at(answer_deadline(state, started), settling).await {
+        Ok(Ok(Ok(body))) => Ok(PostAnswer {
+            body,
+            replayed: false,
+            settling: false,
+        }),
+        Ok(Ok(Err(error))) => {
+            tracing::error!(%error, "a post's settlement could not be written; the sweep finishes it");
+            Ok(PostAnswer::settling(ping_id, false))
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a post's settlement failed");
+            Ok(PostAnswer::settling(ping_id, false))
+        }
+        Err(_) => Ok(PostAnswer::settling(ping_id, false)),
+    }
 }
 
 /// The answer of SPEC §2.2: each bid's status and the partner's payout (and for a direct post,
@@ -465,7 +512,9 @@ fn post_response(
 }
 
 /// Answers a post of an already claimed ping: with the stored answer when the body is the
-/// same (waiting for the first request to finish), 409 otherwise.
+/// same (waiting for the first request to finish, until `deadline`), 409 otherwise. Waiting is
+/// bounded (`max_waiting_retries`; beyond it, "settling" at once) and woken when the first
+/// request's settlement ends in this process; another process's is seen by a slow poll.
 async fn replay(
     state: &AppState,
     tenant_id: Uuid,
@@ -473,38 +522,57 @@ async fn replay(
     claimed: &[u8],
     body_sha256: &[u8; 32],
     stored: Option<String>,
+    deadline: tokio::time::Instant,
 ) -> Result<PostAnswer, Problem> {
     if claimed != body_sha256 {
         return Err(Problem::new(ErrorCode::AlreadyPosted));
     }
+    let replayed = |body| PostAnswer {
+        body,
+        replayed: true,
+        settling: false,
+    };
     if let Some(body) = stored {
-        return Ok(PostAnswer {
-            body,
-            replayed: true,
-        });
+        return Ok(replayed(body));
     }
-    // Give up a moment before the request timeout, so the partner gets a clear answer.
-    let patience = state
-        .settings
-        .request_timeout()
-        .saturating_sub(Duration::from_secs(1));
-    let deadline = Instant::now() + patience.max(REPLAY_POLL);
-    while Instant::now() < deadline {
-        tokio::time::sleep(REPLAY_POLL).await;
+    let Some(_slot) = state.post_waiters.wait_slot() else {
+        return Ok(PostAnswer::settling(ping_id, true));
+    };
+    loop {
+        // Armed before the answer is read, so that an end between the two is not missed
+        // (notify_waiters wakes only the waiters registered by then).
+        let notify = state.post_waiters.notifier(tenant_id, ping_id);
+        let mut notified = std::pin::pin!(notify.as_ref().map(|n| n.notified()));
+        if let Some(armed) = notified.as_mut().as_pin_mut() {
+            armed.enable();
+        }
         if let Some(body) = sales::stored_response(&state.db, tenant_id, ping_id).await? {
-            return Ok(PostAnswer {
-                body,
-                replayed: true,
-            });
+            return Ok(replayed(body));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(PostAnswer::settling(ping_id, true));
+        }
+        let next_look = (now + REPLAY_SLOW_POLL).min(deadline);
+        let woken = async {
+            match notified.as_mut().as_pin_mut() {
+                Some(armed) => armed.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep_until(next_look) => {}
         }
     }
-    Err(Problem::new(ErrorCode::Unavailable)
-        .detail("the first post of this ping is still settling")
-        .retry_after(1))
 }
 
 /// `POST /v1/leads`: the ping's auction, then the post to every winner, in one call.
 #[utoipa::path(post, path = "/v1/leads", tag = "partner",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, \
+        unique per campaign: a retry with the same key and body receives the first answer \
+        (`Idempotent-Replayed: true`; a `202 settling` one, its final answer once settled) and sells nothing; \
+        another body is `409 idempotency_key_reused`. Kept `idempotency_key_hours` (24 h)")),
     request_body(content = Object, description = "the post's body without `ping_id`/`bid_ids`, plus \
         optional `dedup`, `min_payout` and `test`",
         example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
@@ -512,7 +580,11 @@ async fn replay(
     responses((status = 200, content_type = "application/json",
         description = "the post's answer plus `sale_type`; `no_bids` or `duplicate` (with its `ping_id`) stores no lead",
         example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "sale_type": "exclusive",
-            "payout": 28.00, "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 28.00}]}))))]
+            "payout": 28.00, "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 28.00}]})),
+        (status = 202, content_type = "application/json",
+        description = "still settling: the same request with the same `Idempotency-Key` (after `Retry-After`) \
+            receives its final answer",
+        example = json!({"ping_id": "01937c9e-…", "status": "settling"}))))]
 async fn direct_post(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -522,13 +594,28 @@ async fn direct_post(
     let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
-    match run_direct(&state, &campaign, body, slot, started).await {
-        Ok(response) => Ok(response),
-        Err(problem) => {
-            record_refusal(&state, &campaign, "direct", None, &problem, started).await;
-            Err(problem)
+    let key = idempotency::key_of(&headers)?;
+    let request_sha256 = body_sha256(&body);
+    let run = || async {
+        match run_direct(&state, &campaign, body, slot, started).await {
+            Ok(response) => response,
+            Err(problem) => {
+                record_refusal(&state, &campaign, "direct", None, &problem, started).await;
+                problem.into_response()
+            }
         }
-    }
+    };
+    let Some(key) = key else {
+        return Ok(run().await);
+    };
+    // Keys are the campaign's: another campaign's (or tenant's) key never collides.
+    let scope = KeyScope {
+        tenant_id: campaign.tenant.id,
+        route: "leads",
+        scope_id: campaign.campaign.id,
+        key: &key,
+    };
+    Ok(idempotency::once(&state, scope, request_sha256, run).await)
 }
 
 async fn run_direct(

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     PingNotFound,
     MethodNotAllowed,
     AlreadyPosted,
+    IdempotencyKeyReused,
+    IdempotencyKeyInProgress,
     PingNotPostable,
     PingExpired,
     PayloadTooLarge,
@@ -43,6 +45,8 @@ impl ErrorCode {
             Self::PingNotFound => "ping_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AlreadyPosted => "already_posted",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             Self::PingNotPostable => "ping_not_postable",
             Self::PingExpired => "ping_expired",
             Self::PayloadTooLarge => "payload_too_large",
@@ -67,7 +71,10 @@ impl ErrorCode {
             Self::CampaignPaused => StatusCode::FORBIDDEN,
             Self::NotFound | Self::PingNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyPosted | Self::PingNotPostable => StatusCode::CONFLICT,
+            Self::AlreadyPosted
+            | Self::IdempotencyKeyReused
+            | Self::IdempotencyKeyInProgress
+            | Self::PingNotPostable => StatusCode::CONFLICT,
             Self::PingExpired => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +99,10 @@ impl ErrorCode {
             Self::PingNotFound => "Unknown ping",
             Self::MethodNotAllowed => "Method not allowed",
             Self::AlreadyPosted => "The ping was already posted with another body",
+            Self::IdempotencyKeyReused => "The Idempotency-Key was used with another request",
+            Self::IdempotencyKeyInProgress => {
+                "A request with this Idempotency-Key is still running"
+            }
             Self::PingNotPostable => "The ping has no bids to post",
             Self::PingExpired => "The ping has expired",
             Self::PayloadTooLarge => "The body is too large",
@@ -235,6 +246,14 @@ impl From<sqlx::Error> for Problem {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(%error, "database unavailable");
                 Problem::new(ErrorCode::Unavailable)
+            }
+            // query_canceled: the statement timeout (statement_timeout_ms) or an operator's
+            // cancel; the request may succeed when retried.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
+                tracing::warn!(%error, "database statement cancelled");
+                Problem::new(ErrorCode::Unavailable)
+                    .detail("a database statement took too long")
+                    .retry_after(1)
             }
             error => {
                 tracing::error!(%error, "database error");

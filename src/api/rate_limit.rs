@@ -39,6 +39,54 @@ impl CampaignRateLimits {
     }
 }
 
+/// Summary reports running: at most `max_concurrent_reports` in the process and one per
+/// tenant at a time, so one tenant's reports cannot take the connections every tenant's pings
+/// need. A report waits its turn for a bounded time.
+pub struct ReportSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    tenants: Mutex<HashMap<Uuid, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A report's place among those running; given back when dropped.
+pub struct ReportSlot {
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+    _process: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ReportSlots {
+    pub fn new(max_concurrent: usize) -> Self {
+        ReportSlots {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `tenant`'s report, after the tenant's running report and then a process
+    /// slot are free; `None` if that takes longer than `within`.
+    pub async fn take(&self, tenant: Uuid, within: std::time::Duration) -> Option<ReportSlot> {
+        let turn = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                tenants
+                    .entry(tenant)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            )
+        };
+        let slots = Arc::clone(&self.slots);
+        tokio::time::timeout(within, async move {
+            let tenant = turn.acquire_owned().await.ok()?;
+            let process = slots.acquire_owned().await.ok()?;
+            Some(ReportSlot {
+                _tenant: tenant,
+                _process: process,
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,9 @@ pub enum DeclineReason {
     Duplicate,
     InsufficientFunds,
     NoPriceForSaleType,
+    /// More RTB contracts were eligible than a ping calls (`max_rtb_calls_per_ping`), and this
+    /// one was ranked beyond the bound: no call was made.
+    RtbLimit,
     RtbNoBid,
     RtbTimeout,
     RtbError,
@@ -48,7 +51,7 @@ pub enum DeclineReason {
 
 impl DeclineReason {
     /// Every reason, in the order a contract is checked (`Outbid` last).
-    pub const ALL: [DeclineReason; 14] = [
+    pub const ALL: [DeclineReason; 15] = [
         DeclineReason::ContractPaused,
         DeclineReason::BuyerPaused,
         DeclineReason::Filtered,
@@ -57,6 +60,7 @@ impl DeclineReason {
         DeclineReason::Duplicate,
         DeclineReason::InsufficientFunds,
         DeclineReason::NoPriceForSaleType,
+        DeclineReason::RtbLimit,
         DeclineReason::RtbNoBid,
         DeclineReason::RtbTimeout,
         DeclineReason::RtbError,
@@ -76,6 +80,7 @@ impl DeclineReason {
             DeclineReason::Duplicate => "duplicate",
             DeclineReason::InsufficientFunds => "insufficient_funds",
             DeclineReason::NoPriceForSaleType => "no_price_for_sale_type",
+            DeclineReason::RtbLimit => "rtb_limit",
             DeclineReason::RtbNoBid => "rtb_no_bid",
             DeclineReason::RtbTimeout => "rtb_timeout",
             DeclineReason::RtbError => "rtb_error",

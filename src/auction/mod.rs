@@ -35,5 +35,5 @@ pub use schema::{
     CompiledSchema, LeadError, LeadErrorCode, PreparedLead, check_post_matches_ping,
     normalize_email, normalize_phone, validate_ping, validate_post,
 };
-pub use select::{Bid, Loser, Selection, Winner, select};
+pub use select::{Bid, Loser, RtbCandidate, Selection, Winner, rtb_calls, select};
 pub use value::pointer_token;

@@ -195,10 +195,79 @@ fn best_shared(
         .collect()
 }
 
+/// A contract that would ask its buyer for a bid, as the bound on bid requests per ping
+/// (`max_rtb_calls_per_ping`) ranks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtbCandidate {
+    pub contract_id: Uuid,
+    pub priority: i32,
+    /// The most the contract may bid; `None` caps nothing.
+    pub max_bid: Option<Money>,
+    /// The contract's last sale; `None` (never sold) ranks as the longest without one.
+    pub last_sold_at: Option<DateTime<Utc>>,
+}
+
+/// Which of `candidates` get a bid request when a ping makes at most `bound`: true for the
+/// first `bound` by priority (highest first), then the best price they may bid (no `max_bid`
+/// first, then the highest), then the longest without a sale, then contract id: the auction's
+/// own ranking (§5.4) with the price not known yet.
+pub fn rtb_calls(candidates: &[RtbCandidate], bound: usize) -> Vec<bool> {
+    if candidates.len() <= bound {
+        return vec![true; candidates.len()];
+    }
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| {
+        let c = &candidates[i];
+        (
+            Reverse(c.priority),
+            Reverse(c.max_bid.map_or(i64::MAX, Money::cents)),
+            c.last_sold_at,
+            c.contract_id.as_u128(),
+        )
+    });
+    let mut called = vec![false; candidates.len()];
+    for &i in order.iter().take(bound) {
+        called[i] = true;
+    }
+    called
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rtb_calls_go_to_priority_then_best_possible_price_then_longest_without_a_sale() {
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let candidate = |id: u128, priority, max_bid: Option<i64>, last| RtbCandidate {
+            contract_id: Uuid::from_u128(id),
+            priority,
+            max_bid: max_bid.map(Money::from_cents),
+            last_sold_at: last,
+        };
+        let candidates = [
+            candidate(1, 0, Some(9_000), None),
+            candidate(2, 1, Some(1_000), at("2026-01-02T00:00:00Z")),
+            candidate(3, 0, None, at("2026-01-02T00:00:00Z")),
+            candidate(4, 0, Some(9_000), at("2026-01-01T00:00:00Z")),
+            candidate(5, 0, Some(500), None),
+        ];
+        assert_eq!(rtb_calls(&candidates, 5), vec![true; 5]);
+        // 2 (priority), 3 (no cap on its bid), 1 (never sold), 4, then 5.
+        assert_eq!(
+            rtb_calls(&candidates, 3),
+            vec![true, true, true, false, false]
+        );
+        assert_eq!(
+            rtb_calls(&candidates, 4),
+            vec![true, true, true, true, false]
+        );
+        assert_eq!(
+            rtb_calls(&candidates, 1),
+            vec![false, true, false, false, false]
+        );
+    }
 
     fn cents(c: i64) -> Money {
         Money::from_cents(c)

@@ -2,15 +2,18 @@
 //! configured: `gavel serve`, `gavel demo` and the test suite all use it.
 //!
 //! The cluster lives in a data directory (created by the system's `initdb` on first use and
-//! reused afterwards) and listens on 127.0.0.1 only, on a free port chosen at each start. When
+//! reused afterwards). It listens on no TCP address at all, only on a Unix socket in a
+//! directory that only its owner can enter (the data directory itself, mode 0700): its
+//! `pg_hba.conf` trusts local connections, so the directory's permissions are what keep other
+//! accounts of the machine out (with TCP, any local user could connect as the superuser).
+//! The "port" still names the socket file (`.s.PGSQL.<port>`), chosen free at each start. When
 //! Gavel runs as root, `initdb` and `postgres` run as the `postgres` user (they refuse root).
 //! The server is a direct child of a thread that lives as long as the process, with a
 //! parent-death signal, so it never outlives Gavel even on a crash; [`LocalPostgres::stop`]
 //! shuts it down cleanly.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +33,7 @@ pub struct LocalPgOptions {
     /// Trade durability for speed (fsync off): for throwaway test clusters only.
     pub ephemeral: bool,
     pub max_connections: u32,
-    /// Listen on this port instead of a free one (a restart that clients must find again).
+    /// The number of the socket file (`.s.PGSQL.<port>`) instead of 5432.
     pub port: Option<u16>,
 }
 
@@ -98,20 +101,9 @@ impl LocalPostgres {
             return Ok(running);
         }
 
-        let mut last_error = None;
-        // The free port is found by binding and releasing it: another process can take it in
-        // between, so a failed start on a taken port is retried on a new one.
-        for _ in 0..5 {
-            let port = match options.port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            match Self::launch(&postgres, &data_dir, port, options, run_as.as_ref()) {
-                Ok(server) => return Ok(server),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow!("postgres did not start")))
+        // The port only names the socket file, in a directory of this cluster's own.
+        let port = options.port.unwrap_or(DEFAULT_PORT);
+        Self::launch(&postgres, &data_dir, port, options, run_as.as_ref())
     }
 
     fn launch(
@@ -129,13 +121,17 @@ impl LocalPostgres {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
+        write_access_rules(data_dir, run_as)?;
+        let socket_dir = socket_dir_for(data_dir, run_as)?;
         let mut command = Command::new(postgres);
         command
             .arg("-D")
             .arg(data_dir)
             .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", socket_dir.display()))
+            .args(["-c", "unix_socket_permissions=0700"])
             .args([
                 "-c",
                 &format!("max_connections={}", options.max_connections),
@@ -216,9 +212,14 @@ impl LocalPostgres {
         })
     }
 
-    /// A superuser URL for `database` on this cluster.
+    /// A superuser URL for `database` on this cluster: its Unix socket, in the form both sqlx
+    /// and libpq (pgbench) read (`host` names the socket's directory).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@localhost:{}/{database}?host={}",
+            self.port,
+            socket_dir_path(&self.data_dir).display()
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -330,7 +331,8 @@ fn init_cluster(initdb: &Path, data_dir: &Path, run_as: Option<&RunAs>) -> Resul
     Ok(())
 }
 
-fn find_binary(name: &str) -> Result<PathBuf> {
+/// A PostgreSQL program (`initdb`, `postgres`, `psql`…) on PATH or in Debian's own place.
+pub fn find_binary(name: &str) -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)
@@ -407,10 +409,71 @@ fn reachable_home_for(dir: &Path) -> PathBuf {
     PathBuf::from("/var/tmp").join(format!("gavel-pg-{}", &hex::encode(digest)[..16]))
 }
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        .context("cannot find a free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
+/// The socket file's number when none is asked for: each cluster has a socket directory of
+/// its own, so no two clusters can collide on it.
+const DEFAULT_PORT: u16 = 5432;
+
+/// The longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the cluster's socket lives: its data directory (only its owner may enter it), or,
+/// when that path is too long for a socket, a private directory under /tmp named after it.
+fn socket_dir_path(data_dir: &Path) -> PathBuf {
+    // `/.s.PGSQL.65535`: the socket's own name at its longest.
+    if data_dir.as_os_str().len() + 16 <= MAX_SOCKET_PATH {
+        return data_dir.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    PathBuf::from("/tmp").join(format!("gavel-pg-socket-{}", &hex::encode(digest)[..16]))
+}
+
+/// The socket directory, made (or checked) private to the cluster's owner.
+fn socket_dir_for(data_dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf> {
+    let dir = socket_dir_path(data_dir);
+    if dir == data_dir {
+        return Ok(dir);
+    }
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot create {}", dir.display()));
+        }
+    }
+    if let Some(user) = run_as {
+        chown_tree(&dir, user)?;
+    }
+    // A directory someone else made in /tmp beforehand must not be trusted with the socket.
+    let metadata = fs::symlink_metadata(&dir)?;
+    let owner = run_as.map_or_else(|| Uid::effective().as_raw(), |user| user.uid);
+    if !metadata.is_dir() || metadata.uid() != owner || metadata.mode() & 0o077 != 0 {
+        bail!(
+            "{} (the private PostgreSQL's socket directory) is not a private directory of the cluster's owner; remove it or set GAVEL_DATA_DIR to a shorter path",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Only local (Unix socket) connections, trusted: the socket's directory admits only the
+/// cluster's owner (and root). Rewritten at every start, so clusters made by earlier releases,
+/// whose rules trusted every TCP connection from 127.0.0.1, are closed too.
+fn write_access_rules(data_dir: &Path, run_as: Option<&RunAs>) -> Result<()> {
+    let path = data_dir.join("pg_hba.conf");
+    fs::write(
+        &path,
+        "# Written by Gavel at every start: local connections only, through a socket in a\n\
+         # directory that only the cluster's owner can enter. No TCP rule: the server listens\n\
+         # on no TCP address.\n\
+         local all all trust\n",
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))?;
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }
 
 /// The postmaster writes its state on the 8th line of `postmaster.pid`: `ready` once it

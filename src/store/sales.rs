@@ -389,61 +389,111 @@ pub struct BuyerAnswer<'a> {
     pub delivery_ms: Option<i32>,
 }
 
+/// The buyer's verdict on a reserved sale, kept as soon as it is known: what a sale whose
+/// completion or release could not be written is settled by (`release_interrupted`).
+pub struct Verdict<'a> {
+    /// `accepted`, `rejected` or `failed`.
+    pub verdict: &'static str,
+    pub reason: Option<&'a str>,
+    pub answer: &'a BuyerAnswer<'a>,
+    /// The kind of each of the sale's consumer hashes, in their order (its dedup keys).
+    pub consumer_kinds: &'a [&'static str],
+}
+
+/// Writes the buyer's verdict on a pending sale; `false` when the sale was not pending any
+/// more (settled already, by this process or the sweep).
+pub async fn record_verdict(
+    db: &PgPool,
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    verdict: &Verdict<'_>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE lead_sales SET verdict = $3, reason = $4, buyer_http_status = $5, buyer_response = $6,
+                               delivery_ms = $7, consumer_kinds = $8
+         WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+    )
+    .bind(tenant_id)
+    .bind(sale_id)
+    .bind(verdict.verdict)
+    .bind(verdict.reason)
+    .bind(verdict.answer.http_status.map(i32::from))
+    .bind(verdict.answer.answer)
+    .bind(verdict.answer.delivery_ms)
+    .bind(verdict.consumer_kinds)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// A sale's status and reason (None: no such sale).
+pub async fn sale_status(
+    db: &PgPool,
+    tenant_id: Uuid,
+    sale_id: Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, reason FROM lead_sales WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(sale_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// The buyer accepted: the sale is sold, the partner is paid, the buyer's dedup entries and
-/// the contract's last sale are written. `false` when the sale was no longer pending (the
-/// interrupted-sale sweep released it first).
-#[allow(clippy::too_many_arguments)]
+/// the contract's last sale are written, each once. With `verdict`, the buyer's answer is
+/// written with it (the settling task's first attempt); without, the sale must hold an
+/// `accepted` verdict already (a retry, or the sweep). `false` when the sale was not pending
+/// any more (settled already) or holds no accepted verdict.
 pub async fn complete(
     db: &PgPool,
-    source: &PostSource,
+    tenant_id: Uuid,
     sale_id: Uuid,
-    bid: &WonBid,
-    test: bool,
-    dedup_keys: &[(&'static str, [u8; 32])],
-    answer: &BuyerAnswer<'_>,
+    verdict: Option<&Verdict<'_>>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    // One statement: every write is gated on the sale still being pending (the sweep may have
-    // released it), and a test sale writes nothing but its status.
-    let hashes: Vec<&[u8]> = dedup_keys.iter().map(|(_, hash)| &hash[..]).collect();
-    let kinds: Vec<&str> = dedup_keys.iter().map(|(kind, _)| *kind).collect();
+    // One statement, gated on the sale still being pending: the status transition is what
+    // makes the charge, the payout and the dedup keys happen once, whoever completes it. Every
+    // value comes from the sale's own row, so the sweep completes it exactly as this does. A
+    // test sale writes nothing but its status.
     let sold: i64 = sqlx::query_scalar(
         "WITH sold AS (
-             UPDATE lead_sales SET status = 'sold', reason = NULL, buyer_http_status = $3, buyer_response = $4,
-                                   delivery_ms = $5, settled_at = $6, pending_until = NULL
-             WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
-             RETURNING id),
+             UPDATE lead_sales SET status = 'sold', reason = NULL, verdict = 'accepted',
+                                   buyer_http_status = CASE WHEN $3 THEN $4 ELSE buyer_http_status END,
+                                   buyer_response = CASE WHEN $3 THEN $5 ELSE buyer_response END,
+                                   delivery_ms = CASE WHEN $3 THEN $6 ELSE delivery_ms END,
+                                   consumer_kinds = CASE WHEN $3 THEN $7 ELSE consumer_kinds END,
+                                   settled_at = $8, pending_until = NULL
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND ($3 OR verdict = 'accepted')
+             RETURNING id, partner_id, offer_id, buyer_id, contract_id, payout_cents, test, consumer_hashes,
+                       consumer_kinds),
          paid AS (
              INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, created_at)
-             SELECT $1, $7, 'partner', $8, 'sale', $9, id, $6 FROM sold WHERE NOT $10 AND $9 > 0),
+             SELECT $1, $9, 'partner', partner_id, 'sale', payout_cents, id, $8 FROM sold
+             WHERE NOT test AND payout_cents > 0),
          keys AS (
              INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
-             SELECT $1, k.hash, $11, $12, k.kind, $6, sold.id
-             FROM sold, unnest($13::bytea[], $14::text[]) AS k (hash, kind) WHERE NOT $10
+             SELECT $1, k.hash, sold.buyer_id, sold.offer_id, k.kind, $8, sold.id
+             FROM sold, unnest(sold.consumer_hashes, sold.consumer_kinds) AS k (hash, kind)
+             WHERE NOT sold.test AND k.hash IS NOT NULL AND k.kind IS NOT NULL
              ON CONFLICT (tenant_id, key_hash, buyer_id, offer_id) DO UPDATE
              SET sold_at = greatest(dedup_keys.sold_at, EXCLUDED.sold_at), sale_id = EXCLUDED.sale_id),
          stats AS (
              INSERT INTO contract_stats (tenant_id, contract_id, last_sold_at)
-             SELECT $1, $15, $6 FROM sold WHERE NOT $10
+             SELECT $1, contract_id, $8 FROM sold WHERE NOT test
              ON CONFLICT (tenant_id, contract_id) DO UPDATE
              SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at))
          SELECT count(*) FROM sold",
     )
-    .bind(source.tenant_id)
+    .bind(tenant_id)
     .bind(sale_id)
-    .bind(answer.http_status.map(i32::from))
-    .bind(answer.answer)
-    .bind(answer.delivery_ms)
+    .bind(verdict.is_some())
+    .bind(verdict.and_then(|v| v.answer.http_status).map(i32::from))
+    .bind(verdict.and_then(|v| v.answer.answer))
+    .bind(verdict.and_then(|v| v.answer.delivery_ms))
+    .bind(verdict.map(|v| v.consumer_kinds))
     .bind(now)
     .bind(Uuid::now_v7())
-    .bind(source.partner_id)
-    .bind(bid.payout_cents)
-    .bind(test)
-    .bind(bid.buyer_id)
-    .bind(source.offer_id)
-    .bind(&hashes)
-    .bind(&kinds)
-    .bind(bid.contract_id)
     .fetch_one(db)
     .await?;
     Ok(sold == 1)
@@ -646,47 +696,69 @@ pub async fn insert_post_log(
     Ok(())
 }
 
-/// Releases every sale left pending past its deadline (a crash or a lost process), marking it
-/// `failed` with reason `interrupted`; then answers the posts those sales belonged to. Returns
-/// the released sales' ids.
+/// Settles every sale left pending past its deadline (a crash, a lost process, or writes the
+/// database refused for longer than the settling task retried them): a sale whose buyer
+/// accepted is completed, exactly as its settling task would have; one whose buyer declined or
+/// failed is released with that verdict; one with no verdict (the delivery's answer was never
+/// known) is released as `failed`, reason `interrupted`. Then answers the posts those sales
+/// belonged to. Returns the settled sales' ids.
 pub async fn release_interrupted(
     db: &PgPool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
+    type Stuck = (
+        Uuid,
+        Uuid,
+        Option<String>,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+        Option<i32>,
+    );
     // Deadlines are on the database's clock, the same for every Gavel process.
-    let stuck: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM lead_sales WHERE status = 'pending' AND pending_until < now()",
+    let stuck: Vec<Stuck> = sqlx::query_as(
+        "SELECT tenant_id, id, verdict, reason, buyer_http_status, buyer_response, delivery_ms
+         FROM lead_sales WHERE status = 'pending' AND pending_until < now()",
     )
     .fetch_all(db)
     .await?;
-    let answer = BuyerAnswer {
-        http_status: None,
-        answer: None,
-        delivery_ms: None,
-    };
-    let mut released = Vec::new();
-    for (tenant_id, sale_id) in stuck {
-        // One sale that cannot be released must not hold up the others.
-        match release(
-            db,
-            tenant_id,
-            sale_id,
-            "failed",
-            "interrupted",
-            &answer,
-            now,
-        )
-        .await
-        {
-            Ok(true) => released.push(sale_id),
+    let mut settled = Vec::new();
+    for (tenant_id, sale_id, verdict, reason, http_status, response, delivery_ms) in stuck {
+        let answer = BuyerAnswer {
+            http_status: http_status.and_then(|s| u16::try_from(s).ok()),
+            answer: response.as_deref(),
+            delivery_ms,
+        };
+        // One sale that cannot be settled must not hold up the others.
+        let done = match verdict.as_deref() {
+            Some("accepted") => complete(db, tenant_id, sale_id, None, now).await,
+            Some(status @ ("rejected" | "failed")) => {
+                let reason = reason.as_deref().unwrap_or("interrupted");
+                release(db, tenant_id, sale_id, status, reason, &answer, now).await
+            }
+            _ => {
+                release(
+                    db,
+                    tenant_id,
+                    sale_id,
+                    "failed",
+                    "interrupted",
+                    &answer,
+                    now,
+                )
+                .await
+            }
+        };
+        match done {
+            Ok(true) => settled.push(sale_id),
             Ok(false) => {}
             Err(error) => {
-                tracing::error!(%tenant_id, %sale_id, %error, "cannot release an interrupted sale")
+                tracing::error!(%tenant_id, %sale_id, %error, "cannot settle an interrupted sale")
             }
         }
     }
     answer_interrupted_posts(db).await?;
-    Ok(released)
+    Ok(settled)
 }
 
 /// A post whose request died after claiming its ping never stored an answer, so its retries

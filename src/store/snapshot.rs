@@ -6,18 +6,28 @@
 //! so requests never wait on a reload and never see half of one. Changes arrive through the
 //! `gavel_config` NOTIFY channel (admin API and SQL edits alike), reloading only the tenant
 //! that changed; a lost listener connection, and a timer, trigger a full reload.
+//!
+//! Read-your-writes: an admin write, once committed, asks for a reload of its tenant and waits
+//! until a snapshot that includes it is published ([`ConfigStore::written`]). Every reload is
+//! numbered when it begins, before its read transaction starts; a write waits for a reload
+//! numbered after the one that had begun when it committed. Writes arriving together share one
+//! reload, so they never queue behind a reload each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use chrono_tz::Tz;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{FromRow, PgPool};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::auction::{
@@ -31,6 +41,10 @@ use crate::money::Money;
 pub const CONFIG_CHANNEL: &str = "gavel_config";
 /// A full reload this often, in case a notification was missed for any reason.
 const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// Database look-ups of admin keys not in the snapshot: 5 a second, a burst of 5.
+const KEY_LOOKUPS: Quota = Quota::per_second(NonZeroU32::new(5).unwrap());
+/// How long such a look-up may take before the key is refused.
+const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug)]
 pub struct BuyerConfig {
@@ -81,6 +95,8 @@ pub struct TenantConfig {
     pub offers: HashMap<Uuid, Arc<OfferConfig>>,
     pub campaigns: HashMap<Uuid, Arc<CampaignConfig>>,
     posting_keys: Vec<([u8; 32], Uuid)>,
+    /// The hashes of the tenant's admin keys that are not revoked.
+    admin_keys: Vec<[u8; 32]>,
 }
 
 /// Everything a ping needs to know about its campaign, resolved from the posting key.
@@ -104,6 +120,7 @@ impl CampaignContext {
 pub struct Snapshot {
     tenants: HashMap<Uuid, Arc<TenantConfig>>,
     posting_keys: HashMap<[u8; 32], (Uuid, Uuid)>,
+    admin_keys: HashMap<[u8; 32], Uuid>,
 }
 
 impl Snapshot {
@@ -120,6 +137,11 @@ impl Snapshot {
         })
     }
 
+    /// The tenant whose admin key hashes to `key_hash`.
+    pub fn tenant_by_admin_key(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
+        self.admin_keys.get(key_hash).copied()
+    }
+
     pub fn tenant(&self, tenant_id: Uuid) -> Option<&Arc<TenantConfig>> {
         self.tenants.get(&tenant_id)
     }
@@ -128,18 +150,41 @@ impl Snapshot {
     fn with_tenant(&self, tenant_id: Uuid, tenant: Option<TenantConfig>) -> Snapshot {
         let mut tenants = self.tenants.clone();
         let mut posting_keys = self.posting_keys.clone();
+        let mut admin_keys = self.admin_keys.clone();
         posting_keys.retain(|_, (owner, _)| *owner != tenant_id);
+        admin_keys.retain(|_, owner| *owner != tenant_id);
         tenants.remove(&tenant_id);
         if let Some(tenant) = tenant {
             for (hash, campaign) in &tenant.posting_keys {
                 posting_keys.insert(*hash, (tenant_id, *campaign));
+            }
+            for hash in &tenant.admin_keys {
+                admin_keys.insert(*hash, tenant_id);
             }
             tenants.insert(tenant_id, Arc::new(tenant));
         }
         Snapshot {
             tenants,
             posting_keys,
+            admin_keys,
         }
+    }
+}
+
+/// The numbers of the reloads a published snapshot includes (see [`ConfigStore::written`]).
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The last full reload.
+    all: u64,
+    /// The last reload of each tenant.
+    tenants: HashMap<Uuid, u64>,
+}
+
+impl Loaded {
+    fn covers(&self, tenant_id: Uuid, reload: u64) -> bool {
+        self.all
+            .max(self.tenants.get(&tenant_id).copied().unwrap_or(0))
+            >= reload
     }
 }
 
@@ -147,6 +192,15 @@ impl Snapshot {
 pub struct ConfigStore {
     db: PgPool,
     current: ArcSwap<Snapshot>,
+    /// The number of the last reload begun (before its read transaction started).
+    begun: AtomicU64,
+    /// What the current snapshot includes, published after each swap.
+    loaded: watch::Sender<Loaded>,
+    /// Tenants whose writes wait for a reload, and the listener task's wake-up.
+    requested: Mutex<HashSet<Uuid>>,
+    wake: Notify,
+    /// Admin keys not in the snapshot looked up in the database, at most this often.
+    key_lookups: DefaultDirectRateLimiter,
 }
 
 impl ConfigStore {
@@ -156,6 +210,11 @@ impl ConfigStore {
         Ok(Arc::new(Self {
             db,
             current: ArcSwap::from_pointee(snapshot),
+            begun: AtomicU64::new(0),
+            loaded: watch::Sender::new(Loaded::default()),
+            requested: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            key_lookups: RateLimiter::direct(KEY_LOOKUPS),
         }))
     }
 
@@ -164,19 +223,107 @@ impl ConfigStore {
         self.current.load_full()
     }
 
+    /// The tenant of an admin key, from the snapshot. A key not in it is looked up in the
+    /// database only for the moments between its creation and its notification (a key made
+    /// by `gavel tenant create` and used at once), at most a few times a second per process
+    /// and for a short time each: a flood of wrong keys costs the database nothing more, and
+    /// such a key is refused (401) at once.
+    pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
+        if let Some(tenant) = self.current.load().tenant_by_admin_key(key_hash) {
+            return Some(tenant);
+        }
+        if self.key_lookups.check().is_err() {
+            return None;
+        }
+        crate::meters::admin_key_lookup();
+        let lookup = super::tenants::admin_key_tenant(&self.db, key_hash);
+        match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
+            Ok(Ok(tenant)) => tenant,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "admin key lookup failed; the key is refused");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits, for at most `within`, until this process's snapshot includes every change to
+    /// `tenant_id` committed before the call; false if it did not in time (the listener is
+    /// reconnecting: the change still arrives with the next reload).
+    pub async fn written(&self, tenant_id: Uuid, within: Duration) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        // Any reload numbered after this one begins after the caller's commit, so it sees it.
+        let target = self.begun.load(Ordering::SeqCst) + 1;
+        self.requested
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant_id);
+        self.wake.notify_one();
+        let seen = tokio::time::timeout(
+            within,
+            loaded.wait_for(|loaded| loaded.covers(tenant_id, target)),
+        )
+        .await;
+        matches!(seen, Ok(Ok(_)))
+    }
+
+    /// The number of a reload about to begin.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn take_requested(&self) -> HashSet<Uuid> {
+        std::mem::take(&mut *self.requested.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub async fn reload_all(&self) -> Result<()> {
+        // Taken first: a request made after this reload's number is taken is served by a later one.
+        self.take_requested();
+        let reload = self.begin();
         let snapshot = load_all(&self.db).await?;
         self.current.store(Arc::new(snapshot));
+        self.loaded.send_modify(|loaded| loaded.all = reload);
         crate::meters::config_reload("all");
         Ok(())
     }
 
     pub async fn reload_tenant(&self, tenant_id: Uuid) -> Result<()> {
+        let reload = self.begin();
         let tenant = load_tenant(&self.db, tenant_id).await?;
         // Reloads run one at a time (a single listener task), so read-modify-write is safe.
         let next = self.current.load().with_tenant(tenant_id, tenant);
         self.current.store(Arc::new(next));
+        self.loaded.send_modify(|loaded| {
+            loaded.tenants.insert(tenant_id, reload);
+        });
         crate::meters::config_reload("tenant");
+        Ok(())
+    }
+
+    /// Reloads the tenants of the notifications received so far and of the writes waiting,
+    /// each once.
+    async fn reload_changed(&self, first: Option<&str>, listener: &mut PgListener) -> Result<()> {
+        let mut tenants = HashSet::new();
+        let mut all = false;
+        let mut note = |payload: &str| match tenant_of(payload) {
+            Some(tenant_id) => {
+                tenants.insert(tenant_id);
+            }
+            None => all = true,
+        };
+        if let Some(payload) = first {
+            note(payload);
+        }
+        while let Some(notification) = listener.next_buffered() {
+            note(notification.payload());
+        }
+        if all {
+            return self.reload_all().await;
+        }
+        tenants.extend(self.take_requested());
+        for tenant_id in tenants {
+            self.reload_tenant(tenant_id).await?;
+        }
         Ok(())
     }
 
@@ -205,26 +352,26 @@ impl ConfigStore {
         loop {
             tokio::select! {
                 notification = listener.try_recv() => match notification? {
-                    Some(notification) => self.apply(notification.payload()).await?,
+                    Some(notification) => {
+                        self.reload_changed(Some(notification.payload()), &mut listener).await?;
+                    }
                     None => {
                         tracing::warn!("configuration listener connection lost; reconnecting");
                         return Ok(());
                     }
                 },
+                () = self.wake.notified() => self.reload_changed(None, &mut listener).await?,
                 _ = timer.tick() => self.reload_all().await?,
             }
         }
     }
+}
 
-    async fn apply(&self, payload: &str) -> Result<()> {
-        let tenant = serde_json::from_str::<Value>(payload)
-            .ok()
-            .and_then(|v| v.get("tenant_id")?.as_str()?.parse::<Uuid>().ok());
-        match tenant {
-            Some(tenant_id) => self.reload_tenant(tenant_id).await,
-            None => self.reload_all().await,
-        }
-    }
+/// The tenant a notification names; `None` means everything may have changed.
+fn tenant_of(payload: &str) -> Option<Uuid> {
+    serde_json::from_str::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("tenant_id")?.as_str()?.parse::<Uuid>().ok())
 }
 
 #[derive(FromRow)]
@@ -303,6 +450,7 @@ struct Rows {
     offers: Vec<OfferRow>,
     campaigns: Vec<CampaignRow>,
     contracts: Vec<ContractRow>,
+    admin_keys: Vec<(Uuid, Vec<u8>)>,
 }
 
 async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
@@ -355,6 +503,13 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
     .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
+    let admin_keys = sqlx::query_as(
+        "SELECT tenant_id, key_hash FROM api_keys
+         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Rows {
         tenants,
@@ -363,6 +518,7 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
         offers,
         campaigns,
         contracts,
+        admin_keys,
     })
 }
 
@@ -419,8 +575,14 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
                 offers: HashMap::new(),
                 campaigns: HashMap::new(),
                 posting_keys: Vec::new(),
+                admin_keys: Vec::new(),
             },
         );
+    }
+    for (tenant_id, hash) in rows.admin_keys {
+        if let (Some(tenant), Ok(hash)) = (tenants.get_mut(&tenant_id), hash.try_into()) {
+            tenant.admin_keys.push(hash);
+        }
     }
     for row in rows.partners {
         if let Some(tenant) = tenants.get_mut(&row.tenant_id) {

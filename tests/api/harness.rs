@@ -59,13 +59,17 @@ pub fn test_settings() -> Settings {
 
 /// A URL for the database behind `options` (a `#[sqlx::test]` database), for child processes.
 pub fn database_url(options: &PgConnectOptions) -> String {
-    format!(
+    let url = format!(
         "postgres://{}@{}:{}/{}",
         options.get_username(),
         options.get_host(),
         options.get_port(),
         options.get_database().unwrap_or("postgres")
-    )
+    );
+    match options.get_socket() {
+        Some(dir) => format!("{url}?host={}", dir.display()),
+        None => url,
+    }
 }
 
 pub struct TestApp {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use gavel::store::local_pg::{LocalPgOptions, LocalPostgres};
 use sqlx::PgPool;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 
 use crate::harness::{spawn_app, spawn_app_with, test_settings};
 
@@ -134,13 +136,14 @@ async fn start_up_waits_for_a_database_that_is_not_up_yet() {
         .prefix("gavel-late-db-")
         .tempdir_in("/tmp")
         .unwrap();
+    // Traversable, so the postgres user keeps the cluster (and its socket) where asked.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data_dir = dir.path().join("pg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let port = 5433;
+    let url = format!(
+        "postgres://postgres@localhost:{port}/postgres?host={}",
+        data_dir.display()
+    );
     let connecting =
         tokio::spawn(
             async move { gavel::store::connect_and_migrate(&url, &test_settings()).await },
@@ -233,4 +236,74 @@ async fn only_the_pings_grouped_statements_plan_once_and_both_pools_close_togeth
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn the_private_postgresql_admits_no_other_local_account() {
+    let dir = tempfile::Builder::new()
+        .prefix("gavel-private-pg-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data_dir = dir.path().join("pg");
+    // A port free on TCP: nothing else would answer there if the cluster listened on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = tokio::task::spawn_blocking(move || {
+        let options = LocalPgOptions {
+            ephemeral: true,
+            port: Some(port),
+            ..Default::default()
+        };
+        LocalPostgres::start(&data_dir, &options)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    // Gavel itself connects, through the socket.
+    let url = cluster.url("postgres");
+    let pool = PgPool::connect(&url).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    pool.close().await;
+
+    // No TCP: not on its port, and no rule would trust a TCP connection anyway.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the private PostgreSQL listens on TCP"
+    );
+    let rules = std::fs::read_to_string(cluster.data_dir().join("pg_hba.conf")).unwrap();
+    assert!(
+        rules
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .all(|l| l.starts_with("local ")),
+        "{rules}"
+    );
+
+    // Another account of the machine (`nobody`) cannot reach the socket.
+    if nix::unistd::Uid::effective().is_root() {
+        let psql = gavel::store::local_pg::find_binary("psql").unwrap();
+        let output = std::process::Command::new(psql)
+            .args(["-X", "-w", "-c", "SELECT 1", &url])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "nobody connected: {stderr}");
+        assert!(stderr.contains("Permission denied"), "{stderr}");
+    }
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 17] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -24,6 +24,7 @@ const TABLES: [&str; 16] = [
     "leads",
     "lead_sales",
     "ledger_entries",
+    "idempotency_keys",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -3,10 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,11 +18,12 @@ use uuid::Uuid;
 use super::config::find_buyer;
 use super::input::{Input, read_money};
 use super::{PageQuery, page, parse_id};
-use crate::api::Problem;
 use crate::api::extract::{AdminTenant, JsonObject};
+use crate::api::{Problem, idempotency};
 use crate::app::AppState;
 use crate::auction::ConfigError;
 use crate::money::Money;
+use crate::store::idempotency::KeyScope;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -72,7 +75,11 @@ pub struct FundsReceipt {
 
 /// Adds (or, negative, removes) funds: one ledger entry and the balance, in one transaction.
 #[utoipa::path(post, path = "/v1/admin/buyers/{id}/funds", tag = "buyers",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, \
+        unique per tenant: a retry with the same key, buyer and body receives the first answer \
+        (`Idempotent-Replayed: true`) and moves no money; another request is `409 idempotency_key_reused`. \
+        Kept `idempotency_key_hours` (24 h)")),
     request_body(content = Object, description = "`amount` (positive or negative, at most 2 decimals) and an optional `note`",
         example = json!({"amount": 500.00, "note": "wire 1123"})),
     responses((status = 201, body = FundsReceipt)))]
@@ -80,13 +87,39 @@ async fn add_funds(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
+) -> Result<Response, Problem> {
+    let Some(key) = idempotency::key_of(&headers)? else {
+        return Ok(move_funds(&state, tenant, &id, &body).await.into_response());
+    };
+    // The request is its buyer and its body (serde_json's map is ordered by key).
+    let request: [u8; 32] =
+        Sha256::digest(format!("{id}\n{}", serde_json::Value::Object(body.clone())).as_bytes())
+            .into();
+    let scope = KeyScope {
+        tenant_id: tenant,
+        route: "funds",
+        scope_id: tenant,
+        key: &key,
+    };
+    Ok(idempotency::once(&state, scope, request, || async {
+        move_funds(&state, tenant, &id, &body).await.into_response()
+    })
+    .await)
+}
+
+async fn move_funds(
+    state: &AppState,
+    tenant: Uuid,
+    id: &str,
+    body: &Map<String, Value>,
 ) -> Result<(StatusCode, Json<FundsReceipt>), Problem> {
-    let buyer_id = parse_id(&id)?;
+    let buyer_id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
     // Locked first: another tenant's buyer is 404 whatever the body says.
     find_buyer(&mut tx, tenant, buyer_id).await?;
-    let (amount, note) = read_funds(&body).map_err(Problem::invalid_config)?;
+    let (amount, note) = read_funds(body).map_err(Problem::invalid_config)?;
     let balance: i64 = sqlx::query_scalar(
         "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
          RETURNING balance_cents",

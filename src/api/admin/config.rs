@@ -4,7 +4,8 @@
 //! broken rule, checked by the same compile functions the auction uses), then write, scoped by
 //! the tenant. A `PATCH` validates the resource as it would be after the patch. `DELETE`
 //! archives: the row stays for the history that points at it. Running servers pick a change up
-//! through the configuration tables' NOTIFY triggers, as they do for SQL edits.
+//! through the configuration tables' NOTIFY triggers, as they do for SQL edits; this process
+//! answers a write once its own snapshot includes it (`extract::read_your_writes`).
 
 use std::str::FromStr;
 
@@ -46,11 +47,32 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_posting_key))
         .routes(routes!(list_contracts, create_contract))
         .routes(routes!(get_contract, update_contract, archive_contract))
+        .route_layer(axum::middleware::from_fn(
+            crate::api::extract::read_your_writes,
+        ))
 }
 
 fn status_of(text: &str) -> Status {
     // The column's CHECK allows only the three.
     Status::from_str(text).unwrap_or(Status::Paused)
+}
+
+/// Row locks taken by a read. A GET takes none, so it never queues behind a post's or a
+/// write's transaction on the same row; a write's read locks the row it is about to change.
+#[derive(Clone, Copy)]
+enum Lock {
+    None,
+    ForWrite,
+}
+
+impl Lock {
+    /// `select` (a constant) with the lock's clause.
+    fn applied(self, select: &'static str) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(match self {
+            Lock::None => select.to_owned(),
+            Lock::ForWrite => format!("{select} FOR NO KEY UPDATE"),
+        })
+    }
 }
 
 fn invalid(errors: Vec<ConfigError>) -> Problem {
@@ -119,12 +141,22 @@ macro_rules! partner_columns {
     };
 }
 
+/// The partner, locked against other writers for a write (`Lock::ForWrite`).
 async fn find_partner(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Partner, Problem> {
-    let row: Option<PartnerRow> = sqlx::query_as(concat!(
+    load_partner(conn, tenant, id, Lock::ForWrite).await
+}
+
+async fn load_partner(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: Lock,
+) -> Result<Partner, Problem> {
+    let row: Option<PartnerRow> = sqlx::query_as(lock.applied(concat!(
         "SELECT ",
         partner_columns!(),
-        " FROM partners WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-    ))
+        " FROM partners WHERE tenant_id = $1 AND id = $2"
+    )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -187,7 +219,9 @@ async fn get_partner(
     Path(id): Path<String>,
 ) -> Result<Json<Partner>, Problem> {
     let mut conn = state.db.acquire().await?;
-    Ok(Json(find_partner(&mut conn, tenant, parse_id(&id)?).await?))
+    Ok(Json(
+        load_partner(&mut conn, tenant, parse_id(&id)?, Lock::None).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/admin/partners/{id}", tag = "partners",
@@ -309,16 +343,26 @@ macro_rules! buyer_columns {
     };
 }
 
+/// The buyer, locked against other writers for a write (`Lock::ForWrite`).
 pub(super) async fn find_buyer(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<Buyer, Problem> {
-    let row: Option<BuyerRow> = sqlx::query_as(concat!(
+    load_buyer(conn, tenant, id, Lock::ForWrite).await
+}
+
+async fn load_buyer(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: Lock,
+) -> Result<Buyer, Problem> {
+    let row: Option<BuyerRow> = sqlx::query_as(lock.applied(concat!(
         "SELECT ",
         buyer_columns!(),
-        " FROM buyers WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-    ))
+        " FROM buyers WHERE tenant_id = $1 AND id = $2"
+    )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -384,7 +428,9 @@ async fn get_buyer(
     Path(id): Path<String>,
 ) -> Result<Json<Buyer>, Problem> {
     let mut conn = state.db.acquire().await?;
-    Ok(Json(find_buyer(&mut conn, tenant, parse_id(&id)?).await?))
+    Ok(Json(
+        load_buyer(&mut conn, tenant, parse_id(&id)?, Lock::None).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/admin/buyers/{id}", tag = "buyers",
@@ -581,12 +627,22 @@ macro_rules! offer_columns {
     };
 }
 
+/// The offer, locked against other writers for a write (`Lock::ForWrite`).
 async fn find_offer(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Offer, Problem> {
-    let row: Option<OfferRow> = sqlx::query_as(concat!(
+    load_offer(conn, tenant, id, Lock::ForWrite).await
+}
+
+async fn load_offer(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: Lock,
+) -> Result<Offer, Problem> {
+    let row: Option<OfferRow> = sqlx::query_as(lock.applied(concat!(
         "SELECT ",
         offer_columns!(),
-        " FROM offers WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-    ))
+        " FROM offers WHERE tenant_id = $1 AND id = $2"
+    )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -709,7 +765,9 @@ async fn get_offer(
     Path(id): Path<String>,
 ) -> Result<Json<Offer>, Problem> {
     let mut conn = state.db.acquire().await?;
-    Ok(Json(find_offer(&mut conn, tenant, parse_id(&id)?).await?))
+    Ok(Json(
+        load_offer(&mut conn, tenant, parse_id(&id)?, Lock::None).await?,
+    ))
 }
 
 /// Changes an offer; a new field schema must still fit the filters of its contracts.
@@ -981,16 +1039,26 @@ macro_rules! campaign_columns {
     };
 }
 
+/// The campaign, locked against other writers for a write (`Lock::ForWrite`).
 async fn find_campaign(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<Campaign, Problem> {
-    let row: Option<CampaignRow> = sqlx::query_as(concat!(
+    load_campaign(conn, tenant, id, Lock::ForWrite).await
+}
+
+async fn load_campaign(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: Lock,
+) -> Result<Campaign, Problem> {
+    let row: Option<CampaignRow> = sqlx::query_as(lock.applied(concat!(
         "SELECT ",
         campaign_columns!(),
-        " FROM campaigns WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-    ))
+        " FROM campaigns WHERE tenant_id = $1 AND id = $2"
+    )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -1073,7 +1141,7 @@ async fn get_campaign(
 ) -> Result<Json<Campaign>, Problem> {
     let mut conn = state.db.acquire().await?;
     Ok(Json(
-        find_campaign(&mut conn, tenant, parse_id(&id)?).await?,
+        load_campaign(&mut conn, tenant, parse_id(&id)?, Lock::None).await?,
     ))
 }
 
@@ -1433,16 +1501,26 @@ macro_rules! contract_columns {
     };
 }
 
+/// The contract, locked against other writers for a write (`Lock::ForWrite`).
 pub(super) async fn find_contract(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<Contract, Problem> {
-    let row: Option<ContractRow> = sqlx::query_as(concat!(
+    load_contract(conn, tenant, id, Lock::ForWrite).await
+}
+
+async fn load_contract(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: Lock,
+) -> Result<Contract, Problem> {
+    let row: Option<ContractRow> = sqlx::query_as(lock.applied(concat!(
         "SELECT ",
         contract_columns!(),
-        " FROM contracts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-    ))
+        " FROM contracts WHERE tenant_id = $1 AND id = $2"
+    )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -1523,7 +1601,7 @@ async fn get_contract(
 ) -> Result<Json<Contract>, Problem> {
     let mut conn = state.db.acquire().await?;
     Ok(Json(
-        find_contract(&mut conn, tenant, parse_id(&id)?).await?,
+        load_contract(&mut conn, tenant, parse_id(&id)?, Lock::None).await?,
     ))
 }
 

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 use utoipa::{IntoParams, ToSchema};
@@ -16,8 +15,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{parse_time, query_error};
-use crate::api::Problem;
 use crate::api::extract::AdminTenant;
+use crate::api::{ErrorCode, Problem};
 use crate::app::AppState;
 use crate::money::Money;
 
@@ -28,10 +27,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
-    /// Start of the range (RFC 3339, inclusive); default: the beginning.
+    /// Start of the range (RFC 3339, inclusive), at most `report_max_days` (93 by default)
+    /// before `to`; default: that many days before `to`.
     #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
-    /// End of the range (RFC 3339, exclusive); default: no end.
+    /// End of the range (RFC 3339, exclusive); default: now.
     #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
     /// `offer` (default), `partner`, `buyer` or `contract`.
@@ -195,6 +195,23 @@ impl GroupBy {
     }
 }
 
+/// A report cancelled by the statement timeout is 503 with a detail that says what to do.
+fn too_costly(error: sqlx::Error) -> Problem {
+    match &error {
+        // query_canceled
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            tracing::warn!(%error, "summary report cancelled");
+            Problem::new(ErrorCode::Unavailable)
+                .detail(
+                    "the report took longer than the statement timeout (statement_timeout_ms): \
+                     ask for a shorter range",
+                )
+                .retry_after(1)
+        }
+        _ => error.into(),
+    }
+}
+
 /// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin and the
 /// count of each decline reason.
 #[utoipa::path(get, path = "/v1/admin/reports/summary", tag = "reports", params(SummaryQuery),
@@ -205,10 +222,25 @@ async fn summary(
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<Summary>, Problem> {
     let group_by = GroupBy::parse(query.group_by.as_deref())?;
-    let from = parse_time("from", query.from.as_deref())?.unwrap_or(DateTime::UNIX_EPOCH);
-    // Postgres' `infinity` is not a chrono time: the last representable day stands for it.
-    let to = parse_time("to", query.to.as_deref())?
-        .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(253_402_214_400, 0).unwrap_or_default());
+    // The range is bounded, so a report costs at most that range's rows.
+    let max_days = state.settings.report_max_days;
+    let longest = chrono::Duration::days(i64::from(max_days));
+    let to = parse_time("to", query.to.as_deref())?.unwrap_or_else(|| state.clock.now());
+    let from = parse_time("from", query.from.as_deref())?.unwrap_or(to - longest);
+    if to - from > longest {
+        return Err(query_error(
+            "from",
+            &format!("must be at most {max_days} days before to (setting report_max_days)"),
+        ));
+    }
+    // Waits for the tenant's running report, then for a process slot, for a third of the
+    // request's time at most.
+    let within = state.settings.request_timeout() / 3;
+    let Some(_slot) = state.report_slots.take(tenant, within).await else {
+        return Err(Problem::new(ErrorCode::RateLimited)
+            .detail("too many summary reports are running: retry when they are done")
+            .retry_after(1));
+    };
 
     // The three aggregates read different tables: run them at once, on three connections.
     let traffic_sql = group_by.traffic_sql();
@@ -229,7 +261,8 @@ async fn summary(
         .bind(from)
         .bind(to)
         .fetch_all(&state.db);
-    let (traffic, declines, sales) = tokio::try_join!(traffic, declines, sales)?;
+    let (traffic, declines, sales) =
+        tokio::try_join!(traffic, declines, sales).map_err(too_costly)?;
 
     let mut rows: BTreeMap<Uuid, SummaryRow> = BTreeMap::new();
     for (group, pings, pings_with_bids, posts) in traffic {
