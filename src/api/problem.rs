@@ -103,12 +103,16 @@ impl ErrorCode {
             Self::ConsentRequired => "Required consent is missing",
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::RateLimited => "Too many requests",
-            Self::Unavailable => "The database is unavailable",
+            Self::Unavailable => "Temporarily unavailable; retry later",
             Self::Overloaded => "Too many auctions in flight",
             Self::Internal => "Internal error",
         }
     }
 }
+
+/// The `Retry-After` of a database that is not there now: a pool timeout clears in about a
+/// second; a restart takes longer, and partners retry again.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// One offending place in the request, as a JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -176,6 +180,14 @@ impl Problem {
             .detail(detail)
     }
 
+    /// 503 `unavailable`: the database is not there now (a restart, a failover, a full pool);
+    /// retrying later may succeed.
+    pub fn unavailable() -> Self {
+        Problem::new(ErrorCode::Unavailable)
+            .detail("the database cannot answer now")
+            .retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    }
+
     /// 404 `not_found`: also the answer for another tenant's id, so ids reveal nothing.
     pub fn not_found() -> Self {
         Problem::new(ErrorCode::NotFound)
@@ -231,15 +243,12 @@ impl IntoResponse for Problem {
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(%error, "database unavailable");
-                Problem::new(ErrorCode::Unavailable)
-            }
-            error => {
-                tracing::error!(%error, "database error");
-                Problem::new(ErrorCode::Internal)
-            }
+        if crate::store::is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            Problem::unavailable()
+        } else {
+            tracing::error!(%error, "database error");
+            Problem::new(ErrorCode::Internal)
         }
     }
 }

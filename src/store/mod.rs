@@ -1,5 +1,6 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
+pub mod errors;
 pub mod group;
 pub mod local_pg;
 pub mod pings;
@@ -16,6 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Settings;
 use local_pg::{LocalPgOptions, LocalPostgres};
+
+pub use errors::is_unavailable;
 
 /// Name of the database Gavel uses in its private cluster.
 pub const LOCAL_DATABASE: &str = "gavel";

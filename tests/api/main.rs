@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod cli;
 mod demo;
+mod failures;
 mod fixtures;
 mod group;
 mod metrics;
