@@ -37,6 +37,9 @@ pub struct Settings {
     pub db_acquire_timeout_ms: u64,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
     pub rtb_timeout_ms: u64,
     pub delivery_timeout_ms: u64,
     pub max_in_flight_auctions: usize,
@@ -127,6 +130,20 @@ impl Settings {
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
+        if self.header_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms", "must be at least 1");
+        }
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request: an idle connection never outlives it, so a longer idle timeout would lie.
+        if !(1..=self.header_read_timeout_ms).contains(&self.idle_timeout_ms) {
+            return bad(
+                "idle_timeout_ms",
+                "must be between 1 and header_read_timeout_ms",
+            );
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
         if !(1..=2000).contains(&self.rtb_timeout_ms) {
             return bad("rtb_timeout_ms", "must be between 1 and 2000");
         }
@@ -149,6 +166,14 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -11,6 +11,7 @@ use crate::auction::ConfigError;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
+    BadRequest,
     Unauthorized,
     CampaignPaused,
     NotFound,
@@ -29,6 +30,7 @@ pub enum ErrorCode {
     InvalidConfig,
     RateLimited,
     Unavailable,
+    RequestTimeout,
     Overloaded,
     Internal,
 }
@@ -37,6 +39,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MalformedJson => "malformed_json",
+            Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::CampaignPaused => "campaign_paused",
             Self::NotFound => "not_found",
@@ -55,6 +58,7 @@ impl ErrorCode {
             Self::InvalidConfig => "invalid_config",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
@@ -62,7 +66,7 @@ impl ErrorCode {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::CampaignPaused => StatusCode::FORBIDDEN,
             Self::NotFound | Self::PingNotFound => StatusCode::NOT_FOUND,
@@ -78,7 +82,9 @@ impl ErrorCode {
             | Self::ConsentRequired
             | Self::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::RequestTimeout | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +92,7 @@ impl ErrorCode {
     pub fn title(self) -> &'static str {
         match self {
             Self::MalformedJson => "The body is not a JSON object",
+            Self::BadRequest => "The request is malformed",
             Self::Unauthorized => "Missing or unknown key",
             Self::CampaignPaused => "The campaign, its partner or its offer is not active",
             Self::NotFound => "Not found",
@@ -104,6 +111,7 @@ impl ErrorCode {
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::RateLimited => "Too many requests",
             Self::Unavailable => "Temporarily unavailable; retry later",
+            Self::RequestTimeout => "The request took too long",
             Self::Overloaded => "Too many auctions in flight",
             Self::Internal => "Internal error",
         }

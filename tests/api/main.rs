@@ -9,6 +9,7 @@ mod demo;
 mod failures;
 mod fixtures;
 mod group;
+mod hygiene;
 mod metrics;
 mod ops;
 mod ping;
