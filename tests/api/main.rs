@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod failures;
 mod fixtures;
+mod fuzz;
 mod group;
 mod hygiene;
 mod metrics;
