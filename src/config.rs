@@ -286,6 +286,14 @@ mod tests {
             ("GAVEL_LOG_FORMAT", "xml", "log_format"),
             ("GAVEL_DATABASE_URL", "mysql://x", "database_url"),
             ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
+            (
+                "GAVEL_HEADER_READ_TIMEOUT_MS",
+                "0",
+                "header_read_timeout_ms",
+            ),
+            ("GAVEL_IDLE_TIMEOUT_MS", "0", "idle_timeout_ms"),
+            ("GAVEL_IDLE_TIMEOUT_MS", "60000", "idle_timeout_ms"),
+            ("GAVEL_MAX_CONNECTIONS", "0", "max_connections"),
         ];
         for (key, value, setting) in cases {
             let error = Settings::load_from(None, env(&[(key, value)]))
