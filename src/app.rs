@@ -9,8 +9,10 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -188,10 +190,13 @@ impl MakeRequestId for MakeRequestUuidV7 {
 /// The whole HTTP surface. `extra` routes (the demo's buyer endpoints) are merged in.
 pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let settings = &state.settings;
+    // Outermost first. Every answer, the timeout's and a panic's included, passes through
+    // `track_http` (counted in /metrics) and `problem_json_errors` (always problem+json).
     let middleware = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
         ]))
+        .layer(tower::util::MapRequestLayer::new(bound_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuidV7))
         .layer(
             TraceLayer::new_for_http()
@@ -202,19 +207,21 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(track_http))
         .layer(CatchPanicLayer::custom(|_| {
             Problem::new(ErrorCode::Internal).into_response()
         }))
+        // Inside the panic catcher, whose answer is problem+json already.
+        .layer(axum::middleware::map_response(problem_json_errors))
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            Problem::new(ErrorCode::Unavailable)
-                .detail("the request took too long")
+            Problem::new(ErrorCode::RequestTimeout)
+                .detail("the request took longer than the server's request timeout")
                 .retry_after(1)
         }))
         .layer(tower::timeout::TimeoutLayer::new(
             settings.request_timeout(),
         ))
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(axum::middleware::from_fn(track_http));
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
 
     let (api, _) = api::router_and_document();
     Router::new()
@@ -224,6 +231,68 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware)
+}
+
+/// The longest `X-Request-Id` kept; a longer one, or one with other than printable ASCII, is
+/// replaced with a fresh id before it is echoed or logged.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn acceptable_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Drops a client's `X-Request-Id` that is too long or not printable (or given twice), so that
+/// `SetRequestIdLayer` makes a fresh one.
+fn bound_request_id(mut request: Request) -> Request {
+    let keep = {
+        let mut values = request.headers().get_all(&REQUEST_ID).iter();
+        match (values.next(), values.next()) {
+            (None, _) => true,
+            (Some(value), None) => acceptable_request_id(value.as_bytes()),
+            (Some(_), Some(_)) => false,
+        }
+    };
+    if !keep {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// Every error answer as problem+json: the extractors' rejections (a repeated or invalid query
+/// parameter, a path that does not parse, a body over the limit…) are plain text from axum.
+/// Their text is dropped, not passed on: it may quote what the client sent.
+async fn problem_json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if status.as_u16() < 400
+        || response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v == "application/problem+json")
+    {
+        return response;
+    }
+    let problem = match status {
+        StatusCode::NOT_FOUND => Problem::new(ErrorCode::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(ErrorCode::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(ErrorCode::PayloadTooLarge),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(ErrorCode::UnsupportedMediaType),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            Problem::new(ErrorCode::InvalidField).detail("a parameter of the request is invalid")
+        }
+        status if status.is_server_error() => Problem::new(ErrorCode::Internal),
+        _ => Problem::new(ErrorCode::BadRequest)
+            .detail("a query parameter, path segment or header is missing, repeated or invalid"),
+    };
+    let mut answer = problem.into_response();
+    // Keep what the original answer said beyond its body (`Allow` of a 405, `Retry-After`).
+    for name in [axum::http::header::ALLOW, axum::http::header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 /// Counts every request and its latency by route pattern and status.
@@ -310,10 +379,9 @@ impl Server {
             let _ = started_tx.send(());
         };
         let settlements = self.settlements;
+        let settings = self.settings.clone();
         let serve = async move {
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(signal)
-                .await?;
+            serve_connections(self.listener, self.router, &settings, signal).await;
             // Posts keep settling after their requests are answered or gone.
             settlements.close();
             settlements.wait().await;
@@ -327,6 +395,164 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Accepts connections until `signal`, then stops accepting, lets each connection finish its
+/// requests in flight (closing it once idle) and returns when all are closed.
+///
+/// Served with hyper directly for what `axum::serve` does not expose: a client must send a
+/// request's head within `header_read_timeout_ms` (hyper's timer runs from when the connection
+/// starts waiting for a head: at connection and after each answer on a keep-alive connection;
+/// hyper's `proto/h1/conn.rs`, `poll_read_head`), a connection with no request in flight is
+/// closed after `idle_timeout_ms`, and at most `max_connections` are open at once.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    settings: &Settings,
+    signal: impl Future<Output = ()>,
+) {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout());
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let idle = settings.idle_timeout();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let connections = TaskTracker::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // A connection reset before it was accepted is the client's; anything else
+                    // (out of file descriptors) clears with time.
+                    if !matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) {
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Closed at once: a client told no now can go elsewhere; one left waiting in the
+            // backlog holds its own resources and learns nothing.
+            crate::meters::connection_refused();
+            drop(stream);
+            continue;
+        };
+        let (builder, router, stopping) = (Arc::clone(&builder), router.clone(), stopping.clone());
+        connections.spawn(async move {
+            serve_connection(&builder, stream, router, idle, stopping).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection until the client closes it, it is idle for `idle`, or shutdown.
+async fn serve_connection(
+    builder: &AutoBuilder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    router: Router,
+    idle: std::time::Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let busy = activity.begin();
+            let router = router.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(router, request).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let mut connection = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(idle), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// A connection's requests in flight, and when the last one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// One request in flight until dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(Arc::clone(self))
+    }
+
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        let since = *self.since.lock().unwrap_or_else(|e| e.into_inner());
+        (self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0).then_some(since)
+    }
+
+    /// Completes once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            match self.idle_since() {
+                Some(since) if since.elapsed() >= idle => return,
+                Some(since) => tokio::time::sleep_until(since + idle).await,
+                None => tokio::time::sleep(idle).await,
+            }
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

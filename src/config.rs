@@ -41,6 +41,9 @@ pub struct Settings {
     pub db_acquire_timeout_ms: u64,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
     pub rtb_timeout_ms: u64,
     pub delivery_timeout_ms: u64,
     pub delivery_timeout_max_ms: u64,
@@ -158,6 +161,20 @@ impl Settings {
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
+        if self.header_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms", "must be at least 1");
+        }
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request: an idle connection never outlives it, so a longer idle timeout would lie.
+        if !(1..=self.header_read_timeout_ms).contains(&self.idle_timeout_ms) {
+            return bad(
+                "idle_timeout_ms",
+                "must be between 1 and header_read_timeout_ms",
+            );
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
         if !(1..=2000).contains(&self.rtb_timeout_ms) {
             return bad("rtb_timeout_ms", "must be between 1 and 2000");
         }
@@ -230,6 +247,14 @@ impl Settings {
     pub fn post_answer_deadline(&self) -> Duration {
         let timeout = self.request_timeout();
         timeout.saturating_sub((timeout / 4).min(Duration::from_secs(1)))
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -376,6 +401,14 @@ mod tests {
                 "0",
                 "max_rtb_calls_per_ping",
             ),
+            (
+                "GAVEL_HEADER_READ_TIMEOUT_MS",
+                "0",
+                "header_read_timeout_ms",
+            ),
+            ("GAVEL_IDLE_TIMEOUT_MS", "0", "idle_timeout_ms"),
+            ("GAVEL_IDLE_TIMEOUT_MS", "60000", "idle_timeout_ms"),
+            ("GAVEL_MAX_CONNECTIONS", "0", "max_connections"),
         ];
         for (key, value, setting) in cases {
             let error = Settings::load_from(None, env(&[(key, value)]))

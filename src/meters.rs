@@ -40,6 +40,11 @@ pub fn http_request(route: &str, status: u16, elapsed: Duration) {
         .record(seconds(elapsed));
 }
 
+/// A client connection closed at once because `max_connections` were open.
+pub fn connection_refused() {
+    metrics::counter!("gavel_connections_refused_total").increment(1);
+}
+
 /// A ping that ran its auction: `bids`, `no_bids` or `duplicate`.
 pub fn ping(status: &'static str, elapsed: Duration) {
     metrics::counter!("gavel_pings_total", "status" => status).increment(1);

@@ -98,7 +98,7 @@ pub async fn settle_all(
             }
             Err(error) => {
                 tracing::error!(%error, "a sale's task failed");
-                first_error.get_or_insert(sqlx::Error::Protocol(format!(
+                first_error.get_or_insert(crate::store::errors::fault(format!(
                     "a sale's task failed: {error}"
                 )));
             }

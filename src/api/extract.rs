@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
+use crate::api::strict_json::{self, Refusal};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::keys;
@@ -38,58 +39,33 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 }
             })?;
         // An amount with more digits than an f64 holds arrives as its exact text (refused as
-        // too many decimals, never rounded): `exact_json`.
+        // too many decimals, never rounded): `exact_json`. A body that is not valid JSON is
+        // left as it is, so the line and column of a syntax error are the sender's.
         let bytes = crate::exact_json::quote_inexact_numbers(&bytes);
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(object)) => match nul_pointer(&object) {
-                // PostgreSQL cannot store a NUL character in text.
-                Some(pointer) => Err(Problem::new(ErrorCode::InvalidField)
-                    .with_errors(vec![FieldError {
-                        pointer,
-                        code: ErrorCode::InvalidField,
-                    }])
-                    .detail("text must not contain NUL characters")),
-                None => Ok(JsonObject(object)),
-            },
+        match strict_json::parse(&bytes) {
+            Ok(Value::Object(object)) => Ok(JsonObject(object)),
             Ok(_) => {
                 Err(Problem::new(ErrorCode::MalformedJson).detail("the body must be a JSON object"))
             }
+            Err(Refusal::DuplicateKey(pointer)) => Err(Problem::new(ErrorCode::MalformedJson)
+                .with_errors(vec![FieldError {
+                    pointer,
+                    code: ErrorCode::MalformedJson,
+                }])
+                .detail("a key appears twice in one object")),
+            // PostgreSQL cannot store a NUL character in text.
+            Err(Refusal::Nul(pointer)) => Err(Problem::new(ErrorCode::InvalidField)
+                .with_errors(vec![FieldError {
+                    pointer,
+                    code: ErrorCode::InvalidField,
+                }])
+                .detail("text must not contain NUL characters")),
             // serde_json's message gives the line and column, never the text around them.
-            Err(error) => {
+            Err(Refusal::Syntax(error)) => {
                 Err(Problem::new(ErrorCode::MalformedJson).detail(format!("invalid JSON: {error}")))
             }
         }
     }
-}
-
-/// The JSON pointer of the first key or string that holds a NUL character.
-fn nul_pointer(object: &Map<String, Value>) -> Option<String> {
-    fn walk(value: &Value, at: &str) -> Option<String> {
-        match value {
-            Value::String(text) if text.contains('\0') => Some(at.to_owned()),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| walk(v, &format!("{at}/{i}"))),
-            Value::Object(map) => map.iter().find_map(|(key, v)| {
-                let here = format!("{at}/{}", crate::auction::pointer_token(key));
-                if key.contains('\0') {
-                    Some(here)
-                } else {
-                    walk(v, &here)
-                }
-            }),
-            _ => None,
-        }
-    }
-    object.iter().find_map(|(key, v)| {
-        let here = format!("/{}", crate::auction::pointer_token(key));
-        if key.contains('\0') {
-            Some(here)
-        } else {
-            walk(v, &here)
-        }
-    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

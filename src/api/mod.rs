@@ -10,6 +10,7 @@ pub mod partner;
 pub mod post;
 pub mod problem;
 pub mod rate_limit;
+pub mod strict_json;
 
 use axum::{Extension, Router};
 use utoipa_axum::router::OpenApiRouter;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ErrorCode, Problem};
+use crate::api::Problem;
 use crate::app::AppState;
 
 /// How long a readiness probe waits for the database.
@@ -53,10 +53,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
         Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness: database unreachable");
-            Err(Problem::new(ErrorCode::Unavailable).detail("the database is unreachable"))
+            Err(Problem::unavailable().detail("the database is unreachable"))
         }
-        Err(_) => {
-            Err(Problem::new(ErrorCode::Unavailable).detail("the database did not answer in time"))
-        }
+        Err(_) => Err(Problem::unavailable().detail("the database did not answer in time")),
     }
 }

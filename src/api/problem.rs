@@ -11,6 +11,7 @@ use crate::auction::ConfigError;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
+    BadRequest,
     Unauthorized,
     CampaignPaused,
     NotFound,
@@ -31,6 +32,7 @@ pub enum ErrorCode {
     InvalidConfig,
     RateLimited,
     Unavailable,
+    RequestTimeout,
     Overloaded,
     Internal,
 }
@@ -39,6 +41,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MalformedJson => "malformed_json",
+            Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::CampaignPaused => "campaign_paused",
             Self::NotFound => "not_found",
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::InvalidConfig => "invalid_config",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
@@ -66,7 +70,7 @@ impl ErrorCode {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::CampaignPaused => StatusCode::FORBIDDEN,
             Self::NotFound | Self::PingNotFound => StatusCode::NOT_FOUND,
@@ -85,7 +89,9 @@ impl ErrorCode {
             | Self::ConsentRequired
             | Self::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::RequestTimeout | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +99,7 @@ impl ErrorCode {
     pub fn title(self) -> &'static str {
         match self {
             Self::MalformedJson => "The body is not a JSON object",
+            Self::BadRequest => "The request is malformed",
             Self::Unauthorized => "Missing or unknown key",
             Self::CampaignPaused => "The campaign, its partner or its offer is not active",
             Self::NotFound => "Not found",
@@ -114,12 +121,17 @@ impl ErrorCode {
             Self::ConsentRequired => "Required consent is missing",
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::RateLimited => "Too many requests",
-            Self::Unavailable => "The database is unavailable",
+            Self::Unavailable => "Temporarily unavailable; retry later",
+            Self::RequestTimeout => "The request took too long",
             Self::Overloaded => "Too many auctions in flight",
             Self::Internal => "Internal error",
         }
     }
 }
+
+/// The `Retry-After` of a database that is not there now: a pool timeout clears in about a
+/// second; a restart takes longer, and partners retry again.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// One offending place in the request, as a JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -187,6 +199,14 @@ impl Problem {
             .detail(detail)
     }
 
+    /// 503 `unavailable`: the database is not there now (a restart, a failover, a full pool);
+    /// retrying later may succeed.
+    pub fn unavailable() -> Self {
+        Problem::new(ErrorCode::Unavailable)
+            .detail("the database cannot answer now")
+            .retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    }
+
     /// 404 `not_found`: also the answer for another tenant's id, so ids reveal nothing.
     pub fn not_found() -> Self {
         Problem::new(ErrorCode::NotFound)
@@ -242,23 +262,12 @@ impl IntoResponse for Problem {
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(%error, "database unavailable");
-                Problem::new(ErrorCode::Unavailable)
-            }
-            // query_canceled: the statement timeout (statement_timeout_ms) or an operator's
-            // cancel; the request may succeed when retried.
-            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
-                tracing::warn!(%error, "database statement cancelled");
-                Problem::new(ErrorCode::Unavailable)
-                    .detail("a database statement took too long")
-                    .retry_after(1)
-            }
-            error => {
-                tracing::error!(%error, "database error");
-                Problem::new(ErrorCode::Internal)
-            }
+        if crate::store::is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            Problem::unavailable()
+        } else {
+            tracing::error!(%error, "database error");
+            Problem::new(ErrorCode::Internal)
         }
     }
 }

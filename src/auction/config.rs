@@ -37,7 +37,27 @@ pub(crate) fn from_json_at<T: DeserializeOwned>(
     value: &Value,
     pointer: &str,
 ) -> Result<T, ConfigError> {
-    T::deserialize(value).map_err(|e| ConfigError::new(pointer, e.to_string()))
+    T::deserialize(value).map_err(|e| ConfigError::new(pointer, shape_error(&e)))
+}
+
+/// serde's message for a value of the wrong shape, without the value: serde quotes it
+/// ("unknown variant `…`", "invalid type: string \"…\""), and no error repeats what was sent.
+/// What is expected (Gavel's own names) comes last and is kept.
+pub fn shape_error(error: &impl std::fmt::Display) -> String {
+    let message = error.to_string();
+    let quoting = [
+        "invalid type",
+        "invalid value",
+        "unknown variant",
+        "unknown field",
+    ];
+    match quoting.iter().find(|kind| message.starts_with(*kind)) {
+        Some(kind) => match message.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("{kind}, expected {expected}"),
+            None => (*kind).to_owned(),
+        },
+        None => message,
+    }
 }
 
 /// The status column of partners, buyers, offers, campaigns and contracts.

@@ -21,7 +21,7 @@ pub use caps::{CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, perio
 pub use config::{
     CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
     MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
-    UnknownVariant, check_headers,
+    UnknownVariant, check_headers, shape_error,
 };
 pub use consent::validate_consent;
 pub use evaluate::{

@@ -41,8 +41,12 @@ pub struct AcceptRule {
 impl DeliveryConfig {
     /// Reads a `delivery` column; errors point under `/delivery`.
     pub fn parse(value: &Value) -> Result<DeliveryConfig, Vec<ConfigError>> {
-        let config: DeliveryConfig = serde_json::from_value(value.clone())
-            .map_err(|e| vec![ConfigError::new("/delivery", e.to_string())])?;
+        let config: DeliveryConfig = serde_json::from_value(value.clone()).map_err(|e| {
+            vec![ConfigError::new(
+                "/delivery",
+                crate::auction::shape_error(&e),
+            )]
+        })?;
         let mut errors = Vec::new();
         match reqwest::Url::parse(&config.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}

@@ -125,7 +125,7 @@ impl HeldConnection {
             .and_then(|mut answers| {
                 answers
                     .pop()
-                    .ok_or_else(|| sqlx::Error::Protocol("a statement lost its answer".to_owned()))
+                    .ok_or_else(|| super::errors::fault("a statement lost its answer"))
             })
     }
 }
@@ -181,11 +181,7 @@ impl<S: GroupStatement> Group<S> {
                 direct.lock().await.run_alone::<S>(request).await
             })
             .await
-            .unwrap_or_else(|_| {
-                Err(sqlx::Error::Protocol(
-                    "a statement's task ended early".to_owned(),
-                ))
-            });
+            .unwrap_or_else(|_| Err(super::errors::fault("a statement's task ended early")));
         }
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -222,8 +218,8 @@ async fn run_groups<S: GroupStatement>(
             }
             Ok(_) => {
                 for reply in replies {
-                    let _ = reply.send(Err(sqlx::Error::Protocol(
-                        "a grouped statement lost answers".to_owned(),
+                    let _ = reply.send(Err(super::errors::fault(
+                        "a grouped statement lost answers",
                     )));
                 }
             }
@@ -238,13 +234,13 @@ async fn run_groups<S: GroupStatement>(
                 let mut unreachable: Option<sqlx::Error> = None;
                 for (request, reply) in requests.into_iter().zip(replies) {
                     let answer = match &unreachable {
-                        Some(error) => Err(same_failure(error)),
+                        Some(error) => Err(super::errors::same_class(error)),
                         None => held.run_alone::<S>(request).await,
                     };
                     if let Err(error) = &answer
                         && !matches!(error, sqlx::Error::Database(_))
                     {
-                        unreachable = Some(same_failure(error));
+                        unreachable = Some(super::errors::same_class(error));
                     }
                     let _ = reply.send(answer);
                 }
@@ -253,7 +249,7 @@ async fn run_groups<S: GroupStatement>(
             // each request alone would only wait that long again, once per request.
             Err(error) => {
                 for reply in replies {
-                    let _ = reply.send(Err(same_failure(&error)));
+                    let _ = reply.send(Err(super::errors::same_class(&error)));
                 }
             }
         }
@@ -290,16 +286,5 @@ fn refused_by_a_sound_session(error: &sqlx::Error) -> bool {
             .try_downcast_ref::<PgDatabaseError>()
             .is_none_or(|error| !matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
         _ => false,
-    }
-}
-
-/// `error` again, for each request of a group that failed as a whole (sqlx's errors are not
-/// `Clone`): the same kind where it decides the answer (503 for an unreachable database).
-fn same_failure(error: &sqlx::Error) -> sqlx::Error {
-    match error {
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => sqlx::Error::Protocol(other.to_string()),
     }
 }

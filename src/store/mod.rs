@@ -1,5 +1,6 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
+pub mod errors;
 pub mod group;
 pub mod idempotency;
 pub mod local_pg;
@@ -18,6 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Settings;
 use local_pg::{LocalPgOptions, LocalPostgres};
+
+pub use errors::is_unavailable;
 
 /// Name of the database Gavel uses in its private cluster.
 pub const LOCAL_DATABASE: &str = "gavel";

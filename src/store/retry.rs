@@ -1,34 +1,12 @@
 //! Retrying a database write whose failure says "the database is not there now" (a dropped
 //! connection, a pool timeout, a restart or failover), for the writes that must not be lost:
-//! a sale's completion or release. Another change (`store::is_unavailable`) classifies the
-//! same errors for HTTP answers; this one adds the conflicts a retry resolves.
+//! a sale's completion or release. Which errors those are is [`super::is_unavailable`]'s
+//! answer, the same that makes an HTTP answer a 503.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-/// True when the same statement may well succeed if sent again: the connection or the server
-/// went away, the pool had no connection in time, or a conflict a retry resolves.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
-        // A server that closed the connection mid-message.
-        sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot
-            // connect now; 53300: too many connections; 55000: "database is not currently
-            // accepting connections"; 57014: a cancelled statement (statement timeout);
-            // 40001/40P01: serialization failure, deadlock.
-            code.starts_with("08")
-                || matches!(
-                    code.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "55000" | "57014" | "40001" | "40P01"
-                )
-        }),
-        _ => false,
-    }
-}
 
 /// Runs `attempt` until it succeeds, fails for a reason a retry cannot fix, or `deadline`
 /// passes, waiting 50 ms, then twice as long each time (at most 2 s) between attempts.
@@ -41,7 +19,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(error) if is_transient(&error) && Instant::now() + pause < deadline => {
+            Err(error) if super::is_unavailable(&error) && Instant::now() + pause < deadline => {
                 tracing::warn!(%error, "a settlement write failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));

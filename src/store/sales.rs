@@ -300,7 +300,7 @@ pub async fn reserve(
         "capped" => Err(Refusal::Capped),
         "insufficient_funds" => Err(Refusal::InsufficientFunds),
         other => {
-            return Err(sqlx::Error::Protocol(format!(
+            return Err(super::errors::fault(format!(
                 "gavel_reserve answered {other:?}"
             )));
         }

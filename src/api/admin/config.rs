@@ -992,7 +992,10 @@ fn read_payout(input: &mut Input<'_>, value: &Value) -> Option<PayoutRule> {
         // The members are sound: what is left to check is the shape.
         match serde_json::from_value::<PayoutRule>(value.clone()) {
             Ok(rule) => return Some(rule),
-            Err(error) => errors.push(ConfigError::new("/payout", error.to_string())),
+            Err(error) => errors.push(ConfigError::new(
+                "/payout",
+                crate::auction::shape_error(&error),
+            )),
         }
     }
     input.push(errors);
