@@ -226,8 +226,9 @@ impl ConfigStore {
     /// The tenant of an admin key, from the snapshot. A key not in it is looked up in the
     /// database only for the moments between its creation and its notification (a key made
     /// by `gavel tenant create` and used at once), at most a few times a second per process
-    /// and for a short time each: a flood of wrong keys costs the database nothing more, and
-    /// such a key is refused (401) at once.
+    /// and for a short time each, and only on a connection the pool has idle (a lookup never
+    /// waits for one): a flood of wrong keys costs the database nothing more, and never waits
+    /// for it; such a key is refused (401) at once.
     pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
         if let Some(tenant) = self.current.load().tenant_by_admin_key(key_hash) {
             return Some(tenant);
@@ -235,8 +236,9 @@ impl ConfigStore {
         if self.key_lookups.check().is_err() {
             return None;
         }
+        let mut connection = self.db.try_acquire()?;
         crate::meters::admin_key_lookup();
-        let lookup = super::tenants::admin_key_tenant(&self.db, key_hash);
+        let lookup = super::tenants::admin_key_tenant(&mut *connection, key_hash);
         match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(tenant)) => tenant,
             Ok(Err(error)) => {

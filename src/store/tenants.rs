@@ -72,7 +72,7 @@ pub async fn insert_admin_key(
 
 /// The tenant of a valid (not revoked) admin key, by the key's hash.
 pub async fn admin_key_tenant(
-    db: &PgPool,
+    db: &mut sqlx::PgConnection,
     key_hash: &[u8; 32],
 ) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
