@@ -238,7 +238,7 @@ impl ConfigStore {
         }
         let mut connection = self.db.try_acquire()?;
         crate::meters::admin_key_lookup();
-        let lookup = super::tenants::admin_key_tenant(&mut *connection, key_hash);
+        let lookup = super::tenants::admin_key_tenant(&mut connection, key_hash);
         match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(tenant)) => tenant,
             Ok(Err(error)) => {
