@@ -435,16 +435,19 @@ fn socket_dir_for(data_dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf> {
         return Ok(dir);
     }
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
+        // Only a directory this call made is handed over: chown follows symbolic links, and
+        // the name is predictable, so anyone could have planted one there beforehand.
+        Ok(()) => {
+            if let Some(user) = run_as {
+                std::os::unix::fs::lchown(&dir, Some(user.uid), Some(user.gid))?;
+            }
+        }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(error) => {
             return Err(error).with_context(|| format!("cannot create {}", dir.display()));
         }
     }
-    if let Some(user) = run_as {
-        chown_tree(&dir, user)?;
-    }
-    // A directory someone else made in /tmp beforehand must not be trusted with the socket.
+    // A directory (or link) someone else made in /tmp must not be trusted with the socket.
     let metadata = fs::symlink_metadata(&dir)?;
     let owner = run_as.map_or_else(|| Uid::effective().as_raw(), |user| user.uid);
     if !metadata.is_dir() || metadata.uid() != owner || metadata.mode() & 0o077 != 0 {
@@ -490,4 +493,39 @@ fn read_log_from(path: &Path, offset: u64) -> String {
     let text = fs::read(path).unwrap_or_default();
     let start = (offset as usize).min(text.len());
     String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_directory_planted_beforehand_is_refused_and_left_alone() {
+        let base = tempfile::tempdir().unwrap();
+        // Too long for a socket in the data directory itself: the socket goes under /tmp.
+        let data_dir = base.path().join("d".repeat(100));
+        let planned = socket_dir_path(&data_dir);
+        assert_ne!(planned, data_dir);
+        // Another account plants a link there, to a directory of its choosing.
+        let target = tempfile::tempdir().unwrap();
+        let _ = fs::remove_file(&planned);
+        std::os::unix::fs::symlink(target.path(), &planned).unwrap();
+        let before = fs::metadata(target.path()).unwrap();
+
+        let refused = socket_dir_for(&data_dir, run_as().unwrap().as_ref());
+        fs::remove_file(&planned).unwrap();
+        assert!(refused.is_err(), "a planted link was trusted");
+        let after = fs::metadata(target.path()).unwrap();
+        assert_eq!(
+            (after.uid(), after.mode()),
+            (before.uid(), before.mode()),
+            "the link's target was handed over"
+        );
+
+        // Made by Gavel itself, it is private to the cluster's owner.
+        let dir = socket_dir_for(&data_dir, run_as().unwrap().as_ref()).unwrap();
+        let made = fs::symlink_metadata(&dir).unwrap();
+        assert!(made.is_dir() && made.mode() & 0o077 == 0);
+        fs::remove_dir(&dir).unwrap();
+    }
 }
