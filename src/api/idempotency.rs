@@ -33,15 +33,17 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
-/// Runs `run` once per key of `scope` (see the module).
+/// Runs `run` once per key of `scope` (see the module). `run` and the keeping of its answer
+/// go on in a task of their own: a request cut by its timeout or left by its client still
+/// finishes its key (or gives it back), instead of leaving it "in progress" until it expires.
 pub async fn once<Fut>(
     state: &AppState,
-    scope: KeyScope<'_>,
+    scope: KeyScope,
     request_sha256: [u8; 32],
-    run: impl FnOnce() -> Fut,
+    run: Fut,
 ) -> Response
 where
-    Fut: Future<Output = Response>,
+    Fut: Future<Output = Response> + Send + 'static,
 {
     let keep = state.settings.idempotency_key_hours;
     match idempotency::begin(&state.db, &scope, &request_sha256, keep).await {
@@ -54,15 +56,24 @@ where
             .into_response(),
         Ok(Begin::Replay(stored)) => replay(state, scope.tenant_id, stored).await,
         Ok(Begin::Run) => {
-            let response = run().await;
-            keep_answer(state, &scope, response).await
+            let state = state.clone();
+            let task = tokio::spawn(async move {
+                let response = run.await;
+                keep_answer(&state, &scope, response).await
+            });
+            task.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "an idempotent request's task failed");
+                Problem::new(ErrorCode::Internal).into_response()
+            })
         }
     }
 }
 
-/// Keeps the first answer (a failure of ours gives the key back, so that a retry runs again:
-/// such an answer means nothing it covers was done) and sends it.
-async fn keep_answer(state: &AppState, scope: &KeyScope<'_>, response: Response) -> Response {
+/// Keeps the first answer and sends it. A failure of ours gives the key back, so that a retry
+/// runs again, unless the key's answer was already kept: a request that keeps its answer in
+/// its own transaction (funds) and whose commit's acknowledgement was lost did commit, and its
+/// retry is answered what it did.
+async fn keep_answer(state: &AppState, scope: &KeyScope, response: Response) -> Response {
     let status = response.status();
     if status.is_server_error() {
         if let Err(error) = idempotency::abandon(&state.db, scope).await {

@@ -596,26 +596,29 @@ async fn direct_post(
     let campaign = authenticate(&state, &headers, &body)?;
     let key = idempotency::key_of(&headers)?;
     let request_sha256 = body_sha256(&body);
-    let run = || async {
-        match run_direct(&state, &campaign, body, slot, started).await {
-            Ok(response) => response,
-            Err(problem) => {
-                record_refusal(&state, &campaign, "direct", None, &problem, started).await;
-                problem.into_response()
-            }
-        }
-    };
-    let Some(key) = key else {
-        return Ok(run().await);
-    };
     // Keys are the campaign's: another campaign's (or tenant's) key never collides.
-    let scope = KeyScope {
+    let scope = key.map(|key| KeyScope {
         tenant_id: campaign.tenant.id,
         route: "leads",
         scope_id: campaign.campaign.id,
-        key: &key,
+        key,
+    });
+    let run = {
+        let state = state.clone();
+        async move {
+            match run_direct(&state, &campaign, body, slot, started).await {
+                Ok(response) => response,
+                Err(problem) => {
+                    record_refusal(&state, &campaign, "direct", None, &problem, started).await;
+                    problem.into_response()
+                }
+            }
+        }
     };
-    Ok(idempotency::once(&state, scope, request_sha256, run).await)
+    match scope {
+        Some(scope) => Ok(idempotency::once(&state, scope, request_sha256, run).await),
+        None => Ok(run.await),
+    }
 }
 
 async fn run_direct(

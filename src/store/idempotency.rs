@@ -7,11 +7,12 @@ use uuid::Uuid;
 
 /// Where a key is unique: its tenant, its route, and the route's scope (a direct post's
 /// campaign; the tenant for funds).
-pub struct KeyScope<'a> {
+#[derive(Clone)]
+pub struct KeyScope {
     pub tenant_id: Uuid,
     pub route: &'static str,
     pub scope_id: Uuid,
-    pub key: &'a str,
+    pub key: String,
 }
 
 /// A kept answer.
@@ -38,7 +39,7 @@ pub enum Begin {
 /// expired. One statement: of concurrent requests with one key, exactly one gets `Run`.
 pub async fn begin(
     db: &PgPool,
-    scope: &KeyScope<'_>,
+    scope: &KeyScope,
     request_sha256: &[u8; 32],
     keep_hours: u32,
 ) -> Result<Begin, sqlx::Error> {
@@ -54,7 +55,7 @@ pub async fn begin(
     .bind(scope.tenant_id)
     .bind(scope.route)
     .bind(scope.scope_id)
-    .bind(scope.key)
+    .bind(&scope.key)
     .bind(&request_sha256[..])
     .bind(f64::from(keep_hours))
     .fetch_optional(db)
@@ -77,7 +78,7 @@ pub async fn begin(
     .bind(scope.tenant_id)
     .bind(scope.route)
     .bind(scope.scope_id)
-    .bind(scope.key)
+    .bind(&scope.key)
     .fetch_optional(db)
     .await?;
     Ok(match row {
@@ -102,8 +103,8 @@ pub async fn begin(
 
 /// Keeps the key's first answer.
 pub async fn finish(
-    db: &PgPool,
-    scope: &KeyScope<'_>,
+    db: impl sqlx::PgExecutor<'_>,
+    scope: &KeyScope,
     answer: &StoredAnswer,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -113,7 +114,7 @@ pub async fn finish(
     .bind(scope.tenant_id)
     .bind(scope.route)
     .bind(scope.scope_id)
-    .bind(scope.key)
+    .bind(&scope.key)
     .bind(answer.http_status)
     .bind(&answer.content_type)
     .bind(&answer.response)
@@ -125,7 +126,7 @@ pub async fn finish(
 
 /// Gives the key back (its request failed on our side and changed nothing the key covers): a
 /// retry runs again.
-pub async fn abandon(db: &PgPool, scope: &KeyScope<'_>) -> Result<(), sqlx::Error> {
+pub async fn abandon(db: &PgPool, scope: &KeyScope) -> Result<(), sqlx::Error> {
     sqlx::query(
         "DELETE FROM idempotency_keys
          WHERE tenant_id = $1 AND route = $2 AND scope_id = $3 AND key = $4 AND http_status IS NULL",
@@ -133,7 +134,7 @@ pub async fn abandon(db: &PgPool, scope: &KeyScope<'_>) -> Result<(), sqlx::Erro
     .bind(scope.tenant_id)
     .bind(scope.route)
     .bind(scope.scope_id)
-    .bind(scope.key)
+    .bind(&scope.key)
     .execute(db)
     .await?;
     Ok(())

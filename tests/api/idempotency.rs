@@ -236,3 +236,42 @@ async fn a_settling_direct_post_is_completed_by_its_keys_retry(pool: PgPool) {
     );
     assert_eq!(delivered.load(Ordering::SeqCst), 1);
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_direct_post_whose_client_hung_up_keeps_its_answer_for_the_keys_retry(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let (delivery, delivered) = counting_buyer(Duration::from_millis(1000)).await;
+    let spec = ContractSpec {
+        delivery: Some(delivery),
+        ..ContractSpec::fixed(Some(4000), None)
+    };
+    exchange.buyer_with(100_000, spec).await;
+    let app = spawn_app(pool.clone()).await;
+    let key = exchange.posting_key.clone();
+    let body = direct_body("ada@example.com");
+
+    // The client gives up while the buyer takes the lead: the request's handler is dropped.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url("/v1/leads"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "hung-up-1")
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was expected to give up");
+
+    // Once the sale is done, the key's retry is answered what happened, not "in progress".
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, replayed, text) = send(&app, "/v1/leads", &key, Some("hung-up-1"), &body).await;
+    assert_eq!((status, replayed), (200, true), "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["status"],
+        "sold"
+    );
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(sales_count(&pool).await, 1);
+}

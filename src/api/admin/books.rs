@@ -23,7 +23,7 @@ use crate::api::{Problem, idempotency};
 use crate::app::AppState;
 use crate::auction::ConfigError;
 use crate::money::Money;
-use crate::store::idempotency::KeyScope;
+use crate::store::idempotency::{self as store_idempotency, KeyScope, StoredAnswer};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -91,7 +91,9 @@ async fn add_funds(
     JsonObject(body): JsonObject,
 ) -> Result<Response, Problem> {
     let Some(key) = idempotency::key_of(&headers)? else {
-        return Ok(move_funds(&state, tenant, &id, &body).await.into_response());
+        return Ok(move_funds(&state, tenant, &id, &body, None)
+            .await
+            .into_response());
     };
     // The request is its buyer and its body (serde_json's map is ordered by key).
     let request: [u8; 32] =
@@ -101,12 +103,17 @@ async fn add_funds(
         tenant_id: tenant,
         route: "funds",
         scope_id: tenant,
-        key: &key,
+        key,
     };
-    Ok(idempotency::once(&state, scope, request, || async {
-        move_funds(&state, tenant, &id, &body).await.into_response()
-    })
-    .await)
+    let run = {
+        let (state, scope) = (state.clone(), scope.clone());
+        async move {
+            move_funds(&state, tenant, &id, &body, Some(&scope))
+                .await
+                .into_response()
+        }
+    };
+    Ok(idempotency::once(&state, scope, request, run).await)
 }
 
 async fn move_funds(
@@ -114,6 +121,7 @@ async fn move_funds(
     tenant: Uuid,
     id: &str,
     body: &Map<String, Value>,
+    key: Option<&KeyScope>,
 ) -> Result<(StatusCode, Json<FundsReceipt>), Problem> {
     let buyer_id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
@@ -142,15 +150,24 @@ async fn move_funds(
     .bind(state.clock.now())
     .fetch_one(&mut *tx)
     .await?;
+    let receipt = FundsReceipt {
+        entry: entry.into(),
+        balance: Money::from_cents(balance),
+    };
+    // The key's answer commits with the money it answers for: whatever happens to the commit's
+    // acknowledgement, a retry finds either both or neither.
+    if let Some(key) = key {
+        let answer = StoredAnswer {
+            http_status: i32::from(StatusCode::CREATED.as_u16()),
+            content_type: Some("application/json".to_owned()),
+            response: serde_json::to_string(&receipt).ok(),
+            ping_id: None,
+        };
+        store_idempotency::finish(&mut *tx, key, &answer).await?;
+    }
     tx.commit().await?;
     state.ping_states.forget_balance(tenant, buyer_id);
-    Ok((
-        StatusCode::CREATED,
-        Json(FundsReceipt {
-            entry: entry.into(),
-            balance: Money::from_cents(balance),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(receipt)))
 }
 
 /// `amount` (not zero, at most 2 decimals) and an optional `note`.
