@@ -113,17 +113,23 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
         _ if first & 0xff00 == 0xff00 => Refusal::Multicast,
         // NAT64 for local use (RFC 8215): reaches whatever IPv4 address the network maps.
         0x0064 if segments[1] == 0xff9b && segments[2] == 1 => Refusal::Reserved,
+        // Teredo (2001::/32) tunnels to an IPv4 address through relays; documentation
+        // (2001:db8::/32) is never a real buyer.
+        0x2001 if segments[1] == 0 || segments[1] == 0x0db8 => Refusal::Reserved,
         _ => return None,
     })
 }
 
 /// The IPv4 address an IPv6 address carries and reaches: IPv4-mapped (`::ffff:a.b.c.d`),
-/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`).
+/// IPv4-compatible (`::a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0, 0, ..] => Some(low),
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0, 0, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => {
+            Some(low)
+        }
         [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(low),
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
             (hi >> 8) as u8,
@@ -402,6 +408,13 @@ mod tests {
             ("::169.254.169.254", Some(Refusal::Metadata)),
             ("64:ff9b::a9fe:a9fe", Some(Refusal::Metadata)),
             ("2002:a9fe:a9fe::1", Some(Refusal::Metadata)),
+            ("::ffff:0:169.254.169.254", Some(Refusal::Metadata)),
+            ("::ffff:0:7f00:1", Some(Refusal::Loopback)),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                Some(Refusal::Reserved),
+            ),
+            ("2001:db8::1", Some(Refusal::Reserved)),
             ("127.0.0.1", Some(Refusal::Loopback)),
             ("127.255.0.9", Some(Refusal::Loopback)),
             ("::1", Some(Refusal::Loopback)),
