@@ -121,7 +121,8 @@ pub async fn fan_out(
             }
         });
     }
-    let called = if wanted.len() > shared.max_rtb_calls {
+    // Under the bound every wanted call is made: no ranking, no allocation for it.
+    let ranked = (wanted.len() > shared.max_rtb_calls).then(|| {
         let candidates: Vec<RtbCandidate> = wanted
             .iter()
             .map(|&(index, _)| {
@@ -138,13 +139,11 @@ pub async fn fan_out(
             })
             .collect();
         rtb_calls(&candidates, shared.max_rtb_calls)
-    } else {
-        vec![true; wanted.len()]
-    };
+    });
     let mut calls = JoinSet::new();
     let mut call_index = HashMap::new();
-    for ((index, state), called) in wanted.into_iter().zip(called) {
-        if !called {
+    for (rank, (index, state)) in wanted.into_iter().enumerate() {
+        if ranked.as_ref().is_some_and(|called| !called[rank]) {
             let decline = Decline {
                 reason: DeclineReason::RtbLimit,
                 detail: Some(format!(
