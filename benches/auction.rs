@@ -185,6 +185,7 @@ fn bench_fan_out(c: &mut Criterion) {
         sale_types: Mode::Hybrid.sale_types(),
         http: gavel::buyers::Outbound::new(Default::default()).expect("an HTTP client"),
         max_rtb_calls: 50,
+        rtb_timeout_ms: 200,
     });
     let no_sales = std::collections::HashMap::new();
     let mut group = c.benchmark_group("fan_out");

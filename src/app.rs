@@ -197,6 +197,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
             axum::http::header::AUTHORIZATION,
         ]))
         .layer(tower::util::MapRequestLayer::new(bound_request_id))
+        .layer(tower::util::MapRequestLayer::new(mark_arrival))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuidV7))
         .layer(
             TraceLayer::new_for_http()
@@ -293,6 +294,18 @@ async fn problem_json_errors(response: axum::response::Response) -> axum::respon
         }
     }
     answer
+}
+
+/// When a request's head arrived, before its body was read: the request timeout counts from
+/// here, so a post's answer deadline must too (a slow body leaves the handler less time).
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived(pub std::time::Instant);
+
+fn mark_arrival(mut request: Request) -> Request {
+    request
+        .extensions_mut()
+        .insert(Arrived(std::time::Instant::now()));
+    request
 }
 
 /// Counts every request and its latency by route pattern and status.

@@ -190,14 +190,16 @@ impl Settings {
                 "must be at most delivery_timeout_max_ms",
             );
         }
-        // A post's request must outlast its slowest settlement: the direct post's RTB round,
-        // the longest delivery, and the database work around them.
-        let needed = self.delivery_timeout_max_ms + self.rtb_timeout_ms + POST_MARGIN_MS;
+        // A post's request must outlast its slowest settlement: the direct post's RTB round
+        // (a contract may set up to MAX_RTB_TIMEOUT_MS, whatever the default), the longest
+        // delivery, and the database work around them.
+        let rtb_max = u64::from(crate::auction::MAX_RTB_TIMEOUT_MS);
+        let needed = self.delivery_timeout_max_ms + rtb_max + POST_MARGIN_MS;
         if self.request_timeout_ms < needed {
             return bad(
                 "request_timeout_ms",
                 &format!(
-                    "must be at least delivery_timeout_max_ms + rtb_timeout_ms + {POST_MARGIN_MS} ({needed})"
+                    "must be at least delivery_timeout_max_ms + {rtb_max} (the longest RTB timeout) + {POST_MARGIN_MS} ({needed})"
                 ),
             );
         }
@@ -451,11 +453,22 @@ mod tests {
             None,
             env(&[
                 ("GAVEL_DELIVERY_TIMEOUT_MAX_MS", "60000"),
-                ("GAVEL_REQUEST_TIMEOUT_MS", "64200"),
+                ("GAVEL_REQUEST_TIMEOUT_MS", "66000"),
             ]),
         )
         .unwrap();
         assert_eq!(settings.delivery_timeout_max(), Duration::from_secs(60));
+        // A contract may set a 2 s RTB timeout whatever `rtb_timeout_ms` says.
+        let error = Settings::load_from(
+            None,
+            env(&[
+                ("GAVEL_DELIVERY_TIMEOUT_MAX_MS", "60000"),
+                ("GAVEL_REQUEST_TIMEOUT_MS", "64200"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("66000"), "{error}");
         let error = Settings::load_from(None, env(&[("GAVEL_DELIVERY_TIMEOUT_MS", "26000")]))
             .unwrap_err()
             .to_string();

@@ -38,6 +38,8 @@ pub struct AuctionInput {
     pub now: DateTime<Utc>,
     /// The most bid requests the ping makes (`max_rtb_calls_per_ping`).
     pub max_rtb_calls: usize,
+    /// A bid request's timeout when its contract names none (`rtb_timeout_ms`).
+    pub rtb_timeout_ms: u32,
 }
 
 /// How the auction ended.
@@ -74,6 +76,8 @@ pub struct SharedPing {
     pub http: crate::buyers::Outbound,
     /// The most bid requests this ping makes (`max_rtb_calls_per_ping`).
     pub max_rtb_calls: usize,
+    /// A bid request's timeout when its contract names none (`rtb_timeout_ms`).
+    pub rtb_timeout_ms: u32,
 }
 
 /// Evaluates every contract (`states[i]` belongs to `contracts[i]`) and returns their results
@@ -117,7 +121,8 @@ pub async fn fan_out(
             }
         });
     }
-    let called = if wanted.len() > shared.max_rtb_calls {
+    // Under the bound every wanted call is made: no ranking, no allocation for it.
+    let ranked = (wanted.len() > shared.max_rtb_calls).then(|| {
         let candidates: Vec<RtbCandidate> = wanted
             .iter()
             .map(|&(index, _)| {
@@ -134,13 +139,11 @@ pub async fn fan_out(
             })
             .collect();
         rtb_calls(&candidates, shared.max_rtb_calls)
-    } else {
-        vec![true; wanted.len()]
-    };
+    });
     let mut calls = JoinSet::new();
     let mut call_index = HashMap::new();
-    for ((index, state), called) in wanted.into_iter().zip(called) {
-        if !called {
+    for (rank, (index, state)) in wanted.into_iter().enumerate() {
+        if ranked.as_ref().is_some_and(|called| !called[rank]) {
             let decline = Decline {
                 reason: DeclineReason::RtbLimit,
                 detail: Some(format!(
@@ -255,6 +258,7 @@ pub async fn run(
         sale_types: offer.rules.mode.sale_types(),
         http: http.clone(),
         max_rtb_calls: input.max_rtb_calls,
+        rtb_timeout_ms: input.rtb_timeout_ms,
     });
     let states = contracts
         .iter()
@@ -405,7 +409,7 @@ async fn ask_buyer(
         sale_types: ping.sale_types,
         lead: &ping.lead,
         test: ping.test,
-        tmax_ms: pricing.timeout_ms(),
+        tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
     let answer = match reply {
@@ -416,7 +420,7 @@ async fn ask_buyer(
         }),
         Exchange::TimedOut => Err(Decline {
             reason: DeclineReason::RtbTimeout,
-            detail: Some(format!("no answer within {} ms", pricing.timeout_ms())),
+            detail: Some(format!("no answer within {} ms", request.tmax_ms)),
         }),
         Exchange::Failed(error) => Err(Decline {
             reason: DeclineReason::RtbError,

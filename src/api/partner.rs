@@ -180,6 +180,9 @@ pub async fn auction(
         test,
         now,
         max_rtb_calls: state.settings.max_rtb_calls_per_ping,
+        // Validated at load to be at most MAX_RTB_TIMEOUT_MS.
+        rtb_timeout_ms: u32::try_from(state.settings.rtb_timeout_ms)
+            .unwrap_or(crate::auction::MAX_RTB_TIMEOUT_MS),
     };
     let outcome = evaluate::run(&state.ping_states, &state.http, campaign, &input).await?;
 

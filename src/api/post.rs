@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -19,7 +19,7 @@ use crate::api::extract::JsonObject;
 use crate::api::idempotency;
 use crate::api::partner::{self, PingRequest, authenticate, elapsed_us, invalid, lead_problem};
 use crate::api::{ErrorCode, FieldError, Problem};
-use crate::app::AppState;
+use crate::app::{AppState, Arrived};
 use crate::auction::{
     LeadError, SaleType, check_post_matches_ping, validate_consent, validate_post,
 };
@@ -88,9 +88,16 @@ fn source_of(campaign: &CampaignContext) -> PostSource {
     }
 }
 
-/// When a post (or its retry) that began at `started` answers "settling" rather than wait on.
-fn answer_deadline(state: &AppState, started: Instant) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(started) + state.settings.post_answer_deadline()
+/// When a post (or its retry) whose request arrived at `arrived` answers "settling" rather than
+/// wait on: counted, as the request timeout is, from the request's arrival (its body's reading
+/// included), not from the handler's start.
+fn answer_deadline(state: &AppState, arrived: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(arrived) + state.settings.post_answer_deadline()
+}
+
+/// The request's arrival (see [`Arrived`]); now if the layer is absent.
+fn arrival(arrived: Option<Extension<Arrived>>) -> Instant {
+    arrived.map_or_else(Instant::now, |Extension(Arrived(at))| at)
 }
 
 fn now_of(state: &AppState) -> DateTime<Utc> {
@@ -146,10 +153,12 @@ async fn record_refusal(
         example = json!({"ping_id": "01937c9e-…", "status": "settling"}))))]
 async fn post_lead(
     State(state): State<AppState>,
+    arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
     body: Result<JsonObject, Problem>,
 ) -> Result<PostAnswer, Problem> {
     let started = Instant::now();
+    let arrived = arrival(arrived);
     let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
@@ -157,7 +166,7 @@ async fn post_lead(
         .get("ping_id")
         .and_then(Value::as_str)
         .and_then(|id| id.parse::<Uuid>().ok());
-    match run_post(&state, &campaign, body, slot, started).await {
+    match run_post(&state, &campaign, body, slot, started, arrived).await {
         Ok(answer) => Ok(answer),
         Err(problem) => {
             record_refusal(&state, &campaign, "post", ping_id, &problem, started).await;
@@ -268,9 +277,10 @@ async fn run_post(
     body: Map<String, Value>,
     slot: OwnedSemaphorePermit,
     started: Instant,
+    arrived: Instant,
 ) -> Result<PostAnswer, Problem> {
     let request = parse_post(body)?;
-    post_to_winners(state, campaign, request, "post", slot, started).await
+    post_to_winners(state, campaign, request, "post", slot, started, arrived).await
 }
 
 /// Validates, claims and settles a post of one of this campaign's pings (SPEC §5.6).
@@ -281,6 +291,7 @@ async fn post_to_winners(
     kind: &'static str,
     slot: OwnedSemaphorePermit,
     started: Instant,
+    arrived: Instant,
 ) -> Result<PostAnswer, Problem> {
     let now = now_of(state);
     let tenant_id = campaign.tenant.id;
@@ -302,7 +313,7 @@ async fn post_to_winners(
             claimed,
             &request.body_sha256,
             ping.post_response,
-            answer_deadline(state, started),
+            answer_deadline(state, arrived),
         )
         .await;
     }
@@ -371,7 +382,7 @@ async fn post_to_winners(
             &body_sha256,
             &request.body_sha256,
             None,
-            answer_deadline(state, started),
+            answer_deadline(state, arrived),
         )
         .await;
     }
@@ -437,7 +448,7 @@ async fn post_to_winners(
     // "settling" (never a 503) when the settlement outlasts the request's deadline or could not
     // write its end (the interrupted-sale sweep finishes it); the same post sent again
     // receives the final answer.
-    match tokio::time::timeout_at(answer_deadline(state, started), settling).await {
+    match tokio::time::timeout_at(answer_deadline(state, arrived), settling).await {
         Ok(Ok(Ok(body))) => Ok(PostAnswer {
             body,
             replayed: false,
@@ -587,10 +598,12 @@ async fn replay(
         example = json!({"ping_id": "01937c9e-…", "status": "settling"}))))]
 async fn direct_post(
     State(state): State<AppState>,
+    arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
     body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     let started = Instant::now();
+    let arrived = arrival(arrived);
     let slot = state.auction_slot()?;
     let JsonObject(body) = body?;
     let campaign = authenticate(&state, &headers, &body)?;
@@ -606,7 +619,7 @@ async fn direct_post(
     let run = {
         let state = state.clone();
         async move {
-            match run_direct(&state, &campaign, body, slot, started).await {
+            match run_direct(&state, &campaign, body, slot, started, arrived).await {
                 Ok(response) => response,
                 Err(problem) => {
                     record_refusal(&state, &campaign, "direct", None, &problem, started).await;
@@ -627,6 +640,7 @@ async fn run_direct(
     mut body: Map<String, Value>,
     slot: OwnedSemaphorePermit,
     started: Instant,
+    arrived: Instant,
 ) -> Result<Response, Problem> {
     partner::admit(state, campaign)?;
     const KNOWN: [&str; 6] = [
@@ -702,7 +716,7 @@ async fn run_direct(
         sale_type: auction.sale_type,
     };
     Ok(
-        post_to_winners(state, campaign, request, "direct", slot, started)
+        post_to_winners(state, campaign, request, "direct", slot, started, arrived)
             .await?
             .into_response(),
     )

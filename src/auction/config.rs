@@ -353,7 +353,8 @@ pub struct FixedPricing {
     pub shared: Option<Money>,
 }
 
-/// Default RTB timeout when the contract names none (SPEC §3.1).
+/// Default RTB timeout when neither the contract nor the server's `rtb_timeout_ms` names one
+/// (SPEC §3.1).
 pub const DEFAULT_RTB_TIMEOUT_MS: u32 = 200;
 /// Longest RTB timeout a contract may set (SPEC §3.1).
 pub const MAX_RTB_TIMEOUT_MS: u32 = 2000;
@@ -384,9 +385,9 @@ pub struct RtbPricing {
 }
 
 impl RtbPricing {
-    /// The call's timeout: the contract's, or 200 ms.
-    pub fn timeout_ms(&self) -> u32 {
-        self.timeout_ms.unwrap_or(DEFAULT_RTB_TIMEOUT_MS)
+    /// The call's timeout: the contract's, or `default_ms` (the server's `rtb_timeout_ms`).
+    pub fn timeout_ms_or(&self, default_ms: u32) -> u32 {
+        self.timeout_ms.unwrap_or(default_ms)
     }
 
     /// JSON pointer of the exclusive bid in the answer.
@@ -695,7 +696,7 @@ mod tests {
         else {
             panic!("not rtb");
         };
-        assert_eq!(rtb.timeout_ms(), 200);
+        assert_eq!(rtb.timeout_ms_or(DEFAULT_RTB_TIMEOUT_MS), 200);
         assert_eq!(rtb.exclusive_bid_path(), "/exclusive_bid");
         assert_eq!(rtb.shared_bid_path(), "/shared_bid");
         assert_eq!(rtb.ref_path(), "/ref");

@@ -20,14 +20,14 @@ pub struct BidRequest<'a> {
     pub tmax_ms: u32,
 }
 
-/// Sends the bid request; never takes longer than the contract's timeout.
+/// Sends the bid request; never takes longer than its `tmax_ms`.
 pub async fn request_bids(
     http: &super::Outbound,
     pricing: &RtbPricing,
     request: &BidRequest<'_>,
 ) -> (Exchange, Duration) {
     let started = Instant::now();
-    let timeout = Duration::from_millis(u64::from(pricing.timeout_ms()));
+    let timeout = Duration::from_millis(u64::from(request.tmax_ms));
     let exchange = super::post_json(http, &pricing.url, &pricing.headers, request, timeout).await;
     (exchange, started.elapsed())
 }

@@ -335,6 +335,39 @@ async fn a_ping_calls_at_most_the_bound_of_rtb_buyers_best_ranked_first(pool: Pg
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_contract_naming_no_rtb_timeout_gets_the_servers_rtb_timeout_ms(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "multisell").await;
+    let rtb = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/bid"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "shared_bid": "10.00" }))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .mount(&rtb)
+        .await;
+    // No `timeout_ms`: 500 ms is beyond the built-in 200 ms, within the server's 1500 ms.
+    let spec = ContractSpec {
+        pricing: Some(json!({ "type": "rtb", "url": format!("{}/bid", rtb.uri()) })),
+        ..Default::default()
+    };
+    exchange.buyer_with(100_000, spec).await;
+    let mut settings = test_settings();
+    settings.rtb_timeout_ms = 1500;
+    let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+
+    let (status, answer) = app
+        .ping(&exchange.posting_key, json!({ "lead": ping_lead() }))
+        .await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("bids")),
+        "{answer}"
+    );
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn admin_keys_are_checked_in_memory_new_ones_work_and_revoked_ones_stop(pool: PgPool) {
     let exchange = Exchange::create(&pool, "hybrid").await;
     let mut settings = test_settings();

@@ -356,6 +356,66 @@ async fn a_post_outlasting_its_request_answers_settling_and_its_retry_the_final_
     assert_eq!(stored.unwrap()["status"], "sold");
 }
 
+/// POSTs `body` to `path` over raw TCP, its head at once and its body in four pieces over
+/// about a second (a slow client); returns the status and the body's text.
+async fn post_slowly(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = app.address;
+    let (path, key, body) = (path.to_owned(), key.to_owned(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        for piece in body.as_bytes().chunks(body.len().div_ceil(4)) {
+            std::thread::sleep(Duration::from_millis(250));
+            stream.write_all(piece).unwrap();
+        }
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let text = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, text)
+    })
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_post_whose_body_arrives_slowly_answers_settling_before_its_request_times_out(
+    pool: PgPool,
+) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    // 1.2 s: within the 1.5 s answer deadline counted from the handler's start, but the body
+    // takes about 1 s to arrive, and the 2 s request timeout counts from the request's arrival.
+    let delivery = slow_buyer(Duration::from_millis(1200), 10_000).await;
+    let spec = ContractSpec {
+        delivery: Some(delivery),
+        ..ContractSpec::fixed(Some(4000), None)
+    };
+    exchange.buyer_with(100_000, spec).await;
+    let mut settings = test_settings();
+    settings.request_timeout_ms = 2000;
+    let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+
+    let ping = ping_with_bids(&app, &exchange.posting_key).await;
+    let (status, text) =
+        post_slowly(&app, "/v1/post", &exchange.posting_key, &post_body(&ping)).await;
+    assert_eq!(status, 202, "not 503 while the sale goes on: {text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["status"], "settling");
+    let (status, replayed, text) = app
+        .post_raw("/v1/post", &exchange.posting_key, &post_body(&ping))
+        .await;
+    assert_eq!((status, replayed), (200, true), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["status"], "sold");
+}
+
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_contracts_delivery_timeout_is_cut_to_the_longest_allowed(pool: PgPool) {
     let exchange = Exchange::create(&pool, "exclusive").await;

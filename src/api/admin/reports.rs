@@ -195,21 +195,17 @@ impl GroupBy {
     }
 }
 
-/// A report cancelled by the statement timeout is 503 with a detail that says what to do.
+/// A report the database could not answer (cancelled by the statement timeout, most likely)
+/// is the usual 503, with a detail that says what to do.
 fn too_costly(error: sqlx::Error) -> Problem {
-    match &error {
-        // query_canceled
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-            tracing::warn!(%error, "summary report cancelled");
-            Problem::new(ErrorCode::Unavailable)
-                .detail(
-                    "the report took longer than the statement timeout (statement_timeout_ms): \
-                     ask for a shorter range",
-                )
-                .retry_after(1)
-        }
-        _ => error.into(),
+    let problem = Problem::from(error);
+    if problem.code != ErrorCode::Unavailable {
+        return problem;
     }
+    problem.detail(
+        "the database could not answer the report in time (a report running longer than the \
+         statement timeout, statement_timeout_ms, is cancelled): retry, or ask for a shorter range",
+    )
 }
 
 /// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin and the
