@@ -226,9 +226,9 @@ impl ConfigStore {
     /// The tenant of an admin key, from the snapshot. A key not in it is looked up in the
     /// database only for the moments between its creation and its notification (a key made
     /// by `gavel tenant create` and used at once), at most a few times a second per process
-    /// and for a short time each, and only on a connection the pool has idle (a lookup never
-    /// waits for one): a flood of wrong keys costs the database nothing more, and never waits
-    /// for it; such a key is refused (401) at once.
+    /// and for a short time each, and only on an idle connection or a new one while the pool
+    /// has room (a lookup never waits for a connection requests are using): a flood of wrong
+    /// keys costs the database little, and never waits for it; such a key is refused (401).
     pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
         if let Some(tenant) = self.current.load().tenant_by_admin_key(key_hash) {
             return Some(tenant);
@@ -236,9 +236,19 @@ impl ConfigStore {
         if self.key_lookups.check().is_err() {
             return None;
         }
-        let mut connection = self.db.try_acquire()?;
         crate::meters::admin_key_lookup();
-        let lookup = super::tenants::admin_key_tenant(&mut connection, key_hash);
+        let lookup = async {
+            // An idle connection, or a new one while the pool has room; never a wait for one
+            // that requests are using.
+            let mut connection = match self.db.try_acquire() {
+                Some(connection) => connection,
+                None if self.db.size() < self.db.options().get_max_connections() => {
+                    self.db.acquire().await?
+                }
+                None => return Ok(None),
+            };
+            super::tenants::admin_key_tenant(&mut connection, key_hash).await
+        };
         match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(tenant)) => tenant,
             Ok(Err(error)) => {
