@@ -134,7 +134,7 @@ impl FromRequestParts<AppState> for AdminTenant {
         let key = bearer_token(&parts.headers).ok_or_else(|| {
             Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
         })?;
-        let tenant = state.config.admin_tenant(&keys::hash(key)).await;
+        let tenant = state.config.admin_tenant(&keys::hash(key)).await?;
         let tenant = tenant
             .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))?;
         if let Some(written) = parts.extensions.get::<WrittenTenant>() {

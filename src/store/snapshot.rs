@@ -229,12 +229,14 @@ impl ConfigStore {
     /// and for a short time each, and only on an idle connection or a new one while the pool
     /// has room (a lookup never waits for a connection requests are using): a flood of wrong
     /// keys costs the database little, and never waits for it; such a key is refused (401).
-    pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Option<Uuid> {
+    /// A lookup the database cannot answer now (down, or slower than the lookup's time) is an
+    /// error: the key may be valid, so it is "retry later" (503), not "unknown" (401).
+    pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Result<Option<Uuid>, sqlx::Error> {
         if let Some(tenant) = self.current.load().tenant_by_admin_key(key_hash) {
-            return Some(tenant);
+            return Ok(Some(tenant));
         }
         if self.key_lookups.check().is_err() {
-            return None;
+            return Ok(None);
         }
         crate::meters::admin_key_lookup();
         let lookup = async {
@@ -250,12 +252,13 @@ impl ConfigStore {
             super::tenants::admin_key_tenant(&mut connection, key_hash).await
         };
         match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, lookup).await {
-            Ok(Ok(tenant)) => tenant,
+            Ok(Ok(tenant)) => Ok(tenant),
+            Ok(Err(error)) if super::is_unavailable(&error) => Err(error),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "admin key lookup failed; the key is refused");
-                None
+                Ok(None)
             }
-            Err(_) => None,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
     }
 

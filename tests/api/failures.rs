@@ -121,6 +121,21 @@ async fn a_fast_database_restart_under_load_answers_503_with_retry_after_never_5
         .await
         .unwrap()
         .unwrap();
+    // A key this process has not loaded (a tenant made a moment ago, say) cannot be checked
+    // while the database is down: 503, not a 401 that would call a valid key unknown.
+    let unknown = app
+        .client
+        .get(app.url("/v1/admin/buyers"))
+        .bearer_auth(gavel::keys::generate(gavel::keys::ADMIN_KEY_PREFIX))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        503,
+        "an unknown key with the database down"
+    );
+    assert!(unknown.headers().contains_key("retry-after"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cluster = start(LocalPgOptions {
         port: Some(port),
