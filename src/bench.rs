@@ -56,7 +56,7 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Open loop: this many pings a second, whatever the answers' speed (latency counted from
     /// the planned send time, so that queueing is not hidden).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
     /// Seconds of measured load (after one second of warm-up).
     #[arg(long, default_value_t = 10)]
