@@ -147,6 +147,11 @@ async fn bad_command_lines_and_settings_exit_non_zero_with_a_clear_message() {
         out.stderr
     );
 
+    // A rate of nothing would silently send a ping a second.
+    let out = run(gavel().args(["bench", "--rate", "0"])).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--rate"), "{}", out.stderr);
+
     let out = run(gavel().args(["serve", "--port", "80"])).await;
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("--port"), "{}", out.stderr);
