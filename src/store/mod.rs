@@ -1,5 +1,6 @@
 //! PostgreSQL: where the database comes from, the pool, and the queries, one module per area.
 
+pub mod admin;
 pub mod errors;
 pub mod group;
 pub mod idempotency;
