@@ -103,18 +103,14 @@ pub async fn insert<T: Table>(
         .copied()
         .collect::<Vec<_>>()
         .join(", ");
-    sqlx::query_as(sql(format!(
+    let statement = format!(
         "INSERT INTO {table} (tenant_id, id, {columns})
          SELECT $1, $2, {columns} FROM jsonb_populate_record(NULL::{table}, $3)
          RETURNING {returning}",
         table = T::NAME,
         returning = T::COLUMNS
-    )))
-    .bind(tenant)
-    .bind(id)
-    .bind(values)
-    .fetch_one(conn)
-    .await
+    );
+    write::<T>(conn, statement, (tenant, id, values)).await
 }
 
 /// Replaces the written columns of the row `id` with `values`.
@@ -125,18 +121,28 @@ pub async fn update<T: Table>(
     values: &Value,
 ) -> Result<T::Row, sqlx::Error> {
     let columns = T::WRITTEN.join(", ");
-    sqlx::query_as(sql(format!(
+    let statement = format!(
         "UPDATE {table} SET ({columns}) =
              (SELECT {columns} FROM jsonb_populate_record(NULL::{table}, $3))
          WHERE tenant_id = $1 AND id = $2 RETURNING {returning}",
         table = T::NAME,
         returning = T::COLUMNS
-    )))
-    .bind(tenant)
-    .bind(id)
-    .bind(values)
-    .fetch_one(conn)
-    .await
+    );
+    write::<T>(conn, statement, (tenant, id, values)).await
+}
+
+/// Runs a write of the row: `$1` the tenant, `$2` the id, `$3` the values.
+async fn write<T: Table>(
+    conn: &mut PgConnection,
+    statement: String,
+    (tenant, id, values): (Uuid, Uuid, &Value),
+) -> Result<T::Row, sqlx::Error> {
+    sqlx::query_as(sql(statement))
+        .bind(tenant)
+        .bind(id)
+        .bind(values)
+        .fetch_one(conn)
+        .await
 }
 
 /// Archives the row `id`: it stays for the history that points at it.

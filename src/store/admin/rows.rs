@@ -263,3 +263,34 @@ pub async fn rotate_posting_key<'c>(
     .fetch_optional(db)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_read_every_field_and_computed_ones_by_their_expression() {
+        assert_eq!(
+            Partners::COLUMNS,
+            "tenant_id, id, name, status, created_at, updated_at"
+        );
+        assert!(Campaigns::COLUMNS.contains("(payout_percent * 100)::int AS payout_percent_bp, "));
+        assert_eq!(Campaigns::CREATED, ["posting_key_hash"]);
+        assert_eq!(Contracts::LOADED, "status <> 'archived'");
+        assert_eq!(Offers::LOADED, "TRUE");
+    }
+
+    #[test]
+    fn payout_columns_are_exact_and_read_back_alike() {
+        let rule = PayoutRule::Revshare { percent_bp: 7005 };
+        assert_eq!(
+            payout_columns(&rule),
+            ("revshare", Some("70.05".to_owned()), None)
+        );
+        let fixed = PayoutRule::Fixed {
+            amount: Money::from_cents(800),
+        };
+        assert_eq!(payout_columns(&fixed), ("fixed", None, Some(800)));
+        assert_eq!(bytea_text(&[0xab, 0x01]), Value::from("\\xab01"));
+    }
+}

@@ -2,13 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::{Resource, invalid};
+use super::Resource;
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
@@ -20,21 +19,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
 }
 
-/// A company buying leads. `balance` changes only through the ledger (funds and sales).
-#[derive(Serialize, ToSchema)]
-pub struct Buyer {
-    #[schema(read_only)]
-    id: Uuid,
-    name: String,
-    status: Status,
-    /// How far below zero the balance may go.
-    credit_limit: Money,
-    #[schema(read_only)]
-    balance: Money,
-    #[schema(read_only)]
-    created_at: DateTime<Utc>,
-    #[schema(read_only)]
-    updated_at: DateTime<Utc>,
+super::resource_view! {
+    /// A company buying leads. `balance` changes only through the ledger (funds and sales).
+    pub struct Buyer {
+        name: String,
+        status: Status,
+        /// How far below zero the balance may go.
+        credit_limit: Money,
+        #[schema(read_only)]
+        balance: Money,
+    }
 }
 
 impl From<BuyerRow> for Buyer {
@@ -62,21 +56,18 @@ impl Resource for Buyer {
     type Table = Buyers;
     type View = Buyer;
     type Values = BuyerValues;
-    const FIELDS: &'static [&'static str] = &["name", "status", "credit_limit"];
+    const FIELDS: &'static [&'static str] = super::fields![name status credit_limit];
 
     async fn read(
         _conn: &mut PgConnection,
         _tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> Result<BuyerValues, Problem> {
-        let mut input = Input::new(body, Self::FIELDS);
-        let values = BuyerValues {
+        Ok(BuyerValues {
             name: input.name("name"),
             status: input.status().as_str(),
             credit_limit_cents: input.money("credit_limit", Money::ZERO).cents(),
-        };
-        input.finish().map_err(invalid)?;
-        Ok(values)
+        })
     }
 }
 

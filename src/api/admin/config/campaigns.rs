@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Resource, exists, invalid};
+use super::{Resource, exists};
 use crate::api::Problem;
 use crate::api::admin::input::{Input, read_money};
 use crate::api::admin::parse_id;
@@ -29,24 +29,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_posting_key))
 }
 
-/// A partner selling into one offer (SPEC §4.3).
-#[derive(Serialize, ToSchema)]
-pub struct Campaign {
-    #[schema(read_only)]
-    id: Uuid,
-    partner_id: Uuid,
-    offer_id: Uuid,
-    status: Status,
-    /// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}` or
-    /// `{"type":"fixed","amount":8.00}`.
-    #[schema(value_type = Object)]
-    payout: PayoutRule,
-    min_payout: Money,
-    ping_rate_per_second: Option<i32>,
-    #[schema(read_only)]
-    created_at: DateTime<Utc>,
-    #[schema(read_only)]
-    updated_at: DateTime<Utc>,
+super::resource_view! {
+    /// A partner selling into one offer (SPEC §4.3).
+    pub struct Campaign {
+        partner_id: Uuid,
+        offer_id: Uuid,
+        status: Status,
+        /// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}` or
+        /// `{"type":"fixed","amount":8.00}`.
+        #[schema(value_type = Object)]
+        payout: PayoutRule,
+        min_payout: Money,
+        ping_rate_per_second: Option<i32>,
+    }
 }
 
 /// A campaign with its posting key: answered once, when the key is issued.
@@ -92,27 +87,20 @@ impl Resource for Campaign {
     type Table = Campaigns;
     type View = Campaign;
     type Values = CampaignValues;
-    const FIELDS: &'static [&'static str] = &[
-        "partner_id",
-        "offer_id",
-        "status",
-        "payout",
-        "min_payout",
-        "ping_rate_per_second",
-    ];
+    const FIELDS: &'static [&'static str] =
+        super::fields![partner_id offer_id status payout min_payout ping_rate_per_second];
 
     /// Reads a campaign; its partner and offer must be the tenant's.
     async fn read(
         conn: &mut PgConnection,
         tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> Result<CampaignValues, Problem> {
-        let mut input = Input::new(body, Self::FIELDS);
         let partner_id = input.id("partner_id");
         let offer_id = input.id("offer_id");
         let status = input.status();
         let payout = match input.value("payout") {
-            Some(value) => read_payout(&mut input, value),
+            Some(value) => read_payout(input, value),
             None => {
                 input.error("payout", "is required");
                 None
@@ -128,7 +116,6 @@ impl Resource for Campaign {
         if !offer_id.is_nil() && !exists::<Offers>(conn, tenant, offer_id).await? {
             input.error("offer_id", "no such offer");
         }
-        input.finish().map_err(invalid)?;
         let payout = payout.unwrap_or(PayoutRule::Revshare { percent_bp: 0 });
         let (payout_type, payout_percent, payout_amount_cents) = rows::payout_columns(&payout);
         Ok(CampaignValues {

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -24,37 +23,32 @@ pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
 }
 
-/// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,
-/// `max_bid`) and caps (`max_spend`) are decimal numbers.
-#[derive(Serialize, ToSchema)]
-pub struct Contract {
-    #[schema(read_only)]
-    id: Uuid,
-    buyer_id: Uuid,
-    offer_id: Uuid,
-    name: String,
-    status: Status,
-    priority: i32,
-    #[schema(value_type = Object)]
-    pricing: Value,
-    #[schema(value_type = Vec<Object>)]
-    filters: Value,
-    #[schema(value_type = Option<Object>)]
-    schedule: Option<Value>,
-    #[schema(value_type = Vec<Object>)]
-    caps: Value,
-    dedup_days: i32,
-    /// Header values are write-only: shown masked (`super::headers`).
-    #[schema(value_type = Object)]
-    delivery: Value,
-    #[schema(read_only)]
-    created_at: DateTime<Utc>,
-    #[schema(read_only)]
-    updated_at: DateTime<Utc>,
-    /// The stored `pricing` and `delivery`, secrets unmasked, for a PATCH that sends masked
-    /// values back; never shown.
-    #[serde(skip)]
-    stored_secrets: [Value; 2],
+super::resource_view! {
+    /// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,
+    /// `max_bid`) and caps (`max_spend`) are decimal numbers.
+    pub struct Contract {
+        buyer_id: Uuid,
+        offer_id: Uuid,
+        name: String,
+        status: Status,
+        priority: i32,
+        #[schema(value_type = Object)]
+        pricing: Value,
+        #[schema(value_type = Vec<Object>)]
+        filters: Value,
+        #[schema(value_type = Option<Object>)]
+        schedule: Option<Value>,
+        #[schema(value_type = Vec<Object>)]
+        caps: Value,
+        dedup_days: i32,
+        /// Header values are write-only: shown masked (`super::headers`).
+        #[schema(value_type = Object)]
+        delivery: Value,
+        /// The stored `pricing` and `delivery`, secrets unmasked, for a PATCH that sends masked
+        /// values back; never shown.
+        #[serde(skip)]
+        stored_secrets: [Value; 2],
+    }
 }
 
 /// Amounts of `pricing` stored as `<name>_cents`.
@@ -118,18 +112,8 @@ impl Resource for Contract {
     type Table = Contracts;
     type View = Contract;
     type Values = ContractValues;
-    const FIELDS: &'static [&'static str] = &[
-        "buyer_id",
-        "offer_id",
-        "name",
-        "status",
-        "priority",
-        "pricing",
-        "filters",
-        "schedule",
-        "caps",
-        "dedup_days",
-        "delivery",
+    const FIELDS: &'static [&'static str] = super::fields![
+        buyer_id offer_id name status priority pricing filters schedule caps dedup_days delivery
     ];
 
     /// Reads a contract; its buyer and offer must be the tenant's, and its filters must fit
@@ -137,17 +121,16 @@ impl Resource for Contract {
     async fn read(
         conn: &mut PgConnection,
         tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> Result<ContractValues, Problem> {
-        let mut input = Input::new(body, Self::FIELDS);
         let buyer_id = input.id("buyer_id");
         let offer_id = input.id("offer_id");
         let name = input.name("name");
         let status = input.status();
         let priority = input.integer("priority", i64::from(i32::MIN)..=i64::from(i32::MAX), 0);
         let dedup_days = input.integer("dedup_days", 0..=365, 0);
-        let pricing = read_pricing(&mut input);
-        let caps = read_caps(&mut input);
+        let pricing = read_pricing(input);
+        let caps = read_caps(input);
         let schedule = input.value("schedule").cloned();
         if let Err(errors) = CompiledSchedule::compile(schedule.as_ref().unwrap_or(&Value::Null)) {
             input.extend(errors);
@@ -184,7 +167,6 @@ impl Resource for Contract {
                 Some(Err(_)) => input.error("offer_id", "the offer's field schema is invalid"),
             }
         }
-        input.finish().map_err(invalid)?;
         Ok(ContractValues {
             buyer_id,
             offer_id,

@@ -26,7 +26,7 @@ use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::input::merged;
+use super::input::{Input, merged};
 use super::{PageQuery, page, parse_id};
 use crate::api::Problem;
 use crate::app::AppState;
@@ -61,11 +61,12 @@ pub trait Resource: 'static {
     /// The writable fields of a body; any other key is an error.
     const FIELDS: &'static [&'static str];
 
-    /// Reads a body into stored values; a 422 lists every broken rule with its pointer.
+    /// Reads a body into stored values, each broken rule noted in `input` with its pointer
+    /// (the caller answers 422 with all of them); `Err` only for a failure of ours.
     fn read(
         conn: &mut PgConnection,
         tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> impl Future<Output = Result<Self::Values, Problem>> + Send;
 
     /// Checks of what a create or a patch sends that need no transaction (name resolution),
@@ -127,6 +128,18 @@ async fn load<R: Resource>(
         .ok_or_else(Problem::not_found)
 }
 
+/// Reads a body: its keys must be writable fields, its values sound.
+async fn read<R: Resource>(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    body: &Map<String, Value>,
+) -> Result<R::Values, Problem> {
+    let mut input = Input::new(body, R::FIELDS);
+    let values = R::read(conn, tenant, &mut input).await?;
+    input.finish().map_err(invalid)?;
+    Ok(values)
+}
+
 /// Stored values as the one `jsonb` value the store writes.
 fn stored<R: Resource>(values: &R::Values, extra: Map<String, Value>) -> Value {
     let mut object = match serde_json::to_value(values) {
@@ -159,7 +172,7 @@ async fn create<R: Resource>(
     R::restore(&mut body, None)?;
     R::check_sent(state, &body).await?;
     let mut tx = state.db.begin().await?;
-    let values = R::read(&mut tx, tenant, &body).await?;
+    let values = read::<R>(&mut tx, tenant, &body).await?;
     let row = store::insert::<R::Table>(
         &mut tx,
         tenant,
@@ -189,7 +202,7 @@ async fn update<R: Resource>(
     let current = find::<R>(&mut tx, tenant, id).await?;
     let mut body = merged(&current, patch, R::FIELDS)?;
     R::restore(&mut body, Some(&current))?;
-    let values = R::read(&mut tx, tenant, &body).await?;
+    let values = read::<R>(&mut tx, tenant, &body).await?;
     R::check_update(&mut tx, tenant, id, &values).await?;
     let row = store::update::<R::Table>(&mut tx, tenant, id, &stored::<R>(&values, Map::new()))
         .await
@@ -217,6 +230,33 @@ async fn exists<T: Table>(
 ) -> Result<bool, Problem> {
     Ok(store::exists::<T>(conn, tenant, id).await?)
 }
+
+/// A resource's answer type: the fields written, between the `id` and the timestamps that
+/// every resource has (read-only). The body ends with a comma.
+macro_rules! resource_view {
+    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            #[schema(read_only)]
+            id: Uuid,
+            $($body)*
+            #[schema(read_only)]
+            created_at: DateTime<Utc>,
+            #[schema(read_only)]
+            updated_at: DateTime<Utc>,
+        }
+    };
+}
+use resource_view;
+
+/// The writable fields of a resource, as [`Resource::FIELDS`]: `fields![name status]`.
+macro_rules! fields {
+    ($($field:ident)*) => {
+        &[$(stringify!($field)),*]
+    };
+}
+use fields;
 
 /// The routes of a resource, each with its OpenAPI operation: the handlers are thin, named
 /// (their names are the operation ids) and documented per resource; the work is the generic

@@ -4,9 +4,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -22,26 +21,21 @@ pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
 }
 
-/// A lead type: its field schema and its distribution mode (SPEC §4.2).
-#[derive(Serialize, ToSchema)]
-pub struct Offer {
-    #[schema(read_only)]
-    id: Uuid,
-    name: String,
-    status: Status,
-    mode: Mode,
-    max_buyers: i32,
-    exclusive_floor: Money,
-    ping_ttl_seconds: i32,
-    dedup_days: i32,
-    require_consent: Vec<String>,
-    /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
-    #[schema(value_type = Vec<Object>)]
-    fields: Value,
-    #[schema(read_only)]
-    created_at: DateTime<Utc>,
-    #[schema(read_only)]
-    updated_at: DateTime<Utc>,
+super::resource_view! {
+    /// A lead type: its field schema and its distribution mode (SPEC §4.2).
+    pub struct Offer {
+        name: String,
+        status: Status,
+        mode: Mode,
+        max_buyers: i32,
+        exclusive_floor: Money,
+        ping_ttl_seconds: i32,
+        dedup_days: i32,
+        require_consent: Vec<String>,
+        /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
+        #[schema(value_type = Vec<Object>)]
+        fields: Value,
+    }
 }
 
 impl From<OfferRow> for Offer {
@@ -83,24 +77,16 @@ impl Resource for Offer {
     type Table = Offers;
     type View = Offer;
     type Values = OfferValues;
-    const FIELDS: &'static [&'static str] = &[
-        "name",
-        "status",
-        "mode",
-        "max_buyers",
-        "exclusive_floor",
-        "ping_ttl_seconds",
-        "dedup_days",
-        "require_consent",
-        "fields",
+    const FIELDS: &'static [&'static str] = super::fields![
+        name status mode max_buyers exclusive_floor ping_ttl_seconds dedup_days
+        require_consent fields
     ];
 
     async fn read(
         _conn: &mut PgConnection,
         _tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> Result<OfferValues, Problem> {
-        let mut input = Input::new(body, Self::FIELDS);
         let name = input.name("name");
         let status = input.status();
         let mode = match input.value("mode").map(|v| v.as_str().map(Mode::from_str)) {
@@ -144,7 +130,6 @@ impl Resource for Offer {
         if let Err(errors) = CompiledSchema::compile(&fields) {
             input.extend(errors);
         }
-        input.finish().map_err(invalid)?;
         Ok(OfferValues {
             name,
             status: status.as_str(),

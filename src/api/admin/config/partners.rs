@@ -2,13 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::{Resource, invalid};
+use super::Resource;
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
@@ -19,17 +18,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
 }
 
-/// A lead source.
-#[derive(Serialize, ToSchema)]
-pub struct Partner {
-    #[schema(read_only)]
-    id: Uuid,
-    name: String,
-    status: Status,
-    #[schema(read_only)]
-    created_at: DateTime<Utc>,
-    #[schema(read_only)]
-    updated_at: DateTime<Utc>,
+super::resource_view! {
+    /// A lead source.
+    pub struct Partner {
+        name: String,
+        status: Status,
+    }
 }
 
 impl From<PartnerRow> for Partner {
@@ -54,20 +48,17 @@ impl Resource for Partner {
     type Table = Partners;
     type View = Partner;
     type Values = PartnerValues;
-    const FIELDS: &'static [&'static str] = &["name", "status"];
+    const FIELDS: &'static [&'static str] = super::fields![name status];
 
     async fn read(
         _conn: &mut PgConnection,
         _tenant: Uuid,
-        body: &Map<String, Value>,
+        input: &mut Input<'_>,
     ) -> Result<PartnerValues, Problem> {
-        let mut input = Input::new(body, Self::FIELDS);
-        let values = PartnerValues {
+        Ok(PartnerValues {
             name: input.name("name"),
             status: input.status().as_str(),
-        };
-        input.finish().map_err(invalid)?;
-        Ok(values)
+        })
     }
 }
 
