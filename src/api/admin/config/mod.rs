@@ -97,7 +97,8 @@ pub trait Resource: 'static {
         async { Ok(()) }
     }
 
-    /// A failed write: a constraint the body broke is a 422.
+    /// The answer to a failed write; a resource answers 422 for the constraints a body can
+    /// break (an offer's unique name).
     fn write_error(error: sqlx::Error) -> Problem {
         error.into()
     }
@@ -147,6 +148,19 @@ fn stored<R: Resource>(values: &R::Values, extra: Map<String, Value>) -> Value {
         _ => Map::new(),
     };
     object.extend(extra);
+    // A value the table does not declare would be dropped, a declared one left out written as
+    // NULL, without a word: the two lists must agree.
+    debug_assert!(
+        object
+            .keys()
+            .all(|key| R::Table::WRITTEN.contains(&key.as_str())
+                || R::Table::CREATED.contains(&key.as_str()))
+            && R::Table::WRITTEN
+                .iter()
+                .all(|key| object.contains_key(*key)),
+        "the values of {} are the columns of `writes` (store::admin::rows)",
+        R::Table::NAME
+    );
     Value::Object(object)
 }
 
