@@ -13,7 +13,7 @@ pub mod exact_json;
 pub mod keys;
 pub mod meters;
 pub mod money;
-pub mod settle;
+pub mod post;
 pub mod store;
 pub mod telemetry;
 

@@ -106,6 +106,9 @@ pub async fn find_ping(
         }
         found.get_or_insert(row.ping);
     }
+    if let Some(ping) = &mut found {
+        ping.post_response = ping.post_response.take().map(compact);
+    }
     Ok(found.map(|ping| (ping, bids)))
 }
 
@@ -190,7 +193,35 @@ pub async fn stored_response(
     .bind(ping_id)
     .fetch_optional(db)
     .await?;
-    Ok(stored.flatten())
+    Ok(stored.flatten().map(compact))
+}
+
+/// A stored answer's text as every route answers JSON, without the spaces PostgreSQL's jsonb
+/// output puts after `:` and `,` (re-serializing through serde_json would turn `27.30` into
+/// `27.3`).
+fn compact(text: String) -> String {
+    if !text.contains([' ', '\n']) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = c == '"';
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A sale about to be reserved.
@@ -659,6 +690,7 @@ pub async fn finish_post(
     .bind(test)
     .fetch_one(db)
     .await
+    .map(compact)
 }
 
 /// A `posting_log` row for a post or direct post (also for refused ones).
@@ -865,4 +897,18 @@ pub async fn list(
     .bind(filter.limit)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compacts_jsonb_text_outside_strings_only() {
+        let jsonb = r#"{"a": 28.00, "b": ["x y", "q\" :z", "\\"], "c": {"d": null}}"#;
+        assert_eq!(
+            compact(jsonb.to_owned()),
+            r#"{"a":28.00,"b":["x y","q\" :z","\\"],"c":{"d":null}}"#
+        );
+    }
 }
