@@ -8,6 +8,7 @@ pub mod buyers;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod error;
 pub mod evaluate;
 pub mod exact_json;
 pub mod keys;
@@ -16,6 +17,8 @@ pub mod money;
 pub mod post;
 pub mod store;
 pub mod telemetry;
+
+pub use error::Error;
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -18,7 +18,7 @@ use crate::api::idempotency;
 use crate::api::partner::{self, PingRequest, authenticate, invalid};
 use crate::api::{ErrorCode, Problem};
 use crate::app::{AppState, Arrived};
-use crate::post::{self, DirectPost, PostAnswer, PostRequest, Timing};
+use crate::post::{self, DirectPost, PostAnswer, PostKind, PostRequest, Timing};
 use crate::store::idempotency::KeyScope;
 use crate::store::snapshot::CampaignContext;
 
@@ -109,7 +109,15 @@ async fn post_lead(
         Err(problem) => Err(problem),
     };
     if let Err(problem) = &answer {
-        post::record_refusal(&state, &campaign, "post", ping_id, problem, timing.started).await;
+        post::record_refusal(
+            &state,
+            &campaign,
+            PostKind::Post,
+            ping_id,
+            problem,
+            timing.started,
+        )
+        .await;
     }
     answer
 }
@@ -249,7 +257,7 @@ async fn direct_post(
                     post::record_refusal(
                         &state,
                         &campaign,
-                        "direct",
+                        PostKind::Direct,
                         None,
                         &problem,
                         timing.started,

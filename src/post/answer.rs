@@ -16,6 +16,7 @@ use crate::money::Money;
 use crate::store::sales;
 
 use super::settle::SaleResult;
+use super::{PostStatus, SaleStatus};
 
 /// How often a waiting retry looks for the answer of a post settling in another process (one
 /// settling in this process wakes it at once).
@@ -56,7 +57,7 @@ impl PostAnswer {
 pub struct PostAnswerBody {
     lead_id: Uuid,
     ping_id: Uuid,
-    pub status: &'static str,
+    pub status: PostStatus,
     payout: Money,
     results: Vec<BidResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +67,7 @@ pub struct PostAnswerBody {
 #[derive(Serialize)]
 struct BidResult {
     bid_id: Uuid,
-    status: &'static str,
+    status: SaleStatus,
     payout: Money,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -81,13 +82,16 @@ impl PostAnswerBody {
     ) -> Self {
         let accepted: Vec<&SaleResult> = results
             .iter()
-            .filter(|r| r.status != "not_accepted")
+            .filter(|r| r.status != SaleStatus::NotAccepted)
             .collect();
-        let sold = accepted.iter().filter(|r| r.status == "sold").count();
+        let sold = accepted
+            .iter()
+            .filter(|r| r.status == SaleStatus::Sold)
+            .count();
         let status = match sold {
-            0 => "unsold",
-            n if n == accepted.len() => "sold",
-            _ => "partially_sold",
+            0 => PostStatus::Unsold,
+            n if n == accepted.len() => PostStatus::Sold,
+            _ => PostStatus::PartiallySold,
         };
         Self {
             lead_id,

@@ -5,6 +5,7 @@
 
 mod answer;
 pub mod settle;
+mod states;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,7 @@ use crate::store::snapshot::CampaignContext;
 use answer::PostAnswerBody;
 pub use answer::{PostAnswer, PostWaiters, Settling};
 use settle::PostedLead;
+pub use states::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
 
 /// A post's body, once read: the lead and consent it carries and the bids it accepts.
 pub struct PostRequest {
@@ -86,7 +88,7 @@ pub async fn post(
     slot: OwnedSemaphorePermit,
     timing: Timing,
 ) -> Result<PostAnswer, Problem> {
-    post_to_winners(state, campaign, request, None, "post", slot, timing).await
+    post_to_winners(state, campaign, request, None, PostKind::Post, slot, timing).await
 }
 
 /// `POST /v1/leads`: the ping's auction on the lead without its PII, then the post to every
@@ -144,7 +146,7 @@ pub async fn direct(
             &mut conn,
             &source_of(campaign),
             Some(auction.ping_id),
-            "direct",
+            PostKind::Direct,
             200,
             auction.status,
             test,
@@ -162,14 +164,23 @@ pub async fn direct(
         body_sha256,
     };
     let sale_type = auction.sale_type;
-    post_to_winners(state, campaign, request, sale_type, "direct", slot, timing).await
+    post_to_winners(
+        state,
+        campaign,
+        request,
+        sale_type,
+        PostKind::Direct,
+        slot,
+        timing,
+    )
+    .await
 }
 
 /// Records a refused post or direct post (no lead: a refused one may hold anything).
 pub async fn record_refusal(
     state: &AppState,
     campaign: &CampaignContext,
-    kind: &str,
+    kind: PostKind,
     ping_id: Option<Uuid>,
     problem: &Problem,
     started: Instant,
@@ -201,7 +212,7 @@ async fn post_to_winners(
     campaign: &CampaignContext,
     request: PostRequest,
     sale_type: Option<SaleType>,
-    kind: &'static str,
+    kind: PostKind,
     slot: OwnedSemaphorePermit,
     timing: Timing,
 ) -> Result<PostAnswer, Problem> {
@@ -367,10 +378,10 @@ fn settle_and_finish(
     bids: Vec<WonBid>,
     accepted: Option<Vec<Uuid>>,
     sale_type: Option<SaleType>,
-    kind: &'static str,
+    kind: PostKind,
     slot: OwnedSemaphorePermit,
     timing: Timing,
-) -> tokio::task::JoinHandle<Result<String, sqlx::Error>> {
+) -> tokio::task::JoinHandle<Result<String, crate::Error>> {
     let state = state.clone();
     let tracker = state.settlements.clone();
     let settling_here = PostWaiters::start(&state, posted.source.tenant_id, posted.ping_id);
@@ -393,7 +404,7 @@ fn settle_and_finish(
                 status: r.status,
             })
             .collect();
-        crate::meters::post(response.status, timing.started.elapsed());
+        crate::meters::post(response.status.as_str(), timing.started.elapsed());
         sales::finish_post(
             &state.db,
             &posted.source,
@@ -407,5 +418,6 @@ fn settle_and_finish(
             posted.now,
         )
         .await
+        .map_err(crate::Error::from)
     })
 }

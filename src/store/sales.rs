@@ -11,6 +11,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
+use crate::post::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
 
 /// A won bid of a ping, as the auction recorded it.
 #[derive(Debug, Clone, FromRow)]
@@ -305,7 +306,7 @@ pub async fn reserve(
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
     // One statement, one round trip (migration 0003): the hot rows are held for the time the
     // database needs, not for a round trip per step.
-    let outcome: String = bind_sale!(
+    let outcome: ReserveOutcome = bind_sale!(
         sqlx::query_scalar(
             "SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                   $17, $18, $19, $20, $21, $22, $23, $24)",
@@ -325,16 +326,11 @@ pub async fn reserve(
     .bind(Uuid::now_v7())
     .fetch_one(db)
     .await?;
-    Ok(match outcome.as_str() {
-        "reserved" => Ok(()),
-        "duplicate" => Err(Refusal::Duplicate),
-        "capped" => Err(Refusal::Capped),
-        "insufficient_funds" => Err(Refusal::InsufficientFunds),
-        other => {
-            return Err(super::errors::fault(format!(
-                "gavel_reserve answered {other:?}"
-            )));
-        }
+    Ok(match outcome {
+        ReserveOutcome::Reserved => Ok(()),
+        ReserveOutcome::Duplicate => Err(Refusal::Duplicate),
+        ReserveOutcome::Capped => Err(Refusal::Capped),
+        ReserveOutcome::InsufficientFunds => Err(Refusal::InsufficientFunds),
     })
 }
 
@@ -343,7 +339,7 @@ pub async fn reserve(
 pub async fn record_unreserved(
     db: &PgPool,
     sale: &NewSale<'_>,
-    status: &str,
+    status: SaleStatus,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
@@ -423,8 +419,7 @@ pub struct BuyerAnswer<'a> {
 /// The buyer's verdict on a reserved sale, kept as soon as it is known: what a sale whose
 /// completion or release could not be written is settled by (`release_interrupted`).
 pub struct Verdict<'a> {
-    /// `accepted`, `rejected` or `failed`.
-    pub verdict: &'static str,
+    pub verdict: BuyerVerdict,
     pub reason: Option<&'a str>,
     pub answer: &'a BuyerAnswer<'a>,
     /// The kind of each of the sale's consumer hashes, in their order (its dedup keys).
@@ -463,7 +458,7 @@ pub async fn sale_status(
     db: &PgPool,
     tenant_id: Uuid,
     sale_id: Uuid,
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(SaleStatus, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, reason FROM lead_sales WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(sale_id)
@@ -535,7 +530,7 @@ async fn settle_row(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     sale_id: Uuid,
-    status: &str,
+    status: SaleStatus,
     reason: Option<&str>,
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
@@ -566,7 +561,7 @@ pub async fn release(
     db: &PgPool,
     tenant_id: Uuid,
     sale_id: Uuid,
-    status: &str,
+    status: SaleStatus,
     reason: &str,
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
@@ -638,7 +633,7 @@ pub async fn release(
 /// One winning bid's final disposition, for `distribution_winners`.
 pub struct Disposition {
     pub contract_id: Uuid,
-    pub status: &'static str,
+    pub status: SaleStatus,
 }
 
 /// Records the post: each winner's disposition, the answer on the ping (for retries) and the
@@ -652,14 +647,14 @@ pub async fn finish_post(
     dispositions: &[Disposition],
     // The answer as JSON text: stored as jsonb, which keeps each amount's two decimals.
     response: &str,
-    kind: &str,
-    result: &str,
+    kind: PostKind,
+    result: PostStatus,
     test: bool,
     latency_us: i64,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
-    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status).collect();
+    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status.as_str()).collect();
     // One statement. The answer is kept if the sweep answered first: every request of this
     // post gets one and the same answer.
     sqlx::query_scalar(
@@ -699,7 +694,7 @@ pub async fn insert_post_log(
     conn: &mut PgConnection,
     source: &PostSource,
     ping_id: Option<Uuid>,
-    kind: &str,
+    kind: PostKind,
     http_status: u16,
     result: &str,
     test: bool,
@@ -741,7 +736,7 @@ pub async fn release_interrupted(
     type Stuck = (
         Uuid,
         Uuid,
-        Option<String>,
+        Option<BuyerVerdict>,
         Option<String>,
         Option<i32>,
         Option<String>,
@@ -762,23 +757,15 @@ pub async fn release_interrupted(
             delivery_ms,
         };
         // One sale that cannot be settled must not hold up the others.
-        let done = match verdict.as_deref() {
-            Some("accepted") => complete(db, tenant_id, sale_id, None, now).await,
-            Some(status @ ("rejected" | "failed")) => {
-                let reason = reason.as_deref().unwrap_or("interrupted");
+        let done = match verdict.map(BuyerVerdict::settles_as) {
+            Some(SaleStatus::Sold) => complete(db, tenant_id, sale_id, None, now).await,
+            Some(status) => {
+                let reason = reason.as_deref().unwrap_or(INTERRUPTED);
                 release(db, tenant_id, sale_id, status, reason, &answer, now).await
             }
-            _ => {
-                release(
-                    db,
-                    tenant_id,
-                    sale_id,
-                    "failed",
-                    "interrupted",
-                    &answer,
-                    now,
-                )
-                .await
+            None => {
+                let failed = SaleStatus::Failed;
+                release(db, tenant_id, sale_id, failed, INTERRUPTED, &answer, now).await
             }
         };
         match done {
