@@ -180,39 +180,30 @@ async fn settle_one(
 
     // What changed since the ping: an operator who pauses a contract or a buyer expects its
     // leads to stop at once.
-    let Some(contract) = posted
+    let contract = posted
         .campaign
         .offer
         .contracts
         .iter()
-        .find(|c| c.compiled.id() == bid.contract_id)
-    else {
-        return unreserved(
-            SaleStatus::Failed,
-            Some("the contract was archived after the ping".to_owned()),
-        )
-        .await;
-    };
-    if contract.compiled.status() != Status::Active {
-        return unreserved(
-            SaleStatus::Failed,
-            Some("the contract was paused after the ping".to_owned()),
-        )
-        .await;
-    }
+        .find(|c| c.compiled.id() == bid.contract_id);
     let buyer_active = posted
         .campaign
         .tenant
         .buyers
         .get(&bid.buyer_id)
         .is_some_and(|b| b.status == Status::Active);
-    if !buyer_active {
-        return unreserved(
-            SaleStatus::Failed,
-            Some("the buyer was paused after the ping".to_owned()),
-        )
-        .await;
-    }
+    let contract = match contract {
+        None => Err("the contract was archived after the ping"),
+        Some(c) if c.compiled.status() != Status::Active => {
+            Err("the contract was paused after the ping")
+        }
+        Some(_) if !buyer_active => Err("the buyer was paused after the ping"),
+        Some(contract) => Ok(contract),
+    };
+    let contract = match contract {
+        Ok(contract) => contract,
+        Err(stopped) => return unreserved(SaleStatus::Failed, Some(stopped.to_owned())).await,
+    };
 
     // Reserve caps and funds, after the buyer's dedup on the real consumer.
     // Cut to the longest the settings allow: the post's request outlasts that (config.rs).
