@@ -46,7 +46,8 @@ macro_rules! table {
         $(loads $loaded:literal)?
     ) => {
         $(#[$doc])*
-        #[derive(Debug, FromRow)]
+        // No `Debug`: contracts carry buyers' header secrets, campaigns a key's hash.
+        #[derive(FromRow)]
         pub struct $row {
             pub tenant_id: Uuid,
             pub id: Uuid,

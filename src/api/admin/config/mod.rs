@@ -141,27 +141,48 @@ async fn read<R: Resource>(
     Ok(values)
 }
 
-/// Stored values as the one `jsonb` value the store writes.
-fn stored<R: Resource>(values: &R::Values, extra: Map<String, Value>) -> Value {
+/// Stored values as the one `jsonb` value the store writes. A create writes exactly the
+/// columns of `writes` and `creates`, a patch exactly those of `writes`: a value the table does
+/// not declare would be dropped, a declared one left out written as NULL, without a word, so
+/// a mismatch between the two lists is refused in every build, not only in tests.
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    Create,
+    Patch,
+}
+
+fn stored<R: Resource>(
+    values: &R::Values,
+    extra: Map<String, Value>,
+    write: Write,
+) -> Result<Value, Problem> {
     let mut object = match serde_json::to_value(values) {
         Ok(Value::Object(object)) => object,
-        _ => Map::new(),
+        other => {
+            return Err(crate::Error::Fault(format!(
+                "the values of {} are not an object: {other:?}",
+                R::Table::NAME
+            ))
+            .into());
+        }
     };
     object.extend(extra);
-    // A value the table does not declare would be dropped, a declared one left out written as
-    // NULL, without a word: the two lists must agree.
-    debug_assert!(
-        object
-            .keys()
-            .all(|key| R::Table::WRITTEN.contains(&key.as_str())
-                || R::Table::CREATED.contains(&key.as_str()))
-            && R::Table::WRITTEN
-                .iter()
-                .all(|key| object.contains_key(*key)),
-        "the values of {} are the columns of `writes` (store::admin::rows)",
-        R::Table::NAME
-    );
-    Value::Object(object)
+    let expected = R::Table::WRITTEN.iter().chain(if write == Write::Create {
+        R::Table::CREATED
+    } else {
+        &[]
+    });
+    let declared = object.len() == expected.clone().count()
+        && expected.clone().all(|column| object.contains_key(*column));
+    if !declared {
+        return Err(crate::Error::Fault(format!(
+            "the values of {} are not the columns of `writes` (store::admin::rows): {:?}",
+            R::Table::NAME,
+            object.keys().collect::<Vec<_>>()
+        ))
+        .into());
+    }
+    Ok(Value::Object(object))
 }
 
 /// One page of the tenant's resources, oldest first, and the next page's cursor.
@@ -191,7 +212,7 @@ async fn create<R: Resource>(
         &mut tx,
         tenant,
         Uuid::now_v7(),
-        &stored::<R>(&values, created),
+        &stored::<R>(&values, created, Write::Create)?,
     )
     .await
     .map_err(R::write_error)?;
@@ -218,9 +239,14 @@ async fn update<R: Resource>(
     R::restore(&mut body, Some(&current))?;
     let values = read::<R>(&mut tx, tenant, &body).await?;
     R::check_update(&mut tx, tenant, id, &values).await?;
-    let row = store::update::<R::Table>(&mut tx, tenant, id, &stored::<R>(&values, Map::new()))
-        .await
-        .map_err(R::write_error)?;
+    let row = store::update::<R::Table>(
+        &mut tx,
+        tenant,
+        id,
+        &stored::<R>(&values, Map::new(), Write::Patch)?,
+    )
+    .await
+    .map_err(R::write_error)?;
     tx.commit().await?;
     Ok(row.into())
 }
