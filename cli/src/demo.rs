@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::keys;
-use crate::store::tenants;
+use gavel::app::AppState;
+use gavel::keys;
+use gavel::store::tenants;
 
 /// Namespace of the demo's fixed ids (UUIDv5 of a name, so they are stable across runs).
 const DEMO_NAMESPACE: Uuid = Uuid::from_u128(0x6761_7665_6c2d_4465_8d6f_0000_0000_0001);
@@ -194,7 +194,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
 
 /// The demo's buyers are served by Gavel itself at `address`: that address is allowed as an
 /// outbound destination (the address policy refuses loopback and private addresses by default).
-pub fn allow_buyer_endpoints(settings: &mut crate::config::Settings, address: SocketAddr) {
+pub fn allow_buyer_endpoints(settings: &mut gavel::config::Settings, address: SocketAddr) {
     let ip = if address.ip().is_unspecified() {
         [127, 0, 0, 1].into()
     } else {

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use gavel::demo;
+use gavel_cli::demo;
 use sqlx::PgPool;
 
 async fn count(pool: &PgPool, sql: &'static str, tenant: uuid::Uuid) -> i64 {

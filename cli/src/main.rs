@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 
 use gavel::app::{self, AppState, Server};
 use gavel::config::Settings;
-use gavel::store::{self, Database};
-use gavel::{demo, telemetry};
+use gavel::store;
+use gavel::telemetry;
+use gavel_cli::database::Database;
+use gavel_cli::{bench, demo};
 
 // glibc's allocator showed 12 % of the server's CPU under load, with its arenas' lock
 // contended between the runtime's threads; mimalloc keeps per-thread heaps.
@@ -45,7 +47,7 @@ enum Command {
     Demo,
     /// The load harness: seed a benchmark tenant, run a server, drive pings and posts, compare
     /// with pgbench on the same PostgreSQL.
-    Bench(gavel::bench::BenchOptions),
+    Bench(bench::BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> Result<()> {
     // The harness runs its own database and server.
     if let Command::Bench(options) = command {
-        return gavel::bench::run(settings, options).await;
+        return bench::run(settings, options).await;
     }
     let database = Database::open(&settings).await?;
     let result = run_with(command, settings, &database.url).await;
