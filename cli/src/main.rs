@@ -94,11 +94,15 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         return bench::run(settings, options).await;
     }
     let database = Database::open(&settings).await?;
+    let serving = matches!(command, Command::Serve | Command::Demo);
     let result = run_with(command, settings, &database.url).await;
     database
         .close()
         .await
         .context("cannot stop the private PostgreSQL")?;
+    if serving && result.is_ok() {
+        tracing::info!("stopped");
+    }
     result
 }
 
@@ -106,32 +110,56 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
     let pool = store::connect_and_migrate(url, &settings).await?;
     match command {
         Command::Migrate => {
+            pool.close().await;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Tenant {
             command: TenantCommand::Create { name, timezone },
         } => {
-            let tenant = store::tenants::create(&pool, &name, &timezone).await?;
-            println!("{}", serde_json::to_string(&tenant)?);
+            let tenant = store::tenants::create(&pool, &name, &timezone).await;
+            pool.close().await;
+            println!("{}", serde_json::to_string(&tenant?)?);
             Ok(())
         }
         Command::Serve => {
+            let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool, settings).await?;
-            let server = Server::new(listener, state, axum::Router::new());
+            let server = Server::new(listener, state.clone(), axum::Router::new());
             tracing::info!(address = %server.local_addr(), "gavel serving");
-            server.run_until(app::shutdown_signal()).await
+            serve(server, state, stop).await
         }
         Command::Bench(_) => unreachable!("handled before the database is opened"),
         Command::Demo => {
+            let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             demo::allow_buyer_endpoints(&mut settings, listener.local_addr()?);
             let state = AppState::build(pool.clone(), settings).await?;
-            let server = Server::new(listener, state, demo::buyer_endpoints());
+            let server = Server::new(listener, state.clone(), demo::buyer_endpoints());
             let seeded = demo::seed(&pool, server.local_addr()).await?;
             println!("{}", demo::instructions(&seeded));
-            server.run_until(app::shutdown_signal()).await
+            serve(server, state, stop).await
         }
     }
 }
+
+/// Serves until `stop` (SIGTERM or SIGINT), then lets in-flight work finish and closes the pools (the
+/// private PostgreSQL, if any, is stopped after this).
+async fn serve(
+    server: Server,
+    state: AppState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let served = server.run_until(stop).await;
+    // Requests still in flight after the grace period keep their connections: not waited for.
+    if tokio::time::timeout(CLOSE_WAIT, state.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
+    }
+    served
+}
+
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

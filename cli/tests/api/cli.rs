@@ -177,3 +177,126 @@ async fn bad_command_lines_and_settings_exit_non_zero_with_a_clear_message() {
         out.stderr
     );
 }
+
+/// `gavel serve` on its own private PostgreSQL, run in a process group of its own (as a
+/// terminal's shell runs it), and its log.
+struct Serving {
+    child: tokio::process::Child,
+    logged: Vec<String>,
+    rest: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Serving {
+    /// Starts it on the cluster in `data_dir` and waits until it logs that it serves.
+    async fn start(data_dir: &std::path::Path) -> Serving {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = gavel()
+            .arg("serve")
+            .env("GAVEL_DATA_DIR", data_dir)
+            .env("GAVEL_LISTEN", "127.0.0.1:0")
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut logged = Vec::new();
+        let started = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let serving = line.contains("gavel serving");
+                logged.push(line);
+                if serving {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "never served: {logged:#?}");
+        let rest = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push(line);
+            }
+            rest
+        });
+        Serving {
+            child,
+            logged,
+            rest,
+        }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32)
+    }
+
+    /// Waits for a successful exit; the whole log.
+    async fn exit(mut self) -> Vec<String> {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("gavel did not stop")
+            .unwrap();
+        self.logged.extend(self.rest.await.unwrap());
+        assert!(status.success(), "{status}: {:#?}", self.logged);
+        self.logged
+    }
+}
+
+/// A normal stop says so and nothing alarming: no WARN or ERROR line, a last INFO `stopped`.
+fn assert_quiet_stop(logged: &[String]) {
+    assert!(
+        !logged
+            .iter()
+            .any(|line| line.contains(" WARN ") || line.contains(" ERROR ")),
+        "{logged:#?}"
+    );
+    let last = logged.last().unwrap();
+    assert!(
+        last.contains(" INFO ") && last.ends_with("stopped"),
+        "{logged:#?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_quietly_and_says_stopped() {
+    let dir = tempfile::Builder::new()
+        .prefix("gavel-stop-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let server = Serving::start(&dir.path().join("pg")).await;
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_quiet_stop(&server.exit().await);
+}
+
+#[tokio::test]
+async fn ctrl_c_reaches_gavel_alone_which_stops_its_postgres_after_its_own_sessions() {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgid};
+    let dir = tempfile::Builder::new()
+        .prefix("gavel-ctrl-c-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data_dir = dir.path().join("pg");
+    let server = Serving::start(&data_dir).await;
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+    let postmaster = Pid::from_raw(pid_file.lines().next().unwrap().trim().parse().unwrap());
+    let group = getpgid(Some(server.pid())).unwrap();
+    assert_ne!(
+        getpgid(Some(postmaster)).unwrap(),
+        group,
+        "the private PostgreSQL is in Gavel's process group"
+    );
+
+    // What a terminal's Ctrl-C does: SIGINT to the foreground process group.
+    killpg(group, Signal::SIGINT).unwrap();
+    assert_quiet_stop(&server.exit().await);
+    assert!(kill(postmaster, None).is_err(), "PostgreSQL still runs");
+    let log = std::fs::read_to_string(data_dir.join("postgres.log")).unwrap();
+    assert!(log.contains("database system is shut down"), "{log}");
+    // Gavel ended its sessions before it stopped the server: none was cut.
+    assert!(
+        !log.contains("terminating connection due to administrator command"),
+        "{log}"
+    );
+}
