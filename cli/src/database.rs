@@ -1,5 +1,7 @@
 //! Where the database comes from: the configured URL, or else the private PostgreSQL.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use gavel::config::Settings;
 
@@ -43,10 +45,12 @@ impl Database {
         })
     }
 
-    /// Stops the private cluster if this process started it.
+    /// Stops the private cluster if this process started it, once the sessions left (the
+    /// pools are closed first) have ended.
     pub async fn close(self) -> Result<()> {
         if let Some(local) = self.local {
-            tokio::task::spawn_blocking(move || local.stop()).await??;
+            tokio::task::spawn_blocking(move || local.stop_when_idle(Duration::from_secs(5)))
+                .await??;
         }
         Ok(())
     }

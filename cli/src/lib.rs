@@ -5,3 +5,4 @@ pub mod bench;
 pub mod database;
 pub mod demo;
 pub mod local_pg;
+pub mod settings_help;

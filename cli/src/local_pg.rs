@@ -246,6 +246,21 @@ impl LocalPostgres {
             .map_err(|_| anyhow!("postgres did not stop within 60 s"))
     }
 
+    /// Smart shutdown: the server refuses new sessions and exits once the open ones have
+    /// ended (a session whose client has left finishes its statement first), and after
+    /// `patience` falls back to [`LocalPostgres::stop`]. For Gavel's own stop, after it has
+    /// closed its pools: no session is cut. Does nothing to a cluster another process started.
+    pub fn stop_when_idle(self, patience: Duration) -> Result<()> {
+        if !self.owned {
+            return Ok(());
+        }
+        self.signal(Signal::SIGTERM)?;
+        if self.exited.recv_timeout(patience).is_ok() {
+            return Ok(());
+        }
+        self.stop()
+    }
+
     fn signal(&self, signal: Signal) -> Result<()> {
         match kill(self.pid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),

@@ -11,7 +11,7 @@ use gavel::config::Settings;
 use gavel::store;
 use gavel::telemetry;
 use gavel_cli::database::Database;
-use gavel_cli::{bench, demo};
+use gavel_cli::{bench, demo, settings_help};
 
 // glibc's allocator showed 12 % of the server's CPU under load, with its arenas' lock
 // contended between the runtime's threads; mimalloc keeps per-thread heaps.
@@ -35,6 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (migrates the database first).
+    #[command(after_help = settings_help::help())]
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
@@ -44,9 +45,11 @@ enum Command {
         command: TenantCommand,
     },
     /// Run the server with a demo tenant seeded, and print commands to try it.
+    #[command(after_help = settings_help::help())]
     Demo,
     /// The load harness: seed a benchmark tenant, run a server, drive pings and posts, compare
     /// with pgbench on the same PostgreSQL.
+    #[command(after_help = settings_help::help())]
     Bench(bench::BenchOptions),
 }
 

@@ -300,3 +300,66 @@ async fn ctrl_c_reaches_gavel_alone_which_stops_its_postgres_after_its_own_sessi
         "{log}"
     );
 }
+
+/// The names of `Settings`' fields, as serde reads them: every setting there is.
+fn setting_names() -> &'static [&'static str] {
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("only the field names are read"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("only the field names are read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = <gavel::config::Settings as serde::Deserialize>::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+#[tokio::test]
+async fn help_lists_every_setting_as_its_variable_with_its_real_default() {
+    let names = setting_names();
+    assert!(names.len() > 20, "{names:?}");
+    let defaults = format!(
+        "{:?}",
+        gavel::config::Settings::load_from(None, []).unwrap()
+    );
+    for command in ["serve", "demo", "bench"] {
+        let out = run(gavel().args([command, "--help"])).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        for name in names {
+            let variable = format!("GAVEL_{}", name.to_uppercase());
+            let line = out
+                .stdout
+                .lines()
+                .find(|line| line.split_whitespace().next() == Some(variable.as_str()))
+                .unwrap_or_else(|| panic!("`gavel {command} --help` lacks {variable}"));
+            // The default shown is the default: set to it, the settings are unchanged.
+            let shown = line.split_once(" default ").unwrap().1.trim();
+            let value = if shown == "(empty)" { "" } else { shown };
+            let set = gavel::config::Settings::load_from(None, [(variable.clone(), value.into())])
+                .unwrap_or_else(|error| panic!("{variable}={value}: {error}"));
+            assert_eq!(
+                format!("{set:?}"),
+                defaults,
+                "{variable}'s default is not {shown}"
+            );
+        }
+    }
+}
