@@ -62,7 +62,7 @@ pub struct AppInner {
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
     /// Retries of posts still settling, waiting for their answer (bounded).
-    pub post_waiters: crate::settle::PostWaiters,
+    pub post_waiters: crate::post::PostWaiters,
     /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -123,7 +123,7 @@ impl AppState {
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
-        let post_waiters = crate::settle::PostWaiters::new(settings.max_waiting_retries);
+        let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
         Ok(Self(Arc::new(AppInner {
             db,
             grouped_db,

@@ -43,8 +43,9 @@ fn unavailable_sqlstate(code: Cow<'_, str>) -> bool {
         )
 }
 
-/// A fault of Gavel's own (a lost answer, a task that panicked), carried as sqlx's error so
-/// that the statements keep one error type: never taken for an unavailable database (500).
+/// A fault of Gavel's own (a lost answer, a task that panicked) where only sqlx's error can
+/// travel (the statement group's replies): never taken for an unavailable database (500).
+/// Elsewhere a fault is [`crate::Error::Fault`].
 pub fn fault(message: impl Into<String>) -> sqlx::Error {
     sqlx::Error::InvalidArgument(message.into())
 }

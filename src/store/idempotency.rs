@@ -43,7 +43,7 @@ pub async fn begin(
     request_sha256: &[u8; 32],
     keep_hours: u32,
 ) -> Result<Begin, sqlx::Error> {
-    let taken: Option<bool> = sqlx::query_scalar(
+    let taken = sqlx::query_scalar!(
         "INSERT INTO idempotency_keys (tenant_id, route, scope_id, key, request_sha256, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, now(), now() + $6 * interval '1 hour')
          ON CONFLICT (tenant_id, route, scope_id, key) DO UPDATE
@@ -51,53 +51,41 @@ pub async fn begin(
              response = NULL, ping_id = NULL, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
          WHERE idempotency_keys.expires_at < now()
          RETURNING true",
+        scope.tenant_id,
+        scope.route,
+        scope.scope_id,
+        scope.key,
+        &request_sha256[..],
+        f64::from(keep_hours),
     )
-    .bind(scope.tenant_id)
-    .bind(scope.route)
-    .bind(scope.scope_id)
-    .bind(&scope.key)
-    .bind(&request_sha256[..])
-    .bind(f64::from(keep_hours))
     .fetch_optional(db)
     .await?;
     if taken.is_some() {
         return Ok(Begin::Run);
     }
-    #[derive(FromRow)]
-    struct Row {
-        request_sha256: Vec<u8>,
-        http_status: Option<i32>,
-        content_type: Option<String>,
-        response: Option<String>,
-        ping_id: Option<Uuid>,
-    }
-    let row: Option<Row> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT request_sha256, http_status, content_type, response, ping_id FROM idempotency_keys
          WHERE tenant_id = $1 AND route = $2 AND scope_id = $3 AND key = $4",
+        scope.tenant_id,
+        scope.route,
+        scope.scope_id,
+        scope.key,
     )
-    .bind(scope.tenant_id)
-    .bind(scope.route)
-    .bind(scope.scope_id)
-    .bind(&scope.key)
     .fetch_optional(db)
     .await?;
     Ok(match row {
         // Cleaned up in between: the retry may run.
         None => Box::pin(begin(db, scope, request_sha256, keep_hours)).await?,
         Some(row) if row.request_sha256 != request_sha256 => Begin::Reused,
-        Some(Row {
-            http_status: Some(http_status),
-            content_type,
-            response,
-            ping_id,
-            ..
-        }) => Begin::Replay(StoredAnswer {
-            http_status,
-            content_type,
-            response,
-            ping_id,
-        }),
-        Some(_) => Begin::InProgress,
+        Some(row) => match row.http_status {
+            Some(http_status) => Begin::Replay(StoredAnswer {
+                http_status,
+                content_type: row.content_type,
+                response: row.response,
+                ping_id: row.ping_id,
+            }),
+            None => Begin::InProgress,
+        },
     })
 }
 
@@ -107,18 +95,18 @@ pub async fn finish(
     scope: &KeyScope,
     answer: &StoredAnswer,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE idempotency_keys SET http_status = $5, content_type = $6, response = $7, ping_id = $8
          WHERE tenant_id = $1 AND route = $2 AND scope_id = $3 AND key = $4",
+        scope.tenant_id,
+        scope.route,
+        scope.scope_id,
+        scope.key,
+        answer.http_status,
+        answer.content_type,
+        answer.response,
+        answer.ping_id,
     )
-    .bind(scope.tenant_id)
-    .bind(scope.route)
-    .bind(scope.scope_id)
-    .bind(&scope.key)
-    .bind(answer.http_status)
-    .bind(&answer.content_type)
-    .bind(&answer.response)
-    .bind(answer.ping_id)
     .execute(db)
     .await?;
     Ok(())
@@ -127,14 +115,14 @@ pub async fn finish(
 /// Gives the key back (its request failed on our side and changed nothing the key covers): a
 /// retry runs again.
 pub async fn abandon(db: &PgPool, scope: &KeyScope) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys
          WHERE tenant_id = $1 AND route = $2 AND scope_id = $3 AND key = $4 AND http_status IS NULL",
+        scope.tenant_id,
+        scope.route,
+        scope.scope_id,
+        scope.key,
     )
-    .bind(scope.tenant_id)
-    .bind(scope.route)
-    .bind(scope.scope_id)
-    .bind(&scope.key)
     .execute(db)
     .await?;
     Ok(())
@@ -142,7 +130,7 @@ pub async fn abandon(db: &PgPool, scope: &KeyScope) -> Result<(), sqlx::Error> {
 
 /// Deletes the expired keys of every tenant; returns how many.
 pub async fn delete_expired(db: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "DELETE FROM idempotency_keys
          WHERE tenant_id IN (SELECT id FROM tenants) AND expires_at < now()",
     )

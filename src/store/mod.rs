@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool and the queries, one module per area. (Where the database comes from
 //! is the `gavel` command's business: the server takes a URL.)
 
+pub mod admin;
 pub mod errors;
 pub mod group;
 pub mod idempotency;

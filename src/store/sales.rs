@@ -7,13 +7,15 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
+use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
+use crate::post::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
 
 /// A won bid of a ping, as the auction recorded it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct WonBid {
     pub bid_id: Uuid,
     pub contract_id: Uuid,
@@ -25,29 +27,14 @@ pub struct WonBid {
 }
 
 /// A ping as the post needs it.
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 pub struct PingForPost {
     pub result: String,
     pub test: bool,
-    pub lead: Option<sqlx::types::Json<Map<String, Value>>>,
+    pub lead: Option<Json<Map<String, Value>>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub post_body_sha256: Option<Vec<u8>>,
     pub post_response: Option<String>,
-}
-
-/// One row of [`find_ping`]: the ping, and one of its won bids (if any).
-#[derive(FromRow)]
-struct PingAndBid {
-    campaign_id: Uuid,
-    #[sqlx(flatten)]
-    ping: PingForPost,
-    bid_id: Option<Uuid>,
-    contract_id: Option<Uuid>,
-    buyer_id: Option<Uuid>,
-    sale_type: Option<String>,
-    price_cents: Option<i64>,
-    payout_cents: Option<i64>,
-    rtb_ref: Option<String>,
 }
 
 /// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
@@ -59,18 +46,20 @@ pub async fn find_ping(
 ) -> Result<Option<(PingForPost, Vec<WonBid>)>, sqlx::Error> {
     // Found by primary key only; the campaign is compared here, so that the plan PostgreSQL
     // caches cannot pick the campaign's index and scan its history.
-    let rows: Vec<PingAndBid> = sqlx::query_as(
-        "SELECT p.campaign_id, p.result, p.test, p.lead, p.expires_at, p.post_body_sha256,
-                l.post_response::text AS post_response,
-                d.bid_id, d.contract_id, d.buyer_id, d.sale_type, d.price_cents, d.payout_cents, d.rtb_ref
-         FROM posting_log p
-         LEFT JOIN leads l ON l.tenant_id = p.tenant_id AND l.ping_id = p.id
-         LEFT JOIN distribution_winners d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
-         WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping'
-         ORDER BY d.price_cents DESC, d.bid_id",
+    let rows = sqlx::query!(
+        r#"SELECT p.campaign_id, p.result, p.test, p.lead AS "lead: Json<Map<String, Value>>",
+                  p.expires_at, p.post_body_sha256, l.post_response::text AS post_response,
+                  d.bid_id AS "bid_id?", d.contract_id AS "contract_id?", d.buyer_id AS "buyer_id?",
+                  d.sale_type AS "sale_type?", d.price_cents AS "price_cents?",
+                  d.payout_cents AS "payout_cents?", d.rtb_ref
+           FROM posting_log p
+           LEFT JOIN leads l ON l.tenant_id = p.tenant_id AND l.ping_id = p.id
+           LEFT JOIN distribution_winners d ON d.tenant_id = p.tenant_id AND d.ping_id = p.id
+           WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping'
+           ORDER BY d.price_cents DESC, d.bid_id"#,
+        tenant_id,
+        ping_id,
     )
-    .bind(tenant_id)
-    .bind(ping_id)
     .fetch_all(db)
     .await?;
     let mut bids = Vec::with_capacity(rows.len());
@@ -104,7 +93,14 @@ pub async fn find_ping(
                 rtb_ref: row.rtb_ref,
             });
         }
-        found.get_or_insert(row.ping);
+        found.get_or_insert(PingForPost {
+            result: row.result,
+            test: row.test,
+            lead: row.lead,
+            expires_at: row.expires_at,
+            post_body_sha256: row.post_body_sha256,
+            post_response: row.post_response.map(compact),
+        });
     }
     Ok(found.map(|ping| (ping, bids)))
 }
@@ -140,34 +136,34 @@ pub async fn claim(
 ) -> Result<Claim, sqlx::Error> {
     // One statement: the lead is stored only by the request whose update claimed the ping (a
     // concurrent one waits for the row, then finds it claimed).
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "WITH claimed AS (
              UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
              WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
              RETURNING id)
          INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at)
          SELECT $1, $5, id, $6, $7, $8, $9, $10, $11, $3 FROM claimed",
+        source.tenant_id,
+        ping_id,
+        now,
+        &body_sha256[..],
+        lead_id,
+        source.campaign_id,
+        source.partner_id,
+        source.offer_id,
+        Json(lead) as _,
+        Json(consent) as _,
+        test,
     )
-    .bind(source.tenant_id)
-    .bind(ping_id)
-    .bind(now)
-    .bind(&body_sha256[..])
-    .bind(lead_id)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(sqlx::types::Json(lead))
-    .bind(sqlx::types::Json(consent))
-    .bind(test)
     .execute(db)
     .await?
     .rows_affected();
     if claimed == 0 {
-        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+        let hash = sqlx::query_scalar!(
             "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",
+            source.tenant_id,
+            ping_id,
         )
-        .bind(source.tenant_id)
-        .bind(ping_id)
         .fetch_one(db)
         .await?;
         return Ok(Claim::Lost {
@@ -183,14 +179,42 @@ pub async fn stored_response(
     tenant_id: Uuid,
     ping_id: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    let stored: Option<Option<String>> = sqlx::query_scalar(
+    let stored = sqlx::query_scalar!(
         "SELECT post_response::text FROM leads WHERE tenant_id = $1 AND ping_id = $2",
+        tenant_id,
+        ping_id,
     )
-    .bind(tenant_id)
-    .bind(ping_id)
     .fetch_optional(db)
     .await?;
-    Ok(stored.flatten())
+    Ok(stored.flatten().map(compact))
+}
+
+/// A stored answer's text as every route answers JSON, without the spaces PostgreSQL's jsonb
+/// output puts after `:` and `,` (re-serializing through serde_json would turn `27.30` into
+/// `27.3`).
+fn compact(text: String) -> String {
+    if !text.contains([' ', '\n']) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = c == '"';
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A sale about to be reserved.
@@ -210,26 +234,29 @@ pub struct NewSale<'a> {
     pub consumer_hashes: &'a [[u8; 32]],
 }
 
-/// Binds the sale as `$1`–`$13` (tenant, sale, lead, ping, bid, contract, buyer, campaign,
-/// partner, offer, sale type, price, payout): the order of both statements that write a sale.
-macro_rules! bind_sale {
-    ($query:expr, $sale:expr) => {{
-        let sale: &NewSale<'_> = $sale;
-        $query
-            .bind(sale.source.tenant_id)
-            .bind(sale.sale_id)
-            .bind(sale.lead_id)
-            .bind(sale.ping_id)
-            .bind(sale.bid.bid_id)
-            .bind(sale.bid.contract_id)
-            .bind(sale.bid.buyer_id)
-            .bind(sale.source.campaign_id)
-            .bind(sale.source.partner_id)
-            .bind(sale.source.offer_id)
-            .bind(&sale.bid.sale_type)
-            .bind(sale.bid.price_cents)
-            .bind(sale.bid.payout_cents)
-    }};
+/// `sqlx::query!` (or `query_scalar!`) of `$sql` with the sale as `$1`–`$13` (tenant, sale,
+/// lead, ping, bid, contract, buyer, campaign, partner, offer, sale type, price, payout), then
+/// the rest: the order of both statements that write a sale.
+macro_rules! query_with_sale {
+    ($macro:ident, $sql:literal, $sale:ident $(, $rest:expr)* $(,)?) => {
+        sqlx::$macro!(
+            $sql,
+            $sale.source.tenant_id,
+            $sale.sale_id,
+            $sale.lead_id,
+            $sale.ping_id,
+            $sale.bid.bid_id,
+            $sale.bid.contract_id,
+            $sale.bid.buyer_id,
+            $sale.source.campaign_id,
+            $sale.source.partner_id,
+            $sale.source.offer_id,
+            $sale.bid.sale_type,
+            $sale.bid.price_cents,
+            $sale.bid.payout_cents,
+            $($rest),*
+        )
+    };
 }
 
 /// Why a reservation was refused.
@@ -274,36 +301,30 @@ pub async fn reserve(
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
     // One statement, one round trip (migration 0003): the hot rows are held for the time the
     // database needs, not for a round trip per step.
-    let outcome: String = bind_sale!(
-        sqlx::query_scalar(
-            "SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                  $17, $18, $19, $20, $21, $22, $23, $24)",
-        ),
-        sale
+    let outcome = query_with_sale!(
+        query_scalar,
+        r#"SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                $17, $18, $19, $20, $21, $22, $23, $24) AS "outcome!: ReserveOutcome""#,
+        sale,
+        sale.test,
+        sale.pending_for.num_milliseconds() as f64,
+        sale.now,
+        &hashes as _,
+        i32::try_from(sale.dedup_days).unwrap_or(365),
+        &periods as _,
+        &starts,
+        &max_leads,
+        &max_spend,
+        Value::Array(reserved),
+        Uuid::now_v7(),
     )
-    .bind(sale.test)
-    .bind(sale.pending_for.num_milliseconds() as f64)
-    .bind(sale.now)
-    .bind(&hashes)
-    .bind(i32::try_from(sale.dedup_days).unwrap_or(365))
-    .bind(&periods)
-    .bind(&starts)
-    .bind(&max_leads)
-    .bind(&max_spend)
-    .bind(Value::Array(reserved))
-    .bind(Uuid::now_v7())
     .fetch_one(db)
     .await?;
-    Ok(match outcome.as_str() {
-        "reserved" => Ok(()),
-        "duplicate" => Err(Refusal::Duplicate),
-        "capped" => Err(Refusal::Capped),
-        "insufficient_funds" => Err(Refusal::InsufficientFunds),
-        other => {
-            return Err(super::errors::fault(format!(
-                "gavel_reserve answered {other:?}"
-            )));
-        }
+    Ok(match outcome {
+        ReserveOutcome::Reserved => Ok(()),
+        ReserveOutcome::Duplicate => Err(Refusal::Duplicate),
+        ReserveOutcome::Capped => Err(Refusal::Capped),
+        ReserveOutcome::InsufficientFunds => Err(Refusal::InsufficientFunds),
     })
 }
 
@@ -312,24 +333,23 @@ pub async fn reserve(
 pub async fn record_unreserved(
     db: &PgPool,
     sale: &NewSale<'_>,
-    status: &str,
+    status: SaleStatus,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
-    bind_sale!(
-        sqlx::query(
-            "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
-                                     partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
-                                     created_at, settled_at, consumer_hashes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
-        ),
-        sale
+    query_with_sale!(
+        query,
+        "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
+                                 partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
+                                 created_at, settled_at, consumer_hashes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
+        sale,
+        status.as_str(),
+        reason,
+        sale.test,
+        sale.now,
+        &hashes as _,
     )
-    .bind(status)
-    .bind(reason)
-    .bind(sale.test)
-    .bind(sale.now)
-    .bind(&hashes)
     .execute(db)
     .await?;
     Ok(())
@@ -345,17 +365,17 @@ async fn insert_buyer_entry(
     sale_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, created_at)
          VALUES ($1, $2, 'buyer', $3, $4, $5, $6, $7)",
+        tenant_id,
+        Uuid::now_v7(),
+        buyer_id,
+        kind,
+        amount_cents,
+        sale_id,
+        now,
     )
-    .bind(tenant_id)
-    .bind(Uuid::now_v7())
-    .bind(buyer_id)
-    .bind(kind)
-    .bind(amount_cents)
-    .bind(sale_id)
-    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -392,8 +412,7 @@ pub struct BuyerAnswer<'a> {
 /// The buyer's verdict on a reserved sale, kept as soon as it is known: what a sale whose
 /// completion or release could not be written is settled by (`release_interrupted`).
 pub struct Verdict<'a> {
-    /// `accepted`, `rejected` or `failed`.
-    pub verdict: &'static str,
+    pub verdict: BuyerVerdict,
     pub reason: Option<&'a str>,
     pub answer: &'a BuyerAnswer<'a>,
     /// The kind of each of the sale's consumer hashes, in their order (its dedup keys).
@@ -408,19 +427,19 @@ pub async fn record_verdict(
     sale_id: Uuid,
     verdict: &Verdict<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE lead_sales SET verdict = $3, reason = $4, buyer_http_status = $5, buyer_response = $6,
                                delivery_ms = $7, consumer_kinds = $8
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+        tenant_id,
+        sale_id,
+        verdict.verdict.as_str(),
+        verdict.reason,
+        verdict.answer.http_status.map(i32::from),
+        verdict.answer.answer,
+        verdict.answer.delivery_ms,
+        verdict.consumer_kinds as _,
     )
-    .bind(tenant_id)
-    .bind(sale_id)
-    .bind(verdict.verdict)
-    .bind(verdict.reason)
-    .bind(verdict.answer.http_status.map(i32::from))
-    .bind(verdict.answer.answer)
-    .bind(verdict.answer.delivery_ms)
-    .bind(verdict.consumer_kinds)
     .execute(db)
     .await?
     .rows_affected();
@@ -432,12 +451,15 @@ pub async fn sale_status(
     db: &PgPool,
     tenant_id: Uuid,
     sale_id: Uuid,
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, reason FROM lead_sales WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(sale_id)
-        .fetch_optional(db)
-        .await
+) -> Result<Option<(SaleStatus, Option<String>)>, sqlx::Error> {
+    let sale = sqlx::query!(
+        r#"SELECT status AS "status: SaleStatus", reason FROM lead_sales WHERE tenant_id = $1 AND id = $2"#,
+        tenant_id,
+        sale_id,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(sale.map(|sale| (sale.status, sale.reason)))
 }
 
 /// The buyer accepted: the sale is sold, the partner is paid, the buyer's dedup entries and
@@ -456,8 +478,8 @@ pub async fn complete(
     // makes the charge, the payout and the dedup keys happen once, whoever completes it. Every
     // value comes from the sale's own row, so the sweep completes it exactly as this does. A
     // test sale writes nothing but its status.
-    let sold: i64 = sqlx::query_scalar(
-        "WITH sold AS (
+    let sold = sqlx::query_scalar!(
+        r#"WITH sold AS (
              UPDATE lead_sales SET status = 'sold', reason = NULL, verdict = 'accepted',
                                    buyer_http_status = CASE WHEN $3 THEN $4 ELSE buyer_http_status END,
                                    buyer_response = CASE WHEN $3 THEN $5 ELSE buyer_response END,
@@ -483,17 +505,17 @@ pub async fn complete(
              SELECT $1, contract_id, $8 FROM sold WHERE NOT test
              ON CONFLICT (tenant_id, contract_id) DO UPDATE
              SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at))
-         SELECT count(*) FROM sold",
+         SELECT count(*) AS "sold!" FROM sold"#,
+        tenant_id,
+        sale_id,
+        verdict.is_some(),
+        verdict.and_then(|v| v.answer.http_status).map(i32::from),
+        verdict.and_then(|v| v.answer.answer),
+        verdict.and_then(|v| v.answer.delivery_ms),
+        verdict.map(|v| v.consumer_kinds) as _,
+        now,
+        Uuid::now_v7(),
     )
-    .bind(tenant_id)
-    .bind(sale_id)
-    .bind(verdict.is_some())
-    .bind(verdict.and_then(|v| v.answer.http_status).map(i32::from))
-    .bind(verdict.and_then(|v| v.answer.answer))
-    .bind(verdict.and_then(|v| v.answer.delivery_ms))
-    .bind(verdict.map(|v| v.consumer_kinds))
-    .bind(now)
-    .bind(Uuid::now_v7())
     .fetch_one(db)
     .await?;
     Ok(sold == 1)
@@ -504,24 +526,24 @@ async fn settle_row(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     sale_id: Uuid,
-    status: &str,
+    status: SaleStatus,
     reason: Option<&str>,
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE lead_sales SET status = $3, reason = $4, buyer_http_status = $5, buyer_response = $6,
                                delivery_ms = $7, settled_at = $8, pending_until = NULL
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+        tenant_id,
+        sale_id,
+        status.as_str(),
+        reason,
+        answer.http_status.map(i32::from),
+        answer.answer,
+        answer.delivery_ms,
+        now,
     )
-    .bind(tenant_id)
-    .bind(sale_id)
-    .bind(status)
-    .bind(reason)
-    .bind(answer.http_status.map(i32::from))
-    .bind(answer.answer)
-    .bind(answer.delivery_ms)
-    .bind(now)
     .execute(conn)
     .await?
     .rows_affected();
@@ -535,21 +557,21 @@ pub async fn release(
     db: &PgPool,
     tenant_id: Uuid,
     sale_id: Uuid,
-    status: &str,
+    status: SaleStatus,
     reason: &str,
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let sale: Option<(Uuid, Uuid, i64, bool, Value)> = sqlx::query_as(
+    let sale = sqlx::query!(
         "SELECT contract_id, buyer_id, price_cents, test, reserved_caps FROM lead_sales
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending' FOR UPDATE",
+        tenant_id,
+        sale_id,
     )
-    .bind(tenant_id)
-    .bind(sale_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((contract_id, buyer_id, price, test, reserved)) = sale else {
+    let Some(sale) = sale else {
         tx.rollback().await?;
         return Ok(false);
     };
@@ -563,12 +585,13 @@ pub async fn release(
         now,
     )
     .await?;
-    if !test {
+    let (contract_id, buyer_id, price) = (sale.contract_id, sale.buyer_id, sale.price_cents);
+    if !sale.test {
         // The reservation's periods, in its order (the lock order), given back by the
         // function that gives back a refused reservation's (migration 0003).
         let mut periods: Vec<&str> = Vec::new();
         let mut starts: Vec<DateTime<Utc>> = Vec::new();
-        for cap in reserved.as_array().into_iter().flatten() {
+        for cap in sale.reserved_caps.as_array().into_iter().flatten() {
             let (Some(period), Some(start)) =
                 (cap["period"].as_str(), cap["period_start"].as_str())
             else {
@@ -581,21 +604,23 @@ pub async fn release(
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             );
         }
-        sqlx::query("SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)")
-            .bind(tenant_id)
-            .bind(contract_id)
-            .bind(&periods)
-            .bind(&starts)
-            .bind(price)
-            .bind(i32::try_from(periods.len()).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
+        sqlx::query!(
+            "SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)",
+            tenant_id,
+            contract_id,
+            &periods as _,
+            &starts,
+            price,
+            i32::try_from(periods.len()).unwrap_or(i32::MAX),
         )
-        .bind(tenant_id)
-        .bind(buyer_id)
-        .bind(price)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            buyer_id,
+            price,
+        )
         .execute(&mut *tx)
         .await?;
         insert_buyer_entry(&mut tx, tenant_id, buyer_id, "release", price, sale_id, now).await?;
@@ -607,7 +632,7 @@ pub async fn release(
 /// One winning bid's final disposition, for `distribution_winners`.
 pub struct Disposition {
     pub contract_id: Uuid,
-    pub status: &'static str,
+    pub status: SaleStatus,
 }
 
 /// Records the post: each winner's disposition, the answer on the ping (for retries) and the
@@ -621,18 +646,18 @@ pub async fn finish_post(
     dispositions: &[Disposition],
     // The answer as JSON text: stored as jsonb, which keeps each amount's two decimals.
     response: &str,
-    kind: &str,
-    result: &str,
+    kind: PostKind,
+    result: PostStatus,
     test: bool,
     latency_us: i64,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
-    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status).collect();
+    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status.as_str()).collect();
     // One statement. The answer is kept if the sweep answered first: every request of this
     // post gets one and the same answer.
-    sqlx::query_scalar(
-        "WITH dispositions AS (
+    sqlx::query_scalar!(
+        r#"WITH dispositions AS (
              UPDATE distribution_winners d SET disposition = u.status
              FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
              WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id),
@@ -641,24 +666,25 @@ pub async fn finish_post(
                                       latency_us, http_status, result, test)
              VALUES ($1, $6, $7, $8, $9, $10, $2, $11, $12, 200, $13, $14))
          UPDATE leads SET post_response = coalesce(post_response, $5::jsonb) WHERE tenant_id = $1 AND ping_id = $2
-         RETURNING post_response::text",
+         RETURNING post_response::text AS "post_response!""#,
+        source.tenant_id,
+        ping_id,
+        &contracts,
+        &statuses as _,
+        response as _,
+        Uuid::now_v7(),
+        kind.as_str(),
+        source.campaign_id,
+        source.partner_id,
+        source.offer_id,
+        now,
+        latency_us,
+        result.as_str(),
+        test,
     )
-    .bind(source.tenant_id)
-    .bind(ping_id)
-    .bind(&contracts)
-    .bind(&statuses)
-    .bind(response)
-    .bind(Uuid::now_v7())
-    .bind(kind)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(now)
-    .bind(latency_us)
-    .bind(result)
-    .bind(test)
     .fetch_one(db)
     .await
+    .map(compact)
 }
 
 /// A `posting_log` row for a post or direct post (also for refused ones).
@@ -667,30 +693,30 @@ pub async fn insert_post_log(
     conn: &mut PgConnection,
     source: &PostSource,
     ping_id: Option<Uuid>,
-    kind: &str,
+    kind: PostKind,
     http_status: u16,
     result: &str,
     test: bool,
     latency_us: i64,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
                                   latency_us, http_status, result, test)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        source.tenant_id,
+        Uuid::now_v7(),
+        kind.as_str(),
+        source.campaign_id,
+        source.partner_id,
+        source.offer_id,
+        ping_id,
+        now,
+        latency_us,
+        i32::from(http_status),
+        result,
+        test,
     )
-    .bind(source.tenant_id)
-    .bind(Uuid::now_v7())
-    .bind(kind)
-    .bind(source.campaign_id)
-    .bind(source.partner_id)
-    .bind(source.offer_id)
-    .bind(ping_id)
-    .bind(now)
-    .bind(latency_us)
-    .bind(i32::from(http_status))
-    .bind(result)
-    .bind(test)
     .execute(conn)
     .await?;
     Ok(())
@@ -706,47 +732,32 @@ pub async fn release_interrupted(
     db: &PgPool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    type Stuck = (
-        Uuid,
-        Uuid,
-        Option<String>,
-        Option<String>,
-        Option<i32>,
-        Option<String>,
-        Option<i32>,
-    );
     // Deadlines are on the database's clock, the same for every Gavel process.
-    let stuck: Vec<Stuck> = sqlx::query_as(
-        "SELECT tenant_id, id, verdict, reason, buyer_http_status, buyer_response, delivery_ms
-         FROM lead_sales WHERE status = 'pending' AND pending_until < now()",
+    let stuck = sqlx::query!(
+        r#"SELECT tenant_id, id, verdict AS "verdict: BuyerVerdict", reason, buyer_http_status,
+                  buyer_response, delivery_ms
+           FROM lead_sales WHERE status = 'pending' AND pending_until < now()"#,
     )
     .fetch_all(db)
     .await?;
     let mut settled = Vec::new();
-    for (tenant_id, sale_id, verdict, reason, http_status, response, delivery_ms) in stuck {
+    for sale in stuck {
+        let (tenant_id, sale_id, reason) = (sale.tenant_id, sale.id, sale.reason);
         let answer = BuyerAnswer {
-            http_status: http_status.and_then(|s| u16::try_from(s).ok()),
-            answer: response.as_deref(),
-            delivery_ms,
+            http_status: sale.buyer_http_status.and_then(|s| u16::try_from(s).ok()),
+            answer: sale.buyer_response.as_deref(),
+            delivery_ms: sale.delivery_ms,
         };
         // One sale that cannot be settled must not hold up the others.
-        let done = match verdict.as_deref() {
-            Some("accepted") => complete(db, tenant_id, sale_id, None, now).await,
-            Some(status @ ("rejected" | "failed")) => {
-                let reason = reason.as_deref().unwrap_or("interrupted");
+        let done = match sale.verdict.map(BuyerVerdict::settles_as) {
+            Some(SaleStatus::Sold) => complete(db, tenant_id, sale_id, None, now).await,
+            Some(status) => {
+                let reason = reason.as_deref().unwrap_or(INTERRUPTED);
                 release(db, tenant_id, sale_id, status, reason, &answer, now).await
             }
-            _ => {
-                release(
-                    db,
-                    tenant_id,
-                    sale_id,
-                    "failed",
-                    "interrupted",
-                    &answer,
-                    now,
-                )
-                .await
+            None => {
+                let failed = SaleStatus::Failed;
+                release(db, tenant_id, sale_id, failed, INTERRUPTED, &answer, now).await
             }
         };
         match done {
@@ -764,13 +775,13 @@ pub async fn release_interrupted(
 /// A post whose request died after claiming its ping never stored an answer, so its retries
 /// would wait in vain: once none of its sales is pending, its answer is built from them.
 async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
-    let unanswered: Vec<(Uuid, Uuid)> = sqlx::query_as(
+    let unanswered = sqlx::query!(
         "SELECT tenant_id, ping_id FROM leads WHERE post_response IS NULL AND created_at < now() - interval '1 minute'",
     )
     .fetch_all(db)
     .await?;
-    for (tenant_id, ping_id) in unanswered {
-        sqlx::query(
+    for lead in unanswered {
+        sqlx::query!(
             "UPDATE leads p SET post_response = jsonb_build_object(
                  'lead_id', p.id, 'ping_id', p.ping_id,
                  'status', CASE WHEN s.sold = s.accepted AND s.sold > 0 THEN 'sold'
@@ -788,9 +799,9 @@ async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
                           coalesce(bool_or(status = 'pending'), false) AS pending
                    FROM lead_sales WHERE tenant_id = $1 AND ping_id = $2) s
              WHERE p.tenant_id = $1 AND p.ping_id = $2 AND p.post_response IS NULL AND NOT s.pending",
+            lead.tenant_id,
+            lead.ping_id,
         )
-        .bind(tenant_id)
-        .bind(ping_id)
         .execute(db)
         .await?;
     }
@@ -845,7 +856,8 @@ pub async fn list(
     tenant_id: Uuid,
     filter: &SaleFilter,
 ) -> Result<Vec<SaleRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SaleRow,
         "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
                 payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
          FROM lead_sales
@@ -854,15 +866,29 @@ pub async fn list(
            AND ($4::uuid IS NULL OR buyer_id = $4) AND ($5::uuid IS NULL OR contract_id = $5)
            AND ($6::text IS NULL OR status = $6) AND ($7::uuid IS NULL OR id < $7)
          ORDER BY id DESC LIMIT $8",
+        tenant_id,
+        filter.from,
+        filter.to,
+        filter.buyer_id,
+        filter.contract_id,
+        filter.status,
+        filter.before,
+        filter.limit,
     )
-    .bind(tenant_id)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.buyer_id)
-    .bind(filter.contract_id)
-    .bind(&filter.status)
-    .bind(filter.before)
-    .bind(filter.limit)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compacts_jsonb_text_outside_strings_only() {
+        let jsonb = r#"{"a": 28.00, "b": ["x y", "q\" :z", "\\"], "c": {"d": null}}"#;
+        assert_eq!(
+            compact(jsonb.to_owned()),
+            r#"{"a":28.00,"b":["x y","q\" :z","\\"],"c":{"d":null}}"#
+        );
+    }
 }

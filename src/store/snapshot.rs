@@ -30,9 +30,13 @@ use sqlx::{FromRow, PgPool};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use super::admin;
+use super::admin::rows::{
+    BuyerRow, Buyers, CampaignRow, Campaigns, ContractRow, Contracts, OfferRow, Offers, PartnerRow,
+    Partners, status,
+};
 use crate::auction::{
-    CompiledContract, CompiledSchema, ConfigError, ContractConfig, Mode, OfferRules, PayoutRule,
-    Status,
+    CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules, PayoutRule, Status,
 };
 use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;
@@ -395,68 +399,6 @@ struct TenantRow {
     timezone: String,
 }
 
-#[derive(FromRow)]
-struct PartnerRow {
-    tenant_id: Uuid,
-    id: Uuid,
-    status: String,
-}
-
-#[derive(FromRow)]
-struct BuyerRow {
-    tenant_id: Uuid,
-    id: Uuid,
-    status: String,
-    credit_limit_cents: i64,
-}
-
-#[derive(FromRow)]
-struct OfferRow {
-    tenant_id: Uuid,
-    id: Uuid,
-    name: String,
-    status: String,
-    mode: String,
-    max_buyers: i32,
-    exclusive_floor_cents: i64,
-    ping_ttl_seconds: i32,
-    dedup_days: i32,
-    require_consent: Value,
-    fields: Value,
-}
-
-#[derive(FromRow)]
-struct CampaignRow {
-    tenant_id: Uuid,
-    id: Uuid,
-    partner_id: Uuid,
-    offer_id: Uuid,
-    status: String,
-    posting_key_hash: Vec<u8>,
-    payout_type: String,
-    payout_percent_bp: Option<i32>,
-    payout_amount_cents: Option<i64>,
-    min_payout_cents: i64,
-    ping_rate_per_second: Option<i32>,
-}
-
-#[derive(FromRow)]
-struct ContractRow {
-    tenant_id: Uuid,
-    id: Uuid,
-    buyer_id: Uuid,
-    offer_id: Uuid,
-    name: String,
-    status: String,
-    priority: i32,
-    pricing: Value,
-    filters: Value,
-    schedule: Option<Value>,
-    caps: Value,
-    dedup_days: i32,
-    delivery: Value,
-}
-
 /// The rows of one tenant (`Some`) or of all tenants (`None`).
 struct Rows {
     tenants: Vec<TenantRow>,
@@ -479,45 +421,11 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
             .bind(tenant)
             .fetch_all(&mut *tx)
             .await?;
-    let partners = sqlx::query_as(
-        "SELECT tenant_id, id, status FROM partners WHERE $1::uuid IS NULL OR tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    let buyers = sqlx::query_as(
-        "SELECT tenant_id, id, status, credit_limit_cents FROM buyers WHERE $1::uuid IS NULL OR tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    let offers = sqlx::query_as(
-        "SELECT tenant_id, id, name, status, mode, max_buyers, exclusive_floor_cents, ping_ttl_seconds,
-                dedup_days, require_consent, fields
-         FROM offers WHERE $1::uuid IS NULL OR tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    // The percent is read in basis points by Postgres itself: exact, no float.
-    let campaigns = sqlx::query_as(
-        "SELECT tenant_id, id, partner_id, offer_id, status, posting_key_hash, payout_type,
-                (payout_percent * 100)::int AS payout_percent_bp, payout_amount_cents,
-                min_payout_cents, ping_rate_per_second
-         FROM campaigns WHERE $1::uuid IS NULL OR tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    let contracts = sqlx::query_as(
-        "SELECT tenant_id, id, buyer_id, offer_id, name, status, priority, pricing, filters, schedule,
-                caps, dedup_days, delivery
-         FROM contracts WHERE ($1::uuid IS NULL OR tenant_id = $1) AND status <> 'archived'
-         ORDER BY tenant_id, id",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
+    let partners = admin::loaded::<Partners>(&mut tx, tenant).await?;
+    let buyers = admin::loaded::<Buyers>(&mut tx, tenant).await?;
+    let offers = admin::loaded::<Offers>(&mut tx, tenant).await?;
+    let campaigns = admin::loaded::<Campaigns>(&mut tx, tenant).await?;
+    let contracts = admin::loaded::<Contracts>(&mut tx, tenant).await?;
     let admin_keys = sqlx::query_as(
         "SELECT tenant_id, key_hash FROM api_keys
          WHERE ($1::uuid IS NULL OR tenant_id = $1) AND revoked_at IS NULL",
@@ -554,11 +462,6 @@ async fn load_tenant(db: &PgPool, tenant_id: Uuid) -> Result<Option<TenantConfig
         .await
         .context("cannot load the configuration")?;
     Ok(compile(rows).into_iter().next())
-}
-
-fn status(text: &str) -> Status {
-    // The database's CHECK allows only the three; anything else would be a schema change.
-    Status::from_str(text).unwrap_or(Status::Paused)
 }
 
 fn log_invalid(kind: &str, tenant_id: Uuid, id: Uuid, errors: &[ConfigError]) {
@@ -653,10 +556,8 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
 }
 
 fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
-    let mode =
-        Mode::from_str(&row.mode).map_err(|e| vec![ConfigError::new("/mode", e.to_string())])?;
-    let require_consent: Vec<String> = serde_json::from_value(row.require_consent.clone())
-        .map_err(|e| vec![ConfigError::new("/require_consent", e.to_string())])?;
+    let mode = row.mode().map_err(|e| vec![e])?;
+    let require_consent = row.require_consent().map_err(|e| vec![e])?;
     let rules = OfferRules {
         mode,
         max_buyers: u32::try_from(row.max_buyers).unwrap_or(0),
@@ -714,22 +615,7 @@ fn compile_campaign(row: &CampaignRow) -> Result<([u8; 32], CampaignConfig), Vec
         .as_slice()
         .try_into()
         .map_err(|_| vec![ConfigError::new("/posting_key_hash", "must be 32 bytes")])?;
-    let payout = match (
-        row.payout_type.as_str(),
-        row.payout_percent_bp,
-        row.payout_amount_cents,
-    ) {
-        ("revshare", Some(bp), _) => PayoutRule::Revshare {
-            percent_bp: u32::try_from(bp).unwrap_or(0),
-        },
-        ("margin", _, Some(cents)) => PayoutRule::Margin {
-            amount: Money::from_cents(cents),
-        },
-        ("fixed", _, Some(cents)) => PayoutRule::Fixed {
-            amount: Money::from_cents(cents),
-        },
-        _ => return Err(vec![ConfigError::new("/payout", "incomplete payout rule")]),
-    };
+    let payout = row.payout().map_err(|e| vec![e])?;
     Ok((
         hash,
         CampaignConfig {

@@ -478,7 +478,7 @@ async fn identical_posts_racing_deliver_once_and_all_get_the_same_answer(pool: P
         "one delivery"
     );
     assert!(
-        first.contains("\"payout\": 28.00"),
+        first.contains("\"payout\":28.00"),
         "amounts keep two decimals: {first}"
     );
 

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +22,8 @@ use crate::api::{Problem, idempotency};
 use crate::app::AppState;
 use crate::auction::ConfigError;
 use crate::money::Money;
+use crate::store::admin::books::{self, LedgerRow};
+use crate::store::admin::{self, rows::Buyers};
 use crate::store::idempotency::{self as store_idempotency, KeyScope, StoredAnswer};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,16 +39,6 @@ pub struct LedgerEntry {
     id: Uuid,
     kind: String,
     amount: Money,
-    sale_id: Option<Uuid>,
-    note: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-#[derive(FromRow)]
-struct LedgerRow {
-    id: Uuid,
-    kind: String,
-    amount_cents: i64,
     sale_id: Option<Uuid>,
     note: Option<String>,
     created_at: DateTime<Utc>,
@@ -128,27 +119,14 @@ async fn move_funds(
     // Locked first: another tenant's buyer is 404 whatever the body says.
     find_buyer(&mut tx, tenant, buyer_id).await?;
     let (amount, note) = read_funds(body).map_err(Problem::invalid_config)?;
-    let balance: i64 = sqlx::query_scalar(
-        "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
-         RETURNING balance_cents",
+    let (entry, balance) = books::add_funds(
+        &mut tx,
+        tenant,
+        buyer_id,
+        amount.cents(),
+        note.as_deref(),
+        state.clock.now(),
     )
-    .bind(tenant)
-    .bind(buyer_id)
-    .bind(amount.cents())
-    .fetch_one(&mut *tx)
-    .await?;
-    let entry: LedgerRow = sqlx::query_as(
-        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, note, created_at)
-         VALUES ($1, $2, 'buyer', $3, 'funds', $4, $5, $6)
-         RETURNING id, kind, amount_cents, sale_id, note, created_at",
-    )
-    .bind(tenant)
-    .bind(Uuid::now_v7())
-    .bind(buyer_id)
-    .bind(amount.cents())
-    .bind(note)
-    .bind(state.clock.now())
-    .fetch_one(&mut *tx)
     .await?;
     let receipt = FundsReceipt {
         entry: entry.into(),
@@ -218,25 +196,17 @@ async fn list_ledger(
 ) -> Result<Json<LedgerPage>, Problem> {
     let buyer_id = parse_id(&id)?;
     let request = query.read()?;
-    let buyer_exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM buyers WHERE tenant_id = $1 AND id = $2)")
-            .bind(tenant)
-            .bind(buyer_id)
-            .fetch_one(&state.db)
-            .await?;
-    if !buyer_exists {
+    let mut conn = state.db.acquire().await?;
+    if !admin::exists::<Buyers>(&mut conn, tenant, buyer_id).await? {
         return Err(Problem::not_found());
     }
-    let rows: Vec<LedgerRow> = sqlx::query_as(
-        "SELECT id, kind, amount_cents, sale_id, note, created_at FROM ledger_entries
-         WHERE tenant_id = $1 AND buyer_id = $2 AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4",
+    let rows = books::ledger(
+        &mut *conn,
+        tenant,
+        buyer_id,
+        request.after,
+        request.limit + 1,
     )
-    .bind(tenant)
-    .bind(buyer_id)
-    .bind(request.after)
-    .bind(request.limit + 1)
-    .fetch_all(&state.db)
     .await?;
     let (rows, next_cursor) = page(rows, request.limit, |e| e.id);
     Ok(Json(LedgerPage {

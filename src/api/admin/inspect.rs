@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,7 +20,7 @@ use crate::api::extract::AdminTenant;
 use crate::app::AppState;
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, period_start};
 use crate::money::Money;
-use crate::store::sales::SaleRow;
+use crate::store::admin::inspect;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -68,27 +67,13 @@ async fn contract_caps(
     Path(id): Path<String>,
 ) -> Result<Json<ContractCaps>, Problem> {
     let contract_id = parse_id(&id)?;
-    let row: Option<(Value, String)> = sqlx::query_as(
-        "SELECT c.caps, t.timezone FROM contracts c JOIN tenants t ON t.id = c.tenant_id
-         WHERE c.tenant_id = $1 AND c.id = $2",
-    )
-    .bind(tenant)
-    .bind(contract_id)
-    .fetch_optional(&state.db)
-    .await?;
+    let row = inspect::contract_caps(&state.db, tenant, contract_id).await?;
     let (caps, timezone) = row.ok_or_else(Problem::not_found)?;
     // Both were checked when written; an SQL edit that broke them shows no caps rather than 500.
     let caps = CompiledCaps::compile(&caps).unwrap_or_default();
     let timezone = Tz::from_str(&timezone).unwrap_or(Tz::UTC);
     let now = state.clock.now();
-    let usage: Vec<(String, DateTime<Utc>, i32, i64)> = sqlx::query_as(
-        "SELECT period, period_start, leads, spend_cents FROM cap_counters
-         WHERE tenant_id = $1 AND contract_id = $2",
-    )
-    .bind(tenant)
-    .bind(contract_id)
-    .fetch_all(&state.db)
-    .await?;
+    let usage = inspect::cap_counters(&state.db, tenant, contract_id).await?;
     let caps = caps
         .iter()
         .map(|cap| {
@@ -142,19 +127,6 @@ pub struct LeadView {
     sales: Vec<SaleItem>,
 }
 
-#[derive(FromRow)]
-struct LeadRow {
-    id: Uuid,
-    ping_id: Uuid,
-    campaign_id: Uuid,
-    partner_id: Uuid,
-    offer_id: Uuid,
-    lead: Value,
-    consent: Value,
-    test: bool,
-    created_at: DateTime<Utc>,
-}
-
 #[utoipa::path(get, path = "/v1/admin/leads/{id}", tag = "inspection",
     params(("id" = Uuid, Path)), responses((status = 200, body = LeadView)))]
 async fn lead_view(
@@ -162,25 +134,9 @@ async fn lead_view(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
 ) -> Result<Json<LeadView>, Problem> {
-    let lead_id = parse_id(&id)?;
-    let lead: Option<LeadRow> = sqlx::query_as(
-        "SELECT id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at
-         FROM leads WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant)
-    .bind(lead_id)
-    .fetch_optional(&state.db)
-    .await?;
-    let lead = lead.ok_or_else(Problem::not_found)?;
-    let sales: Vec<SaleRow> = sqlx::query_as(
-        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
-                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
-         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
-    )
-    .bind(tenant)
-    .bind(lead_id)
-    .fetch_all(&state.db)
-    .await?;
+    let (lead, sales) = inspect::lead(&state.db, tenant, parse_id(&id)?)
+        .await?
+        .ok_or_else(Problem::not_found)?;
     Ok(Json(LeadView {
         id: lead.id,
         ping_id: lead.ping_id,

@@ -95,49 +95,49 @@ fn money(cents: Option<i64>) -> Option<Money> {
 
 #[derive(Serialize, ToSchema)]
 pub struct PingView {
-    pub ping_id: Uuid,
-    pub status: String,
-    pub sale_type: Option<String>,
-    pub payout: Option<Money>,
-    pub test: bool,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub winners: Vec<WinnerView>,
-    pub contracts: Vec<ContractView>,
+    ping_id: Uuid,
+    status: String,
+    sale_type: Option<String>,
+    payout: Option<Money>,
+    test: bool,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    winners: Vec<WinnerView>,
+    contracts: Vec<ContractView>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct WinnerView {
-    pub bid_id: Uuid,
-    pub contract_id: Uuid,
-    pub buyer_id: Uuid,
-    pub sale_type: Option<String>,
-    pub price: Option<Money>,
-    pub payout: Option<Money>,
+    bid_id: Uuid,
+    contract_id: Uuid,
+    buyer_id: Uuid,
+    sale_type: Option<String>,
+    price: Option<Money>,
+    payout: Option<Money>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ContractView {
-    pub contract_id: Uuid,
-    pub buyer_id: Uuid,
+    contract_id: Uuid,
+    buyer_id: Uuid,
     /// `won`, `outbid` or `declined`.
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-    pub exclusive_bid: Option<Money>,
-    pub shared_bid: Option<Money>,
-    pub rtb_ms: Option<i32>,
-    pub bid_id: Option<Uuid>,
+    outcome: String,
+    reason: Option<String>,
+    detail: Option<String>,
+    exclusive_bid: Option<Money>,
+    shared_bid: Option<Money>,
+    rtb_ms: Option<i32>,
+    bid_id: Option<Uuid>,
     /// What happened to the sale after the post (null until then).
-    pub sale: Option<SaleView>,
+    sale: Option<SaleView>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SaleView {
-    pub status: String,
-    pub reason: Option<String>,
-    pub price: Option<Money>,
-    pub payout: Money,
+    status: String,
+    reason: Option<String>,
+    price: Option<Money>,
+    payout: Money,
 }
 
 /// The whole auction of one ping: how every contract ended, and why.

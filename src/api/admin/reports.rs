@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use sqlx::AssertSqlSafe;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +18,7 @@ use crate::api::extract::AdminTenant;
 use crate::api::{ErrorCode, Problem};
 use crate::app::AppState;
 use crate::money::Money;
+use crate::store::admin::reports::{self, GroupBy};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(summary))
@@ -82,116 +82,17 @@ pub struct Summary {
     rows: Vec<SummaryRow>,
 }
 
-/// The report's pings, as `p`: the tenant's ($1), not test pings, from $2 until $3.
-const PINGS_IN_RANGE: &str = concat!(
-    "p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3",
-    " AND NOT p.test"
-);
-
-/// What the report groups by; each names the columns it reads, so no SQL comes from the request.
-#[derive(Clone, Copy)]
-enum GroupBy {
-    Offer,
-    Partner,
-    Buyer,
-    Contract,
-}
-
-impl GroupBy {
-    fn parse(text: Option<&str>) -> Result<GroupBy, Problem> {
-        match text.unwrap_or("offer") {
-            "offer" => Ok(GroupBy::Offer),
-            "partner" => Ok(GroupBy::Partner),
-            "buyer" => Ok(GroupBy::Buyer),
-            "contract" => Ok(GroupBy::Contract),
-            _ => Err(query_error(
-                "group_by",
-                "must be offer, partner, buyer or contract",
-            )),
-        }
-    }
-
-    /// The column of `lead_sales` and of the distribution queries (`p` is the ping's
-    /// posting_log row: the time range is the ping's, found by posting_log_time; `c` is one
-    /// contract's outcome, from the ping's rows in distribution_winners and
-    /// distribution_declines, found by their primary keys).
-    fn columns(self) -> (&'static str, &'static str) {
-        match self {
-            GroupBy::Offer => ("offer_id", "p.offer_id"),
-            GroupBy::Partner => ("partner_id", "p.partner_id"),
-            GroupBy::Buyer => ("buyer_id", "c.buyer_id"),
-            GroupBy::Contract => ("contract_id", "c.contract_id"),
-        }
-    }
-
-    /// Pings, pings with bids and posts per group.
-    fn traffic_sql(self) -> String {
-        match self {
-            GroupBy::Offer | GroupBy::Partner => format!(
-                "SELECT {column} AS group_id,
-                        count(*) FILTER (WHERE kind = 'ping' AND http_status = 200) AS pings,
-                        count(*) FILTER (WHERE kind = 'ping' AND result = 'bids') AS pings_with_bids,
-                        count(DISTINCT ping_id) FILTER (WHERE kind IN ('post', 'direct')
-                            AND result IN ('sold', 'partially_sold', 'unsold')) AS posts
-                 FROM posting_log
-                 WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
-                 GROUP BY 1",
-                column = self.columns().0
-            ),
-            // A contract that saw a ping either won (and bid) or has an element in the ping's
-            // declines; only a winner can have been posted.
-            GroupBy::Buyer | GroupBy::Contract => format!(
-                "SELECT group_id, sum(pings)::bigint, sum(pings_with_bids)::bigint, sum(posts)::bigint
-                 FROM (
-                     SELECT {column} AS group_id, count(*) AS pings,
-                            count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
-                                OR c.shared_bid_cents IS NOT NULL) AS pings_with_bids,
-                            count(*) FILTER (WHERE c.disposition IS NOT NULL
-                                AND c.disposition <> 'not_accepted') AS posts
-                     FROM posting_log p
-                     JOIN distribution_winners c ON c.tenant_id = p.tenant_id AND c.ping_id = p.id
-                     WHERE {pings_in_range}
-                     GROUP BY 1
-                     UNION ALL
-                     SELECT {column}, count(*), count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
-                                OR c.shared_bid_cents IS NOT NULL), 0
-                     FROM posting_log p
-                     JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
-                     unnest(x.contract_ids, x.buyer_ids, x.exclusive_bids_cents, x.shared_bids_cents)
-                         AS c (contract_id, buyer_id, exclusive_bid_cents, shared_bid_cents)
-                     WHERE {pings_in_range}
-                     GROUP BY 1) AS d
-                 GROUP BY 1",
-                column = self.columns().1,
-                pings_in_range = PINGS_IN_RANGE,
-            ),
-        }
-    }
-
-    /// Contract evaluations per group and reason (only contracts that did not win have one).
-    fn declines_sql(self) -> String {
-        format!(
-            "SELECT {column} AS group_id, c.reason::text, count(*)
-             FROM posting_log p
-             JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
-             unnest(x.contract_ids, x.buyer_ids, x.reasons) AS c (contract_id, buyer_id, reason)
-             WHERE {pings_in_range}
-             GROUP BY 1, 2",
-            column = self.columns().1,
-            pings_in_range = PINGS_IN_RANGE,
-        )
-    }
-
-    /// Sold leads, revenue and payout per group.
-    fn sales_sql(self) -> String {
-        format!(
-            "SELECT {column} AS group_id, count(*), sum(price_cents)::bigint, sum(payout_cents)::bigint
-             FROM lead_sales
-             WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
-               AND status = 'sold'
-             GROUP BY 1",
-            column = self.columns().0
-        )
+/// What the report groups by, from the query (no SQL comes from the request).
+fn parse_group_by(text: Option<&str>) -> Result<GroupBy, Problem> {
+    match text.unwrap_or("offer") {
+        "offer" => Ok(GroupBy::Offer),
+        "partner" => Ok(GroupBy::Partner),
+        "buyer" => Ok(GroupBy::Buyer),
+        "contract" => Ok(GroupBy::Contract),
+        _ => Err(query_error(
+            "group_by",
+            "must be offer, partner, buyer or contract",
+        )),
     }
 }
 
@@ -217,7 +118,7 @@ async fn summary(
     AdminTenant(tenant): AdminTenant,
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<Summary>, Problem> {
-    let group_by = GroupBy::parse(query.group_by.as_deref())?;
+    let group_by = parse_group_by(query.group_by.as_deref())?;
     // The range is bounded, so a report costs at most that range's rows.
     let max_days = state.settings.report_max_days;
     let longest = chrono::Duration::days(i64::from(max_days));
@@ -238,27 +139,9 @@ async fn summary(
             .retry_after(1));
     };
 
-    // The three aggregates read different tables: run them at once, on three connections.
-    let traffic_sql = group_by.traffic_sql();
-    let declines_sql = group_by.declines_sql();
-    let sales_sql = group_by.sales_sql();
-    let traffic = sqlx::query_as::<_, (Uuid, i64, i64, i64)>(AssertSqlSafe(traffic_sql.as_str()))
-        .bind(tenant)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&state.db);
-    let declines = sqlx::query_as::<_, (Uuid, String, i64)>(AssertSqlSafe(declines_sql.as_str()))
-        .bind(tenant)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&state.db);
-    let sales = sqlx::query_as::<_, (Uuid, i64, i64, i64)>(AssertSqlSafe(sales_sql.as_str()))
-        .bind(tenant)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&state.db);
-    let (traffic, declines, sales) =
-        tokio::try_join!(traffic, declines, sales).map_err(too_costly)?;
+    let (traffic, declines, sales) = reports::summary(&state.db, tenant, group_by, from, to)
+        .await
+        .map_err(too_costly)?;
 
     let mut rows: BTreeMap<Uuid, SummaryRow> = BTreeMap::new();
     for (group, pings, pings_with_bids, posts) in traffic {

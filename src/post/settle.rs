@@ -17,6 +17,8 @@ use crate::buyers::delivery::{self, DeliveryRequest, Verdict};
 use crate::money::Money;
 use crate::store::retry;
 use crate::store::sales::{self, BuyerAnswer, NewSale, PostSource, Refusal, WonBid};
+
+use super::{BuyerVerdict, INTERRUPTED, SaleStatus};
 use crate::store::snapshot::CampaignContext;
 
 /// Added to a delivery's timeout before a sale still pending counts as interrupted.
@@ -31,8 +33,7 @@ const SETTLE_RETRY: Duration = Duration::from_secs(45);
 pub struct SaleResult {
     pub bid_id: Uuid,
     pub contract_id: Uuid,
-    /// `sold`, `rejected`, `failed`, `capped`, `insufficient_funds`, `duplicate`, `not_accepted`.
-    pub status: &'static str,
+    pub status: SaleStatus,
     pub payout: Money,
     pub reason: Option<String>,
 }
@@ -72,7 +73,7 @@ pub async fn settle_all(
     posted: Arc<PostedLead>,
     bids: Vec<WonBid>,
     accepted: impl Fn(&WonBid) -> bool,
-) -> Result<Vec<SaleResult>, sqlx::Error> {
+) -> Result<Vec<SaleResult>, crate::Error> {
     let mut tasks = JoinSet::new();
     let count = bids.len();
     for (index, bid) in bids.into_iter().enumerate() {
@@ -94,11 +95,11 @@ pub async fn settle_all(
             Ok((index, Ok(result))) => results[index] = Some(result),
             Ok((_, Err(error))) => {
                 tracing::error!(%error, "a sale could not be settled");
-                first_error.get_or_insert(error);
+                first_error.get_or_insert(error.into());
             }
             Err(error) => {
                 tracing::error!(%error, "a sale's task failed");
-                first_error.get_or_insert(crate::store::errors::fault(format!(
+                first_error.get_or_insert(crate::Error::Fault(format!(
                     "a sale's task failed: {error}"
                 )));
             }
@@ -132,9 +133,9 @@ fn new_sale<'a>(
     }
 }
 
-fn result(bid: &WonBid, status: &'static str, reason: Option<String>) -> SaleResult {
-    crate::meters::sale(status);
-    let payout = if status == "sold" {
+fn result(bid: &WonBid, status: SaleStatus, reason: Option<String>) -> SaleResult {
+    crate::meters::sale(status.as_str());
+    let payout = if status == SaleStatus::Sold {
         Money::from_cents(bid.payout_cents)
     } else {
         Money::ZERO
@@ -156,8 +157,8 @@ async fn refuse(
 ) -> Result<SaleResult, sqlx::Error> {
     let hashes = posted.consumer_hashes();
     let sale = new_sale(posted, &bid, Uuid::now_v7(), &hashes, 0, Duration::ZERO);
-    sales::record_unreserved(&state.db, &sale, "not_accepted", None).await?;
-    Ok(result(&bid, "not_accepted", None))
+    sales::record_unreserved(&state.db, &sale, SaleStatus::NotAccepted, None).await?;
+    Ok(result(&bid, SaleStatus::NotAccepted, None))
 }
 
 async fn settle_one(
@@ -168,7 +169,7 @@ async fn settle_one(
     let sale_id = Uuid::now_v7();
     let hashes = posted.consumer_hashes();
     let bid = &bid;
-    let unreserved = |status: &'static str, reason: Option<String>| {
+    let unreserved = |status: SaleStatus, reason: Option<String>| {
         let hashes = &hashes;
         async move {
             let sale = new_sale(posted, bid, sale_id, hashes, 0, Duration::ZERO);
@@ -179,39 +180,30 @@ async fn settle_one(
 
     // What changed since the ping: an operator who pauses a contract or a buyer expects its
     // leads to stop at once.
-    let Some(contract) = posted
+    let contract = posted
         .campaign
         .offer
         .contracts
         .iter()
-        .find(|c| c.compiled.id() == bid.contract_id)
-    else {
-        return unreserved(
-            "failed",
-            Some("the contract was archived after the ping".to_owned()),
-        )
-        .await;
-    };
-    if contract.compiled.status() != Status::Active {
-        return unreserved(
-            "failed",
-            Some("the contract was paused after the ping".to_owned()),
-        )
-        .await;
-    }
+        .find(|c| c.compiled.id() == bid.contract_id);
     let buyer_active = posted
         .campaign
         .tenant
         .buyers
         .get(&bid.buyer_id)
         .is_some_and(|b| b.status == Status::Active);
-    if !buyer_active {
-        return unreserved(
-            "failed",
-            Some("the buyer was paused after the ping".to_owned()),
-        )
-        .await;
-    }
+    let contract = match contract {
+        None => Err("the contract was archived after the ping"),
+        Some(c) if c.compiled.status() != Status::Active => {
+            Err("the contract was paused after the ping")
+        }
+        Some(_) if !buyer_active => Err("the buyer was paused after the ping"),
+        Some(contract) => Ok(contract),
+    };
+    let contract = match contract {
+        Ok(contract) => contract,
+        Err(stopped) => return unreserved(SaleStatus::Failed, Some(stopped.to_owned())).await,
+    };
 
     // Reserve caps and funds, after the buyer's dedup on the real consumer.
     // Cut to the longest the settings allow: the post's request outlasts that (config.rs).
@@ -247,15 +239,18 @@ async fn settle_one(
         Ok(()) => {}
         Err(Refusal::Duplicate) => {
             return unreserved(
-                "duplicate",
+                SaleStatus::Duplicate,
                 Some("the buyer already bought this consumer".to_owned()),
             )
             .await;
         }
         Err(Refusal::Capped) => {
-            return unreserved("capped", Some("a cap filled since the ping".to_owned())).await;
+            let reason = Some("a cap filled since the ping".to_owned());
+            return unreserved(SaleStatus::Capped, reason).await;
         }
-        Err(Refusal::InsufficientFunds) => return unreserved("insufficient_funds", None).await,
+        Err(Refusal::InsufficientFunds) => {
+            return unreserved(SaleStatus::InsufficientFunds, None).await;
+        }
     }
 
     // Deliver.
@@ -271,12 +266,12 @@ async fn settle_one(
         consent: &posted.consent,
     };
     let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
-    let verdict = match delivered.verdict {
-        Verdict::Accepted => "accepted",
-        Verdict::Rejected(_) => "rejected",
-        Verdict::Failed(_) => "failed",
+    let (verdict, reason) = match &delivered.verdict {
+        Verdict::Accepted => (BuyerVerdict::Accepted, None),
+        Verdict::Rejected(reason) => (BuyerVerdict::Rejected, Some(reason.as_str())),
+        Verdict::Failed(reason) => (BuyerVerdict::Failed, Some(reason.as_str())),
     };
-    crate::meters::delivery(verdict, delivered.elapsed);
+    crate::meters::delivery(verdict.as_str(), delivered.elapsed);
     let answer = BuyerAnswer {
         http_status: delivered.http_status,
         answer: delivered.answer.as_deref(),
@@ -290,13 +285,8 @@ async fn settle_one(
     let db = &state.db;
     let tenant_id = posted.source.tenant_id;
     let kinds: Vec<&'static str> = posted.consumer_keys.iter().map(|(kind, _)| *kind).collect();
-    let (status, reason) = match &delivered.verdict {
-        Verdict::Accepted => ("accepted", None),
-        Verdict::Rejected(reason) => ("rejected", Some(reason.as_str())),
-        Verdict::Failed(reason) => ("failed", Some(reason.as_str())),
-    };
     let verdict = sales::Verdict {
-        verdict: status,
+        verdict,
         reason,
         answer: &answer,
         consumer_kinds: &kinds,
@@ -304,8 +294,8 @@ async fn settle_one(
     let settle = |first: bool| {
         let verdict = &verdict;
         async move {
-            match verdict.verdict {
-                "accepted" => {
+            match verdict.verdict.settles_as() {
+                SaleStatus::Sold => {
                     sales::complete(db, tenant_id, sale_id, first.then_some(verdict), now).await
                 }
                 status => {
@@ -330,94 +320,22 @@ async fn settle_one(
             }
         };
         if done {
-            let reason = reason.map(str::to_owned);
-            return Ok(match status {
-                "accepted" => result(bid, "sold", None),
-                "rejected" => result(bid, "rejected", reason),
-                _ => result(bid, "failed", reason),
-            });
+            let status = verdict.verdict.settles_as();
+            return Ok(result(bid, status, reason.map(str::to_owned)));
         }
         // Settled already: by an earlier attempt whose answer was lost, or by the sweep.
         let found = retry::with_backoff(deadline, || sales::sale_status(db, tenant_id, sale_id))
             .await?;
+        let interrupted = || Some(INTERRUPTED.to_owned());
         Ok(match found {
-            Some((status, _)) if status == "sold" => result(bid, "sold", None),
-            Some((status, reason)) if status == "rejected" => result(bid, "rejected", reason),
-            Some((_, reason)) => result(bid, "failed", reason.or(Some("interrupted".to_owned()))),
-            None => result(bid, "failed", Some("interrupted".to_owned())),
+            Some((SaleStatus::Sold, _)) => result(bid, SaleStatus::Sold, None),
+            Some((SaleStatus::Rejected, reason)) => result(bid, SaleStatus::Rejected, reason),
+            Some((_, reason)) => result(bid, SaleStatus::Failed, reason.or_else(interrupted)),
+            None => result(bid, SaleStatus::Failed, interrupted()),
         })
     }
     .await;
     // Kept, given back or failed to write, the caps, balance and last sale may have changed.
     forget();
     settled
-}
-
-/// Retries of a post whose first request is still settling, waiting for its answer: bounded
-/// in number, and woken when a settlement of this process ends (another process's is seen by
-/// a slow poll).
-pub struct PostWaiters {
-    slots: Arc<tokio::sync::Semaphore>,
-    settling: std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), Arc<tokio::sync::Notify>>>,
-}
-
-/// Marks a post settling in this process until dropped (its task ended, however it ended):
-/// then its waiting retries are woken.
-pub struct Settling {
-    waiters: AppState,
-    key: (Uuid, Uuid),
-}
-
-impl Drop for Settling {
-    fn drop(&mut self) {
-        let notify = self
-            .waiters
-            .post_waiters
-            .settling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.key);
-        if let Some(notify) = notify {
-            notify.notify_waiters();
-        }
-    }
-}
-
-impl PostWaiters {
-    pub fn new(max_waiting: usize) -> Self {
-        Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
-            settling: Default::default(),
-        }
-    }
-
-    /// Registers the settlement of `ping_id`'s post; its retries are woken when the guard
-    /// drops.
-    pub fn start(state: &AppState, tenant_id: Uuid, ping_id: Uuid) -> Settling {
-        let key = (tenant_id, ping_id);
-        state
-            .post_waiters
-            .settling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, Arc::new(tokio::sync::Notify::new()));
-        Settling {
-            waiters: state.clone(),
-            key,
-        }
-    }
-
-    /// A place among the waiting retries, or `None` when all are taken.
-    pub fn wait_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.slots).try_acquire_owned().ok()
-    }
-
-    /// What wakes a retry of `ping_id`'s post, while it settles in this process.
-    pub fn notifier(&self, tenant_id: Uuid, ping_id: Uuid) -> Option<Arc<tokio::sync::Notify>> {
-        self.settling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(tenant_id, ping_id))
-            .cloned()
-    }
 }

@@ -1,0 +1,423 @@
+//! The post (SPEC §5.6) as a service, beside the ping's (`evaluate.rs`): find the ping, replay
+//! a post already made, check the lead, claim the ping, settle each accepted bid, and finish
+//! with the recorded answer. The HTTP handlers (`api/post.rs`) translate a request into one
+//! call here and its result back into HTTP.
+
+mod answer;
+pub mod settle;
+mod states;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
+
+use crate::api::partner::{self, elapsed_us, lead_problem};
+use crate::api::{ErrorCode, FieldError, Problem};
+use crate::app::AppState;
+use crate::auction::{
+    LeadError, SaleType, check_post_matches_ping, validate_consent, validate_post,
+};
+use crate::money::Money;
+use crate::store::sales::{self, Claim, PingForPost, PostSource, WonBid};
+use crate::store::snapshot::CampaignContext;
+
+use answer::PostAnswerBody;
+pub use answer::{PostAnswer, PostWaiters, Settling};
+use settle::PostedLead;
+pub use states::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
+
+/// A post's body, once read: the lead and consent it carries and the bids it accepts.
+pub struct PostRequest {
+    pub ping_id: Uuid,
+    pub bid_ids: Option<Vec<Uuid>>,
+    pub lead: Map<String, Value>,
+    pub consent: Map<String, Value>,
+    /// Identifies the body for safe retries (key order and the posting key do not count).
+    pub body_sha256: [u8; 32],
+}
+
+/// A direct post's body, once read: a ping's fields and a post's lead and consent.
+pub struct DirectPost {
+    pub lead: Map<String, Value>,
+    pub consent: Map<String, Value>,
+    pub dedup_hashes: Vec<[u8; 32]>,
+    pub min_payout: Option<Money>,
+    pub test: bool,
+    pub body_sha256: [u8; 32],
+}
+
+/// Where a post's request came in, for its deadlines and its records.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    /// When the handler started (the recorded latency).
+    pub started: Instant,
+    /// When the request arrived, its body's reading included (the answer's deadline).
+    pub arrived: Instant,
+}
+
+impl Timing {
+    /// When a post (or its retry) answers "settling" rather than wait on: counted, as the
+    /// request timeout is, from the request's arrival, not from the handler's start.
+    fn answer_deadline(self, state: &AppState) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.arrived) + state.settings.post_answer_deadline()
+    }
+}
+
+fn source_of(campaign: &CampaignContext) -> PostSource {
+    PostSource {
+        tenant_id: campaign.tenant.id,
+        campaign_id: campaign.campaign.id,
+        partner_id: campaign.campaign.partner_id,
+        offer_id: campaign.offer.id,
+    }
+}
+
+fn now_of(state: &AppState) -> DateTime<Utc> {
+    state.clock.now().trunc_subsecs(6)
+}
+
+/// `POST /v1/post`: posts the lead to the ping's winners (SPEC §5.6).
+pub async fn post(
+    state: &AppState,
+    campaign: &CampaignContext,
+    request: PostRequest,
+    slot: OwnedSemaphorePermit,
+    timing: Timing,
+) -> Result<PostAnswer, Problem> {
+    post_to_winners(state, campaign, request, None, PostKind::Post, slot, timing).await
+}
+
+/// `POST /v1/leads`: the ping's auction on the lead without its PII, then the post to every
+/// winner (SPEC §2.3). A lead that wins no bid is answered its ping's status, with no lead
+/// stored.
+pub async fn direct(
+    state: &AppState,
+    campaign: &CampaignContext,
+    request: DirectPost,
+    slot: OwnedSemaphorePermit,
+    timing: Timing,
+) -> Result<PostAnswer, Problem> {
+    let DirectPost {
+        lead,
+        consent,
+        mut dedup_hashes,
+        min_payout,
+        test,
+        body_sha256,
+    } = request;
+    let offer = &campaign.offer;
+    let mut errors: Vec<LeadError> = Vec::new();
+    if let Err(found) = validate_post(&offer.schema, &lead) {
+        errors.extend(found);
+    }
+    if let Err(found) = validate_consent(&consent, &offer.rules.require_consent) {
+        errors.extend(found);
+    }
+    if !errors.is_empty() {
+        return Err(lead_problem(errors));
+    }
+    // The offer's dedup runs on the real consumer, as a ping's hashes would have it.
+    dedup_hashes.extend(
+        PostedLead::hash_keys(offer.schema.consumer_keys(&lead))
+            .into_iter()
+            .map(|(_, hash)| hash),
+    );
+    let ping_lead = offer.schema.without_pii(&lead);
+    let auction = partner::auction(
+        state,
+        campaign,
+        ping_lead,
+        dedup_hashes,
+        min_payout,
+        test,
+        now_of(state),
+        timing.started,
+    )
+    .await?;
+    if auction.status != "bids" {
+        let answer = json!({ "ping_id": auction.ping_id, "status": auction.status,
+                             "took_ms": timing.started.elapsed().as_millis() as u64 });
+        let mut conn = state.db.acquire().await?;
+        sales::insert_post_log(
+            &mut conn,
+            &source_of(campaign),
+            Some(auction.ping_id),
+            PostKind::Direct,
+            200,
+            auction.status,
+            test,
+            elapsed_us(timing.started),
+            now_of(state),
+        )
+        .await?;
+        return Ok(PostAnswer::done(answer.to_string(), false));
+    }
+    let request = PostRequest {
+        ping_id: auction.ping_id,
+        bid_ids: None,
+        lead,
+        consent,
+        body_sha256,
+    };
+    let sale_type = auction.sale_type;
+    post_to_winners(
+        state,
+        campaign,
+        request,
+        sale_type,
+        PostKind::Direct,
+        slot,
+        timing,
+    )
+    .await
+}
+
+/// Records a refused post or direct post (no lead: a refused one may hold anything).
+pub async fn record_refusal(
+    state: &AppState,
+    campaign: &CampaignContext,
+    kind: PostKind,
+    ping_id: Option<Uuid>,
+    problem: &Problem,
+    started: Instant,
+) {
+    let recorded = async {
+        let mut conn = state.db.acquire().await?;
+        sales::insert_post_log(
+            &mut conn,
+            &source_of(campaign),
+            ping_id,
+            kind,
+            problem.code.status().as_u16(),
+            problem.code.as_str(),
+            false,
+            elapsed_us(started),
+            now_of(state),
+        )
+        .await
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(%error, "cannot record a refused post");
+    }
+}
+
+/// SPEC §5.6: find the ping, answer a post already made, check the lead, claim the ping,
+/// then settle and finish.
+async fn post_to_winners(
+    state: &AppState,
+    campaign: &CampaignContext,
+    request: PostRequest,
+    sale_type: Option<SaleType>,
+    kind: PostKind,
+    slot: OwnedSemaphorePermit,
+    timing: Timing,
+) -> Result<PostAnswer, Problem> {
+    let now = now_of(state);
+    let tenant_id = campaign.tenant.id;
+    // 1. The ping, of this campaign, with its bids.
+    let (ping, bids) =
+        sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
+            .await?
+            .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
+    if ping.result != "bids" {
+        return Err(Problem::new(ErrorCode::PingNotPostable)
+            .detail(format!("the ping's status is {}", ping.result)));
+    }
+    // A post already made: the same body gets the same answer, another body is refused.
+    if let Some(claimed) = &ping.post_body_sha256 {
+        drop(slot);
+        let stored = ping.post_response;
+        return answer::replay(
+            state,
+            tenant_id,
+            request.ping_id,
+            claimed,
+            &request.body_sha256,
+            stored,
+            timing.answer_deadline(state),
+        )
+        .await;
+    }
+    // 1–2. Not expired, the lead valid and bound to the ping, the bids the ping's.
+    check(campaign, &ping, &bids, &request, now)?;
+
+    let source = source_of(campaign);
+    let lead_id = Uuid::now_v7();
+    let claim = sales::claim(
+        &state.db,
+        &source,
+        request.ping_id,
+        &request.body_sha256,
+        lead_id,
+        &request.lead,
+        &request.consent,
+        ping.test,
+        now,
+    )
+    .await?;
+    if let Claim::Lost { body_sha256 } = claim {
+        // A concurrent request claimed it first.
+        drop(slot);
+        return answer::replay(
+            state,
+            tenant_id,
+            request.ping_id,
+            &body_sha256,
+            &request.body_sha256,
+            None,
+            timing.answer_deadline(state),
+        )
+        .await;
+    }
+
+    // 3 and 5, in a task of their own.
+    let consumer_keys = PostedLead::hash_keys(campaign.offer.schema.consumer_keys(&request.lead));
+    let posted = PostedLead {
+        source,
+        campaign: campaign.clone(),
+        ping_id: request.ping_id,
+        lead_id,
+        lead: request.lead,
+        consent: request.consent,
+        consumer_keys,
+        test: ping.test,
+        now,
+    };
+    let ping_id = request.ping_id;
+    let settling = settle_and_finish(
+        state,
+        posted,
+        bids,
+        request.bid_ids,
+        sale_type,
+        kind,
+        slot,
+        timing,
+    );
+    // Past the claim, the post is the partner's: it is answered with its final state, or
+    // "settling" (never a 503) when the settlement outlasts the request's deadline or could not
+    // write its end (the interrupted-sale sweep finishes it); the same post sent again
+    // receives the final answer.
+    match tokio::time::timeout_at(timing.answer_deadline(state), settling).await {
+        Ok(Ok(Ok(body))) => Ok(PostAnswer::done(body, false)),
+        Ok(Ok(Err(error))) => {
+            tracing::error!(%error, "a post's settlement could not be written; the sweep finishes it");
+            Ok(PostAnswer::settling(ping_id, false))
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a post's settlement failed");
+            Ok(PostAnswer::settling(ping_id, false))
+        }
+        Err(_) => Ok(PostAnswer::settling(ping_id, false)),
+    }
+}
+
+/// SPEC §5.6 steps 1–2 past the ping's lookup: the campaign still sells, the ping has not
+/// expired, the lead is valid, matches the ping and carries the consent required, and every
+/// accepted bid is the ping's.
+fn check(
+    campaign: &CampaignContext,
+    ping: &PingForPost,
+    bids: &[WonBid],
+    request: &PostRequest,
+    now: DateTime<Utc>,
+) -> Result<(), Problem> {
+    if !campaign.is_active() {
+        return Err(Problem::new(ErrorCode::CampaignPaused));
+    }
+    if ping.expires_at.is_some_and(|expires_at| now > expires_at) {
+        return Err(Problem::new(ErrorCode::PingExpired));
+    }
+    let offer = &campaign.offer;
+    let mut errors: Vec<LeadError> = Vec::new();
+    if let Err(found) = validate_post(&offer.schema, &request.lead) {
+        errors.extend(found);
+    }
+    let pinged = ping.lead.as_ref().map(|lead| &lead.0);
+    if let Some(pinged) = pinged
+        && let Err(found) = check_post_matches_ping(&offer.schema, pinged, &request.lead)
+    {
+        errors.extend(found);
+    }
+    if let Err(found) = validate_consent(&request.consent, &offer.rules.require_consent) {
+        errors.extend(found);
+    }
+    if !errors.is_empty() {
+        return Err(lead_problem(errors));
+    }
+    if let Some(ids) = &request.bid_ids {
+        let unknown: Vec<FieldError> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !bids.iter().any(|bid| bid.bid_id == **id))
+            .map(|(n, _)| FieldError {
+                pointer: format!("/bid_ids/{n}"),
+                code: ErrorCode::InvalidField,
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Problem::new(ErrorCode::InvalidField)
+                .with_errors(unknown)
+                .detail("not a bid of this ping"));
+        }
+    }
+    Ok(())
+}
+
+/// SPEC §5.6 steps 3 and 5 in their own task, tracked for shutdown: a partner that hangs up,
+/// the request timeout or SIGTERM never cut a sale half-way; a retry receives its answer.
+/// Ends with the stored answer's text.
+#[allow(clippy::too_many_arguments)]
+fn settle_and_finish(
+    state: &AppState,
+    posted: PostedLead,
+    bids: Vec<WonBid>,
+    accepted: Option<Vec<Uuid>>,
+    sale_type: Option<SaleType>,
+    kind: PostKind,
+    slot: OwnedSemaphorePermit,
+    timing: Timing,
+) -> tokio::task::JoinHandle<Result<String, crate::Error>> {
+    let state = state.clone();
+    let tracker = state.settlements.clone();
+    let settling_here = PostWaiters::start(&state, posted.source.tenant_id, posted.ping_id);
+    let posted = Arc::new(posted);
+    tracker.spawn(async move {
+        let _slot = slot;
+        // Its waiting retries are woken when this task ends, however it ends.
+        let _settling_here = settling_here;
+        let results = settle::settle_all(&state, Arc::clone(&posted), bids, |bid| {
+            accepted
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&bid.bid_id))
+        })
+        .await?;
+        let response = PostAnswerBody::new(posted.lead_id, posted.ping_id, &results, sale_type);
+        let dispositions: Vec<sales::Disposition> = results
+            .iter()
+            .map(|r| sales::Disposition {
+                contract_id: r.contract_id,
+                status: r.status,
+            })
+            .collect();
+        crate::meters::post(response.status.as_str(), timing.started.elapsed());
+        sales::finish_post(
+            &state.db,
+            &posted.source,
+            posted.ping_id,
+            &dispositions,
+            &serde_json::to_string(&response).unwrap_or_default(),
+            kind,
+            response.status,
+            posted.test,
+            elapsed_us(timing.started),
+            posted.now,
+        )
+        .await
+        .map_err(crate::Error::from)
+    })
+}

@@ -1,0 +1,113 @@
+//! The post's states, each stored as text: the enum is the one place its spellings are
+//! written (strum for the text, sqlx for the column, serde for the answer).
+
+use serde::Serialize;
+
+/// Derives the text form shared by every state below.
+macro_rules! text_state {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+        #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display)]
+        #[strum(serialize_all = "snake_case")]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
+}
+
+text_state! {
+    /// A sale's status (`lead_sales.status`), and a winner's final disposition
+    /// (`distribution_winners.disposition`).
+    pub enum SaleStatus {
+        /// Reserved, being delivered.
+        Pending,
+        Sold,
+        /// The buyer declined the lead.
+        Rejected,
+        /// The delivery failed, or the contract or buyer stopped since the ping.
+        Failed,
+        /// A cap filled since the ping.
+        Capped,
+        InsufficientFunds,
+        /// The buyer bought this consumer within its dedup window.
+        Duplicate,
+        /// The partner left the bid out of `bid_ids`.
+        NotAccepted,
+    }
+}
+
+text_state! {
+    /// The buyer's verdict on a delivered sale (`lead_sales.verdict`), kept as soon as it is
+    /// known so that the sweep settles the sale as the buyer decided.
+    pub enum BuyerVerdict {
+        Accepted,
+        Rejected,
+        Failed,
+    }
+}
+
+text_state! {
+    /// A settled post's status: its answer's `status` and its `posting_log.result`.
+    pub enum PostStatus {
+        Sold,
+        PartiallySold,
+        Unsold,
+    }
+}
+
+text_state! {
+    /// Which route a post came by (`posting_log.kind`).
+    pub enum PostKind {
+        Post,
+        Direct,
+    }
+}
+
+text_state! {
+    /// What `gavel_reserve` (migration 0003) answers.
+    pub enum ReserveOutcome {
+        Reserved,
+        Duplicate,
+        Capped,
+        InsufficientFunds,
+    }
+}
+
+impl BuyerVerdict {
+    /// The status a sale with this verdict is settled in: sold, or released as rejected or
+    /// failed.
+    pub fn settles_as(self) -> SaleStatus {
+        match self {
+            Self::Accepted => SaleStatus::Sold,
+            Self::Rejected => SaleStatus::Rejected,
+            Self::Failed => SaleStatus::Failed,
+        }
+    }
+}
+
+/// The reason of a sale settled by the sweep with no verdict, or found settled with none.
+pub const INTERRUPTED: &str = "interrupted";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_and_write_their_stored_text() {
+        assert_eq!(SaleStatus::InsufficientFunds.as_str(), "insufficient_funds");
+        assert_eq!("not_accepted".parse(), Ok(SaleStatus::NotAccepted));
+        assert_eq!(PostStatus::PartiallySold.to_string(), "partially_sold");
+        assert_eq!(
+            serde_json::to_string(&SaleStatus::NotAccepted).unwrap(),
+            "\"not_accepted\""
+        );
+        assert!("settling".parse::<PostStatus>().is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! What an operator looks at (`api::admin::inspect`): a contract's caps and their counters, and
+//! a posted lead with its sales.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::store::sales::SaleRow;
+
+/// The contract's stored caps and its tenant's timezone, `None` when there is no such contract.
+pub async fn contract_caps(
+    db: &PgPool,
+    tenant: Uuid,
+    contract_id: Uuid,
+) -> Result<Option<(Value, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.caps, t.timezone FROM contracts c JOIN tenants t ON t.id = c.tenant_id
+         WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(contract_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A cap counter: its period, the period's start, leads and spend in cents.
+pub type CapCounter = (String, DateTime<Utc>, i32, i64);
+
+/// The contract's cap counters, every period they were counted in.
+pub async fn cap_counters(
+    db: &PgPool,
+    tenant: Uuid,
+    contract_id: Uuid,
+) -> Result<Vec<CapCounter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT period, period_start, leads, spend_cents FROM cap_counters
+         WHERE tenant_id = $1 AND contract_id = $2",
+    )
+    .bind(tenant)
+    .bind(contract_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A posted lead as stored.
+#[derive(FromRow)]
+pub struct LeadRow {
+    pub id: Uuid,
+    pub ping_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub offer_id: Uuid,
+    pub lead: Value,
+    pub consent: Value,
+    pub test: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The tenant's lead `lead_id` and its sales in id order; `None` when there is no such lead.
+pub async fn lead(
+    db: &PgPool,
+    tenant: Uuid,
+    lead_id: Uuid,
+) -> Result<Option<(LeadRow, Vec<SaleRow>)>, sqlx::Error> {
+    let lead: Option<LeadRow> = sqlx::query_as(
+        "SELECT id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at
+         FROM leads WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(lead) = lead else {
+        return Ok(None);
+    };
+    let sales = sqlx::query_as(
+        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
+                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
+         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .fetch_all(db)
+    .await?;
+    Ok(Some((lead, sales)))
+}

@@ -1,0 +1,144 @@
+//! The summary report's aggregates (`api::admin::reports`). Each figure is aggregated in SQL
+//! from a range scan of an index leading with (tenant_id, created_at) (per buyer or contract,
+//! with the range's pings' contract outcomes, found by primary key); test traffic is left out.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, PgPool};
+use uuid::Uuid;
+
+/// The report's pings, as `p`: the tenant's ($1), not test pings, from $2 until $3.
+const PINGS_IN_RANGE: &str = concat!(
+    "p.tenant_id = $1 AND p.kind = 'ping' AND p.created_at >= $2 AND p.created_at < $3",
+    " AND NOT p.test"
+);
+
+/// What the report groups by; each names the columns it reads, so no SQL comes from the request.
+#[derive(Clone, Copy)]
+pub enum GroupBy {
+    Offer,
+    Partner,
+    Buyer,
+    Contract,
+}
+
+impl GroupBy {
+    /// The column of `lead_sales` and of the distribution queries (`p` is the ping's
+    /// posting_log row: the time range is the ping's, found by posting_log_time; `c` is one
+    /// contract's outcome, from the ping's rows in distribution_winners and
+    /// distribution_declines, found by their primary keys).
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            GroupBy::Offer => ("offer_id", "p.offer_id"),
+            GroupBy::Partner => ("partner_id", "p.partner_id"),
+            GroupBy::Buyer => ("buyer_id", "c.buyer_id"),
+            GroupBy::Contract => ("contract_id", "c.contract_id"),
+        }
+    }
+
+    /// Pings, pings with bids and posts per group.
+    fn traffic_sql(self) -> String {
+        match self {
+            GroupBy::Offer | GroupBy::Partner => format!(
+                "SELECT {column} AS group_id,
+                        count(*) FILTER (WHERE kind = 'ping' AND http_status = 200) AS pings,
+                        count(*) FILTER (WHERE kind = 'ping' AND result = 'bids') AS pings_with_bids,
+                        count(DISTINCT ping_id) FILTER (WHERE kind IN ('post', 'direct')
+                            AND result IN ('sold', 'partially_sold', 'unsold')) AS posts
+                 FROM posting_log
+                 WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
+                 GROUP BY 1",
+                column = self.columns().0
+            ),
+            // A contract that saw a ping either won (and bid) or has an element in the ping's
+            // declines; only a winner can have been posted.
+            GroupBy::Buyer | GroupBy::Contract => format!(
+                "SELECT group_id, sum(pings)::bigint, sum(pings_with_bids)::bigint, sum(posts)::bigint
+                 FROM (
+                     SELECT {column} AS group_id, count(*) AS pings,
+                            count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
+                                OR c.shared_bid_cents IS NOT NULL) AS pings_with_bids,
+                            count(*) FILTER (WHERE c.disposition IS NOT NULL
+                                AND c.disposition <> 'not_accepted') AS posts
+                     FROM posting_log p
+                     JOIN distribution_winners c ON c.tenant_id = p.tenant_id AND c.ping_id = p.id
+                     WHERE {pings_in_range}
+                     GROUP BY 1
+                     UNION ALL
+                     SELECT {column}, count(*), count(*) FILTER (WHERE c.exclusive_bid_cents IS NOT NULL
+                                OR c.shared_bid_cents IS NOT NULL), 0
+                     FROM posting_log p
+                     JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
+                     unnest(x.contract_ids, x.buyer_ids, x.exclusive_bids_cents, x.shared_bids_cents)
+                         AS c (contract_id, buyer_id, exclusive_bid_cents, shared_bid_cents)
+                     WHERE {pings_in_range}
+                     GROUP BY 1) AS d
+                 GROUP BY 1",
+                column = self.columns().1,
+                pings_in_range = PINGS_IN_RANGE,
+            ),
+        }
+    }
+
+    /// Contract evaluations per group and reason (only contracts that did not win have one).
+    fn declines_sql(self) -> String {
+        format!(
+            "SELECT {column} AS group_id, c.reason::text, count(*)
+             FROM posting_log p
+             JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
+             unnest(x.contract_ids, x.buyer_ids, x.reasons) AS c (contract_id, buyer_id, reason)
+             WHERE {pings_in_range}
+             GROUP BY 1, 2",
+            column = self.columns().1,
+            pings_in_range = PINGS_IN_RANGE,
+        )
+    }
+
+    /// Sold leads, revenue and payout per group.
+    fn sales_sql(self) -> String {
+        format!(
+            "SELECT {column} AS group_id, count(*), sum(price_cents)::bigint, sum(payout_cents)::bigint
+             FROM lead_sales
+             WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
+               AND status = 'sold'
+             GROUP BY 1",
+            column = self.columns().0
+        )
+    }
+}
+
+/// Per group: pings, pings with bids and posts.
+pub type Traffic = (Uuid, i64, i64, i64);
+/// Per group and reason: contract evaluations that ended so.
+pub type Declines = (Uuid, String, i64);
+/// Per group: sold leads, revenue and payout, in cents.
+pub type Sales = (Uuid, i64, i64, i64);
+
+/// The three aggregates of the tenant's range `[from, to)`. They read different tables: they
+/// run at once, on three connections.
+pub async fn summary(
+    db: &PgPool,
+    tenant: Uuid,
+    group_by: GroupBy,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(Vec<Traffic>, Vec<Declines>, Vec<Sales>), sqlx::Error> {
+    let traffic_sql = group_by.traffic_sql();
+    let declines_sql = group_by.declines_sql();
+    let sales_sql = group_by.sales_sql();
+    let traffic = sqlx::query_as::<_, Traffic>(AssertSqlSafe(traffic_sql.as_str()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(db);
+    let declines = sqlx::query_as::<_, Declines>(AssertSqlSafe(declines_sql.as_str()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(db);
+    let sales = sqlx::query_as::<_, Sales>(AssertSqlSafe(sales_sql.as_str()))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(db);
+    tokio::try_join!(traffic, declines, sales)
+}
