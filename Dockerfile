@@ -12,11 +12,15 @@ COPY benches/ benches/
 COPY config/ config/
 COPY migrations/ migrations/
 COPY src/ src/
+# The `gavel` command (and the development tools beside it) is the workspace's `gavel-cli`
+# package; its integration tests are not built here.
+COPY cli/Cargo.toml cli/
+COPY cli/src/ cli/src/
 
 # The cache mount keeps downloaded crates between builds (BuildKit); target/ is not cached,
 # so every build compiles from a clean tree.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked --bin gavel
+    cargo build --release --locked --package gavel-cli --bin gavel
 
 # ---- run ------------------------------------------------------------------------------------
 FROM debian:bookworm-slim

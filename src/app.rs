@@ -63,6 +63,8 @@ pub struct AppInner {
     pub ping_records: Group<RecordPings>,
     /// Retries of posts still settling, waiting for their answer (bounded).
     pub post_waiters: crate::post::PostWaiters,
+    /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
+    background: Vec<tokio::task::AbortHandle>,
 }
 
 impl Deref for AppState {
@@ -101,7 +103,7 @@ impl AppState {
         let http = crate::buyers::Outbound::new(settings.outbound_policy())
             .context("cannot build the HTTP client")?;
         let config = ConfigStore::load(db.clone()).await?;
-        tokio::spawn(Arc::clone(&config).follow_changes());
+        let listener = tokio::spawn(Arc::clone(&config).follow_changes());
         // Sales a crash left pending are released before serving, then every minute.
         if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
             tracing::error!(error = %format!("{error:#}"), "the interrupted-sale sweep failed at start-up");
@@ -111,7 +113,7 @@ impl AppState {
             grouped_db.clone(),
             settings.state_cache_ttl(),
         ));
-        tokio::spawn(sweep_every_minute(
+        let sweeper = tokio::spawn(sweep_every_minute(
             db.clone(),
             Arc::clone(&clock),
             Arc::clone(&ping_states),
@@ -137,7 +139,19 @@ impl AppState {
             ping_states,
             ping_records,
             post_waiters,
+            background: vec![listener.abort_handle(), sweeper.abort_handle()],
         })))
+    }
+
+    /// Once the server has stopped: stops the background tasks and closes the pools, so that
+    /// every session ends from this side (a database stopped next cuts none, and nothing
+    /// logs a lost connection as if it were a failure).
+    pub async fn close(&self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.db.close().await;
+        self.grouped_db.close().await;
     }
 }
 
@@ -569,18 +583,22 @@ impl Drop for Busy {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Completes on SIGTERM or SIGINT. The handlers are installed by this call, not when the
+/// future is first polled: a signal sent once the server says it serves must stop it gracefully
+/// rather than kill it.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let received = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+        };
+        tokio::select! { _ = received(interrupt) => {}, _ = received(terminate) => {} }
+    }
 }

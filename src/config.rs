@@ -10,7 +10,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-const DEFAULTS: &str = include_str!("../config/default.toml");
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Environment variables that configure the process but are not settings.
 const NOT_SETTINGS: &[&str] = &["GAVEL_CONFIG"];

@@ -3,11 +3,9 @@
 pub mod api;
 pub mod app;
 pub mod auction;
-pub mod bench;
 pub mod buyers;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod evaluate;
 pub mod exact_json;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gavel::store::local_pg::{LocalPgOptions, LocalPostgres};
+use gavel_cli::local_pg::{LocalPgOptions, LocalPostgres};
 use serde_json::json;
 
 use crate::fixtures::{ContractSpec, Exchange, ping_lead};

@@ -114,7 +114,7 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn upgrading_keeps_every_recorded_contract_outcome(pool: PgPool) {
     let before = tempfile::tempdir().unwrap();
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
     for entry in std::fs::read_dir(&migrations).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();

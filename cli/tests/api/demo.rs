@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use gavel::demo;
+use gavel_cli::demo;
 use sqlx::PgPool;
 
 async fn count(pool: &PgPool, sql: &'static str, tenant: uuid::Uuid) -> i64 {
@@ -142,4 +142,21 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
             && text.contains("/v1/ping")
             && text.contains("/v1/post")
     );
+}
+
+#[test]
+fn the_instructions_name_the_readmes_command_and_keep_a_redirected_log_whole() {
+    let seeded = demo::Seeded {
+        tenant_id: uuid::Uuid::nil(),
+        admin_key: "admin".into(),
+        posting_key: "posting".into(),
+        base_url: "http://127.0.0.1:8080".into(),
+    };
+    let text = demo::instructions(&seeded);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(readme.contains(&format!("\n{}\n", demo::RUN_AGAIN)));
+    assert!(text.contains(&format!("Run `{}` again", demo::RUN_AGAIN)));
+    // `tee /dev/stderr` reopens a redirected log and truncates it.
+    assert!(!text.contains("/dev/stderr"), "{text}");
 }

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::keys;
-use crate::store::tenants;
+use gavel::app::AppState;
+use gavel::keys;
+use gavel::store::tenants;
 
 /// Namespace of the demo's fixed ids (UUIDv5 of a name, so they are stable across runs).
 const DEMO_NAMESPACE: Uuid = Uuid::from_u128(0x6761_7665_6c2d_4465_8d6f_0000_0000_0001);
@@ -31,6 +31,10 @@ pub fn demo_id(name: &str) -> Uuid {
 }
 
 pub const DEMO_TENANT_NAME: &str = "Demo Lead Exchange";
+/// How long a demo ping can be posted.
+const PING_TTL_SECONDS: u32 = 300;
+/// The command that runs the demo, as the README gives it.
+pub const RUN_AGAIN: &str = "cargo run -- demo";
 const DEMO_TIMEZONE: &str = "America/New_York";
 
 /// What the seed issued: shown to the user once.
@@ -194,7 +198,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
 
 /// The demo's buyers are served by Gavel itself at `address`: that address is allowed as an
 /// outbound destination (the address policy refuses loopback and private addresses by default).
-pub fn allow_buyer_endpoints(settings: &mut crate::config::Settings, address: SocketAddr) {
+pub fn allow_buyer_endpoints(settings: &mut gavel::config::Settings, address: SocketAddr) {
     let ip = if address.ip().is_unspecified() {
         [127, 0, 0, 1].into()
     } else {
@@ -235,7 +239,7 @@ pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
     sqlx::query(
         "INSERT INTO offers (tenant_id, id, name, status, mode, max_buyers, exclusive_floor_cents,
                              ping_ttl_seconds, dedup_days, require_consent, fields)
-         VALUES ($1, $2, 'auto-insurance', 'active', 'hybrid', 3, 2500, 300, 30, $3, $4)
+         VALUES ($1, $2, 'auto-insurance', 'active', 'hybrid', 3, 2500, $5, 30, $3, $4)
          ON CONFLICT (tenant_id, id) DO UPDATE SET
              name = EXCLUDED.name, status = EXCLUDED.status, mode = EXCLUDED.mode,
              max_buyers = EXCLUDED.max_buyers, exclusive_floor_cents = EXCLUDED.exclusive_floor_cents,
@@ -246,6 +250,7 @@ pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
     .bind(offer_id)
     .bind(json!(["trustedform_cert_url", "text"]))
     .bind(offer_fields())
+    .bind(PING_TTL_SECONDS as i32)
     .execute(&mut *tx)
     .await?;
 
@@ -393,14 +398,14 @@ Gavel demo is running at {base}
   posting key (partner Quote Funnel Media, offer auto-insurance, 70 % revenue share)
             {posting_key}
 
-Ping (the partial lead, no PII) and keep its ping_id:
+Ping (the partial lead, no PII), see its bids and keep its ping_id:
 
-PING_ID=$(curl -s {base}/v1/ping -H 'content-type: application/json' \
+PING=$(curl -s {base}/v1/ping -H 'content-type: application/json' \
   -H 'Authorization: Bearer {posting_key}' \
-  -d '{{"lead": {{"state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good"}}}}' \
-  | tee /dev/stderr | sed -E 's/.*"ping_id": *"([^"]+)".*/\1/'); echo
+  -d '{{"lead": {{"state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good"}}}}'); echo "$PING"
+PING_ID=$(echo "$PING" | sed -E 's/.*"ping_id": *"([^"]+)".*/\1/')
 
-Post the full lead for that ping:
+Post the full lead for that ping, within {ttl_minutes} minutes (then the ping expires):
 
 curl -s {base}/v1/post -H 'content-type: application/json' \
   -H 'Authorization: Bearer {posting_key}' \
@@ -412,8 +417,11 @@ curl -s {base}/v1/post -H 'content-type: application/json' \
                    "text": "By clicking Submit I agree to be contacted.",
                    "consented_at": "2026-11-25T17:04:12Z", "ip": "203.0.113.7"}}}}'; echo
 
-Stop with Ctrl-C. Run `gavel demo` again to get new keys; the demo data is kept.
+Stop with Ctrl-C. Run `{command}` again for new keys (these stop working then); the demo's
+data is kept in .gavel/ (delete that directory to start afresh).
 "#,
+        ttl_minutes = PING_TTL_SECONDS / 60,
+        command = RUN_AGAIN,
         tenant = seeded.tenant_id,
         tenant_name = DEMO_TENANT_NAME,
         admin_key = seeded.admin_key,

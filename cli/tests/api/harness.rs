@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use gavel::app::{AppState, Server};
 use gavel::config::Settings;
-use gavel::store::local_pg::{LocalPgOptions, LocalPostgres};
+use gavel_cli::local_pg::{LocalPgOptions, LocalPostgres};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::oneshot;

@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 
 use gavel::app::{self, AppState, Server};
 use gavel::config::Settings;
-use gavel::store::{self, Database};
-use gavel::{demo, telemetry};
+use gavel::store;
+use gavel::telemetry;
+use gavel_cli::database::Database;
+use gavel_cli::{bench, demo, settings_help};
 
 // glibc's allocator showed 12 % of the server's CPU under load, with its arenas' lock
 // contended between the runtime's threads; mimalloc keeps per-thread heaps.
@@ -33,6 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (migrates the database first).
+    #[command(after_help = settings_help::help())]
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
@@ -42,10 +45,12 @@ enum Command {
         command: TenantCommand,
     },
     /// Run the server with a demo tenant seeded, and print commands to try it.
+    #[command(after_help = settings_help::help())]
     Demo,
     /// The load harness: seed a benchmark tenant, run a server, drive pings and posts, compare
     /// with pgbench on the same PostgreSQL.
-    Bench(gavel::bench::BenchOptions),
+    #[command(after_help = settings_help::help())]
+    Bench(bench::BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -89,14 +94,18 @@ fn main() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> Result<()> {
     // The harness runs its own database and server.
     if let Command::Bench(options) = command {
-        return gavel::bench::run(settings, options).await;
+        return bench::run(settings, options).await;
     }
     let database = Database::open(&settings).await?;
+    let serving = matches!(command, Command::Serve | Command::Demo);
     let result = run_with(command, settings, &database.url).await;
     database
         .close()
         .await
         .context("cannot stop the private PostgreSQL")?;
+    if serving && result.is_ok() {
+        tracing::info!("stopped");
+    }
     result
 }
 
@@ -104,32 +113,56 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
     let pool = store::connect_and_migrate(url, &settings).await?;
     match command {
         Command::Migrate => {
+            pool.close().await;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Tenant {
             command: TenantCommand::Create { name, timezone },
         } => {
-            let tenant = store::tenants::create(&pool, &name, &timezone).await?;
-            println!("{}", serde_json::to_string(&tenant)?);
+            let tenant = store::tenants::create(&pool, &name, &timezone).await;
+            pool.close().await;
+            println!("{}", serde_json::to_string(&tenant?)?);
             Ok(())
         }
         Command::Serve => {
+            let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool, settings).await?;
-            let server = Server::new(listener, state, axum::Router::new());
+            let server = Server::new(listener, state.clone(), axum::Router::new());
             tracing::info!(address = %server.local_addr(), "gavel serving");
-            server.run_until(app::shutdown_signal()).await
+            serve(server, state, stop).await
         }
         Command::Bench(_) => unreachable!("handled before the database is opened"),
         Command::Demo => {
+            let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             demo::allow_buyer_endpoints(&mut settings, listener.local_addr()?);
             let state = AppState::build(pool.clone(), settings).await?;
-            let server = Server::new(listener, state, demo::buyer_endpoints());
+            let server = Server::new(listener, state.clone(), demo::buyer_endpoints());
             let seeded = demo::seed(&pool, server.local_addr()).await?;
             println!("{}", demo::instructions(&seeded));
-            server.run_until(app::shutdown_signal()).await
+            serve(server, state, stop).await
         }
     }
 }
+
+/// Serves until `stop` (SIGTERM or SIGINT), then lets in-flight work finish and closes the pools (the
+/// private PostgreSQL, if any, is stopped after this).
+async fn serve(
+    server: Server,
+    state: AppState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let served = server.run_until(stop).await;
+    // Requests still in flight after the grace period keep their connections: not waited for.
+    if tokio::time::timeout(CLOSE_WAIT, state.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
+    }
+    served
+}
+
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

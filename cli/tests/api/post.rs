@@ -917,13 +917,13 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
     let app = spawn_app_with(
         pool.clone(),
         test_settings(),
-        gavel::demo::buyer_endpoints(),
+        gavel_cli::demo::buyer_endpoints(),
     )
     .await;
-    let seeded = gavel::demo::seed(&pool, app.address).await.unwrap();
+    let seeded = gavel_cli::demo::seed(&pool, app.address).await.unwrap();
     // The config listener picks the seed up within a second.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let printed = gavel::demo::instructions(&seeded);
+    let printed = gavel_cli::demo::instructions(&seeded);
     let script = shell_commands(&printed);
     let output = tokio::process::Command::new("bash")
         .arg("-c")
@@ -946,13 +946,13 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
     assert!(charged >= 1, "the ledger shows the sale");
 }
 
-/// The shell commands of the demo's instructions: the lines from `PING_ID=` and `curl` on,
+/// The shell commands of the demo's instructions: the lines from `PING…=` and `curl` on,
 /// with their continuation lines, exactly as printed.
 fn shell_commands(printed: &str) -> String {
     let mut script = Vec::new();
     let mut in_command = false;
     for line in printed.lines() {
-        if line.starts_with("PING_ID=") || line.starts_with("curl ") {
+        if line.starts_with("PING") || line.starts_with("curl ") {
             in_command = true;
         } else if line.trim().is_empty() {
             in_command = false;

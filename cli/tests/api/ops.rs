@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
-use gavel::store::local_pg::{LocalPgOptions, LocalPostgres};
+use gavel_cli::local_pg::{LocalPgOptions, LocalPostgres};
 use sqlx::PgPool;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -289,7 +289,7 @@ async fn the_private_postgresql_admits_no_other_local_account() {
 
     // Another account of the machine (`nobody`) cannot reach the socket.
     if nix::unistd::Uid::effective().is_root() {
-        let psql = gavel::store::local_pg::find_binary("psql").unwrap();
+        let psql = gavel_cli::local_pg::find_binary("psql").unwrap();
         let output = std::process::Command::new(psql)
             .args(["-X", "-w", "-c", "SELECT 1", &url])
             .env("PGCONNECT_TIMEOUT", "5")

@@ -19,7 +19,7 @@ pub struct Exchange {
 
 /// The offer's fields: the demo's auto-insurance schema.
 pub fn offer_fields() -> Value {
-    gavel::demo::offer_fields()
+    gavel_cli::demo::offer_fields()
 }
 
 pub fn ping_lead() -> Value {

@@ -10,7 +10,8 @@
 //! Gavel runs as root, `initdb` and `postgres` run as the `postgres` user (they refuse root).
 //! The server is a direct child of a thread that lives as long as the process, with a
 //! parent-death signal, so it never outlives Gavel even on a crash; [`LocalPostgres::stop`]
-//! shuts it down cleanly.
+//! shuts it down cleanly. It runs in a process group of its own, so that a terminal's Ctrl-C
+//! reaches only Gavel, which drains its work before it stops the server.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -151,6 +152,9 @@ impl LocalPostgres {
         if let Some(user) = run_as {
             command.uid(user.uid).gid(user.gid);
         }
+        // A process group of its own: a terminal's Ctrl-C goes to Gavel alone, which stops
+        // the server itself once its in-flight work is done ([`LocalPostgres::stop`]).
+        command.process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -240,6 +244,21 @@ impl LocalPostgres {
         self.exited
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| anyhow!("postgres did not stop within 60 s"))
+    }
+
+    /// Smart shutdown: the server refuses new sessions and exits once the open ones have
+    /// ended (a session whose client has left finishes its statement first), and after
+    /// `patience` falls back to [`LocalPostgres::stop`]. For Gavel's own stop, after it has
+    /// closed its pools: no session is cut. Does nothing to a cluster another process started.
+    pub fn stop_when_idle(self, patience: Duration) -> Result<()> {
+        if !self.owned {
+            return Ok(());
+        }
+        self.signal(Signal::SIGTERM)?;
+        if self.exited.recv_timeout(patience).is_ok() {
+            return Ok(());
+        }
+        self.stop()
     }
 
     fn signal(&self, signal: Signal) -> Result<()> {

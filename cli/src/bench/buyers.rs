@@ -1,0 +1,134 @@
+//! The harness's own buyers, served in-process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::load::Load;
+use super::{BenchOptions, Latency};
+
+/// The harness's buyers: bid endpoints with a latency distribution and a failure rate, and a
+/// delivery endpoint that accepts everything.
+pub(super) struct FakeBuyers {
+    pub(super) address: SocketAddr,
+    behaviour: BuyerBehaviour,
+}
+
+#[derive(Clone)]
+struct BuyerBehaviour {
+    latency_ms: u64,
+    jitter_ms: u64,
+    failure_rate: f64,
+    slow_ms: Option<u64>,
+    calls: Arc<AtomicU64>,
+    /// Each ping's slowest answer so far (microseconds from the request read to the answer
+    /// sent), by ping id.
+    slowest: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, u64>>>,
+}
+
+impl FakeBuyers {
+    pub(super) async fn start(options: &BenchOptions) -> Result<FakeBuyers> {
+        let behaviour = BuyerBehaviour {
+            latency_ms: options.rtb_latency_ms,
+            jitter_ms: options.rtb_jitter_ms,
+            failure_rate: options.rtb_failure_rate,
+            slow_ms: options.slow_buyer_ms,
+            calls: Arc::new(AtomicU64::new(0)),
+            slowest: Arc::default(),
+        };
+        let router = axum::Router::new()
+            .route("/rtb", post(bid))
+            .route("/rtb/slow", post(slow_bid))
+            .route(
+                "/deliver",
+                post(|| async { Json(json!({ "status": "accepted" })) }),
+            )
+            .with_state(behaviour.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(FakeBuyers { address, behaviour })
+    }
+
+    /// Each ping with bids: its slowest buyer's answer time and the ping's time beyond it;
+    /// `None` when no buyer here answered a timed ping, or when one of them never answers
+    /// (`--slow-buyer-ms`). In open loop the ping's time counts from its planned send, so a
+    /// late send counts in the time beyond.
+    pub(super) fn beyond_slowest(&self, load: &Load) -> (Option<Latency>, Option<Latency>) {
+        if self.behaviour.slow_ms.is_some() {
+            return (None, None);
+        }
+        let slowest = self.behaviour.slowest.lock().expect("the buyers' lock");
+        let (answers, beyond): (Vec<u64>, Vec<u64>) = load
+            .pings_with_bids_timed
+            .iter()
+            .filter_map(|(ping_id, micros)| {
+                let answer = *slowest.get(ping_id)?;
+                Some((answer, micros.saturating_sub(answer)))
+            })
+            .unzip();
+        if answers.is_empty() {
+            return (None, None);
+        }
+        (Some(Latency::of(answers)), Some(Latency::of(beyond)))
+    }
+}
+
+/// The one field of a bid request the harness's buyers read.
+#[derive(serde::Deserialize)]
+struct BidRequestPing {
+    ping_id: Uuid,
+}
+
+async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -> Response {
+    use rand::Rng;
+    let started = Instant::now();
+    // The answer time is drawn to the microsecond, uniformly in latency ± jitter.
+    let (delay_us, fail) = {
+        let mut rng = rand::rng();
+        let spread = behaviour.jitter_ms as i64 * 1000;
+        let offset = if spread > 0 {
+            rng.random_range(-spread..=spread)
+        } else {
+            0
+        };
+        let delay = (behaviour.latency_ms as i64 * 1000 + offset).max(0) as u64;
+        (
+            delay,
+            rng.random_bool(behaviour.failure_rate.clamp(0.0, 1.0)),
+        )
+    };
+    behaviour.calls.fetch_add(1, Ordering::Relaxed);
+    // Slept on an OS thread (nanosleep wakes within tens of microseconds), not on tokio's
+    // timer, whose millisecond ticks would make every buyer up to 1 ms slower than drawn.
+    if delay_us > 0 {
+        let delay = Duration::from_micros(delay_us);
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+    }
+    // The time this answer really took here (a late wake-up is the buyer's, not Gavel's).
+    if let Ok(request) = serde_json::from_slice::<BidRequestPing>(&body) {
+        let took = started.elapsed().as_micros() as u64;
+        let mut slowest = behaviour.slowest.lock().expect("the buyers' lock");
+        let answer = slowest.entry(request.ping_id).or_default();
+        *answer = (*answer).max(took);
+    }
+    if fail {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    Json(json!({ "exclusive_bid": "31.50", "shared_bid": 9.75, "ref": "bench" })).into_response()
+}
+
+async fn slow_bid(State(behaviour): State<BuyerBehaviour>) -> Response {
+    tokio::time::sleep(Duration::from_millis(behaviour.slow_ms.unwrap_or(5000))).await;
+    Json(json!({ "exclusive_bid": 99 })).into_response()
+}

@@ -1,0 +1,324 @@
+//! Driving the load: pings and posts, in closed or open loop, and their tally.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::BenchOptions;
+
+#[derive(Default)]
+pub(super) struct Load {
+    pub(super) elapsed: Duration,
+    /// The posting phase's own time, in `--posts-only` mode.
+    pub(super) post_elapsed: Option<Duration>,
+    pub(super) pings: u64,
+    pub(super) pings_with_bids: u64,
+    pub(super) ping_micros: Vec<u64>,
+    pub(super) posts: u64,
+    pub(super) posts_sold: u64,
+    pub(super) post_micros: Vec<u64>,
+    /// Pings with bids: their ids and latencies.
+    pub(super) pings_with_bids_timed: Vec<(Uuid, u64)>,
+    pub(super) errors: std::collections::BTreeMap<u16, u64>,
+    pub(super) transport_errors: u64,
+}
+
+/// One ping, and its post for a share of those with bids.
+struct Outcome {
+    ping: Result<(u16, u64, bool), ()>,
+    /// The id of a ping with bids.
+    ping_id: Option<Uuid>,
+    post: Option<Result<(u16, u64, bool), ()>>,
+}
+
+async fn one_lead(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    post_fraction: f64,
+    planned: Instant,
+) -> Outcome {
+    let (ping, ping_id) = send_ping(client, base, key, planned).await;
+    let post = match &ping_id {
+        Some(ping_id) if rand::random_bool(post_fraction.clamp(0.0, 1.0)) => {
+            Some(send_post(client, base, key, ping_id).await)
+        }
+        _ => None,
+    };
+    Outcome {
+        ping,
+        ping_id: ping_id.and_then(|id| id.as_str()?.parse().ok()),
+        post,
+    }
+}
+
+/// A ping: its status, latency (from `planned`) and whether it got bids, and its id if so.
+async fn send_ping(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    planned: Instant,
+) -> (Result<(u16, u64, bool), ()>, Option<Value>) {
+    let sent = client
+        .post(format!("{base}/v1/ping"))
+        .bearer_auth(key)
+        // A new consumer each time (its email's hash, as a seller sends it): the buyers' and the
+        // offer's dedup are looked up for every ping and never match.
+        .json(&json!({
+            "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good" },
+            "dedup": { "email_sha256": hex::encode(gavel::keys::hash(&format!("bench{}@example.com", rand::random::<u64>()))) }
+        }))
+        .send()
+        .await;
+    let Ok(response) = sent else {
+        return (Err(()), None);
+    };
+    let status = response.status().as_u16();
+    let mut body: Value = response.json().await.unwrap_or(Value::Null);
+    let micros = planned.elapsed().as_micros() as u64;
+    let bids = status == 200 && body["status"] == "bids";
+    let ping_id = bids.then(|| body["ping_id"].take());
+    (Ok((status, micros, bids)), ping_id)
+}
+
+/// The post of a ping with bids, for a new consumer: its status, latency and whether it sold.
+async fn send_post(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ping_id: &Value,
+) -> Result<(u16, u64, bool), ()> {
+    let started = Instant::now();
+    let n: u64 = rand::random();
+    let response = client
+        .post(format!("{base}/v1/post"))
+        .bearer_auth(key)
+        .json(&json!({
+            "ping_id": ping_id,
+            "lead": { "state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good",
+                      "first_name": "Ada", "email": format!("bench{n}@example.com"),
+                      "phone": format!("214{:07}", n % 10_000_000) },
+            "consent": { "text": "I agree" }
+        }))
+        .send()
+        .await
+        .map_err(|_| ())?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    Ok((
+        status,
+        started.elapsed().as_micros() as u64,
+        answer["status"] == "sold",
+    ))
+}
+
+/// `--posts-only`: pings for `duration` (recorded as pings), then their posts, `concurrency`
+/// at a time, until they are all posted or `duration` has passed again.
+async fn drive_posts_only(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    options: &BenchOptions,
+) -> Result<Load> {
+    let clients = options.concurrency.max(1);
+    let measured = Duration::from_secs(options.duration);
+    let mut load = Load::default();
+    let pinging_until = Instant::now() + measured;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, base, key) = (client.clone(), base.to_owned(), key.to_owned());
+        workers.spawn(async move {
+            let mut pinged = Vec::new();
+            while Instant::now() < pinging_until {
+                pinged.push(send_ping(&client, &base, &key, Instant::now()).await);
+            }
+            pinged
+        });
+    }
+    let mut ping_ids = Vec::new();
+    while let Some(pinged) = workers.join_next().await {
+        for (ping, ping_id) in pinged? {
+            load.add(Outcome {
+                ping,
+                ping_id: None,
+                post: None,
+            });
+            ping_ids.extend(ping_id);
+        }
+    }
+    load.elapsed = measured;
+
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(ping_ids));
+    let started = Instant::now();
+    let posting_until = started + measured;
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, base, key, queue) = (
+            client.clone(),
+            base.to_owned(),
+            key.to_owned(),
+            queue.clone(),
+        );
+        posters.spawn(async move {
+            let mut posted = Vec::new();
+            while Instant::now() < posting_until {
+                let next = queue.lock().expect("the queue's lock").pop();
+                let Some(ping_id) = next else { break };
+                posted.push(send_post(&client, &base, &key, &ping_id).await);
+            }
+            posted
+        });
+    }
+    while let Some(posted) = posters.join_next().await {
+        for post in posted? {
+            load.add_post(post);
+        }
+    }
+    load.post_elapsed = Some(started.elapsed());
+    Ok(load)
+}
+
+impl Load {
+    fn add(&mut self, outcome: Outcome) {
+        self.pings += 1;
+        match outcome.ping {
+            Ok((status, micros, bids)) => {
+                if status == 200 {
+                    self.ping_micros.push(micros);
+                    self.pings_with_bids += u64::from(bids);
+                    self.pings_with_bids_timed
+                        .extend(outcome.ping_id.map(|ping_id| (ping_id, micros)));
+                } else {
+                    *self.errors.entry(status).or_default() += 1;
+                }
+            }
+            Err(()) => self.transport_errors += 1,
+        }
+        if let Some(post) = outcome.post {
+            self.add_post(post);
+        }
+    }
+
+    fn add_post(&mut self, post: Result<(u16, u64, bool), ()>) {
+        self.posts += 1;
+        match post {
+            Ok((status, micros, sold)) => {
+                if status == 200 {
+                    self.post_micros.push(micros);
+                    self.posts_sold += u64::from(sold);
+                } else {
+                    *self.errors.entry(status).or_default() += 1;
+                }
+            }
+            Err(()) => self.transport_errors += 1,
+        }
+    }
+}
+
+/// Drives the load: one second of warm-up, then `duration` seconds measured.
+pub(super) async fn drive(base: &str, key: &str, options: &BenchOptions) -> Result<Load> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?;
+    if options.posts_only {
+        let warm_up = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < warm_up {
+            one_lead(&client, base, key, 1.0, Instant::now()).await;
+        }
+        return drive_posts_only(&client, base, key, options).await;
+    }
+    // The warm-up is the measured load itself, unrecorded: the server's connection pools
+    // (to PostgreSQL, from the harness) reach the size this load needs, so the first measured
+    // second does not pay for opening connections that steady state keeps open.
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    drop(receiver);
+    drive_for(&client, base, key, options, Duration::from_secs(1), sender).await?;
+
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let measured = Duration::from_secs(options.duration);
+    let started = Instant::now();
+    drive_for(&client, base, key, options, measured, sender).await?;
+    let mut load = Load::default();
+    while let Some(outcome) = receiver.recv().await {
+        load.add(outcome);
+    }
+    load.elapsed = started.elapsed().max(measured);
+    Ok(load)
+}
+
+/// Sends the load for `length` (open or closed loop, per the options); every lead's outcome
+/// goes to `sender`. Returns when the last request is answered.
+async fn drive_for(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    options: &BenchOptions,
+    length: Duration,
+    sender: tokio::sync::mpsc::UnboundedSender<Outcome>,
+) -> Result<()> {
+    let end = Instant::now() + length;
+    match options.rate {
+        Some(rate) => {
+            // Open loop: a request every 1/rate seconds, each on its own task. The schedule
+            // is kept by an OS thread (nanosleep wakes within tens of microseconds), not by
+            // tokio's timer, whose millisecond ticks would send each request up to 1 ms late
+            // and count that lateness as the server's.
+            let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let (runtime, client, base, key) = (
+                tokio::runtime::Handle::current(),
+                client.clone(),
+                base.to_owned(),
+                key.to_owned(),
+            );
+            let fraction = options.post_fraction;
+            let tasks = tokio::task::spawn_blocking(move || {
+                let mut tasks = Vec::new();
+                let mut next = Instant::now();
+                while next < end {
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    let (client, base, key, sender) =
+                        (client.clone(), base.clone(), key.clone(), sender.clone());
+                    let planned = next;
+                    tasks.push(runtime.spawn(async move {
+                        let _ =
+                            sender.send(one_lead(&client, &base, &key, fraction, planned).await);
+                    }));
+                    next += period;
+                }
+                tasks
+            })
+            .await?;
+            for task in tasks {
+                task.await?;
+            }
+        }
+        None => {
+            let mut workers = Vec::new();
+            for _ in 0..options.concurrency.max(1) {
+                let (client, base, key, sender) = (
+                    client.clone(),
+                    base.to_owned(),
+                    key.to_owned(),
+                    sender.clone(),
+                );
+                let fraction = options.post_fraction;
+                workers.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let _ = sender
+                            .send(one_lead(&client, &base, &key, fraction, Instant::now()).await);
+                    }
+                }));
+            }
+            for worker in workers {
+                worker.await?;
+            }
+        }
+    }
+    Ok(())
+}

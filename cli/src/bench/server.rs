@@ -1,0 +1,68 @@
+//! The Gavel server under load, a child process.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A Gavel server run as a child process (so that its memory is its own).
+pub(super) struct ServerProcess {
+    child: tokio::process::Child,
+    pub(super) base: String,
+}
+
+impl ServerProcess {
+    pub(super) async fn start(url: &str, max_in_flight: usize) -> Result<ServerProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let exe: PathBuf = std::env::current_exe()?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("serve")
+            .env("GAVEL_DATABASE_URL", url)
+            .env("GAVEL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GAVEL_LOG_LEVEL", "warn")
+            .env("GAVEL_MAX_IN_FLIGHT_AUCTIONS", max_in_flight.to_string())
+            // The harness's buyers run on this machine.
+            .env("GAVEL_OUTBOUND_ALLOW", "127.0.0.1/32")
+            .env_remove("GAVEL_CONFIG")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().context("cannot start the Gavel server")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the Gavel server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(ServerProcess { child, base })
+    }
+
+    /// The server's peak resident memory (Linux: VmHWM).
+    pub(super) fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
