@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::auction::{
-    ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing,
-    RtbCandidate, SaleType, Selection, Status, effective_floor, parse_rtb_answer, period_start,
-    rtb_calls, select,
+    ContractOutcome, ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead,
+    Prices, Pricing, RtbCandidate, SaleType, Selection, Status, effective_floor, parse_rtb_answer,
+    period_start, rtb_calls, select,
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
@@ -299,7 +299,7 @@ pub async fn run(
             let mut row = DistributionRow {
                 contract_id: id,
                 buyer_id: contract.buyer_id(),
-                outcome: "declined",
+                outcome: ContractOutcome::Declined,
                 reason: None,
                 detail: None,
                 exclusive_bid: None,
@@ -313,7 +313,7 @@ pub async fn run(
             };
             match r.result {
                 Err(decline) => {
-                    row.reason = Some(decline.reason.as_str());
+                    row.reason = Some(decline.reason);
                     row.detail = decline.detail;
                 }
                 Ok(prices) => {
@@ -323,7 +323,7 @@ pub async fn run(
                         let winner = &selection.winners[w];
                         let bid_id = Uuid::now_v7();
                         bid_ids.insert(id, bid_id);
-                        row.outcome = "won";
+                        row.outcome = ContractOutcome::Won;
                         row.bid_id = Some(bid_id);
                         row.sale_type = Some(winner.sale_type);
                         row.price = Some(winner.price);
@@ -331,11 +331,11 @@ pub async fn run(
                     } else {
                         let reason = losers.get(&id).copied().unwrap_or(DeclineReason::Outbid);
                         row.outcome = if reason == DeclineReason::Outbid {
-                            "outbid"
+                            ContractOutcome::Outbid
                         } else {
-                            "declined"
+                            ContractOutcome::Declined
                         };
-                        row.reason = Some(reason.as_str());
+                        row.reason = Some(reason);
                     }
                 }
             }
@@ -354,7 +354,10 @@ pub async fn run(
 fn count_outcomes(rows: &[DistributionRow]) {
     let mut counts: Vec<((&'static str, &'static str), u64)> = Vec::new();
     for row in rows {
-        let key = (row.outcome, row.reason.unwrap_or("none"));
+        let key = (
+            row.outcome.as_str(),
+            row.reason.map_or("none", DeclineReason::as_str),
+        );
         match counts.iter_mut().find(|(k, _)| *k == key) {
             Some((_, count)) => *count += 1,
             None => counts.push((key, 1)),

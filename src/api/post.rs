@@ -689,7 +689,7 @@ async fn run_direct(
         started,
     )
     .await?;
-    if auction.status != "bids" {
+    if auction.status != crate::auction::PingStatus::Bids {
         let answer = json!({ "ping_id": auction.ping_id, "status": auction.status, "took_ms": started.elapsed().as_millis() as u64 });
         let source = source_of(campaign);
         let mut conn = state.db.acquire().await.map_err(Problem::from)?;
@@ -699,7 +699,7 @@ async fn run_direct(
             Some(auction.ping_id),
             "direct",
             200,
-            auction.status,
+            auction.status.as_str(),
             test,
             elapsed_us(started),
             now_of(state),

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::auction::{CapPeriod, CapUsage, PeriodUsage, SaleType};
+use crate::auction::{CapPeriod, CapUsage, ContractOutcome, DeclineReason, PeriodUsage, SaleType};
 use crate::money::Money;
 use crate::store::group::GroupStatement;
 
@@ -259,9 +259,8 @@ pub struct PingRecord {
 pub struct DistributionRow {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
-    /// `won`, `outbid` or `declined`.
-    pub outcome: &'static str,
-    pub reason: Option<&'static str>,
+    pub outcome: ContractOutcome,
+    pub reason: Option<DeclineReason>,
     pub detail: Option<String>,
     pub exclusive_bid: Option<Money>,
     pub shared_bid: Option<Money>,
@@ -320,7 +319,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
     for write in writes {
         let first = declines.len() as i32 + 1;
         for row in &write.rows {
-            if row.outcome == "won" {
+            if row.outcome == ContractOutcome::Won {
                 winners.push((&write.ping, row));
             } else {
                 declines.push(row);
@@ -397,7 +396,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines_of, |&(_, _, last)| last),
         &column(&declines, |r| r.contract_id),
         &column(&declines, |r| r.buyer_id),
-        &column(&declines, |r| r.reason) as _,
+        &column(&declines, |r| r.reason.map(DeclineReason::as_str)) as _,
         &column(&declines, |r| r.detail.as_deref()) as _,
         &column(&declines, |r| cents(r.exclusive_bid)) as _,
         &column(&declines, |r| cents(r.shared_bid)) as _,

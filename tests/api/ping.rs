@@ -870,8 +870,8 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
         let row = DistributionRow {
             contract_id: contract,
             buyer_id: buyer,
-            outcome: if valid { "outbid" } else { "won" },
-            reason: Some("outbid"),
+            outcome: if valid { "outbid" } else { "won" }.parse().unwrap(),
+            reason: Some("outbid".parse().unwrap()),
             detail: None,
             exclusive_bid: Some(Money::from_cents(4000)),
             shared_bid: None,
@@ -939,7 +939,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                 rows.push(DistributionRow {
                     contract_id: Uuid::now_v7(),
                     buyer_id: Uuid::now_v7(),
-                    outcome: "won",
+                    outcome: "won".parse().unwrap(),
                     reason: None,
                     detail: None,
                     exclusive_bid: None,
@@ -962,8 +962,10 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                         "outbid"
                     } else {
                         "declined"
-                    },
-                    reason: Some(reason),
+                    }
+                    .parse()
+                    .unwrap(),
+                    reason: Some(reason.parse().unwrap()),
                     detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
                     exclusive_bid: bid.then(|| Money::from_cents(500 + o as i64)),
                     shared_bid: None,
@@ -1014,8 +1016,8 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
             .map(|r| Row {
                 contract_id: r.contract_id,
                 buyer_id: r.buyer_id,
-                outcome: r.outcome.to_owned(),
-                reason: r.reason.map(str::to_owned),
+                outcome: r.outcome.to_string(),
+                reason: r.reason.map(|reason| reason.to_string()),
                 detail: r.detail.clone(),
                 exclusive_bid_cents: r.exclusive_bid.map(Money::cents),
                 shared_bid_cents: r.shared_bid.map(Money::cents),
