@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::auction::{CapPeriod, CapUsage, ContractOutcome, DeclineReason, PeriodUsage, SaleType};
+use crate::auction::{
+    CapPeriod, CapUsage, ContractOutcome, DeclineReason, PeriodUsage, Prices, SaleType,
+};
 use crate::money::Money;
 use crate::store::group::GroupStatement;
 
@@ -259,17 +261,33 @@ pub struct PingRecord {
 pub struct DistributionRow {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
-    pub outcome: ContractOutcome,
-    pub reason: Option<DeclineReason>,
-    pub detail: Option<String>,
-    pub exclusive_bid: Option<Money>,
-    pub shared_bid: Option<Money>,
+    /// What it bid (nothing when it declined before pricing).
+    pub bid: Prices,
     pub rtb_ms: Option<i32>,
     pub rtb_ref: Option<String>,
-    pub bid_id: Option<Uuid>,
-    pub sale_type: Option<SaleType>,
-    pub price: Option<Money>,
-    pub payout: Option<Money>,
+    /// A winner's sale; `None` for every other contract, which has a reason.
+    pub win: Option<Win>,
+    pub reason: Option<DeclineReason>,
+    pub detail: Option<String>,
+}
+
+/// What a winning contract sold on the ping, and the bid id its post names.
+#[derive(Debug, Clone, Copy)]
+pub struct Win {
+    pub bid_id: Uuid,
+    pub sale_type: SaleType,
+    pub price: Money,
+    pub payout: Money,
+}
+
+impl DistributionRow {
+    pub fn outcome(&self) -> ContractOutcome {
+        match (self.win, self.reason) {
+            (Some(_), _) => ContractOutcome::Won,
+            (None, Some(DeclineReason::Outbid)) => ContractOutcome::Outbid,
+            (None, _) => ContractOutcome::Declined,
+        }
+    }
 }
 
 /// A ping to record with its contracts' outcomes.
@@ -312,17 +330,16 @@ impl GroupStatement for RecordPings {
 /// `posting_log`, a row per winner in `distribution_winners`, and every other contract's outcome
 /// as one element of the arrays of the ping's single `distribution_declines` row.
 async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
-    let mut winners: Vec<(&PingRecord, &DistributionRow)> = Vec::new();
+    let mut winners: Vec<(&PingRecord, &DistributionRow, Win)> = Vec::new();
     let mut declines: Vec<&DistributionRow> = Vec::new();
     // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays.
     let mut declines_of: Vec<(&PingRecord, i32, i32)> = Vec::new();
     for write in writes {
         let first = declines.len() as i32 + 1;
         for row in &write.rows {
-            if row.outcome == ContractOutcome::Won {
-                winners.push((&write.ping, row));
-            } else {
-                declines.push(row);
+            match row.win {
+                Some(win) => winners.push((&write.ping, row, win)),
+                None => declines.push(row),
             }
         }
         let last = declines.len() as i32;
@@ -376,19 +393,19 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(writes, |w| w.ping.sale_type.map(SaleType::as_str)) as _,
         &column(writes, |w| cents(w.ping.payout)) as _,
         &column(writes, |w| w.ping.expires_at) as _,
-        &column(&winners, |(p, _)| p.tenant_id),
-        &column(&winners, |(p, _)| p.ping_id),
-        &column(&winners, |(p, _)| p.created_at),
-        &column(&winners, |(_, r)| r.contract_id),
-        &column(&winners, |(_, r)| r.buyer_id),
-        &column(&winners, |(_, r)| cents(r.exclusive_bid)) as _,
-        &column(&winners, |(_, r)| cents(r.shared_bid)) as _,
-        &column(&winners, |(_, r)| r.rtb_ms) as _,
-        &column(&winners, |(_, r)| r.rtb_ref.as_deref()) as _,
-        &column(&winners, |(_, r)| r.bid_id) as _,
-        &column(&winners, |(_, r)| r.sale_type.map(SaleType::as_str)) as _,
-        &column(&winners, |(_, r)| cents(r.price)) as _,
-        &column(&winners, |(_, r)| cents(r.payout)) as _,
+        &column(&winners, |(p, _, _)| p.tenant_id),
+        &column(&winners, |(p, _, _)| p.ping_id),
+        &column(&winners, |(p, _, _)| p.created_at),
+        &column(&winners, |(_, r, _)| r.contract_id),
+        &column(&winners, |(_, r, _)| r.buyer_id),
+        &column(&winners, |(_, r, _)| cents(r.bid.exclusive)) as _,
+        &column(&winners, |(_, r, _)| cents(r.bid.shared)) as _,
+        &column(&winners, |(_, r, _)| r.rtb_ms) as _,
+        &column(&winners, |(_, r, _)| r.rtb_ref.as_deref()) as _,
+        &column(&winners, |(_, _, w)| w.bid_id) as _,
+        &column(&winners, |(_, _, w)| w.sale_type.as_str()) as _,
+        &column(&winners, |(_, _, w)| w.price.cents()) as _,
+        &column(&winners, |(_, _, w)| Some(w.payout.cents())) as _,
         &column(&declines_of, |(p, _, _)| p.tenant_id),
         &column(&declines_of, |(p, _, _)| p.ping_id),
         &column(&declines_of, |(p, _, _)| p.created_at),
@@ -398,8 +415,8 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines, |r| r.buyer_id),
         &column(&declines, |r| r.reason.map(DeclineReason::as_str)) as _,
         &column(&declines, |r| r.detail.as_deref()) as _,
-        &column(&declines, |r| cents(r.exclusive_bid)) as _,
-        &column(&declines, |r| cents(r.shared_bid)) as _,
+        &column(&declines, |r| cents(r.bid.exclusive)) as _,
+        &column(&declines, |r| cents(r.bid.shared)) as _,
         &column(&declines, |r| r.rtb_ms) as _,
         &column(&declines, |r| r.rtb_ref.as_deref()) as _,
     )
