@@ -22,7 +22,7 @@ use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
 use crate::money::Money;
 use crate::store::pings::{
-    AuctionState, ContractKeys, DistributionRow, PeriodStarts, StateRequest,
+    AuctionState, ContractKeys, DistributionRow, PeriodStarts, StateRequest, Win,
 };
 use crate::store::snapshot::{CampaignContext, Contract};
 use crate::store::state_cache::StateReader;
@@ -299,43 +299,33 @@ pub async fn run(
             let mut row = DistributionRow {
                 contract_id: id,
                 buyer_id: contract.buyer_id(),
-                outcome: "declined",
-                reason: None,
-                detail: None,
-                exclusive_bid: None,
-                shared_bid: None,
+                bid: Prices::default(),
                 rtb_ms: r.rtb_ms,
                 rtb_ref: r.rtb_ref,
-                bid_id: None,
-                sale_type: None,
-                price: None,
-                payout: None,
+                win: None,
+                reason: None,
+                detail: None,
             };
             match r.result {
                 Err(decline) => {
-                    row.reason = Some(decline.reason.as_str());
+                    row.reason = Some(decline.reason);
                     row.detail = decline.detail;
                 }
                 Ok(prices) => {
-                    row.exclusive_bid = prices.exclusive;
-                    row.shared_bid = prices.shared;
+                    row.bid = prices;
                     if let Some(&w) = winners.get(&id) {
                         let winner = &selection.winners[w];
                         let bid_id = Uuid::now_v7();
                         bid_ids.insert(id, bid_id);
-                        row.outcome = "won";
-                        row.bid_id = Some(bid_id);
-                        row.sale_type = Some(winner.sale_type);
-                        row.price = Some(winner.price);
-                        row.payout = Some(winner.payout);
+                        row.win = Some(Win {
+                            bid_id,
+                            sale_type: winner.sale_type,
+                            price: winner.price,
+                            payout: winner.payout,
+                        });
                     } else {
                         let reason = losers.get(&id).copied().unwrap_or(DeclineReason::Outbid);
-                        row.outcome = if reason == DeclineReason::Outbid {
-                            "outbid"
-                        } else {
-                            "declined"
-                        };
-                        row.reason = Some(reason.as_str());
+                        row.reason = Some(reason);
                     }
                 }
             }
@@ -354,7 +344,10 @@ pub async fn run(
 fn count_outcomes(rows: &[DistributionRow]) {
     let mut counts: Vec<((&'static str, &'static str), u64)> = Vec::new();
     for row in rows {
-        let key = (row.outcome, row.reason.unwrap_or("none"));
+        let key = (
+            row.outcome().as_str(),
+            row.reason.map_or("none", DeclineReason::as_str),
+        );
         match counts.iter_mut().find(|(k, _)| *k == key) {
             Some((_, count)) => *count += 1,
             None => counts.push((key, 1)),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::api::extract::{JsonObject, bearer_token};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
-use crate::auction::{LeadError, LeadErrorCode, SaleType, validate_ping};
+use crate::auction::{LeadError, LeadErrorCode, PingStatus, SaleType, validate_ping};
 use crate::evaluate::{self, AuctionInput, AuctionOutcome};
 use crate::keys;
 use crate::money::{ExtraDecimals, Money};
@@ -37,7 +37,8 @@ pub struct PingBid {
 pub struct PingResponse {
     pub ping_id: Uuid,
     /// `bids`, `no_bids` or `duplicate`.
-    pub status: &'static str,
+    #[schema(value_type = String)]
+    pub status: PingStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sale_type: Option<SaleType>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,7 +206,7 @@ pub async fn auction(
     };
     let mut response = PingResponse {
         ping_id,
-        status: "duplicate",
+        status: PingStatus::Duplicate,
         sale_type: None,
         payout: None,
         bids: Vec::new(),
@@ -221,11 +222,11 @@ pub async fn auction(
             bid_ids,
         } => {
             if selection.winners.is_empty() {
-                response.status = "no_bids";
+                response.status = PingStatus::NoBids;
             } else {
                 let expires_at = now.trunc_subsecs(0)
                     + chrono::Duration::seconds(i64::from(offer.ping_ttl_seconds));
-                response.status = "bids";
+                response.status = PingStatus::Bids;
                 response.sale_type = selection.sale_type;
                 response.payout = Some(selection.total_payout());
                 response.bids = selection
@@ -245,13 +246,13 @@ pub async fn auction(
             rows
         }
     };
-    record.result = response.status;
+    record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
     state
         .ping_records
         .run(PingWrite { ping: record, rows })
         .await?;
-    crate::meters::ping(response.status, started.elapsed());
+    crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
 }

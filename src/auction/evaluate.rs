@@ -6,8 +6,6 @@
 //! ask for, feeds each answer to [`parse_rtb_answer`] and [`CompiledContract::check_rtb_bid`],
 //! then hands every bid to [`super::select::select`].
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -23,30 +21,30 @@ use super::schedule::CompiledSchedule;
 use super::schema::{CompiledSchema, PreparedLead};
 use super::select::Bid;
 
-/// Why a contract did not win, as shown in `lead_distribution.reason` (SPEC §5.2). The
-/// database keeps the codes as its enum `decline_reason`: a new reason needs its migration
-/// (`ALTER TYPE decline_reason ADD VALUE`), or every ping carrying it fails to record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeclineReason {
-    ContractPaused,
-    BuyerPaused,
-    Filtered,
-    OutsideSchedule,
-    CapReached,
-    Duplicate,
-    InsufficientFunds,
-    NoPriceForSaleType,
-    /// More RTB contracts were eligible than a ping calls (`max_rtb_calls_per_ping`), and this
-    /// one was ranked beyond the bound: no call was made.
-    RtbLimit,
-    RtbNoBid,
-    RtbTimeout,
-    RtbError,
-    RtbInvalid,
-    BelowFloor,
-    /// Bid but did not win.
-    Outbid,
+text_codes! {
+    /// Why a contract did not win, as shown in `lead_distribution.reason` (SPEC §5.2). The
+    /// database keeps the codes as its enum `decline_reason`: a new reason needs its migration
+    /// (`ALTER TYPE decline_reason ADD VALUE`), or every ping carrying it fails to record.
+    pub enum DeclineReason {
+        ContractPaused,
+        BuyerPaused,
+        Filtered,
+        OutsideSchedule,
+        CapReached,
+        Duplicate,
+        InsufficientFunds,
+        NoPriceForSaleType,
+        /// More RTB contracts were eligible than a ping calls (`max_rtb_calls_per_ping`), and this
+        /// one was ranked beyond the bound: no call was made.
+        RtbLimit,
+        RtbNoBid,
+        RtbTimeout,
+        RtbError,
+        RtbInvalid,
+        BelowFloor,
+        /// Bid but did not win.
+        Outbid,
+    }
 }
 
 impl DeclineReason {
@@ -68,33 +66,6 @@ impl DeclineReason {
         DeclineReason::BelowFloor,
         DeclineReason::Outbid,
     ];
-
-    /// The stable code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeclineReason::ContractPaused => "contract_paused",
-            DeclineReason::BuyerPaused => "buyer_paused",
-            DeclineReason::Filtered => "filtered",
-            DeclineReason::OutsideSchedule => "outside_schedule",
-            DeclineReason::CapReached => "cap_reached",
-            DeclineReason::Duplicate => "duplicate",
-            DeclineReason::InsufficientFunds => "insufficient_funds",
-            DeclineReason::NoPriceForSaleType => "no_price_for_sale_type",
-            DeclineReason::RtbLimit => "rtb_limit",
-            DeclineReason::RtbNoBid => "rtb_no_bid",
-            DeclineReason::RtbTimeout => "rtb_timeout",
-            DeclineReason::RtbError => "rtb_error",
-            DeclineReason::RtbInvalid => "rtb_invalid",
-            DeclineReason::BelowFloor => "below_floor",
-            DeclineReason::Outbid => "outbid",
-        }
-    }
-}
-
-impl fmt::Display for DeclineReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// A contract's decline: the reason code and, where useful, a detail for the operator

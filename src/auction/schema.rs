@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use regex::Regex;
 use serde::Serialize;
@@ -28,33 +27,14 @@ use super::value::{Num, Scalar, parse_date, pointer_token};
 /// Longest field name an offer may declare.
 const MAX_FIELD_NAME_CHARS: usize = 100;
 
-/// The code of one lead error, as in SPEC §2.4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeadErrorCode {
-    PiiInPing,
-    UnknownField,
-    InvalidField,
-    PingPostMismatch,
-    ConsentRequired,
-}
-
-impl LeadErrorCode {
-    /// The stable code text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeadErrorCode::PiiInPing => "pii_in_ping",
-            LeadErrorCode::UnknownField => "unknown_field",
-            LeadErrorCode::InvalidField => "invalid_field",
-            LeadErrorCode::PingPostMismatch => "ping_post_mismatch",
-            LeadErrorCode::ConsentRequired => "consent_required",
-        }
-    }
-}
-
-impl fmt::Display for LeadErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+text_codes! {
+    /// The code of one lead error, as in SPEC §2.4.
+    pub enum LeadErrorCode {
+        PiiInPing,
+        UnknownField,
+        InvalidField,
+        PingPostMismatch,
+        ConsentRequired,
     }
 }
 

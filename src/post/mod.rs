@@ -138,7 +138,7 @@ pub async fn direct(
         timing.started,
     )
     .await?;
-    if auction.status != "bids" {
+    if auction.status != crate::auction::PingStatus::Bids {
         let answer = json!({ "ping_id": auction.ping_id, "status": auction.status,
                              "took_ms": timing.started.elapsed().as_millis() as u64 });
         let mut conn = state.db.acquire().await?;
@@ -148,7 +148,7 @@ pub async fn direct(
             Some(auction.ping_id),
             PostKind::Direct,
             200,
-            auction.status,
+            auction.status.as_str(),
             test,
             elapsed_us(timing.started),
             now_of(state),

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::auction::{CapPeriod, CapUsage, PeriodUsage, SaleType};
+use crate::auction::{
+    CapPeriod, CapUsage, ContractOutcome, DeclineReason, PeriodUsage, Prices, SaleType,
+};
 use crate::money::Money;
 use crate::store::group::GroupStatement;
 
@@ -50,7 +52,6 @@ pub struct StateRequest {
     pub dedup_hashes: Vec<[u8; 32]>,
 }
 
-#[derive(FromRow)]
 struct StateRow {
     request: i32,
     kind: String,
@@ -125,13 +126,15 @@ async fn read_states(
         keys(requests, |r| r.dedup_hashes.iter().map(|h| &h[..]));
     let (contract_requests, contract_tenants, contracts) =
         keys(requests, |r| r.contracts.iter().map(|c| c.id));
-    let rows: Vec<StateRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        StateRow,
         // Every part walks the requests' own keys (unnest) and looks each one up by its
         // primary key in a LATERAL subquery (OFFSET 0 keeps it one), so whatever plan
         // PostgreSQL caches for this statement stays a few index lookups per key, however
         // large the tenants' tables grow and however stale their statistics are.
-        "SELECT w.request, 'cap' AS kind, w.contract_id AS id, w.period, c.leads::bigint AS leads,
-                c.spend_cents AS cents, NULL::timestamptz AS at, NULL::uuid AS offer_id
+        r#"SELECT w.request AS "request!", 'cap' AS "kind!", w.contract_id AS "id!", w.period AS "period?",
+                c.leads::bigint AS "leads?", c.spend_cents AS "cents?", NULL::timestamptz AS "at?",
+                NULL::uuid AS "offer_id?"
          FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[])
              AS w (request, tenant_id, contract_id, period, period_start)
          CROSS JOIN LATERAL (
@@ -157,22 +160,23 @@ async fn read_states(
          CROSS JOIN LATERAL (
              SELECT last_sold_at FROM contract_stats
              WHERE tenant_id = w.tenant_id AND contract_id = w.id
-             OFFSET 0) AS s",
+             OFFSET 0) AS s"#,
+        &cap_requests,
+        &cap_tenants,
+        &cap_contracts,
+        // Borrowed elements, which sqlx's check of the binds does not know.
+        &cap_periods as _,
+        &cap_starts,
+        &buyer_requests,
+        &buyer_tenants,
+        &buyers as _,
+        &hash_requests,
+        &hash_tenants,
+        &hashes as _,
+        &contract_requests,
+        &contract_tenants,
+        &contracts,
     )
-    .bind(&cap_requests)
-    .bind(&cap_tenants)
-    .bind(&cap_contracts)
-    .bind(&cap_periods)
-    .bind(&cap_starts)
-    .bind(&buyer_requests)
-    .bind(&buyer_tenants)
-    .bind(&buyers)
-    .bind(&hash_requests)
-    .bind(&hash_tenants)
-    .bind(&hashes)
-    .bind(&contract_requests)
-    .bind(&contract_tenants)
-    .bind(&contracts)
     .fetch_all(&mut *db)
     .await?;
 
@@ -257,18 +261,33 @@ pub struct PingRecord {
 pub struct DistributionRow {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
-    /// `won`, `outbid` or `declined`.
-    pub outcome: &'static str,
-    pub reason: Option<&'static str>,
-    pub detail: Option<String>,
-    pub exclusive_bid: Option<Money>,
-    pub shared_bid: Option<Money>,
+    /// What it bid (nothing when it declined before pricing).
+    pub bid: Prices,
     pub rtb_ms: Option<i32>,
     pub rtb_ref: Option<String>,
-    pub bid_id: Option<Uuid>,
-    pub sale_type: Option<SaleType>,
-    pub price: Option<Money>,
-    pub payout: Option<Money>,
+    /// A winner's sale; `None` for every other contract, which has a reason.
+    pub win: Option<Win>,
+    pub reason: Option<DeclineReason>,
+    pub detail: Option<String>,
+}
+
+/// What a winning contract sold on the ping, and the bid id its post names.
+#[derive(Debug, Clone, Copy)]
+pub struct Win {
+    pub bid_id: Uuid,
+    pub sale_type: SaleType,
+    pub price: Money,
+    pub payout: Money,
+}
+
+impl DistributionRow {
+    pub fn outcome(&self) -> ContractOutcome {
+        match (self.win, self.reason) {
+            (Some(_), _) => ContractOutcome::Won,
+            (None, Some(DeclineReason::Outbid)) => ContractOutcome::Outbid,
+            (None, _) => ContractOutcome::Declined,
+        }
+    }
 }
 
 /// A ping to record with its contracts' outcomes.
@@ -311,17 +330,16 @@ impl GroupStatement for RecordPings {
 /// `posting_log`, a row per winner in `distribution_winners`, and every other contract's outcome
 /// as one element of the arrays of the ping's single `distribution_declines` row.
 async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
-    let mut winners: Vec<(&PingRecord, &DistributionRow)> = Vec::new();
+    let mut winners: Vec<(&PingRecord, &DistributionRow, Win)> = Vec::new();
     let mut declines: Vec<&DistributionRow> = Vec::new();
     // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays.
     let mut declines_of: Vec<(&PingRecord, i32, i32)> = Vec::new();
     for write in writes {
         let first = declines.len() as i32 + 1;
         for row in &write.rows {
-            if row.outcome == "won" {
-                winners.push((&write.ping, row));
-            } else {
-                declines.push(row);
+            match row.win {
+                Some(win) => winners.push((&write.ping, row, win)),
+                None => declines.push(row),
             }
         }
         let last = declines.len() as i32;
@@ -330,7 +348,9 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         }
     }
     // `winners` is not referenced: PostgreSQL runs a data-modifying WITH regardless.
-    sqlx::query(
+    // sqlx's check of the binds knows no arrays of nullable or borrowed values: those are
+    // `as _`, typed by their casts in the statement.
+    sqlx::query!(
         "WITH ping AS (
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,
                                       latency_us, http_status, result, test, lead, min_payout_cents,
@@ -358,55 +378,55 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                 ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last]
          FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[])
              AS s (tenant_id, ping_id, created_at, first, last)",
+        &column(writes, |w| w.ping.tenant_id),
+        &column(writes, |w| w.ping.ping_id),
+        &column(writes, |w| w.ping.campaign_id),
+        &column(writes, |w| w.ping.partner_id),
+        &column(writes, |w| w.ping.offer_id),
+        &column(writes, |w| w.ping.created_at),
+        &column(writes, |w| w.ping.latency_us),
+        &column(writes, |w| i32::from(w.ping.http_status)),
+        &column(writes, |w| w.ping.result) as _,
+        &column(writes, |w| w.ping.test),
+        &column(writes, |w| w.ping.lead.as_deref().map(sqlx::types::Json)) as _,
+        &column(writes, |w| cents(w.ping.min_payout)) as _,
+        &column(writes, |w| w.ping.sale_type.map(SaleType::as_str)) as _,
+        &column(writes, |w| cents(w.ping.payout)) as _,
+        &column(writes, |w| w.ping.expires_at) as _,
+        &column(&winners, |(p, _, _)| p.tenant_id),
+        &column(&winners, |(p, _, _)| p.ping_id),
+        &column(&winners, |(p, _, _)| p.created_at),
+        &column(&winners, |(_, r, _)| r.contract_id),
+        &column(&winners, |(_, r, _)| r.buyer_id),
+        &column(&winners, |(_, r, _)| cents(r.bid.exclusive)) as _,
+        &column(&winners, |(_, r, _)| cents(r.bid.shared)) as _,
+        &column(&winners, |(_, r, _)| r.rtb_ms) as _,
+        &column(&winners, |(_, r, _)| r.rtb_ref.as_deref()) as _,
+        &column(&winners, |(_, _, w)| w.bid_id) as _,
+        &column(&winners, |(_, _, w)| w.sale_type.as_str()) as _,
+        &column(&winners, |(_, _, w)| w.price.cents()) as _,
+        &column(&winners, |(_, _, w)| Some(w.payout.cents())) as _,
+        &column(&declines_of, |(p, _, _)| p.tenant_id),
+        &column(&declines_of, |(p, _, _)| p.ping_id),
+        &column(&declines_of, |(p, _, _)| p.created_at),
+        &column(&declines_of, |&(_, first, _)| first),
+        &column(&declines_of, |&(_, _, last)| last),
+        &column(&declines, |r| r.contract_id),
+        &column(&declines, |r| r.buyer_id),
+        &column(&declines, |r| r.reason.map(DeclineReason::as_str)) as _,
+        &column(&declines, |r| r.detail.as_deref()) as _,
+        &column(&declines, |r| cents(r.bid.exclusive)) as _,
+        &column(&declines, |r| cents(r.bid.shared)) as _,
+        &column(&declines, |r| r.rtb_ms) as _,
+        &column(&declines, |r| r.rtb_ref.as_deref()) as _,
     )
-    .bind(column(writes, |w| w.ping.tenant_id))
-    .bind(column(writes, |w| w.ping.ping_id))
-    .bind(column(writes, |w| w.ping.campaign_id))
-    .bind(column(writes, |w| w.ping.partner_id))
-    .bind(column(writes, |w| w.ping.offer_id))
-    .bind(column(writes, |w| w.ping.created_at))
-    .bind(column(writes, |w| w.ping.latency_us))
-    .bind(column(writes, |w| i32::from(w.ping.http_status)))
-    .bind(column(writes, |w| w.ping.result))
-    .bind(column(writes, |w| w.ping.test))
-    .bind(column(writes, |w| w.ping.lead.as_deref().map(sqlx::types::Json)))
-    .bind(column(writes, |w| cents(w.ping.min_payout)))
-    .bind(column(writes, |w| w.ping.sale_type.map(SaleType::as_str)))
-    .bind(column(writes, |w| cents(w.ping.payout)))
-    .bind(column(writes, |w| w.ping.expires_at))
-    .bind(column(&winners, |(p, _)| p.tenant_id))
-    .bind(column(&winners, |(p, _)| p.ping_id))
-    .bind(column(&winners, |(p, _)| p.created_at))
-    .bind(column(&winners, |(_, r)| r.contract_id))
-    .bind(column(&winners, |(_, r)| r.buyer_id))
-    .bind(column(&winners, |(_, r)| cents(r.exclusive_bid)))
-    .bind(column(&winners, |(_, r)| cents(r.shared_bid)))
-    .bind(column(&winners, |(_, r)| r.rtb_ms))
-    .bind(column(&winners, |(_, r)| r.rtb_ref.as_deref()))
-    .bind(column(&winners, |(_, r)| r.bid_id))
-    .bind(column(&winners, |(_, r)| r.sale_type.map(SaleType::as_str)))
-    .bind(column(&winners, |(_, r)| cents(r.price)))
-    .bind(column(&winners, |(_, r)| cents(r.payout)))
-    .bind(column(&declines_of, |(p, _, _)| p.tenant_id))
-    .bind(column(&declines_of, |(p, _, _)| p.ping_id))
-    .bind(column(&declines_of, |(p, _, _)| p.created_at))
-    .bind(column(&declines_of, |&(_, first, _)| first))
-    .bind(column(&declines_of, |&(_, _, last)| last))
-    .bind(column(&declines, |r| r.contract_id))
-    .bind(column(&declines, |r| r.buyer_id))
-    .bind(column(&declines, |r| r.reason))
-    .bind(column(&declines, |r| r.detail.as_deref()))
-    .bind(column(&declines, |r| cents(r.exclusive_bid)))
-    .bind(column(&declines, |r| cents(r.shared_bid)))
-    .bind(column(&declines, |r| r.rtb_ms))
-    .bind(column(&declines, |r| r.rtb_ref.as_deref()))
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A recorded ping, as the admin view shows it.
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 pub struct StoredPing {
     pub id: Uuid,
     pub result: String,
@@ -418,7 +438,7 @@ pub struct StoredPing {
 }
 
 /// One contract's recorded outcome.
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 pub struct StoredDistribution {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
@@ -442,26 +462,30 @@ pub async fn find_ping(
     tenant_id: Uuid,
     ping_id: Uuid,
 ) -> Result<Option<(StoredPing, Vec<StoredDistribution>)>, sqlx::Error> {
-    let ping: Option<StoredPing> = sqlx::query_as(
+    let ping = sqlx::query_as!(
+        StoredPing,
         "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at
          FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
+        tenant_id,
+        ping_id,
     )
-    .bind(tenant_id)
-    .bind(ping_id)
     .fetch_optional(db)
     .await?;
     let Some(ping) = ping else { return Ok(None) };
-    let contracts = sqlx::query_as(
-        "SELECT d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
+    // A view's columns are all nullable to sqlx: these three never are.
+    let contracts = sqlx::query_as!(
+        StoredDistribution,
+        r#"SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
+                d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
-                s.status AS sale_status, s.reason AS sale_reason
+                s.status AS "sale_status?", s.reason AS "sale_reason?"
          FROM lead_distribution d
          LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
-         ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id",
+         ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,
+        tenant_id,
+        ping_id,
     )
-    .bind(tenant_id)
-    .bind(ping_id)
     .fetch_all(db)
     .await?;
     Ok(Some((ping, contracts)))

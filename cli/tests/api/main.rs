@@ -22,3 +22,4 @@ mod post;
 mod schema;
 mod secrets;
 mod settle;
+mod snapshots;

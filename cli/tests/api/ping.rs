@@ -856,8 +856,9 @@ fn ping_record(exchange: &Exchange, result: &'static str) -> gavel::store::pings
 /// A record the database refuses fails alone: the pings written in the same group are kept.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: PgPool) {
+    use gavel::auction::{Prices, SaleType};
     use gavel::store::group::Group;
-    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings};
+    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings, Win};
 
     let exchange = Exchange::create(&pool, "hybrid").await;
     let (buyer, contract) = exchange
@@ -866,21 +867,24 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
     let records = Group::<RecordPings>::start(pool.clone());
     let write = |valid: bool| {
         let ping = ping_record(&exchange, "no_bids");
-        // A winner without its bid id is refused (distribution_winners.bid_id is not null).
+        // A winner at a negative price is refused (distribution_winners.price_cents >= 0).
         let row = DistributionRow {
             contract_id: contract,
             buyer_id: buyer,
-            outcome: if valid { "outbid" } else { "won" },
-            reason: Some("outbid"),
-            detail: None,
-            exclusive_bid: Some(Money::from_cents(4000)),
-            shared_bid: None,
+            bid: Prices {
+                exclusive: Some(Money::from_cents(4000)),
+                shared: None,
+            },
             rtb_ms: None,
             rtb_ref: None,
-            bid_id: None,
-            sale_type: None,
-            price: None,
-            payout: None,
+            win: (!valid).then(|| Win {
+                bid_id: Uuid::now_v7(),
+                sale_type: SaleType::Exclusive,
+                price: Money::from_cents(-1),
+                payout: Money::from_cents(0),
+            }),
+            reason: valid.then(|| "outbid".parse().unwrap()),
+            detail: None,
         };
         PingWrite {
             ping,
@@ -915,9 +919,9 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
 /// element of the ping's declines read back, through `lead_distribution`, as they were written.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: PgPool) {
-    use gavel::auction::SaleType;
+    use gavel::auction::{Prices, SaleType};
     use gavel::store::group::GroupStatement;
-    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings};
+    use gavel::store::pings::{DistributionRow, PingWrite, RecordPings, Win};
 
     let exchange = Exchange::create(&pool, "hybrid").await;
     let reasons = [
@@ -939,17 +943,20 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                 rows.push(DistributionRow {
                     contract_id: Uuid::now_v7(),
                     buyer_id: Uuid::now_v7(),
-                    outcome: "won",
-                    reason: None,
-                    detail: None,
-                    exclusive_bid: None,
-                    shared_bid: Some(Money::from_cents(1000 + w)),
+                    bid: Prices {
+                        exclusive: None,
+                        shared: Some(Money::from_cents(1000 + w)),
+                    },
                     rtb_ms: Some(w as i32),
                     rtb_ref: Some(format!("ref-{p}-{w}")),
-                    bid_id: Some(Uuid::now_v7()),
-                    sale_type: Some(SaleType::Shared),
-                    price: Some(Money::from_cents(1000 + w)),
-                    payout: Some(Money::from_cents(700 + w)),
+                    win: Some(Win {
+                        bid_id: Uuid::now_v7(),
+                        sale_type: SaleType::Shared,
+                        price: Money::from_cents(1000 + w),
+                        payout: Money::from_cents(700 + w),
+                    }),
+                    reason: None,
+                    detail: None,
                 });
             }
             for o in 0..others {
@@ -958,21 +965,15 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                 rows.push(DistributionRow {
                     contract_id: Uuid::now_v7(),
                     buyer_id: Uuid::now_v7(),
-                    outcome: if reason == "outbid" {
-                        "outbid"
-                    } else {
-                        "declined"
+                    bid: Prices {
+                        exclusive: bid.then(|| Money::from_cents(500 + o as i64)),
+                        shared: None,
                     },
-                    reason: Some(reason),
-                    detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
-                    exclusive_bid: bid.then(|| Money::from_cents(500 + o as i64)),
-                    shared_bid: None,
                     rtb_ms: (reason == "rtb_timeout").then_some(150),
                     rtb_ref: None,
-                    bid_id: None,
-                    sale_type: None,
-                    price: None,
-                    payout: None,
+                    win: None,
+                    reason: Some(reason.parse().unwrap()),
+                    detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
                 });
             }
             PingWrite { ping, rows }
@@ -1014,17 +1015,17 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
             .map(|r| Row {
                 contract_id: r.contract_id,
                 buyer_id: r.buyer_id,
-                outcome: r.outcome.to_owned(),
-                reason: r.reason.map(str::to_owned),
+                outcome: r.outcome().to_string(),
+                reason: r.reason.map(|reason| reason.to_string()),
                 detail: r.detail.clone(),
-                exclusive_bid_cents: r.exclusive_bid.map(Money::cents),
-                shared_bid_cents: r.shared_bid.map(Money::cents),
+                exclusive_bid_cents: r.bid.exclusive.map(Money::cents),
+                shared_bid_cents: r.bid.shared.map(Money::cents),
                 rtb_ms: r.rtb_ms,
                 rtb_ref: r.rtb_ref.clone(),
-                bid_id: r.bid_id,
-                sale_type: r.sale_type.map(|t| t.as_str().to_owned()),
-                price_cents: r.price.map(Money::cents),
-                payout_cents: r.payout.map(Money::cents),
+                bid_id: r.win.map(|w| w.bid_id),
+                sale_type: r.win.map(|w| w.sale_type.as_str().to_owned()),
+                price_cents: r.win.map(|w| w.price.cents()),
+                payout_cents: r.win.map(|w| w.payout.cents()),
             })
             .collect();
         expected.sort_by_key(|row| row.contract_id);
