@@ -426,7 +426,6 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
 }
 
 /// A recorded ping, as the admin view shows it.
-#[derive(Debug)]
 pub struct StoredPing {
     pub id: Uuid,
     pub result: String,
@@ -438,7 +437,6 @@ pub struct StoredPing {
 }
 
 /// One contract's recorded outcome.
-#[derive(Debug)]
 pub struct StoredDistribution {
     pub contract_id: Uuid,
     pub buyer_id: Uuid,
