@@ -1,5 +1,27 @@
 //! Gavel: a multi-tenant ping/post lead auction server.
 
+/// An enum of stable snake_case codes, as stored and sent: `as_str`, `Display` and `FromStr`
+/// (strum) and `Serialize` (serde) all give the same text.
+macro_rules! text_codes {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display)]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// The stable text.
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod app;
 pub mod auction;

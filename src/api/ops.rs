@@ -48,7 +48,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         (status = 503, description = "problem+json `unavailable`", body = crate::api::problem::ProblemBody<'static>,
             content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let check = sqlx::query("SELECT 1").execute(&state.db);
+    let check = crate::store::answers(&state.db);
     match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
         Ok(Err(error)) => {

@@ -223,7 +223,7 @@ async fn post_to_winners(
         sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
             .await?
             .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
-    if ping.result != "bids" {
+    if ping.result != crate::auction::PingStatus::Bids.as_str() {
         return Err(Problem::new(ErrorCode::PingNotPostable)
             .detail(format!("the ping's status is {}", ping.result)));
     }

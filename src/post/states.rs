@@ -1,30 +1,11 @@
 //! The post's states, each stored as text: the enum is the one place its spellings are
 //! written (strum for the text, sqlx for the column, serde for the answer).
 
-use serde::Serialize;
-
-/// Derives the text form shared by every state below.
-macro_rules! text_state {
-    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
-        #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display)]
-        #[strum(serialize_all = "snake_case")]
-        #[serde(rename_all = "snake_case")]
-        #[sqlx(type_name = "text", rename_all = "snake_case")]
-        pub enum $name { $($(#[$vmeta])* $variant),+ }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                self.into()
-            }
-        }
-    };
-}
-
-text_state! {
+text_codes! {
     /// A sale's status (`lead_sales.status`), and a winner's final disposition
     /// (`distribution_winners.disposition`).
+    #[derive(sqlx::Type)]
+    #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum SaleStatus {
         /// Reserved, being delivered.
         Pending,
@@ -43,9 +24,11 @@ text_state! {
     }
 }
 
-text_state! {
+text_codes! {
     /// The buyer's verdict on a delivered sale (`lead_sales.verdict`), kept as soon as it is
     /// known so that the sweep settles the sale as the buyer decided.
+    #[derive(sqlx::Type)]
+    #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum BuyerVerdict {
         Accepted,
         Rejected,
@@ -53,8 +36,10 @@ text_state! {
     }
 }
 
-text_state! {
+text_codes! {
     /// A settled post's status: its answer's `status` and its `posting_log.result`.
+    #[derive(sqlx::Type)]
+    #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum PostStatus {
         Sold,
         PartiallySold,
@@ -62,16 +47,20 @@ text_state! {
     }
 }
 
-text_state! {
+text_codes! {
     /// Which route a post came by (`posting_log.kind`).
+    #[derive(sqlx::Type)]
+    #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum PostKind {
         Post,
         Direct,
     }
 }
 
-text_state! {
+text_codes! {
     /// What `gavel_reserve` (migration 0003) answers.
+    #[derive(sqlx::Type)]
+    #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum ReserveOutcome {
         Reserved,
         Duplicate,

@@ -113,3 +113,8 @@ pub async fn connect_and_migrate(url: &str, settings: &Settings) -> Result<PgPoo
         }
     }
 }
+
+/// Whether the database answers a statement now (readiness).
+pub async fn answers(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(db).await.map(drop)
+}

@@ -249,17 +249,6 @@ pub struct SalesPage {
     next_cursor: Option<String>,
 }
 
-const SALE_STATUSES: [&str; 8] = [
-    "pending",
-    "sold",
-    "rejected",
-    "failed",
-    "capped",
-    "insufficient_funds",
-    "duplicate",
-    "not_accepted",
-];
-
 fn query_error(name: &str, why: &str) -> Problem {
     Problem::new(ErrorCode::InvalidField)
         .with_errors(vec![FieldError {
@@ -292,7 +281,7 @@ async fn list_sales(
     Query(query): Query<SalesQuery>,
 ) -> Result<Json<SalesPage>, Problem> {
     if let Some(status) = &query.status
-        && !SALE_STATUSES.contains(&status.as_str())
+        && status.parse::<crate::post::SaleStatus>().is_err()
     {
         return Err(query_error("status", "is not a sale status"));
     }
