@@ -12,6 +12,10 @@ COPY benches/ benches/
 COPY config/ config/
 COPY migrations/ migrations/
 COPY src/ src/
+# The checked queries compile from their committed offline data, with no database at build
+# time (.cargo/config.toml sets SQLX_OFFLINE).
+COPY .sqlx/ .sqlx/
+COPY .cargo/ .cargo/
 # The `gavel` command (and the development tools beside it) is the workspace's `gavel-cli`
 # package; its integration tests are not built here.
 COPY cli/Cargo.toml cli/
