@@ -49,6 +49,8 @@ const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
 const KEY_LOOKUPS: Quota = Quota::per_second(NonZeroU32::new(5).unwrap());
 /// How long such a look-up may take before the key is refused.
 const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long such a look-up waits for a connection when every one is busy.
+const BUSY_POOL_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub struct BuyerConfig {
@@ -230,9 +232,9 @@ impl ConfigStore {
     /// The tenant of an admin key, from the snapshot. A key not in it is looked up in the
     /// database only for the moments between its creation and its notification (a key made
     /// by `gavel tenant create` and used at once), at most a few times a second per process
-    /// and for a short time each, and only on an idle connection or a new one while the pool
-    /// has room (a lookup never waits for a connection requests are using): a flood of wrong
-    /// keys costs the database little, and never waits for it; such a key is refused (401).
+    /// and for a short time each, on an idle connection, a new one while the pool has room, or
+    /// one freed within a moment (a lookup never queues behind the requests): a flood of wrong
+    /// keys costs the database little, and hardly waits for it; such a key is refused (401).
     /// A lookup the database cannot answer now (down, or slower than the lookup's time) is an
     /// error: the key may be valid, so it is "retry later" (503), not "unknown" (401).
     pub async fn admin_tenant(&self, key_hash: &[u8; 32]) -> Result<Option<Uuid>, sqlx::Error> {
@@ -251,7 +253,13 @@ impl ConfigStore {
                 None if self.db.size() < self.db.options().get_max_connections() => {
                     self.db.acquire().await?
                 }
-                None => return Ok(None),
+                // Every connection busy, often with a reload for a few milliseconds (the new
+                // key's own): a moment's wait, so that a valid key is not called unknown, but
+                // never the requests' queue.
+                None => match tokio::time::timeout(BUSY_POOL_WAIT, self.db.acquire()).await {
+                    Ok(connection) => connection?,
+                    Err(_) => return Ok(None),
+                },
             };
             super::tenants::admin_key_tenant(&mut connection, key_hash).await
         };
