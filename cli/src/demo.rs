@@ -53,7 +53,7 @@ struct DemoBuyer {
     credit_limit_cents: i64,
 }
 
-const BUYERS: [DemoBuyer; 6] = [
+const BUYERS: [DemoBuyer; 8] = [
     DemoBuyer {
         slug: "acme",
         name: "Acme Insurance",
@@ -90,6 +90,18 @@ const BUYERS: [DemoBuyer; 6] = [
         funds_cents: 80_000,
         credit_limit_cents: 20_000,
     },
+    DemoBuyer {
+        slug: "granite",
+        name: "Granite Auto Group",
+        funds_cents: 400_000,
+        credit_limit_cents: 0,
+    },
+    DemoBuyer {
+        slug: "hollis",
+        name: "Hollis Insurance Agency",
+        funds_cents: 250_000,
+        credit_limit_cents: 0,
+    },
 ];
 
 /// The auto-insurance offer's fields (the specification's example).
@@ -116,6 +128,9 @@ struct DemoContract {
     schedule: Option<Value>,
     caps: Value,
     dedup_days: i32,
+    /// The delivery's own `request` and `response` (a buyer with its own API), or none:
+    /// Gavel's native JSON with the demo's accept rule.
+    delivery: Option<Value>,
 }
 
 /// The demo contracts, one per buyer; RTB URLs point at this server's address `base`.
@@ -136,6 +151,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
             schedule: None,
             caps: json!([ { "period": "day", "max_leads": 100 }, { "period": "month", "max_spend_cents": 500000 } ]),
             dedup_days: 30,
+            delivery: None,
         },
         DemoContract {
             buyer: "blue-harbor",
@@ -149,6 +165,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
                           "fri": [["08:00", "20:00"]], "sat": [["10:00", "14:00"]] } })),
             caps: json!([ { "period": "day", "max_leads": 50 } ]),
             dedup_days: 30,
+            delivery: None,
         },
         DemoContract {
             buyer: "cedar",
@@ -159,6 +176,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
             schedule: None,
             caps: json!([ { "period": "hour", "max_leads": 20 }, { "period": "total", "max_spend_cents": 1000000 } ]),
             dedup_days: 90,
+            delivery: None,
         },
         DemoContract {
             buyer: "delta",
@@ -170,6 +188,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
             schedule: None,
             caps: json!([ { "period": "week", "max_spend_cents": 250000 } ]),
             dedup_days: 30,
+            delivery: None,
         },
         DemoContract {
             buyer: "evergreen",
@@ -182,6 +201,7 @@ fn contracts(base: &str) -> Vec<DemoContract> {
             schedule: None,
             caps: json!([]),
             dedup_days: 0,
+            delivery: None,
         },
         DemoContract {
             buyer: "fulcrum",
@@ -192,8 +212,119 @@ fn contracts(base: &str) -> Vec<DemoContract> {
             schedule: None,
             caps: json!([ { "period": "day", "max_leads": 200 } ]),
             dedup_days: 7,
+            delivery: None,
+        },
+        DemoContract {
+            buyer: "granite",
+            name: "XML bids and XML delivery",
+            priority: 0,
+            pricing: granite_rtb(base),
+            filters: json!([ { "field": "state", "op": "in", "value": ["TX", "OK", "LA", "AR"] } ]),
+            schedule: None,
+            caps: json!([ { "period": "day", "max_leads": 100 } ]),
+            dedup_days: 30,
+            delivery: Some(granite_delivery(base)),
+        },
+        DemoContract {
+            buyer: "hollis",
+            name: "Form post, plain-text answer",
+            priority: 0,
+            pricing: json!({ "type": "fixed", "exclusive_cents": 4100, "shared_cents": 1300 }),
+            filters: json!([ { "field": "credit", "op": "in", "value": ["excellent", "good"] } ]),
+            schedule: None,
+            caps: json!([ { "period": "day", "max_leads": 100 } ]),
+            // Hollis keeps its own dedup list: its answer says DUPLICATE (a sale `duplicate`).
+            dedup_days: 0,
+            delivery: Some(hollis_delivery(base)),
         },
     ]
+}
+
+/// Granite takes an XML bid request and answers XML: a text template and response rules.
+fn granite_rtb(base: &str) -> Value {
+    json!({
+        "type": "rtb", "url": format!("{base}/demo/buyers/granite/rtb"), "timeout_ms": 150,
+        "request": {
+            "format": "xml",
+            "template": concat!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+                "<bid_request id=\"{{ ping_id }}\">\n",
+                "  <source>{{ partner.name }}</source>\n",
+                "  <state>{{ lead.state }}</state>\n  <zip>{{ lead.zip }}</zip>\n",
+                "  <age>{{ lead.age }}</age>\n",
+                "  <homeowner>{{ 'yes' if lead.homeowner else 'no' }}</homeowner>\n",
+                "  <credit>{{ lead.credit | upper }}</credit>\n",
+                "  <test>{{ test }}</test>\n",
+                "</bid_request>\n"
+            )
+        },
+        "response": {
+            "format": "xml",
+            "exclusive_bid": { "path": "/bid_response/price" },
+            "shared_bid": { "path": "/bid_response/shared_price" },
+            "ref": { "path": "/bid_response/@token" },
+            "no_bid": { "path": "/bid_response/status", "equals": "no_bid" },
+            "reason": { "path": "/bid_response/reason" }
+        }
+    })
+}
+
+/// Granite's delivery: an XML field map (nested elements, a formatted phone, its bid token).
+fn granite_delivery(base: &str) -> Value {
+    json!({
+        "url": format!("{base}/demo/buyers/granite/deliver"), "timeout_ms": 2000,
+        "request": {
+            "format": "xml",
+            "root": "lead",
+            "fields": {
+                "token": "rtb_ref",
+                "price": "price",
+                "contact/first_name": "lead.first_name",
+                "contact/last_name": "lead.last_name",
+                "contact/email": { "from": "lead.email", "transform": ["trim", "lower"] },
+                "contact/phone": { "from": "lead.phone", "transform": ["digits", "phone:(###) ###-####"] },
+                "vehicle_owner/state": "lead.state",
+                "vehicle_owner/zip": "lead.zip",
+                "consent_url": "consent.trustedform_cert_url",
+                "test": "test"
+            }
+        },
+        "response": {
+            "format": "xml",
+            "accepted": { "path": "/result/status", "equals": "accepted" },
+            "duplicate": { "path": "/result/status", "equals": "duplicate" },
+            "reason": { "path": "/result/reason" }
+        }
+    })
+}
+
+/// Hollis takes a form post with its own field names and answers one line of text.
+fn hollis_delivery(base: &str) -> Value {
+    json!({
+        "url": format!("{base}/demo/buyers/hollis/deliver"), "timeout_ms": 2000,
+        "headers": { "X-Api-Key": "hollis-demo-key-0000-0000-0000-0001" },
+        "request": {
+            "format": "form",
+            "fields": {
+                "fname": "lead.first_name",
+                "lname": { "from": "lead.last_name", "default": "" },
+                "email": "lead.email",
+                "phone10": { "from": "lead.phone", "transform": ["digits", "phone:##########"] },
+                "st": "lead.state",
+                "zip": "lead.zip",
+                "credit_grade": { "from": "lead.credit", "map": { "excellent": "A", "good": "B", "fair": "C" }, "map_default": "D" },
+                "tcpa_url": "consent.trustedform_cert_url",
+                "src": { "concat": [{ "value": "gavel-" }, "campaign.name"] },
+                "lead_ref": "lead_id"
+            }
+        },
+        "response": {
+            "format": "text",
+            "accepted": { "regex": "^OK\\b", "exists": true },
+            "duplicate": { "regex": "^DUPLICATE\\b", "exists": true },
+            "reason": { "regex": "^(?:REJECTED|DUPLICATE):? *(.*)$" }
+        }
+    })
 }
 
 /// The demo's buyers are served by Gavel itself at `address`: that address is allowed as an
@@ -347,11 +478,13 @@ pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
     }
 
     for contract in contracts(&base) {
-        let delivery = json!({
-            "url": format!("{base}/demo/buyers/{}/deliver", contract.buyer),
-            "timeout_ms": 2000,
-            "accept": { "path": "/status", "equals": "accepted" },
-            "reason_path": "/message"
+        let delivery = contract.delivery.unwrap_or_else(|| {
+            json!({
+                "url": format!("{base}/demo/buyers/{}/deliver", contract.buyer),
+                "timeout_ms": 2000,
+                "accept": { "path": "/status", "equals": "accepted" },
+                "reason_path": "/message"
+            })
         });
         sqlx::query(
             "INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, status, priority, pricing,
@@ -435,6 +568,9 @@ pub fn buyer_endpoints() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/demo/buyers/{buyer}/rtb", post(rtb))
         .route("/demo/buyers/{buyer}/deliver", post(deliver))
+        .route("/demo/buyers/granite/rtb", post(granite_bid))
+        .route("/demo/buyers/granite/deliver", post(granite_deliver))
+        .route("/demo/buyers/hollis/deliver", post(hollis_deliver))
 }
 
 static EVERGREEN_CALLS: AtomicU64 = AtomicU64::new(0);
@@ -487,4 +623,78 @@ async fn deliver(Path(buyer): Path<String>, Json(delivery): Json<Value>) -> Resp
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
+}
+
+/// The text of the first `<name>` element of a small XML document (the demo buyers' own
+/// parsing: a real buyer has its own).
+fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(&xml[start..end])
+}
+
+fn xml_answer(body: String) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+static GRANITE_TOKENS: AtomicU64 = AtomicU64::new(0);
+
+/// Granite bids in XML by credit tier (its request says `<credit>GOOD</credit>`).
+async fn granite_bid(body: String) -> Response {
+    let (exclusive, shared) = match xml_text(&body, "credit") {
+        Some("EXCELLENT") => ("48.00", "14.00"),
+        Some("GOOD") => ("42.00", "13.50"),
+        Some("FAIR") => ("24.75", "8.00"),
+        _ => {
+            return xml_answer(
+                "<bid_response><status>no_bid</status><reason>credit tier not bought</reason></bid_response>"
+                    .to_owned(),
+            );
+        }
+    };
+    let token = GRANITE_TOKENS.fetch_add(1, Ordering::Relaxed);
+    xml_answer(format!(
+        "<?xml version=\"1.0\"?><bid_response token=\"gr-{token}\"><status>bid</status>\
+         <price>{exclusive}</price><shared_price>{shared}</shared_price></bid_response>"
+    ))
+}
+
+/// Granite takes the lead as XML; it does not serve West Texas (zip codes 79…).
+async fn granite_deliver(body: String) -> Response {
+    if xml_text(&body, "zip").is_some_and(|zip| zip.starts_with("79")) {
+        return xml_answer(
+            "<result><status>rejected</status><reason>outside our service area</reason></result>"
+                .to_owned(),
+        );
+    }
+    xml_answer(format!(
+        "<result><status>accepted</status><lead_id>{}</lead_id></result>",
+        Uuid::new_v4()
+    ))
+}
+
+/// The phones Hollis has already bought: it answers `DUPLICATE` for them.
+static HOLLIS_PHONES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Hollis takes a form post and answers one line: `OK <id>`, `DUPLICATE` or `REJECTED: why`.
+async fn hollis_deliver(
+    headers: axum::http::HeaderMap,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok())
+        != Some("hollis-demo-key-0000-0000-0000-0001")
+    {
+        return (StatusCode::UNAUTHORIZED, "REJECTED: bad API key").into_response();
+    }
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    if field("lname").is_empty() {
+        return "REJECTED: last name required".into_response();
+    }
+    let phone = field("phone10").to_owned();
+    let mut bought = HOLLIS_PHONES.lock().expect("the demo's lock");
+    if bought.contains(&phone) {
+        return "DUPLICATE: we already have this consumer".into_response();
+    }
+    bought.push(phone);
+    format!("OK {}", Uuid::new_v4()).into_response()
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use axum::Json;
 use axum::extract::State;
+use axum::{Form, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -49,6 +49,7 @@ impl FakeBuyers {
         let router = axum::Router::new()
             .route("/rtb", post(bid))
             .route("/rtb/slow", post(slow_bid))
+            .route("/rtb/xml", post(xml_bid))
             .route(
                 "/deliver",
                 post(|| async { Json(json!({ "status": "accepted" })) }),
@@ -91,6 +92,31 @@ struct BidRequestPing {
 }
 
 async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -> Response {
+    let ping_id = serde_json::from_slice::<BidRequestPing>(&body).map(|request| request.ping_id);
+    if answer_late(&behaviour, ping_id.ok()).await {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    Json(json!({ "exclusive_bid": "31.50", "shared_bid": 9.75, "ref": "bench" })).into_response()
+}
+
+/// A buyer with its own API (`--rtb-templates`): a form post in, XML out, the same bids.
+async fn xml_bid(
+    State(behaviour): State<BuyerBehaviour>,
+    Form(request): Form<BidRequestPing>,
+) -> Response {
+    if answer_late(&behaviour, Some(request.ping_id)).await {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/xml")],
+        r#"<?xml version="1.0"?><response status="bid"><bid id="bench"><exclusive>31.50</exclusive><shared>9.75</shared></bid></response>"#,
+    )
+        .into_response()
+}
+
+/// Waits the drawn answer time and records it for the ping; true when this answer is to be
+/// an HTTP 500 (`--rtb-failure-rate`).
+async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool {
     use rand::Rng;
     let started = Instant::now();
     // The answer time is drawn to the microsecond, uniformly in latency ± jitter.
@@ -116,16 +142,13 @@ async fn bid(State(behaviour): State<BuyerBehaviour>, body: axum::body::Bytes) -
         let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
     }
     // The time this answer really took here (a late wake-up is the buyer's, not Gavel's).
-    if let Ok(request) = serde_json::from_slice::<BidRequestPing>(&body) {
+    if let Some(ping_id) = ping_id {
         let took = started.elapsed().as_micros() as u64;
         let mut slowest = behaviour.slowest.lock().expect("the buyers' lock");
-        let answer = slowest.entry(request.ping_id).or_default();
+        let answer = slowest.entry(ping_id).or_default();
         *answer = (*answer).max(took);
     }
-    if fail {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    Json(json!({ "exclusive_bid": "31.50", "shared_bid": 9.75, "ref": "bench" })).into_response()
+    fail
 }
 
 async fn slow_bid(State(behaviour): State<BuyerBehaviour>) -> Response {

@@ -43,6 +43,11 @@ pub struct BenchOptions {
     /// The RTB contracts' timeout.
     #[arg(long, default_value_t = 200)]
     pub rtb_timeout_ms: u32,
+    /// The RTB contracts call their buyers as a buyer with its own API: a form-encoded
+    /// request from a field map (renamed fields, a value map, transforms) read back from an XML
+    /// answer by response rules, instead of Gavel's native JSON both ways.
+    #[arg(long)]
+    pub rtb_templates: bool,
     /// Make one RTB buyer sleep this long on every call (e.g. 5000, with --rtb-timeout-ms 150).
     #[arg(long)]
     pub slow_buyer_ms: Option<u64>,

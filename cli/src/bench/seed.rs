@@ -82,6 +82,8 @@ pub(super) async fn seed(
             json!({ "type": "fixed", "exclusive_cents": 2000 + (i * 37) % 4000, "shared_cents": 500 + (i * 13) % 1000 })
         } else if options.slow_buyer_ms.is_some() && i == options.contracts {
             json!({ "type": "rtb", "url": format!("http://{buyers}/rtb/slow"), "timeout_ms": options.rtb_timeout_ms })
+        } else if options.rtb_templates {
+            templated_rtb(buyers, options.rtb_timeout_ms)
         } else {
             json!({ "type": "rtb", "url": format!("http://{buyers}/rtb"), "timeout_ms": options.rtb_timeout_ms })
         };
@@ -136,5 +138,34 @@ pub(super) async fn seed(
         contract_id,
         lead_id,
         posting_key,
+    })
+}
+
+/// An RTB contract for a buyer with its own API (`--rtb-templates`): a form post from a field
+/// map, an XML answer read by response rules (docs/buyer-integrations.md).
+fn templated_rtb(buyers: SocketAddr, timeout_ms: u32) -> Value {
+    json!({
+        "type": "rtb", "url": format!("http://{buyers}/rtb/xml"), "timeout_ms": timeout_ms,
+        "request": {
+            "format": "form",
+            "headers": { "X-Api-Key": "bench-key-{{ offer.name }}" },
+            "fields": {
+                "ping_id": "ping_id",
+                "State": "lead.state",
+                "PostalCode": "lead.zip",
+                "Age": { "from": "lead.age", "transform": ["string"] },
+                "OwnsHome": { "from": "lead.homeowner", "map": { "true": "Y", "false": "N" }, "default": "U" },
+                "CreditTier": { "from": "lead.credit", "map": { "excellent": "A", "good": "B", "fair": "C" }, "map_default": "D" },
+                "Test": { "from": "test", "transform": ["string", "upper"] },
+                "Source": { "concat": [{ "value": "gavel-" }, "campaign.name"] }
+            }
+        },
+        "response": {
+            "format": "xml",
+            "exclusive_bid": { "path": "/response/bid/exclusive" },
+            "shared_bid": { "path": "/response/bid/shared" },
+            "ref": { "path": "/response/bid/@id" },
+            "no_bid": { "path": "/response/@status", "equals": "no_bid" }
+        }
     })
 }

@@ -70,7 +70,7 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
             tenant
         )
         .await,
-        6
+        8
     );
     assert_eq!(
         count(
@@ -79,7 +79,7 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
             tenant
         )
         .await,
-        6
+        8
     );
     assert_eq!(
         count(
@@ -88,7 +88,7 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
             tenant
         )
         .await,
-        2
+        3
     );
 
     // Funded once: each balance equals its ledger, which holds one opening entry.
@@ -98,7 +98,7 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
         tenant,
     )
     .await;
-    assert_eq!(ledger_rows, 6);
+    assert_eq!(ledger_rows, 8);
     let mismatched = count(
         &pool,
         "SELECT count(*) FROM buyers b WHERE tenant_id = $1 AND balance_cents <> (
