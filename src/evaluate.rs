@@ -498,3 +498,78 @@ const MAX_REF_BYTES: usize = 256;
 fn millis(elapsed: Duration) -> i32 {
     i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declined(reason: DeclineReason) -> Result<Prices, Decline> {
+        Err(Decline {
+            reason,
+            detail: None,
+        })
+    }
+
+    fn answer(status: u16, body: &[u8]) -> Exchange {
+        Exchange::Answer {
+            status,
+            body: axum::body::Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[test]
+    fn a_buyer_answer_is_kept_only_when_it_declined_the_contract() {
+        let kept = kept_answer(
+            &answer(200, b"<oops\0>"),
+            &declined(DeclineReason::RtbInvalid),
+        );
+        assert_eq!(
+            kept,
+            Some(RtbAnswer {
+                http_status: 200,
+                body: Some("<oops>".to_owned())
+            })
+        );
+        let no_bid = kept_answer(&answer(204, b""), &declined(DeclineReason::RtbNoBid));
+        assert_eq!(
+            no_bid,
+            Some(RtbAnswer {
+                http_status: 204,
+                body: None
+            })
+        );
+        let long = kept_answer(
+            &answer(503, "é".repeat(4000).as_bytes()),
+            &declined(DeclineReason::RtbError),
+        );
+        assert_eq!(long.and_then(|a| a.body).map(|b| b.len()), Some(4096));
+        let too_large = kept_answer(
+            &Exchange::TooLarge { status: 200 },
+            &declined(DeclineReason::RtbInvalid),
+        );
+        assert_eq!(
+            too_large.map(|a| (a.http_status, a.body)),
+            Some((200, None))
+        );
+        // A bid, a decline of Gavel's own, a timeout or a failed connection keep nothing.
+        assert_eq!(
+            kept_answer(&answer(200, b"{}"), &Ok(Prices::default())),
+            None
+        );
+        assert_eq!(
+            kept_answer(&answer(200, b"{}"), &declined(DeclineReason::CapReached)),
+            None
+        );
+        assert_eq!(
+            kept_answer(&Exchange::TimedOut, &declined(DeclineReason::RtbTimeout)),
+            None
+        );
+        assert_eq!(
+            kept_answer(
+                &Exchange::Failed("refused".to_owned()),
+                &declined(DeclineReason::RtbError)
+            ),
+            None
+        );
+    }
+}
