@@ -516,14 +516,22 @@ pub async fn find_ping(
     // A view's columns are all nullable to sqlx: these three never are.
     let contracts = sqlx::query_as!(
         StoredDistribution,
-        r#"SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
+        r#"WITH answers AS (
+             SELECT a.contract_id, a.rtb_http_status, a.rtb_response
+             FROM distribution_declines x,
+                  unnest(x.contract_ids, x.rtb_http_statuses, x.rtb_responses)
+                      AS a (contract_id, rtb_http_status, rtb_response)
+             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL)
+         SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
                 d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
                 s.status AS "sale_status?", s.reason AS "sale_reason?",
-                d.rtb_http_status, d.rtb_response, s.buyer_http_status AS "buyer_http_status?",
+                a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
+                s.buyer_http_status AS "buyer_http_status?",
                 s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?"
          FROM lead_distribution d
          LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
+         LEFT JOIN answers a ON a.contract_id = d.contract_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
          ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,
         tenant_id,
