@@ -180,6 +180,7 @@ fn bench_fan_out(c: &mut Criterion) {
         prepared: Arc::new(schema.prepare(&lead).into_owned()),
         lead: Arc::new(lead),
         test: false,
+        sub_ids: None,
         now,
         tenant_tz: New_York,
         sale_types: Mode::Hybrid.sale_types(),

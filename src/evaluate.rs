@@ -35,6 +35,8 @@ pub struct AuctionInput {
     pub dedup_hashes: Vec<[u8; 32]>,
     pub min_payout: Option<Money>,
     pub test: bool,
+    /// The partner's own tracking ids, as the ping sent them (`sub_ids`).
+    pub sub_ids: Option<Arc<Map<String, Value>>>,
     pub now: DateTime<Utc>,
     /// The most bid requests the ping makes (`max_rtb_calls_per_ping`).
     pub max_rtb_calls: usize,
@@ -61,7 +63,22 @@ pub struct ContractResult {
     pub result: Result<Prices, Decline>,
     pub rtb_ms: Option<i32>,
     pub rtb_ref: Option<String>,
+    /// The buyer's answer, kept when it declined the contract: see [`RtbAnswer`].
+    pub rtb_answer: Option<RtbAnswer>,
 }
+
+/// An RTB buyer's own answer, kept for the operator (`GET /v1/admin/pings/{id}`) when the
+/// contract ended `rtb_invalid` or `rtb_no_bid`, or `rtb_error` with an HTTP status: its
+/// status, and its body as text (at most [`MAX_KEPT_ANSWER_BYTES`], cleaned by
+/// [`crate::buyers::clean_text`]; `None` when empty or not read, e.g. too large).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtbAnswer {
+    pub http_status: u16,
+    pub body: Option<String>,
+}
+
+/// The most of a buyer's answer kept, as a delivery's answer is.
+pub const MAX_KEPT_ANSWER_BYTES: usize = 4096;
 
 /// What every contract's task reads about the ping.
 pub struct SharedPing {
@@ -70,6 +87,8 @@ pub struct SharedPing {
     pub lead: Arc<Map<String, Value>>,
     pub prepared: Arc<PreparedLead<'static>>,
     pub test: bool,
+    /// The partner's own tracking ids (`sub_ids`), when the ping sent them: string values.
+    pub sub_ids: Option<Arc<Map<String, Value>>>,
     pub now: DateTime<Utc>,
     pub tenant_tz: chrono_tz::Tz,
     pub sale_types: &'static [SaleType],
@@ -110,6 +129,7 @@ pub async fn fan_out(
                 result,
                 rtb_ms: None,
                 rtb_ref: None,
+                rtb_answer: None,
             })
         };
         results.push(match contract.compiled.evaluate(&state, &context) {
@@ -156,6 +176,7 @@ pub async fn fan_out(
                 result: Err(decline),
                 rtb_ms: None,
                 rtb_ref: None,
+                rtb_answer: None,
             });
             continue;
         }
@@ -186,6 +207,7 @@ pub async fn fan_out(
                         result: Err(decline),
                         rtb_ms: None,
                         rtb_ref: None,
+                        rtb_answer: None,
                     });
                 }
             }
@@ -253,6 +275,7 @@ pub async fn run(
         lead: Arc::clone(&input.lead),
         prepared: Arc::clone(&input.prepared),
         test: input.test,
+        sub_ids: input.sub_ids.clone(),
         now: input.now,
         tenant_tz: tenant.timezone,
         sale_types: offer.rules.mode.sale_types(),
@@ -305,6 +328,7 @@ pub async fn run(
                 win: None,
                 reason: None,
                 detail: None,
+                rtb_answer: r.rtb_answer,
             };
             match r.result {
                 Err(decline) => {
@@ -405,8 +429,8 @@ async fn ask_buyer(
         tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
-    let answer = match reply {
-        Exchange::Answer { status, body } => parse_rtb_answer(status, &body, pricing),
+    let answer = match &reply {
+        Exchange::Answer { status, body } => parse_rtb_answer(*status, body, pricing),
         Exchange::TooLarge { .. } => Err(Decline {
             reason: DeclineReason::RtbInvalid,
             detail: Some("answer larger than 64 KiB".to_owned()),
@@ -417,7 +441,7 @@ async fn ask_buyer(
         }),
         Exchange::Failed(error) => Err(Decline {
             reason: DeclineReason::RtbError,
-            detail: Some(error),
+            detail: Some(error.clone()),
         }),
     };
     // The buyer's reference comes back on delivery: kept short and storable.
@@ -431,11 +455,40 @@ async fn ask_buyer(
         .as_ref()
         .map_or_else(|decline| decline.reason.as_str(), |_| "bid");
     crate::meters::rtb_call(outcome, elapsed);
+    let rtb_answer = kept_answer(&reply, &result);
     ContractResult {
         index,
         result,
         rtb_ms: Some(millis(elapsed)),
         rtb_ref,
+        rtb_answer,
+    }
+}
+
+/// The buyer's answer worth keeping for the operator: only when it declined the contract as
+/// `rtb_invalid`, `rtb_no_bid` or `rtb_error` and an HTTP status came back (a bid, a timeout
+/// or a failed connection keeps nothing).
+fn kept_answer(reply: &Exchange, result: &Result<Prices, Decline>) -> Option<RtbAnswer> {
+    let Err(decline) = result else { return None };
+    if !matches!(
+        decline.reason,
+        DeclineReason::RtbInvalid | DeclineReason::RtbNoBid | DeclineReason::RtbError
+    ) {
+        return None;
+    }
+    match reply {
+        Exchange::Answer { status, body } => Some(RtbAnswer {
+            http_status: *status,
+            body: (!body.is_empty()).then(|| {
+                let head = &body[..body.len().min(MAX_KEPT_ANSWER_BYTES + 4)];
+                crate::buyers::clean_text(&String::from_utf8_lossy(head), MAX_KEPT_ANSWER_BYTES)
+            }),
+        }),
+        Exchange::TooLarge { status } => Some(RtbAnswer {
+            http_status: *status,
+            body: None,
+        }),
+        Exchange::TimedOut | Exchange::Failed(_) => None,
     }
 }
 
@@ -444,4 +497,79 @@ const MAX_REF_BYTES: usize = 256;
 
 fn millis(elapsed: Duration) -> i32 {
     i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declined(reason: DeclineReason) -> Result<Prices, Decline> {
+        Err(Decline {
+            reason,
+            detail: None,
+        })
+    }
+
+    fn answer(status: u16, body: &[u8]) -> Exchange {
+        Exchange::Answer {
+            status,
+            body: axum::body::Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[test]
+    fn a_buyer_answer_is_kept_only_when_it_declined_the_contract() {
+        let kept = kept_answer(
+            &answer(200, b"<oops\0>"),
+            &declined(DeclineReason::RtbInvalid),
+        );
+        assert_eq!(
+            kept,
+            Some(RtbAnswer {
+                http_status: 200,
+                body: Some("<oops>".to_owned())
+            })
+        );
+        let no_bid = kept_answer(&answer(204, b""), &declined(DeclineReason::RtbNoBid));
+        assert_eq!(
+            no_bid,
+            Some(RtbAnswer {
+                http_status: 204,
+                body: None
+            })
+        );
+        let long = kept_answer(
+            &answer(503, "é".repeat(4000).as_bytes()),
+            &declined(DeclineReason::RtbError),
+        );
+        assert_eq!(long.and_then(|a| a.body).map(|b| b.len()), Some(4096));
+        let too_large = kept_answer(
+            &Exchange::TooLarge { status: 200 },
+            &declined(DeclineReason::RtbInvalid),
+        );
+        assert_eq!(
+            too_large.map(|a| (a.http_status, a.body)),
+            Some((200, None))
+        );
+        // A bid, a decline of Gavel's own, a timeout or a failed connection keep nothing.
+        assert_eq!(
+            kept_answer(&answer(200, b"{}"), &Ok(Prices::default())),
+            None
+        );
+        assert_eq!(
+            kept_answer(&answer(200, b"{}"), &declined(DeclineReason::CapReached)),
+            None
+        );
+        assert_eq!(
+            kept_answer(&Exchange::TimedOut, &declined(DeclineReason::RtbTimeout)),
+            None
+        );
+        assert_eq!(
+            kept_answer(
+                &Exchange::Failed("refused".to_owned()),
+                &declined(DeclineReason::RtbError)
+            ),
+            None
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod extract;
+pub mod form;
 pub mod idempotency;
 pub mod openapi;
 pub mod ops;

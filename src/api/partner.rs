@@ -13,7 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::api::extract::{JsonObject, bearer_token};
+use crate::api::extract::bearer_token;
+use crate::api::form::PartnerBody;
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::auction::{LeadError, LeadErrorCode, PingStatus, SaleType, validate_ping};
@@ -57,16 +58,25 @@ pub struct PingRequest {
     pub dedup_hashes: Vec<[u8; 32]>,
     pub min_payout: Option<Money>,
     pub test: bool,
+    /// The partner's own tracking ids (`sub_ids`), checked by [`parse_sub_ids`].
+    pub sub_ids: Option<Map<String, Value>>,
 }
+
+/// Most keys of `sub_ids`.
+pub const MAX_SUB_IDS: usize = 10;
+/// Longest key of `sub_ids`, in characters.
+pub const MAX_SUB_ID_KEY_CHARS: usize = 64;
+/// Longest value of `sub_ids`, in characters.
+pub const MAX_SUB_ID_VALUE_CHARS: usize = 256;
 
 /// Finds the campaign of the posting key (header or body), or answers 401.
 pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    body: &Map<String, Value>,
+    body: &PartnerBody,
 ) -> Result<CampaignContext, Problem> {
     let key = bearer_token(headers)
-        .or_else(|| body.get("posting_key").and_then(Value::as_str))
+        .or_else(|| body.posting_key())
         .ok_or_else(|| {
             Problem::new(ErrorCode::Unauthorized)
                 .detail("send the posting key as Authorization: Bearer <key> or posting_key")
@@ -81,18 +91,21 @@ pub fn authenticate(
 /// `POST /v1/ping`: the PII-free lead; runs the auction across every contract of the offer.
 #[utoipa::path(post, path = "/v1/ping", tag = "partner",
     request_body(content = Object, description = "`lead` (the offer's non-PII fields), optional `dedup` \
-        (`email_sha256`, `phone_sha256`), `min_payout`, `test`, and `posting_key` unless sent as a bearer token",
+        (`email_sha256`, `phone_sha256`), `min_payout`, `test`, `sub_ids` (the partner's own tracking ids: \
+        at most 10 string values), and `posting_key` unless sent as a bearer token. Also accepted as \
+        `application/x-www-form-urlencoded` (`state=TX&lead[zip]=75001&sub_ids[source]=s1`, typed by the \
+        offer's schema: docs/partner-forms.md)",
         example = json!({"lead": {"state": "TX", "zip": "75001", "age": 42, "homeowner": true},
             "dedup": {"email_sha256": "9f86d0…"}, "min_payout": 5.00, "test": false})),
     responses((status = 200, body = PingResponse, description = "`bids`, `no_bids` or `duplicate`")))]
 async fn ping(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonObject, Problem>,
+    body: Result<PartnerBody, Problem>,
 ) -> Result<Json<PingResponse>, Problem> {
     let started = Instant::now();
     let _slot = state.auction_slot()?;
-    let JsonObject(body) = body?;
+    let body = body?;
     let campaign = authenticate(&state, &headers, &body)?;
     // Microseconds, as PostgreSQL stores time: what is answered is what is recorded.
     let now = state.clock.now().trunc_subsecs(6);
@@ -134,43 +147,45 @@ pub fn lead_problem(errors: Vec<LeadError>) -> Problem {
 async fn run_ping(
     state: &AppState,
     campaign: &CampaignContext,
-    body: Map<String, Value>,
+    body: PartnerBody,
     now: DateTime<Utc>,
     started: Instant,
 ) -> Result<PingResponse, Problem> {
     admit(state, campaign)?;
-    const KNOWN: [&str; 5] = ["posting_key", "lead", "dedup", "min_payout", "test"];
+    let body = body.into_object(&campaign.offer.schema)?;
+    const KNOWN: [&str; 6] = [
+        "posting_key",
+        "lead",
+        "dedup",
+        "min_payout",
+        "test",
+        "sub_ids",
+    ];
     refuse_unknown(&body, &KNOWN)?;
     let request = parse_request(body)?;
     validate_ping(&campaign.offer.schema, &request.lead).map_err(lead_problem)?;
-    auction(
-        state,
-        campaign,
-        request.lead,
-        request.dedup_hashes,
-        request.min_payout,
-        request.test,
-        now,
-        started,
-    )
-    .await
+    auction(state, campaign, request, now, started).await
 }
 
 /// Runs the auction for a validated, PII-free lead, records it and builds the ping's answer.
-#[allow(clippy::too_many_arguments)]
 pub async fn auction(
     state: &AppState,
     campaign: &CampaignContext,
-    lead: Map<String, Value>,
-    dedup_hashes: Vec<[u8; 32]>,
-    min_payout: Option<Money>,
-    test: bool,
+    request: PingRequest,
     now: DateTime<Utc>,
     started: Instant,
 ) -> Result<PingResponse, Problem> {
+    let PingRequest {
+        lead,
+        dedup_hashes,
+        min_payout,
+        test,
+        sub_ids,
+    } = request;
     let offer = &campaign.offer;
     let ping_id = Uuid::now_v7();
     let lead = Arc::new(lead);
+    let sub_ids = sub_ids.map(Arc::new);
     let prepared = Arc::new(offer.schema.prepare(&lead).into_owned());
     let input = AuctionInput {
         ping_id,
@@ -179,6 +194,7 @@ pub async fn auction(
         dedup_hashes,
         min_payout,
         test,
+        sub_ids: sub_ids.clone(),
         now,
         max_rtb_calls: state.settings.max_rtb_calls_per_ping,
         // Validated at load to be at most MAX_RTB_TIMEOUT_MS.
@@ -203,6 +219,7 @@ pub async fn auction(
         sale_type: None,
         payout: None,
         expires_at: None,
+        sub_ids,
     };
     let mut response = PingResponse {
         ping_id,
@@ -287,6 +304,7 @@ async fn record_refusal(
         sale_type: None,
         payout: None,
         expires_at: None,
+        sub_ids: None,
     };
     let write = PingWrite {
         ping: record,
@@ -408,10 +426,60 @@ pub fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Proble
             ));
         }
     };
+    let sub_ids = parse_sub_ids(body.remove("sub_ids"))?;
     Ok(PingRequest {
         lead,
         dedup_hashes,
         min_payout,
         test,
+        sub_ids,
     })
+}
+
+/// Checks a request's `sub_ids` (the partner's own tracking ids, not PII): an object of at
+/// most 10 keys of 1 to 64 characters, each a string of at most 256 characters; a `null`
+/// value is an absent key, an empty object none at all. Errors point at `/sub_ids/<key>`
+/// (or `/sub_ids`) and never quote a value.
+pub fn parse_sub_ids(value: Option<Value>) -> Result<Option<Map<String, Value>>, Problem> {
+    let mut sub_ids = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(sub_ids)) => sub_ids,
+        Some(_) => {
+            return Err(invalid(
+                "/sub_ids",
+                ErrorCode::InvalidField,
+                "sub_ids must be an object of strings",
+            ));
+        }
+    };
+    sub_ids.retain(|_, value| !value.is_null());
+    for (key, value) in &sub_ids {
+        let pointer = || format!("/sub_ids/{}", crate::auction::pointer_token(key));
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_SUB_ID_KEY_CHARS {
+            return Err(invalid(
+                &pointer(),
+                ErrorCode::InvalidField,
+                "a sub_ids key has 1 to 64 characters",
+            ));
+        }
+        let fits = value
+            .as_str()
+            .is_some_and(|text| text.chars().count() <= MAX_SUB_ID_VALUE_CHARS);
+        if !fits {
+            return Err(invalid(
+                &pointer(),
+                ErrorCode::InvalidField,
+                "a sub_ids value is a string of at most 256 characters",
+            ));
+        }
+    }
+    if sub_ids.len() > MAX_SUB_IDS {
+        return Err(invalid(
+            "/sub_ids",
+            ErrorCode::InvalidField,
+            "sub_ids has at most 10 keys",
+        ));
+    }
+    Ok((!sub_ids.is_empty()).then_some(sub_ids))
 }

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::api::extract::JsonObject;
+use crate::api::form::PartnerBody;
 use crate::api::idempotency;
 use crate::api::partner::{self, PingRequest, authenticate, invalid};
 use crate::api::{ErrorCode, Problem};
@@ -51,7 +51,7 @@ impl IntoResponse for PostAnswer {
 struct Admitted {
     timing: Timing,
     slot: OwnedSemaphorePermit,
-    body: Map<String, Value>,
+    body: PartnerBody,
     campaign: CampaignContext,
 }
 
@@ -59,13 +59,13 @@ fn admit(
     state: &AppState,
     arrived: Option<Extension<Arrived>>,
     headers: &HeaderMap,
-    body: Result<JsonObject, Problem>,
+    body: Result<PartnerBody, Problem>,
 ) -> Result<Admitted, Problem> {
     let started = Instant::now();
     // The request's arrival (see [`Arrived`]); now if the layer is absent.
     let arrived = arrived.map_or_else(Instant::now, |Extension(Arrived(at))| at);
     let slot = state.auction_slot()?;
-    let JsonObject(body) = body?;
+    let body = body?;
     let campaign = authenticate(state, headers, &body)?;
     Ok(Admitted {
         timing: Timing { started, arrived },
@@ -79,7 +79,9 @@ fn admit(
 /// same body answer the stored response with `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/v1/post", tag = "partner",
     request_body(content = Object, description = "`ping_id`, optional `bid_ids`, the full `lead` \
-        (PII included) and its `consent`, and `posting_key` unless sent as a bearer token",
+        (PII included) and its `consent`, optional `sub_ids` (the partner's own tracking ids; default: the \
+        ping's), and `posting_key` unless sent as a bearer token. Also accepted as \
+        `application/x-www-form-urlencoded` (docs/partner-forms.md)",
         example = json!({"ping_id": "01937c9e-…", "bid_ids": ["01937c9e-…"],
             "lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
             "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b", "consented_at": "2026-11-25T17:04:12Z"}})),
@@ -95,16 +97,16 @@ async fn post_lead(
     State(state): State<AppState>,
     arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
-    body: Result<JsonObject, Problem>,
+    body: Result<PartnerBody, Problem>,
 ) -> Result<PostAnswer, Problem> {
     let call = admit(&state, arrived, &headers, body)?;
     let (timing, campaign) = (call.timing, call.campaign);
     let ping_id = call
         .body
-        .get("ping_id")
-        .and_then(Value::as_str)
+        .top_level("ping_id")
         .and_then(|id| id.parse::<Uuid>().ok());
-    let answer = match parse_post(call.body) {
+    let body = call.body.into_object(&campaign.offer.schema);
+    let answer = match body.and_then(parse_post) {
         Ok(request) => post::post(&state, &campaign, request, call.slot, timing).await,
         Err(problem) => Err(problem),
     };
@@ -149,7 +151,14 @@ fn take_consent(body: &mut Map<String, Value>) -> Result<Map<String, Value>, Pro
 }
 
 fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
-    const KNOWN: [&str; 5] = ["posting_key", "ping_id", "bid_ids", "lead", "consent"];
+    const KNOWN: [&str; 6] = [
+        "posting_key",
+        "ping_id",
+        "bid_ids",
+        "lead",
+        "consent",
+        "sub_ids",
+    ];
     partner::refuse_unknown(&body, &KNOWN)?;
     let body_sha256 = body_sha256(&body);
     let ping_id = body
@@ -196,11 +205,13 @@ fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
         }
     };
     let consent = take_consent(&mut body)?;
+    let sub_ids = partner::parse_sub_ids(body.remove("sub_ids"))?;
     Ok(PostRequest {
         ping_id,
         bid_ids,
         lead,
         consent,
+        sub_ids,
         body_sha256,
     })
 }
@@ -212,7 +223,8 @@ fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
         (`Idempotent-Replayed: true`; a `202 settling` one, its final answer once settled) and sells nothing; \
         another body is `409 idempotency_key_reused`. Kept `idempotency_key_hours` (24 h)")),
     request_body(content = Object, description = "the post's body without `ping_id`/`bid_ids`, plus \
-        optional `dedup`, `min_payout` and `test`",
+        optional `dedup`, `min_payout`, `test` and `sub_ids`. Also accepted as \
+        `application/x-www-form-urlencoded` (docs/partner-forms.md)",
         example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
             "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b"}})),
     responses((status = 200, content_type = "application/json",
@@ -227,7 +239,7 @@ async fn direct_post(
     State(state): State<AppState>,
     arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
-    body: Result<JsonObject, Problem>,
+    body: Result<PartnerBody, Problem>,
 ) -> Result<Response, Problem> {
     let Admitted {
         timing,
@@ -236,7 +248,13 @@ async fn direct_post(
         campaign,
     } = admit(&state, arrived, &headers, body)?;
     let key = idempotency::key_of(&headers)?;
-    let request_sha256 = body_sha256(&body);
+    // A form is typed by the offer's schema first; one that cannot be is refused below (and
+    // recorded), its retries identified by its own text.
+    let body = body.into_object(&campaign.offer.schema);
+    let request_sha256 = match &body {
+        Ok(body) => body_sha256(body),
+        Err(problem) => Sha256::digest(format!("{problem:?}").as_bytes()).into(),
+    };
     // Keys are the campaign's: another campaign's (or tenant's) key never collides.
     let scope = key.map(|key| KeyScope {
         tenant_id: campaign.tenant.id,
@@ -247,7 +265,7 @@ async fn direct_post(
     let run = {
         let state = state.clone();
         async move {
-            let answer = match parse_direct(&state, &campaign, body) {
+            let answer = match body.and_then(|body| parse_direct(&state, &campaign, body)) {
                 Ok(request) => post::direct(&state, &campaign, request, slot, timing).await,
                 Err(problem) => Err(problem),
             };
@@ -282,13 +300,14 @@ fn parse_direct(
     mut body: Map<String, Value>,
 ) -> Result<DirectPost, Problem> {
     partner::admit(state, campaign)?;
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "posting_key",
         "lead",
         "consent",
         "dedup",
         "min_payout",
         "test",
+        "sub_ids",
     ];
     partner::refuse_unknown(&body, &KNOWN)?;
     let consent = take_consent(&mut body)?;
@@ -298,6 +317,7 @@ fn parse_direct(
         dedup_hashes,
         min_payout,
         test,
+        sub_ids,
     } = partner::parse_request(body)?;
     Ok(DirectPost {
         lead,
@@ -305,6 +325,7 @@ fn parse_direct(
         dedup_hashes,
         min_payout,
         test,
+        sub_ids,
         body_sha256,
     })
 }

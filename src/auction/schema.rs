@@ -192,6 +192,11 @@ impl CompiledSchema {
         self.by_name.get(name).copied()
     }
 
+    /// The type of the field called `name`, `None` when the offer has no such field.
+    pub fn field_type(&self, name: &str) -> Option<FieldType> {
+        self.index_of(name).map(|i| self.fields[i].field_type)
+    }
+
     /// The field at `index`.
     pub(crate) fn field(&self, index: usize) -> &CompiledField {
         &self.fields[index]

@@ -36,6 +36,8 @@ pub struct PostRequest {
     pub bid_ids: Option<Vec<Uuid>>,
     pub lead: Map<String, Value>,
     pub consent: Map<String, Value>,
+    /// The partner's own tracking ids for this post (`sub_ids`); absent: the ping's.
+    pub sub_ids: Option<Map<String, Value>>,
     /// Identifies the body for safe retries (key order and the posting key do not count).
     pub body_sha256: [u8; 32],
 }
@@ -47,6 +49,8 @@ pub struct DirectPost {
     pub dedup_hashes: Vec<[u8; 32]>,
     pub min_payout: Option<Money>,
     pub test: bool,
+    /// The partner's own tracking ids (`sub_ids`): its ping's and its post's.
+    pub sub_ids: Option<Map<String, Value>>,
     pub body_sha256: [u8; 32],
 }
 
@@ -107,6 +111,7 @@ pub async fn direct(
         mut dedup_hashes,
         min_payout,
         test,
+        sub_ids,
         body_sha256,
     } = request;
     let offer = &campaign.offer;
@@ -130,10 +135,13 @@ pub async fn direct(
     let auction = partner::auction(
         state,
         campaign,
-        ping_lead,
-        dedup_hashes,
-        min_payout,
-        test,
+        partner::PingRequest {
+            lead: ping_lead,
+            dedup_hashes,
+            min_payout,
+            test,
+            sub_ids: sub_ids.clone(),
+        },
         now_of(state),
         timing.started,
     )
@@ -161,6 +169,7 @@ pub async fn direct(
         bid_ids: None,
         lead,
         consent,
+        sub_ids,
         body_sha256,
     };
     let sale_type = auction.sale_type;
@@ -276,6 +285,11 @@ async fn post_to_winners(
 
     // 3 and 5, in a task of their own.
     let consumer_keys = PostedLead::hash_keys(campaign.offer.schema.consumer_keys(&request.lead));
+    // The post's own sub-ids, else its ping's.
+    let sub_ids = request
+        .sub_ids
+        .or_else(|| ping.sub_ids.map(|sub_ids| sub_ids.0))
+        .map(Arc::new);
     let posted = PostedLead {
         source,
         campaign: campaign.clone(),
@@ -283,6 +297,7 @@ async fn post_to_winners(
         lead_id,
         lead: request.lead,
         consent: request.consent,
+        sub_ids,
         consumer_keys,
         test: ping.test,
         now,

@@ -46,6 +46,8 @@ pub struct PostedLead {
     pub lead_id: Uuid,
     pub lead: Map<String, Value>,
     pub consent: Map<String, Value>,
+    /// The partner's own tracking ids (`sub_ids`): the post's if it sent some, else its ping's.
+    pub sub_ids: Option<Arc<Map<String, Value>>>,
     /// SHA-256 of the normalized email and phone, by kind.
     pub consumer_keys: Vec<(&'static str, [u8; 32])>,
     pub test: bool,

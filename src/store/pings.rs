@@ -253,6 +253,8 @@ pub struct PingRecord {
     pub sale_type: Option<SaleType>,
     pub payout: Option<Money>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The partner's own tracking ids, as the ping sent them (`sub_ids`).
+    pub sub_ids: Option<Arc<Map<String, Value>>>,
 }
 
 /// One contract's outcome: a row of `distribution_winners` for a winner, else its element of
@@ -269,6 +271,9 @@ pub struct DistributionRow {
     pub win: Option<Win>,
     pub reason: Option<DeclineReason>,
     pub detail: Option<String>,
+    /// The buyer's own answer to the RTB call, kept for the operator when it declined the
+    /// contract (see [`crate::evaluate::RtbAnswer`]); `None` otherwise.
+    pub rtb_answer: Option<crate::evaluate::RtbAnswer>,
 }
 
 /// What a winning contract sold on the ping, and the bid id its post names.
@@ -332,21 +337,42 @@ impl GroupStatement for RecordPings {
 async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
     let mut winners: Vec<(&PingRecord, &DistributionRow, Win)> = Vec::new();
     let mut declines: Vec<&DistributionRow> = Vec::new();
-    // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays.
-    let mut declines_of: Vec<(&PingRecord, i32, i32)> = Vec::new();
+    // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays,
+    // and whether any of them kept the buyer's answer (else its answers' arrays stay NULL).
+    let mut declines_of: Vec<(&PingRecord, i32, i32, bool)> = Vec::new();
     for write in writes {
         let first = declines.len() as i32 + 1;
+        let mut answered = false;
         for row in &write.rows {
             match row.win {
                 Some(win) => winners.push((&write.ping, row, win)),
-                None => declines.push(row),
+                None => {
+                    answered |= row.rtb_answer.is_some();
+                    declines.push(row);
+                }
             }
         }
         let last = declines.len() as i32;
         if last >= first {
-            declines_of.push((&write.ping, first, last));
+            declines_of.push((&write.ping, first, last, answered));
         }
     }
+    // Most pings keep no answer: then these two arrays are empty and bind nothing.
+    let any_answer = declines_of.iter().any(|d| d.3);
+    let answer_statuses: Vec<Option<i32>> = if any_answer {
+        column(&declines, |r| {
+            r.rtb_answer.as_ref().map(|a| i32::from(a.http_status))
+        })
+    } else {
+        Vec::new()
+    };
+    let answer_bodies: Vec<Option<&str>> = if any_answer {
+        column(&declines, |r| {
+            r.rtb_answer.as_ref().and_then(|a| a.body.as_deref())
+        })
+    } else {
+        Vec::new()
+    };
     // `winners` is not referenced: PostgreSQL runs a data-modifying WITH regardless.
     // sqlx's check of the binds knows no arrays of nullable or borrowed values: those are
     // `as _`, typed by their casts in the statement.
@@ -354,15 +380,16 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         "WITH ping AS (
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,
                                       latency_us, http_status, result, test, lead, min_payout_cents,
-                                      sale_type, payout_cents, expires_at)
+                                      sale_type, payout_cents, expires_at, sub_ids)
              SELECT tenant_id, id, 'ping', campaign_id, partner_id, offer_id, created_at, latency_us,
-                    http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, expires_at
+                    http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, expires_at,
+                    sub_ids
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::timestamptz[],
                          $7::bigint[], $8::int[], $9::text[], $10::bool[], $11::jsonb[], $12::bigint[],
-                         $13::text[], $14::bigint[], $15::timestamptz[])
+                         $13::text[], $14::bigint[], $15::timestamptz[], $42::jsonb[])
                  AS p (tenant_id, id, campaign_id, partner_id, offer_id, created_at, latency_us,
                        http_status, result, test, lead, min_payout_cents, sale_type, payout_cents,
-                       expires_at)),
+                       expires_at, sub_ids)),
          winners AS (
              INSERT INTO distribution_winners (tenant_id, ping_id, created_at, contract_id, buyer_id,
                                                exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
@@ -371,13 +398,16 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                                   $21::bigint[], $22::bigint[], $23::int[], $24::text[], $25::uuid[],
                                   $26::text[], $27::bigint[], $28::bigint[]))
          INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons,
-                                            details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs)
+                                            details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs,
+                                            rtb_http_statuses, rtb_responses)
          SELECT s.tenant_id, s.ping_id, s.created_at, ($34::uuid[])[s.first:s.last],
                 ($35::uuid[])[s.first:s.last], ($36::text[])[s.first:s.last]::decline_reason[],
                 ($37::text[])[s.first:s.last], ($38::bigint[])[s.first:s.last],
-                ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last]
-         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[])
-             AS s (tenant_id, ping_id, created_at, first, last)",
+                ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last],
+                CASE WHEN s.answered THEN ($44::int[])[s.first:s.last] END,
+                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END
+         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[])
+             AS s (tenant_id, ping_id, created_at, first, last, answered)",
         &column(writes, |w| w.ping.tenant_id),
         &column(writes, |w| w.ping.ping_id),
         &column(writes, |w| w.ping.campaign_id),
@@ -406,11 +436,11 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&winners, |(_, _, w)| w.sale_type.as_str()) as _,
         &column(&winners, |(_, _, w)| w.price.cents()) as _,
         &column(&winners, |(_, _, w)| Some(w.payout.cents())) as _,
-        &column(&declines_of, |(p, _, _)| p.tenant_id),
-        &column(&declines_of, |(p, _, _)| p.ping_id),
-        &column(&declines_of, |(p, _, _)| p.created_at),
-        &column(&declines_of, |&(_, first, _)| first),
-        &column(&declines_of, |&(_, _, last)| last),
+        &column(&declines_of, |(p, _, _, _)| p.tenant_id),
+        &column(&declines_of, |(p, _, _, _)| p.ping_id),
+        &column(&declines_of, |(p, _, _, _)| p.created_at),
+        &column(&declines_of, |&(_, first, _, _)| first),
+        &column(&declines_of, |&(_, _, last, _)| last),
         &column(&declines, |r| r.contract_id),
         &column(&declines, |r| r.buyer_id),
         &column(&declines, |r| r.reason.map(DeclineReason::as_str)) as _,
@@ -419,6 +449,10 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines, |r| cents(r.bid.shared)) as _,
         &column(&declines, |r| r.rtb_ms) as _,
         &column(&declines, |r| r.rtb_ref.as_deref()) as _,
+        &column(writes, |w| w.ping.sub_ids.as_deref().map(sqlx::types::Json)) as _,
+        &column(&declines_of, |&(_, _, _, answered)| answered),
+        &answer_statuses as _,
+        &answer_bodies as _,
     )
     .execute(db)
     .await?;
@@ -434,6 +468,7 @@ pub struct StoredPing {
     pub test: bool,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub sub_ids: Option<sqlx::types::Json<Map<String, Value>>>,
 }
 
 /// One contract's recorded outcome.
@@ -452,6 +487,13 @@ pub struct StoredDistribution {
     pub payout_cents: Option<i64>,
     pub sale_status: Option<String>,
     pub sale_reason: Option<String>,
+    /// An RTB decline's kept answer: the buyer's HTTP status and its text.
+    pub rtb_http_status: Option<i32>,
+    pub rtb_response: Option<String>,
+    /// The sale's delivery: the buyer's HTTP status, its answer and the time it took.
+    pub buyer_http_status: Option<i32>,
+    pub buyer_response: Option<String>,
+    pub delivery_ms: Option<i32>,
 }
 
 /// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
@@ -462,7 +504,8 @@ pub async fn find_ping(
 ) -> Result<Option<(StoredPing, Vec<StoredDistribution>)>, sqlx::Error> {
     let ping = sqlx::query_as!(
         StoredPing,
-        "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at
+        "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at,
+                sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\"
          FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
         tenant_id,
         ping_id,
@@ -473,12 +516,22 @@ pub async fn find_ping(
     // A view's columns are all nullable to sqlx: these three never are.
     let contracts = sqlx::query_as!(
         StoredDistribution,
-        r#"SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
+        r#"WITH answers AS (
+             SELECT a.contract_id, a.rtb_http_status, a.rtb_response
+             FROM distribution_declines x,
+                  unnest(x.contract_ids, x.rtb_http_statuses, x.rtb_responses)
+                      AS a (contract_id, rtb_http_status, rtb_response)
+             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL)
+         SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
                 d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
-                s.status AS "sale_status?", s.reason AS "sale_reason?"
+                s.status AS "sale_status?", s.reason AS "sale_reason?",
+                a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
+                s.buyer_http_status AS "buyer_http_status?",
+                s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?"
          FROM lead_distribution d
          LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
+         LEFT JOIN answers a ON a.contract_id = d.contract_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
          ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,
         tenant_id,

@@ -35,6 +35,8 @@ pub struct PingForPost {
     pub expires_at: Option<DateTime<Utc>>,
     pub post_body_sha256: Option<Vec<u8>>,
     pub post_response: Option<String>,
+    /// The ping's `sub_ids`, as it sent them.
+    pub sub_ids: Option<Json<Map<String, Value>>>,
 }
 
 /// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
@@ -49,6 +51,7 @@ pub async fn find_ping(
     let rows = sqlx::query!(
         r#"SELECT p.campaign_id, p.result, p.test, p.lead AS "lead: Json<Map<String, Value>>",
                   p.expires_at, p.post_body_sha256, l.post_response::text AS post_response,
+                  p.sub_ids AS "sub_ids: Json<Map<String, Value>>",
                   d.bid_id AS "bid_id?", d.contract_id AS "contract_id?", d.buyer_id AS "buyer_id?",
                   d.sale_type AS "sale_type?", d.price_cents AS "price_cents?",
                   d.payout_cents AS "payout_cents?", d.rtb_ref
@@ -100,6 +103,7 @@ pub async fn find_ping(
             expires_at: row.expires_at,
             post_body_sha256: row.post_body_sha256,
             post_response: row.post_response.map(compact),
+            sub_ids: row.sub_ids,
         });
     }
     Ok(found.map(|ping| (ping, bids)))

@@ -10,6 +10,7 @@ mod demo;
 mod failures;
 mod fair;
 mod fixtures;
+mod forms;
 mod fuzz;
 mod group;
 mod hygiene;

@@ -850,6 +850,7 @@ fn ping_record(exchange: &Exchange, result: &'static str) -> gavel::store::pings
         sale_type: None,
         payout: None,
         expires_at: None,
+        sub_ids: None,
     }
 }
 
@@ -885,6 +886,7 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
             }),
             reason: valid.then(|| "outbid".parse().unwrap()),
             detail: None,
+            rtb_answer: None,
         };
         PingWrite {
             ping,
@@ -957,6 +959,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                     }),
                     reason: None,
                     detail: None,
+                    rtb_answer: None,
                 });
             }
             for o in 0..others {
@@ -974,6 +977,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                     win: None,
                     reason: Some(reason.parse().unwrap()),
                     detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
+                    rtb_answer: None,
                 });
             }
             PingWrite { ping, rows }

@@ -102,6 +102,9 @@ pub struct PingView {
     test: bool,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
+    /// The partner's own tracking ids, as the ping sent them (`sub_ids`).
+    #[schema(value_type = Option<Object>)]
+    sub_ids: Option<serde_json::Value>,
     winners: Vec<WinnerView>,
     contracts: Vec<ContractView>,
 }
@@ -127,6 +130,11 @@ pub struct ContractView {
     exclusive_bid: Option<Money>,
     shared_bid: Option<Money>,
     rtb_ms: Option<i32>,
+    /// The RTB buyer's HTTP status, kept when its answer declined the contract
+    /// (`rtb_invalid`, `rtb_no_bid`, or `rtb_error` with a status).
+    rtb_http_status: Option<i32>,
+    /// The buyer's answer then, as text (at most 4 KB).
+    rtb_response: Option<String>,
     bid_id: Option<Uuid>,
     /// What happened to the sale after the post (null until then).
     sale: Option<SaleView>,
@@ -138,6 +146,10 @@ pub struct SaleView {
     reason: Option<String>,
     price: Option<Money>,
     payout: Money,
+    /// The delivery: the buyer's HTTP status, its answer (at most 4 KB) and the time it took.
+    buyer_http_status: Option<i32>,
+    buyer_response: Option<String>,
+    delivery_ms: Option<i32>,
 }
 
 /// The whole auction of one ping: how every contract ended, and why.
@@ -176,6 +188,8 @@ async fn ping_view(
             exclusive_bid: money(r.exclusive_bid_cents),
             shared_bid: money(r.shared_bid_cents),
             rtb_ms: r.rtb_ms,
+            rtb_http_status: r.rtb_http_status,
+            rtb_response: r.rtb_response,
             bid_id: r.bid_id,
             sale: r.sale_status.map(|status| SaleView {
                 payout: if status == "sold" {
@@ -186,6 +200,9 @@ async fn ping_view(
                 status,
                 reason: r.sale_reason,
                 price: money(r.price_cents),
+                buyer_http_status: r.buyer_http_status,
+                buyer_response: r.buyer_response,
+                delivery_ms: r.delivery_ms,
             }),
         })
         .collect();
@@ -197,6 +214,9 @@ async fn ping_view(
         test: ping.test,
         created_at: ping.created_at,
         expires_at: ping.expires_at,
+        sub_ids: ping
+            .sub_ids
+            .map(|sub_ids| serde_json::Value::Object(sub_ids.0)),
         winners,
         contracts,
     }))
