@@ -66,6 +66,18 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// An optional text of at most `max` characters; absent or `null` is none.
+    pub fn text(&mut self, key: &str, max: usize) -> Option<String> {
+        match self.value(key).map(Value::as_str) {
+            None => None,
+            Some(Some(text)) if text.chars().count() <= max => Some(text.to_owned()),
+            Some(_) => {
+                self.error(key, format!("must be a text of at most {max} characters"));
+                None
+            }
+        }
+    }
+
     /// `active` (the default), `paused` or `archived` (what `DELETE` sets).
     pub fn status(&mut self) -> Status {
         match self

@@ -1,0 +1,13 @@
+//! Partners: lead sources.
+
+use super::kinds::{Name, State};
+use crate::auction::Status;
+
+super::resource! {
+    /// A lead source.
+    view Partner, row PartnerRow, table Partners = "partners", values PartnerValues;
+    fields {
+        name: String = Name,
+        status: Status = State,
+    }
+}
