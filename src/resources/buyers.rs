@@ -1,9 +1,7 @@
 //! Buyers: companies buying leads. `balance_cents` changes only with a ledger entry
 //! (`store::admin::books`), never through a body.
 
-use super::kinds::{Cents, Name, State};
-use crate::auction::Status;
-use crate::money::Money;
+use super::prelude::*;
 
 super::resource! {
     /// A company buying leads. `balance` changes only through the ledger (funds and sales).

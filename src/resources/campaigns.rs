@@ -1,11 +1,7 @@
 //! Campaigns: a partner selling into one offer, with its posting key.
 
-use uuid::Uuid;
-
-use super::kinds::{Cents, Id, OptionalInt, State};
+use super::prelude::*;
 use crate::api::admin::config::campaigns::Payout;
-use crate::auction::{PayoutRule, Status};
-use crate::money::Money;
 
 super::resource! {
     /// A partner selling into one offer (SPEC §4.3).

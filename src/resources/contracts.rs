@@ -1,14 +1,10 @@
 //! Contracts: a buyer buying on one offer. Archived contracts take no part in auctions, so
 //! the snapshot leaves them out.
 
-use serde_json::Value;
-use uuid::Uuid;
-
-use super::kinds::{Id, Int, List, Name, OptionalJson, State};
+use super::prelude::*;
 use crate::api::admin::config::contracts::{
     CapsList, DeliverySection, PricingSection, stored_secrets,
 };
-use crate::auction::Status;
 
 super::resource! {
     /// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,

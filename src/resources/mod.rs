@@ -20,6 +20,16 @@ pub mod kinds;
 pub mod offers;
 pub mod partners;
 
+/// What a declaration names: the plain kinds and the types of the answers, so that a new
+/// field needs no import (`use super::prelude::*;` in each declaration).
+pub mod prelude {
+    pub use super::kinds::*;
+    pub use crate::auction::{Mode, PayoutRule, Status};
+    pub use crate::money::Money;
+    pub use serde_json::Value;
+    pub use uuid::Uuid;
+}
+
 use serde::Serialize;
 
 use crate::api::admin::input::Input;

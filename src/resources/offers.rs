@@ -1,11 +1,7 @@
 //! Offers: lead types, each with its field schema and distribution mode.
 
-use serde_json::Value;
-
-use super::kinds::{Cents, Int, List, Name, State};
+use super::prelude::*;
 use crate::api::admin::config::offers::{ConsentKeys, ModeField};
-use crate::auction::{Mode, Status};
-use crate::money::Money;
 
 super::resource! {
     /// A lead type: its field schema and its distribution mode (SPEC §4.2).

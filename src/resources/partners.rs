@@ -1,7 +1,6 @@
 //! Partners: lead sources.
 
-use super::kinds::{Name, State};
-use crate::auction::Status;
+use super::prelude::*;
 
 super::resource! {
     /// A lead source.
