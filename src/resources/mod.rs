@@ -278,3 +278,72 @@ macro_rules! resource {
     };
 }
 pub(crate) use resource;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::resources::{buyers, campaigns, contracts, offers, partners};
+
+    /// The keys of the values read from an empty body: every written column, once.
+    fn value_keys<R: Declared>() -> Vec<String> {
+        let body = Map::new();
+        let mut input = Input::new(&body, R::FIELDS);
+        match serde_json::to_value(R::read_fields(&mut input)) {
+            Ok(Value::Object(object)) => object.keys().cloned().collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_values_read_are_the_written_columns_of_each_declaration() {
+        fn check<R: Declared>() {
+            assert_eq!(
+                value_keys::<R>(),
+                sorted(R::Table::WRITTEN),
+                "{}",
+                R::Table::NAME
+            );
+        }
+        check::<partners::Partner>();
+        check::<buyers::Buyer>();
+        check::<offers::Offer>();
+        check::<campaigns::Campaign>();
+        check::<contracts::Contract>();
+    }
+
+    #[test]
+    fn a_field_is_a_key_a_column_and_a_written_column_at_once() {
+        assert_eq!(buyers::Buyer::FIELDS, ["name", "status", "credit_limit"]);
+        assert_eq!(
+            buyers::Buyers::WRITTEN,
+            ["name", "status", "credit_limit_cents"]
+        );
+        assert_eq!(
+            buyers::Buyers::COLUMNS,
+            "tenant_id, id, name, status, credit_limit_cents, balance_cents, created_at, updated_at"
+        );
+        assert_eq!(
+            campaigns::Campaigns::WRITTEN,
+            [
+                "partner_id",
+                "offer_id",
+                "status",
+                "payout_type",
+                "payout_percent",
+                "payout_amount_cents",
+                "min_payout_cents",
+                "ping_rate_per_second",
+            ]
+        );
+        assert_eq!(campaigns::Campaign::FIELDS[3], "payout");
+        assert_eq!(campaigns::Campaigns::CREATED, ["posting_key_hash"]);
+    }
+}
