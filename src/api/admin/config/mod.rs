@@ -130,9 +130,11 @@ async fn read<R: Resource>(
 }
 
 /// Stored values as the one `jsonb` value the store writes. A create writes exactly the
-/// columns of `writes` and `creates`, a patch exactly those of `writes`: a value the table does
-/// not declare would be dropped, a declared one left out written as NULL, without a word, so
-/// a mismatch between the two lists is refused in every build, not only in tests.
+/// written and created columns of the declaration (`crate::resources`), a patch exactly the
+/// written ones: a value the table does not declare would be dropped, a declared one left out
+/// written as NULL, without a word. Both lists come from the same declaration (a field of
+/// several columns names those it writes), and the extra columns of a create from its handler,
+/// so a mismatch is refused in every build, not only in tests.
 #[derive(Clone, Copy, PartialEq)]
 enum Write {
     Create,
