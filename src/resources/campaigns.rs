@@ -7,8 +7,8 @@ super::resource! {
     /// A partner selling into one offer (SPEC §4.3).
     view Campaign, row CampaignRow, table Campaigns = "campaigns", values CampaignValues;
     fields {
-        partner_id: Uuid = Id,
-        offer_id: Uuid = Id,
+        partner_id: Uuid = IdOf<Partners>,
+        offer_id: Uuid = IdOf<Offers>,
         status: Status = State,
         /// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}` or
         /// `{"type":"fixed","amount":8.00}`.

@@ -12,7 +12,8 @@ super::resource! {
     view Contract, row ContractRow, table Contracts = "contracts", values ContractValues,
         loads "status <> 'archived'";
     fields {
-        buyer_id: Uuid = Id,
+        buyer_id: Uuid = IdOf<Buyers>,
+        // Must be the tenant's offer, with a schema the filters fit (`Resource::check`).
         offer_id: Uuid = Id,
         name: String = Name,
         status: Status = State,

@@ -9,7 +9,7 @@ use super::Kind;
 use crate::api::admin::input::Input;
 use crate::auction::Status;
 use crate::money::Money;
-use crate::store::admin::rows;
+use crate::store::admin::{Table, rows};
 
 /// A required name: 1 to 200 characters, trimmed.
 pub struct Name;
@@ -113,6 +113,24 @@ impl Kind for Id {
     }
     fn read(input: &mut Input<'_>, key: &str) -> Uuid {
         input.id(key)
+    }
+}
+
+/// A required id of a row of `T`, which must be the tenant's ("no such …" otherwise).
+pub struct IdOf<T>(std::marker::PhantomData<T>);
+
+impl<T: Table> Kind for IdOf<T> {
+    type Row = Uuid;
+    type View = Uuid;
+    type Stored = Uuid;
+    fn view(row: &Uuid) -> Uuid {
+        *row
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Uuid {
+        input.id(key)
+    }
+    fn refers(stored: &Uuid) -> Option<(&'static str, Uuid)> {
+        Some((T::NAME, *stored))
     }
 }
 

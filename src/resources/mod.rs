@@ -23,7 +23,10 @@ pub mod partners;
 /// What a declaration names: the plain kinds and the types of the answers, so that a new
 /// field needs no import (`use super::prelude::*;` in each declaration).
 pub mod prelude {
+    pub use super::buyers::Buyers;
     pub use super::kinds::*;
+    pub use super::offers::Offers;
+    pub use super::partners::Partners;
     pub use crate::auction::{Mode, PayoutRule, Status};
     pub use crate::money::Money;
     pub use serde_json::Value;
@@ -46,6 +49,11 @@ pub trait Kind {
     fn view(row: &Self::Row) -> Self::View;
     /// Reads the body's `key`, each broken rule noted in `input` with its pointer.
     fn read(input: &mut Input<'_>, key: &str) -> Self::Stored;
+    /// The table and id of the row the value refers to, which must be the tenant's
+    /// (`kinds::IdOf`).
+    fn refers(_stored: &Self::Stored) -> Option<(&'static str, uuid::Uuid)> {
+        None
+    }
 }
 
 /// A field answered from several columns of the row (a campaign's payout rule); its stored
@@ -67,6 +75,8 @@ pub trait Declared: Serialize + From<<Self::Table as Table>::Row> + Send + Sized
     const FIELDS: &'static [&'static str];
     /// Reads every field of a body, in the declaration's order.
     fn read_fields(input: &mut Input<'_>) -> Self::Values;
+    /// The rows the values refer to (`kinds::IdOf`): the field's key, the table, the id.
+    fn references(values: &Self::Values) -> Vec<(&'static str, &'static str, uuid::Uuid)>;
 }
 
 /// A column of the select list: its name, or its SQL expression named as the field.
@@ -101,6 +111,7 @@ pub(crate) use loaded;
 ///     // optional: `, loads "<SQL condition>"` before the `;`: the rows the snapshot loads
 ///     fields {
 ///         name: String = Name,                                // key: answer type = kind
+///         partner_id: Uuid = IdOf<Partners>,                  // must be the tenant's row
 ///         credit_limit as credit_limit_cents: Money = Cents,  // key as column
 ///         #[schema(read_only)]
 ///         read_only balance as balance_cents: Money = Cents,  // answered, never written
@@ -172,7 +183,9 @@ macro_rules! resource {
             [$($values)* { [#[serde(flatten)]] $key:
                 <$kind as $crate::resources::RowKind<$row>>::Stored =
                 |input: &mut $crate::api::admin::input::Input<'_>|
-                    <$kind as $crate::resources::RowKind<$row>>::read(input, stringify!($key)) }]
+                    <$kind as $crate::resources::RowKind<$row>>::read(input, stringify!($key)),
+                |_: &<$kind as $crate::resources::RowKind<$row>>::Stored| None,
+                stringify!($key) }]
             $($rest)*);
     };
     // A field of one column, named as its key.
@@ -193,7 +206,9 @@ macro_rules! resource {
             [$($fields)* stringify!($key),]
             [$($values)* { [] $col: <$kind as $crate::resources::Kind>::Stored =
                 |input: &mut $crate::api::admin::input::Input<'_>|
-                    <$kind as $crate::resources::Kind>::read(input, stringify!($key)) }]
+                    <$kind as $crate::resources::Kind>::read(input, stringify!($key)),
+                <$kind as $crate::resources::Kind>::refers,
+                stringify!($key) }]
             $($rest)*);
     };
 
@@ -204,7 +219,7 @@ macro_rules! resource {
         [$($created:expr,)*]
         [$({ [$(#[$va:meta])*] $vkey:ident: $vty:ty = $vinit:expr })*]
         [$($field:expr,)*]
-        [$({ [$(#[$xa:meta])*] $xcol:ident: $xty:ty = $xread:expr })*]
+        [$({ [$(#[$xa:meta])*] $xcol:ident: $xty:ty = $xread:expr, $xrefers:expr, $xkey:expr })*]
     ) => {
         #[doc = concat!("A row of `", $name, "` (one field per column).")]
         // No `Debug`: contracts carry buyers' header secrets, campaigns a key's hash.
@@ -273,6 +288,17 @@ macro_rules! resource {
                 $values {
                     $($xcol: ($xread)(input),)*
                 }
+            }
+            fn references(
+                values: &$values,
+            ) -> Vec<(&'static str, &'static str, uuid::Uuid)> {
+                let mut references = Vec::new();
+                $(
+                    if let Some((table, id)) = ($xrefers)(&values.$xcol) {
+                        references.push(($xkey, table, id));
+                    }
+                )*
+                references
             }
         }
     };

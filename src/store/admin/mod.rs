@@ -162,15 +162,24 @@ pub async fn archive<'c, T: Table>(
     .await
 }
 
-/// Whether the tenant has the row: another tenant's id is as unknown as a made-up one.
+/// Whether the tenant has the row of `T`: another tenant's id is as unknown as a made-up one.
 pub async fn exists<T: Table>(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
+    exists_in(conn, T::NAME, tenant, id).await
+}
+
+/// [`exists`] in the table named `table`: one of the [`Table::NAME`]s, never input.
+pub async fn exists_in(
+    conn: &mut PgConnection,
+    table: &'static str,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(sql(format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2)",
-        T::NAME
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2)"
     )))
     .bind(tenant)
     .bind(id)

@@ -6,13 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::{Resource, exists};
+use super::Resource;
 use crate::api::Problem;
 use crate::api::admin::input::{Input, read_money};
 use crate::api::admin::parse_id;
@@ -21,8 +19,8 @@ use crate::app::AppState;
 use crate::auction::{ConfigError, PayoutRule};
 use crate::keys;
 use crate::resources::RowKind;
-use crate::resources::campaigns::{Campaign, CampaignRow, CampaignValues};
-use crate::store::admin::rows::{self, Offers, Partners};
+use crate::resources::campaigns::{Campaign, CampaignRow};
+use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
@@ -75,24 +73,7 @@ impl RowKind<CampaignRow> for Payout {
     }
 }
 
-impl Resource for Campaign {
-    /// Its partner and offer must be the tenant's.
-    async fn check(
-        conn: &mut PgConnection,
-        tenant: Uuid,
-        input: &mut Input<'_>,
-        values: &CampaignValues,
-    ) -> Result<(), Problem> {
-        let (partner_id, offer_id) = (values.partner_id, values.offer_id);
-        if !partner_id.is_nil() && !exists::<Partners>(conn, tenant, partner_id).await? {
-            input.error("partner_id", "no such partner");
-        }
-        if !offer_id.is_nil() && !exists::<Offers>(conn, tenant, offer_id).await? {
-            input.error("offer_id", "no such offer");
-        }
-        Ok(())
-    }
-}
+impl Resource for Campaign {}
 
 /// A payout rule; an error points at the offending member (`/payout/percent`).
 fn read_payout(input: &mut Input<'_>, value: &Value) -> Option<PayoutRule> {

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::{Resource, exists, invalid};
+use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::{Input, amounts_from_cents, amounts_to_cents};
 use crate::api::admin::{headers, outbound};
@@ -18,7 +18,7 @@ use crate::auction::{
 use crate::buyers::delivery::DeliveryConfig;
 use crate::resources::Kind;
 use crate::resources::contracts::{Contract, ContractRow, ContractValues};
-use crate::store::admin::rows::{self, Buyers};
+use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
@@ -99,8 +99,8 @@ pub fn stored_secrets(row: &ContractRow) -> [Value; 2] {
 }
 
 impl Resource for Contract {
-    /// Checks a contract's sections as the auction compiles them; its buyer and offer must be
-    /// the tenant's, and its filters must fit the offer's field schema.
+    /// Checks a contract's sections as the auction compiles them; its offer must be the
+    /// tenant's, and its filters must fit the offer's field schema.
     async fn check(
         conn: &mut PgConnection,
         tenant: Uuid,
@@ -108,14 +108,13 @@ impl Resource for Contract {
         values: &ContractValues,
     ) -> Result<(), Problem> {
         let ContractValues {
-            buyer_id,
             offer_id,
             schedule,
             delivery,
             filters,
             ..
         } = values;
-        let (buyer_id, offer_id) = (*buyer_id, *offer_id);
+        let offer_id = *offer_id;
         if let Err(errors) = CompiledSchedule::compile(schedule.as_ref().unwrap_or(&Value::Null)) {
             input.extend(errors);
         }
@@ -123,9 +122,6 @@ impl Resource for Contract {
             && let Err(errors) = DeliveryConfig::parse(delivery)
         {
             input.extend(errors);
-        }
-        if !buyer_id.is_nil() && !exists::<Buyers>(conn, tenant, buyer_id).await? {
-            input.error("buyer_id", "no such buyer");
         }
         if !offer_id.is_nil() {
             let fields = rows::offer_fields(&mut *conn, tenant, offer_id).await?;

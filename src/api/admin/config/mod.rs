@@ -116,7 +116,8 @@ async fn load<R: Resource>(
         .ok_or_else(Problem::not_found)
 }
 
-/// Reads a body: its keys must be writable fields, its values sound.
+/// Reads a body: its keys must be writable fields, its values sound, the rows it refers to
+/// the tenant's.
 async fn read<R: Resource>(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -124,6 +125,12 @@ async fn read<R: Resource>(
 ) -> Result<R::Values, Problem> {
     let mut input = Input::new(body, R::FIELDS);
     let values = R::read_fields(&mut input);
+    for (key, table, id) in R::references(&values) {
+        if !id.is_nil() && !store::exists_in(conn, table, tenant, id).await? {
+            let noun = key.strip_suffix("_id").unwrap_or(key);
+            input.error(key, format!("no such {noun}"));
+        }
+    }
     R::check(conn, tenant, &mut input, &values).await?;
     input.finish().map_err(invalid)?;
     Ok(values)
@@ -246,15 +253,6 @@ async fn archive<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Resul
         .await?
         .map(R::from)
         .ok_or_else(Problem::not_found)
-}
-
-/// Whether the tenant has the row of `T` (a body's reference to it).
-async fn exists<T: Table>(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<bool, Problem> {
-    Ok(store::exists::<T>(conn, tenant, id).await?)
 }
 
 /// The routes of a resource, each with its OpenAPI operation: the handlers are thin, named
