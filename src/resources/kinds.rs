@@ -30,6 +30,7 @@ impl Kind for Name {
 pub struct Text;
 
 impl Kind for Text {
+    const NULLABLE: bool = true;
     type Row = Option<String>;
     type View = Option<String>;
     type Stored = Option<String>;
@@ -90,6 +91,7 @@ impl<const MIN: i64, const MAX: i64, const DEFAULT: i64> Kind for Int<MIN, MAX, 
 pub struct OptionalInt<const MIN: i64, const MAX: i64>;
 
 impl<const MIN: i64, const MAX: i64> Kind for OptionalInt<MIN, MAX> {
+    const NULLABLE: bool = true;
     type Row = Option<i32>;
     type View = Option<i32>;
     type Stored = Option<i64>;
@@ -156,6 +158,7 @@ impl Kind for List {
 pub struct OptionalJson;
 
 impl Kind for OptionalJson {
+    const NULLABLE: bool = true;
     type Row = Option<Value>;
     type View = Option<Value>;
     type Stored = Option<Value>;

@@ -54,6 +54,8 @@ pub trait Kind {
     fn refers(_stored: &Self::Stored) -> Option<(&'static str, uuid::Uuid)> {
         None
     }
+    /// Whether a PATCH may send `null`: a value of its own (none), not a reset to a default.
+    const NULLABLE: bool = false;
 }
 
 /// A field answered from several columns of the row (a campaign's payout rule); its stored
@@ -77,6 +79,8 @@ pub trait Declared: Serialize + From<<Self::Table as Table>::Row> + Send + Sized
     fn read_fields(input: &mut Input<'_>) -> Self::Values;
     /// The rows the values refer to (`kinds::IdOf`): the field's key, the table, the id.
     fn references(values: &Self::Values) -> Vec<(&'static str, &'static str, uuid::Uuid)>;
+    /// Whether the field `key` may be `null` in a PATCH ([`Kind::NULLABLE`]).
+    fn nullable(key: &str) -> bool;
 }
 
 /// A column of the select list: its name, or its SQL expression named as the field.
@@ -185,7 +189,7 @@ macro_rules! resource {
                 |input: &mut $crate::api::admin::input::Input<'_>|
                     <$kind as $crate::resources::RowKind<$row>>::read(input, stringify!($key)),
                 |_: &<$kind as $crate::resources::RowKind<$row>>::Stored| None,
-                stringify!($key) }]
+                stringify!($key), false }]
             $($rest)*);
     };
     // A field of one column, named as its key.
@@ -208,7 +212,7 @@ macro_rules! resource {
                 |input: &mut $crate::api::admin::input::Input<'_>|
                     <$kind as $crate::resources::Kind>::read(input, stringify!($key)),
                 <$kind as $crate::resources::Kind>::refers,
-                stringify!($key) }]
+                stringify!($key), <$kind as $crate::resources::Kind>::NULLABLE }]
             $($rest)*);
     };
 
@@ -219,7 +223,8 @@ macro_rules! resource {
         [$($created:expr,)*]
         [$({ [$(#[$va:meta])*] $vkey:ident: $vty:ty = $vinit:expr })*]
         [$($field:expr,)*]
-        [$({ [$(#[$xa:meta])*] $xcol:ident: $xty:ty = $xread:expr, $xrefers:expr, $xkey:expr })*]
+        [$({ [$(#[$xa:meta])*] $xcol:ident: $xty:ty = $xread:expr, $xrefers:expr, $xkey:expr,
+            $xnull:expr })*]
     ) => {
         #[doc = concat!("A row of `", $name, "` (one field per column).")]
         // No `Debug`: contracts carry buyers' header secrets, campaigns a key's hash.
@@ -300,6 +305,9 @@ macro_rules! resource {
                 )*
                 references
             }
+            fn nullable(key: &str) -> bool {
+                false $(|| ($xnull && key == $xkey))*
+            }
         }
     };
 }
@@ -371,5 +379,14 @@ mod tests {
         );
         assert_eq!(campaigns::Campaign::FIELDS[3], "payout");
         assert_eq!(campaigns::Campaigns::CREATED, ["posting_key_hash"]);
+    }
+
+    #[test]
+    fn only_fields_whose_null_means_none_may_be_patched_to_null() {
+        assert!(contracts::Contract::nullable("schedule"));
+        assert!(campaigns::Campaign::nullable("ping_rate_per_second"));
+        assert!(!contracts::Contract::nullable("filters"));
+        assert!(!campaigns::Campaign::nullable("payout"));
+        assert!(!partners::Partner::nullable("name"));
     }
 }

@@ -232,7 +232,7 @@ async fn update<R: Resource>(
     R::check_sent(state, &patch).await?;
     let mut tx = state.db.begin().await?;
     let current = find::<R>(&mut tx, tenant, id).await?;
-    let mut body = merged(&current, patch, R::FIELDS)?;
+    let mut body = merged(&current, patch, R::FIELDS, R::nullable)?;
     R::restore(&mut body, Some(&current))?;
     let values = read::<R>(&mut tx, tenant, &body).await?;
     R::check_update(&mut tx, tenant, id, &values).await?;
