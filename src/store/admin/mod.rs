@@ -1,7 +1,7 @@
 //! The SQL of the admin API. The configuration tables (partners, buyers, offers, campaigns,
 //! contracts) share one set of statements, written once here and generic over [`Table`]: each
-//! table declares its name, its columns and its row type once (`rows`), and the statements are
-//! built from those static lists, never from input.
+//! table declares its name, its columns and its row type once (`crate::resources`), and the
+//! statements are built from those static lists, never from input.
 //!
 //! Binds stay few whatever the table: a create or a patch passes the row's written columns as
 //! one `jsonb` value, expanded by `jsonb_populate_record(NULL::<table>, $3)` into the table's own
@@ -20,7 +20,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// A configuration table: its name, its columns and its row type, declared once (`rows`).
+/// A configuration table: its name, its columns and its row type, declared once
+/// (`crate::resources`).
 pub trait Table {
     /// The table's name.
     const NAME: &'static str;
