@@ -66,6 +66,18 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// An optional text of at most `max` characters; absent or `null` is none.
+    pub fn text(&mut self, key: &str, max: usize) -> Option<String> {
+        match self.value(key).map(Value::as_str) {
+            None => None,
+            Some(Some(text)) if text.chars().count() <= max => Some(text.to_owned()),
+            Some(_) => {
+                self.error(key, format!("must be a text of at most {max} characters"));
+                None
+            }
+        }
+    }
+
     /// `active` (the default), `paused` or `archived` (what `DELETE` sets).
     pub fn status(&mut self) -> Status {
         match self
@@ -177,21 +189,21 @@ fn api_names(error: ConfigError) -> ConfigError {
     ConfigError::new(pointer, error.message.replace("_cents", ""))
 }
 
-/// Fields whose `null` is a value of their own (no schedule: always open; no rate: no limit).
-const NULLABLE: [&str; 2] = ["schedule", "ping_rate_per_second"];
-
 /// The body a `PATCH` is validated as: the resource's current writable fields, with the
 /// patch's keys replacing them (a key the resource does not have is kept, to be reported).
 /// A `null` is refused where it would quietly reset a field to its default (`filters: null`
-/// would make a contract buy everything): leave the field out to keep it.
+/// would make a contract buy everything): leave the field out to keep it. `nullable` names
+/// the fields whose `null` is a value of their own (no schedule: always open; no rate: no
+/// limit), as their kinds say (`resources::Kind::NULLABLE`).
 pub fn merged(
     current: &impl Serialize,
     patch: Map<String, Value>,
     writable: &[&str],
+    nullable: impl Fn(&str) -> bool,
 ) -> Result<Map<String, Value>, Problem> {
     let nulls: Vec<ConfigError> = patch
         .iter()
-        .filter(|(key, value)| value.is_null() && !NULLABLE.contains(&key.as_str()))
+        .filter(|(key, value)| value.is_null() && !nullable(key))
         .map(|(key, _)| {
             ConfigError::new(format!("/{key}"), "cannot be null; leave it out to keep it")
         })

@@ -4,9 +4,9 @@
 //! leads; `reports`: the summary; here: the auction of a ping, the sales list, and paging.
 
 mod books;
-mod config;
+pub(crate) mod config;
 mod headers;
-mod input;
+pub(crate) mod input;
 mod inspect;
 mod outbound;
 mod reports;

@@ -1,7 +1,7 @@
 //! The SQL of the admin API. The configuration tables (partners, buyers, offers, campaigns,
 //! contracts) share one set of statements, written once here and generic over [`Table`]: each
-//! table declares its name, its columns and its row type once (`rows`), and the statements are
-//! built from those static lists, never from input.
+//! table declares its name, its columns and its row type once (`crate::resources`), and the
+//! statements are built from those static lists, never from input.
 //!
 //! Binds stay few whatever the table: a create or a patch passes the row's written columns as
 //! one `jsonb` value, expanded by `jsonb_populate_record(NULL::<table>, $3)` into the table's own
@@ -20,7 +20,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// A configuration table: its name, its columns and its row type, declared once (`rows`).
+/// A configuration table: its name, its columns and its row type, declared once
+/// (`crate::resources`).
 pub trait Table {
     /// The table's name.
     const NAME: &'static str;
@@ -162,15 +163,24 @@ pub async fn archive<'c, T: Table>(
     .await
 }
 
-/// Whether the tenant has the row: another tenant's id is as unknown as a made-up one.
+/// Whether the tenant has the row of `T`: another tenant's id is as unknown as a made-up one.
 pub async fn exists<T: Table>(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
+    exists_in(conn, T::NAME, tenant, id).await
+}
+
+/// [`exists`] in the table named `table`: one of the [`Table::NAME`]s, never input.
+pub async fn exists_in(
+    conn: &mut PgConnection,
+    table: &'static str,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(sql(format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2)",
-        T::NAME
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2)"
     )))
     .bind(tenant)
     .bind(id)

@@ -1,164 +1,25 @@
-//! The configuration tables, each declared once: its name, its columns and its row type, read
-//! alike by the admin API and by the configuration snapshot (`snapshot`), with the decoding of
-//! stored text (statuses, modes, payout rules) that both share.
+//! The configuration tables' rows, read alike by the admin API and by the configuration
+//! snapshot (`snapshot`), with the decoding of stored text (statuses, modes, payout rules) that
+//! both share, and the few statements of the admin API beyond the generic ones (`super`).
 //!
-//! A column is a field of its row; a field computed by SQL names its expression
-//! (`payout_percent_bp: Option<i32> = "(payout_percent * 100)::int"`). Every row also has
-//! `tenant_id`, `id`, `created_at` and `updated_at`.
+//! Each table, its row type and its columns are declared once, with the resource's answer and
+//! body, in `crate::resources` (one `resource!` per resource): they are re-exported here.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::Table;
 use crate::auction::{ConfigError, Mode, PayoutRule, Status};
 use crate::money::Money;
 
-macro_rules! column {
-    ($field:ident) => {
-        stringify!($field)
-    };
-    ($field:ident = $expr:literal) => {
-        concat!($expr, " AS ", stringify!($field))
-    };
-}
-
-macro_rules! loaded {
-    () => {
-        "TRUE"
-    };
-    ($condition:literal) => {
-        $condition
-    };
-}
-
-macro_rules! table {
-    (
-        $(#[$doc:meta])*
-        $row:ident, $table:ident = $name:literal {
-            $($field:ident: $ty:ty $(= $expr:literal)?,)*
-        }
-        writes [$($written:literal),* $(,)?]
-        $(creates [$($created:literal),* $(,)?])?
-        $(loads $loaded:literal)?
-    ) => {
-        $(#[$doc])*
-        // No `Debug`: contracts carry buyers' header secrets, campaigns a key's hash.
-        #[derive(FromRow)]
-        pub struct $row {
-            pub tenant_id: Uuid,
-            pub id: Uuid,
-            $(pub $field: $ty,)*
-            pub created_at: DateTime<Utc>,
-            pub updated_at: DateTime<Utc>,
-        }
-
-        #[doc = concat!("The table `", $name, "`.")]
-        pub struct $table;
-
-        impl Table for $table {
-            const NAME: &'static str = $name;
-            const COLUMNS: &'static str = concat!(
-                "tenant_id, id, ",
-                $(column!($field $(= $expr)?), ", ",)*
-                "created_at, updated_at"
-            );
-            const WRITTEN: &'static [&'static str] = &[$($written),*];
-            const CREATED: &'static [&'static str] = &[$($($created),*)?];
-            const LOADED: &'static str = loaded!($($loaded)?);
-            type Row = $row;
-            fn id(row: &$row) -> Uuid {
-                row.id
-            }
-        }
-    };
-}
-
-table! {
-    /// A lead source.
-    PartnerRow, Partners = "partners" {
-        name: String,
-        status: String,
-    }
-    writes ["name", "status"]
-}
-
-table! {
-    /// A buyer; `balance_cents` changes only with a ledger entry (`books`).
-    BuyerRow, Buyers = "buyers" {
-        name: String,
-        status: String,
-        credit_limit_cents: i64,
-        balance_cents: i64,
-    }
-    writes ["name", "status", "credit_limit_cents"]
-}
-
-table! {
-    /// A lead type.
-    OfferRow, Offers = "offers" {
-        name: String,
-        status: String,
-        mode: String,
-        max_buyers: i32,
-        exclusive_floor_cents: i64,
-        ping_ttl_seconds: i32,
-        dedup_days: i32,
-        require_consent: Value,
-        fields: Value,
-    }
-    writes [
-        "name", "status", "mode", "max_buyers", "exclusive_floor_cents", "ping_ttl_seconds",
-        "dedup_days", "require_consent", "fields",
-    ]
-}
-
-table! {
-    /// A partner selling into an offer. The percent is read in basis points by Postgres
-    /// itself: exact, no float.
-    CampaignRow, Campaigns = "campaigns" {
-        partner_id: Uuid,
-        offer_id: Uuid,
-        status: String,
-        posting_key_hash: Vec<u8>,
-        payout_type: String,
-        payout_percent_bp: Option<i32> = "(payout_percent * 100)::int",
-        payout_amount_cents: Option<i64>,
-        min_payout_cents: i64,
-        ping_rate_per_second: Option<i32>,
-    }
-    writes [
-        "partner_id", "offer_id", "status", "payout_type", "payout_percent",
-        "payout_amount_cents", "min_payout_cents", "ping_rate_per_second",
-    ]
-    creates ["posting_key_hash"]
-}
-
-table! {
-    /// A buyer buying on an offer. Archived contracts take no part in auctions, so the
-    /// snapshot leaves them out.
-    ContractRow, Contracts = "contracts" {
-        buyer_id: Uuid,
-        offer_id: Uuid,
-        name: String,
-        status: String,
-        priority: i32,
-        pricing: Value,
-        filters: Value,
-        schedule: Option<Value>,
-        caps: Value,
-        dedup_days: i32,
-        delivery: Value,
-    }
-    writes [
-        "buyer_id", "offer_id", "name", "status", "priority", "pricing", "filters", "schedule",
-        "caps", "dedup_days", "delivery",
-    ]
-    loads "status <> 'archived'"
-}
+pub use crate::resources::buyers::{BuyerRow, Buyers};
+pub use crate::resources::campaigns::{CampaignRow, Campaigns};
+pub use crate::resources::contracts::{ContractRow, Contracts};
+pub use crate::resources::offers::{OfferRow, Offers};
+pub use crate::resources::partners::{PartnerRow, Partners};
 
 /// A stored status. The columns' CHECK allows only the three; anything else would be a schema
 /// change, read as paused.

@@ -1,47 +1,31 @@
-//! Campaigns: a partner selling into one offer, with its posting key.
+//! Campaigns: a partner selling into one offer, with its posting key (declared in
+//! `crate::resources::campaigns`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::{Resource, exists};
+use super::Resource;
 use crate::api::Problem;
 use crate::api::admin::input::{Input, read_money};
 use crate::api::admin::parse_id;
 use crate::api::extract::{AdminTenant, JsonObject};
 use crate::app::AppState;
-use crate::auction::{ConfigError, PayoutRule, Status};
+use crate::auction::{ConfigError, PayoutRule};
 use crate::keys;
-use crate::money::Money;
-use crate::store::admin::rows::{self, CampaignRow, Campaigns, Offers, Partners};
+use crate::resources::RowKind;
+use crate::resources::campaigns::{Campaign, CampaignRow};
+use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
         .routes(routes!(create_campaign))
         .routes(routes!(rotate_posting_key))
-}
-
-super::resource_view! {
-    /// A partner selling into one offer (SPEC §4.3).
-    pub struct Campaign {
-        partner_id: Uuid,
-        offer_id: Uuid,
-        status: Status,
-        /// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}` or
-        /// `{"type":"fixed","amount":8.00}`.
-        #[schema(value_type = Object)]
-        payout: PayoutRule,
-        min_payout: Money,
-        ping_rate_per_second: Option<i32>,
-    }
 }
 
 /// A campaign with its posting key: answered once, when the key is issued.
@@ -52,84 +36,44 @@ pub struct CampaignWithKey {
     posting_key: String,
 }
 
-impl From<CampaignRow> for Campaign {
-    fn from(row: CampaignRow) -> Self {
-        Campaign {
-            // The table's CHECK pairs each type with its value.
-            payout: row
-                .payout()
-                .unwrap_or(PayoutRule::Revshare { percent_bp: 0 }),
-            id: row.id,
-            partner_id: row.partner_id,
-            offer_id: row.offer_id,
-            status: rows::status(&row.status),
-            min_payout: Money::from_cents(row.min_payout_cents),
-            ping_rate_per_second: row.ping_rate_per_second,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }
-    }
-}
+/// `payout`: a payout rule, stored as its type and its percent or its amount.
+pub struct Payout;
 
+/// The stored columns of a payout rule (`rows::payout_columns`).
 #[derive(Serialize)]
-pub struct CampaignValues {
-    partner_id: Uuid,
-    offer_id: Uuid,
-    status: &'static str,
+pub struct PayoutColumns {
     payout_type: &'static str,
     payout_percent: Option<String>,
     payout_amount_cents: Option<i64>,
-    min_payout_cents: i64,
-    ping_rate_per_second: Option<i64>,
 }
 
-impl Resource for Campaign {
-    type Table = Campaigns;
-    type View = Campaign;
-    type Values = CampaignValues;
-    const FIELDS: &'static [&'static str] =
-        super::fields![partner_id offer_id status payout min_payout ping_rate_per_second];
-
-    /// Reads a campaign; its partner and offer must be the tenant's.
-    async fn read(
-        conn: &mut PgConnection,
-        tenant: Uuid,
-        input: &mut Input<'_>,
-    ) -> Result<CampaignValues, Problem> {
-        let partner_id = input.id("partner_id");
-        let offer_id = input.id("offer_id");
-        let status = input.status();
-        let payout = match input.value("payout") {
+impl RowKind<CampaignRow> for Payout {
+    type View = PayoutRule;
+    type Stored = PayoutColumns;
+    fn view(row: &CampaignRow) -> PayoutRule {
+        // The table's CHECK pairs each type with its value.
+        row.payout()
+            .unwrap_or(PayoutRule::Revshare { percent_bp: 0 })
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> PayoutColumns {
+        let payout = match input.value(key) {
             Some(value) => read_payout(input, value),
             None => {
-                input.error("payout", "is required");
+                input.error(key, "is required");
                 None
             }
         };
-        let min_payout = input.money("min_payout", Money::ZERO);
-        let ping_rate_per_second = input
-            .value("ping_rate_per_second")
-            .map(|_| input.integer("ping_rate_per_second", 1..=i64::from(i32::MAX), 1));
-        if !partner_id.is_nil() && !exists::<Partners>(conn, tenant, partner_id).await? {
-            input.error("partner_id", "no such partner");
-        }
-        if !offer_id.is_nil() && !exists::<Offers>(conn, tenant, offer_id).await? {
-            input.error("offer_id", "no such offer");
-        }
         let payout = payout.unwrap_or(PayoutRule::Revshare { percent_bp: 0 });
         let (payout_type, payout_percent, payout_amount_cents) = rows::payout_columns(&payout);
-        Ok(CampaignValues {
-            partner_id,
-            offer_id,
-            status: status.as_str(),
+        PayoutColumns {
             payout_type,
             payout_percent,
             payout_amount_cents,
-            min_payout_cents: min_payout.cents(),
-            ping_rate_per_second,
-        })
+        }
     }
 }
+
+impl Resource for Campaign {}
 
 /// A payout rule; an error points at the offending member (`/payout/percent`).
 fn read_payout(input: &mut Input<'_>, value: &Value) -> Option<PayoutRule> {

@@ -1,54 +1,27 @@
-//! Contracts: a buyer buying on one offer. Header values are write-only (`headers`), and the
-//! URLs are checked against the outbound address policy (`outbound`) when saved.
+//! Contracts: a buyer buying on one offer (declared in `crate::resources::contracts`). Header
+//! values are write-only (`headers`), and the URLs are checked against the outbound address
+//! policy (`outbound`) when saved.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::{Resource, exists, invalid};
+use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::{Input, amounts_from_cents, amounts_to_cents};
 use crate::api::admin::{headers, outbound};
 use crate::app::AppState;
 use crate::auction::{
-    CompiledCaps, CompiledFilter, CompiledSchedule, CompiledSchema, ConfigError, Pricing, Status,
+    CompiledCaps, CompiledFilter, CompiledSchedule, CompiledSchema, ConfigError, Pricing,
 };
 use crate::buyers::delivery::DeliveryConfig;
-use crate::store::admin::rows::{self, Buyers, ContractRow, Contracts};
+use crate::resources::Kind;
+use crate::resources::contracts::{Contract, ContractRow, ContractValues};
+use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
-}
-
-super::resource_view! {
-    /// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,
-    /// `max_bid`) and caps (`max_spend`) are decimal numbers.
-    pub struct Contract {
-        buyer_id: Uuid,
-        offer_id: Uuid,
-        name: String,
-        status: Status,
-        priority: i32,
-        #[schema(value_type = Object)]
-        pricing: Value,
-        #[schema(value_type = Vec<Object>)]
-        filters: Value,
-        #[schema(value_type = Option<Object>)]
-        schedule: Option<Value>,
-        #[schema(value_type = Vec<Object>)]
-        caps: Value,
-        dedup_days: i32,
-        /// Header values are write-only: shown masked (`super::headers`).
-        #[schema(value_type = Object)]
-        delivery: Value,
-        /// The stored `pricing` and `delivery`, secrets unmasked, for a PATCH that sends masked
-        /// values back; never shown.
-        #[serde(skip)]
-        stored_secrets: [Value; 2],
-    }
 }
 
 /// Amounts of `pricing` stored as `<name>_cents`.
@@ -56,110 +29,106 @@ const PRICE_AMOUNTS: &[&str] = &["exclusive", "shared", "max_bid"];
 /// Amounts of a cap stored as `<name>_cents`.
 const CAP_AMOUNTS: &[&str] = &["max_spend"];
 
-impl From<ContractRow> for Contract {
-    fn from(row: ContractRow) -> Self {
-        let stored_secrets = [row.pricing.clone(), row.delivery.clone()];
-        let mut pricing = row.pricing;
+/// `pricing`: its amounts in cents, its header values masked in answers.
+pub struct PricingSection;
+
+impl Kind for PricingSection {
+    type Row = Value;
+    type View = Value;
+    type Stored = Value;
+    fn view(row: &Value) -> Value {
+        let mut pricing = row.clone();
         if let Value::Object(object) = &mut pricing {
             amounts_from_cents(object, PRICE_AMOUNTS);
         }
         headers::mask_section(&mut pricing);
-        let mut delivery = row.delivery;
-        headers::mask_section(&mut delivery);
-        let mut caps = row.caps;
+        pricing
+    }
+    fn read(input: &mut Input<'_>, _key: &str) -> Value {
+        read_pricing(input)
+    }
+}
+
+/// `caps`: spend limits in cents.
+pub struct CapsList;
+
+impl Kind for CapsList {
+    type Row = Value;
+    type View = Value;
+    type Stored = Value;
+    fn view(row: &Value) -> Value {
+        let mut caps = row.clone();
         if let Value::Array(items) = &mut caps {
             for cap in items.iter_mut().filter_map(Value::as_object_mut) {
                 amounts_from_cents(cap, CAP_AMOUNTS);
             }
         }
-        Contract {
-            id: row.id,
-            buyer_id: row.buyer_id,
-            offer_id: row.offer_id,
-            name: row.name,
-            status: rows::status(&row.status),
-            priority: row.priority,
-            pricing,
-            filters: row.filters,
-            schedule: row.schedule,
-            caps,
-            dedup_days: row.dedup_days,
-            delivery,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            stored_secrets,
+        caps
+    }
+    fn read(input: &mut Input<'_>, _key: &str) -> Value {
+        read_caps(input)
+    }
+}
+
+/// `delivery`: required, its header values masked in answers (checked in `check`).
+pub struct DeliverySection;
+
+impl Kind for DeliverySection {
+    type Row = Value;
+    type View = Value;
+    type Stored = Value;
+    fn view(row: &Value) -> Value {
+        let mut delivery = row.clone();
+        headers::mask_section(&mut delivery);
+        delivery
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Value {
+        match input.value(key) {
+            Some(delivery) => delivery.clone(),
+            None => {
+                input.error(key, "is required");
+                Value::Null
+            }
         }
     }
 }
 
-/// A contract in its stored form (amounts in cents), checked by the auction's own compilers.
-#[derive(Serialize)]
-pub struct ContractValues {
-    buyer_id: Uuid,
-    offer_id: Uuid,
-    name: String,
-    status: &'static str,
-    priority: i64,
-    pricing: Value,
-    filters: Value,
-    schedule: Option<Value>,
-    caps: Value,
-    dedup_days: i64,
-    delivery: Value,
+/// The stored `pricing` and `delivery` of the answer's hidden `stored_secrets`.
+pub fn stored_secrets(row: &ContractRow) -> [Value; 2] {
+    [row.pricing.clone(), row.delivery.clone()]
 }
 
 impl Resource for Contract {
-    type Table = Contracts;
-    type View = Contract;
-    type Values = ContractValues;
-    const FIELDS: &'static [&'static str] = super::fields![
-        buyer_id offer_id name status priority pricing filters schedule caps dedup_days delivery
-    ];
-
-    /// Reads a contract; its buyer and offer must be the tenant's, and its filters must fit
-    /// the offer's field schema.
-    async fn read(
+    /// Checks a contract's sections as the auction compiles them; its offer must be the
+    /// tenant's, and its filters must fit the offer's field schema.
+    async fn check(
         conn: &mut PgConnection,
         tenant: Uuid,
         input: &mut Input<'_>,
-    ) -> Result<ContractValues, Problem> {
-        let buyer_id = input.id("buyer_id");
-        let offer_id = input.id("offer_id");
-        let name = input.name("name");
-        let status = input.status();
-        let priority = input.integer("priority", i64::from(i32::MIN)..=i64::from(i32::MAX), 0);
-        let dedup_days = input.integer("dedup_days", 0..=365, 0);
-        let pricing = read_pricing(input);
-        let caps = read_caps(input);
-        let schedule = input.value("schedule").cloned();
+        values: &ContractValues,
+    ) -> Result<(), Problem> {
+        let ContractValues {
+            offer_id,
+            schedule,
+            delivery,
+            filters,
+            ..
+        } = values;
+        let offer_id = *offer_id;
         if let Err(errors) = CompiledSchedule::compile(schedule.as_ref().unwrap_or(&Value::Null)) {
             input.extend(errors);
         }
-        let delivery = match input.value("delivery") {
-            Some(delivery) => {
-                if let Err(errors) = DeliveryConfig::parse(delivery) {
-                    input.extend(errors);
-                }
-                delivery.clone()
-            }
-            None => {
-                input.error("delivery", "is required");
-                Value::Null
-            }
-        };
-        let filters = input
-            .value("filters")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new()));
-        if !buyer_id.is_nil() && !exists::<Buyers>(conn, tenant, buyer_id).await? {
-            input.error("buyer_id", "no such buyer");
+        if !delivery.is_null()
+            && let Err(errors) = DeliveryConfig::parse(delivery)
+        {
+            input.extend(errors);
         }
         if !offer_id.is_nil() {
             let fields = rows::offer_fields(&mut *conn, tenant, offer_id).await?;
             match fields.map(|f| CompiledSchema::compile(&f)) {
                 None => input.error("offer_id", "no such offer"),
                 Some(Ok(schema)) => {
-                    if let Err(errors) = CompiledFilter::compile(&filters, &schema) {
+                    if let Err(errors) = CompiledFilter::compile(filters, &schema) {
                         input.extend(errors);
                     }
                 }
@@ -167,19 +136,7 @@ impl Resource for Contract {
                 Some(Err(_)) => input.error("offer_id", "the offer's field schema is invalid"),
             }
         }
-        Ok(ContractValues {
-            buyer_id,
-            offer_id,
-            name,
-            status: status.as_str(),
-            priority,
-            pricing,
-            filters,
-            schedule,
-            caps,
-            dedup_days,
-            delivery,
-        })
+        Ok(())
     }
 
     async fn check_sent(state: &AppState, sent: &Map<String, Value>) -> Result<(), Problem> {

@@ -8,19 +8,19 @@
 //! triggers, as they do for SQL edits; this process answers a write once its own snapshot
 //! includes it (`extract::read_your_writes`).
 //!
-//! A resource is one module: its answer type, its stored values and how a body is read into
-//! them, a [`Resource`] impl, and one [`resource_routes!`] naming its routes (see
-//! `docs/admin-resources.md`). Its table and row are declared in `store::admin::rows`.
+//! A resource is declared once, in `crate::resources` (its row, table, answer, stored values,
+//! writable fields and their reading); its module here holds its [`Resource`] hooks (checks
+//! across fields or against other rows, the kinds of its special fields) and one
+//! [`resource_routes!`] naming its routes (see `docs/admin-resources.md`).
 
-mod buyers;
-mod campaigns;
-mod contracts;
-mod offers;
-mod partners;
+pub(crate) mod buyers;
+pub(crate) mod campaigns;
+pub(crate) mod contracts;
+pub(crate) mod offers;
+pub(crate) mod partners;
 
 use std::future::Future;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,6 +31,7 @@ use super::{PageQuery, page, parse_id};
 use crate::api::Problem;
 use crate::app::AppState;
 use crate::auction::ConfigError;
+use crate::resources::Declared;
 use crate::store::admin::{self as store, Lock, Table};
 
 pub use buyers::find_buyer;
@@ -47,27 +48,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
 }
 
-/// The row of a resource's table.
-type RowOf<R> = <<R as Resource>::Table as Table>::Row;
-
-/// A configuration resource of the admin API.
-pub trait Resource: 'static {
-    /// Its table (`store::admin::rows`).
-    type Table: Table;
-    /// Its answer: the row in the API's terms (amounts, masked secrets).
-    type View: Serialize + From<RowOf<Self>> + Send;
-    /// The stored values of its written columns, named as the columns are.
-    type Values: Serialize + Send + Sync;
-    /// The writable fields of a body; any other key is an error.
-    const FIELDS: &'static [&'static str];
-
-    /// Reads a body into stored values, each broken rule noted in `input` with its pointer
-    /// (the caller answers 422 with all of them); `Err` only for a failure of ours.
-    fn read(
-        conn: &mut PgConnection,
-        tenant: Uuid,
-        input: &mut Input<'_>,
-    ) -> impl Future<Output = Result<Self::Values, Problem>> + Send;
+/// A configuration resource of the admin API: its declaration (`crate::resources`), the answer
+/// type, with the hooks of its checks.
+pub trait Resource: Declared + 'static {
+    /// Checks of the values read (`Declared::read_fields`) across fields or against other rows
+    /// (a reference's row must be the tenant's), each broken rule noted in `input` with its
+    /// pointer (the caller answers 422 with all of them); `Err` only for a failure of ours.
+    fn check(
+        _conn: &mut PgConnection,
+        _tenant: Uuid,
+        _input: &mut Input<'_>,
+        _values: &Self::Values,
+    ) -> impl Future<Output = Result<(), Problem>> + Send {
+        async { Ok(()) }
+    }
 
     /// Checks of what a create or a patch sends that need no transaction (name resolution),
     /// made before one opens so that no row lock waits for them.
@@ -80,10 +74,7 @@ pub trait Resource: 'static {
 
     /// Puts back what an answer masks, before the body is read: a create's body (`None`) or a
     /// PATCH's merged body with the current resource.
-    fn restore(
-        _body: &mut Map<String, Value>,
-        _current: Option<&Self::View>,
-    ) -> Result<(), Problem> {
+    fn restore(_body: &mut Map<String, Value>, _current: Option<&Self>) -> Result<(), Problem> {
         Ok(())
     }
 
@@ -109,11 +100,7 @@ fn invalid(errors: Vec<ConfigError>) -> Problem {
 }
 
 /// The resource, locked against other writers for a write (`Lock::ForWrite`).
-async fn find<R: Resource>(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<R::View, Problem> {
+async fn find<R: Resource>(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<R, Problem> {
     load::<R>(conn, tenant, id, Lock::ForWrite).await
 }
 
@@ -122,29 +109,39 @@ async fn load<R: Resource>(
     tenant: Uuid,
     id: Uuid,
     lock: Lock,
-) -> Result<R::View, Problem> {
+) -> Result<R, Problem> {
     store::load::<R::Table>(conn, tenant, id, lock)
         .await?
-        .map(R::View::from)
+        .map(R::from)
         .ok_or_else(Problem::not_found)
 }
 
-/// Reads a body: its keys must be writable fields, its values sound.
+/// Reads a body: its keys must be writable fields, its values sound, the rows it refers to
+/// the tenant's.
 async fn read<R: Resource>(
     conn: &mut PgConnection,
     tenant: Uuid,
     body: &Map<String, Value>,
 ) -> Result<R::Values, Problem> {
     let mut input = Input::new(body, R::FIELDS);
-    let values = R::read(conn, tenant, &mut input).await?;
+    let values = R::read_fields(&mut input);
+    for (key, table, id) in R::references(&values) {
+        if !id.is_nil() && !store::exists_in(conn, table, tenant, id).await? {
+            let noun = key.strip_suffix("_id").unwrap_or(key);
+            input.error(key, format!("no such {noun}"));
+        }
+    }
+    R::check(conn, tenant, &mut input, &values).await?;
     input.finish().map_err(invalid)?;
     Ok(values)
 }
 
 /// Stored values as the one `jsonb` value the store writes. A create writes exactly the
-/// columns of `writes` and `creates`, a patch exactly those of `writes`: a value the table does
-/// not declare would be dropped, a declared one left out written as NULL, without a word, so
-/// a mismatch between the two lists is refused in every build, not only in tests.
+/// written and created columns of the declaration (`crate::resources`), a patch exactly the
+/// written ones: a value the table does not declare would be dropped, a declared one left out
+/// written as NULL, without a word. Both lists come from the same declaration (a field of
+/// several columns names those it writes), and the extra columns of a create from its handler,
+/// so a mismatch is refused in every build, not only in tests.
 #[derive(Clone, Copy, PartialEq)]
 enum Write {
     Create,
@@ -176,7 +173,7 @@ fn stored<R: Resource>(
         && expected.clone().all(|column| object.contains_key(*column));
     if !declared {
         return Err(crate::Error::Fault(format!(
-            "the values of {} are not the columns of `writes` (store::admin::rows): {:?}",
+            "the values of {} are not the written columns of its declaration (crate::resources): {:?}",
             R::Table::NAME,
             object.keys().collect::<Vec<_>>()
         ))
@@ -190,11 +187,11 @@ async fn list<R: Resource>(
     state: &AppState,
     tenant: Uuid,
     query: &PageQuery,
-) -> Result<(Vec<R::View>, Option<String>), Problem> {
+) -> Result<(Vec<R>, Option<String>), Problem> {
     let request = query.read()?;
     let rows = store::list::<R::Table>(&state.db, tenant, request.after, request.limit + 1).await?;
     let (rows, next_cursor) = page(rows, request.limit, R::Table::id);
-    Ok((rows.into_iter().map(R::View::from).collect(), next_cursor))
+    Ok((rows.into_iter().map(R::from).collect(), next_cursor))
 }
 
 /// Creates a resource; `created` holds columns only a create writes.
@@ -203,7 +200,7 @@ async fn create<R: Resource>(
     tenant: Uuid,
     mut body: Map<String, Value>,
     created: Map<String, Value>,
-) -> Result<R::View, Problem> {
+) -> Result<R, Problem> {
     R::restore(&mut body, None)?;
     R::check_sent(state, &body).await?;
     let mut tx = state.db.begin().await?;
@@ -220,7 +217,7 @@ async fn create<R: Resource>(
     Ok(row.into())
 }
 
-async fn get<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Result<R::View, Problem> {
+async fn get<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Result<R, Problem> {
     let mut conn = state.db.acquire().await?;
     load::<R>(&mut conn, tenant, parse_id(id)?, Lock::None).await
 }
@@ -230,12 +227,12 @@ async fn update<R: Resource>(
     tenant: Uuid,
     id: &str,
     patch: Map<String, Value>,
-) -> Result<R::View, Problem> {
+) -> Result<R, Problem> {
     let id = parse_id(id)?;
     R::check_sent(state, &patch).await?;
     let mut tx = state.db.begin().await?;
     let current = find::<R>(&mut tx, tenant, id).await?;
-    let mut body = merged(&current, patch, R::FIELDS)?;
+    let mut body = merged(&current, patch, R::FIELDS, R::nullable)?;
     R::restore(&mut body, Some(&current))?;
     let values = read::<R>(&mut tx, tenant, &body).await?;
     R::check_update(&mut tx, tenant, id, &values).await?;
@@ -251,52 +248,12 @@ async fn update<R: Resource>(
     Ok(row.into())
 }
 
-async fn archive<R: Resource>(
-    state: &AppState,
-    tenant: Uuid,
-    id: &str,
-) -> Result<R::View, Problem> {
+async fn archive<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Result<R, Problem> {
     store::archive::<R::Table>(&state.db, tenant, parse_id(id)?)
         .await?
-        .map(R::View::from)
+        .map(R::from)
         .ok_or_else(Problem::not_found)
 }
-
-/// Whether the tenant has the row of `T` (a body's reference to it).
-async fn exists<T: Table>(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<bool, Problem> {
-    Ok(store::exists::<T>(conn, tenant, id).await?)
-}
-
-/// A resource's answer type: the fields written, between the `id` and the timestamps that
-/// every resource has (read-only). The body ends with a comma.
-macro_rules! resource_view {
-    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
-        $(#[$meta])*
-        #[derive(serde::Serialize, utoipa::ToSchema)]
-        pub struct $name {
-            #[schema(read_only)]
-            id: Uuid,
-            $($body)*
-            #[schema(read_only)]
-            created_at: DateTime<Utc>,
-            #[schema(read_only)]
-            updated_at: DateTime<Utc>,
-        }
-    };
-}
-use resource_view;
-
-/// The writable fields of a resource, as [`Resource::FIELDS`]: `fields![name status]`.
-macro_rules! fields {
-    ($($field:ident)*) => {
-        &[$(stringify!($field)),*]
-    };
-}
-use fields;
 
 /// The routes of a resource, each with its OpenAPI operation: the handlers are thin, named
 /// (their names are the operation ids) and documented per resource; the work is the generic

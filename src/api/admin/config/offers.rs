@@ -1,9 +1,8 @@
-//! Offers: lead types, each with its field schema and distribution mode.
+//! Offers: lead types, each with its field schema and distribution mode (declared in
+//! `crate::resources::offers`).
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,134 +12,87 @@ use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
-use crate::auction::{CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules, Status};
+use crate::auction::{CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules};
 use crate::money::Money;
-use crate::store::admin::rows::{self, OfferRow, Offers};
+use crate::resources::Kind;
+use crate::resources::offers::{Offer, OfferValues};
+use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     resource_router()
 }
 
-super::resource_view! {
-    /// A lead type: its field schema and its distribution mode (SPEC §4.2).
-    pub struct Offer {
-        name: String,
-        status: Status,
-        mode: Mode,
-        max_buyers: i32,
-        exclusive_floor: Money,
-        ping_ttl_seconds: i32,
-        dedup_days: i32,
-        require_consent: Vec<String>,
-        /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
-        #[schema(value_type = Vec<Object>)]
-        fields: Value,
-    }
-}
+/// `mode`: required.
+pub struct ModeField;
 
-impl From<OfferRow> for Offer {
-    fn from(row: OfferRow) -> Self {
+impl Kind for ModeField {
+    type Row = String;
+    type View = Mode;
+    type Stored = Mode;
+    fn view(row: &String) -> Mode {
         // The column's CHECK allows only the four modes.
-        let mode = row.mode().unwrap_or(Mode::Exclusive);
-        let require_consent = row.require_consent().unwrap_or_default();
-        Offer {
-            id: row.id,
-            name: row.name,
-            status: rows::status(&row.status),
-            mode,
-            max_buyers: row.max_buyers,
-            exclusive_floor: Money::from_cents(row.exclusive_floor_cents),
-            ping_ttl_seconds: row.ping_ttl_seconds,
-            dedup_days: row.dedup_days,
-            require_consent,
-            fields: row.fields,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+        Mode::from_str(row).unwrap_or(Mode::Exclusive)
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Mode {
+        match input.value(key).map(|v| v.as_str().map(Mode::from_str)) {
+            Some(Some(Ok(mode))) => mode,
+            Some(_) => {
+                input.error(key, "must be exclusive, multisell, hybrid or optimize");
+                Mode::Exclusive
+            }
+            None => {
+                input.error(key, "is required");
+                Mode::Exclusive
+            }
         }
     }
 }
 
-#[derive(Serialize)]
-pub struct OfferValues {
-    name: String,
-    status: &'static str,
-    mode: &'static str,
-    max_buyers: u32,
-    exclusive_floor_cents: i64,
-    ping_ttl_seconds: i64,
-    dedup_days: u32,
-    require_consent: Vec<String>,
-    fields: Value,
-}
+/// `require_consent`: the consent keys a post must carry, none when left out.
+pub struct ConsentKeys;
 
-impl Resource for Offer {
-    type Table = Offers;
-    type View = Offer;
-    type Values = OfferValues;
-    const FIELDS: &'static [&'static str] = super::fields![
-        name status mode max_buyers exclusive_floor ping_ttl_seconds dedup_days
-        require_consent fields
-    ];
-
-    async fn read(
-        _conn: &mut PgConnection,
-        _tenant: Uuid,
-        input: &mut Input<'_>,
-    ) -> Result<OfferValues, Problem> {
-        let name = input.name("name");
-        let status = input.status();
-        let mode = match input.value("mode").map(|v| v.as_str().map(Mode::from_str)) {
-            Some(Some(Ok(mode))) => mode,
-            Some(_) => {
-                input.error("mode", "must be exclusive, multisell, hybrid or optimize");
-                Mode::Exclusive
-            }
-            None => {
-                input.error("mode", "is required");
-                Mode::Exclusive
-            }
-        };
-        let max_buyers = input.integer("max_buyers", 1..=100, 3);
-        let exclusive_floor = input.money("exclusive_floor", Money::ZERO);
-        let ping_ttl_seconds = input.integer("ping_ttl_seconds", 1..=86_400, 300);
-        let dedup_days = input.integer("dedup_days", 0..=365, 0);
-        let require_consent = match input.value("require_consent") {
+impl Kind for ConsentKeys {
+    type Row = Value;
+    type View = Vec<String>;
+    type Stored = Vec<String>;
+    fn view(row: &Value) -> Vec<String> {
+        serde_json::from_value(row.clone()).unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Vec<String> {
+        match input.value(key) {
             None => Vec::new(),
             Some(value) => {
                 serde_json::from_value::<Vec<String>>(value.clone()).unwrap_or_else(|_| {
-                    input.error("require_consent", "must be a list of consent keys");
+                    input.error(key, "must be a list of consent keys");
                     Vec::new()
                 })
             }
-        };
+        }
+    }
+}
+
+impl Resource for Offer {
+    /// The offer's rules as the auction checks them, and its field schema.
+    async fn check(
+        _conn: &mut PgConnection,
+        _tenant: Uuid,
+        input: &mut Input<'_>,
+        values: &OfferValues,
+    ) -> Result<(), Problem> {
         let rules = OfferRules {
-            mode,
-            max_buyers: u32::try_from(max_buyers).unwrap_or(3),
-            exclusive_floor,
-            dedup_days: u32::try_from(dedup_days).unwrap_or(0),
-            require_consent,
+            mode: values.mode,
+            max_buyers: u32::try_from(values.max_buyers).unwrap_or(3),
+            exclusive_floor: Money::from_cents(values.exclusive_floor_cents),
+            dedup_days: u32::try_from(values.dedup_days).unwrap_or(0),
+            require_consent: values.require_consent.clone(),
         };
         if let Err(errors) = rules.validate() {
             input.extend(errors);
         }
-        let fields = input
-            .value("fields")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new()));
-        if let Err(errors) = CompiledSchema::compile(&fields) {
+        if let Err(errors) = CompiledSchema::compile(&values.fields) {
             input.extend(errors);
         }
-        Ok(OfferValues {
-            name,
-            status: status.as_str(),
-            mode: rules.mode.as_str(),
-            max_buyers: rules.max_buyers,
-            exclusive_floor_cents: rules.exclusive_floor.cents(),
-            ping_ttl_seconds,
-            dedup_days: rules.dedup_days,
-            require_consent: rules.require_consent,
-            fields,
-        })
+        Ok(())
     }
 
     /// The contracts of the offer must still compile against a changed field schema.

@@ -1,0 +1,22 @@
+//! Offers: lead types, each with its field schema and distribution mode.
+
+use super::prelude::*;
+use crate::api::admin::config::offers::{ConsentKeys, ModeField};
+
+super::resource! {
+    /// A lead type: its field schema and its distribution mode (SPEC §4.2).
+    view Offer, row OfferRow, table Offers = "offers", values OfferValues;
+    fields {
+        name: String = Name,
+        status: Status = State,
+        mode: Mode = ModeField,
+        max_buyers: i32 = Int<1, 100, 3>,
+        exclusive_floor as exclusive_floor_cents: Money = Cents,
+        ping_ttl_seconds: i32 = Int<1, 86_400, 300>,
+        dedup_days: i32 = Int<0, 365, 0>,
+        require_consent: Vec<String> = ConsentKeys,
+        /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
+        #[schema(value_type = Vec<Object>)]
+        fields: Value = List,
+    }
+}
