@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use super::request::{CallContext, Format, RenderError};
+use super::request::{CallContext, Format, Named, RenderError};
 use crate::auction::{ConfigError, pointer_token};
 
 /// A name of the call's context (`lead.first_name`, `ping_id`, `offer.name`, …).
@@ -92,6 +92,11 @@ impl Source {
     /// The value in `context`: absent when the context does not have it.
     pub fn resolve<'a>(&self, context: &'a CallContext<'_>) -> Val<'a> {
         let uuid = |id: uuid::Uuid| Val::Str(Cow::Owned(id.to_string()));
+        let names = &context.names;
+        let name = |named: Option<Named<'a>>| match named {
+            Some(named) if !named.name.is_empty() => Val::Str(Cow::Borrowed(named.name)),
+            _ => Val::Absent,
+        };
         match self {
             Source::Lead(key) => match context.lead.get(key) {
                 Some(Value::String(text))
@@ -108,6 +113,7 @@ impl Source {
                 .and_then(|c| c.get(key))
                 .map_or(Val::Absent, Val::from_json),
             Source::SubId(key) => context
+                .names
                 .sub_ids
                 .and_then(|s| s.get(key))
                 .map_or(Val::Absent, Val::from_json),
@@ -133,18 +139,12 @@ impl Source {
             Source::TmaxMs => context
                 .tmax_ms
                 .map_or(Val::Absent, |t| Val::Num(Cow::Owned(t.to_string()))),
-            Source::OfferId => uuid(context.offer.id),
-            Source::OfferName => Val::Str(Cow::Borrowed(context.offer.name)),
-            Source::CampaignId => context.campaign.as_ref().map_or(Val::Absent, |c| uuid(c.id)),
-            Source::CampaignName => context
-                .campaign
-                .as_ref()
-                .map_or(Val::Absent, |c| Val::Str(Cow::Borrowed(c.name))),
-            Source::PartnerId => context.partner.as_ref().map_or(Val::Absent, |p| uuid(p.id)),
-            Source::PartnerName => context
-                .partner
-                .as_ref()
-                .map_or(Val::Absent, |p| Val::Str(Cow::Borrowed(p.name))),
+            Source::OfferId => names.offer.map_or(Val::Absent, |n| uuid(n.id)),
+            Source::OfferName => name(names.offer),
+            Source::CampaignId => names.campaign.map_or(Val::Absent, |n| uuid(n.id)),
+            Source::CampaignName => name(names.campaign),
+            Source::PartnerId => names.partner.map_or(Val::Absent, |n| uuid(n.id)),
+            Source::PartnerName => name(names.partner),
         }
     }
 }

@@ -464,11 +464,50 @@ impl RenderError {
     }
 }
 
-/// An offer, campaign or partner as the context shows it.
+/// An offer, campaign or partner as the context shows it (an empty name is absent).
 #[derive(Debug, Clone, Copy)]
 pub struct Named<'a> {
     pub id: Uuid,
     pub name: &'a str,
+}
+
+/// What a call's context says of its offer, campaign and partner, and the partner's sub-ids.
+#[derive(Clone, Copy, Default)]
+pub struct CallNames<'a> {
+    pub offer: Option<Named<'a>>,
+    pub campaign: Option<Named<'a>>,
+    pub partner: Option<Named<'a>>,
+    pub sub_ids: Option<&'a Map<String, Value>>,
+    /// The offer's schema (exact numbers, see [`CallContext::schema`]).
+    pub schema: Option<&'a CompiledSchema>,
+}
+
+impl<'a> CallNames<'a> {
+    /// The names of a campaign's call: its offer, itself (campaigns have no name: absent) and
+    /// its partner.
+    pub fn of(campaign: &'a crate::store::snapshot::CampaignContext) -> CallNames<'a> {
+        let partner_id = campaign.campaign.partner_id;
+        CallNames {
+            offer: Some(Named {
+                id: campaign.offer.id,
+                name: &campaign.offer.name,
+            }),
+            campaign: Some(Named {
+                id: campaign.campaign.id,
+                name: "",
+            }),
+            partner: campaign
+                .tenant
+                .partner_names
+                .get(&partner_id)
+                .map(|name| Named {
+                    id: partner_id,
+                    name,
+                }),
+            sub_ids: None,
+            schema: Some(&campaign.offer.schema),
+        }
+    }
 }
 
 /// What a request can read (the table in docs/buyer-integrations.md).
@@ -483,19 +522,16 @@ pub struct CallContext<'a> {
     pub rtb_ref: Option<&'a str>,
     pub sale_types: &'a [SaleType],
     pub tmax_ms: Option<u32>,
-    pub offer: Named<'a>,
-    pub campaign: Option<Named<'a>>,
-    pub partner: Option<Named<'a>>,
-    pub sub_ids: Option<&'a Map<String, Value>>,
-    /// The offer's schema: a number field whose value has more digits than an f64 holds (kept
-    /// as its text, `exact_json`) is still written as a number.
-    pub schema: Option<&'a CompiledSchema>,
+    /// The offer, campaign, partner and sub-ids; the offer's schema: a number field whose
+    /// value has more digits than an f64 holds (kept as its text, `exact_json`) is still
+    /// written as a number.
+    pub names: CallNames<'a>,
 }
 
 impl CallContext<'_> {
     /// Whether the offer's schema types `field` as a number.
     pub fn is_number_field(&self, field: &str) -> bool {
-        self.schema.is_some_and(|schema| {
+        self.names.schema.is_some_and(|schema| {
             schema.index_of(field).is_some_and(|i| {
                 matches!(
                     schema.field(i).field_type,

@@ -10,7 +10,7 @@ use minijinja::value::{Object, ObjectRepr, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
 
 use super::fields::{self, write_json_string, write_url_text, write_xml_text};
-use super::request::{CallContext, Format, MAX_RENDERED_BYTES, RenderError};
+use super::request::{CallContext, Format, MAX_RENDERED_BYTES, Named, RenderError};
 use crate::auction::{ConfigError, pointer_token};
 
 /// The rendering work a template may do per call (minijinja's fuel: roughly instructions).
@@ -218,10 +218,12 @@ fn map_value(map: &serde_json::Map<String, serde_json::Value>) -> Value {
     )
 }
 
-fn named(id: uuid::Uuid, name: &str) -> Value {
+fn named(named: Named<'_>) -> Value {
     let mut map = BTreeMap::new();
-    map.insert("id", Value::from(id.to_string()));
-    map.insert("name", Value::from(name));
+    map.insert("id", Value::from(named.id.to_string()));
+    if !named.name.is_empty() {
+        map.insert("name", Value::from(named.name));
+    }
     Value::from(map)
 }
 
@@ -248,7 +250,7 @@ fn context_value(context: &CallContext<'_>) -> Value {
     if let Some(consent) = context.consent {
         map.insert("consent", map_value(consent));
     }
-    if let Some(sub_ids) = context.sub_ids {
+    if let Some(sub_ids) = context.names.sub_ids {
         map.insert("sub_ids", map_value(sub_ids));
     }
     map.insert("ping_id", Value::from(context.ping_id.to_string()));
@@ -280,12 +282,14 @@ fn context_value(context: &CallContext<'_>) -> Value {
     if let Some(tmax_ms) = context.tmax_ms {
         map.insert("tmax_ms", Value::from(tmax_ms));
     }
-    map.insert("offer", named(context.offer.id, context.offer.name));
-    if let Some(campaign) = context.campaign {
-        map.insert("campaign", named(campaign.id, campaign.name));
-    }
-    if let Some(partner) = context.partner {
-        map.insert("partner", named(partner.id, partner.name));
+    for (key, value) in [
+        ("offer", context.names.offer),
+        ("campaign", context.names.campaign),
+        ("partner", context.names.partner),
+    ] {
+        if let Some(value) = value {
+            map.insert(key, named(value));
+        }
     }
     Value::from(map)
 }
