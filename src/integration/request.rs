@@ -153,11 +153,14 @@ impl RequestConfig {
                 .iter()
                 .filter_map(|name| {
                     let top = name.name.split('.').next().unwrap_or_default();
+                    let known = Call::Rtb.has(top) || Call::Delivery.has(top);
                     (!call.has(top)).then(|| {
-                        ConfigError::new(
-                            format!("{at}{}", name.pointer),
-                            format!("names {}, which {} does not have", name.name, call.label()),
-                        )
+                        let message = if known {
+                            format!("names {}, which {} does not have", name.name, call.label())
+                        } else {
+                            format!("names {}, which is not in the call's context", name.name)
+                        };
+                        ConfigError::new(format!("{at}{}", name.pointer), message)
                     })
                 })
                 .collect(),
@@ -296,15 +299,6 @@ impl CompiledRequest {
                 }
             }
         };
-        for name in &names {
-            let top = name.name.split('.').next().unwrap_or_default();
-            if !Call::Rtb.has(top) && !Call::Delivery.has(top) {
-                errors.push(ConfigError::new(
-                    &name.pointer,
-                    format!("names {}, which is not in the call's context", name.name),
-                ));
-            }
-        }
         let headers = spec
             .headers
             .iter()
@@ -588,4 +582,399 @@ pub fn check_contract_requests(
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lead() -> Map<String, Value> {
+        let Value::Object(lead) = json!({
+            "first_name": "Ann \"Nan\" <b>&amp;</b>",
+            "last_name": "O'Brien\nline2 é ☃",
+            "email": "  Ann@Example.COM ",
+            "phone": "+1 (555) 123-4567",
+            "dob": "1980-02-29",
+            "zip": "75001",
+            "credit": "good",
+            "age": 42,
+            "income": "123456789.123456789012",
+            "note": "a&b=c d+e%f",
+        }) else {
+            unreachable!()
+        };
+        lead
+    }
+
+    fn schema() -> CompiledSchema {
+        CompiledSchema::compile(&json!([
+            { "name": "first_name", "type": "string", "pii": true },
+            { "name": "last_name", "type": "string", "pii": true },
+            { "name": "email", "type": "email", "pii": true },
+            { "name": "phone", "type": "phone", "pii": true },
+            { "name": "dob", "type": "date" },
+            { "name": "zip", "type": "string" },
+            { "name": "credit", "type": "string" },
+            { "name": "age", "type": "integer" },
+            { "name": "income", "type": "number" },
+            { "name": "note", "type": "string" },
+        ]))
+        .unwrap()
+    }
+
+    fn render_with(request: Value, call: Call) -> Result<Rendered, RenderError> {
+        let config = RequestConfig::deserialize(&request).unwrap();
+        assert_eq!(config.errors("/r", call), [], "{request}");
+        let lead = lead();
+        let schema = schema();
+        let Value::Object(consent) = json!({"tcpa": true, "text": "I agree & <ok>"}) else {
+            unreachable!()
+        };
+        let context = CallContext {
+            lead: &lead,
+            consent: Some(&consent),
+            ping_id: Uuid::nil(),
+            test: true,
+            lead_id: Some(Uuid::max()),
+            sale_type: Some(SaleType::Exclusive),
+            price: Some(Money::from_cents(1250)),
+            rtb_ref: Some("ref-1"),
+            sale_types: &[SaleType::Exclusive, SaleType::Shared],
+            tmax_ms: Some(150),
+            names: CallNames {
+                offer: Some(Named {
+                    id: Uuid::nil(),
+                    name: "auto",
+                }),
+                campaign: Some(Named {
+                    id: Uuid::nil(),
+                    name: "",
+                }),
+                partner: Some(Named {
+                    id: Uuid::nil(),
+                    name: "P&Q",
+                }),
+                sub_ids: None,
+                schema: Some(&schema),
+            },
+        };
+        config
+            .compiled()
+            .unwrap()
+            .render("https://buyer.example/in?k=1", &context)
+    }
+
+    fn render(request: Value) -> Rendered {
+        render_with(request, Call::Delivery).unwrap()
+    }
+
+    fn body(rendered: &Rendered) -> String {
+        String::from_utf8(rendered.body.clone().unwrap()).unwrap()
+    }
+
+    fn field_map() -> Value {
+        json!({
+            "FirstName": "lead.first_name",
+            "LastName": "lead.last_name",
+            "Credit": { "from": "lead.credit", "map": { "excellent": "A", "good": "B" }, "default": "C" },
+            "Missing": { "from": "lead.nothing", "default": "none" },
+            "Gone": "lead.nothing",
+            "Phone": { "from": "lead.phone", "transform": ["digits", "phone:(###) ###-####"] },
+            "EmailHash": { "from": "lead.email", "transform": ["trim", "lower", "sha256"] },
+            "BirthDate": { "from": "lead.dob", "transform": ["date:%m/%d/%Y"] },
+            "Source": { "value": "gavel" },
+            "FullName": { "concat": ["lead.first_name", { "value": " " }, "lead.last_name"] },
+            "applicant/zip": "lead.zip",
+            "applicant/age": "lead.age",
+            "Income": "lead.income",
+            "Price": "price",
+            "Note": "lead.note",
+            "Partner": "partner.name",
+        })
+    }
+
+    #[test]
+    fn a_json_field_map_keeps_types_nests_and_escapes() {
+        let rendered = render(json!({ "fields": field_map() }));
+        assert_eq!(rendered.method, reqwest::Method::POST);
+        assert_eq!(rendered.content_type.as_ref().unwrap(), "application/json");
+        assert_eq!(rendered.url, "https://buyer.example/in?k=1");
+        let text = body(&rendered);
+        let sent: Value = crate::exact_json::from_slice(text.as_bytes()).unwrap();
+        let lead = lead();
+        assert_eq!(sent["FirstName"], lead["first_name"]);
+        assert_eq!(sent["LastName"], lead["last_name"]);
+        assert_eq!(sent["Credit"], "B");
+        assert_eq!(sent["Missing"], "none");
+        assert!(sent.get("Gone").is_none());
+        assert_eq!(sent["Phone"], "(555) 123-4567");
+        assert_eq!(
+            sent["EmailHash"],
+            crate::integration::fields::sha256("ann@example.com")
+        );
+        assert_eq!(sent["BirthDate"], "02/29/1980");
+        assert_eq!(sent["Source"], "gavel");
+        assert_eq!(
+            sent["FullName"],
+            format!("{} {}", lead["first_name"].as_str().unwrap(), lead["last_name"].as_str().unwrap())
+        );
+        assert_eq!(sent["applicant"], json!({"zip": "75001", "age": 42}));
+        // Exact numbers: the price as a decimal, a long number as written.
+        assert!(text.contains(r#""Price":12.50"#), "{text}");
+        assert!(text.contains(r#""Income":123456789.123456789012"#), "{text}");
+        assert_eq!(sent["Partner"], "P&Q");
+    }
+
+    #[test]
+    fn an_xml_field_map_escapes_entities_under_its_root() {
+        let rendered = render(json!({ "format": "xml", "root": "Lead", "fields": field_map() }));
+        assert_eq!(rendered.content_type.as_ref().unwrap(), "application/xml");
+        let text = body(&rendered);
+        assert!(text.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Lead>"#), "{text}");
+        assert!(text.contains(
+            "<FirstName>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</FirstName>"
+        ));
+        assert!(text.contains("<LastName>O&apos;Brien&#10;line2 é ☃</LastName>"));
+        assert!(text.contains("<applicant><age>42</age><zip>75001</zip></applicant>"));
+        assert!(text.contains("<Gone></Gone>"));
+        assert!(text.contains("<Price>12.50</Price>"));
+        assert!(text.ends_with("</Lead>"));
+    }
+
+    #[test]
+    fn form_and_query_field_maps_url_encode_names_and_values() {
+        let rendered = render(json!({ "format": "form", "fields": field_map() }));
+        assert_eq!(
+            rendered.content_type.as_ref().unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+        let text = body(&rendered);
+        let pairs: HashMap<String, String> = url::form_urlencoded::parse(text.as_bytes())
+            .into_owned()
+            .collect();
+        let lead = lead();
+        assert_eq!(pairs["Note"], lead["note"].as_str().unwrap());
+        assert_eq!(pairs["FirstName"], lead["first_name"].as_str().unwrap());
+        assert_eq!(pairs["applicant/zip"], "75001");
+        assert_eq!(pairs["Price"], "12.50");
+        assert!(!pairs.contains_key("Gone"));
+
+        let rendered = render(json!({ "method": "GET", "format": "query",
+            "fields": { "zip": "lead.zip", "note": "lead.note" } }));
+        assert_eq!(rendered.method, reqwest::Method::GET);
+        assert!(rendered.body.is_none() && rendered.content_type.is_none());
+        assert_eq!(
+            rendered.url,
+            "https://buyer.example/in?k=1&note=a%26b%3Dc+d%2Be%25f&zip=75001"
+        );
+    }
+
+    use std::collections::HashMap;
+
+    #[test]
+    fn text_templates_escape_every_value_for_their_format() {
+        let rendered = render(json!({ "template":
+            "{\"first\": {{ lead.first_name }}, \"last\": {{ lead.last_name }}, \"age\": {{ lead.age }}, \
+             \"income\": {{ lead.income }}, \"price\": {{ price }}, \"none\": {{ lead.nothing }}, \
+             \"phone\": {{ lead.phone|phone('###-###-####') }}, \"h\": {{ lead.email|trim|lower|md5 }}, \
+             \"safe\": {{ lead.first_name|safe }}, \"consent\": {{ consent.text }}}" }));
+        let text = body(&rendered);
+        let sent: Value = crate::exact_json::from_slice(text.as_bytes()).unwrap();
+        let lead = lead();
+        assert_eq!(sent["first"], lead["first_name"]);
+        assert_eq!(sent["last"], lead["last_name"]);
+        assert_eq!(sent["safe"], lead["first_name"]);
+        assert_eq!(sent["age"], 42);
+        assert!(text.contains("\"income\": 123456789.123456789012"), "{text}");
+        assert!(text.contains("\"price\": 12.50"), "{text}");
+        assert_eq!(sent["none"], Value::Null);
+        assert_eq!(sent["phone"], "555-123-4567");
+        assert_eq!(sent["h"], crate::integration::fields::md5("ann@example.com"));
+        assert_eq!(sent["consent"], "I agree & <ok>");
+
+        let rendered = render(json!({ "format": "xml",
+            "template": "<lead><n>{{ lead.first_name }}</n><l>{{ lead.last_name|upper }}</l><d>{{ lead.dob|date('%d.%m.%Y') }}</d></lead>" }));
+        assert_eq!(
+            body(&rendered),
+            "<lead><n>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</n><l>O&apos;BRIEN&#10;LINE2 É ☃</l><d>29.02.1980</d></lead>"
+        );
+
+        let rendered = render(json!({ "format": "form",
+            "template": "note={{ lead.note }}&first={{ lead.first_name }}&zip={{ lead.zip|digits }}" }));
+        let pairs: HashMap<String, String> =
+            url::form_urlencoded::parse(&rendered.body.unwrap())
+                .into_owned()
+                .collect();
+        assert_eq!(pairs["note"], lead["note"].as_str().unwrap());
+        assert_eq!(pairs["first"], lead["first_name"].as_str().unwrap());
+        assert_eq!(pairs.len(), 3);
+    }
+
+    #[test]
+    fn headers_render_and_content_type_can_be_overridden() {
+        let rendered = render(json!({ "format": "xml", "content_type": "text/xml; charset=utf-8",
+            "headers": { "X-Api-Key": "k_123", "X-Lead": "lead-{{ lead_id }}" },
+            "template": "<a/>" }));
+        assert_eq!(rendered.content_type.unwrap(), "text/xml; charset=utf-8");
+        let headers: Vec<(String, String)> = rendered
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("x-api-key".to_owned(), "k_123".to_owned()),
+                ("x-lead".to_owned(), format!("lead-{}", Uuid::max())),
+            ]
+        );
+        // A header rendered with a newline is refused, its value never quoted.
+        let error = render_with(
+            json!({ "headers": { "X-Name": "{{ lead.last_name }}" }, "template": "{}" }),
+            Call::Delivery,
+        )
+        .unwrap_err();
+        assert!(error.0.contains("X-Name") || error.0.contains("x-name"), "{error}");
+        assert!(!error.0.contains("Brien"));
+    }
+
+    #[test]
+    fn render_errors_never_quote_lead_values() {
+        for request in [
+            json!({ "template": "{\"a\": \"{{ lead.last_name }}\"}" }),
+            json!({ "template": "{{ lead.last_name|phone('###-###-####') }}" }),
+            json!({ "template": "{{ lead.last_name|date('%Y') }}" }),
+            json!({ "template": "{% for i in range(100000) %}{{ lead.last_name }}{% endfor %}" }),
+            json!({ "template": "{{ lead.last_name - 5 }}" }),
+            json!({ "fields": { "p": { "from": "lead.last_name", "transform": ["phone:###-###-####"] } } }),
+            json!({ "fields": { "n": { "from": "lead.last_name", "transform": ["number"] } } }),
+        ] {
+            let error = render_with(request.clone(), Call::Delivery).unwrap_err();
+            assert!(!error.0.contains("Brien"), "{request}: {error}");
+        }
+        let too_big = render_with(
+            json!({ "format": "form", "template": "{% for i in range(2000) %}{{ lead.first_name }}{{ lead.first_name }}{% endfor %}" }),
+            Call::Delivery,
+        )
+        .unwrap_err();
+        assert!(
+            too_big.0.contains("64 KiB") || too_big.0.contains("fuel"),
+            "{too_big}"
+        );
+    }
+
+    fn pointers(request: Value, call: Call) -> Vec<String> {
+        match RequestConfig::deserialize(&request) {
+            Ok(config) => config
+                .errors("/pricing/request", call)
+                .into_iter()
+                .map(|e| e.pointer)
+                .collect(),
+            Err(_) => vec!["<shape>".to_owned()],
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_with_pointers() {
+        assert_eq!(
+            pointers(
+                json!({ "fields": { "Phone": { "from": "lead.phone", "transform": ["digits", "bogus", "phone:##"] },
+                    "A": { "from": "lead.a", "value": 1 }, "B": "nothing.here", "C": { "concat": ["lead.a", 5] },
+                    "D": { "value": [1] }, "E": { "from": "lead.e", "map_default": "x" }, "F": { "form": "lead.f" } } }),
+                Call::Delivery
+            ),
+            [
+                "/pricing/request/fields/A",
+                "/pricing/request/fields/B",
+                "/pricing/request/fields/C/concat/1",
+                "/pricing/request/fields/D/value",
+                "/pricing/request/fields/E/map_default",
+                "/pricing/request/fields/F/form",
+                "/pricing/request/fields/F",
+                "/pricing/request/fields/Phone/transform/1",
+                "/pricing/request/fields/Phone/transform/2",
+            ]
+        );
+        assert_eq!(
+            pointers(json!({ "method": "GET", "fields": {} }), Call::Rtb),
+            ["/pricing/request/method"]
+        );
+        assert_eq!(
+            pointers(json!({ "fields": {}, "template": "x" }), Call::Rtb),
+            ["/pricing/request"]
+        );
+        assert_eq!(
+            pointers(json!({ "template": "{{ lead.a " }), Call::Rtb),
+            ["/pricing/request/template"]
+        );
+        assert_eq!(
+            pointers(
+                json!({ "format": "xml", "fields": { "a/b": "lead.x", "a": "lead.y", "1x": "lead.z" } }),
+                Call::Rtb
+            ),
+            ["/pricing/request/fields/1x", "/pricing/request/fields/a~1b"]
+        );
+        assert_eq!(
+            pointers(
+                json!({ "headers": { "Host": "x", "X-A": "a\nb{{ ping_id }}", "Content-Type": "text/plain" },
+                        "content_type": "bad\nvalue", "template": "{}" }),
+                Call::Rtb
+            ),
+            [
+                "/pricing/request/content_type",
+                "/pricing/request/headers/Content-Type",
+                "/pricing/request/headers/Host",
+                "/pricing/request/headers/X-A",
+            ]
+        );
+        // Names outside the call's context.
+        assert_eq!(
+            pointers(
+                json!({ "fields": { "p": "price", "c": "consent.tcpa", "t": "tmax_ms" } }),
+                Call::Rtb
+            ),
+            ["/pricing/request/fields/c", "/pricing/request/fields/p"]
+        );
+        assert_eq!(
+            pointers(
+                json!({ "template": "{{ lead_id }}{{ secret }}{% for x in range(3) %}{{ x }}{{ loop.index }}{% endfor %}",
+                        "headers": { "X-Ref": "{{ rtb_ref }}" } }),
+                Call::Rtb
+            ),
+            [
+                "/pricing/request/headers/X-Ref",
+                "/pricing/request/template",
+                "/pricing/request/template",
+            ]
+        );
+        assert_eq!(pointers(json!({ "fields": { "t": "tmax_ms" } }), Call::Delivery).len(), 1);
+        assert_eq!(pointers(json!({ "bogus": 1, "fields": {} }), Call::Rtb), ["<shape>"]);
+    }
+
+    #[test]
+    fn contract_requests_are_checked_against_the_offer_schema() {
+        let schema = schema();
+        let pricing = json!({ "type": "rtb", "url": "https://b.example",
+            "request": { "fields": { "Zip": "lead.zip", "Mail": "lead.email", "Nope": "lead.nope" },
+                         "headers": { "X-Mail": "{{ lead.first_name }}" } } });
+        let delivery = json!({ "url": "https://b.example",
+            "request": { "template": "{{ lead.email }}{{ lead.shoe_size }}" } });
+        let errors = check_contract_requests(&pricing, Some(&delivery), &schema);
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/pricing/request/fields/Mail",
+                "/pricing/request/fields/Nope",
+                "/pricing/request/headers/X-Mail",
+                "/delivery/request/template",
+            ]
+        );
+        assert!(errors[0].message.contains("PII"));
+        assert!(errors[3].message.contains("shoe_size"));
+        let fixed = json!({ "type": "fixed", "exclusive_cents": 100,
+            "request": { "fields": { "Mail": "lead.email" } } });
+        assert!(check_contract_requests(&fixed, None, &schema).is_empty());
+    }
 }
