@@ -538,9 +538,8 @@ impl Pricing {
                     ));
                 }
                 if let Some(request) = &rtb.request {
-                    errors.extend(
-                        request.errors("/pricing/request", crate::integration::Call::Rtb),
-                    );
+                    errors
+                        .extend(request.errors("/pricing/request", crate::integration::Call::Rtb));
                 }
                 let paths = [
                     ("exclusive_bid_path", &rtb.exclusive_bid_path),

@@ -61,10 +61,7 @@ impl DeliveryConfig {
             "/delivery/headers",
         ));
         if let Some(request) = &config.request {
-            errors.extend(request.errors(
-                "/delivery/request",
-                crate::integration::Call::Delivery,
-            ));
+            errors.extend(request.errors("/delivery/request", crate::integration::Call::Delivery));
         }
         if config
             .timeout_ms

@@ -86,8 +86,8 @@ pub async fn send_rendered(
 /// `url` parsed and checked against the outbound address policy (the client does not resolve
 /// an IP literal, so its address is checked now); `Err` is the call's outcome.
 fn checked_url(http: &Outbound, url: &str) -> Result<reqwest::Url, Exchange> {
-    let url = reqwest::Url::parse(url)
-        .map_err(|_| Exchange::Failed("the URL is invalid".to_owned()))?;
+    let url =
+        reqwest::Url::parse(url).map_err(|_| Exchange::Failed("the URL is invalid".to_owned()))?;
     http.policy()
         .check_url(&url)
         .map_err(|refused| Exchange::Failed(refused.to_string()))?;

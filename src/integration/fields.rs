@@ -749,7 +749,10 @@ fn compile_field(
                     field.producer = Producer::From(source);
                 }
             }
-            None => errors.push(ConfigError::new(pointer, "must be a source such as lead.zip")),
+            None => errors.push(ConfigError::new(
+                pointer,
+                "must be a source such as lead.zip",
+            )),
         }
     }
     if let Some(value) = object.get("value") {
@@ -835,10 +838,7 @@ fn compile_field(
         }
     }
     if object.contains_key("map_default") && !object.contains_key("map") {
-        errors.push(ConfigError::new(
-            format!("{at}/map_default"),
-            "needs a map",
-        ));
+        errors.push(ConfigError::new(format!("{at}/map_default"), "needs a map"));
     }
     if let Some(transforms) = object.get("transform") {
         let pointer = format!("{at}/transform");
@@ -849,7 +849,9 @@ fn compile_field(
                     match item.as_str().map(Transform::parse) {
                         Some(Ok(transform)) => field.transforms.push(transform),
                         Some(Err(why)) => errors.push(ConfigError::new(pointer, why)),
-                        None => errors.push(ConfigError::new(pointer, "must be a transform's name")),
+                        None => {
+                            errors.push(ConfigError::new(pointer, "must be a transform's name"))
+                        }
                     }
                 }
             }
@@ -934,7 +936,10 @@ mod tests {
             apply("sha256", "a@b.example").unwrap(),
             sha256("a@b.example")
         );
-        assert_eq!(apply("md5", "").unwrap(), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            apply("md5", "").unwrap(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
         assert_eq!(
             apply("sha256", "").unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

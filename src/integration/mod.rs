@@ -13,5 +13,6 @@ pub mod request;
 mod template;
 
 pub use request::{
-    Call, CallContext, CallNames, Named, RenderError, Rendered, RequestConfig, check_contract_requests,
+    Call, CallContext, CallNames, Named, RenderError, Rendered, RequestConfig,
+    check_contract_requests,
 };

@@ -570,7 +570,9 @@ pub fn check_contract_requests(
         };
         for (pointer, field) in compiled.lead_fields() {
             let message = match schema.index_of(field) {
-                None => Some(format!("names lead.{field}, which the offer's schema does not have")),
+                None => Some(format!(
+                    "names lead.{field}, which the offer's schema does not have"
+                )),
                 Some(i) if call == Call::Rtb && schema.field(i).pii => Some(format!(
                     "names lead.{field}, a PII field: an RTB call is made at the ping, which has no PII"
                 )),
@@ -717,12 +719,19 @@ mod tests {
         assert_eq!(sent["Source"], "gavel");
         assert_eq!(
             sent["FullName"],
-            format!("{} {}", lead["first_name"].as_str().unwrap(), lead["last_name"].as_str().unwrap())
+            format!(
+                "{} {}",
+                lead["first_name"].as_str().unwrap(),
+                lead["last_name"].as_str().unwrap()
+            )
         );
         assert_eq!(sent["applicant"], json!({"zip": "75001", "age": 42}));
         // Exact numbers: the price as a decimal, a long number as written.
         assert!(text.contains(r#""Price":12.50"#), "{text}");
-        assert!(text.contains(r#""Income":123456789.123456789012"#), "{text}");
+        assert!(
+            text.contains(r#""Income":123456789.123456789012"#),
+            "{text}"
+        );
         assert_eq!(sent["Partner"], "P&Q");
     }
 
@@ -731,10 +740,15 @@ mod tests {
         let rendered = render(json!({ "format": "xml", "root": "Lead", "fields": field_map() }));
         assert_eq!(rendered.content_type.as_ref().unwrap(), "application/xml");
         let text = body(&rendered);
-        assert!(text.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Lead>"#), "{text}");
-        assert!(text.contains(
-            "<FirstName>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</FirstName>"
-        ));
+        assert!(
+            text.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Lead>"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "<FirstName>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</FirstName>"
+            )
+        );
         assert!(text.contains("<LastName>O&apos;Brien&#10;line2 é ☃</LastName>"));
         assert!(text.contains("<applicant><age>42</age><zip>75001</zip></applicant>"));
         assert!(text.contains("<Gone></Gone>"));
@@ -786,11 +800,17 @@ mod tests {
         assert_eq!(sent["last"], lead["last_name"]);
         assert_eq!(sent["safe"], lead["first_name"]);
         assert_eq!(sent["age"], 42);
-        assert!(text.contains("\"income\": 123456789.123456789012"), "{text}");
+        assert!(
+            text.contains("\"income\": 123456789.123456789012"),
+            "{text}"
+        );
         assert!(text.contains("\"price\": 12.50"), "{text}");
         assert_eq!(sent["none"], Value::Null);
         assert_eq!(sent["phone"], "555-123-4567");
-        assert_eq!(sent["h"], crate::integration::fields::md5("ann@example.com"));
+        assert_eq!(
+            sent["h"],
+            crate::integration::fields::md5("ann@example.com")
+        );
         assert_eq!(sent["consent"], "I agree & <ok>");
 
         let rendered = render(json!({ "format": "xml",
@@ -802,10 +822,9 @@ mod tests {
 
         let rendered = render(json!({ "format": "form",
             "template": "note={{ lead.note }}&first={{ lead.first_name }}&zip={{ lead.zip|digits }}" }));
-        let pairs: HashMap<String, String> =
-            url::form_urlencoded::parse(&rendered.body.unwrap())
-                .into_owned()
-                .collect();
+        let pairs: HashMap<String, String> = url::form_urlencoded::parse(&rendered.body.unwrap())
+            .into_owned()
+            .collect();
         assert_eq!(pairs["note"], lead["note"].as_str().unwrap());
         assert_eq!(pairs["first"], lead["first_name"].as_str().unwrap());
         assert_eq!(pairs.len(), 3);
@@ -813,9 +832,11 @@ mod tests {
 
     #[test]
     fn headers_render_and_content_type_can_be_overridden() {
-        let rendered = render(json!({ "format": "xml", "content_type": "text/xml; charset=utf-8",
+        let rendered = render(
+            json!({ "format": "xml", "content_type": "text/xml; charset=utf-8",
             "headers": { "X-Api-Key": "k_123", "X-Lead": "lead-{{ lead_id }}" },
-            "template": "<a/>" }));
+            "template": "<a/>" }),
+        );
         assert_eq!(rendered.content_type.unwrap(), "text/xml; charset=utf-8");
         let headers: Vec<(String, String)> = rendered
             .headers
@@ -835,7 +856,10 @@ mod tests {
             Call::Delivery,
         )
         .unwrap_err();
-        assert!(error.0.contains("X-Name") || error.0.contains("x-name"), "{error}");
+        assert!(
+            error.0.contains("X-Name") || error.0.contains("x-name"),
+            "{error}"
+        );
         assert!(!error.0.contains("Brien"));
     }
 
@@ -948,8 +972,14 @@ mod tests {
                 "/pricing/request/template",
             ]
         );
-        assert_eq!(pointers(json!({ "fields": { "t": "tmax_ms" } }), Call::Delivery).len(), 1);
-        assert_eq!(pointers(json!({ "bogus": 1, "fields": {} }), Call::Rtb), ["<shape>"]);
+        assert_eq!(
+            pointers(json!({ "fields": { "t": "tmax_ms" } }), Call::Delivery).len(),
+            1
+        );
+        assert_eq!(
+            pointers(json!({ "bogus": 1, "fields": {} }), Call::Rtb),
+            ["<shape>"]
+        );
     }
 
     #[test]

@@ -100,15 +100,26 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         let body_escape = escape_name(format);
         env.set_auto_escape_callback(move |name| {
-            AutoEscape::Custom(if name == "body" { body_escape } else { "header" }.into())
+            AutoEscape::Custom(
+                if name == "body" {
+                    body_escape
+                } else {
+                    "header"
+                }
+                .into(),
+            )
         });
         env.set_formatter(|out, state: &mut State, value| {
             // Every value is escaped, `|safe` or not: a template never writes a lead value raw.
             let mut text = String::new();
             match state.auto_escape() {
                 AutoEscape::Custom(name) if name == "json" => write_json_value(&mut text, value)?,
-                AutoEscape::Custom(name) if name == "xml" => write_xml_text(&mut text, &plain(value)),
-                AutoEscape::Custom(name) if name == "url" => write_url_text(&mut text, &plain(value)),
+                AutoEscape::Custom(name) if name == "xml" => {
+                    write_xml_text(&mut text, &plain(value))
+                }
+                AutoEscape::Custom(name) if name == "url" => {
+                    write_url_text(&mut text, &plain(value))
+                }
                 _ => text = plain(value),
             }
             fmt::Write::write_str(out, &text)
@@ -145,9 +156,9 @@ impl Templates {
         }
         let mut used = Vec::new();
         for (name, _) in sources {
-            let template = env.get_template(name).map_err(|_| {
-                vec![ConfigError::new(pointer(name), "does not compile")]
-            })?;
+            let template = env
+                .get_template(name)
+                .map_err(|_| vec![ConfigError::new(pointer(name), "does not compile")])?;
             let mut names: Vec<String> = template
                 .undeclared_variables(true)
                 .into_iter()

@@ -23,3 +23,4 @@ mod schema;
 mod secrets;
 mod settle;
 mod snapshots;
+mod templates;
