@@ -889,9 +889,8 @@ impl Field {
             && value != Val::Absent
         {
             let key = value.text();
-            match map.get(key.as_ref()).or(self.map_default.as_ref()) {
-                Some(mapped) => value = Val::from_json(mapped).into_owned(),
-                None => {}
+            if let Some(mapped) = map.get(key.as_ref()).or(self.map_default.as_ref()) {
+                value = Val::from_json(mapped).into_owned();
             }
         }
         for transform in &self.transforms {

@@ -99,7 +99,7 @@ pub struct RequestSpec {
 /// [`RequestConfig::errors`] puts them under the section.
 #[derive(Clone)]
 pub struct RequestConfig {
-    spec: RequestSpec,
+    spec: Arc<RequestSpec>,
     compiled: Result<Arc<CompiledRequest>, Vec<ConfigError>>,
 }
 
@@ -135,7 +135,10 @@ impl<'de> Deserialize<'de> for RequestConfig {
 impl RequestConfig {
     pub fn compile(spec: RequestSpec) -> RequestConfig {
         let compiled = CompiledRequest::compile(&spec).map(Arc::new);
-        RequestConfig { spec, compiled }
+        RequestConfig {
+            spec: Arc::new(spec),
+            compiled,
+        }
     }
 
     pub fn spec(&self) -> &RequestSpec {
