@@ -20,6 +20,7 @@ use crate::auction::{
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
+use crate::integration::CallNames;
 use crate::money::Money;
 use crate::store::pings::{
     AuctionState, ContractKeys, DistributionRow, PeriodStarts, StateRequest, Win,
@@ -97,6 +98,8 @@ pub struct SharedPing {
     pub max_rtb_calls: usize,
     /// A bid request's timeout when its contract names none (`rtb_timeout_ms`).
     pub rtb_timeout_ms: u32,
+    /// The ping's campaign, for the names a `request` template reads (none in benches).
+    pub campaign: Option<CampaignContext>,
 }
 
 /// Evaluates every contract (`states[i]` belongs to `contracts[i]`) and returns their results
@@ -282,6 +285,7 @@ pub async fn run(
         http: http.clone(),
         max_rtb_calls: input.max_rtb_calls,
         rtb_timeout_ms: input.rtb_timeout_ms,
+        campaign: Some(campaign.clone()),
     });
     let states = contracts
         .iter()
@@ -427,6 +431,12 @@ async fn ask_buyer(
         lead: &ping.lead,
         test: ping.test,
         tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
+        // The ping's sub-ids are not kept yet (h3 adds them): none for now.
+        names: ping
+            .campaign
+            .as_ref()
+            .map(CallNames::of)
+            .unwrap_or_default(),
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
     let answer = match &reply {

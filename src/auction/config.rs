@@ -382,6 +382,9 @@ pub struct RtbPricing {
     pub shared_bid_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_path: Option<String>,
+    /// How the call is made (docs/buyer-integrations.md); absent: the native JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<crate::integration::RequestConfig>,
 }
 
 impl RtbPricing {
@@ -533,6 +536,10 @@ impl Pricing {
                         "/pricing/timeout_ms",
                         format!("must be between 1 and {MAX_RTB_TIMEOUT_MS}"),
                     ));
+                }
+                if let Some(request) = &rtb.request {
+                    errors
+                        .extend(request.errors("/pricing/request", crate::integration::Call::Rtb));
                 }
                 let paths = [
                     ("exclusive_bid_path", &rtb.exclusive_bid_path),

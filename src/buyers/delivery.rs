@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Exchange;
 use crate::auction::{ConfigError, SaleType};
+use crate::integration::{CallContext, CallNames, RenderError, Rendered, RequestConfig};
 use crate::money::Money;
 
 /// Longest buyer answer kept with a sale.
@@ -28,6 +29,9 @@ pub struct DeliveryConfig {
     pub accept: Option<AcceptRule>,
     #[serde(default)]
     pub reason_path: Option<String>,
+    /// How the call is made (docs/buyer-integrations.md); absent: the native JSON body.
+    #[serde(default)]
+    pub request: Option<crate::integration::RequestConfig>,
 }
 
 /// The sale is accepted only if the JSON value at `path` equals `equals`.
@@ -56,6 +60,9 @@ impl DeliveryConfig {
             &config.headers,
             "/delivery/headers",
         ));
+        if let Some(request) = &config.request {
+            errors.extend(request.errors("/delivery/request", crate::integration::Call::Delivery));
+        }
         if config
             .timeout_ms
             .is_some_and(|t| !(1..=60_000).contains(&t))
@@ -104,6 +111,37 @@ pub struct DeliveryRequest<'a> {
     pub test: bool,
     pub lead: &'a Map<String, Value>,
     pub consent: &'a Map<String, Value>,
+    /// The offer, campaign, partner and sub-ids for a `request` template (not in the native
+    /// body).
+    #[serde(skip)]
+    pub names: CallNames<'a>,
+}
+
+/// The contract's `request` rendered for this sale.
+pub fn render(
+    config: &RequestConfig,
+    url: &str,
+    request: &DeliveryRequest<'_>,
+) -> Result<Rendered, RenderError> {
+    let compiled = config
+        .compiled()
+        .ok_or_else(|| RenderError::new("the request's configuration is invalid"))?;
+    compiled.render(
+        url,
+        &CallContext {
+            lead: request.lead,
+            consent: Some(request.consent),
+            ping_id: request.ping_id,
+            test: request.test,
+            lead_id: Some(request.lead_id),
+            sale_type: Some(request.sale_type),
+            price: Some(request.price),
+            rtb_ref: request.rtb_ref,
+            sale_types: &[],
+            tmax_ms: None,
+            names: request.names,
+        },
+    )
 }
 
 /// How a delivery ended.
@@ -132,7 +170,21 @@ pub async fn deliver(
     request: &DeliveryRequest<'_>,
 ) -> Delivery {
     let started = Instant::now();
-    let exchange = super::post_json(http, &config.url, &config.headers, request, timeout).await;
+    let exchange = match &config.request {
+        None => super::post_json(http, &config.url, &config.headers, request, timeout).await,
+        Some(template) => match render(template, &config.url, request) {
+            Ok(rendered) => super::send_rendered(http, rendered, &config.headers, timeout).await,
+            // A request that cannot be rendered makes no call: the sale fails with the reason.
+            Err(error) => {
+                return Delivery {
+                    verdict: Verdict::Failed(error.to_string()),
+                    http_status: None,
+                    answer: None,
+                    elapsed: started.elapsed(),
+                };
+            }
+        },
+    };
     let (verdict, http_status, answer) = match exchange {
         Exchange::Answer { status, body } => {
             let verdict = judge(config, status, &body);

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 pub use outbound::Outbound;
 
-/// What came of POSTing JSON to a buyer.
+use crate::integration::Rendered;
+
+/// What came of a call to a buyer.
 #[derive(Debug)]
 pub enum Exchange {
     Answer {
@@ -40,19 +42,60 @@ pub async fn post_json<T: Serialize>(
     body: &T,
     timeout: Duration,
 ) -> Exchange {
-    // Parsed once here (the client would parse it anyway): the client does not resolve an IP
-    // literal, so its address is checked now.
-    let url = match reqwest::Url::parse(url) {
+    let url = match checked_url(http, url) {
         Ok(url) => url,
-        Err(_) => return Exchange::Failed("the URL is invalid".to_owned()),
+        Err(refused) => return refused,
     };
-    if let Err(refused) = http.policy().check_url(&url) {
-        return Exchange::Failed(refused.to_string());
-    }
     let mut call = http.client().post(url).json(body);
     for (name, value) in headers {
         call = call.header(name, value);
     }
+    exchange(call, timeout).await
+}
+
+/// Sends a request rendered by the contract's `request` template (method, URL with its query,
+/// body), with the section's `headers` then the request's own (which replace a header of the
+/// same name), through the same outbound policy and timeout as [`post_json`].
+pub async fn send_rendered(
+    http: &Outbound,
+    rendered: Rendered,
+    headers: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Exchange {
+    let url = match checked_url(http, &rendered.url) {
+        Ok(url) => url,
+        Err(refused) => return refused,
+    };
+    let mut call = http.client().request(rendered.method, url);
+    for (name, value) in headers {
+        call = call.header(name, value);
+    }
+    let mut own = reqwest::header::HeaderMap::with_capacity(rendered.headers.len() + 1);
+    for (name, value) in rendered.headers {
+        own.insert(name, value);
+    }
+    if let Some(body) = rendered.body {
+        if let Some(content_type) = rendered.content_type {
+            own.insert(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        call = call.body(body);
+    }
+    exchange(call.headers(own), timeout).await
+}
+
+/// `url` parsed and checked against the outbound address policy (the client does not resolve
+/// an IP literal, so its address is checked now); `Err` is the call's outcome.
+fn checked_url(http: &Outbound, url: &str) -> Result<reqwest::Url, Exchange> {
+    let url =
+        reqwest::Url::parse(url).map_err(|_| Exchange::Failed("the URL is invalid".to_owned()))?;
+    http.policy()
+        .check_url(&url)
+        .map_err(|refused| Exchange::Failed(refused.to_string()))?;
+    Ok(url)
+}
+
+/// Sends `call` and reads the answer, all within `timeout`.
+async fn exchange(call: reqwest::RequestBuilder, timeout: Duration) -> Exchange {
     let exchange = async {
         let response = call.send().await?;
         let status = response.status().as_u16();

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::Exchange;
 use crate::auction::{RtbPricing, SaleType};
+use crate::integration::{CallContext, CallNames, RenderError, Rendered, RequestConfig};
 
 #[derive(Serialize)]
 pub struct BidRequest<'a> {
@@ -18,6 +19,36 @@ pub struct BidRequest<'a> {
     pub lead: &'a Map<String, Value>,
     pub test: bool,
     pub tmax_ms: u32,
+    /// The offer, campaign and partner for a `request` template (not in the native body).
+    #[serde(skip)]
+    pub names: CallNames<'a>,
+}
+
+/// The contract's `request` rendered for this ping.
+pub fn render(
+    config: &RequestConfig,
+    url: &str,
+    request: &BidRequest<'_>,
+) -> Result<Rendered, RenderError> {
+    let compiled = config
+        .compiled()
+        .ok_or_else(|| RenderError::new("the request's configuration is invalid"))?;
+    compiled.render(
+        url,
+        &CallContext {
+            lead: request.lead,
+            consent: None,
+            ping_id: request.ping_id,
+            test: request.test,
+            lead_id: None,
+            sale_type: None,
+            price: None,
+            rtb_ref: None,
+            sale_types: request.sale_types,
+            tmax_ms: Some(request.tmax_ms),
+            names: request.names,
+        },
+    )
 }
 
 /// Sends the bid request; never takes longer than its `tmax_ms`.
@@ -28,6 +59,13 @@ pub async fn request_bids(
 ) -> (Exchange, Duration) {
     let started = Instant::now();
     let timeout = Duration::from_millis(u64::from(request.tmax_ms));
-    let exchange = super::post_json(http, &pricing.url, &pricing.headers, request, timeout).await;
+    let exchange = match &pricing.request {
+        None => super::post_json(http, &pricing.url, &pricing.headers, request, timeout).await,
+        // A request that cannot be rendered makes no call: `rtb_error` with the reason.
+        Some(config) => match render(config, &pricing.url, request) {
+            Ok(rendered) => super::send_rendered(http, rendered, &pricing.headers, timeout).await,
+            Err(error) => Exchange::Failed(error.to_string()),
+        },
+    };
     (exchange, started.elapsed())
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auction::Status;
 use crate::buyers::delivery::{self, DeliveryRequest, Verdict};
+use crate::integration::CallNames;
 use crate::money::Money;
 use crate::store::retry;
 use crate::store::sales::{self, BuyerAnswer, NewSale, PostSource, Refusal, WonBid};
@@ -266,6 +267,8 @@ async fn settle_one(
         test: posted.test,
         lead: &posted.lead,
         consent: &posted.consent,
+        // The post's sub-ids are not kept yet (h3 adds them): none for now.
+        names: CallNames::of(&posted.campaign),
     };
     let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
     let (verdict, reason) = match &delivered.verdict {

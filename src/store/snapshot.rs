@@ -97,6 +97,8 @@ pub struct TenantConfig {
     pub id: Uuid,
     pub timezone: Tz,
     pub partners: HashMap<Uuid, Status>,
+    /// Each partner's name, as request templates show it (`partner.name`).
+    pub partner_names: HashMap<Uuid, String>,
     pub buyers: HashMap<Uuid, BuyerConfig>,
     pub offers: HashMap<Uuid, Arc<OfferConfig>>,
     pub campaigns: HashMap<Uuid, Arc<CampaignConfig>>,
@@ -497,6 +499,7 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
                 id: row.id,
                 timezone,
                 partners: HashMap::new(),
+                partner_names: HashMap::new(),
                 buyers: HashMap::new(),
                 offers: HashMap::new(),
                 campaigns: HashMap::new(),
@@ -513,6 +516,7 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
     for row in rows.partners {
         if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
             tenant.partners.insert(row.id, status(&row.status));
+            tenant.partner_names.insert(row.id, row.name.clone());
         }
     }
     for row in rows.buyers {

@@ -24,3 +24,4 @@ mod schema;
 mod secrets;
 mod settle;
 mod snapshots;
+mod templates;

@@ -1,4 +1,5 @@
-//! A contract's headers (`pricing.headers`, `delivery.headers`) are write-only: they often carry
+//! A contract's headers (`pricing.headers`, `delivery.headers`, and the `request.headers` of
+//! each) are write-only: they often carry
 //! the buyer's credentials, so every answer shows them masked, e.g. `"Authorization":
 //! "••••1a2b"`. The last 4 characters are shown only for a value of at least 24 characters
 //! (at least 20 stay hidden), so an operator can tell keys apart; a shorter value is `••••`.
@@ -31,14 +32,20 @@ pub(super) fn mask(value: &str) -> String {
     }
 }
 
-/// Masks the header values of a section (`pricing` or `delivery`) in place.
+/// Where a section keeps header values: its own `headers` and its `request`'s.
+const HEADER_PLACES: [&str; 2] = ["/headers", "/request/headers"];
+
+/// Masks the header values of a section (`pricing` or `delivery`) in place: its `headers`
+/// and its `request.headers`.
 pub(super) fn mask_section(section: &mut Value) {
-    let Some(Value::Object(headers)) = section.get_mut("headers") else {
-        return;
-    };
-    for value in headers.values_mut() {
-        if let Value::String(text) = value {
-            *value = Value::String(mask(text));
+    for place in HEADER_PLACES {
+        let Some(Value::Object(headers)) = section.pointer_mut(place) else {
+            continue;
+        };
+        for value in headers.values_mut() {
+            if let Value::String(text) = value {
+                *value = Value::String(mask(text));
+            }
         }
     }
 }
@@ -63,32 +70,34 @@ pub(super) fn restore_masked(
                     .and_then(|s| s.get("url"))
                     .and_then(Value::as_str)
                     .map(origin);
-        let Some(Value::Object(headers)) = sent.get_mut("headers") else {
-            continue;
-        };
-        for (name, value) in headers.iter_mut() {
-            let Value::String(text) = value else {
+        for place in HEADER_PLACES {
+            let Some(Value::Object(headers)) = sent.pointer_mut(place) else {
                 continue;
             };
-            if !text.starts_with(MASK) {
-                continue;
-            }
-            let secret = stored
-                .and_then(|s| s.get("headers"))
-                .and_then(|h| h.get(name.as_str()))
-                .and_then(Value::as_str)
-                .filter(|secret| mask(secret) == *text);
-            let pointer = format!("/{section}/headers/{}", pointer_token(name));
-            match secret {
-                Some(secret) if same_origin => *text = secret.to_owned(),
-                Some(_) => errors.push(ConfigError::new(
-                    pointer,
-                    "is masked and the URL's host changed: send the header's value again",
-                )),
-                None => errors.push(ConfigError::new(
-                    pointer,
-                    "is a masked value: send the header's value",
-                )),
+            for (name, value) in headers.iter_mut() {
+                let Value::String(text) = value else {
+                    continue;
+                };
+                if !text.starts_with(MASK) {
+                    continue;
+                }
+                let secret = stored
+                    .and_then(|s| s.pointer(place))
+                    .and_then(|h| h.get(name.as_str()))
+                    .and_then(Value::as_str)
+                    .filter(|secret| mask(secret) == *text);
+                let pointer = format!("/{section}{place}/{}", pointer_token(name));
+                match secret {
+                    Some(secret) if same_origin => *text = secret.to_owned(),
+                    Some(_) => errors.push(ConfigError::new(
+                        pointer,
+                        "is masked and the URL's host changed: send the header's value again",
+                    )),
+                    None => errors.push(ConfigError::new(
+                        pointer,
+                        "is a masked value: send the header's value",
+                    )),
+                }
             }
         }
     }
@@ -149,6 +158,41 @@ mod tests {
         assert_eq!(
             restore_masked(created.as_object_mut().unwrap(), None).len(),
             1
+        );
+        let mut created = json!({"delivery": {"url": "https://b.example",
+            "request": {"headers": {"A": "••••"}}}});
+        assert_eq!(
+            restore_masked(created.as_object_mut().unwrap(), None).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn request_headers_are_masked_and_restored_like_the_sections_own() {
+        let secret = "k_live_0123456789abcdef0123wxyz";
+        let stored = [
+            json!({"type": "rtb", "url": "https://b.example/bid",
+                   "request": {"headers": {"X-Api-Key": secret, "X-Lead": "{{ ping_id }}"}}}),
+            json!({"url": "https://b.example/leads"}),
+        ];
+        let mut shown = stored[0].clone();
+        mask_section(&mut shown);
+        assert_eq!(shown["request"]["headers"]["X-Api-Key"], "••••wxyz");
+        assert_eq!(shown["request"]["headers"]["X-Lead"], "••••");
+        let mut body = json!({"pricing": shown.clone()});
+        let object = body.as_object_mut().unwrap();
+        assert!(restore_masked(object, Some(&stored)).is_empty());
+        assert_eq!(object["pricing"], stored[0]);
+        let mut moved = json!({"pricing": shown});
+        moved["pricing"]["url"] = json!("https://attacker.example/bid");
+        let errors = restore_masked(moved.as_object_mut().unwrap(), Some(&stored));
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/pricing/request/headers/X-Api-Key",
+                "/pricing/request/headers/X-Lead"
+            ]
         );
     }
 }

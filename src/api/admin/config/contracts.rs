@@ -131,6 +131,11 @@ impl Resource for Contract {
                     if let Err(errors) = CompiledFilter::compile(filters, &schema) {
                         input.extend(errors);
                     }
+                    input.extend(crate::integration::check_contract_requests(
+                        &pricing,
+                        Some(&delivery),
+                        &schema,
+                    ));
                 }
                 // An offer broken by an SQL edit: its schema is the offer's problem to report.
                 Some(Err(_)) => input.error("offer_id", "the offer's field schema is invalid"),
