@@ -31,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod evaluate;
 pub mod exact_json;
+pub mod integration;
 pub mod keys;
 pub mod meters;
 pub mod money;

@@ -12,7 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::money::{ExtraDecimals, Money};
+use std::borrow::Cow;
+
+use crate::integration::response::{Answer, Locator, Outcome, Unreadable};
+use crate::money::Money;
 
 use super::caps::{CompiledCaps, PeriodUsage};
 use super::config::{ConfigError, Pricing, RtbPricing, SaleType, Status};
@@ -398,11 +401,39 @@ impl CompiledContract {
     }
 }
 
-/// Reads a buyer's RTB answer (SPEC §3.1): 204, or bids of 0 or absent → `rtb_no_bid`;
-/// another non-2xx status → `rtb_error`; a body that is not JSON, or a bid that is not a
-/// non-negative number or numeric string → `rtb_invalid`. Bids are read at the contract's
-/// pointers and truncated to the cent. Timeouts and connection errors are the caller's.
+/// Reads a buyer's RTB answer by the contract's response rules (docs/buyer-integrations.md,
+/// "RTB call: the bid"; without rules, SPEC §3.1): a `status` rule decides first; else 204
+/// is a no-bid and another non-2xx status `rtb_error`; a 2xx answer whose `no_bid` or
+/// `rejected` condition holds is `rtb_no_bid` with the buyer's reason; else bids of 0 or absent
+/// are `rtb_no_bid`, and an answer the format cannot parse, or a bid that is not a
+/// non-negative amount, `rtb_invalid`. Bids are read exactly and truncated to the cent.
+/// Timeouts and connection errors are the caller's.
 pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Result<RtbBid, Decline> {
+    let rules = pricing.response_rules();
+    let answer = Answer::new(body, rules.format);
+    let stated = || {
+        let reason = rules.reason.as_ref().and_then(|at| answer.text_at(at))?;
+        Some(format!(
+            "buyer: {}",
+            crate::buyers::clean_text(&reason, MAX_BUYER_REASON)
+        ))
+    };
+    match rules.status(status) {
+        Some(Outcome::NoBid | Outcome::Rejected) => {
+            return Err(Decline {
+                reason: DeclineReason::RtbNoBid,
+                detail: Some(stated().unwrap_or_else(|| format!("HTTP {status}"))),
+            });
+        }
+        // Only an RTB call's outcomes pass the configuration's check: this is `error`.
+        Some(_) => {
+            return Err(Decline::with(
+                DeclineReason::RtbError,
+                format!("HTTP {status}"),
+            ));
+        }
+        None => {}
+    }
     if status == 204 {
         return Err(Decline::new(DeclineReason::RtbNoBid));
     }
@@ -412,18 +443,28 @@ pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Resul
             format!("HTTP {status}"),
         ));
     }
-    // Numbers an f64 would change are read as their text: a bid is exact, then truncated.
-    let answer: Value = crate::exact_json::from_slice(body)
-        .map_err(|_| Decline::with(DeclineReason::RtbInvalid, "the answer is not JSON"))?;
-    let exclusive = read_bid(&answer, pricing.exclusive_bid_path())?;
-    let shared = read_bid(&answer, pricing.shared_bid_path())?;
+    let unreadable = |what: Unreadable| {
+        Decline::with(DeclineReason::RtbInvalid, format!("the answer is {what}"))
+    };
+    for condition in [&rules.no_bid, &rules.rejected].into_iter().flatten() {
+        if answer.holds(condition).map_err(unreadable)? {
+            return Err(Decline {
+                reason: DeclineReason::RtbNoBid,
+                detail: stated(),
+            });
+        }
+    }
+    let exclusive = read_bid(&answer, rules.exclusive_bid.as_ref(), "exclusive_bid")?;
+    let shared = read_bid(&answer, rules.shared_bid.as_ref(), "shared_bid")?;
     if exclusive.is_none() && shared.is_none() {
         return Err(Decline::new(DeclineReason::RtbNoBid));
     }
-    let reference = match answer.pointer(pricing.ref_path()) {
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(Value::Number(number)) => Some(number.to_string()),
-        _ => None,
+    let reference = match &rules.reference {
+        Some(at) => answer
+            .find(at)
+            .map_err(unreadable)?
+            .and_then(|found| found.reference().map(Cow::into_owned)),
+        None => None,
     };
     Ok(RtbBid {
         exclusive,
@@ -432,24 +473,38 @@ pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Resul
     })
 }
 
-/// The bid at `path`: `None` when absent, `null` or zero.
-fn read_bid(answer: &Value, path: &str) -> Result<Option<Money>, Decline> {
-    let Some(value) = answer.pointer(path).filter(|v| !v.is_null()) else {
+/// Longest reason of a buyer's no-bid kept, in bytes.
+const MAX_BUYER_REASON: usize = 256;
+
+/// The bid at `locator` (the rule `key`): `None` when absent, `null`, empty or zero.
+fn read_bid(
+    answer: &Answer<'_>,
+    locator: Option<&Locator>,
+    key: &str,
+) -> Result<Option<Money>, Decline> {
+    let Some(locator) = locator else {
         return Ok(None);
     };
-    let bid = Money::from_json(value, ExtraDecimals::Truncate).map_err(|_| {
+    let found = answer.find(locator).map_err(|what| {
+        Decline::with(DeclineReason::RtbInvalid, format!("the answer is {what}"))
+    })?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let label = || locator.label(key);
+    let bid = found.amount().map_err(|_| {
         Decline::with(
             DeclineReason::RtbInvalid,
-            format!("{path} is not an amount"),
+            format!("{} is not an amount", label()),
         )
     })?;
-    if bid.is_negative() {
+    if bid.is_some_and(Money::is_negative) {
         return Err(Decline::with(
             DeclineReason::RtbInvalid,
-            format!("{path} is negative"),
+            format!("{} is negative", label()),
         ));
     }
-    Ok(Some(bid).filter(|b| *b > Money::ZERO))
+    Ok(bid.filter(|b| *b > Money::ZERO))
 }
 
 #[cfg(test)]

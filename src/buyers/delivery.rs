@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Exchange;
 use crate::auction::{ConfigError, SaleType};
+use crate::integration::response::{Answer, Call, Legacy, Outcome, ResponseConfig, Unreadable};
 use crate::money::Money;
 
 /// Longest buyer answer kept with a sale.
@@ -28,6 +29,10 @@ pub struct DeliveryConfig {
     pub accept: Option<AcceptRule>,
     #[serde(default)]
     pub reason_path: Option<String>,
+    /// How the answer is read (docs/buyer-integrations.md), compiled with `accept` and
+    /// `reason_path` by [`DeliveryConfig::parse`].
+    #[serde(default)]
+    pub response: ResponseConfig,
 }
 
 /// The sale is accepted only if the JSON value at `path` equals `equals`.
@@ -41,7 +46,7 @@ pub struct AcceptRule {
 impl DeliveryConfig {
     /// Reads a `delivery` column; errors point under `/delivery`.
     pub fn parse(value: &Value) -> Result<DeliveryConfig, Vec<ConfigError>> {
-        let config: DeliveryConfig = serde_json::from_value(value.clone()).map_err(|e| {
+        let mut config: DeliveryConfig = serde_json::from_value(value.clone()).map_err(|e| {
             vec![ConfigError::new(
                 "/delivery",
                 crate::auction::shape_error(&e),
@@ -80,6 +85,16 @@ impl DeliveryConfig {
                 ));
             }
         }
+        let legacy = Legacy {
+            accept: config.accept.as_ref().map(|a| (a.path.as_str(), &a.equals)),
+            reason_path: config.reason_path.as_deref(),
+            ..Legacy::default()
+        };
+        let mut response = std::mem::take(&mut config.response);
+        if let Err(found) = response.compile(Call::Delivery, &legacy, "/delivery") {
+            errors.extend(found);
+        }
+        config.response = response;
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -110,6 +125,8 @@ pub struct DeliveryRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
+    /// The buyer has this consumer already (its own dedup): the sale ends `duplicate`.
+    Duplicate(String),
     /// The buyer read the lead and declined it (a readable 2xx or 4xx answer).
     Rejected(String),
     /// No usable answer: timeout, connection error, 5xx, unreadable answer.
@@ -166,39 +183,53 @@ pub async fn deliver(
     }
 }
 
-/// Reads a buyer's answer by the contract's rule (SPEC §3.2).
+/// Reads a buyer's answer by the contract's response rules (docs/buyer-integrations.md,
+/// "Delivery: the verdict"; without rules, SPEC §3.2): a `status` rule, else the status's
+/// class, else the answer's conditions, `duplicate` before `rejected` before `accepted`.
 pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
-    if !(200..500).contains(&status) {
-        return Verdict::Failed(format!("buyer answered HTTP {status}"));
-    }
+    let rules = config.response.rules(Call::Delivery);
+    let answer = Answer::new(body, rules.format);
     // A number in the answer keeps its text (a reason or a code quoted exactly).
-    let json: Option<Value> = crate::exact_json::from_slice(body).ok();
     let reason = || {
-        let stated = config
-            .reason_path
-            .as_deref()
-            .and_then(|pointer| json.as_ref()?.pointer(pointer))
-            .map(|value| match value {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            });
+        let stated = rules.reason.as_ref().and_then(|at| answer.text_at(at));
         format!(
             "buyer: {}",
             truncate(&stated.unwrap_or_else(|| format!("HTTP {status}")))
         )
     };
+    if let Some(outcome) = rules.status(status) {
+        return match outcome {
+            Outcome::Accepted => Verdict::Accepted,
+            Outcome::Duplicate => Verdict::Duplicate(reason()),
+            Outcome::Rejected => Verdict::Rejected(reason()),
+            // Only a delivery's verdicts pass the configuration's check.
+            _ => Verdict::Failed(reason()),
+        };
+    }
+    if !(200..500).contains(&status) {
+        return Verdict::Failed(format!("buyer answered HTTP {status}"));
+    }
     // A redirect or a client error is the buyer's considered answer: not this lead.
     if status >= 300 {
         return Verdict::Rejected(reason());
     }
-    match &config.accept {
-        None => Verdict::Accepted,
-        Some(rule) => match &json {
-            None => Verdict::Failed("unreadable answer (not JSON)".to_owned()),
-            Some(answer) if answer.pointer(&rule.path) == Some(&rule.equals) => Verdict::Accepted,
-            Some(_) => Verdict::Rejected(reason()),
-        },
-    }
+    let read = || -> Result<Verdict, Unreadable> {
+        let holds = |condition: &Option<_>| match condition {
+            Some(condition) => answer.holds(condition).map(Some),
+            None => Ok(None),
+        };
+        if holds(&rules.duplicate)? == Some(true) {
+            return Ok(Verdict::Duplicate(reason()));
+        }
+        if holds(&rules.rejected)? == Some(true) {
+            return Ok(Verdict::Rejected(reason()));
+        }
+        Ok(match holds(&rules.accepted)? {
+            Some(false) => Verdict::Rejected(reason()),
+            Some(true) | None => Verdict::Accepted,
+        })
+    };
+    read().unwrap_or_else(|unreadable| Verdict::Failed(format!("unreadable answer ({unreadable})")))
 }
 
 /// At most `MAX_STORED_ANSWER` bytes of a buyer's text, safe to store.

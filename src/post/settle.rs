@@ -268,6 +268,7 @@ async fn settle_one(
     let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
     let (verdict, reason) = match &delivered.verdict {
         Verdict::Accepted => (BuyerVerdict::Accepted, None),
+        Verdict::Duplicate(reason) => (BuyerVerdict::Duplicate, Some(reason.as_str())),
         Verdict::Rejected(reason) => (BuyerVerdict::Rejected, Some(reason.as_str())),
         Verdict::Failed(reason) => (BuyerVerdict::Failed, Some(reason.as_str())),
     };
@@ -329,7 +330,9 @@ async fn settle_one(
         let interrupted = || Some(INTERRUPTED.to_owned());
         Ok(match found {
             Some((SaleStatus::Sold, _)) => result(bid, SaleStatus::Sold, None),
-            Some((SaleStatus::Rejected, reason)) => result(bid, SaleStatus::Rejected, reason),
+            Some((status @ (SaleStatus::Rejected | SaleStatus::Duplicate), reason)) => {
+                result(bid, status, reason)
+            }
             Some((_, reason)) => result(bid, SaleStatus::Failed, reason.or_else(interrupted)),
             None => result(bid, SaleStatus::Failed, interrupted()),
         })
