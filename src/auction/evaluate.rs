@@ -980,6 +980,228 @@ mod tests {
         );
     }
 
+    fn read_with(response: Value, status: u16, body: &str) -> Result<RtbBid, Decline> {
+        let pricing =
+            rtb_pricing(json!({"type": "rtb", "url": "https://b.example", "response": response}));
+        parse_rtb_answer(status, body.as_bytes(), &pricing)
+    }
+
+    #[test]
+    fn xml_rtb_answers_give_exact_decimal_bids() {
+        let response = json!({
+            "format": "xml",
+            "exclusive_bid": { "path": "/BidResponse/Bid[1]/Amount" },
+            "shared_bid": { "path": "/BidResponse/Bid[2]/Amount" },
+            "ref": { "path": "/BidResponse/@id" },
+            "no_bid": { "path": "/BidResponse/@status", "equals": "NoBid" },
+            "reason": { "path": "/BidResponse/Reason" }
+        });
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <b:BidResponse xmlns:b="urn:buyer" id="R-981" status="OK">
+              <b:Bid type="exclusive"><b:Amount>38.505</b:Amount></b:Bid>
+              <b:Bid type="shared"><b:Amount> 12.5 </b:Amount></b:Bid>
+            </b:BidResponse>"#;
+        assert_eq!(
+            read_with(response.clone(), 200, body),
+            bid(Some(3850), Some(1250), Some("R-981"))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse status="NoBid"><Reason>outside our area</Reason></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbNoBid,
+                "buyer: outside our area"
+            ))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount></Amount></Bid></BidResponse>"#
+            )
+            .unwrap_err()
+            .reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount>$40</Amount></Bid></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "exclusive_bid is not an amount"
+            ))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount>-1</Amount></Bid></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "exclusive_bid is negative"
+            ))
+        );
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "the answer is not XML"
+            ))
+        );
+    }
+
+    #[test]
+    fn json_rtb_rules_read_no_bids_and_string_amounts() {
+        let response = json!({
+            "exclusive_bid": { "path": "/bid/price" },
+            "ref": { "path": "/bid/id" },
+            "no_bid": { "path": "/status", "in": ["no_bid", "declined"] },
+            "rejected": { "path": "/error", "exists": true },
+            "reason": { "path": "/error" }
+        });
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"status":"ok","bid":{"price":"40.00","id":7}}"#
+            ),
+            bid(Some(4000), None, Some("7"))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"status":"declined","bid":{"price":"40.00"}}"#
+            ),
+            Err(Decline::new(DeclineReason::RtbNoBid))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"error":"cap reached","bid":{"price":1}}"#
+            ),
+            Err(Decline::with(DeclineReason::RtbNoBid, "buyer: cap reached"))
+        );
+        // The default places are not read once a rule names the bid.
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#)
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+    }
+
+    #[test]
+    fn text_rtb_answers_are_read_by_regexes() {
+        let response = json!({
+            "format": "text",
+            "exclusive_bid": { "regex": "(?m)^price=([0-9.]+)$" },
+            "ref": { "regex": "ref=(\\S+)" },
+            "no_bid": { "regex": "^NOBID", "exists": true }
+        });
+        assert_eq!(
+            read_with(response.clone(), 200, "status=ok\nprice=12.5\nref=abc-1"),
+            bid(Some(1250), None, Some("abc-1"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 200, "NOBID")
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(response, 200, "whatever").unwrap_err().reason,
+            DeclineReason::RtbNoBid
+        );
+    }
+
+    #[test]
+    fn rtb_status_rules_decide_first() {
+        let response = json!({
+            "status": { "200": "no_bid", "404": "rejected", "409": "no_bid", "4xx": "error", "5xx": "no_bid" },
+            "reason": { "path": "/message" }
+        });
+        assert_eq!(
+            read_with(
+                response.clone(),
+                404,
+                r#"{"message":"no buyers for this zip"}"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbNoBid,
+                "buyer: no buyers for this zip"
+            ))
+        );
+        assert_eq!(
+            read_with(response.clone(), 409, "not json"),
+            Err(Decline::with(DeclineReason::RtbNoBid, "HTTP 409"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 400, "{}"),
+            Err(Decline::with(DeclineReason::RtbError, "HTTP 400"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 503, "{}").unwrap_err().reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#)
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+        // Without a rule: 204 is a no-bid, another status an error.
+        let plain = json!({ "status": { "410": "no_bid" } });
+        assert_eq!(
+            read_with(plain.clone(), 204, "").unwrap_err(),
+            Decline::new(DeclineReason::RtbNoBid)
+        );
+        assert_eq!(
+            read_with(plain.clone(), 500, "").unwrap_err(),
+            Decline::with(DeclineReason::RtbError, "HTTP 500")
+        );
+        assert_eq!(
+            read_with(plain, 200, r#"{"shared_bid": "9.999"}"#),
+            bid(None, Some(999), None)
+        );
+    }
+
+    #[test]
+    fn rtb_rule_errors_point_into_pricing_response() {
+        let errors = |value: Value| -> Vec<String> {
+            Pricing::parse(&value)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.pointer)
+                .collect()
+        };
+        assert_eq!(
+            errors(
+                json!({"type": "rtb", "url": "https://b.example", "exclusive_bid_path": "/x",
+                          "response": { "exclusive_bid": { "path": "/y" } }})
+            ),
+            ["/pricing/exclusive_bid_path"]
+        );
+        assert_eq!(
+            errors(json!({"type": "rtb", "url": "https://b.example",
+                          "response": { "format": "text", "shared_bid": { "path": "/y" } }})),
+            ["/pricing/response/shared_bid/path"]
+        );
+        assert_eq!(
+            errors(json!({"type": "rtb", "url": "https://b.example",
+                          "response": { "status": { "204": "duplicate" } }})),
+            ["/pricing/response/status/204"]
+        );
+    }
+
     fn rtb_bid(exclusive: Option<i64>, shared: Option<i64>) -> RtbBid {
         RtbBid {
             exclusive: exclusive.map(Money::from_cents),

@@ -325,6 +325,179 @@ mod tests {
         );
     }
 
+    fn rules(response: serde_json::Value) -> DeliveryConfig {
+        DeliveryConfig::parse(
+            &json!({ "url": "https://buyer.example/leads", "response": response }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicate_comes_before_rejected_before_accepted() {
+        let config = rules(json!({
+            "accepted": { "path": "/status", "in": ["ok", "accepted"] },
+            "duplicate": { "path": "/dup", "equals": true },
+            "rejected": { "path": "/error", "exists": true },
+            "reason": { "path": "/message" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(
+            verdict(r#"{"status":"ok","dup":true,"error":"x","message":"seen it"}"#),
+            Verdict::Duplicate("buyer: seen it".into())
+        );
+        assert_eq!(
+            verdict(r#"{"status":"ok","dup":"true","error":"x"}"#),
+            Verdict::Duplicate("buyer: HTTP 200".into())
+        );
+        assert_eq!(
+            verdict(r#"{"status":"ok","error":"x","message":"outside our area"}"#),
+            Verdict::Rejected("buyer: outside our area".into())
+        );
+        assert_eq!(verdict(r#"{"status":"accepted"}"#), Verdict::Accepted);
+        assert_eq!(
+            verdict(r#"{"status":"maybe","message":"hmm"}"#),
+            Verdict::Rejected("buyer: hmm".into())
+        );
+        assert_eq!(
+            verdict("<ok/>"),
+            Verdict::Failed("unreadable answer (not JSON)".into())
+        );
+        // Without an accepted condition, a 2xx answer no other condition holds for is accepted.
+        let config = rules(json!({ "rejected": { "path": "/error", "exists": true } }));
+        assert_eq!(judge(&config, 200, br#"{"id":1}"#), Verdict::Accepted);
+    }
+
+    #[test]
+    fn status_rules_decide_before_the_answer() {
+        let config = rules(json!({
+            "status": { "409": "duplicate", "4xx": "rejected", "5xx": "failed", "202": "accepted" },
+            "accepted": { "path": "/status", "equals": "ok" },
+            "reason": { "path": "/message" }
+        }));
+        assert_eq!(
+            judge(&config, 409, br#"{"message":"already sold to us"}"#),
+            Verdict::Duplicate("buyer: already sold to us".into())
+        );
+        assert_eq!(
+            judge(&config, 404, b""),
+            Verdict::Rejected("buyer: HTTP 404".into())
+        );
+        assert_eq!(
+            judge(&config, 502, br#"{"message":"down"}"#),
+            Verdict::Failed("buyer: down".into())
+        );
+        assert_eq!(judge(&config, 202, b"queued"), Verdict::Accepted);
+        assert_eq!(
+            judge(&config, 200, br#"{"status":"no"}"#),
+            Verdict::Rejected("buyer: HTTP 200".into())
+        );
+        // Statuses without a rule read as SPEC §3.2 says.
+        assert_eq!(
+            judge(&config, 302, b""),
+            Verdict::Rejected("buyer: HTTP 302".into())
+        );
+        let plain = rules(json!({ "status": { "409": "duplicate" } }));
+        assert_eq!(
+            judge(&plain, 503, b""),
+            Verdict::Failed("buyer answered HTTP 503".into())
+        );
+        assert_eq!(
+            judge(&plain, 409, b""),
+            Verdict::Duplicate("buyer: HTTP 409".into())
+        );
+    }
+
+    #[test]
+    fn xml_answers_are_judged_by_element_paths() {
+        let config = rules(json!({
+            "format": "xml",
+            "accepted": { "path": "/PostResponse/@result", "equals": "success" },
+            "duplicate": { "path": "/PostResponse/Errors/Error[1]/@code", "equals": "DUP" },
+            "reason": { "path": "/PostResponse/Errors/Error" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(
+            verdict(
+                r#"<?xml version="1.0"?><PostResponse result="success"><LeadId>9</LeadId></PostResponse>"#
+            ),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            verdict(
+                r#"<PostResponse result="failure"><Errors><Error code="DUP">Duplicate lead</Error></Errors></PostResponse>"#
+            ),
+            Verdict::Duplicate("buyer: Duplicate lead".into())
+        );
+        assert_eq!(
+            verdict(
+                r#"<ns:PostResponse xmlns:ns="urn:b" result="failure"><ns:Errors><ns:Error code="ZIP">Bad &lt;zip&gt;</ns:Error></ns:Errors></ns:PostResponse>"#
+            ),
+            Verdict::Rejected("buyer: Bad <zip>".into())
+        );
+        assert_eq!(
+            verdict(r#"{"result":"success"}"#),
+            Verdict::Failed("unreadable answer (not XML)".into())
+        );
+    }
+
+    #[test]
+    fn text_answers_are_judged_by_regexes() {
+        // A condition needs a test.
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x", "response": {
+            "format": "text", "accepted": { "regex": "^ok" } } }))
+        .unwrap_err();
+        assert_eq!(errors[0].pointer, "/delivery/response/accepted");
+        let config = rules(json!({
+            "format": "text",
+            "accepted": { "regex": "^(?i)accepted", "exists": true },
+            "duplicate": { "regex": "^DUPLICATE", "exists": true },
+            "rejected": { "regex": "^result=(\\w+)", "in": ["rejected", "error"] },
+            "reason": { "regex": "reason=([^&]+)" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(verdict("Accepted|lead 42"), Verdict::Accepted);
+        assert_eq!(
+            verdict("DUPLICATE reason=seen"),
+            Verdict::Duplicate("buyer: seen".into())
+        );
+        assert_eq!(
+            verdict("result=rejected&reason=outside our area"),
+            Verdict::Rejected("buyer: outside our area".into())
+        );
+        assert_eq!(
+            verdict("result=pending"),
+            Verdict::Rejected("buyer: HTTP 200".into())
+        );
+    }
+
+    #[test]
+    fn the_older_keys_beside_their_response_rules_are_refused() {
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "accept": { "path": "/status", "equals": "ok" },
+            "reason_path": "/message",
+            "response": { "accepted": { "path": "/s", "equals": "ok" }, "reason": { "regex": "(.*)" } } }))
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/delivery/accept", "/delivery/reason_path"]);
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "response": { "accepted": { "regex": "([a-z]+", "equals": "ok" } } }))
+        .unwrap_err();
+        assert_eq!(errors[0].pointer, "/delivery/response/accepted/regex");
+        // The older keys alone, or with other rules, keep working.
+        let config = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "accept": { "path": "/status", "equals": "ok" },
+            "response": { "status": { "409": "duplicate" } } }))
+        .unwrap();
+        assert_eq!(
+            judge(&config, 200, br#"{"status":"ok"}"#),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            judge(&config, 409, b""),
+            Verdict::Duplicate("buyer: HTTP 409".into())
+        );
+    }
+
     #[test]
     fn long_answers_are_cut_at_a_character_boundary() {
         let long = "é".repeat(3000);
