@@ -410,7 +410,8 @@ impl CompiledContract {
 /// Timeouts and connection errors are the caller's.
 pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Result<RtbBid, Decline> {
     let rules = pricing.response_rules();
-    let answer = Answer::new(body, rules.format);
+    let body = Answer::decode(body, rules.format);
+    let answer = Answer::new(&body, rules.format);
     let stated = || {
         let reason = rules.reason.as_ref().and_then(|at| answer.text_at(at))?;
         Some(format!(

@@ -188,7 +188,8 @@ pub async fn deliver(
 /// class, else the answer's conditions, `duplicate` before `rejected` before `accepted`.
 pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
     let rules = config.response.rules(Call::Delivery);
-    let answer = Answer::new(body, rules.format);
+    let body = Answer::decode(body, rules.format);
+    let answer = Answer::new(&body, rules.format);
     // A number in the answer keeps its text (a reason or a code quoted exactly).
     let reason = || {
         let stated = rules.reason.as_ref().and_then(|at| answer.text_at(at));
@@ -437,6 +438,15 @@ mod tests {
         assert_eq!(
             verdict(r#"{"result":"success"}"#),
             Verdict::Failed("unreadable answer (not XML)".into())
+        );
+        // An answer in ISO-8859-1 is read as such.
+        assert_eq!(
+            judge(
+                &config,
+                200,
+                b"<PostResponse result=\"failure\"><Errors><Error>D\xe9j\xe0 vu</Error></Errors></PostResponse>"
+            ),
+            Verdict::Rejected("buyer: D\u{e9}j\u{e0} vu".into())
         );
     }
 

@@ -757,6 +757,16 @@ pub struct Answer<'a> {
 }
 
 impl<'a> Answer<'a> {
+    /// The body to read in `format`: an XML answer not in UTF-8 decoded (see
+    /// [`xml::decode`]); any other as it is.
+    pub fn decode(body: &[u8], format: Format) -> Cow<'_, [u8]> {
+        match format {
+            Format::Xml => xml::decode(body),
+            Format::Json | Format::Text => Cow::Borrowed(body),
+        }
+    }
+
+    /// An answer to read; an XML body must have been through [`Answer::decode`].
     pub fn new(body: &'a [u8], format: Format) -> Answer<'a> {
         Answer {
             body,

@@ -14,7 +14,17 @@ use roxmltree::{Document, Node, ParsingOptions};
 /// Most nodes an answer may have (a 64 KiB answer has fewer than this anyway).
 const MAX_NODES: u32 = 100_000;
 
-/// Parses an answer as XML (UTF-8, no DTD).
+/// An XML answer's bytes as UTF-8: as they are when they are UTF-8, else read as ISO-8859-1
+/// (the usual other encoding of XML answers; each byte is its own character).
+pub fn decode(body: &[u8]) -> Cow<'_, [u8]> {
+    if std::str::from_utf8(body).is_ok() {
+        return Cow::Borrowed(body);
+    }
+    let text: String = body.iter().map(|&b| char::from(b)).collect();
+    Cow::Owned(text.into_bytes())
+}
+
+/// Parses an answer as XML (UTF-8: see [`decode`]; no DTD).
 pub fn parse(body: &[u8]) -> Option<Document<'_>> {
     let text = std::str::from_utf8(body).ok()?;
     let options = ParsingOptions {
@@ -211,6 +221,16 @@ mod tests {
         ] {
             assert!(XmlPath::compile(path).is_err(), "{path}");
         }
+    }
+
+    #[test]
+    fn answers_not_in_utf8_are_read_as_latin_1() {
+        let body = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><r><m>D\xe9j\xe0 vendu</m></r>";
+        let decoded = decode(body);
+        let doc = parse(&decoded).unwrap();
+        let path = XmlPath::compile("/r/m").unwrap();
+        assert_eq!(path.find(&doc).as_deref(), Some("D\u{e9}j\u{e0} vendu"));
+        assert!(matches!(decode(b"<r/>"), Cow::Borrowed(_)));
     }
 
     #[test]
