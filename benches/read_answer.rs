@@ -6,6 +6,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use gavel::auction::{Pricing, RtbPricing, parse_rtb_answer};
 use gavel::buyers::delivery::{DeliveryConfig, judge};
+use gavel::money::{ExtraDecimals, Money};
 use serde_json::{Value, json};
 use std::hint::black_box;
 
@@ -57,6 +58,23 @@ fn read_answer(c: &mut Criterion) {
     let native_answer = br#"{"exclusive_bid": 40.125, "shared_bid": "12.50", "ref": "abc123"}"#;
     c.bench_function("read_answer/rtb_native_json", |b| {
         b.iter(|| parse_rtb_answer(200, black_box(native_answer), &native))
+    });
+    // The same reading as written before response rules (exact JSON, three pointers), for a
+    // side-by-side comparison in one run.
+    c.bench_function("read_answer/rtb_native_json_inline_baseline", |b| {
+        b.iter(|| {
+            let answer = gavel::exact_json::from_slice(black_box(native_answer)).unwrap();
+            let bid = |pointer: &str| {
+                answer
+                    .pointer(pointer)
+                    .map(|v| Money::from_json(v, ExtraDecimals::Truncate))
+            };
+            let reference = answer
+                .pointer("/ref")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (bid("/exclusive_bid"), bid("/shared_bid"), reference)
+        })
     });
 
     let json_rules = rtb(Some(json!({
