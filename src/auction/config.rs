@@ -563,11 +563,9 @@ impl Pricing {
                     ref_path: rtb.ref_path.as_deref(),
                     ..Legacy::default()
                 };
-                let mut response = std::mem::take(&mut rtb.response);
-                if let Err(found) = response.compile(Call::Rtb, &legacy, "/pricing") {
+                if let Err(found) = rtb.response.compile(Call::Rtb, &legacy, "/pricing") {
                     errors.extend(found);
                 }
-                rtb.response = response;
             }
         }
         if errors.is_empty() {

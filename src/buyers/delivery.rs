@@ -90,11 +90,12 @@ impl DeliveryConfig {
             reason_path: config.reason_path.as_deref(),
             ..Legacy::default()
         };
-        let mut response = std::mem::take(&mut config.response);
-        if let Err(found) = response.compile(Call::Delivery, &legacy, "/delivery") {
+        if let Err(found) = config
+            .response
+            .compile(Call::Delivery, &legacy, "/delivery")
+        {
             errors.extend(found);
         }
-        config.response = response;
         if errors.is_empty() {
             Ok(config)
         } else {
