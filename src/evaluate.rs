@@ -431,12 +431,14 @@ async fn ask_buyer(
         lead: &ping.lead,
         test: ping.test,
         tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
-        // The ping's sub-ids are not kept yet (h3 adds them): none for now.
-        names: ping
-            .campaign
-            .as_ref()
-            .map(CallNames::of)
-            .unwrap_or_default(),
+        names: CallNames {
+            sub_ids: ping.sub_ids.as_deref(),
+            ..ping
+                .campaign
+                .as_ref()
+                .map(CallNames::of)
+                .unwrap_or_default()
+        },
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
     let answer = match &reply {

@@ -64,7 +64,7 @@ pub fn rtb_call(outcome: &'static str, elapsed: Duration) {
     metrics::histogram!("gavel_rtb_duration_seconds").record(seconds(elapsed));
 }
 
-/// A delivery: `accepted`, `rejected` or `failed`.
+/// A delivery: `accepted`, `duplicate` (the buyer's own dedup), `rejected` or `failed`.
 pub fn delivery(outcome: &'static str, elapsed: Duration) {
     metrics::counter!("gavel_deliveries_total", "outcome" => outcome).increment(1);
     metrics::histogram!("gavel_delivery_duration_seconds").record(seconds(elapsed));

@@ -314,7 +314,7 @@ fn hollis_delivery(base: &str) -> Value {
                 "zip": "lead.zip",
                 "credit_grade": { "from": "lead.credit", "map": { "excellent": "A", "good": "B", "fair": "C" }, "map_default": "D" },
                 "tcpa_url": "consent.trustedform_cert_url",
-                "src": { "concat": [{ "value": "gavel-" }, "campaign.name"] },
+                "src": { "concat": [{ "value": "gavel-" }, "partner.name"] },
                 "lead_ref": "lead_id"
             }
         },
@@ -634,7 +634,11 @@ fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn xml_answer(body: String) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/xml")],
+        body,
+    )
+        .into_response()
 }
 
 static GRANITE_TOKENS: AtomicU64 = AtomicU64::new(0);

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::integration::response::{Call, Legacy, ResponseConfig, Rules};
 use crate::money::{MAX_CENTS, Money};
 
 use super::value::is_json_pointer;
@@ -385,12 +386,21 @@ pub struct RtbPricing {
     /// How the call is made (docs/buyer-integrations.md); absent: the native JSON body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<crate::integration::RequestConfig>,
+    /// How the answer is read (docs/buyer-integrations.md), compiled with the keys above by
+    /// [`Pricing::parse`].
+    #[serde(default, skip_serializing_if = "ResponseConfig::is_absent")]
+    pub response: ResponseConfig,
 }
 
 impl RtbPricing {
     /// The call's timeout: the contract's, or `default_ms` (the server's `rtb_timeout_ms`).
     pub fn timeout_ms_or(&self, default_ms: u32) -> u32 {
         self.timeout_ms.unwrap_or(default_ms)
+    }
+
+    /// How the buyer's answer is read.
+    pub fn response_rules(&self) -> &Rules {
+        self.response.rules(Call::Rtb)
     }
 
     /// JSON pointer of the exclusive bid in the answer.
@@ -495,7 +505,7 @@ mod optional_cents {
 impl Pricing {
     /// Parses and checks a `pricing` column; errors point under `/pricing`.
     pub fn parse(value: &Value) -> Result<Pricing, Vec<ConfigError>> {
-        let pricing: Pricing = from_json_at(value, "/pricing").map_err(|e| vec![e])?;
+        let mut pricing: Pricing = from_json_at(value, "/pricing").map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         let mut check_amount = |amount: Option<Money>, key: &str| {
             if let Some(amount) = amount
@@ -507,7 +517,7 @@ impl Pricing {
                 ));
             }
         };
-        match &pricing {
+        match &mut pricing {
             Pricing::Fixed(fixed) => {
                 check_amount(fixed.exclusive, "exclusive_cents");
                 check_amount(fixed.shared, "shared_cents");
@@ -553,6 +563,15 @@ impl Pricing {
                             "must be a JSON pointer such as /bid/amount",
                         ));
                     }
+                }
+                let legacy = Legacy {
+                    exclusive_bid_path: rtb.exclusive_bid_path.as_deref(),
+                    shared_bid_path: rtb.shared_bid_path.as_deref(),
+                    ref_path: rtb.ref_path.as_deref(),
+                    ..Legacy::default()
+                };
+                if let Err(found) = rtb.response.compile(Call::Rtb, &legacy, "/pricing") {
+                    errors.extend(found);
                 }
             }
         }

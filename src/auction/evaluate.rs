@@ -12,7 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::money::{ExtraDecimals, Money};
+use std::borrow::Cow;
+
+use crate::integration::response::{Answer, Locator, Outcome, Unreadable};
+use crate::money::Money;
 
 use super::caps::{CompiledCaps, PeriodUsage};
 use super::config::{ConfigError, Pricing, RtbPricing, SaleType, Status};
@@ -398,11 +401,40 @@ impl CompiledContract {
     }
 }
 
-/// Reads a buyer's RTB answer (SPEC §3.1): 204, or bids of 0 or absent → `rtb_no_bid`;
-/// another non-2xx status → `rtb_error`; a body that is not JSON, or a bid that is not a
-/// non-negative number or numeric string → `rtb_invalid`. Bids are read at the contract's
-/// pointers and truncated to the cent. Timeouts and connection errors are the caller's.
+/// Reads a buyer's RTB answer by the contract's response rules (docs/buyer-integrations.md,
+/// "RTB call: the bid"; without rules, SPEC §3.1): a `status` rule decides first; else 204
+/// is a no-bid and another non-2xx status `rtb_error`; a 2xx answer whose `no_bid` or
+/// `rejected` condition holds is `rtb_no_bid` with the buyer's reason; else bids of 0 or absent
+/// are `rtb_no_bid`, and an answer the format cannot parse, or a bid that is not a
+/// non-negative amount, `rtb_invalid`. Bids are read exactly and truncated to the cent.
+/// Timeouts and connection errors are the caller's.
 pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Result<RtbBid, Decline> {
+    let rules = pricing.response_rules();
+    let body = Answer::decode(body, rules.format);
+    let answer = Answer::new(&body, rules.format);
+    let stated = || {
+        let reason = rules.reason.as_ref().and_then(|at| answer.text_at(at))?;
+        Some(format!(
+            "buyer: {}",
+            crate::buyers::clean_text(&reason, MAX_BUYER_REASON)
+        ))
+    };
+    match rules.status(status) {
+        Some(Outcome::NoBid | Outcome::Rejected) => {
+            return Err(Decline {
+                reason: DeclineReason::RtbNoBid,
+                detail: Some(stated().unwrap_or_else(|| format!("HTTP {status}"))),
+            });
+        }
+        // Only an RTB call's outcomes pass the configuration's check: this is `error`.
+        Some(_) => {
+            return Err(Decline::with(
+                DeclineReason::RtbError,
+                format!("HTTP {status}"),
+            ));
+        }
+        None => {}
+    }
     if status == 204 {
         return Err(Decline::new(DeclineReason::RtbNoBid));
     }
@@ -412,18 +444,28 @@ pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Resul
             format!("HTTP {status}"),
         ));
     }
-    // Numbers an f64 would change are read as their text: a bid is exact, then truncated.
-    let answer: Value = crate::exact_json::from_slice(body)
-        .map_err(|_| Decline::with(DeclineReason::RtbInvalid, "the answer is not JSON"))?;
-    let exclusive = read_bid(&answer, pricing.exclusive_bid_path())?;
-    let shared = read_bid(&answer, pricing.shared_bid_path())?;
+    let unreadable = |what: Unreadable| {
+        Decline::with(DeclineReason::RtbInvalid, format!("the answer is {what}"))
+    };
+    for condition in [&rules.no_bid, &rules.rejected].into_iter().flatten() {
+        if answer.holds(condition).map_err(unreadable)? {
+            return Err(Decline {
+                reason: DeclineReason::RtbNoBid,
+                detail: stated(),
+            });
+        }
+    }
+    let exclusive = read_bid(&answer, rules.exclusive_bid.as_ref(), "exclusive_bid")?;
+    let shared = read_bid(&answer, rules.shared_bid.as_ref(), "shared_bid")?;
     if exclusive.is_none() && shared.is_none() {
         return Err(Decline::new(DeclineReason::RtbNoBid));
     }
-    let reference = match answer.pointer(pricing.ref_path()) {
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(Value::Number(number)) => Some(number.to_string()),
-        _ => None,
+    let reference = match &rules.reference {
+        Some(at) => answer
+            .find(at)
+            .map_err(unreadable)?
+            .and_then(|found| found.reference().map(Cow::into_owned)),
+        None => None,
     };
     Ok(RtbBid {
         exclusive,
@@ -432,24 +474,38 @@ pub fn parse_rtb_answer(status: u16, body: &[u8], pricing: &RtbPricing) -> Resul
     })
 }
 
-/// The bid at `path`: `None` when absent, `null` or zero.
-fn read_bid(answer: &Value, path: &str) -> Result<Option<Money>, Decline> {
-    let Some(value) = answer.pointer(path).filter(|v| !v.is_null()) else {
+/// Longest reason of a buyer's no-bid kept, in bytes.
+const MAX_BUYER_REASON: usize = 256;
+
+/// The bid at `locator` (the rule `key`): `None` when absent, `null`, empty or zero.
+fn read_bid(
+    answer: &Answer<'_>,
+    locator: Option<&Locator>,
+    key: &str,
+) -> Result<Option<Money>, Decline> {
+    let Some(locator) = locator else {
         return Ok(None);
     };
-    let bid = Money::from_json(value, ExtraDecimals::Truncate).map_err(|_| {
+    let found = answer.find(locator).map_err(|what| {
+        Decline::with(DeclineReason::RtbInvalid, format!("the answer is {what}"))
+    })?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let label = || locator.label(key);
+    let bid = found.amount().map_err(|_| {
         Decline::with(
             DeclineReason::RtbInvalid,
-            format!("{path} is not an amount"),
+            format!("{} is not an amount", label()),
         )
     })?;
-    if bid.is_negative() {
+    if bid.is_some_and(Money::is_negative) {
         return Err(Decline::with(
             DeclineReason::RtbInvalid,
-            format!("{path} is negative"),
+            format!("{} is negative", label()),
         ));
     }
-    Ok(Some(bid).filter(|b| *b > Money::ZERO))
+    Ok(bid.filter(|b| *b > Money::ZERO))
 }
 
 #[cfg(test)]
@@ -922,6 +978,228 @@ mod tests {
         assert_eq!(
             parse_rtb_answer(200, body, &pricing),
             bid(Some(4199), Some(999), Some("r-1"))
+        );
+    }
+
+    fn read_with(response: Value, status: u16, body: &str) -> Result<RtbBid, Decline> {
+        let pricing =
+            rtb_pricing(json!({"type": "rtb", "url": "https://b.example", "response": response}));
+        parse_rtb_answer(status, body.as_bytes(), &pricing)
+    }
+
+    #[test]
+    fn xml_rtb_answers_give_exact_decimal_bids() {
+        let response = json!({
+            "format": "xml",
+            "exclusive_bid": { "path": "/BidResponse/Bid[1]/Amount" },
+            "shared_bid": { "path": "/BidResponse/Bid[2]/Amount" },
+            "ref": { "path": "/BidResponse/@id" },
+            "no_bid": { "path": "/BidResponse/@status", "equals": "NoBid" },
+            "reason": { "path": "/BidResponse/Reason" }
+        });
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <b:BidResponse xmlns:b="urn:buyer" id="R-981" status="OK">
+              <b:Bid type="exclusive"><b:Amount>38.505</b:Amount></b:Bid>
+              <b:Bid type="shared"><b:Amount> 12.5 </b:Amount></b:Bid>
+            </b:BidResponse>"#;
+        assert_eq!(
+            read_with(response.clone(), 200, body),
+            bid(Some(3850), Some(1250), Some("R-981"))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse status="NoBid"><Reason>outside our area</Reason></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbNoBid,
+                "buyer: outside our area"
+            ))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount></Amount></Bid></BidResponse>"#
+            )
+            .unwrap_err()
+            .reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount>$40</Amount></Bid></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "exclusive_bid is not an amount"
+            ))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"<BidResponse><Bid><Amount>-1</Amount></Bid></BidResponse>"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "exclusive_bid is negative"
+            ))
+        );
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#),
+            Err(Decline::with(
+                DeclineReason::RtbInvalid,
+                "the answer is not XML"
+            ))
+        );
+    }
+
+    #[test]
+    fn json_rtb_rules_read_no_bids_and_string_amounts() {
+        let response = json!({
+            "exclusive_bid": { "path": "/bid/price" },
+            "ref": { "path": "/bid/id" },
+            "no_bid": { "path": "/status", "in": ["no_bid", "declined"] },
+            "rejected": { "path": "/error", "exists": true },
+            "reason": { "path": "/error" }
+        });
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"status":"ok","bid":{"price":"40.00","id":7}}"#
+            ),
+            bid(Some(4000), None, Some("7"))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"status":"declined","bid":{"price":"40.00"}}"#
+            ),
+            Err(Decline::new(DeclineReason::RtbNoBid))
+        );
+        assert_eq!(
+            read_with(
+                response.clone(),
+                200,
+                r#"{"error":"cap reached","bid":{"price":1}}"#
+            ),
+            Err(Decline::with(DeclineReason::RtbNoBid, "buyer: cap reached"))
+        );
+        // The default places are not read once a rule names the bid.
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#)
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+    }
+
+    #[test]
+    fn text_rtb_answers_are_read_by_regexes() {
+        let response = json!({
+            "format": "text",
+            "exclusive_bid": { "regex": "(?m)^price=([0-9.]+)$" },
+            "ref": { "regex": "ref=(\\S+)" },
+            "no_bid": { "regex": "^NOBID", "exists": true }
+        });
+        assert_eq!(
+            read_with(response.clone(), 200, "status=ok\nprice=12.5\nref=abc-1"),
+            bid(Some(1250), None, Some("abc-1"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 200, "NOBID")
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(response, 200, "whatever").unwrap_err().reason,
+            DeclineReason::RtbNoBid
+        );
+    }
+
+    #[test]
+    fn rtb_status_rules_decide_first() {
+        let response = json!({
+            "status": { "200": "no_bid", "404": "rejected", "409": "no_bid", "4xx": "error", "5xx": "no_bid" },
+            "reason": { "path": "/message" }
+        });
+        assert_eq!(
+            read_with(
+                response.clone(),
+                404,
+                r#"{"message":"no buyers for this zip"}"#
+            ),
+            Err(Decline::with(
+                DeclineReason::RtbNoBid,
+                "buyer: no buyers for this zip"
+            ))
+        );
+        assert_eq!(
+            read_with(response.clone(), 409, "not json"),
+            Err(Decline::with(DeclineReason::RtbNoBid, "HTTP 409"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 400, "{}"),
+            Err(Decline::with(DeclineReason::RtbError, "HTTP 400"))
+        );
+        assert_eq!(
+            read_with(response.clone(), 503, "{}").unwrap_err().reason,
+            DeclineReason::RtbNoBid
+        );
+        assert_eq!(
+            read_with(response, 200, r#"{"exclusive_bid": 40}"#)
+                .unwrap_err()
+                .reason,
+            DeclineReason::RtbNoBid
+        );
+        // Without a rule: 204 is a no-bid, another status an error.
+        let plain = json!({ "status": { "410": "no_bid" } });
+        assert_eq!(
+            read_with(plain.clone(), 204, "").unwrap_err(),
+            Decline::new(DeclineReason::RtbNoBid)
+        );
+        assert_eq!(
+            read_with(plain.clone(), 500, "").unwrap_err(),
+            Decline::with(DeclineReason::RtbError, "HTTP 500")
+        );
+        assert_eq!(
+            read_with(plain, 200, r#"{"shared_bid": "9.999"}"#),
+            bid(None, Some(999), None)
+        );
+    }
+
+    #[test]
+    fn rtb_rule_errors_point_into_pricing_response() {
+        let errors = |value: Value| -> Vec<String> {
+            Pricing::parse(&value)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.pointer)
+                .collect()
+        };
+        assert_eq!(
+            errors(
+                json!({"type": "rtb", "url": "https://b.example", "exclusive_bid_path": "/x",
+                          "response": { "exclusive_bid": { "path": "/y" } }})
+            ),
+            ["/pricing/exclusive_bid_path"]
+        );
+        assert_eq!(
+            errors(json!({"type": "rtb", "url": "https://b.example",
+                          "response": { "format": "text", "shared_bid": { "path": "/y" } }})),
+            ["/pricing/response/shared_bid/path"]
+        );
+        assert_eq!(
+            errors(json!({"type": "rtb", "url": "https://b.example",
+                          "response": { "status": { "204": "duplicate" } }})),
+            ["/pricing/response/status/204"]
         );
     }
 

@@ -38,4 +38,4 @@ pub use schema::{
     normalize_email, normalize_phone, validate_ping, validate_post,
 };
 pub use select::{Bid, Loser, RtbCandidate, Selection, Winner, rtb_calls, select};
-pub use value::pointer_token;
+pub use value::{is_json_pointer, pointer_token};

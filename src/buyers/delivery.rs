@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Exchange;
 use crate::auction::{ConfigError, SaleType};
+use crate::integration::response::{Answer, Call, Legacy, Outcome, ResponseConfig, Unreadable};
 use crate::integration::{CallContext, CallNames, RenderError, Rendered, RequestConfig};
 use crate::money::Money;
 
@@ -32,6 +33,10 @@ pub struct DeliveryConfig {
     /// How the call is made (docs/buyer-integrations.md); absent: the native JSON body.
     #[serde(default)]
     pub request: Option<crate::integration::RequestConfig>,
+    /// How the answer is read (docs/buyer-integrations.md), compiled with `accept` and
+    /// `reason_path` by [`DeliveryConfig::parse`].
+    #[serde(default)]
+    pub response: ResponseConfig,
 }
 
 /// The sale is accepted only if the JSON value at `path` equals `equals`.
@@ -45,7 +50,7 @@ pub struct AcceptRule {
 impl DeliveryConfig {
     /// Reads a `delivery` column; errors point under `/delivery`.
     pub fn parse(value: &Value) -> Result<DeliveryConfig, Vec<ConfigError>> {
-        let config: DeliveryConfig = serde_json::from_value(value.clone()).map_err(|e| {
+        let mut config: DeliveryConfig = serde_json::from_value(value.clone()).map_err(|e| {
             vec![ConfigError::new(
                 "/delivery",
                 crate::auction::shape_error(&e),
@@ -86,6 +91,17 @@ impl DeliveryConfig {
                     "must be a JSON pointer such as /status",
                 ));
             }
+        }
+        let legacy = Legacy {
+            accept: config.accept.as_ref().map(|a| (a.path.as_str(), &a.equals)),
+            reason_path: config.reason_path.as_deref(),
+            ..Legacy::default()
+        };
+        if let Err(found) = config
+            .response
+            .compile(Call::Delivery, &legacy, "/delivery")
+        {
+            errors.extend(found);
         }
         if errors.is_empty() {
             Ok(config)
@@ -148,6 +164,8 @@ pub fn render(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
+    /// The buyer has this consumer already (its own dedup): the sale ends `duplicate`.
+    Duplicate(String),
     /// The buyer read the lead and declined it (a readable 2xx or 4xx answer).
     Rejected(String),
     /// No usable answer: timeout, connection error, 5xx, unreadable answer.
@@ -218,39 +236,54 @@ pub async fn deliver(
     }
 }
 
-/// Reads a buyer's answer by the contract's rule (SPEC §3.2).
+/// Reads a buyer's answer by the contract's response rules (docs/buyer-integrations.md,
+/// "Delivery: the verdict"; without rules, SPEC §3.2): a `status` rule, else the status's
+/// class, else the answer's conditions, `duplicate` before `rejected` before `accepted`.
 pub fn judge(config: &DeliveryConfig, status: u16, body: &[u8]) -> Verdict {
-    if !(200..500).contains(&status) {
-        return Verdict::Failed(format!("buyer answered HTTP {status}"));
-    }
+    let rules = config.response.rules(Call::Delivery);
+    let body = Answer::decode(body, rules.format);
+    let answer = Answer::new(&body, rules.format);
     // A number in the answer keeps its text (a reason or a code quoted exactly).
-    let json: Option<Value> = crate::exact_json::from_slice(body).ok();
     let reason = || {
-        let stated = config
-            .reason_path
-            .as_deref()
-            .and_then(|pointer| json.as_ref()?.pointer(pointer))
-            .map(|value| match value {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            });
+        let stated = rules.reason.as_ref().and_then(|at| answer.text_at(at));
         format!(
             "buyer: {}",
             truncate(&stated.unwrap_or_else(|| format!("HTTP {status}")))
         )
     };
+    if let Some(outcome) = rules.status(status) {
+        return match outcome {
+            Outcome::Accepted => Verdict::Accepted,
+            Outcome::Duplicate => Verdict::Duplicate(reason()),
+            Outcome::Rejected => Verdict::Rejected(reason()),
+            // Only a delivery's verdicts pass the configuration's check.
+            _ => Verdict::Failed(reason()),
+        };
+    }
+    if !(200..500).contains(&status) {
+        return Verdict::Failed(format!("buyer answered HTTP {status}"));
+    }
     // A redirect or a client error is the buyer's considered answer: not this lead.
     if status >= 300 {
         return Verdict::Rejected(reason());
     }
-    match &config.accept {
-        None => Verdict::Accepted,
-        Some(rule) => match &json {
-            None => Verdict::Failed("unreadable answer (not JSON)".to_owned()),
-            Some(answer) if answer.pointer(&rule.path) == Some(&rule.equals) => Verdict::Accepted,
-            Some(_) => Verdict::Rejected(reason()),
-        },
-    }
+    let read = || -> Result<Verdict, Unreadable> {
+        let holds = |condition: &Option<_>| match condition {
+            Some(condition) => answer.holds(condition).map(Some),
+            None => Ok(None),
+        };
+        if holds(&rules.duplicate)? == Some(true) {
+            return Ok(Verdict::Duplicate(reason()));
+        }
+        if holds(&rules.rejected)? == Some(true) {
+            return Ok(Verdict::Rejected(reason()));
+        }
+        Ok(match holds(&rules.accepted)? {
+            Some(false) => Verdict::Rejected(reason()),
+            Some(true) | None => Verdict::Accepted,
+        })
+    };
+    read().unwrap_or_else(|unreadable| Verdict::Failed(format!("unreadable answer ({unreadable})")))
 }
 
 /// At most `MAX_STORED_ANSWER` bytes of a buyer's text, safe to store.
@@ -343,6 +376,188 @@ mod tests {
                 "/delivery/headers/Authorization",
                 "/delivery/headers/Transfer-Encoding"
             ]
+        );
+    }
+
+    fn rules(response: serde_json::Value) -> DeliveryConfig {
+        DeliveryConfig::parse(
+            &json!({ "url": "https://buyer.example/leads", "response": response }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicate_comes_before_rejected_before_accepted() {
+        let config = rules(json!({
+            "accepted": { "path": "/status", "in": ["ok", "accepted"] },
+            "duplicate": { "path": "/dup", "equals": true },
+            "rejected": { "path": "/error", "exists": true },
+            "reason": { "path": "/message" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(
+            verdict(r#"{"status":"ok","dup":true,"error":"x","message":"seen it"}"#),
+            Verdict::Duplicate("buyer: seen it".into())
+        );
+        assert_eq!(
+            verdict(r#"{"status":"ok","dup":"true","error":"x"}"#),
+            Verdict::Duplicate("buyer: HTTP 200".into())
+        );
+        assert_eq!(
+            verdict(r#"{"status":"ok","error":"x","message":"outside our area"}"#),
+            Verdict::Rejected("buyer: outside our area".into())
+        );
+        assert_eq!(verdict(r#"{"status":"accepted"}"#), Verdict::Accepted);
+        assert_eq!(
+            verdict(r#"{"status":"maybe","message":"hmm"}"#),
+            Verdict::Rejected("buyer: hmm".into())
+        );
+        assert_eq!(
+            verdict("<ok/>"),
+            Verdict::Failed("unreadable answer (not JSON)".into())
+        );
+        // Without an accepted condition, a 2xx answer no other condition holds for is accepted.
+        let config = rules(json!({ "rejected": { "path": "/error", "exists": true } }));
+        assert_eq!(judge(&config, 200, br#"{"id":1}"#), Verdict::Accepted);
+    }
+
+    #[test]
+    fn status_rules_decide_before_the_answer() {
+        let config = rules(json!({
+            "status": { "409": "duplicate", "4xx": "rejected", "5xx": "failed", "202": "accepted" },
+            "accepted": { "path": "/status", "equals": "ok" },
+            "reason": { "path": "/message" }
+        }));
+        assert_eq!(
+            judge(&config, 409, br#"{"message":"already sold to us"}"#),
+            Verdict::Duplicate("buyer: already sold to us".into())
+        );
+        assert_eq!(
+            judge(&config, 404, b""),
+            Verdict::Rejected("buyer: HTTP 404".into())
+        );
+        assert_eq!(
+            judge(&config, 502, br#"{"message":"down"}"#),
+            Verdict::Failed("buyer: down".into())
+        );
+        assert_eq!(judge(&config, 202, b"queued"), Verdict::Accepted);
+        assert_eq!(
+            judge(&config, 200, br#"{"status":"no"}"#),
+            Verdict::Rejected("buyer: HTTP 200".into())
+        );
+        // Statuses without a rule read as SPEC §3.2 says.
+        assert_eq!(
+            judge(&config, 302, b""),
+            Verdict::Rejected("buyer: HTTP 302".into())
+        );
+        let plain = rules(json!({ "status": { "409": "duplicate" } }));
+        assert_eq!(
+            judge(&plain, 503, b""),
+            Verdict::Failed("buyer answered HTTP 503".into())
+        );
+        assert_eq!(
+            judge(&plain, 409, b""),
+            Verdict::Duplicate("buyer: HTTP 409".into())
+        );
+    }
+
+    #[test]
+    fn xml_answers_are_judged_by_element_paths() {
+        let config = rules(json!({
+            "format": "xml",
+            "accepted": { "path": "/PostResponse/@result", "equals": "success" },
+            "duplicate": { "path": "/PostResponse/Errors/Error[1]/@code", "equals": "DUP" },
+            "reason": { "path": "/PostResponse/Errors/Error" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(
+            verdict(
+                r#"<?xml version="1.0"?><PostResponse result="success"><LeadId>9</LeadId></PostResponse>"#
+            ),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            verdict(
+                r#"<PostResponse result="failure"><Errors><Error code="DUP">Duplicate lead</Error></Errors></PostResponse>"#
+            ),
+            Verdict::Duplicate("buyer: Duplicate lead".into())
+        );
+        assert_eq!(
+            verdict(
+                r#"<ns:PostResponse xmlns:ns="urn:b" result="failure"><ns:Errors><ns:Error code="ZIP">Bad &lt;zip&gt;</ns:Error></ns:Errors></ns:PostResponse>"#
+            ),
+            Verdict::Rejected("buyer: Bad <zip>".into())
+        );
+        assert_eq!(
+            verdict(r#"{"result":"success"}"#),
+            Verdict::Failed("unreadable answer (not XML)".into())
+        );
+        // An answer in ISO-8859-1 is read as such.
+        assert_eq!(
+            judge(
+                &config,
+                200,
+                b"<PostResponse result=\"failure\"><Errors><Error>D\xe9j\xe0 vu</Error></Errors></PostResponse>"
+            ),
+            Verdict::Rejected("buyer: D\u{e9}j\u{e0} vu".into())
+        );
+    }
+
+    #[test]
+    fn text_answers_are_judged_by_regexes() {
+        // A condition needs a test.
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x", "response": {
+            "format": "text", "accepted": { "regex": "^ok" } } }))
+        .unwrap_err();
+        assert_eq!(errors[0].pointer, "/delivery/response/accepted");
+        let config = rules(json!({
+            "format": "text",
+            "accepted": { "regex": "^(?i)accepted", "exists": true },
+            "duplicate": { "regex": "^DUPLICATE", "exists": true },
+            "rejected": { "regex": "^result=(\\w+)", "in": ["rejected", "error"] },
+            "reason": { "regex": "reason=([^&]+)" }
+        }));
+        let verdict = |body: &str| judge(&config, 200, body.as_bytes());
+        assert_eq!(verdict("Accepted|lead 42"), Verdict::Accepted);
+        assert_eq!(
+            verdict("DUPLICATE reason=seen"),
+            Verdict::Duplicate("buyer: seen".into())
+        );
+        assert_eq!(
+            verdict("result=rejected&reason=outside our area"),
+            Verdict::Rejected("buyer: outside our area".into())
+        );
+        assert_eq!(
+            verdict("result=pending"),
+            Verdict::Rejected("buyer: HTTP 200".into())
+        );
+    }
+
+    #[test]
+    fn the_older_keys_beside_their_response_rules_are_refused() {
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "accept": { "path": "/status", "equals": "ok" },
+            "reason_path": "/message",
+            "response": { "accepted": { "path": "/s", "equals": "ok" }, "reason": { "regex": "(.*)" } } }))
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/delivery/accept", "/delivery/reason_path"]);
+        let errors = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "response": { "accepted": { "regex": "([a-z]+", "equals": "ok" } } }))
+        .unwrap_err();
+        assert_eq!(errors[0].pointer, "/delivery/response/accepted/regex");
+        // The older keys alone, or with other rules, keep working.
+        let config = DeliveryConfig::parse(&json!({ "url": "https://x",
+            "accept": { "path": "/status", "equals": "ok" },
+            "response": { "status": { "409": "duplicate" } } }))
+        .unwrap();
+        assert_eq!(
+            judge(&config, 200, br#"{"status":"ok"}"#),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            judge(&config, 409, b""),
+            Verdict::Duplicate("buyer: HTTP 409".into())
         );
     }
 

@@ -5,6 +5,7 @@
 pub mod delivery;
 pub mod outbound;
 pub mod rtb;
+pub mod trial;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub async fn post_json<T: Serialize>(
     for (name, value) in headers {
         call = call.header(name, value);
     }
-    exchange(call, timeout).await
+    exchange(call, timeout, false).await.0
 }
 
 /// Sends a request rendered by the contract's `request` template (method, URL with its query,
@@ -62,10 +63,32 @@ pub async fn send_rendered(
     headers: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Exchange {
-    let url = match checked_url(http, &rendered.url) {
-        Ok(url) => url,
-        Err(refused) => return refused,
-    };
+    match rendered_call(http, rendered, headers) {
+        Ok(call) => exchange(call, timeout, false).await.0,
+        Err(refused) => refused,
+    }
+}
+
+/// [`send_rendered`] for the operator's test of a contract: marked with the header
+/// `Gavel-Test: true`, and the answer's headers kept.
+pub async fn send_trial(
+    http: &Outbound,
+    rendered: Rendered,
+    headers: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> (Exchange, Vec<(String, String)>) {
+    match rendered_call(http, rendered, headers) {
+        Ok(call) => exchange(call.header(trial::TEST_HEADER, "true"), timeout, true).await,
+        Err(refused) => (refused, Vec::new()),
+    }
+}
+
+fn rendered_call(
+    http: &Outbound,
+    rendered: Rendered,
+    headers: &BTreeMap<String, String>,
+) -> Result<reqwest::RequestBuilder, Exchange> {
+    let url = checked_url(http, &rendered.url)?;
     let mut call = http.client().request(rendered.method, url);
     for (name, value) in headers {
         call = call.header(name, value);
@@ -80,7 +103,7 @@ pub async fn send_rendered(
         }
         call = call.body(body);
     }
-    exchange(call.headers(own), timeout).await
+    Ok(call.headers(own))
 }
 
 /// `url` parsed and checked against the outbound address policy (the client does not resolve
@@ -94,22 +117,42 @@ fn checked_url(http: &Outbound, url: &str) -> Result<reqwest::Url, Exchange> {
     Ok(url)
 }
 
-/// Sends `call` and reads the answer, all within `timeout`.
-async fn exchange(call: reqwest::RequestBuilder, timeout: Duration) -> Exchange {
+/// Sends `call` and reads the answer, all within `timeout`; the answer's headers too for a
+/// trial (the auction's calls never read them: `HeaderMap` is not copied then).
+async fn exchange(
+    call: reqwest::RequestBuilder,
+    timeout: Duration,
+    keep_headers: bool,
+) -> (Exchange, Vec<(String, String)>) {
     let exchange = async {
         let response = call.send().await?;
         let status = response.status().as_u16();
-        Ok::<_, reqwest::Error>((status, read_answer(response).await?))
+        let headers = if keep_headers {
+            response
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok::<_, reqwest::Error>((status, headers, read_answer(response).await?))
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, Some(body)))) => Exchange::Answer { status, body },
-        Ok(Ok((status, None))) => Exchange::TooLarge { status },
-        Ok(Err(error)) if error.is_timeout() => Exchange::TimedOut,
-        Ok(Err(error)) => Exchange::Failed(match outbound::refusal_in(&error) {
-            Some(refused) => refused.to_string(),
-            None => error.without_url().to_string(),
-        }),
-        Err(_) => Exchange::TimedOut,
+        Ok(Ok((status, headers, Some(body)))) => (Exchange::Answer { status, body }, headers),
+        Ok(Ok((status, headers, None))) => (Exchange::TooLarge { status }, headers),
+        Ok(Err(error)) if error.is_timeout() => (Exchange::TimedOut, Vec::new()),
+        Ok(Err(error)) => (
+            Exchange::Failed(match outbound::refusal_in(&error) {
+                Some(refused) => refused.to_string(),
+                None => error.without_url().to_string(),
+            }),
+            Vec::new(),
+        ),
+        Err(_) => (Exchange::TimedOut, Vec::new()),
     }
 }
 

@@ -267,12 +267,15 @@ async fn settle_one(
         test: posted.test,
         lead: &posted.lead,
         consent: &posted.consent,
-        // The post's sub-ids are not kept yet (h3 adds them): none for now.
-        names: CallNames::of(&posted.campaign),
+        names: CallNames {
+            sub_ids: posted.sub_ids.as_deref(),
+            ..CallNames::of(&posted.campaign)
+        },
     };
     let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
     let (verdict, reason) = match &delivered.verdict {
         Verdict::Accepted => (BuyerVerdict::Accepted, None),
+        Verdict::Duplicate(reason) => (BuyerVerdict::Duplicate, Some(reason.as_str())),
         Verdict::Rejected(reason) => (BuyerVerdict::Rejected, Some(reason.as_str())),
         Verdict::Failed(reason) => (BuyerVerdict::Failed, Some(reason.as_str())),
     };
@@ -334,7 +337,9 @@ async fn settle_one(
         let interrupted = || Some(INTERRUPTED.to_owned());
         Ok(match found {
             Some((SaleStatus::Sold, _)) => result(bid, SaleStatus::Sold, None),
-            Some((SaleStatus::Rejected, reason)) => result(bid, SaleStatus::Rejected, reason),
+            Some((status @ (SaleStatus::Rejected | SaleStatus::Duplicate), reason)) => {
+                result(bid, status, reason)
+            }
             Some((_, reason)) => result(bid, SaleStatus::Failed, reason.or_else(interrupted)),
             None => result(bid, SaleStatus::Failed, interrupted()),
         })

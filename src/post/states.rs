@@ -31,6 +31,8 @@ text_codes! {
     #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum BuyerVerdict {
         Accepted,
+        /// The buyer has this consumer already (its own dedup).
+        Duplicate,
         Rejected,
         Failed,
     }
@@ -70,11 +72,12 @@ text_codes! {
 }
 
 impl BuyerVerdict {
-    /// The status a sale with this verdict is settled in: sold, or released as rejected or
-    /// failed.
+    /// The status a sale with this verdict is settled in: sold, or released as duplicate,
+    /// rejected or failed.
     pub fn settles_as(self) -> SaleStatus {
         match self {
             Self::Accepted => SaleStatus::Sold,
+            Self::Duplicate => SaleStatus::Duplicate,
             Self::Rejected => SaleStatus::Rejected,
             Self::Failed => SaleStatus::Failed,
         }
@@ -98,5 +101,7 @@ mod tests {
             "\"not_accepted\""
         );
         assert!("settling".parse::<PostStatus>().is_err());
+        assert_eq!(BuyerVerdict::Duplicate.as_str(), "duplicate");
+        assert_eq!(BuyerVerdict::Duplicate.settles_as(), SaleStatus::Duplicate);
     }
 }

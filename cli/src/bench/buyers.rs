@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use axum::extract::State;
-use axum::{Form, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Form, Json};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -157,7 +157,7 @@ fn templated_rtb(buyers: SocketAddr, timeout_ms: u32) -> Value {
                 "OwnsHome": { "from": "lead.homeowner", "map": { "true": "Y", "false": "N" }, "default": "U" },
                 "CreditTier": { "from": "lead.credit", "map": { "excellent": "A", "good": "B", "fair": "C" }, "map_default": "D" },
                 "Test": { "from": "test", "transform": ["string", "upper"] },
-                "Source": { "concat": [{ "value": "gavel-" }, "campaign.name"] }
+                "Source": { "concat": [{ "value": "gavel-" }, "partner.name"] }
             }
         },
         "response": {

@@ -20,6 +20,7 @@ mod ops;
 mod outbound;
 mod ping;
 mod post;
+mod responses;
 mod schema;
 mod secrets;
 mod settle;

@@ -1,7 +1,7 @@
 //! The admin API (SPEC §6), scoped to the admin key's tenant: another tenant's id is 404.
 //!
 //! `config`: the configuration resources; `books`: funds and the ledger; `inspect`: caps and
-//! leads; `reports`: the summary; here: the auction of a ping, the sales list, and paging.
+//! leads; `reports`: the summary; `trial`: a contract's call tried by the operator; here: the auction of a ping, the sales list, and paging.
 
 mod books;
 pub(crate) mod config;
@@ -10,6 +10,7 @@ pub(crate) mod input;
 mod inspect;
 mod outbound;
 mod reports;
+mod trial;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(books::router())
         .merge(inspect::router())
         .merge(reports::router())
+        .merge(trial::router())
         .routes(routes!(ping_view))
         .routes(routes!(list_sales))
 }

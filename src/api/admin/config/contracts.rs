@@ -110,6 +110,7 @@ impl Resource for Contract {
         let ContractValues {
             offer_id,
             schedule,
+            pricing,
             delivery,
             filters,
             ..
@@ -132,8 +133,8 @@ impl Resource for Contract {
                         input.extend(errors);
                     }
                     input.extend(crate::integration::check_contract_requests(
-                        &pricing,
-                        Some(&delivery),
+                        pricing,
+                        Some(delivery),
                         &schema,
                     ));
                 }
