@@ -3,8 +3,9 @@
 //! rendered for a lead as every sale does. Run with `cargo bench --bench render`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gavel::auction::{CompiledSchema, SaleType};
+use gavel::auction::{CompiledSchema, Pricing, SaleType};
 use gavel::buyers::delivery::{DeliveryConfig, DeliveryRequest, render};
+use gavel::buyers::rtb::BidRequest;
 use gavel::integration::{CallNames, Named};
 use gavel::money::Money;
 use serde_json::{Value, json};
@@ -88,6 +89,34 @@ fn bench(c: &mut Criterion) {
     let native_body = || serde_json::to_vec(&request).expect("serializable");
     c.bench_function("render/delivery_native_json", |b| {
         b.iter(|| black_box(native_body()))
+    });
+    // The RTB call at the ping (30 buyers a ping): a short PII-free template.
+    let Value::Object(ping_lead) =
+        json!({ "state": "TX", "zip": "75001", "age": 42, "credit": "good", "dob": "1980-02-29" })
+    else {
+        unreachable!("an object literal")
+    };
+    let Pricing::Rtb(rtb) = Pricing::parse(&json!({ "type": "rtb", "url": "https://buyer.example/bid",
+        "request": { "template": "{\"zip\": {{ lead.zip }}, \"state\": {{ lead.state }}, \"age\": {{ lead.age }}, \
+            \"credit\": {{ lead.credit }}, \"ping\": {{ ping_id }}, \"tmax\": {{ tmax_ms }}}" } }))
+    .expect("a valid pricing") else {
+        unreachable!("rtb pricing")
+    };
+    let bid_request = BidRequest {
+        ping_id: Uuid::now_v7(),
+        offer: "auto-insurance",
+        sale_types: &[SaleType::Exclusive, SaleType::Shared],
+        lead: &ping_lead,
+        test: false,
+        tmax_ms: 200,
+        names: request.names,
+    };
+    let rtb_request = rtb.request.as_ref().expect("a request");
+    c.bench_function("render/rtb_template", |b| {
+        b.iter(|| {
+            gavel::buyers::rtb::render(black_box(rtb_request), &rtb.url, black_box(&bid_request))
+                .expect("renders")
+        })
     });
     for (name, config) in [("field_map", &field_map), ("template", &template)] {
         let spec = config.request.as_ref().expect("a request");
