@@ -550,6 +550,23 @@ curl -s {base}/v1/post -H 'content-type: application/json' \
                    "text": "By clicking Submit I agree to be contacted.",
                    "consented_at": "2026-11-25T17:04:12Z", "ip": "203.0.113.7"}}}}'; echo
 
+See the whole auction of that ping: every contract's outcome and reason, the bids, and the
+buyers' own answers:
+
+curl -s {base}/v1/admin/pings/$PING_ID -H 'Authorization: Bearer {admin_key}'; echo
+
+Granite Auto Group and Hollis Insurance Agency have their own APIs, set up with request
+templates and response rules (docs/buyer-integrations.md): Granite bids and takes leads in
+XML, Hollis takes a form post and answers a line of text. Render a delivery to Hollis, send
+it marked as a test, and see how its answer is read (nothing is sold or charged):
+
+curl -s {base}/v1/admin/contracts/{hollis}/test -H 'content-type: application/json' \
+  -H 'Authorization: Bearer {admin_key}' \
+  -d '{{"call": "delivery", "send": true,
+       "lead": {{"state": "TX", "zip": "75001", "credit": "good", "first_name": "Ada",
+                "last_name": "Lovelace", "email": "ada@example.com", "phone": "2145550123"}},
+       "consent": {{"trustedform_cert_url": "https://cert.trustedform.com/demo"}}}}'; echo
+
 Stop with Ctrl-C. Run `{command}` again for new keys (these stop working then); the demo's
 data is kept in .gavel/ (delete that directory to start afresh).
 "#,
@@ -559,6 +576,7 @@ data is kept in .gavel/ (delete that directory to start afresh).
         tenant_name = DEMO_TENANT_NAME,
         admin_key = seeded.admin_key,
         posting_key = seeded.posting_key,
+        hollis = demo_id("contract/hollis"),
     )
 }
 

@@ -817,10 +817,10 @@ mod tests {
         assert_eq!(sent["consent"], "I agree & <ok>");
 
         let rendered = render(json!({ "format": "xml",
-            "template": "<lead><n>{{ lead.first_name }}</n><l>{{ lead.last_name|upper }}</l><d>{{ lead.dob|date('%d.%m.%Y') }}</d></lead>" }));
+            "template": "<lead><n>{{ lead.first_name }}</n><l>{{ lead.last_name|upper }}</l><d>{{ lead.dob|date('%d.%m.%Y') }}</d><t>{{ test }}</t></lead>" }));
         assert_eq!(
             body(&rendered),
-            "<lead><n>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</n><l>O&apos;BRIEN&#10;LINE2 É ☃</l><d>29.02.1980</d></lead>"
+            "<lead><n>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</n><l>O&apos;BRIEN&#10;LINE2 É ☃</l><d>29.02.1980</d><t>true</t></lead>"
         );
 
         let rendered = render(json!({ "format": "form",

@@ -53,6 +53,9 @@ fn escape_name(format: Format) -> &'static str {
 fn plain(value: &Value) -> String {
     if value.is_undefined() || value.is_none() {
         String::new()
+    } else if value.kind() == minijinja::value::ValueKind::Bool {
+        // As JSON, forms and XML write it (minijinja's own text is Python's `True`).
+        value.is_true().to_string()
     } else if let Some(text) = value.as_str() {
         text.to_owned()
     } else {

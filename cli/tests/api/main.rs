@@ -26,3 +26,4 @@ mod secrets;
 mod settle;
 mod snapshots;
 mod templates;
+mod trial;

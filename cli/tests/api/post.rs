@@ -932,9 +932,45 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
         .await
         .unwrap();
     let stdout = crate::harness::successful_stdout(&output);
-    let answer: Value =
-        serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|_| panic!("{stdout}"));
+    // The ping, the post, the ping's auction and the test delivery each print one JSON line.
+    let printed: Vec<Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("{stdout}")))
+        .collect();
+    assert_eq!(printed.len(), 4, "{stdout}");
+    let answer = &printed[1];
     assert_eq!(answer["status"], "sold", "{answer}");
+    // Granite (XML bids, XML delivery) outbids the others for a good-credit lead, and takes it.
+    let auction = &printed[2];
+    let granite = gavel_cli::demo::demo_id("contract/granite").to_string();
+    let outcome = auction["contracts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["contract_id"] == granite.as_str())
+        .unwrap_or_else(|| panic!("{auction}"));
+    assert_eq!(outcome["outcome"], "won", "{auction}");
+    assert_eq!(outcome["sale"]["status"], "sold", "{auction}");
+    assert!(
+        outcome["sale"]["buyer_response"]
+            .as_str()
+            .is_some_and(|r| r.contains("<status>accepted</status>")),
+        "{auction}"
+    );
+    // Hollis's test delivery: a form post, read as accepted from its line of text.
+    let trial = &printed[3];
+    assert_eq!(trial["sent"], true, "{trial}");
+    let body = trial["request"]["body"].as_str().unwrap();
+    assert!(
+        body.contains("phone10=2145550123") && body.contains("credit_grade=B"),
+        "{trial}"
+    );
+    assert!(
+        trial["answer"]["body"].as_str().unwrap().starts_with("OK "),
+        "{trial}"
+    );
+    assert_eq!(trial["reading"]["outcome"], "accepted", "{trial}");
 
     let charged: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ledger_entries WHERE tenant_id = $1 AND account = 'buyer' AND kind = 'sale'",
