@@ -128,7 +128,7 @@ async fn seeding_twice_leaves_one_demo_tenant_funded_once_with_fresh_keys(pool: 
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(urls.len(), 8);
+    assert_eq!(urls.len(), 11);
     assert!(
         urls.iter()
             .all(|u| u.starts_with("http://127.0.0.1:9999/demo/buyers/")),

@@ -20,7 +20,7 @@ use super::input::{Input, read_money};
 use super::parse_id;
 use crate::api::Problem;
 use crate::api::extract::{AdminTenant, JsonObject};
-use crate::api::partner::lead_problem;
+use crate::api::partner::{lead_problem, parse_sub_ids};
 use crate::app::AppState;
 use crate::auction::{Pricing, SaleType, validate_ping, validate_post};
 use crate::buyers::trial::{self, Reading, ShownAnswer, TrialCall, TrialInput};
@@ -130,7 +130,6 @@ async fn test_contract(
     let empty = Map::new();
     let lead = object(&mut input, "lead", true).unwrap_or(&empty);
     let consent = object(&mut input, "consent", false).unwrap_or(&empty);
-    let sub_ids = object(&mut input, "sub_ids", false);
     let send = match input.value("send") {
         None => false,
         Some(Value::Bool(send)) => *send,
@@ -174,6 +173,8 @@ async fn test_contract(
         }
     };
     input.finish().map_err(Problem::invalid_config)?;
+    // Checked as a partner's are (at most 10 short strings).
+    let sub_ids = parse_sub_ids(body.get("sub_ids").cloned())?;
     let checked = match call {
         TrialCall::Rtb => validate_ping(&offer.schema, lead),
         TrialCall::Delivery => validate_post(&offer.schema, lead),
@@ -197,7 +198,7 @@ async fn test_contract(
             name: "",
         }),
         partner,
-        sub_ids,
+        sub_ids: sub_ids.as_ref(),
         schema: Some(&offer.schema),
     };
     let settings = &state.settings;
