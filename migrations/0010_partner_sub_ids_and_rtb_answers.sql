@@ -8,7 +8,8 @@ ALTER TABLE posting_log ADD COLUMN sub_ids jsonb;
 
 -- Element i is contract i's (as every other array of the row): the buyer's HTTP status and
 -- its answer (at most 4096 bytes, no NUL). Both arrays are NULL for a ping none of whose
--- declines kept an answer (most pings): nothing is written for them.
+-- declines kept an answer (no RTB buyer declined by its own answer: fixed-price offers, and
+-- pings whose RTB buyers all bid): nothing is written for them.
 ALTER TABLE distribution_declines ADD COLUMN rtb_http_statuses integer[], ADD COLUMN rtb_responses text[];
 -- New rows only: every existing row has NULL arrays, which satisfy it.
 ALTER TABLE distribution_declines ADD CONSTRAINT distribution_declines_answers CHECK (

@@ -431,13 +431,13 @@ async fn ask_buyer(
         lead: &ping.lead,
         test: ping.test,
         tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
-        names: CallNames {
-            sub_ids: ping.sub_ids.as_deref(),
-            ..ping
-                .campaign
-                .as_ref()
-                .map(CallNames::of)
-                .unwrap_or_default()
+        // Only a `request` template reads the names: none looked up for a native call.
+        names: match (&pricing.request, &ping.campaign) {
+            (Some(_), Some(campaign)) => CallNames {
+                sub_ids: ping.sub_ids.as_deref(),
+                ..CallNames::of(campaign)
+            },
+            _ => CallNames::default(),
         },
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;

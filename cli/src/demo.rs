@@ -322,7 +322,7 @@ fn hollis_delivery(base: &str) -> Value {
             "format": "text",
             "accepted": { "regex": "^OK\\b", "exists": true },
             "duplicate": { "regex": "^DUPLICATE\\b", "exists": true },
-            "reason": { "regex": "^(?:REJECTED|DUPLICATE):? *(.*)$" }
+            "reason": { "regex": "(?m)^(?:REJECTED|DUPLICATE):? *(.*)$" }
         }
     })
 }

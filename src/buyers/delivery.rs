@@ -307,6 +307,20 @@ mod tests {
     }
 
     #[test]
+    fn an_older_accept_rule_compares_null_exactly() {
+        let rule = DeliveryConfig::parse(
+            &json!({ "url": "https://buyer.example/leads", "accept": { "path": "/error", "equals": null } }),
+        )
+        .unwrap();
+        assert_eq!(judge(&rule, 200, br#"{"error":null}"#), Verdict::Accepted);
+        assert!(matches!(
+            judge(&rule, 200, br#"{"error":"bad zip"}"#),
+            Verdict::Rejected(_)
+        ));
+        assert!(matches!(judge(&rule, 200, br#"{}"#), Verdict::Rejected(_)));
+    }
+
+    #[test]
     fn answers_are_judged_by_status_and_the_accept_rule() {
         let rule = config(true);
         assert_eq!(

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use super::request::{CallContext, Format, Named, RenderError};
+use super::request::{CallContext, Format, MAX_RENDERED_BYTES, Named, RenderError};
 use crate::auction::{ConfigError, pointer_token};
 
 /// A name of the call's context (`lead.first_name`, `ping_id`, `offer.name`, …).
@@ -482,6 +482,11 @@ pub struct NameRef {
     pub name: String,
 }
 
+/// Most fields a field map may have.
+pub const MAX_FIELDS: usize = 500;
+/// Most parts of one `concat`.
+pub const MAX_CONCAT_PARTS: usize = 50;
+
 impl FieldMap {
     /// Compiles `fields` (at `at`, e.g. `/pricing/request/fields`) for `format`; every name
     /// read is added to `names`.
@@ -493,7 +498,10 @@ impl FieldMap {
         errors: &mut Vec<ConfigError>,
     ) -> FieldMap {
         let mut compiled = Vec::with_capacity(fields.len());
-        for (name, entry) in fields {
+        if fields.len() > MAX_FIELDS {
+            errors.push(ConfigError::new(at, format!("at most {MAX_FIELDS} fields")));
+        }
+        for (name, entry) in fields.iter().take(MAX_FIELDS) {
             let pointer = format!("{at}/{}", pointer_token(name));
             if name.is_empty() {
                 errors.push(ConfigError::new(&pointer, "a buyer field needs a name"));
@@ -536,16 +544,22 @@ impl FieldMap {
         }
     }
 
-    /// Each field's value for `context`, in the field map's order.
+    /// Each field's value for `context`, in the field map's order; stops as soon as their
+    /// text passes the body's bound (many fields or parts reading one long lead value).
     fn values<'a>(&self, context: &'a CallContext<'_>) -> Result<Vec<Val<'a>>, RenderError> {
-        self.fields
-            .iter()
-            .map(|field| {
-                field.value(context).map_err(|why| {
-                    RenderError::new(format!("buyer field {}: the value {why}", field.name))
-                })
-            })
-            .collect()
+        let mut values = Vec::with_capacity(self.fields.len());
+        let mut size = 0;
+        for field in &self.fields {
+            let value = field.value(context).map_err(|why| {
+                RenderError::new(format!("buyer field {}: the value {why}", field.name))
+            })?;
+            size += field.name.len() + value.text().len();
+            if size > MAX_RENDERED_BYTES {
+                return Err(RenderError::new("the body is larger than 64 KiB"));
+            }
+            values.push(value);
+        }
+        Ok(values)
     }
 
     /// The body (json, xml, form) or the query string (query) for `context`.
@@ -768,6 +782,10 @@ fn compile_field(
     if let Some(concat) = object.get("concat") {
         let pointer = format!("{at}/concat");
         match concat.as_array() {
+            Some(items) if items.len() > MAX_CONCAT_PARTS => errors.push(ConfigError::new(
+                &pointer,
+                format!("at most {MAX_CONCAT_PARTS} parts"),
+            )),
             Some(items) if !items.is_empty() => {
                 let mut parts = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {

@@ -345,13 +345,18 @@ impl CompiledRequest {
 
     /// The request for one call: `url` (with the query, for `query`), the headers and the body.
     pub fn render(&self, url: &str, context: &CallContext<'_>) -> Result<Rendered, RenderError> {
+        // Built at most once, only when a template renders (a field map reads the call directly).
+        let mut templates_context = None;
         let text = match &self.body {
             Body::Fields(fields) => fields.render(self.format, &self.root, context)?,
             Body::Template => self
                 .templates
                 .as_ref()
                 .ok_or_else(|| RenderError::new("the template did not compile"))?
-                .render("body", context)?,
+                .render(
+                    "body",
+                    templates_context.get_or_insert_with(|| Templates::context(context)),
+                )?,
         };
         if text.len() > MAX_RENDERED_BYTES {
             return Err(RenderError::new("the body is larger than 64 KiB"));
@@ -375,7 +380,10 @@ impl CompiledRequest {
                         .templates
                         .as_ref()
                         .ok_or_else(|| RenderError::new("the template did not compile"))?
-                        .render(template, context)?;
+                        .render(
+                            template,
+                            templates_context.get_or_insert_with(|| Templates::context(context)),
+                        )?;
                     HeaderValue::from_str(&text)
                         .ok()
                         .filter(|_| text.len() <= 4096)
@@ -822,6 +830,18 @@ mod tests {
             body(&rendered),
             "<lead><n>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</n><l>O&apos;BRIEN&#10;LINE2 É ☃</l><d>29.02.1980</d><t>true</t></lead>"
         );
+
+        // An `autoescape` block does not turn the format's escaping off.
+        let rendered = render(json!({ "format": "xml",
+            "template": "{% autoescape false %}<n>{{ lead.first_name }}</n>{% endautoescape %}" }));
+        assert_eq!(
+            body(&rendered),
+            "<n>Ann &quot;Nan&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;</n>"
+        );
+        let rendered = render(json!({
+            "template": "{% autoescape false %}{\"n\": {{ lead.first_name }}}{% endautoescape %}" }));
+        let sent: Value = serde_json::from_str(&body(&rendered)).unwrap();
+        assert_eq!(sent["n"], lead["first_name"]);
 
         let rendered = render(json!({ "format": "form",
             "template": "note={{ lead.note }}&first={{ lead.first_name }}&zip={{ lead.zip|digits }}" }));

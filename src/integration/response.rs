@@ -824,6 +824,15 @@ impl<'a> Answer<'a> {
 
     /// Whether `condition` holds; an absent value holds only `exists: false`.
     pub fn holds(&self, condition: &Condition) -> Result<bool, Unreadable> {
+        if let (Test::EqualsJson(expected), Locator::Json(pointer)) =
+            (&condition.test, &condition.locator)
+        {
+            // The older `accept` compares JSON values exactly, `null` included.
+            return Ok(match self.parsed()? {
+                Parsed::Json(value) => value.pointer(pointer) == Some(expected),
+                Parsed::Xml(_) => false,
+            });
+        }
         let Some(found) = self.find(&condition.locator)? else {
             return Ok(matches!(condition.test, Test::Exists(false)));
         };

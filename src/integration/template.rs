@@ -112,17 +112,21 @@ impl Templates {
                 .into(),
             )
         });
-        env.set_formatter(|out, state: &mut State, value| {
+        env.set_formatter(move |out, state: &mut State, value| {
             // Every value is escaped, `|safe` or not: a template never writes a lead value raw.
+            // The escaping is the format's, decided here by the template (the body or a
+            // header), never by `state.auto_escape()`: a `{% autoescape false %}` block would
+            // change that one.
             let mut text = String::new();
-            match state.auto_escape() {
-                AutoEscape::Custom(name) if name == "json" => write_json_value(&mut text, value)?,
-                AutoEscape::Custom(name) if name == "xml" => {
-                    write_xml_text(&mut text, &plain(value))
-                }
-                AutoEscape::Custom(name) if name == "url" => {
-                    write_url_text(&mut text, &plain(value))
-                }
+            let escape = if state.name() == "body" {
+                body_escape
+            } else {
+                "header"
+            };
+            match escape {
+                "json" => write_json_value(&mut text, value)?,
+                "xml" => write_xml_text(&mut text, &plain(value)),
+                "url" => write_url_text(&mut text, &plain(value)),
                 _ => text = plain(value),
             }
             fmt::Write::write_str(out, &text)
@@ -173,8 +177,14 @@ impl Templates {
         Ok((Templates { env }, used))
     }
 
-    /// Renders the template `name` for `context`, at most 64 KiB.
-    pub fn render(&self, name: &str, context: &CallContext<'_>) -> Result<String, RenderError> {
+    /// The context as the templates read it: built once per call, shared by the body and the
+    /// headers (a minijinja value is reference-counted).
+    pub fn context(context: &CallContext<'_>) -> Value {
+        context_value(context)
+    }
+
+    /// Renders the template `name` for `context` ([`Templates::context`]), at most 64 KiB.
+    pub fn render(&self, name: &str, context: &Value) -> Result<String, RenderError> {
         let template = self
             .env
             .get_template(name)
@@ -183,7 +193,7 @@ impl Templates {
             buffer: Vec::with_capacity(512),
             full: false,
         };
-        let result = template.render_captured_to(context_value(context), &mut out);
+        let result = template.render_captured_to(context, &mut out);
         if out.full {
             return Err(RenderError::new("the body is larger than 64 KiB"));
         }
