@@ -139,10 +139,7 @@ pub fn render(
     url: &str,
     request: &DeliveryRequest<'_>,
 ) -> Result<Rendered, RenderError> {
-    let compiled = config
-        .compiled()
-        .ok_or_else(|| RenderError::new("the request's configuration is invalid"))?;
-    compiled.render(
+    config.render(
         url,
         &CallContext {
             lead: request.lead,

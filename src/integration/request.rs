@@ -175,6 +175,13 @@ impl RequestConfig {
     pub fn compiled(&self) -> Option<&CompiledRequest> {
         self.compiled.as_deref().ok()
     }
+
+    /// The request for one call ([`CompiledRequest::render`]).
+    pub fn render(&self, url: &str, context: &CallContext<'_>) -> Result<Rendered, RenderError> {
+        self.compiled()
+            .ok_or_else(|| RenderError::new("the request's configuration is invalid"))?
+            .render(url, context)
+    }
 }
 
 /// A compiled request.
