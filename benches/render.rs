@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gavel::auction::{CompiledSchema, Pricing, SaleType};
-use gavel::buyers::delivery::{DeliveryConfig, DeliveryRequest, render};
+use gavel::buyers::delivery::{DeliveryConfig, DeliveryRequest};
 use gavel::buyers::rtb::BidRequest;
 use gavel::integration::{CallNames, Named};
 use gavel::money::Money;
@@ -114,14 +114,19 @@ fn bench(c: &mut Criterion) {
     let rtb_request = rtb.request.as_ref().expect("a request");
     c.bench_function("render/rtb_template", |b| {
         b.iter(|| {
-            gavel::buyers::rtb::render(black_box(rtb_request), &rtb.url, black_box(&bid_request))
+            black_box(rtb_request)
+                .render(&rtb.url, &black_box(&bid_request).context())
                 .expect("renders")
         })
     });
     for (name, config) in [("field_map", &field_map), ("template", &template)] {
         let spec = config.request.as_ref().expect("a request");
         c.bench_function(&format!("render/delivery_{name}"), |b| {
-            b.iter(|| render(black_box(spec), &config.url, black_box(&request)).expect("renders"))
+            b.iter(|| {
+                black_box(spec)
+                    .render(&config.url, &black_box(&request).context())
+                    .expect("renders")
+            })
         });
     }
 }

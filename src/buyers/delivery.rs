@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::Exchange;
 use crate::auction::{ConfigError, SaleType};
 use crate::integration::response::{Answer, Call, Legacy, Outcome, ResponseConfig, Unreadable};
-use crate::integration::{CallContext, CallNames, RenderError, Rendered, RequestConfig};
+use crate::integration::{CallContext, CallNames};
 use crate::money::Money;
 
 /// Longest buyer answer kept with a sale.
@@ -133,28 +133,18 @@ pub struct DeliveryRequest<'a> {
     pub names: CallNames<'a>,
 }
 
-/// The contract's `request` rendered for this sale.
-pub fn render(
-    config: &RequestConfig,
-    url: &str,
-    request: &DeliveryRequest<'_>,
-) -> Result<Rendered, RenderError> {
-    config.render(
-        url,
-        &CallContext {
-            lead: request.lead,
-            consent: Some(request.consent),
-            ping_id: request.ping_id,
-            test: request.test,
-            lead_id: Some(request.lead_id),
-            sale_type: Some(request.sale_type),
-            price: Some(request.price),
-            rtb_ref: request.rtb_ref,
-            sale_types: &[],
-            tmax_ms: None,
-            names: request.names,
-        },
-    )
+impl<'a> DeliveryRequest<'a> {
+    /// What a `request` template reads of this call.
+    pub fn context(&self) -> CallContext<'a> {
+        CallContext {
+            consent: Some(self.consent),
+            lead_id: Some(self.lead_id),
+            sale_type: Some(self.sale_type),
+            price: Some(self.price),
+            rtb_ref: self.rtb_ref,
+            ..CallContext::at_ping(self.lead, self.ping_id, self.test, self.names)
+        }
+    }
 }
 
 /// How a delivery ended.
@@ -187,7 +177,7 @@ pub async fn deliver(
     let started = Instant::now();
     let exchange = match &config.request {
         None => super::post_json(http, &config.url, &config.headers, request, timeout).await,
-        Some(template) => match render(template, &config.url, request) {
+        Some(template) => match template.render(&config.url, &request.context()) {
             Ok(rendered) => super::send_rendered(http, rendered, &config.headers, timeout).await,
             // A request that cannot be rendered makes no call: the sale fails with the reason.
             Err(error) => {

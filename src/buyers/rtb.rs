@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Exchange;
 use crate::auction::{RtbPricing, SaleType};
-use crate::integration::{CallContext, CallNames, RenderError, Rendered, RequestConfig};
+use crate::integration::{CallContext, CallNames};
 
 #[derive(Serialize)]
 pub struct BidRequest<'a> {
@@ -24,28 +24,15 @@ pub struct BidRequest<'a> {
     pub names: CallNames<'a>,
 }
 
-/// The contract's `request` rendered for this ping.
-pub fn render(
-    config: &RequestConfig,
-    url: &str,
-    request: &BidRequest<'_>,
-) -> Result<Rendered, RenderError> {
-    config.render(
-        url,
-        &CallContext {
-            lead: request.lead,
-            consent: None,
-            ping_id: request.ping_id,
-            test: request.test,
-            lead_id: None,
-            sale_type: None,
-            price: None,
-            rtb_ref: None,
-            sale_types: request.sale_types,
-            tmax_ms: Some(request.tmax_ms),
-            names: request.names,
-        },
-    )
+impl<'a> BidRequest<'a> {
+    /// What a `request` template reads of this call.
+    pub fn context(&self) -> CallContext<'a> {
+        CallContext {
+            sale_types: self.sale_types,
+            tmax_ms: Some(self.tmax_ms),
+            ..CallContext::at_ping(self.lead, self.ping_id, self.test, self.names)
+        }
+    }
 }
 
 /// Sends the bid request; never takes longer than its `tmax_ms`.
@@ -59,7 +46,7 @@ pub async fn request_bids(
     let exchange = match &pricing.request {
         None => super::post_json(http, &pricing.url, &pricing.headers, request, timeout).await,
         // A request that cannot be rendered makes no call: `rtb_error` with the reason.
-        Some(config) => match render(config, &pricing.url, request) {
+        Some(config) => match config.render(&pricing.url, &request.context()) {
             Ok(rendered) => super::send_rendered(http, rendered, &pricing.headers, timeout).await,
             Err(error) => Exchange::Failed(error.to_string()),
         },

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryRequest, Verdict};
-use super::rtb::{self, BidRequest};
+use super::rtb::BidRequest;
 use super::{Exchange, Outbound};
 use crate::auction::{Pricing, SaleType, parse_rtb_answer};
 use crate::integration::{CallNames, RenderError, Rendered};
@@ -192,7 +192,7 @@ fn prepare<'c>(
                 names: input.names,
             };
             let rendered = match &pricing.request {
-                Some(config) => rtb::render(config, &pricing.url, &request)?,
+                Some(config) => config.render(&pricing.url, &request.context())?,
                 None => native(&pricing.url, &request)?,
             };
             let timeout = Duration::from_millis(u64::from(request.tmax_ms));
@@ -213,7 +213,7 @@ fn prepare<'c>(
                 names: input.names,
             };
             let rendered = match &config.request {
-                Some(template) => delivery::render(template, &config.url, &request)?,
+                Some(template) => template.render(&config.url, &request.context())?,
                 None => native(&config.url, &request)?,
             };
             Ok((rendered, &config.headers, input.delivery_timeout))

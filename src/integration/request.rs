@@ -540,7 +540,30 @@ pub struct CallContext<'a> {
     pub names: CallNames<'a>,
 }
 
-impl CallContext<'_> {
+impl<'a> CallContext<'a> {
+    /// What every call knows: the lead, the ping, whether it is a test, the names; the
+    /// delivery's and the RTB call's own parts are added by each.
+    pub fn at_ping(
+        lead: &'a Map<String, Value>,
+        ping_id: Uuid,
+        test: bool,
+        names: CallNames<'a>,
+    ) -> CallContext<'a> {
+        CallContext {
+            lead,
+            consent: None,
+            ping_id,
+            test,
+            lead_id: None,
+            sale_type: None,
+            price: None,
+            rtb_ref: None,
+            sale_types: &[],
+            tmax_ms: None,
+            names,
+        }
+    }
+
     /// Whether the offer's schema types `field` as a number.
     pub fn is_number_field(&self, field: &str) -> bool {
         self.names.schema.is_some_and(|schema| {

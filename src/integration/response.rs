@@ -479,6 +479,24 @@ fn read_status(
     }
 }
 
+const NOT_A_LOCATOR: &str = "must be a locator: {\"path\": …} or {\"regex\": …}";
+const NOT_A_CONDITION: &str =
+    "must be a condition such as {\"path\": \"/status\", \"equals\": \"ok\"}";
+
+/// The JSON object `value`, or an error at `at` saying what it `must` be.
+fn object_at<'v>(
+    value: &'v Value,
+    at: &str,
+    must: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'v serde_json::Map<String, Value>> {
+    let object = value.as_object();
+    if object.is_none() {
+        errors.push(ConfigError::new(at, must));
+    }
+    object
+}
+
 /// A locator: `{"path": …}` or `{"regex": …}`, with nothing else.
 fn read_locator(
     format: Format,
@@ -486,13 +504,7 @@ fn read_locator(
     at: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Locator> {
-    let Value::Object(object) = value else {
-        errors.push(ConfigError::new(
-            at,
-            "must be a locator: {\"path\": …} or {\"regex\": …}",
-        ));
-        return None;
-    };
+    let object = object_at(value, at, NOT_A_LOCATOR, errors)?;
     for key in object.keys() {
         if !matches!(key.as_str(), "path" | "regex") {
             errors.push(ConfigError::new(
@@ -608,13 +620,7 @@ fn read_condition(
     at: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Condition> {
-    let Value::Object(object) = value else {
-        errors.push(ConfigError::new(
-            at,
-            "must be a condition such as {\"path\": \"/status\", \"equals\": \"ok\"}",
-        ));
-        return None;
-    };
+    let object = object_at(value, at, NOT_A_CONDITION, errors)?;
     let mut tests = Vec::new();
     let mut valid = true;
     for (key, value) in object {
