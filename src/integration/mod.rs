@@ -14,6 +14,7 @@ pub mod fields;
 pub mod request;
 pub mod response;
 mod template;
+pub mod transforms;
 pub mod xml;
 
 pub use request::{
