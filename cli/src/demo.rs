@@ -562,7 +562,7 @@ it marked as a test, and see how its answer is read (nothing is sold or charged)
 
 curl -s {base}/v1/admin/contracts/{hollis}/test -H 'content-type: application/json' \
   -H 'Authorization: Bearer {admin_key}' \
-  -d '{{"call": "delivery", "send": true,
+  -d '{{"call": "delivery", "send": true, "campaign_id": "{campaign}",
        "lead": {{"state": "TX", "zip": "75001", "credit": "good", "first_name": "Ada",
                 "last_name": "Lovelace", "email": "ada@example.com", "phone": "2145550123"}},
        "consent": {{"trustedform_cert_url": "https://cert.trustedform.com/demo"}}}}'; echo
@@ -577,6 +577,7 @@ data is kept in .gavel/ (delete that directory to start afresh).
         admin_key = seeded.admin_key,
         posting_key = seeded.posting_key,
         hollis = demo_id("contract/hollis"),
+        campaign = demo_id("campaign/quote-funnel"),
     )
 }
 

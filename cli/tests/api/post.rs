@@ -966,6 +966,8 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
         body.contains("phone10=2145550123") && body.contains("credit_grade=B"),
         "{trial}"
     );
+    // The campaign named in the command names its partner in the template's context.
+    assert!(body.contains("src=gavel-Quote+Funnel+Media"), "{trial}");
     assert!(
         trial["answer"]["body"].as_str().unwrap().starts_with("OK "),
         "{trial}"
