@@ -78,6 +78,12 @@ pub struct BenchOptions {
     /// best rate is the ceiling (default: the load's own concurrency, or 8 in open loop).
     #[arg(long, value_delimiter = ',')]
     pub pgbench_clients: Vec<usize>,
+    /// Run the harness's own PostgreSQL as production runs it: its durable defaults (fsync
+    /// and synchronous commit on), so that the disk's WAL flushes show in the tails. Without
+    /// it the private cluster trades durability for speed. A server named by
+    /// `GAVEL_DATABASE_URL` keeps its own settings: with `--durable` it must have them on.
+    #[arg(long)]
+    pub durable: bool,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +131,8 @@ pub struct PgbenchRun {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: String,
+    /// How the PostgreSQL measured commits: its `fsync` and `synchronous_commit`.
+    pub postgres: Durability,
     pub contracts: usize,
     pub rtb_buyers: usize,
     pub duration_s: f64,
@@ -163,7 +171,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<()> {
         None => {
             let dir = scratch.clone();
             let options = LocalPgOptions {
-                ephemeral: true,
+                ephemeral: !options.durable,
                 max_connections: 300,
                 port: None,
             };
@@ -189,6 +197,15 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<()> {
 
 async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> Result<Report> {
     let pool = gavel::store::connect_and_migrate(url, settings).await?;
+    let durability = Durability::of(&pool).await?;
+    if options.durable && !durability.is_durable() {
+        anyhow::bail!(
+            "--durable: the configured PostgreSQL runs with fsync {} and synchronous_commit {}; \
+             use a server with both on, or leave GAVEL_DATABASE_URL unset for the harness's own",
+            durability.fsync,
+            durability.synchronous_commit
+        );
+    }
     let buyers = FakeBuyers::start(options).await?;
     let seeded = seed(&pool, options, buyers.address).await?;
     let server = ServerProcess::start(url, options.max_in_flight).await?;
@@ -214,6 +231,7 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let pings_per_s = load.pings as f64 / duration;
     let posts_per_s = load.posts as f64 / load.post_elapsed.unwrap_or(load.elapsed).as_secs_f64();
     Ok(Report {
+        postgres: durability,
         mode: match options.rate {
             Some(rate) => format!("open loop, {rate} pings/s"),
             None if options.posts_only => {
@@ -248,6 +266,33 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     })
 }
 
+/// Whether the measured PostgreSQL waits for the disk at each commit.
+#[derive(Debug, Serialize)]
+pub struct Durability {
+    pub fsync: String,
+    pub synchronous_commit: String,
+}
+
+impl Durability {
+    async fn of(pool: &sqlx::PgPool) -> Result<Durability> {
+        let (fsync, synchronous_commit) = sqlx::query_as(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Durability {
+            fsync,
+            synchronous_commit,
+        })
+    }
+
+    /// Every commit is flushed to disk before it is acknowledged, as in production.
+    pub fn is_durable(&self) -> bool {
+        // `local`, `remote_write` and `remote_apply` flush locally too.
+        self.fsync == "on" && self.synchronous_commit != "off"
+    }
+}
+
 fn print_report(report: &Report) {
     let latency = |l: &Latency| {
         format!(
@@ -258,6 +303,16 @@ fn print_report(report: &Report) {
     println!(
         "gavel bench: {} · {} fixed contracts · {} RTB buyers · {:.1} s",
         report.mode, report.contracts, report.rtb_buyers, report.duration_s
+    );
+    println!(
+        "  PostgreSQL fsync {}, synchronous_commit {}{}",
+        report.postgres.fsync,
+        report.postgres.synchronous_commit,
+        if report.postgres.is_durable() {
+            " (durable, as in production)"
+        } else {
+            " (not durable: faster than production)"
+        }
     );
     println!(
         "  pings  {:>8} sent, {:>9.1}/s, {} with bids · {}",

@@ -47,6 +47,7 @@ async fn the_load_harness_runs_and_reports_every_figure(
     )
     .await;
     for field in [
+        "postgres",
         "mode",
         "contracts",
         "rtb_buyers",
@@ -175,5 +176,72 @@ async fn the_posts_only_mode_posts_every_ping_it_made_and_counts_only_the_postin
     assert!(
         per_s > posted as f64 / 1.5,
         "posts per second count the posting phase only: {report}"
+    );
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn durable_figures_come_only_from_a_postgresql_that_flushes_every_commit(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = options.connect_with(connect.clone()).await.unwrap();
+    // Against the tests' own server: refused unless it flushes every commit, and the report
+    // says which it measured.
+    let (fsync, synchronous_commit): (String, String) =
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let args = [
+        "--duration",
+        "1",
+        "--contracts",
+        "1",
+        "--rate",
+        "20",
+        "--pgbench-seconds",
+        "0",
+    ];
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .arg("bench")
+        .args(args)
+        .args(["--durable", "--json"])
+        .env("GAVEL_DATABASE_URL", database_url(&connect))
+        .env("GAVEL_LOG_LEVEL", "error")
+        .output()
+        .await
+        .unwrap();
+    if fsync == "on" && synchronous_commit != "off" {
+        assert!(output.status.success());
+    } else {
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--durable") && stderr.contains("fsync"),
+            "{stderr}"
+        );
+    }
+    let report = bench(&args, &connect).await;
+    assert_eq!(report["postgres"]["fsync"], fsync.as_str());
+
+    // The harness's own PostgreSQL, durable: fsync and synchronous commit on.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .arg("bench")
+        .args(args)
+        .args(["--durable", "--json"])
+        .env_remove("GAVEL_DATABASE_URL")
+        .env("GAVEL_LOG_LEVEL", "error")
+        .output()
+        .await
+        .unwrap();
+    let stdout = crate::harness::successful_stdout(&output);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["postgres"],
+        serde_json::json!({ "fsync": "on", "synchronous_commit": "on" })
+    );
+    assert!(
+        report["ping_latency"]["count"].as_u64().unwrap() > 0,
+        "{report}"
     );
 }
