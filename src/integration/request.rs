@@ -155,9 +155,15 @@ impl RequestConfig {
                 .names
                 .iter()
                 .filter_map(|name| {
-                    let top = name.name.split('.').next().unwrap_or_default();
-                    let known = Call::Rtb.has(top) || Call::Delivery.has(top);
-                    (!call.has(top)).then(|| {
+                    let mut parts = name.name.split('.');
+                    let top = parts.next().unwrap_or_default();
+                    // The offer, campaign and partner have an id and a name, nothing else.
+                    let unknown_part = matches!(top, "offer" | "campaign" | "partner")
+                        && parts
+                            .next()
+                            .is_some_and(|part| part != "id" && part != "name");
+                    let known = !unknown_part && (Call::Rtb.has(top) || Call::Delivery.has(top));
+                    (unknown_part || !call.has(top)).then(|| {
                         let message = if known {
                             format!("names {}, which {} does not have", name.name, call.label())
                         } else {
@@ -976,6 +982,14 @@ mod tests {
         assert_eq!(
             pointers(json!({ "method": "GET", "fields": {} }), Call::Rtb),
             ["/pricing/request/method"]
+        );
+        // A misspelt part of the offer, campaign or partner is refused like any unknown name.
+        assert_eq!(
+            pointers(
+                json!({ "template": "{{ offer.nmae }} {{ partner.name }} {{ campaign.id }}" }),
+                Call::Rtb
+            ),
+            ["/pricing/request/template"]
         );
         assert_eq!(
             pointers(json!({ "fields": {}, "template": "x" }), Call::Rtb),
