@@ -15,8 +15,7 @@ use uuid::Uuid;
 
 use crate::auction::{
     ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing,
-    RtbCandidate, SaleType, Selection, Status, effective_floor, parse_rtb_answer, period_start,
-    rtb_calls, select,
+    RtbCandidate, SaleType, Selection, Status, effective_floor, period_start, rtb_calls, select,
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
@@ -441,21 +440,7 @@ async fn ask_buyer(
         },
     };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
-    let answer = match &reply {
-        Exchange::Answer { status, body } => parse_rtb_answer(*status, body, pricing),
-        Exchange::TooLarge { .. } => Err(Decline {
-            reason: DeclineReason::RtbInvalid,
-            detail: Some("answer larger than 64 KiB".to_owned()),
-        }),
-        Exchange::TimedOut => Err(Decline {
-            reason: DeclineReason::RtbTimeout,
-            detail: Some(format!("no answer within {} ms", request.tmax_ms)),
-        }),
-        Exchange::Failed(error) => Err(Decline {
-            reason: DeclineReason::RtbError,
-            detail: Some(error.clone()),
-        }),
-    };
+    let answer = rtb::read_reply(&reply, pricing, request.tmax_ms);
     // The buyer's reference comes back on delivery: kept short and storable.
     let rtb_ref = answer
         .as_ref()

@@ -87,7 +87,7 @@ impl Decline {
         }
     }
 
-    fn with(reason: DeclineReason, detail: impl Into<String>) -> Decline {
+    pub fn with(reason: DeclineReason, detail: impl Into<String>) -> Decline {
         Decline {
             reason,
             detail: Some(detail.into()),

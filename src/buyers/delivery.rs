@@ -190,36 +190,33 @@ pub async fn deliver(
             }
         },
     };
-    let (verdict, http_status, answer) = match exchange {
-        Exchange::Answer { status, body } => {
-            let verdict = judge(config, status, &body);
-            (
-                verdict,
-                Some(status),
-                Some(truncate(&String::from_utf8_lossy(&body))),
-            )
-        }
-        Exchange::TooLarge { status } => (
-            Verdict::Failed("answer larger than 64 KiB".to_owned()),
-            Some(status),
-            None,
+    let verdict = verdict_of(config, &exchange, timeout);
+    let (http_status, answer) = match &exchange {
+        Exchange::Answer { status, body } => (
+            Some(*status),
+            Some(truncate(&String::from_utf8_lossy(body))),
         ),
-        Exchange::Failed(error) => (
-            Verdict::Failed(format!("delivery failed: {error}")),
-            None,
-            None,
-        ),
-        Exchange::TimedOut => (
-            Verdict::Failed(format!("no answer within {} ms", timeout.as_millis())),
-            None,
-            None,
-        ),
+        Exchange::TooLarge { status } => (Some(*status), None),
+        Exchange::Failed(_) | Exchange::TimedOut => (None, None),
     };
     Delivery {
         verdict,
         http_status,
         answer,
         elapsed: started.elapsed(),
+    }
+}
+
+/// The verdict on what came of a delivery: the answer read by the contract's rules
+/// ([`judge`]), or why there is no answer to read.
+pub fn verdict_of(config: &DeliveryConfig, exchange: &Exchange, timeout: Duration) -> Verdict {
+    match exchange {
+        Exchange::Answer { status, body } => judge(config, *status, body),
+        Exchange::TooLarge { .. } => Verdict::Failed("answer larger than 64 KiB".to_owned()),
+        Exchange::Failed(error) => Verdict::Failed(format!("delivery failed: {error}")),
+        Exchange::TimedOut => {
+            Verdict::Failed(format!("no answer within {} ms", timeout.as_millis()))
+        }
     }
 }
 

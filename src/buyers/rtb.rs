@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::Exchange;
-use crate::auction::{RtbPricing, SaleType};
+use crate::auction::{Decline, DeclineReason, RtbBid, RtbPricing, SaleType, parse_rtb_answer};
 use crate::integration::{CallContext, CallNames};
 
 #[derive(Serialize)]
@@ -52,4 +52,22 @@ pub async fn request_bids(
         },
     };
     (exchange, started.elapsed())
+}
+
+/// The bid read from what came of the request (SPEC §3.1): the answer read by the contract's
+/// rules ([`parse_rtb_answer`]), or the decline for no answer (`rtb_invalid` for one too
+/// large, `rtb_timeout`, `rtb_error`).
+pub fn read_reply(reply: &Exchange, pricing: &RtbPricing, tmax_ms: u32) -> Result<RtbBid, Decline> {
+    match reply {
+        Exchange::Answer { status, body } => parse_rtb_answer(*status, body, pricing),
+        Exchange::TooLarge { .. } => Err(Decline::with(
+            DeclineReason::RtbInvalid,
+            "answer larger than 64 KiB",
+        )),
+        Exchange::TimedOut => Err(Decline::with(
+            DeclineReason::RtbTimeout,
+            format!("no answer within {tmax_ms} ms"),
+        )),
+        Exchange::Failed(error) => Err(Decline::with(DeclineReason::RtbError, error.clone())),
+    }
 }

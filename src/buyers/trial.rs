@@ -10,9 +10,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::delivery::{self, DeliveryRequest, Verdict};
-use super::rtb::BidRequest;
+use super::rtb::{self, BidRequest};
 use super::{Exchange, Outbound};
-use crate::auction::{Pricing, SaleType, parse_rtb_answer};
+use crate::auction::{Pricing, SaleType};
 use crate::integration::{CallNames, RenderError, Rendered};
 use crate::money::Money;
 
@@ -274,37 +274,15 @@ fn read(
     exchange: &Exchange,
     timeout: Duration,
 ) -> Reading {
-    let failure = match exchange {
-        Exchange::Answer { .. } => None,
-        Exchange::TooLarge { .. } => Some(("answer larger than 64 KiB".to_owned(), "rtb_invalid")),
-        Exchange::TimedOut => Some((
-            format!("no answer within {} ms", timeout.as_millis()),
-            "rtb_timeout",
-        )),
-        Exchange::Failed(error) => Some((error.clone(), "rtb_error")),
-    };
-    if let Some((reason, rtb_outcome)) = failure {
-        let outcome = match call {
-            TrialCall::Rtb => rtb_outcome,
-            TrialCall::Delivery => "failed",
-        };
-        return Reading {
-            outcome: outcome.to_owned(),
-            reason: Some(reason),
-            ..Reading::default()
-        };
-    }
-    let Exchange::Answer { status, body } = exchange else {
-        unreachable!("every other exchange is a failure")
-    };
     match call {
         TrialCall::Delivery => {
-            let (outcome, reason) = match delivery::judge(&contract.delivery, *status, body) {
-                Verdict::Accepted => ("accepted", None),
-                Verdict::Duplicate(reason) => ("duplicate", Some(reason)),
-                Verdict::Rejected(reason) => ("rejected", Some(reason)),
-                Verdict::Failed(reason) => ("failed", Some(reason)),
-            };
+            let (outcome, reason) =
+                match delivery::verdict_of(&contract.delivery, exchange, timeout) {
+                    Verdict::Accepted => ("accepted", None),
+                    Verdict::Duplicate(reason) => ("duplicate", Some(reason)),
+                    Verdict::Rejected(reason) => ("rejected", Some(reason)),
+                    Verdict::Failed(reason) => ("failed", Some(reason)),
+                };
             Reading {
                 outcome: outcome.to_owned(),
                 reason,
@@ -315,7 +293,8 @@ fn read(
             let Pricing::Rtb(pricing) = contract.compiled.pricing() else {
                 unreachable!("prepare refused a fixed price")
             };
-            match parse_rtb_answer(*status, body, pricing) {
+            let tmax_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            match rtb::read_reply(exchange, pricing, tmax_ms) {
                 Ok(bid) => Reading {
                     outcome: "bid".to_owned(),
                     reason: None,

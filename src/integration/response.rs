@@ -790,7 +790,7 @@ impl<'a> Answer<'a> {
     fn parsed(&self) -> Result<&Parsed<'a>, Unreadable> {
         self.parsed
             .get_or_init(|| match self.format {
-                // Numbers an f64 would change are read as their text: a bid is exact.
+                // `exact_json` keeps every number as written: a bid is read exactly.
                 Format::Json => crate::exact_json::from_slice(self.body)
                     .ok()
                     .map(Parsed::Json),

@@ -139,15 +139,16 @@ async fn test_contract(
         }
     };
     let sale_types = offer.rules.mode.sale_types();
-    let sale_type = match input.value("sale_type").and_then(Value::as_str) {
-        None if input.value("sale_type").is_none() => sale_types[0],
-        Some(text) if SaleType::from_str(text).is_ok_and(|t| sale_types.contains(&t)) => {
-            SaleType::from_str(text).unwrap_or(sale_types[0])
-        }
-        _ => {
-            input.error("sale_type", "must be a sale type of the offer's mode");
-            sale_types[0]
-        }
+    let sale_type = match input.value("sale_type") {
+        None => sale_types[0],
+        Some(value) => value
+            .as_str()
+            .and_then(|text| SaleType::from_str(text).ok())
+            .filter(|sale_type| sale_types.contains(sale_type))
+            .unwrap_or_else(|| {
+                input.error("sale_type", "must be a sale type of the offer's mode");
+                sale_types[0]
+            }),
     };
     let price = match input.value("price").map(read_money) {
         None => contract_price(contract.compiled.pricing(), sale_type),
