@@ -53,6 +53,10 @@ pub struct Selection {
     pub winners: Vec<Winner>,
     /// Every other bid, in input order.
     pub losers: Vec<Loser>,
+    /// The losers that could take a failed winner's place at the post (the cascade,
+    /// docs/revenue-recovery.md), best first: each `outbid` bid with a price for `sale_type`
+    /// whose payout meets the floor, in the ranking that chose the winners.
+    pub runner_ups: Vec<Winner>,
 }
 
 impl Selection {
@@ -153,6 +157,9 @@ pub fn select(
     for (i, _) in &chosen {
         won[*i] = true;
     }
+    let runner_ups = sale_type.map_or_else(Vec::new, |sale_type| {
+        runner_ups(bids, &offers, &won, sale_type)
+    });
     let losers = bids
         .iter()
         .zip(&offers)
@@ -170,7 +177,40 @@ pub fn select(
         sale_type,
         winners,
         losers,
+        runner_ups,
     }
+}
+
+/// The bids not chosen that have an offer for `sale_type`, in the ranking's order, best first.
+fn runner_ups(
+    bids: &[Bid],
+    offers: &[(Option<Offer>, Option<Offer>)],
+    won: &[bool],
+    sale_type: SaleType,
+) -> Vec<Winner> {
+    let mut ranked: Vec<(RankKey, usize, Offer)> = offers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !won[*i])
+        .filter_map(|(i, (exclusive, shared))| {
+            let offer = match sale_type {
+                SaleType::Exclusive => exclusive,
+                SaleType::Shared => shared,
+            };
+            offer.map(|o| (rank_key(&bids[i], o.price), i, o))
+        })
+        .collect();
+    ranked.sort_unstable_by_key(|(key, _, _)| *key);
+    ranked
+        .into_iter()
+        .map(|(_, i, o)| Winner {
+            contract_id: bids[i].contract_id,
+            buyer_id: bids[i].buyer_id,
+            sale_type,
+            price: o.price,
+            payout: o.payout,
+        })
+        .collect()
 }
 
 /// The best shared bids, one per buyer (its best contract), up to `max_buyers`, best first.
@@ -469,6 +509,34 @@ mod tests {
     }
 
     #[test]
+    fn runner_ups_are_the_outbid_bids_for_the_sale_type_best_first() {
+        let rule = PayoutRule::Revshare { percent_bp: 5000 };
+        let bids = [
+            bid(1, 1, Some(3000), Some(2000)),
+            bid(2, 2, Some(4000), None),
+            bid(3, 3, None, Some(9000)),
+            bid(4, 4, Some(3500), None),
+            bid(5, 5, Some(900), None),
+        ];
+        // Exclusive sells 2; 4 then 1 may take its place; 3 has no exclusive price and 5's
+        // payout (4.50) is below the floor.
+        let selection = select(&bids, &rules(Mode::Exclusive, 3, 0), rule, cents(500));
+        let ids: Vec<u128> = selection
+            .runner_ups
+            .iter()
+            .map(|r| r.contract_id.as_u128())
+            .collect();
+        assert_eq!(ids, [4, 1]);
+        assert_eq!(selection.runner_ups[0].price, cents(3500));
+        assert_eq!(selection.runner_ups[0].payout, cents(1750));
+        assert_eq!(selection.runner_ups[1].sale_type, SaleType::Exclusive);
+        let shared = select(&bids, &rules(Mode::Multisell, 1, 0), rule, cents(500));
+        assert_eq!(winner_ids(&shared), [3]);
+        assert_eq!(shared.runner_ups.len(), 1);
+        assert_eq!(shared.runner_ups[0].price, cents(2000));
+    }
+
+    #[test]
     fn nothing_to_sell_is_no_sale() {
         let empty = select(&[], &rules(Mode::Hybrid, 3, 0), ALL, Money::ZERO);
         assert_eq!(
@@ -476,7 +544,8 @@ mod tests {
             Selection {
                 sale_type: None,
                 winners: Vec::new(),
-                losers: Vec::new()
+                losers: Vec::new(),
+                runner_ups: Vec::new(),
             }
         );
         let shared_only = select(
@@ -580,6 +649,24 @@ mod tests {
             prop_assert!(selection.winners.len() <= max_buyers as usize);
             if sale_type == SaleType::Exclusive {
                 prop_assert_eq!(selection.winners.len(), 1);
+            }
+            // Runner-ups: exactly the non-winners with an eligible price, ranked, none above
+            // the last winner's rank unless its buyer already won.
+            let eligible_losers = bids.iter().filter(|b| {
+                eligible(b, sale_type).is_some()
+                    && !selection.winners.iter().any(|w| w.contract_id == b.contract_id)
+            });
+            prop_assert_eq!(eligible_losers.count(), selection.runner_ups.len());
+            for pair in selection.runner_ups.windows(2) {
+                let key = |r: &Winner| {
+                    rank_key(bids.iter().find(|b| b.contract_id == r.contract_id).unwrap(), r.price)
+                };
+                prop_assert!(key(&pair[0]) < key(&pair[1]));
+            }
+            for r in &selection.runner_ups {
+                prop_assert_eq!(r.sale_type, sale_type);
+                prop_assert_eq!(r.payout, rule.payout(r.price));
+                prop_assert!(meets_floor(r.payout, floor));
             }
 
             // No eligible non-winner of the sold type beats a winner, unless its buyer already won.
