@@ -187,6 +187,7 @@ fn bench_fan_out(c: &mut Criterion) {
         http: gavel::buyers::Outbound::new(Default::default()).expect("an HTTP client"),
         max_rtb_calls: 50,
         rtb_timeout_ms: 200,
+        deadline: None,
         campaign: None,
     });
     let no_sales = std::collections::HashMap::new();

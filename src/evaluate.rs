@@ -42,6 +42,8 @@ pub struct AuctionInput {
     pub max_rtb_calls: usize,
     /// A bid request's timeout when its contract names none (`rtb_timeout_ms`).
     pub rtb_timeout_ms: u32,
+    /// When the ping must answer (`max_wait_ms` from its arrival): no bid request outlasts it.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// How the auction ended.
@@ -97,6 +99,8 @@ pub struct SharedPing {
     pub max_rtb_calls: usize,
     /// A bid request's timeout when its contract names none (`rtb_timeout_ms`).
     pub rtb_timeout_ms: u32,
+    /// When the ping must answer (`max_wait_ms`): each bid request is cut at the time left.
+    pub deadline: Option<tokio::time::Instant>,
     /// The ping's campaign, for the names a `request` template reads (none in benches).
     pub campaign: Option<CampaignContext>,
 }
@@ -284,6 +288,7 @@ pub async fn run(
         http: http.clone(),
         max_rtb_calls: input.max_rtb_calls,
         rtb_timeout_ms: input.rtb_timeout_ms,
+        deadline: input.deadline,
         campaign: Some(campaign.clone()),
     });
     let states = contracts
@@ -423,13 +428,29 @@ async fn ask_buyer(
     let Pricing::Rtb(pricing) = compiled.pricing() else {
         unreachable!("only RTB contracts ask for a call")
     };
+    let Some(tmax_ms) = call_timeout_ms(
+        pricing.timeout_ms_or(ping.rtb_timeout_ms),
+        ping.deadline,
+        tokio::time::Instant::now(),
+    ) else {
+        return ContractResult {
+            index,
+            result: Err(Decline {
+                reason: DeclineReason::RtbTimeout,
+                detail: Some("the ping's deadline (max_wait_ms) passed before the call".to_owned()),
+            }),
+            rtb_ms: None,
+            rtb_ref: None,
+            rtb_answer: None,
+        };
+    };
     let request = BidRequest {
         ping_id: ping.ping_id,
         offer: &ping.offer_name,
         sale_types: ping.sale_types,
         lead: &ping.lead,
         test: ping.test,
-        tmax_ms: pricing.timeout_ms_or(ping.rtb_timeout_ms),
+        tmax_ms,
         // Only a `request` template reads the names: none looked up for a native call.
         names: match (&pricing.request, &ping.campaign) {
             (Some(_), Some(campaign)) => CallNames {
@@ -492,6 +513,21 @@ fn kept_answer(reply: &Exchange, result: &Result<Prices, Decline>) -> Option<Rtb
 /// Longest buyer reference kept.
 const MAX_REF_BYTES: usize = 256;
 
+/// A bid request's timeout: its contract's, cut at the time left until the ping's deadline;
+/// `None` when no whole millisecond is left (the call is not made).
+fn call_timeout_ms(
+    contract_ms: u32,
+    deadline: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> Option<u32> {
+    let Some(deadline) = deadline else {
+        return Some(contract_ms);
+    };
+    let left =
+        u32::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(u32::MAX);
+    (left > 0).then(|| contract_ms.min(left))
+}
+
 fn millis(elapsed: Duration) -> i32 {
     i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)
 }
@@ -499,6 +535,20 @@ fn millis(elapsed: Duration) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bid_request_is_cut_at_the_time_left_before_the_pings_deadline() {
+        let now = tokio::time::Instant::now();
+        let in_ms = |ms| Some(now + Duration::from_millis(ms));
+        assert_eq!(call_timeout_ms(2000, None, now), Some(2000));
+        assert_eq!(call_timeout_ms(2000, in_ms(50), now), Some(50));
+        assert_eq!(call_timeout_ms(30, in_ms(50), now), Some(30));
+        assert_eq!(call_timeout_ms(2000, in_ms(0), now), None);
+        assert_eq!(
+            call_timeout_ms(2000, Some(now), now + Duration::from_millis(5)),
+            None
+        );
+    }
 
     fn declined(reason: DeclineReason) -> Result<Prices, Decline> {
         Err(Decline {

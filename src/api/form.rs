@@ -3,8 +3,9 @@
 //! form gets the same answers, error codes and pointers.
 //!
 //! How a form maps to the JSON body (docs/partner-forms.md):
-//! - `posting_key`, `ping_id`, `min_payout`, `test`: the top-level fields; `bid_ids` too,
-//!   repeated (`bid_ids=…&bid_ids=…`, also `bid_ids[]`) or comma-separated;
+//! - `posting_key`, `ping_id`, `min_payout`, `test`, `max_wait_ms` (a whole number): the
+//!   top-level fields; `bid_ids` too, repeated (`bid_ids=…&bid_ids=…`, also `bid_ids[]`) or
+//!   comma-separated;
 //! - `lead[state]=TX`, `consent[ip]=…`, `dedup[email_sha256]=…`, `sub_ids[source]=…`: a key of
 //!   the nested object; `consent[sellers]` (or `consent[sellers][]`) repeated is a list;
 //! - any other key is a lead field (`state=TX&zip=75001`), except a well-known consent key
@@ -136,7 +137,7 @@ impl PartnerBody {
 /// Where a form's key goes in the JSON body.
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
-    /// `posting_key`, `ping_id`, `min_payout` or `test`.
+    /// `posting_key`, `ping_id`, `min_payout`, `test` or `max_wait_ms`.
     Top(&'a str),
     BidIds,
     Lead(&'a str),
@@ -212,7 +213,7 @@ fn target<'a>(key: &'a str, schema: &CompiledSchema) -> Result<Target<'a>, Probl
         return Err(malformed_key());
     }
     Ok(match key {
-        "posting_key" | "ping_id" | "min_payout" | "test" => Target::Top(key),
+        "posting_key" | "ping_id" | "min_payout" | "test" | "max_wait_ms" => Target::Top(key),
         "bid_ids" => Target::BidIds,
         "lead" | "consent" | "dedup" | "sub_ids" => Target::Bare(key),
         "sellers" => Target::Sellers,
@@ -312,6 +313,9 @@ impl Form {
                 Target::Top(name) => {
                     let value = match name {
                         "test" => boolean(&value).map_or(Value::String(value), Value::Bool),
+                        "max_wait_ms" => value
+                            .parse::<u64>()
+                            .map_or(Value::String(value), Value::from),
                         _ => Value::String(value),
                     };
                     insert_once(&mut body, name, value, &target)?;

@@ -60,7 +60,12 @@ pub struct PingRequest {
     pub test: bool,
     /// The partner's own tracking ids (`sub_ids`), checked by [`parse_sub_ids`].
     pub sub_ids: Option<Map<String, Value>>,
+    /// The ping's own deadline (`max_wait_ms`), else its offer's.
+    pub max_wait_ms: Option<u32>,
 }
+
+/// The range of a ping's `max_wait_ms`.
+pub const MAX_WAIT_MS: std::ops::RangeInclusive<u32> = 10..=60_000;
 
 /// Most keys of `sub_ids`.
 pub const MAX_SUB_IDS: usize = 10;
@@ -92,7 +97,8 @@ pub fn authenticate(
 #[utoipa::path(post, path = "/v1/ping", tag = "partner",
     request_body(content = Object, description = "`lead` (the offer's non-PII fields), optional `dedup` \
         (`email_sha256`, `phone_sha256`), `min_payout`, `test`, `sub_ids` (the partner's own tracking ids: \
-        at most 10 string values), and `posting_key` unless sent as a bearer token. Also accepted as \
+        at most 10 string values), `max_wait_ms` (the ping's deadline, 10–60000: every bid request is cut \
+        at the time left), and `posting_key` unless sent as a bearer token. Also accepted as \
         `application/x-www-form-urlencoded` (`state=TX&lead[zip]=75001&sub_ids[source]=s1`, typed by the \
         offer's schema: docs/partner-forms.md)",
         example = json!({"lead": {"state": "TX", "zip": "75001", "age": 42, "homeowner": true},
@@ -153,13 +159,14 @@ async fn run_ping(
 ) -> Result<PingResponse, Problem> {
     admit(state, campaign)?;
     let body = body.into_object(&campaign.offer.schema)?;
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "posting_key",
         "lead",
         "dedup",
         "min_payout",
         "test",
         "sub_ids",
+        "max_wait_ms",
     ];
     refuse_unknown(&body, &KNOWN)?;
     let request = parse_request(body)?;
@@ -181,9 +188,13 @@ pub async fn auction(
         min_payout,
         test,
         sub_ids,
+        max_wait_ms,
     } = request;
     let offer = &campaign.offer;
     let ping_id = Uuid::now_v7();
+    let deadline = max_wait_ms.or(offer.max_wait_ms).map(|ms| {
+        tokio::time::Instant::from_std(started) + std::time::Duration::from_millis(u64::from(ms))
+    });
     let lead = Arc::new(lead);
     let sub_ids = sub_ids.map(Arc::new);
     let prepared = Arc::new(offer.schema.prepare(&lead).into_owned());
@@ -200,6 +211,7 @@ pub async fn auction(
         // Validated at load to be at most MAX_RTB_TIMEOUT_MS.
         rtb_timeout_ms: u32::try_from(state.settings.rtb_timeout_ms)
             .unwrap_or(crate::auction::MAX_RTB_TIMEOUT_MS),
+        deadline,
     };
     let outcome = evaluate::run(&state.ping_states, &state.http, campaign, &input).await?;
 
@@ -427,12 +439,29 @@ pub fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Proble
         }
     };
     let sub_ids = parse_sub_ids(body.remove("sub_ids"))?;
+    let max_wait_ms = match body.remove("max_wait_ms") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .and_then(|ms| u32::try_from(ms).ok())
+                .filter(|ms| MAX_WAIT_MS.contains(ms))
+                .ok_or_else(|| {
+                    invalid(
+                        "/max_wait_ms",
+                        ErrorCode::InvalidField,
+                        "max_wait_ms must be a whole number of milliseconds from 10 to 60000",
+                    )
+                })?,
+        ),
+    };
     Ok(PingRequest {
         lead,
         dedup_hashes,
         min_payout,
         test,
         sub_ids,
+        max_wait_ms,
     })
 }
 

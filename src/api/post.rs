@@ -223,7 +223,7 @@ fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
         (`Idempotent-Replayed: true`; a `202 settling` one, its final answer once settled) and sells nothing; \
         another body is `409 idempotency_key_reused`. Kept `idempotency_key_hours` (24 h)")),
     request_body(content = Object, description = "the post's body without `ping_id`/`bid_ids`, plus \
-        optional `dedup`, `min_payout`, `test` and `sub_ids`. Also accepted as \
+        optional `dedup`, `min_payout`, `test`, `sub_ids` and `max_wait_ms` (the auction's deadline). Also accepted as \
         `application/x-www-form-urlencoded` (docs/partner-forms.md)",
         example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
             "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b"}})),
@@ -300,7 +300,7 @@ fn parse_direct(
     mut body: Map<String, Value>,
 ) -> Result<DirectPost, Problem> {
     partner::admit(state, campaign)?;
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "posting_key",
         "lead",
         "consent",
@@ -308,6 +308,7 @@ fn parse_direct(
         "min_payout",
         "test",
         "sub_ids",
+        "max_wait_ms",
     ];
     partner::refuse_unknown(&body, &KNOWN)?;
     let consent = take_consent(&mut body)?;
@@ -318,6 +319,7 @@ fn parse_direct(
         min_payout,
         test,
         sub_ids,
+        max_wait_ms,
     } = partner::parse_request(body)?;
     Ok(DirectPost {
         lead,
@@ -326,6 +328,7 @@ fn parse_direct(
         min_payout,
         test,
         sub_ids,
+        max_wait_ms,
         body_sha256,
     })
 }

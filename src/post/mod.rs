@@ -51,6 +51,8 @@ pub struct DirectPost {
     pub test: bool,
     /// The partner's own tracking ids (`sub_ids`): its ping's and its post's.
     pub sub_ids: Option<Map<String, Value>>,
+    /// The auction's deadline (`max_wait_ms`), else its offer's.
+    pub max_wait_ms: Option<u32>,
     pub body_sha256: [u8; 32],
 }
 
@@ -112,6 +114,7 @@ pub async fn direct(
         min_payout,
         test,
         sub_ids,
+        max_wait_ms,
         body_sha256,
     } = request;
     let offer = &campaign.offer;
@@ -141,6 +144,7 @@ pub async fn direct(
             min_payout,
             test,
             sub_ids: sub_ids.clone(),
+            max_wait_ms,
         },
         now_of(state),
         timing.started,

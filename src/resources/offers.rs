@@ -18,5 +18,8 @@ super::resource! {
         /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
         #[schema(value_type = Vec<Object>)]
         fields: Value = List,
+        /// The deadline of the offer's pings when a ping sends no `max_wait_ms` (10–60000 ms;
+        /// `null`: none): every RTB call is cut at the time left (docs/revenue-recovery.md).
+        max_wait_ms: Option<i32> = OptionalInt<10, 60_000>,
     }
 }

@@ -76,6 +76,8 @@ pub struct OfferConfig {
     pub status: Status,
     pub rules: OfferRules,
     pub ping_ttl_seconds: u32,
+    /// The deadline of a ping that sends none (`max_wait_ms`).
+    pub max_wait_ms: Option<u32>,
     pub schema: CompiledSchema,
     /// The contracts that take part in auctions: all but archived ones.
     pub contracts: Vec<Arc<Contract>>,
@@ -585,6 +587,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         status: status(&row.status),
         rules,
         ping_ttl_seconds: u32::try_from(row.ping_ttl_seconds).unwrap_or(300),
+        max_wait_ms: row.max_wait_ms.and_then(|ms| u32::try_from(ms).ok()),
         schema,
         contracts: Vec::new(),
     })

@@ -5,6 +5,7 @@ mod harness;
 mod admin;
 mod bench;
 mod cli;
+mod deadline;
 mod decimals;
 mod demo;
 mod failures;
