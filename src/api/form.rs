@@ -425,13 +425,14 @@ mod tests {
             "posting_key=pk_1&state=TX&lead[age]=42&income=1234.5&homeowner=Yes\
              &trustedform_cert_url=https%3A%2F%2Fcert.example%2F1&consent[text]=I+agree\
              &sellers=A&consent[sellers][]=B&dedup[email_sha256]=ab&sub_ids[src]=s1\
-             &bid_ids=a,b&bid_ids=c&test=0&min_payout=5.00&ip=1.2.3.4&consent[ip]=5.6.7.8",
+             &bid_ids=a,b&bid_ids=c&test=0&min_payout=5.00&ip=1.2.3.4&consent[ip]=5.6.7.8\
+             &max_wait_ms=50",
         )
         .unwrap();
         assert_eq!(
             body,
             json!({
-                "posting_key": "pk_1", "test": false, "min_payout": "5.00",
+                "posting_key": "pk_1", "test": false, "min_payout": "5.00", "max_wait_ms": 50,
                 "bid_ids": ["a", "b", "c"],
                 "lead": { "state": "TX", "age": 42, "income": 1234.5, "homeowner": true,
                           "ip": "1.2.3.4" },
