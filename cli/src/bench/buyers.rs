@@ -18,7 +18,7 @@ use super::load::Load;
 use super::{BenchOptions, Latency};
 
 /// The harness's buyers: bid endpoints with a latency distribution and a failure rate, and a
-/// delivery endpoint that accepts everything.
+/// delivery endpoint that accepts everything, or all but a share (`--delivery-reject-rate`).
 pub(super) struct FakeBuyers {
     pub(super) address: SocketAddr,
     behaviour: BuyerBehaviour,
@@ -29,6 +29,7 @@ struct BuyerBehaviour {
     latency_ms: u64,
     jitter_ms: u64,
     failure_rate: f64,
+    reject_rate: f64,
     slow_ms: Option<u64>,
     calls: Arc<AtomicU64>,
     /// Each ping's slowest answer so far (microseconds from the request read to the answer
@@ -42,6 +43,7 @@ impl FakeBuyers {
             latency_ms: options.rtb_latency_ms,
             jitter_ms: options.rtb_jitter_ms,
             failure_rate: options.rtb_failure_rate,
+            reject_rate: options.delivery_reject_rate,
             slow_ms: options.slow_buyer_ms,
             calls: Arc::new(AtomicU64::new(0)),
             slowest: Arc::default(),
@@ -50,10 +52,7 @@ impl FakeBuyers {
             .route("/rtb", post(bid))
             .route("/rtb/slow", post(slow_bid))
             .route("/rtb/xml", post(xml_bid))
-            .route(
-                "/deliver",
-                post(|| async { Json(json!({ "status": "accepted" })) }),
-            )
+            .route("/deliver", post(deliver))
             .with_state(behaviour.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -149,6 +148,15 @@ async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool 
         *answer = (*answer).max(took);
     }
     fail
+}
+
+/// Accepts every lead, but a share `--delivery-reject-rate` of them.
+async fn deliver(State(behaviour): State<BuyerBehaviour>) -> Json<serde_json::Value> {
+    use rand::Rng;
+    if rand::rng().random_bool(behaviour.reject_rate.clamp(0.0, 1.0)) {
+        return Json(json!({ "status": "rejected", "reason": "bench: not this one" }));
+    }
+    Json(json!({ "status": "accepted" }))
 }
 
 async fn slow_bid(State(behaviour): State<BuyerBehaviour>) -> Response {

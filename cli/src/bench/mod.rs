@@ -40,6 +40,10 @@ pub struct BenchOptions {
     /// Share of RTB answers that are HTTP 500 (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub rtb_failure_rate: f64,
+    /// Share of deliveries the buyers reject (0 to 1): a post whose winner rejects goes on to
+    /// the runner-ups (the cascade), so this measures what recovering a sale costs.
+    #[arg(long, default_value_t = 0.0)]
+    pub delivery_reject_rate: f64,
     /// The RTB contracts' timeout.
     #[arg(long, default_value_t = 200)]
     pub rtb_timeout_ms: u32,
