@@ -66,6 +66,7 @@ fn contracts(schema: &CompiledSchema, count: usize) -> Vec<(CompiledContract, Co
                 credit_limit: Money::from_cents(50_000),
                 usage,
                 duplicate: i % 17 == 5,
+                buyer_caps: Default::default(),
             };
             (contract, state)
         })

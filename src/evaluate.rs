@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::auction::{
-    ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead, Prices, Pricing,
-    RtbCandidate, SaleType, Selection, Status, effective_floor, period_start, rtb_calls, select,
+    BuyerCapRoom, ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead,
+    Prices, Pricing, RtbCandidate, SaleType, Selection, Status, effective_floor, period_start,
+    rtb_calls, select,
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
@@ -259,6 +260,27 @@ pub async fn run(
     let mut buyer_ids: Vec<Uuid> = contracts.iter().map(|c| c.compiled.buyer_id()).collect();
     buyer_ids.sort_unstable();
     buyer_ids.dedup();
+    // The buyers' own caps: nothing to read when none of them has any.
+    let buyer_caps: Vec<ContractKeys> = buyer_ids
+        .iter()
+        .filter_map(|id| tenant.buyers.get(id))
+        .filter(|buyer| buyer.caps.iter().next().is_some())
+        .map(|buyer| {
+            let mut periods: PeriodStarts = [None; 5];
+            for cap in buyer.caps.iter() {
+                let period = cap.period();
+                periods[period.index()] = Some(
+                    *starts[period.index()]
+                        .get_or_insert_with(|| period_start(period, input.now, tenant.timezone)),
+                );
+            }
+            ContractKeys {
+                id: buyer.id,
+                periods,
+            }
+        })
+        .collect();
+    let capped_buyers: Vec<Uuid> = buyer_caps.iter().map(|keys| keys.id).collect();
     let state = states
         .read(StateRequest {
             tenant_id: tenant.id,
@@ -266,6 +288,7 @@ pub async fn run(
             contracts: keys,
             buyer_ids,
             dedup_hashes: input.dedup_hashes.clone(),
+            buyer_caps,
         })
         .await?;
 
@@ -291,9 +314,18 @@ pub async fn run(
         deadline: input.deadline,
         campaign: Some(campaign.clone()),
     });
+    // What each capped buyer's caps leave, once per buyer.
+    let buyer_rooms: HashMap<Uuid, BuyerCapRoom> = capped_buyers
+        .iter()
+        .filter_map(|id| {
+            let buyer = tenant.buyers.get(id)?;
+            let usage = state.buyer_cap_usage.get(id).copied().unwrap_or_default();
+            Some((*id, BuyerCapRoom::new(&buyer.caps, &usage)))
+        })
+        .collect();
     let states = contracts
         .iter()
-        .map(|c| contract_state(campaign, c, &state, input.now))
+        .map(|c| contract_state(campaign, c, &state, &buyer_rooms, input.now))
         .collect();
     let results = fan_out(contracts, states, shared, &state.last_sale).await;
 
@@ -392,6 +424,7 @@ fn contract_state(
     campaign: &CampaignContext,
     contract: &Contract,
     state: &AuctionState,
+    buyer_rooms: &HashMap<Uuid, BuyerCapRoom>,
     now: DateTime<Utc>,
 ) -> ContractState {
     let buyer_id = contract.compiled.buyer_id();
@@ -414,6 +447,7 @@ fn contract_state(
             contract.dedup_days,
             now,
         ),
+        buyer_caps: buyer_rooms.get(&buyer_id).copied().unwrap_or_default(),
     }
 }
 

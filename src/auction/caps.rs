@@ -202,6 +202,79 @@ impl CompiledCaps {
     }
 }
 
+/// What a buyer's caps leave of its current periods (docs/revenue-recovery.md §4), computed
+/// once per ping from the buyer's usage and checked for each of its contracts: the tightest
+/// lead cap and the tightest spend cap. One more sale at a price fits every cap exactly when it
+/// fits these two. `Copy` and a few words, as [`super::ContractState`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuyerCapRoom {
+    leads: Option<Room>,
+    spend: Option<Room>,
+}
+
+/// One cap's room: what is left of its limit in the current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    /// Leads, or cents, left (negative when an operator lowered the limit below the usage).
+    left: i64,
+    period: CapPeriod,
+    limit: CapLimit,
+}
+
+impl BuyerCapRoom {
+    /// The room the buyer's `caps` leave given its `usage` (no caps: room for anything).
+    pub fn new(caps: &CompiledCaps, usage: &PeriodUsage) -> BuyerCapRoom {
+        let mut room = BuyerCapRoom::default();
+        for cap in caps.iter() {
+            let used = usage.get(cap.period);
+            let (slot, left) = match cap.limit {
+                CapLimit::Leads(max) => (&mut room.leads, max.saturating_sub(used.leads)),
+                CapLimit::Spend(max) => (
+                    &mut room.spend,
+                    max.cents().saturating_sub(used.spend.cents()),
+                ),
+            };
+            // The tightest cap of each kind; the first in configuration order on a tie.
+            if slot.is_none_or(|tightest| left < tightest.left) {
+                *slot = Some(Room {
+                    left,
+                    period: cap.period,
+                    limit: cap.limit,
+                });
+            }
+        }
+        room
+    }
+
+    /// The buyer has no caps.
+    pub fn is_unlimited(&self) -> bool {
+        self.leads.is_none() && self.spend.is_none()
+    }
+
+    /// The detail of a `cap_reached` decline when one more sale at `price` would pass a cap of
+    /// the buyer's: "the buyer's day cap of 20 leads is reached", "the buyer's month spend cap of
+    /// 5000.00 is reached".
+    pub fn blocking(&self, price: Money) -> Option<String> {
+        let leads = self.leads.filter(|room| room.left < 1);
+        let spend = self.spend.filter(|room| room.left < price.cents());
+        let room = leads.or(spend)?;
+        Some(match room.limit {
+            CapLimit::Leads(max) => {
+                format!("the buyer's {} cap of {max} leads is reached", room.period)
+            }
+            CapLimit::Spend(max) => {
+                format!("the buyer's {} spend cap of {max} is reached", room.period)
+            }
+        })
+    }
+
+    /// The detail of a `cap_reached` decline when no sale at all fits (a lead cap reached, or
+    /// a spend cap used up).
+    pub fn full(&self) -> Option<String> {
+        self.blocking(Money::from_cents(1))
+    }
+}
+
 /// The first instant of the `period` containing `now`, in the timezone `tz` (SPEC §4.5): the
 /// hour, the day, the week from Monday, the month; `total` starts at the Unix epoch.
 ///
@@ -556,6 +629,48 @@ mod tests {
         assert_eq!(caps.first_full(&other), None);
         let zero = CompiledCaps::compile(&json!([{ "period": "total", "max_leads": 0 }])).unwrap();
         assert!(zero.first_full(&PeriodUsage::default()).is_some());
+    }
+
+    #[test]
+    fn a_buyer_cap_room_is_its_tightest_caps() {
+        let caps = CompiledCaps::compile(&json!([
+            { "period": "month", "max_leads": 100 },
+            { "period": "day", "max_leads": 20 },
+            { "period": "day", "max_spend_cents": 10_000 }
+        ]))
+        .unwrap();
+        let room = BuyerCapRoom::new(&caps, &usage(19, 8_000));
+        assert!(!room.is_unlimited());
+        assert_eq!(room.full(), None);
+        assert_eq!(room.blocking(Money::from_cents(2_000)), None);
+        assert_eq!(
+            room.blocking(Money::from_cents(2_001)).as_deref(),
+            Some("the buyer's day spend cap of 100.00 is reached")
+        );
+        // The 20th lead was the last: the day's lead cap names the decline, before the spend.
+        let full = BuyerCapRoom::new(&caps, &usage(20, 10_000));
+        assert_eq!(
+            full.full().as_deref(),
+            Some("the buyer's day cap of 20 leads is reached")
+        );
+        // The month's cap is the tighter one once the month has fewer leads left.
+        let mut month = PeriodUsage::default();
+        month.set(
+            CapPeriod::Month,
+            CapUsage {
+                leads: 100,
+                spend: Money::ZERO,
+            },
+        );
+        assert_eq!(
+            BuyerCapRoom::new(&caps, &month).full().as_deref(),
+            Some("the buyer's month cap of 100 leads is reached")
+        );
+        // Usage beyond a limit lowered since is full too; no caps is room for anything.
+        assert!(BuyerCapRoom::new(&caps, &usage(25, 0)).full().is_some());
+        let none = BuyerCapRoom::new(&CompiledCaps::default(), &usage(1_000, 1_000_000));
+        assert!(none.is_unlimited());
+        assert_eq!(none.blocking(Money::from_cents(i64::MAX)), None);
     }
 
     #[test]

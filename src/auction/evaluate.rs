@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use crate::integration::response::{Answer, Locator, Outcome, Unreadable};
 use crate::money::Money;
 
-use super::caps::{CompiledCaps, PeriodUsage};
+use super::caps::{BuyerCapRoom, CompiledCaps, PeriodUsage};
 use super::config::{ConfigError, Pricing, RtbPricing, SaleType, Status};
 use super::filters::CompiledFilter;
 use super::schedule::CompiledSchedule;
@@ -182,6 +182,8 @@ pub struct ContractState {
     pub usage: PeriodUsage,
     /// The buyer's dedup found this consumer within the contract's `dedup_days`.
     pub duplicate: bool,
+    /// What the buyer's own caps leave, across all its contracts.
+    pub buyer_caps: BuyerCapRoom,
 }
 
 impl ContractState {
@@ -321,6 +323,9 @@ impl CompiledContract {
         if let Some(cap) = self.caps.first_full(&state.usage) {
             return Err(Decline::with(DeclineReason::CapReached, cap.label()));
         }
+        if let Some(detail) = state.buyer_caps.full() {
+            return Err(Decline::with(DeclineReason::CapReached, detail));
+        }
         let fixed = match &self.pricing {
             Pricing::Fixed(fixed) => fixed,
             Pricing::Rtb(_) => {
@@ -346,6 +351,12 @@ impl CompiledContract {
             return Err(Decline::with(DeclineReason::CapReached, cap.label()));
         }
         prices.retain(|price| self.caps.first_blocking(&state.usage, price).is_none());
+        if let Some(cheapest) = prices.cheapest()
+            && let Some(detail) = state.buyer_caps.blocking(cheapest)
+        {
+            return Err(Decline::with(DeclineReason::CapReached, detail));
+        }
+        prices.retain(|price| state.buyer_caps.blocking(price).is_none());
         if state.duplicate {
             return Err(Decline::new(DeclineReason::Duplicate));
         }
@@ -397,6 +408,12 @@ impl CompiledContract {
             return Err(Decline::with(DeclineReason::CapReached, cap.label()));
         }
         prices.retain(|price| self.caps.first_blocking(&state.usage, price).is_none());
+        if let Some(cheapest) = prices.cheapest()
+            && let Some(detail) = state.buyer_caps.blocking(cheapest)
+        {
+            return Err(Decline::with(DeclineReason::CapReached, detail));
+        }
+        prices.retain(|price| state.buyer_caps.blocking(price).is_none());
         Ok(prices)
     }
 }
@@ -565,6 +582,7 @@ mod tests {
             credit_limit: Money::ZERO,
             usage: PeriodUsage::default(),
             duplicate: false,
+            buyer_caps: BuyerCapRoom::default(),
         }
     }
 
@@ -851,6 +869,133 @@ mod tests {
         assert_eq!(
             run(&contract, &dup, tx, Mode::Hybrid, open_now()),
             declined(DeclineReason::Duplicate, None)
+        );
+    }
+
+    /// The buyer's caps over all its contracts: `day_leads` of 20 used, `day_spend_cents` of
+    /// 100.00 spent.
+    fn buyer_room(day_leads: i64, day_spend_cents: i64) -> BuyerCapRoom {
+        let caps = CompiledCaps::compile(&json!([
+            { "period": "day", "max_leads": 20 },
+            { "period": "day", "max_spend_cents": 10_000 }
+        ]))
+        .unwrap();
+        let mut usage = PeriodUsage::default();
+        usage.set(
+            CapPeriod::Day,
+            CapUsage {
+                leads: day_leads,
+                spend: Money::from_cents(day_spend_cents),
+            },
+        );
+        BuyerCapRoom::new(&caps, &usage)
+    }
+
+    #[test]
+    fn a_full_buyer_cap_declines_the_contract_as_its_own_cap_does() {
+        let tx = json!({"state": "TX"});
+        let contract = fixed(Some(4000), Some(1250));
+        let with = |buyer_caps| ContractState {
+            buyer_caps,
+            ..state()
+        };
+        // Room for one more lead and both prices.
+        assert_eq!(
+            run(
+                &contract,
+                &with(buyer_room(19, 0)),
+                tx.clone(),
+                Mode::Hybrid,
+                open_now()
+            ),
+            Evaluation::Priced(Prices {
+                exclusive: Some(Money::from_cents(4000)),
+                shared: Some(Money::from_cents(1250)),
+            })
+        );
+        // The 20th lead was sold: every contract of the buyer is declined before pricing.
+        let reached = Some("the buyer's day cap of 20 leads is reached");
+        assert_eq!(
+            run(
+                &contract,
+                &with(buyer_room(20, 0)),
+                tx.clone(),
+                Mode::Hybrid,
+                open_now()
+            ),
+            declined(DeclineReason::CapReached, reached)
+        );
+        assert_eq!(
+            run(
+                &rtb(),
+                &with(buyer_room(20, 0)),
+                tx.clone(),
+                Mode::Hybrid,
+                open_now()
+            ),
+            declined(DeclineReason::CapReached, reached)
+        );
+        // Spend: the price that would pass the cap is dropped; none left names the cap.
+        assert_eq!(
+            run(
+                &contract,
+                &with(buyer_room(0, 7_000)),
+                tx.clone(),
+                Mode::Hybrid,
+                open_now()
+            ),
+            Evaluation::Priced(Prices {
+                exclusive: None,
+                shared: Some(Money::from_cents(1250)),
+            })
+        );
+        assert_eq!(
+            run(
+                &contract,
+                &with(buyer_room(0, 9_000)),
+                tx.clone(),
+                Mode::Hybrid,
+                open_now()
+            ),
+            declined(
+                DeclineReason::CapReached,
+                Some("the buyer's day spend cap of 100.00 is reached")
+            )
+        );
+        // The contract's own cap is checked first and named as before.
+        let both = ContractState {
+            usage: usage(10, 0),
+            buyer_caps: buyer_room(20, 0),
+            ..state()
+        };
+        assert_eq!(
+            run(&contract, &both, tx, Mode::Hybrid, open_now()),
+            declined(DeclineReason::CapReached, Some("day max_leads 10"))
+        );
+        // An RTB bid (cut to max_bid) that would pass the buyer's spend cap.
+        let sale_types = Mode::Hybrid.sale_types();
+        let rtb = rtb();
+        assert_eq!(
+            rtb.check_rtb_bid(
+                &with(buyer_room(0, 6_000)),
+                sale_types,
+                &rtb_bid(Some(9000), Some(1250))
+            ),
+            Ok(Prices {
+                exclusive: None,
+                shared: Some(Money::from_cents(1250)),
+            })
+        );
+        assert_eq!(
+            rtb.check_rtb_bid(
+                &with(buyer_room(0, 9_000)),
+                sale_types,
+                &rtb_bid(Some(9000), Some(1250))
+            ),
+            Err(Decline::with(
+                DeclineReason::CapReached,
+                "the buyer's day spend cap of 100.00 is reached"
+            ))
         );
     }
 

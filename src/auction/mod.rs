@@ -18,7 +18,9 @@ mod schema;
 mod select;
 mod value;
 
-pub use caps::{CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start};
+pub use caps::{
+    BuyerCapRoom, CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start,
+};
 pub use config::{
     CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
     MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,

@@ -231,6 +231,7 @@ async fn settle_one(
         &state.db,
         &sale,
         contract.compiled.caps(),
+        sales::buyer_caps(&posted.campaign.tenant, bid.buyer_id),
         posted.campaign.tenant.timezone,
     )
     .await;

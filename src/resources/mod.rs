@@ -355,14 +355,17 @@ mod tests {
 
     #[test]
     fn a_field_is_a_key_a_column_and_a_written_column_at_once() {
-        assert_eq!(buyers::Buyer::FIELDS, ["name", "status", "credit_limit"]);
+        assert_eq!(
+            buyers::Buyer::FIELDS,
+            ["name", "status", "credit_limit", "caps"]
+        );
         assert_eq!(
             buyers::Buyers::WRITTEN,
-            ["name", "status", "credit_limit_cents"]
+            ["name", "status", "credit_limit_cents", "caps"]
         );
         assert_eq!(
             buyers::Buyers::COLUMNS,
-            "tenant_id, id, name, status, credit_limit_cents, balance_cents, created_at, updated_at"
+            "tenant_id, id, name, status, credit_limit_cents, balance_cents, caps, created_at, updated_at"
         );
         assert_eq!(
             campaigns::Campaigns::WRITTEN,

@@ -28,6 +28,8 @@ pub struct AuctionState {
     pub offer_sold_at: Option<DateTime<Utc>>,
     /// When each contract last sold (absent = never).
     pub last_sale: HashMap<Uuid, DateTime<Utc>>,
+    /// Usage of each capped buyer's caps in their current periods (absent = nothing used).
+    pub buyer_cap_usage: HashMap<Uuid, PeriodUsage>,
 }
 
 /// The start of the current period of each cap period a contract has, by `CapPeriod` index
@@ -50,6 +52,8 @@ pub struct StateRequest {
     /// Buyers whose balance to read.
     pub buyer_ids: Vec<Uuid>,
     pub dedup_hashes: Vec<[u8; 32]>,
+    /// Buyers with caps of their own, and their capped periods' starts (`id` is the buyer's).
+    pub buyer_caps: Vec<ContractKeys>,
 }
 
 struct StateRow {
@@ -80,6 +84,11 @@ impl GroupStatement for ReadStates {
             .map(|c| 1 + c.periods.iter().flatten().count())
             .sum::<usize>()
             + request.buyer_ids.len()
+            + request
+                .buyer_caps
+                .iter()
+                .map(|b| b.periods.iter().flatten().count())
+                .sum::<usize>()
     }
 
     async fn run(
@@ -126,6 +135,17 @@ async fn read_states(
         keys(requests, |r| r.dedup_hashes.iter().map(|h| &h[..]));
     let (contract_requests, contract_tenants, contracts) =
         keys(requests, |r| r.contracts.iter().map(|c| c.id));
+    let (buyer_cap_requests, buyer_cap_tenants, buyer_caps) = keys(requests, |r| {
+        r.buyer_caps.iter().flat_map(|b| {
+            CapPeriod::ALL
+                .into_iter()
+                .zip(b.periods)
+                .filter_map(move |(period, start)| Some((b.id, period, start?)))
+        })
+    });
+    let buyer_cap_buyers: Vec<Uuid> = buyer_caps.iter().map(|c| c.0).collect();
+    let buyer_cap_periods: Vec<&str> = buyer_caps.iter().map(|c| c.1.as_str()).collect();
+    let buyer_cap_starts: Vec<DateTime<Utc>> = buyer_caps.iter().map(|c| c.2).collect();
     let rows = sqlx::query_as!(
         StateRow,
         // Every part walks the requests' own keys (unnest) and looks each one up by its
@@ -160,7 +180,16 @@ async fn read_states(
          CROSS JOIN LATERAL (
              SELECT last_sold_at FROM contract_stats
              WHERE tenant_id = w.tenant_id AND contract_id = w.id
-             OFFSET 0) AS s"#,
+             OFFSET 0) AS s
+         UNION ALL
+         SELECT w.request, 'buyer_cap', w.buyer_id, w.period, c.leads::bigint, c.spend_cents, NULL, NULL
+         FROM unnest($15::int[], $16::uuid[], $17::uuid[], $18::text[], $19::timestamptz[])
+             AS w (request, tenant_id, buyer_id, period, period_start)
+         CROSS JOIN LATERAL (
+             SELECT leads, spend_cents FROM buyer_cap_counters
+             WHERE tenant_id = w.tenant_id AND buyer_id = w.buyer_id AND period = w.period
+               AND period_start = w.period_start
+             OFFSET 0) AS c"#,
         &cap_requests,
         &cap_tenants,
         &cap_contracts,
@@ -176,6 +205,11 @@ async fn read_states(
         &contract_requests,
         &contract_tenants,
         &contracts,
+        &buyer_cap_requests,
+        &buyer_cap_tenants,
+        &buyer_cap_buyers,
+        &buyer_cap_periods as _,
+        &buyer_cap_starts,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -190,7 +224,7 @@ async fn read_states(
         };
         let (request, state) = (&requests[index], &mut states[index]);
         match row.kind.as_str() {
-            "cap" => {
+            kind @ ("cap" | "buyer_cap") => {
                 let Some(period) = row
                     .period
                     .as_deref()
@@ -202,11 +236,12 @@ async fn read_states(
                     leads: row.leads.unwrap_or(0),
                     spend: Money::from_cents(row.cents.unwrap_or(0)),
                 };
-                state
-                    .cap_usage
-                    .entry(row.id)
-                    .or_default()
-                    .set(period, usage);
+                let usages = if kind == "cap" {
+                    &mut state.cap_usage
+                } else {
+                    &mut state.buyer_cap_usage
+                };
+                usages.entry(row.id).or_default().set(period, usage);
             }
             "balance" => {
                 state

@@ -272,35 +272,64 @@ pub enum Refusal {
     InsufficientFunds,
 }
 
-/// Reserves the sale in one transaction: every cap of the contract gets one more lead and the
-/// price for its current period, only where it stays within the cap; the buyer is debited only
-/// where balance + credit limit covers the price; the sale is recorded as pending. A test sale
+/// The capped periods of a reservation, in period order: names, current starts, limits.
+struct Limits {
+    periods: Vec<&'static str>,
+    starts: Vec<DateTime<Utc>>,
+    max_leads: Vec<i64>,
+    max_spend: Vec<i64>,
+}
+
+impl Limits {
+    fn of(caps: &CompiledCaps, test: bool, now: DateTime<Utc>, tz: chrono_tz::Tz) -> Limits {
+        let limits = if test {
+            Vec::new()
+        } else {
+            limits_by_period(caps)
+        };
+        Limits {
+            periods: limits
+                .iter()
+                .map(|(period, _, _)| period.as_str())
+                .collect(),
+            starts: limits
+                .iter()
+                .map(|(period, _, _)| period_start(*period, now, tz))
+                .collect(),
+            max_leads: limits.iter().map(|(_, leads, _)| *leads).collect(),
+            max_spend: limits.iter().map(|(_, _, spend)| *spend).collect(),
+        }
+    }
+}
+
+/// Reserves the sale in one transaction: every cap of the contract, then every cap of the
+/// buyer (`buyer_caps`, counted over all its contracts), gets one more lead and the price for
+/// its current period, only where it stays within the cap; the buyer is debited only where
+/// balance + credit limit covers the price; the sale is recorded as pending. A test sale
 /// reserves nothing. On a refusal nothing is written.
+///
+/// `lead_sales.reserved_caps` records what the release gives back: the contract's periods as
+/// `{"period", "period_start"}`, the buyer's as `{"scope": "buyer", "buyer_period",
+/// "buyer_period_start"}` (other keys than the contract's, so that a process predating buyer
+/// caps, releasing during a rolling upgrade, skips them rather than take them for the
+/// contract's).
 pub async fn reserve(
     db: &PgPool,
     sale: &NewSale<'_>,
     caps: &CompiledCaps,
+    buyer_caps: &CompiledCaps,
     tz: chrono_tz::Tz,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    let limits = if sale.test {
-        Vec::new()
-    } else {
-        limits_by_period(caps)
-    };
-    let periods: Vec<&str> = limits
+    let contract = Limits::of(caps, sale.test, sale.now, tz);
+    let buyer = Limits::of(buyer_caps, sale.test, sale.now, tz);
+    let reserved: Vec<Value> = contract
+        .periods
         .iter()
-        .map(|(period, _, _)| period.as_str())
-        .collect();
-    let starts: Vec<DateTime<Utc>> = limits
-        .iter()
-        .map(|(period, _, _)| period_start(*period, sale.now, tz))
-        .collect();
-    let max_leads: Vec<i64> = limits.iter().map(|(_, leads, _)| *leads).collect();
-    let max_spend: Vec<i64> = limits.iter().map(|(_, _, spend)| *spend).collect();
-    let reserved: Vec<Value> = periods
-        .iter()
-        .zip(&starts)
+        .zip(&contract.starts)
         .map(|(period, start)| json!({ "period": period, "period_start": start }))
+        .chain(buyer.periods.iter().zip(&buyer.starts).map(|(period, start)| {
+            json!({ "scope": "buyer", "buyer_period": period, "buyer_period_start": start })
+        }))
         .collect();
     let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
     // One statement, one round trip (migration 0003): the hot rows are held for the time the
@@ -308,19 +337,24 @@ pub async fn reserve(
     let outcome = query_with_sale!(
         query_scalar,
         r#"SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                $17, $18, $19, $20, $21, $22, $23, $24) AS "outcome!: ReserveOutcome""#,
+                                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
+               AS "outcome!: ReserveOutcome""#,
         sale,
         sale.test,
         sale.pending_for.num_milliseconds() as f64,
         sale.now,
         &hashes as _,
         i32::try_from(sale.dedup_days).unwrap_or(365),
-        &periods as _,
-        &starts,
-        &max_leads,
-        &max_spend,
+        &contract.periods as _,
+        &contract.starts,
+        &contract.max_leads,
+        &contract.max_spend,
         Value::Array(reserved),
         Uuid::now_v7(),
+        &buyer.periods as _,
+        &buyer.starts,
+        &buyer.max_leads,
+        &buyer.max_spend,
     )
     .fetch_one(db)
     .await?;
@@ -330,6 +364,16 @@ pub async fn reserve(
         ReserveOutcome::Capped => Err(Refusal::Capped),
         ReserveOutcome::InsufficientFunds => Err(Refusal::InsufficientFunds),
     })
+}
+
+/// The buyer's own caps, as `reserve` takes them (none for a buyer no longer loaded).
+pub fn buyer_caps(tenant: &crate::store::snapshot::TenantConfig, buyer_id: Uuid) -> &CompiledCaps {
+    static NONE: std::sync::LazyLock<CompiledCaps> =
+        std::sync::LazyLock::new(CompiledCaps::default);
+    tenant
+        .buyers
+        .get(&buyer_id)
+        .map_or(&NONE, |buyer| &buyer.caps)
 }
 
 /// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final
@@ -593,21 +637,7 @@ pub async fn release(
     if !sale.test {
         // The reservation's periods, in its order (the lock order), given back by the
         // function that gives back a refused reservation's (migration 0003).
-        let mut periods: Vec<&str> = Vec::new();
-        let mut starts: Vec<DateTime<Utc>> = Vec::new();
-        for cap in sale.reserved_caps.as_array().into_iter().flatten() {
-            let (Some(period), Some(start)) =
-                (cap["period"].as_str(), cap["period_start"].as_str())
-            else {
-                continue;
-            };
-            periods.push(period);
-            starts.push(
-                start
-                    .parse()
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            );
-        }
+        let (periods, starts) = reserved_periods(&sale.reserved_caps, "period")?;
         sqlx::query!(
             "SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)",
             tenant_id,
@@ -619,6 +649,21 @@ pub async fn release(
         )
         .execute(&mut *tx)
         .await?;
+        // Then the buyer's (migration 0013), as the reservation took them.
+        let (periods, starts) = reserved_periods(&sale.reserved_caps, "buyer_period")?;
+        if !periods.is_empty() {
+            sqlx::query!(
+                "SELECT gavel_give_back_buyer_caps($1, $2, $3, $4, $5, $6)",
+                tenant_id,
+                buyer_id,
+                &periods as _,
+                &starts,
+                price,
+                i32::try_from(periods.len()).unwrap_or(i32::MAX),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query!(
             "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
             tenant_id,
@@ -631,6 +676,30 @@ pub async fn release(
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The periods and their starts a reservation recorded under `key` and `<key>_start`
+/// (`period`: the contract's counters; `buyer_period`: the buyer's), in its order.
+fn reserved_periods(
+    reserved: &Value,
+    key: &str,
+) -> Result<(Vec<String>, Vec<DateTime<Utc>>), sqlx::Error> {
+    let start_key = format!("{key}_start");
+    let mut periods = Vec::new();
+    let mut starts = Vec::new();
+    for cap in reserved.as_array().into_iter().flatten() {
+        let (Some(period), Some(start)) = (cap[key].as_str(), cap[start_key.as_str()].as_str())
+        else {
+            continue;
+        };
+        periods.push(period.to_owned());
+        starts.push(
+            start
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        );
+    }
+    Ok((periods, starts))
 }
 
 /// One winning bid's final disposition, for `distribution_winners`.

@@ -36,7 +36,8 @@ use super::admin::rows::{
     Partners, status,
 };
 use crate::auction::{
-    CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules, PayoutRule, Status,
+    CompiledCaps, CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules,
+    PayoutRule, Status,
 };
 use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;
@@ -57,6 +58,8 @@ pub struct BuyerConfig {
     pub id: Uuid,
     pub status: Status,
     pub credit_limit: Money,
+    /// Caps over all the buyer's contracts (docs/revenue-recovery.md §4).
+    pub caps: CompiledCaps,
 }
 
 /// A contract taking part in auctions.
@@ -523,10 +526,19 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
     }
     for row in rows.buyers {
         if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
+            // A buyer whose caps do not compile buys nothing (its contracts see no buyer).
+            let caps = match CompiledCaps::compile(&row.caps) {
+                Ok(caps) => caps,
+                Err(errors) => {
+                    log_invalid("buyer", row.tenant_id, row.id, &errors);
+                    continue;
+                }
+            };
             let buyer = BuyerConfig {
                 id: row.id,
                 status: status(&row.status),
                 credit_limit: Money::from_cents(row.credit_limit_cents),
+                caps,
             };
             tenant.buyers.insert(row.id, buyer);
         }

@@ -1,5 +1,5 @@
-//! A short-lived copy of the state the pings' checks read (cap usage, balances, when each
-//! contract last sold), so that pings arriving close together do not read the same rows again.
+//! A short-lived copy of the state the pings' checks read (cap usage, balances, buyers' cap
+//! usage, when each contract last sold), so that pings arriving close together do not read the same rows again.
 //! The consumer's dedup hashes differ from ping to ping and are always read.
 //!
 //! Why a copy may be a little old: a ping only decides whether to bid. The post re-checks caps
@@ -29,6 +29,13 @@ struct ContractCopy {
     periods: PeriodStarts,
     usage: PeriodUsage,
     last_sale: Option<DateTime<Utc>>,
+}
+
+/// What is kept of one buyer's own caps: its usage in the periods it was read for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BuyerCapsCopy {
+    periods: PeriodStarts,
+    usage: PeriodUsage,
 }
 
 const SHARDS: usize = 16;
@@ -147,6 +154,7 @@ pub struct StateReader {
     ttl: Duration,
     contracts: Table<ContractCopy>,
     balances: Table<Money>,
+    buyer_caps: Table<BuyerCapsCopy>,
 }
 
 impl StateReader {
@@ -157,6 +165,7 @@ impl StateReader {
             ttl,
             contracts: Table::new(),
             balances: Table::new(),
+            buyer_caps: Table::new(),
         }
     }
 
@@ -171,6 +180,7 @@ impl StateReader {
             contracts: Vec::new(),
             buyer_ids: Vec::new(),
             dedup_hashes: request.dedup_hashes,
+            buyer_caps: Vec::new(),
         };
         let mut contract_versions = Vec::new();
         for keys in request.contracts {
@@ -201,15 +211,30 @@ impl StateReader {
                 }
             }
         }
+        let mut buyer_cap_versions = Vec::new();
+        for keys in request.buyer_caps {
+            let lookup = self.buyer_caps.get(&(tenant, keys.id), read_at, self.ttl);
+            match lookup.fresh {
+                Some(copy) if copy.periods == keys.periods => {
+                    state.buyer_cap_usage.insert(keys.id, copy.usage);
+                }
+                _ => {
+                    buyer_cap_versions.push(lookup.version);
+                    missing.buyer_caps.push(keys);
+                }
+            }
+        }
         if missing.contracts.is_empty()
             && missing.buyer_ids.is_empty()
             && missing.dedup_hashes.is_empty()
+            && missing.buyer_caps.is_empty()
         {
             return Ok(state);
         }
 
         let contracts: Vec<ContractKeys> = missing.contracts.clone();
         let buyers: Vec<Uuid> = missing.buyer_ids.clone();
+        let capped_buyers: Vec<ContractKeys> = missing.buyer_caps.clone();
         let read = self.group.run(missing).await?;
         // With a zero `ttl` the copies stored here are never served.
         for (keys, version) in contracts.iter().zip(contract_versions) {
@@ -228,7 +253,20 @@ impl StateReader {
                     .put((tenant, *buyer), version, read_at, balance);
             }
         }
+        for (keys, version) in capped_buyers.iter().zip(buyer_cap_versions) {
+            let copy = BuyerCapsCopy {
+                periods: keys.periods,
+                usage: read
+                    .buyer_cap_usage
+                    .get(&keys.id)
+                    .copied()
+                    .unwrap_or_default(),
+            };
+            self.buyer_caps
+                .put((tenant, keys.id), version, read_at, copy);
+        }
         state.cap_usage.extend(read.cap_usage);
+        state.buyer_cap_usage.extend(read.buyer_cap_usage);
         state.balances.extend(read.balances);
         state.last_sale.extend(read.last_sale);
         state.buyer_bought_at = read.buyer_bought_at;
@@ -236,11 +274,12 @@ impl StateReader {
         Ok(state)
     }
 
-    /// This process changed a contract's caps or last sale, or its buyer's balance (call it
-    /// after the change commits).
+    /// This process changed a contract's caps or last sale, or its buyer's balance or caps
+    /// (call it after the change commits).
     pub fn forget_sale(&self, tenant_id: Uuid, contract_id: Uuid, buyer_id: Uuid) {
         self.contracts.forget((tenant_id, contract_id));
         self.balances.forget((tenant_id, buyer_id));
+        self.buyer_caps.forget((tenant_id, buyer_id));
     }
 
     /// This process changed a buyer's balance.
@@ -252,6 +291,7 @@ impl StateReader {
     pub fn forget_all(&self) {
         self.contracts.forget_all();
         self.balances.forget_all();
+        self.buyer_caps.forget_all();
     }
 }
 

@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod bench;
+mod buyer_caps;
 mod cli;
 mod deadline;
 mod decimals;

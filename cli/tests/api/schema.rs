@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 18] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -25,6 +25,7 @@ const TABLES: [&str; 17] = [
     "lead_sales",
     "ledger_entries",
     "idempotency_keys",
+    "buyer_cap_counters",
 ];
 
 #[sqlx::test(migrations = false)]

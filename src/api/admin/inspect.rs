@@ -1,5 +1,5 @@
-//! What an operator looks at: a contract's caps in their current periods, and a posted lead
-//! with its consent and sales.
+//! What an operator looks at: a contract's or a buyer's caps in their current periods, and a
+//! posted lead with its consent and sales.
 
 use std::str::FromStr;
 
@@ -25,6 +25,7 @@ use crate::store::admin::inspect;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(contract_caps))
+        .routes(routes!(buyer_caps))
         .routes(routes!(lead_view))
 }
 
@@ -69,13 +70,39 @@ async fn contract_caps(
     let contract_id = parse_id(&id)?;
     let row = inspect::contract_caps(&state.db, tenant, contract_id).await?;
     let (caps, timezone) = row.ok_or_else(Problem::not_found)?;
-    // Both were checked when written; an SQL edit that broke them shows no caps rather than 500.
-    let caps = CompiledCaps::compile(&caps).unwrap_or_default();
-    let timezone = Tz::from_str(&timezone).unwrap_or(Tz::UTC);
-    let now = state.clock.now();
     let usage = inspect::cap_counters(&state.db, tenant, contract_id).await?;
-    let caps = caps
-        .iter()
+    let caps = cap_states(&caps, &timezone, state.clock.now(), &usage);
+    Ok(Json(ContractCaps { caps }))
+}
+
+/// The buyer's own caps, over all its contracts: for each, the current period's start, usage
+/// and what remains, as a contract's caps are shown.
+#[utoipa::path(get, path = "/v1/admin/buyers/{id}/caps", tag = "buyers",
+    params(("id" = Uuid, Path)), responses((status = 200, body = ContractCaps)))]
+async fn buyer_caps(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Path(id): Path<String>,
+) -> Result<Json<ContractCaps>, Problem> {
+    let buyer_id = parse_id(&id)?;
+    let row = inspect::buyer_caps(&state.db, tenant, buyer_id).await?;
+    let (caps, timezone) = row.ok_or_else(Problem::not_found)?;
+    let usage = inspect::buyer_cap_counters(&state.db, tenant, buyer_id).await?;
+    let caps = cap_states(&caps, &timezone, state.clock.now(), &usage);
+    Ok(Json(ContractCaps { caps }))
+}
+
+/// Stored caps in their current periods, given their counters.
+fn cap_states(
+    caps: &Value,
+    timezone: &str,
+    now: DateTime<Utc>,
+    usage: &[inspect::CapCounter],
+) -> Vec<CapState> {
+    // Both were checked when written; an SQL edit that broke them shows no caps rather than 500.
+    let caps = CompiledCaps::compile(caps).unwrap_or_default();
+    let timezone = Tz::from_str(timezone).unwrap_or(Tz::UTC);
+    caps.iter()
         .map(|cap| {
             let start = period_start(cap.period(), now, timezone);
             let (leads, spend) = usage
@@ -105,8 +132,7 @@ async fn contract_caps(
                 period_start: start,
             }
         })
-        .collect();
-    Ok(Json(ContractCaps { caps }))
+        .collect()
 }
 
 /// A posted lead: every field as posted (PII included: this is the operator's own record),

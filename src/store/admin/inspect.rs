@@ -1,5 +1,5 @@
-//! What an operator looks at (`api::admin::inspect`): a contract's caps and their counters, and
-//! a posted lead with its sales.
+//! What an operator looks at (`api::admin::inspect`): a contract's or a buyer's caps and their
+//! counters, and a posted lead with its sales.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -39,6 +39,38 @@ pub async fn cap_counters(
     )
     .bind(tenant)
     .bind(contract_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The buyer's stored caps and its tenant's timezone, `None` when there is no such buyer.
+pub async fn buyer_caps(
+    db: &PgPool,
+    tenant: Uuid,
+    buyer_id: Uuid,
+) -> Result<Option<(Value, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT b.caps, t.timezone FROM buyers b JOIN tenants t ON t.id = b.tenant_id
+         WHERE b.tenant_id = $1 AND b.id = $2",
+    )
+    .bind(tenant)
+    .bind(buyer_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The buyer's own cap counters, every period they were counted in.
+pub async fn buyer_cap_counters(
+    db: &PgPool,
+    tenant: Uuid,
+    buyer_id: Uuid,
+) -> Result<Vec<CapCounter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT period, period_start, leads, spend_cents FROM buyer_cap_counters
+         WHERE tenant_id = $1 AND buyer_id = $2",
+    )
+    .bind(tenant)
+    .bind(buyer_id)
     .fetch_all(db)
     .await
 }
