@@ -220,6 +220,7 @@ pub async fn auction(
         payout: None,
         expires_at: None,
         sub_ids,
+        routing: offer.rules.routing_label(),
     };
     let mut response = PingResponse {
         ping_id,
@@ -260,6 +261,13 @@ pub async fn auction(
                 record.payout = response.payout;
                 record.expires_at = Some(expires_at);
             }
+            crate::notices::after_ping(
+                &state.notices,
+                campaign,
+                ping_id,
+                selection.sale_type,
+                &rows,
+            );
             rows
         }
     };
@@ -305,6 +313,7 @@ async fn record_refusal(
         payout: None,
         expires_at: None,
         sub_ids: None,
+        routing: None,
     };
     let write = PingWrite {
         ping: record,

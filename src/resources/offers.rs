@@ -1,7 +1,8 @@
 //! Offers: lead types, each with its field schema and distribution mode.
 
 use super::prelude::*;
-use crate::api::admin::config::offers::{ConsentKeys, ModeField};
+use crate::api::admin::config::offers::{ConsentKeys, DistributionField, ModeField, StrategyField};
+use crate::auction::{Distribution, Strategy};
 
 super::resource! {
     /// A lead type: its field schema and its distribution mode (SPEC §4.2).
@@ -18,5 +19,9 @@ super::resource! {
         /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
         #[schema(value_type = Vec<Object>)]
         fields: Value = List,
+        /// `auction` (the default) or `waterfall` (tier by tier; exclusive or multisell only).
+        distribution: Distribution = DistributionField,
+        /// `price` (the default), `round_robin` or `weighted`.
+        strategy: Strategy = StrategyField,
     }
 }
