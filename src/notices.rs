@@ -191,11 +191,11 @@ async fn deliver(http: &Outbound, notice: &Notice) -> &'static str {
 
 /// The contract of `contract_id` among `contracts`, looked up at `hint` first (rows are in
 /// the contracts' order).
-fn contract_at<'a>(
-    contracts: &'a [Arc<Contract>],
+fn contract_at(
+    contracts: &[Arc<Contract>],
     hint: usize,
     contract_id: Uuid,
-) -> Option<&'a Arc<Contract>> {
+) -> Option<&Arc<Contract>> {
     contracts
         .get(hint)
         .filter(|c| c.compiled.id() == contract_id)
