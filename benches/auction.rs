@@ -127,6 +127,8 @@ fn bench_ping(c: &mut Criterion) {
         exclusive_floor: Money::from_cents(5_000),
         dedup_days: 0,
         require_consent: Vec::new(),
+        distribution: Default::default(),
+        strategy: Default::default(),
     };
     let mut group = c.benchmark_group("ping");
     for count in [3, 30, 300] {
@@ -206,6 +208,8 @@ fn bench_fan_out(c: &mut Criterion) {
                             &json!({ "url": "http://127.0.0.1:9/" }),
                         )
                         .expect("a delivery URL"),
+                        weight: gavel::auction::DEFAULT_WEIGHT,
+                        notices: None,
                     };
                     (Arc::new(contract), state)
                 })

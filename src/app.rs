@@ -63,6 +63,8 @@ pub struct AppInner {
     pub ping_records: Group<RecordPings>,
     /// Retries of posts still settling, waiting for their answer (bounded).
     pub post_waiters: crate::post::PostWaiters,
+    /// The win and loss notices' queue (`crate::notices`).
+    pub notices: crate::notices::Notices,
     /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -124,6 +126,10 @@ impl AppState {
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
+        let (notices, notice_workers) =
+            crate::notices::Notices::start(settings.notice_queue_size, http.clone());
+        let mut background = vec![listener.abort_handle(), sweeper.abort_handle()];
+        background.extend(notice_workers);
         Ok(Self(Arc::new(AppInner {
             db,
             grouped_db,
@@ -139,7 +145,8 @@ impl AppState {
             ping_states,
             ping_records,
             post_waiters,
-            background: vec![listener.abort_handle(), sweeper.abort_handle()],
+            notices,
+            background,
         })))
     }
 

@@ -49,6 +49,7 @@ pub struct Settings {
     pub delivery_timeout_max_ms: u64,
     pub max_in_flight_auctions: usize,
     pub max_waiting_retries: usize,
+    pub notice_queue_size: usize,
     pub idempotency_key_hours: u32,
     pub statement_timeout_ms: u64,
     pub report_max_days: u32,
@@ -136,6 +137,9 @@ impl Settings {
         }
         if self.body_limit_bytes < 1024 {
             return bad("body_limit_bytes", "must be at least 1024");
+        }
+        if !(1..=1_000_000).contains(&self.notice_queue_size) {
+            return bad("notice_queue_size", "must be between 1 and 1000000");
         }
         if self.max_in_flight_auctions == 0 {
             return bad("max_in_flight_auctions", "must be at least 1");

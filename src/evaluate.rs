@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::auction::{
-    BuyerCapRoom, ContractState, Decline, DeclineReason, Evaluation, PingContext, PreparedLead,
-    Prices, Pricing, RtbCandidate, SaleType, Selection, Status, effective_floor, period_start,
-    rtb_calls, select,
+    Bid, BuyerCapRoom, ContractState, Decline, DeclineReason, Evaluation, PingContext,
+    PreparedLead, Prices, Pricing, RtbCandidate, SaleType, Selection, Status, effective_floor,
+    period_start, rtb_calls, seed_of, select_seeded,
 };
 use crate::buyers::Exchange;
 use crate::buyers::rtb::{self, BidRequest};
@@ -334,12 +334,22 @@ pub async fn run(
         .iter()
         .filter_map(|r| r.result.as_ref().ok().map(|prices| (r.index, *prices)))
         .map(|(index, prices)| {
-            let contract = &contracts[index].compiled;
-            contract.bid(prices, state.last_sale.get(&contract.id()).copied())
+            let contract = &contracts[index];
+            let compiled = &contract.compiled;
+            Bid {
+                weight: contract.weight,
+                ..compiled.bid(prices, state.last_sale.get(&compiled.id()).copied())
+            }
         })
         .collect();
     let floor = effective_floor(campaign.campaign.min_payout, input.min_payout);
-    let selection = select(&bids, &offer.rules, campaign.campaign.payout, floor);
+    let selection = select_seeded(
+        &bids,
+        &offer.rules,
+        campaign.campaign.payout,
+        floor,
+        seed_of(input.ping_id),
+    );
 
     // 5. Every contract's record.
     let winners: HashMap<Uuid, usize> = selection

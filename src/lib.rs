@@ -35,6 +35,7 @@ pub mod integration;
 pub mod keys;
 pub mod meters;
 pub mod money;
+pub mod notices;
 pub mod post;
 pub mod resources;
 pub mod store;

@@ -51,6 +51,11 @@ pub fn ping(status: &'static str, elapsed: Duration) {
     metrics::histogram!("gavel_ping_duration_seconds").record(seconds(elapsed));
 }
 
+/// A win or loss notice: `sent`, `failed` (after its last try) or `dropped` (the queue full).
+pub fn notice(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("gavel_notices_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
 /// How contracts ended, counted per (outcome, reason) once per ping.
 pub fn contract_outcomes(counts: &[((&'static str, &'static str), u64)]) {
     for ((outcome, reason), count) in counts {

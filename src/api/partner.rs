@@ -232,6 +232,7 @@ pub async fn auction(
         payout: None,
         expires_at: None,
         sub_ids,
+        routing: offer.rules.routing_label(),
     };
     let mut response = PingResponse {
         ping_id,
@@ -272,6 +273,13 @@ pub async fn auction(
                 record.payout = response.payout;
                 record.expires_at = Some(expires_at);
             }
+            crate::notices::after_ping(
+                &state.notices,
+                campaign,
+                ping_id,
+                selection.sale_type,
+                &rows,
+            );
             rows
         }
     };
@@ -317,6 +325,7 @@ async fn record_refusal(
         payout: None,
         expires_at: None,
         sub_ids: None,
+        routing: None,
     };
     let write = PingWrite {
         ping: record,

@@ -80,6 +80,33 @@ pub enum Mode {
     Optimize,
 }
 
+/// How an offer ranks its bids (docs/revenue-recovery.md §2): one auction by the strategy,
+/// or tier by tier (highest `priority` first), offered one at a time through the cascade.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    #[default]
+    Auction,
+    Waterfall,
+}
+
+/// The order among bids (docs/revenue-recovery.md §3).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// SPEC §5.4: price first (within a tier for a waterfall).
+    #[default]
+    Price,
+    /// Priority, then the contract longest without a sale; the price ignored above the floor.
+    RoundRobin,
+    /// Priority, then a draw in proportion to each contract's `weight`, seeded by the ping.
+    Weighted,
+}
+
 /// What a winner buys: the lead alone, or one of up to `max_buyers` shares.
 #[derive(
     Debug,
@@ -169,6 +196,10 @@ text_enum!(Status, "status", { Active => "active", Paused => "paused", Archived 
 text_enum!(Mode, "mode", {
     Exclusive => "exclusive", Multisell => "multisell", Hybrid => "hybrid", Optimize => "optimize",
 });
+text_enum!(Distribution, "distribution", { Auction => "auction", Waterfall => "waterfall" });
+text_enum!(Strategy, "strategy", {
+    Price => "price", RoundRobin => "round_robin", Weighted => "weighted",
+});
 text_enum!(SaleType, "sale type", { Exclusive => "exclusive", Shared => "shared" });
 text_enum!(CapPeriod, "cap period", {
     Hour => "hour", Day => "day", Week => "week", Month => "month", Total => "total",
@@ -201,6 +232,37 @@ pub struct OfferRules {
     /// Consent keys a post must carry.
     #[serde(default)]
     pub require_consent: Vec<String>,
+    /// Ranking by one auction or tier by tier.
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// The order among bids.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+impl OfferRules {
+    /// How the ping records its routing (`posting_log.routing`): `None` for the defaults
+    /// (`auction`/`price`), so a default ping writes nothing more.
+    pub fn routing_label(&self) -> Option<&'static str> {
+        use Distribution::{Auction, Waterfall};
+        use Strategy::{Price, RoundRobin, Weighted};
+        match (self.distribution, self.strategy) {
+            (Auction, Price) => None,
+            (Auction, RoundRobin) => Some("auction/round_robin"),
+            (Auction, Weighted) => Some("auction/weighted"),
+            (Waterfall, Price) => Some("waterfall/price"),
+            (Waterfall, RoundRobin) => Some("waterfall/round_robin"),
+            (Waterfall, Weighted) => Some("waterfall/weighted"),
+        }
+    }
+}
+
+/// A recorded routing label back into its distribution and strategy (`None`: the defaults).
+pub fn parse_routing_label(label: Option<&str>) -> (Distribution, Strategy) {
+    label
+        .and_then(|l| l.split_once('/'))
+        .and_then(|(d, s)| Some((d.parse().ok()?, s.parse().ok()?)))
+        .unwrap_or_default()
 }
 
 fn default_max_buyers() -> u32 {
@@ -219,6 +281,14 @@ impl OfferRules {
         }
         if self.dedup_days > 365 {
             errors.push(ConfigError::new("/dedup_days", "must be between 0 and 365"));
+        }
+        if self.distribution == Distribution::Waterfall
+            && matches!(self.mode, Mode::Hybrid | Mode::Optimize)
+        {
+            errors.push(ConfigError::new(
+                "/distribution",
+                "a waterfall sells to one buyer at a time: it needs mode exclusive or multisell",
+            ));
         }
         for (i, key) in self.require_consent.iter().enumerate() {
             if key.trim().is_empty() {

@@ -296,6 +296,7 @@ impl CompiledContract {
             last_sold_at,
             exclusive: prices.exclusive,
             shared: prices.shared,
+            weight: super::select::DEFAULT_WEIGHT,
         }
     }
 

@@ -22,9 +22,9 @@ pub use caps::{
     BuyerCapRoom, CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start,
 };
 pub use config::{
-    CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
-    MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
-    UnknownVariant, check_headers, shape_error,
+    CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, Distribution, FieldSpec, FieldType,
+    FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType,
+    Status, Strategy, UnknownVariant, check_headers, parse_routing_label, shape_error,
 };
 pub use consent::validate_consent;
 pub use evaluate::{
@@ -39,5 +39,8 @@ pub use schema::{
     CompiledSchema, LeadError, LeadErrorCode, PreparedLead, check_post_matches_ping,
     normalize_email, normalize_phone, validate_ping, validate_post,
 };
-pub use select::{Bid, Loser, RtbCandidate, Selection, Winner, rtb_calls, select};
+pub use select::{
+    Bid, DEFAULT_WEIGHT, Loser, RtbCandidate, Selection, Winner, rtb_calls, seed_of, select,
+    select_seeded,
+};
 pub use value::{is_json_pointer, pointer_token};

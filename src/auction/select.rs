@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::money::Money;
 
-use super::config::{Mode, OfferRules, PayoutRule, SaleType};
+use super::config::{Distribution, Mode, OfferRules, PayoutRule, SaleType, Strategy};
 use super::evaluate::DeclineReason;
 use super::pricing::meets_floor;
 
@@ -24,7 +24,12 @@ pub struct Bid {
     pub last_sold_at: Option<DateTime<Utc>>,
     pub exclusive: Option<Money>,
     pub shared: Option<Money>,
+    /// The contract's `weight` (0–1000), read only by the `weighted` strategy.
+    pub weight: u32,
 }
+
+/// A contract's `weight` when it names none.
+pub const DEFAULT_WEIGHT: u32 = 100;
 
 /// A winning bid: what it buys, at what price, and the partner's payout for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,29 +78,104 @@ struct Offer {
     payout: Money,
 }
 
-/// Ranking of SPEC §5.4 as a sort key, best first: price (highest first), priority (highest
-/// first), longest without a sale (`None`, never sold, sorts first; then the oldest sale),
-/// contract id. Ids compare as `u128`, the same order as their bytes.
-type RankKey = (Reverse<Money>, Reverse<i32>, Option<DateTime<Utc>>, u128);
+/// A bid's place in the ranking as a sort key, best first (smallest). The parts, by
+/// distribution and strategy (docs/revenue-recovery.md §2–3):
+///
+/// - `auction`/`price` (SPEC §5.4): price (highest first), priority (highest first);
+/// - `waterfall`/`price`: priority, then price;
+/// - `round_robin`: priority only (the price is ignored once it meets the floor);
+/// - `weighted`: priority, then the bid's Efraimidis–Spirakis key (its draw);
+///
+/// then, for all, the longest without a sale (`None`, never sold, sorts first; then the oldest
+/// sale) and the contract id. Ids compare as `u128`, the same order as their bytes.
+type RankKey = (i64, i64, i64, Option<DateTime<Utc>>, u128);
 
-fn rank_key(bid: &Bid, price: Money) -> RankKey {
-    (
-        Reverse(price),
-        Reverse(bid.priority),
-        bid.last_sold_at,
-        bid.contract_id.as_u128(),
-    )
+/// How one selection ranks its bids: the offer's distribution and strategy, and the ping's
+/// seed for the `weighted` draw.
+#[derive(Debug, Clone, Copy)]
+struct Ranking {
+    distribution: Distribution,
+    strategy: Strategy,
+    seed: u64,
 }
 
-/// Selects the winners among `bids` by the offer's mode. A sale type whose payout (from
-/// `payout_rule`) is zero or below `floor` is removed from a bid first, so the next best can
-/// win; see [`super::pricing::effective_floor`] for the floor.
+impl Ranking {
+    fn key(&self, bid: &Bid, price: Money) -> RankKey {
+        let (price, priority) = (-price.cents(), -i64::from(bid.priority));
+        let (first, second, draw) = match (self.strategy, self.distribution) {
+            (Strategy::Price, Distribution::Auction) => (price, priority, 0),
+            (Strategy::Price, Distribution::Waterfall) => (priority, price, 0),
+            (Strategy::RoundRobin, _) => (priority, 0, 0),
+            (Strategy::Weighted, _) => (priority, 0, draw_key(self.seed, bid)),
+        };
+        (
+            first,
+            second,
+            draw,
+            bid.last_sold_at,
+            bid.contract_id.as_u128(),
+        )
+    }
+}
+
+/// The seed of a ping's `weighted` draw: its id folded to 64 bits.
+pub fn seed_of(ping_id: Uuid) -> u64 {
+    let id = ping_id.as_u128();
+    (id >> 64) as u64 ^ id as u64
+}
+
+/// SplitMix64's finalizer: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The bid's Efraimidis–Spirakis key as a sort key (smaller first): with `u` uniform in
+/// (0, 1] drawn from (seed, contract id), the key `u^(1/w)`, highest first, is ranked here as
+/// `-ln(u) / w`, lowest first (the same order, without a power). A weight of 0 ranks after
+/// every positive weight of its tier. Non-negative floats order as their bits.
+fn draw_key(seed: u64, bid: &Bid) -> i64 {
+    if bid.weight == 0 {
+        return i64::MAX;
+    }
+    let id = bid.contract_id.as_u128();
+    let bits = mix(mix(seed ^ (id >> 64) as u64) ^ id as u64);
+    // 53 random bits → (0, 1].
+    let u = ((bits >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let key = -u.ln() / f64::from(bid.weight);
+    key.max(0.0).to_bits() as i64
+}
+
+/// Selects the winners among `bids` by the offer's mode, ranked by its distribution and
+/// strategy ([`select_seeded`] with seed 0).
 pub fn select(
     bids: &[Bid],
     offer: &OfferRules,
     payout_rule: PayoutRule,
     floor: Money,
 ) -> Selection {
+    select_seeded(bids, offer, payout_rule, floor, 0)
+}
+
+/// Selects the winners among `bids` by the offer's mode. A sale type whose payout (from
+/// `payout_rule`) is zero or below `floor` is removed from a bid first, so the next best can
+/// win; see [`super::pricing::effective_floor`] for the floor. The bids are ranked by the
+/// offer's distribution and strategy; `seed` (the ping's, [`seed_of`]) seeds the `weighted`
+/// draw, so the same ping always ranks the same way.
+pub fn select_seeded(
+    bids: &[Bid],
+    offer: &OfferRules,
+    payout_rule: PayoutRule,
+    floor: Money,
+    seed: u64,
+) -> Selection {
+    let ranking = Ranking {
+        distribution: offer.distribution,
+        strategy: offer.strategy,
+        seed,
+    };
     let offer_of = |price: Option<Money>| {
         price
             .map(|price| Offer {
@@ -111,7 +191,7 @@ pub fn select(
 
     let best_exclusive = (0..bids.len())
         .filter_map(|i| offers[i].0.map(|o| (i, o)))
-        .min_by_key(|(i, o)| rank_key(&bids[*i], o.price));
+        .min_by_key(|(i, o)| ranking.key(&bids[*i], o.price));
     let exclusive_clears_floor =
         best_exclusive.is_some_and(|(_, o)| o.price >= offer.exclusive_floor);
     let shared_needed = match offer.mode {
@@ -120,7 +200,7 @@ pub fn select(
         Mode::Multisell | Mode::Optimize => true,
     };
     let shared_winners = if shared_needed {
-        best_shared(bids, &offers, offer.max_buyers)
+        best_shared(bids, &offers, offer.max_buyers, &ranking)
     } else {
         Vec::new()
     };
@@ -158,7 +238,7 @@ pub fn select(
         won[*i] = true;
     }
     let runner_ups = sale_type.map_or_else(Vec::new, |sale_type| {
-        runner_ups(bids, &offers, &won, sale_type)
+        runner_ups(bids, &offers, &won, sale_type, &ranking)
     });
     let losers = bids
         .iter()
@@ -187,6 +267,7 @@ fn runner_ups(
     offers: &[(Option<Offer>, Option<Offer>)],
     won: &[bool],
     sale_type: SaleType,
+    ranking: &Ranking,
 ) -> Vec<Winner> {
     let mut ranked: Vec<(RankKey, usize, Offer)> = offers
         .iter()
@@ -197,7 +278,7 @@ fn runner_ups(
                 SaleType::Exclusive => exclusive,
                 SaleType::Shared => shared,
             };
-            offer.map(|o| (rank_key(&bids[i], o.price), i, o))
+            offer.map(|o| (ranking.key(&bids[i], o.price), i, o))
         })
         .collect();
     ranked.sort_unstable_by_key(|(key, _, _)| *key);
@@ -218,11 +299,12 @@ fn best_shared(
     bids: &[Bid],
     offers: &[(Option<Offer>, Option<Offer>)],
     max_buyers: u32,
+    ranking: &Ranking,
 ) -> Vec<(usize, Offer)> {
     let mut ranked: Vec<(RankKey, usize, Offer)> = offers
         .iter()
         .enumerate()
-        .filter_map(|(i, (_, shared))| shared.map(|o| (rank_key(&bids[i], o.price), i, o)))
+        .filter_map(|(i, (_, shared))| shared.map(|o| (ranking.key(&bids[i], o.price), i, o)))
         .collect();
     // Keys are distinct (they end with the contract id), so an unstable sort is deterministic.
     ranked.sort_unstable_by_key(|(key, _, _)| *key);
@@ -274,8 +356,10 @@ pub fn rtb_calls(candidates: &[RtbCandidate], bound: usize) -> Vec<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::Strategy as Order;
     use super::*;
     use proptest::prelude::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn rtb_calls_go_to_priority_then_best_possible_price_then_longest_without_a_sale() {
@@ -321,6 +405,7 @@ mod tests {
             last_sold_at: None,
             exclusive: exclusive.map(cents),
             shared: shared.map(cents),
+            weight: DEFAULT_WEIGHT,
         }
     }
 
@@ -331,6 +416,21 @@ mod tests {
             exclusive_floor: cents(exclusive_floor),
             dedup_days: 0,
             require_consent: Vec::new(),
+            distribution: Distribution::Auction,
+            strategy: Order::Price,
+        }
+    }
+
+    fn routed(
+        mode: Mode,
+        max_buyers: u32,
+        distribution: Distribution,
+        strategy: Order,
+    ) -> OfferRules {
+        OfferRules {
+            distribution,
+            strategy,
+            ..rules(mode, max_buyers, 0)
         }
     }
 
@@ -559,6 +659,162 @@ mod tests {
         assert_eq!(shared_only.total_payout(), Money::ZERO);
     }
 
+    #[test]
+    fn a_waterfall_sells_to_the_highest_priority_tier_before_the_best_price() {
+        let mut cheap = bid(1, 1, Some(1000), Some(500));
+        cheap.priority = 2;
+        let mut mid = bid(2, 2, Some(3000), Some(1500));
+        mid.priority = 1;
+        let rich = bid(3, 3, Some(9000), Some(4000));
+        let bids = [rich, mid, cheap];
+        let auction = select(&bids, &rules(Mode::Exclusive, 1, 0), ALL, Money::ZERO);
+        assert_eq!(winner_ids(&auction), [3]);
+        let waterfall = routed(Mode::Exclusive, 1, Distribution::Waterfall, Order::Price);
+        let selection = select(&bids, &waterfall, ALL, Money::ZERO);
+        assert_eq!(winner_ids(&selection), [1]);
+        assert_eq!(selection.winners[0].price, cents(1000));
+        // The runner-ups follow the tiers too: 2, then 3.
+        let runner_ups: Vec<u128> = selection
+            .runner_ups
+            .iter()
+            .map(|r| r.contract_id.as_u128())
+            .collect();
+        assert_eq!(runner_ups, [2, 3]);
+        // Within a tier, the price decides; multisell takes the first max_buyers in order.
+        let mut same_tier = bids.clone();
+        same_tier[0].priority = 1;
+        let multisell = routed(Mode::Multisell, 2, Distribution::Waterfall, Order::Price);
+        let shared = select(&same_tier, &multisell, ALL, Money::ZERO);
+        assert_eq!(winner_ids(&shared), [1, 3]);
+        assert_eq!(shared.winners[1].price, cents(4000));
+    }
+
+    #[test]
+    fn round_robin_rotates_among_a_tier_whatever_the_price() {
+        let mut bids = vec![
+            bid(1, 1, Some(9000), None),
+            bid(2, 2, Some(1000), None),
+            bid(3, 3, Some(5000), None),
+        ];
+        let offer = routed(Mode::Exclusive, 1, Distribution::Auction, Order::RoundRobin);
+        let mut order = Vec::new();
+        for hour in 0..6 {
+            let selection = select(&bids, &offer, ALL, Money::ZERO);
+            let id = selection.winners[0].contract_id;
+            order.push(id.as_u128());
+            let sold = bids.iter_mut().find(|b| b.contract_id == id).unwrap();
+            sold.last_sold_at = DateTime::from_timestamp(hour * 3600, 0);
+        }
+        // Never sold first (by id), then the longest without a sale.
+        assert_eq!(order, [1, 2, 3, 1, 2, 3]);
+        // A higher priority still comes first; the floor still removes a bid.
+        bids[2].priority = 1;
+        let selection = select(&bids, &offer, ALL, Money::ZERO);
+        assert_eq!(winner_ids(&selection), [3]);
+        let selection = select(&bids, &offer, ALL, cents(5001));
+        assert_eq!(winner_ids(&selection), [1]);
+    }
+
+    #[test]
+    fn weighted_draws_follow_the_weights_and_replay_by_seed() {
+        let weights = [100u32, 300, 600];
+        let bids: Vec<Bid> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Bid {
+                weight,
+                ..bid(
+                    i as u128 + 1,
+                    i as u128 + 1,
+                    Some(1000 * (3 - i as i64)),
+                    None,
+                )
+            })
+            .collect();
+        let offer = routed(Mode::Exclusive, 1, Distribution::Auction, Order::Weighted);
+        let mut wins = [0u32; 3];
+        for seed in 0..10_000u64 {
+            let selection = select_seeded(&bids, &offer, ALL, Money::ZERO, seed);
+            wins[selection.winners[0].contract_id.as_u128() as usize - 1] += 1;
+            // The runner-ups are the rest of the same draw.
+            assert_eq!(selection.runner_ups.len(), 2);
+        }
+        for (won, weight) in wins.iter().zip(weights) {
+            let share = f64::from(*won) / 10_000.0;
+            let expected = f64::from(weight) / 1000.0;
+            assert!(
+                (share - expected).abs() < 0.02,
+                "won {share:.3} of the auctions, weight share {expected:.3}: {wins:?}"
+            );
+        }
+        // The same seed ranks the same way.
+        let a = select_seeded(&bids, &offer, ALL, Money::ZERO, 42);
+        assert_eq!(a, select_seeded(&bids, &offer, ALL, Money::ZERO, 42));
+        assert_eq!(seed_of(Uuid::from_u128(7 << 64 | 5)), 2);
+    }
+
+    #[test]
+    fn a_zero_weight_sells_only_when_no_other_contract_of_its_tier_bids() {
+        let mut zero = bid(1, 1, Some(9000), None);
+        zero.weight = 0;
+        let other = bid(2, 2, Some(100), None);
+        let mut lower_tier = bid(3, 3, Some(100), None);
+        lower_tier.priority = -1;
+        let offer = routed(Mode::Exclusive, 1, Distribution::Waterfall, Order::Weighted);
+        for seed in 0..200 {
+            let selection = select_seeded(
+                &[zero.clone(), other.clone()],
+                &offer,
+                ALL,
+                Money::ZERO,
+                seed,
+            );
+            assert_eq!(winner_ids(&selection), [2]);
+            let selection = select_seeded(
+                &[zero.clone(), lower_tier.clone()],
+                &offer,
+                ALL,
+                Money::ZERO,
+                seed,
+            );
+            assert_eq!(winner_ids(&selection), [1]);
+        }
+    }
+
+    #[test]
+    fn a_waterfall_refuses_hybrid_and_optimize() {
+        for mode in [Mode::Hybrid, Mode::Optimize] {
+            let errors = routed(mode, 3, Distribution::Waterfall, Order::Price)
+                .validate()
+                .unwrap_err();
+            assert_eq!(errors[0].pointer, "/distribution");
+        }
+        for mode in [Mode::Exclusive, Mode::Multisell] {
+            assert!(
+                routed(mode, 3, Distribution::Waterfall, Order::Weighted)
+                    .validate()
+                    .is_ok()
+            );
+        }
+        assert_eq!(rules(Mode::Hybrid, 3, 0).routing_label(), None);
+        let label = routed(
+            Mode::Exclusive,
+            3,
+            Distribution::Waterfall,
+            Order::RoundRobin,
+        )
+        .routing_label();
+        assert_eq!(label, Some("waterfall/round_robin"));
+        assert_eq!(
+            crate::auction::parse_routing_label(label),
+            (Distribution::Waterfall, Order::RoundRobin)
+        );
+        assert_eq!(
+            crate::auction::parse_routing_label(None),
+            (Distribution::Auction, Order::Price)
+        );
+    }
+
     fn arb_bids() -> impl Strategy<Value = Vec<Bid>> {
         let price = proptest::option::weighted(0.8, 0i64..5000);
         let one = (
@@ -568,17 +824,20 @@ mod tests {
             price.clone(),
             price,
         );
-        proptest::collection::vec(one, 0..24).prop_map(|rows| {
+        proptest::collection::vec((one, 0u32..4), 0..24).prop_map(|rows| {
             rows.into_iter()
                 .enumerate()
-                .map(|(i, (buyer, priority, sold, exclusive, shared))| Bid {
-                    contract_id: Uuid::from_u128(1000 + i as u128),
-                    buyer_id: Uuid::from_u128(buyer),
-                    priority,
-                    last_sold_at: sold.and_then(|h| DateTime::from_timestamp(h * 3600, 0)),
-                    exclusive: exclusive.map(cents),
-                    shared: shared.map(cents),
-                })
+                .map(
+                    |(i, ((buyer, priority, sold, exclusive, shared), weight))| Bid {
+                        contract_id: Uuid::from_u128(1000 + i as u128),
+                        buyer_id: Uuid::from_u128(buyer),
+                        priority,
+                        last_sold_at: sold.and_then(|h| DateTime::from_timestamp(h * 3600, 0)),
+                        exclusive: exclusive.map(cents),
+                        shared: shared.map(cents),
+                        weight: weight * 100,
+                    },
+                )
                 .collect()
         })
     }
@@ -600,6 +859,16 @@ mod tests {
         ]
     }
 
+    fn arb_routing() -> impl Strategy<Value = (Distribution, Order)> {
+        let distribution = prop_oneof![Just(Distribution::Auction), Just(Distribution::Waterfall)];
+        let strategy = prop_oneof![
+            Just(Order::Price),
+            Just(Order::RoundRobin),
+            Just(Order::Weighted)
+        ];
+        (distribution, strategy)
+    }
+
     proptest! {
         #[test]
         fn selections_keep_every_rule(
@@ -609,10 +878,20 @@ mod tests {
             exclusive_floor in 0i64..5000,
             rule in arb_rule(),
             floor in 0i64..1500,
+            (distribution, strategy) in arb_routing(),
+            seed in any::<u64>(),
         ) {
             let floor = cents(floor);
-            let offer = rules(mode, max_buyers, exclusive_floor);
-            let selection = select(&bids, &offer, rule, floor);
+            let offer = OfferRules {
+                distribution,
+                strategy,
+                ..rules(mode, max_buyers, exclusive_floor)
+            };
+            let ranking = Ranking { distribution, strategy, seed };
+            let rank_key = |b: &Bid, price: Money| ranking.key(b, price);
+            let selection = select_seeded(&bids, &offer, rule, floor, seed);
+            // The same ping ranks the same way.
+            prop_assert_eq!(&selection, &select_seeded(&bids, &offer, rule, floor, seed));
             let eligible = |b: &Bid, t: SaleType| {
                 let price = if t == SaleType::Exclusive { b.exclusive } else { b.shared };
                 price.filter(|p| meets_floor(rule.payout(*p), floor))
@@ -682,9 +961,27 @@ mod tests {
                 prop_assert!(rank_key(b, price) > rank_key(worst_bid, worst.price));
             }
 
-            // The mode's choice between the two sale types.
+            // The priority tiers come first in a waterfall and in every strategy but price.
+            if distribution == Distribution::Waterfall || strategy != Order::Price {
+                let ranked: Vec<i32> = selection.winners.iter().chain(&selection.runner_ups)
+                    .map(|w| bids.iter().find(|b| b.contract_id == w.contract_id).unwrap().priority)
+                    .collect();
+                if sale_type == SaleType::Exclusive {
+                    prop_assert!(ranked.windows(2).all(|p| p[0] >= p[1]));
+                }
+            }
+
+            // The mode's choice between the two sale types, on the ranking's best exclusive bid
+            // (the highest price when the strategy is price in an auction).
             let best = |t: SaleType| bids.iter().filter_map(|b| eligible(b, t)).max();
-            let exclusive_best = best(SaleType::Exclusive);
+            let exclusive_best = bids
+                .iter()
+                .filter_map(|b| eligible(b, SaleType::Exclusive).map(|p| (rank_key(b, p), p)))
+                .min()
+                .map(|(_, p)| p);
+            if distribution == Distribution::Auction && strategy == Order::Price {
+                prop_assert_eq!(exclusive_best, best(SaleType::Exclusive));
+            }
             match mode {
                 Mode::Exclusive => prop_assert_eq!(sale_type, SaleType::Exclusive),
                 Mode::Multisell => prop_assert_eq!(sale_type, SaleType::Shared),
@@ -699,17 +996,23 @@ mod tests {
                     if sale_type == SaleType::Shared {
                         prop_assert!(exclusive_best.is_none_or(|p| p.cents() < total));
                     } else {
-                        // The shared alternative: the best shared bid of each buyer, top max_buyers.
-                        let mut per_buyer = std::collections::HashMap::new();
-                        for b in &bids {
-                            if let Some(p) = eligible(b, SaleType::Shared) {
-                                let e = per_buyer.entry(b.buyer_id).or_insert(p);
-                                *e = (*e).max(p);
-                            }
-                        }
-                        let mut shared: Vec<i64> = per_buyer.values().map(|p| p.cents()).collect();
-                        shared.sort_unstable_by(|a, b| b.cmp(a));
-                        let shared_total: i64 = shared.iter().take(max_buyers as usize).sum();
+                        // The shared alternative: each buyer's first shared bid in the ranking
+                        // (its best price when the strategy is price), the first max_buyers.
+                        let mut ranked: Vec<(RankKey, Uuid, i64)> = bids
+                            .iter()
+                            .filter_map(|b| {
+                                let p = eligible(b, SaleType::Shared)?;
+                                Some((rank_key(b, p), b.buyer_id, p.cents()))
+                            })
+                            .collect();
+                        ranked.sort_unstable();
+                        let mut seen = HashSet::new();
+                        let shared_total: i64 = ranked
+                            .into_iter()
+                            .filter(|(_, buyer, _)| seen.insert(*buyer))
+                            .take(max_buyers as usize)
+                            .map(|(_, _, p)| p)
+                            .sum();
                         prop_assert!(total >= shared_total);
                     }
                 }

@@ -54,6 +54,14 @@ pub async fn post_json<T: Serialize>(
     exchange(call, timeout, false).await.0
 }
 
+/// GETs `url` (a win or loss notice) under the outbound address policy, within `timeout`.
+pub async fn get(http: &Outbound, url: &str, timeout: Duration) -> Exchange {
+    match checked_url(http, url) {
+        Ok(url) => exchange(http.client().get(url), timeout, false).await.0,
+        Err(refused) => refused,
+    }
+}
+
 /// Sends a request rendered by the contract's `request` template (method, URL with its query,
 /// body), with the section's `headers` then the request's own (which replace a header of the
 /// same name), through the same outbound policy and timeout as [`post_json`].

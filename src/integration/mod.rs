@@ -21,3 +21,4 @@ pub use request::{
     Call, CallContext, CallNames, Named, RenderError, Rendered, RequestConfig,
     check_contract_requests,
 };
+pub use template::{NOTICE_VARIABLES, UrlTemplate};

@@ -317,3 +317,113 @@ fn context_value(context: &CallContext<'_>) -> Value {
     }
     Value::from(map)
 }
+
+/// What a notice's URL template (`win_url`, `loss_url`: docs/revenue-recovery.md §7) may read.
+pub const NOTICE_VARIABLES: [&str; 7] = [
+    "ping_id",
+    "lead_id",
+    "ref",
+    "price",
+    "reason",
+    "contract_id",
+    "sale_type",
+];
+
+/// A notice's URL template, compiled once when the configuration loads with the machinery of
+/// a `request` template: sandboxed, bounded, every value URL-encoded.
+pub struct UrlTemplate {
+    templates: Templates,
+}
+
+impl fmt::Debug for UrlTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UrlTemplate")
+    }
+}
+
+impl UrlTemplate {
+    /// Compiles `source`; refuses (errors at `pointer`) a template that does not compile, that
+    /// names a variable a notice does not have, or that does not render an http(s) URL.
+    pub fn compile(source: &str, pointer: &str) -> Result<UrlTemplate, Vec<ConfigError>> {
+        let at = |message: String| vec![ConfigError::new(pointer, message)];
+        let (templates, used) =
+            Templates::compile(Format::Query, &[("body".to_owned(), source.to_owned())]).map_err(
+                |errors| {
+                    errors
+                        .into_iter()
+                        .map(|e| ConfigError::new(pointer, e.message))
+                        .collect::<Vec<_>>()
+                },
+            )?;
+        let unknown: Vec<&str> = used
+            .iter()
+            .map(|(_, name)| name.split('.').next().unwrap_or_default())
+            .filter(|name| !NOTICE_VARIABLES.contains(name))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(at(format!(
+                "names {}, which a notice does not have (it has {})",
+                unknown.join(", "),
+                NOTICE_VARIABLES.join(", ")
+            )));
+        }
+        let template = UrlTemplate { templates };
+        let sample: Vec<(&str, String)> = NOTICE_VARIABLES
+            .iter()
+            .map(|name| (*name, "x".to_owned()))
+            .collect();
+        let rendered = template
+            .render(&sample)
+            .map_err(|error| at(format!("cannot be rendered: {}", error.0)))?;
+        match url::Url::parse(&rendered) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Ok(template)
+            }
+            _ => Err(at("must render an http(s) URL".to_owned())),
+        }
+    }
+
+    /// The URL for `values` (name, text), each URL-encoded; a variable not given is empty.
+    pub fn render(&self, values: &[(&str, String)]) -> Result<String, RenderError> {
+        let context: BTreeMap<&str, Value> = values
+            .iter()
+            .map(|(name, value)| (*name, Value::from(value.as_str())))
+            .collect();
+        self.templates.render("body", &Value::from(context))
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_url_encodes_its_values_and_refuses_unknown_names_and_other_schemes() {
+        let template = UrlTemplate::compile(
+            "https://b.example/win?p={{ price }}&r={{ reason }}",
+            "/win_url",
+        )
+        .unwrap();
+        let url = template
+            .render(&[
+                ("price", "12.50".to_owned()),
+                ("reason", "a b&c=d".to_owned()),
+            ])
+            .unwrap();
+        assert_eq!(url, "https://b.example/win?p=12.50&r=a+b%26c%3Dd");
+        let unknown =
+            UrlTemplate::compile("https://b.example/?e={{ lead.email }}", "/loss_url").unwrap_err();
+        assert_eq!(unknown[0].pointer, "/loss_url");
+        assert!(
+            unknown[0].message.contains("lead"),
+            "{}",
+            unknown[0].message
+        );
+        let broken = UrlTemplate::compile("https://b.example/{{ price", "/win_url").unwrap_err();
+        assert!(broken[0].message.starts_with("does not compile"));
+        for bad in ["ftp://b.example/{{ ref }}", "{{ ref }}", "/relative"] {
+            let refused = UrlTemplate::compile(bad, "/win_url").unwrap_err();
+            assert_eq!(refused[0].message, "must render an http(s) URL");
+        }
+    }
+}

@@ -409,12 +409,22 @@ fn settle_and_finish(
         let _slot = slot;
         // Its waiting retries are woken when this task ends, however it ends.
         let _settling_here = settling_here;
+        let notice_bids = crate::notices::bids_to_notify(&posted.campaign, &bids);
         let results = settle::settle_all(&state, Arc::clone(&posted), bids, |bid| {
             accepted
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&bid.bid_id))
         })
         .await?;
+        // Win and loss notices (docs/revenue-recovery.md §7), queued: they never delay the post.
+        crate::notices::after_post(
+            &state.notices,
+            &posted.campaign,
+            posted.ping_id,
+            posted.lead_id,
+            &notice_bids,
+            &results,
+        );
         let response = PostAnswerBody::new(posted.lead_id, posted.ping_id, &results, sale_type);
         let dispositions: Vec<sales::Disposition> = results
             .iter()

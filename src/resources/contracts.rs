@@ -3,7 +3,7 @@
 
 use super::prelude::*;
 use crate::api::admin::config::contracts::{
-    CapsList, DeliverySection, PricingSection, stored_secrets,
+    CapsList, DeliverySection, NoticeUrl, PricingSection, stored_secrets,
 };
 
 super::resource! {
@@ -34,5 +34,12 @@ super::resource! {
         /// values back; never shown.
         #[serde(skip)]
         hidden stored_secrets: [Value; 2] = stored_secrets,
+        /// The `weighted` strategy's weight, 0–1000 (0: only when no other contract of its
+        /// tier bids).
+        weight: i32 = Int<0, 1000, 100>,
+        /// A URL template Gavel sends `GET` to when a sale of the contract completes `sold`.
+        win_url: Option<String> = NoticeUrl,
+        /// A URL template Gavel sends `GET` to when the contract's bid loses.
+        loss_url: Option<String> = NoticeUrl,
     }
 }

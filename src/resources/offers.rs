@@ -1,7 +1,8 @@
 //! Offers: lead types, each with its field schema and distribution mode.
 
 use super::prelude::*;
-use crate::api::admin::config::offers::{ConsentKeys, ModeField};
+use crate::api::admin::config::offers::{ConsentKeys, DistributionField, ModeField, StrategyField};
+use crate::auction::{Distribution, Strategy};
 
 super::resource! {
     /// A lead type: its field schema and its distribution mode (SPEC §4.2).
@@ -21,5 +22,9 @@ super::resource! {
         /// The deadline of the offer's pings when a ping sends no `max_wait_ms` (10–60000 ms;
         /// `null`: none): every RTB call is cut at the time left (docs/revenue-recovery.md).
         max_wait_ms: Option<i32> = OptionalInt<10, 60_000>,
+        /// `auction` (the default) or `waterfall` (tier by tier; exclusive or multisell only).
+        distribution: Distribution = DistributionField,
+        /// `price` (the default), `round_robin` or `weighted`.
+        strategy: Strategy = StrategyField,
     }
 }

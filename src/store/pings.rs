@@ -290,6 +290,9 @@ pub struct PingRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// The partner's own tracking ids, as the ping sent them (`sub_ids`).
     pub sub_ids: Option<Arc<Map<String, Value>>>,
+    /// The routing it ran with ([`crate::auction::OfferRules::routing_label`]); `None` for the
+    /// defaults (auction/price).
+    pub routing: Option<&'static str>,
 }
 
 /// One contract's outcome: a row of `distribution_winners` for a winner, else its element of
@@ -415,16 +418,16 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         "WITH ping AS (
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, created_at,
                                       latency_us, http_status, result, test, lead, min_payout_cents,
-                                      sale_type, payout_cents, expires_at, sub_ids)
+                                      sale_type, payout_cents, expires_at, sub_ids, routing)
              SELECT tenant_id, id, 'ping', campaign_id, partner_id, offer_id, created_at, latency_us,
                     http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, expires_at,
-                    sub_ids
+                    sub_ids, routing
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::timestamptz[],
                          $7::bigint[], $8::int[], $9::text[], $10::bool[], $11::jsonb[], $12::bigint[],
-                         $13::text[], $14::bigint[], $15::timestamptz[], $42::jsonb[])
+                         $13::text[], $14::bigint[], $15::timestamptz[], $42::jsonb[], $46::text[])
                  AS p (tenant_id, id, campaign_id, partner_id, offer_id, created_at, latency_us,
                        http_status, result, test, lead, min_payout_cents, sale_type, payout_cents,
-                       expires_at, sub_ids)),
+                       expires_at, sub_ids, routing)),
          winners AS (
              INSERT INTO distribution_winners (tenant_id, ping_id, created_at, contract_id, buyer_id,
                                                exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id,
@@ -488,6 +491,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines_of, |&(_, _, _, answered)| answered),
         &answer_statuses as _,
         &answer_bodies as _,
+        &column(writes, |w| w.ping.routing) as _,
     )
     .execute(db)
     .await?;
@@ -504,6 +508,8 @@ pub struct StoredPing {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub sub_ids: Option<sqlx::types::Json<Map<String, Value>>>,
+    /// The routing it ran with; `None`: auction/price.
+    pub routing: Option<String>,
 }
 
 /// One contract's recorded outcome.
@@ -540,7 +546,7 @@ pub async fn find_ping(
     let ping = sqlx::query_as!(
         StoredPing,
         "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at,
-                sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\"
+                sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\", routing
          FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
         tenant_id,
         ping_id,

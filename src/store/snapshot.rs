@@ -70,6 +70,10 @@ pub struct Contract {
     pub name: String,
     pub dedup_days: u32,
     pub delivery: DeliveryConfig,
+    /// The `weighted` strategy's weight (0–1000).
+    pub weight: u32,
+    /// The win and loss notices' URL templates, when it has either.
+    pub notices: Option<Arc<crate::notices::NoticeUrls>>,
 }
 
 #[derive(Debug)]
@@ -584,12 +588,15 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
 fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
     let mode = row.mode().map_err(|e| vec![e])?;
     let require_consent = row.require_consent().map_err(|e| vec![e])?;
+    let (distribution, strategy) = row.routing().map_err(|e| vec![e])?;
     let rules = OfferRules {
         mode,
         max_buyers: u32::try_from(row.max_buyers).unwrap_or(0),
         exclusive_floor: Money::from_cents(row.exclusive_floor_cents),
         dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
         require_consent,
+        distribution,
+        strategy,
     };
     rules.validate()?;
     let schema = CompiledSchema::compile(&row.fields)?;
@@ -621,14 +628,18 @@ fn compile_contract(
     };
     let compiled = CompiledContract::compile(&config, schema);
     let delivery = DeliveryConfig::parse(&row.delivery);
-    match (compiled, delivery) {
-        (Ok(compiled), Ok(delivery)) => Ok(Contract {
+    let notices =
+        crate::notices::NoticeUrls::compile(row.win_url.as_deref(), row.loss_url.as_deref());
+    match (compiled, delivery, notices) {
+        (Ok(compiled), Ok(delivery), Ok(notices)) => Ok(Contract {
             compiled,
             name: row.name.clone(),
             dedup_days: u32::try_from(row.dedup_days).unwrap_or(0),
             delivery,
+            weight: u32::try_from(row.weight).unwrap_or(crate::auction::DEFAULT_WEIGHT),
+            notices,
         }),
-        (compiled, delivery) => Err([compiled.err(), delivery.err()]
+        (compiled, delivery, notices) => Err([compiled.err(), delivery.err(), notices.err()]
             .into_iter()
             .flatten()
             .flatten()

@@ -23,6 +23,7 @@ mod outbound;
 mod ping;
 mod post;
 mod responses;
+mod routing;
 mod schema;
 mod secrets;
 mod settle;

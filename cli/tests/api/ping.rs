@@ -851,6 +851,7 @@ fn ping_record(exchange: &Exchange, result: &'static str) -> gavel::store::pings
         payout: None,
         expires_at: None,
         sub_ids: None,
+        routing: None,
     }
 }
 

@@ -109,6 +109,10 @@ pub struct PingView {
     sub_ids: Option<serde_json::Value>,
     winners: Vec<WinnerView>,
     contracts: Vec<ContractView>,
+    /// How the ping ranked its bids: `auction` or `waterfall`.
+    distribution: crate::auction::Distribution,
+    /// The order among bids: `price`, `round_robin` or `weighted`.
+    strategy: crate::auction::Strategy,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -166,6 +170,7 @@ async fn ping_view(
     let (ping, rows) = pings::find_ping(&state.db, tenant, ping_id)
         .await?
         .ok_or_else(Problem::not_found)?;
+    let (distribution, strategy) = crate::auction::parse_routing_label(ping.routing.as_deref());
     let winners = rows
         .iter()
         .filter_map(|r| {
@@ -221,6 +226,8 @@ async fn ping_view(
             .map(|sub_ids| serde_json::Value::Object(sub_ids.0)),
         winners,
         contracts,
+        distribution,
+        strategy,
     }))
 }
 

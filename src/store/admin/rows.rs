@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::Table;
-use crate::auction::{ConfigError, Mode, PayoutRule, Status};
+use crate::auction::{ConfigError, Distribution, Mode, PayoutRule, Status, Strategy};
 use crate::money::Money;
 
 pub use crate::resources::buyers::{BuyerRow, Buyers};
@@ -30,6 +30,15 @@ pub fn status(text: &str) -> Status {
 impl OfferRow {
     pub fn mode(&self) -> Result<Mode, ConfigError> {
         Mode::from_str(&self.mode).map_err(|e| ConfigError::new("/mode", e.to_string()))
+    }
+
+    /// The offer's distribution and strategy (the columns' CHECKs allow only known values).
+    pub fn routing(&self) -> Result<(Distribution, Strategy), ConfigError> {
+        let distribution = Distribution::from_str(&self.distribution)
+            .map_err(|e| ConfigError::new("/distribution", e.to_string()))?;
+        let strategy = Strategy::from_str(&self.strategy)
+            .map_err(|e| ConfigError::new("/strategy", e.to_string()))?;
+        Ok((distribution, strategy))
     }
 
     pub fn require_consent(&self) -> Result<Vec<String>, ConfigError> {

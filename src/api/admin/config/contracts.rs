@@ -16,6 +16,7 @@ use crate::auction::{
     CompiledCaps, CompiledFilter, CompiledSchedule, CompiledSchema, ConfigError, Pricing,
 };
 use crate::buyers::delivery::DeliveryConfig;
+use crate::integration::UrlTemplate;
 use crate::resources::Kind;
 use crate::resources::contracts::{Contract, ContractRow, ContractValues};
 use crate::store::admin::rows;
@@ -90,6 +91,28 @@ impl Kind for DeliverySection {
                 Value::Null
             }
         }
+    }
+}
+
+/// `win_url`, `loss_url`: a notice's URL template (docs/revenue-recovery.md §7), or none;
+/// refused when it does not compile, names a variable a notice does not have, or does not
+/// render an http(s) URL.
+pub struct NoticeUrl;
+
+impl Kind for NoticeUrl {
+    const NULLABLE: bool = true;
+    type Row = Option<String>;
+    type View = Option<String>;
+    type Stored = Option<String>;
+    fn view(row: &Option<String>) -> Option<String> {
+        row.clone()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Option<String> {
+        let source = input.text(key, 2000)?;
+        if let Err(errors) = UrlTemplate::compile(&source, &format!("/{key}")) {
+            input.push(errors);
+        }
+        Some(source)
     }
 }
 

@@ -12,7 +12,9 @@ use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
-use crate::auction::{CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules};
+use crate::auction::{
+    CompiledFilter, CompiledSchema, ConfigError, Distribution, Mode, OfferRules, Strategy,
+};
 use crate::money::Money;
 use crate::resources::Kind;
 use crate::resources::offers::{Offer, OfferValues};
@@ -45,6 +47,49 @@ impl Kind for ModeField {
                 Mode::Exclusive
             }
         }
+    }
+}
+
+/// A text choice with a default when left out: `values` names them for the error.
+fn read_choice<T: FromStr + Default>(input: &mut Input<'_>, key: &str, values: &str) -> T {
+    match input.value(key).map(|v| v.as_str().map(T::from_str)) {
+        None => T::default(),
+        Some(Some(Ok(value))) => value,
+        Some(_) => {
+            input.error(key, format!("must be {values}"));
+            T::default()
+        }
+    }
+}
+
+/// `distribution`: `auction` (the default) or `waterfall`.
+pub struct DistributionField;
+
+impl Kind for DistributionField {
+    type Row = String;
+    type View = Distribution;
+    type Stored = Distribution;
+    fn view(row: &String) -> Distribution {
+        // The column's CHECK allows only the two.
+        Distribution::from_str(row).unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Distribution {
+        read_choice(input, key, "auction or waterfall")
+    }
+}
+
+/// `strategy`: `price` (the default), `round_robin` or `weighted`.
+pub struct StrategyField;
+
+impl Kind for StrategyField {
+    type Row = String;
+    type View = Strategy;
+    type Stored = Strategy;
+    fn view(row: &String) -> Strategy {
+        Strategy::from_str(row).unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Strategy {
+        read_choice(input, key, "price, round_robin or weighted")
     }
 }
 
@@ -85,6 +130,8 @@ impl Resource for Offer {
             exclusive_floor: Money::from_cents(values.exclusive_floor_cents),
             dedup_days: u32::try_from(values.dedup_days).unwrap_or(0),
             require_consent: values.require_consent.clone(),
+            distribution: values.distribution,
+            strategy: values.strategy,
         };
         if let Err(errors) = rules.validate() {
             input.extend(errors);
