@@ -20,7 +20,7 @@ mod value;
 
 pub use caps::{CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start};
 pub use config::{
-    CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
+    CapPeriod, CascadeRules, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
     MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
     UnknownVariant, check_headers, shape_error,
 };

@@ -1,7 +1,8 @@
 //! Offers: lead types, each with its field schema and distribution mode.
 
 use super::prelude::*;
-use crate::api::admin::config::offers::{ConsentKeys, ModeField};
+use crate::api::admin::config::offers::{CascadeField, ConsentKeys, ModeField};
+use crate::auction::CascadeRules;
 
 super::resource! {
     /// A lead type: its field schema and its distribution mode (SPEC §4.2).
@@ -18,5 +19,9 @@ super::resource! {
         /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
         #[schema(value_type = Vec<Object>)]
         fields: Value = List,
+        /// The cascade at post: a failed winner's slot is offered to the ping's runner-ups,
+        /// at most `max_attempts` (0–20, 0: off) of them, none started later than
+        /// `deadline_ms` (100–300000) after the post began.
+        cascade: CascadeRules = CascadeField,
     }
 }

@@ -36,7 +36,7 @@ use super::admin::rows::{
     Partners, status,
 };
 use crate::auction::{
-    CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules, PayoutRule, Status,
+    CascadeRules, CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules, PayoutRule, Status,
 };
 use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;
@@ -79,6 +79,8 @@ pub struct OfferConfig {
     pub schema: CompiledSchema,
     /// The contracts that take part in auctions: all but archived ones.
     pub contracts: Vec<Arc<Contract>>,
+    /// The cascade at post (docs/revenue-recovery.md §1).
+    pub cascade: CascadeRules,
 }
 
 #[derive(Debug)]
@@ -587,6 +589,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         ping_ttl_seconds: u32::try_from(row.ping_ttl_seconds).unwrap_or(300),
         schema,
         contracts: Vec::new(),
+        cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
     })
 }
 

@@ -12,7 +12,9 @@ use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
-use crate::auction::{CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules};
+use crate::auction::{
+    CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules,
+};
 use crate::money::Money;
 use crate::resources::Kind;
 use crate::resources::offers::{Offer, OfferValues};
@@ -43,6 +45,30 @@ impl Kind for ModeField {
             None => {
                 input.error(key, "is required");
                 Mode::Exclusive
+            }
+        }
+    }
+}
+
+/// `cascade`: `{"max_attempts", "deadline_ms"}`, each with its default when left out.
+pub struct CascadeField;
+
+impl Kind for CascadeField {
+    type Row = Value;
+    type View = CascadeRules;
+    type Stored = Value;
+    fn view(row: &Value) -> CascadeRules {
+        CascadeRules::parse(row, "").unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Value {
+        let Some(value) = input.value(key) else {
+            return CascadeRules::default().to_value();
+        };
+        match CascadeRules::parse(value, &format!("/{key}")) {
+            Ok(rules) => rules.to_value(),
+            Err(errors) => {
+                input.push(errors);
+                CascadeRules::default().to_value()
             }
         }
     }
