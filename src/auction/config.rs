@@ -769,7 +769,10 @@ mod tests {
             Ok(CascadeRules::default())
         );
         assert_eq!(
-            CascadeRules::parse(&json!({"max_attempts": 0, "deadline_ms": 300000}), "/cascade"),
+            CascadeRules::parse(
+                &json!({"max_attempts": 0, "deadline_ms": 300000}),
+                "/cascade"
+            ),
             Ok(CascadeRules {
                 max_attempts: 0,
                 deadline_ms: 300_000
@@ -785,7 +788,11 @@ mod tests {
         .collect();
         assert_eq!(
             pointers,
-            ["/cascade/deadline_ms", "/cascade/max_attempts", "/cascade/x"]
+            [
+                "/cascade/deadline_ms",
+                "/cascade/max_attempts",
+                "/cascade/x"
+            ]
         );
         assert!(CascadeRules::parse(&json!(3), "/cascade").is_err());
     }

@@ -20,9 +20,9 @@ mod value;
 
 pub use caps::{CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start};
 pub use config::{
-    CapPeriod, CascadeRules, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType, FixedPricing,
-    MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType, Status,
-    UnknownVariant, check_headers, shape_error,
+    CapPeriod, CascadeRules, ConfigError, DEFAULT_RTB_TIMEOUT_MS, FieldSpec, FieldType,
+    FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType,
+    Status, UnknownVariant, check_headers, shape_error,
 };
 pub use consent::validate_consent;
 pub use evaluate::{

@@ -274,6 +274,9 @@ pub struct DistributionRow {
     /// The buyer's own answer to the RTB call, kept for the operator when it declined the
     /// contract (see [`crate::evaluate::RtbAnswer`]); `None` otherwise.
     pub rtb_answer: Option<crate::evaluate::RtbAnswer>,
+    /// Its place among the ping's runner-ups (1 = the first offered a failed winner's slot
+    /// at the post); `None` for a contract that is not one.
+    pub runner_up_rank: Option<i16>,
 }
 
 /// What a winning contract sold on the ping, and the bid id its post names.
@@ -340,14 +343,17 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
     // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays,
     // and whether any of them kept the buyer's answer (else its answers' arrays stay NULL).
     let mut declines_of: Vec<(&PingRecord, i32, i32, bool)> = Vec::new();
+    // Which of those pings have runner-ups (else their ranks' array stays NULL).
+    let mut ranked_of: Vec<bool> = Vec::new();
     for write in writes {
         let first = declines.len() as i32 + 1;
-        let mut answered = false;
+        let (mut answered, mut ranked) = (false, false);
         for row in &write.rows {
             match row.win {
                 Some(win) => winners.push((&write.ping, row, win)),
                 None => {
                     answered |= row.rtb_answer.is_some();
+                    ranked |= row.runner_up_rank.is_some();
                     declines.push(row);
                 }
             }
@@ -355,6 +361,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         let last = declines.len() as i32;
         if last >= first {
             declines_of.push((&write.ping, first, last, answered));
+            ranked_of.push(ranked);
         }
     }
     // Most pings keep no answer: then these two arrays are empty and bind nothing.
@@ -370,6 +377,12 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         column(&declines, |r| {
             r.rtb_answer.as_ref().and_then(|a| a.body.as_deref())
         })
+    } else {
+        Vec::new()
+    };
+    // Pings with no runner-ups bind nothing either.
+    let ranks: Vec<Option<i16>> = if ranked_of.contains(&true) {
+        column(&declines, |r| r.runner_up_rank)
     } else {
         Vec::new()
     };
@@ -399,15 +412,17 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                                   $26::text[], $27::bigint[], $28::bigint[]))
          INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons,
                                             details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs,
-                                            rtb_http_statuses, rtb_responses)
+                                            rtb_http_statuses, rtb_responses, runner_up_ranks)
          SELECT s.tenant_id, s.ping_id, s.created_at, ($34::uuid[])[s.first:s.last],
                 ($35::uuid[])[s.first:s.last], ($36::text[])[s.first:s.last]::decline_reason[],
                 ($37::text[])[s.first:s.last], ($38::bigint[])[s.first:s.last],
                 ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last],
                 CASE WHEN s.answered THEN ($44::int[])[s.first:s.last] END,
-                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END
-         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[])
-             AS s (tenant_id, ping_id, created_at, first, last, answered)",
+                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END,
+                CASE WHEN s.ranked THEN ($47::int2[])[s.first:s.last] END
+         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[],
+                     $46::bool[])
+             AS s (tenant_id, ping_id, created_at, first, last, answered, ranked)",
         &column(writes, |w| w.ping.tenant_id),
         &column(writes, |w| w.ping.ping_id),
         &column(writes, |w| w.ping.campaign_id),
@@ -453,6 +468,8 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines_of, |&(_, _, _, answered)| answered),
         &answer_statuses as _,
         &answer_bodies as _,
+        &ranked_of,
+        &ranks as _,
     )
     .execute(db)
     .await?;

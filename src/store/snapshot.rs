@@ -36,7 +36,8 @@ use super::admin::rows::{
     Partners, status,
 };
 use crate::auction::{
-    CascadeRules, CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules, PayoutRule, Status,
+    CascadeRules, CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules,
+    PayoutRule, Status,
 };
 use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;

@@ -12,9 +12,7 @@ use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
-use crate::auction::{
-    CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules,
-};
+use crate::auction::{CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Mode, OfferRules};
 use crate::money::Money;
 use crate::resources::Kind;
 use crate::resources::offers::{Offer, OfferValues};
