@@ -511,6 +511,47 @@ pub struct StoredDistribution {
     pub buyer_http_status: Option<i32>,
     pub buyer_response: Option<String>,
     pub delivery_ms: Option<i32>,
+    /// The sale's own price and payout (a runner-up's attempt has no bid of the ping's).
+    pub sale_price_cents: Option<i64>,
+    pub sale_payout_cents: Option<i64>,
+}
+
+/// One sale of a ping's post: a winner's, or a cascade attempt's.
+pub struct StoredAttempt {
+    pub sale_id: Uuid,
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub replaces_bid_id: Option<Uuid>,
+    pub attempt: i16,
+    pub status: String,
+    pub reason: Option<String>,
+    pub price_cents: i64,
+    pub payout_cents: i64,
+    pub buyer_http_status: Option<i32>,
+    pub buyer_response: Option<String>,
+    pub delivery_ms: Option<i32>,
+}
+
+/// Every sale of the post of `ping_id`, in the order they were made (a sale's id is
+/// time-ordered): the winners' own, then the cascade's attempts.
+pub async fn post_sales(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Vec<StoredAttempt>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredAttempt,
+        "SELECT s.id AS sale_id, s.bid_id, s.contract_id, s.buyer_id, s.replaces_bid_id, s.attempt, s.status,
+                s.reason, s.price_cents, s.payout_cents, s.buyer_http_status, s.buyer_response, s.delivery_ms
+         FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+         WHERE l.tenant_id = $1 AND l.ping_id = $2
+         ORDER BY s.id",
+        tenant_id,
+        ping_id,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
@@ -538,16 +579,23 @@ pub async fn find_ping(
              FROM distribution_declines x,
                   unnest(x.contract_ids, x.rtb_http_statuses, x.rtb_responses)
                       AS a (contract_id, rtb_http_status, rtb_response)
-             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL)
+             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL),
+         sales AS (
+             SELECT s.contract_id, s.status, s.reason, s.buyer_http_status, s.buyer_response, s.delivery_ms,
+                    s.price_cents, s.payout_cents
+             FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+             WHERE l.tenant_id = $1 AND l.ping_id = $2)
          SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
                 d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
                 s.status AS "sale_status?", s.reason AS "sale_reason?",
                 a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
                 s.buyer_http_status AS "buyer_http_status?",
-                s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?"
+                s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?",
+                s.price_cents AS "sale_price_cents?", s.payout_cents AS "sale_payout_cents?"
          FROM lead_distribution d
-         LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
+         -- A contract has at most one sale in a post: a winner's own, or a runner-up's attempt.
+         LEFT JOIN sales s ON s.contract_id = d.contract_id
          LEFT JOIN answers a ON a.contract_id = d.contract_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
          ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,
