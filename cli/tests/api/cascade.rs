@@ -24,7 +24,8 @@ fn accepts() -> ResponseTemplate {
 }
 
 fn rejects() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({ "status": "rejected", "message": "no thanks" }))
+    ResponseTemplate::new(200)
+        .set_body_json(json!({ "status": "rejected", "message": "no thanks" }))
 }
 
 /// A buyer's delivery endpoint at `route` of `server`, answering `response`.
@@ -142,7 +143,11 @@ async fn a_rejected_exclusive_winner_cascades_to_the_runner_up_at_its_own_price(
     assert_eq!((status, replayed), (200, false), "{text}");
     let answer: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["status"], "sold", "{answer}");
-    assert_eq!(cents(&answer["payout"]), 2800, "70 % of the runner-up's 40.00");
+    assert_eq!(
+        cents(&answer["payout"]),
+        2800,
+        "70 % of the runner-up's 40.00"
+    );
     let result = &answer["results"][0];
     assert_eq!(result["bid_id"].as_str(), Some(winner_bid.as_str()));
     assert_eq!(result["status"], "sold");
@@ -196,7 +201,10 @@ async fn a_rejected_exclusive_winner_cascades_to_the_runner_up_at_its_own_price(
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(charged, 4000, "what buyers paid net is the one sale's price");
+    assert_eq!(
+        charged, 4000,
+        "what buyers paid net is the one sale's price"
+    );
 
     // A retry receives the same bytes.
     let (status, replayed, again) = app
@@ -220,7 +228,10 @@ async fn a_rejected_exclusive_winner_cascades_to_the_runner_up_at_its_own_price(
     assert_eq!(sales[1]["contract_id"], json!(b_contract));
     assert_eq!(sales[1]["buyer_id"], json!(b));
     assert_eq!(sales[1]["attempt"], 1);
-    assert_eq!(sales[1]["replaces_bid_id"].as_str(), Some(winner_bid.as_str()));
+    assert_eq!(
+        sales[1]["replaces_bid_id"].as_str(),
+        Some(winner_bid.as_str())
+    );
     assert_eq!(sales[1]["status"], "sold");
     assert_eq!(
         (cents(&sales[1]["price"]), cents(&sales[1]["payout"])),
@@ -237,11 +248,22 @@ async fn a_rejected_exclusive_winner_cascades_to_the_runner_up_at_its_own_price(
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_cascade_stops_at_max_attempts(pool: PgPool) {
     let exchange = Exchange::create(&pool, "exclusive").await;
-    set_cascade(&exchange, json!({ "max_attempts": 2, "deadline_ms": 10000 })).await;
+    set_cascade(
+        &exchange,
+        json!({ "max_attempts": 2, "deadline_ms": 10000 }),
+    )
+    .await;
     let server = MockServer::start().await;
     let (a, _) = bidder(&exchange, &server, "/a", rejects(), exclusive(5000)).await;
     let (b, _) = bidder(&exchange, &server, "/b", rejects(), exclusive(4000)).await;
-    let (c, _) = bidder(&exchange, &server, "/c", ResponseTemplate::new(500), exclusive(3000)).await;
+    let (c, _) = bidder(
+        &exchange,
+        &server,
+        "/c",
+        ResponseTemplate::new(500),
+        exclusive(3000),
+    )
+    .await;
     bidder(&exchange, &server, "/d", rejects(), exclusive(2000)).await;
     let app = spawn_app(pool.clone()).await;
 
@@ -261,7 +283,11 @@ async fn a_cascade_stops_at_max_attempts(pool: PgPool) {
             (c.to_string(), "failed".to_owned())
         ]
     );
-    assert_eq!(delivered(&server, "/d").await, 0, "a third attempt was not made");
+    assert_eq!(
+        delivered(&server, "/d").await,
+        0,
+        "a third attempt was not made"
+    );
     assert_eq!(partner_earned(&exchange).await, 0);
     for buyer in [a, b, c] {
         assert_eq!(exchange.buyer_books(buyer).await, (100_000, 100_000));
@@ -291,7 +317,11 @@ async fn no_attempt_starts_after_the_cascade_deadline(pool: PgPool) {
         ],
         "the slow attempt started in time and ran to its end"
     );
-    assert_eq!(delivered(&server, "/c").await, 0, "none started after 300 ms");
+    assert_eq!(
+        delivered(&server, "/c").await,
+        0,
+        "none started after 300 ms"
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -396,7 +426,11 @@ async fn refilled_shared_slots_never_sell_to_one_buyer_twice(pool: PgPool) {
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn max_attempts_zero_turns_the_cascade_off(pool: PgPool) {
     let exchange = Exchange::create(&pool, "exclusive").await;
-    set_cascade(&exchange, json!({ "max_attempts": 0, "deadline_ms": 10000 })).await;
+    set_cascade(
+        &exchange,
+        json!({ "max_attempts": 0, "deadline_ms": 10000 }),
+    )
+    .await;
     let server = MockServer::start().await;
     bidder(&exchange, &server, "/a", rejects(), exclusive(5000)).await;
     bidder(&exchange, &server, "/b", accepts(), exclusive(4000)).await;
@@ -465,4 +499,48 @@ async fn the_offers_cascade_is_validated_with_pointers(pool: PgPool) {
         offer["cascade"],
         json!({ "max_attempts": 0, "deadline_ms": 10000 })
     );
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_sweep_answers_an_interrupted_cascade_as_the_post_would(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let server = MockServer::start().await;
+    bidder(&exchange, &server, "/a", rejects(), exclusive(5000)).await;
+    bidder(&exchange, &server, "/b", rejects(), exclusive(4500)).await;
+    bidder(&exchange, &server, "/c", accepts(), exclusive(4000)).await;
+    let app = spawn_app(pool.clone()).await;
+    let ping = ping(&app, &exchange, json!({ "lead": ping_lead() })).await;
+    let (status, _, answered) = app
+        .post_raw("/v1/post", &exchange.posting_key, &post_body(&ping))
+        .await;
+    assert_eq!(status, 200, "{answered}");
+
+    // As if the post's process had died before storing its answer: the sweep builds it from
+    // the sales, each slot's final status across its attempts.
+    sqlx::query(
+        "UPDATE leads SET post_response = NULL, created_at = now() - interval '2 minutes'
+         WHERE tenant_id = $1",
+    )
+    .bind(exchange.tenant_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    gavel::store::sales::release_interrupted(&pool, chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, replayed, swept) = app
+        .post_raw("/v1/post", &exchange.posting_key, &post_body(&ping))
+        .await;
+    assert_eq!((status, replayed), (200, true));
+    let (first, second): (Value, Value) = (
+        serde_json::from_str(&answered).unwrap(),
+        serde_json::from_str(&swept).unwrap(),
+    );
+    assert_eq!(second["status"], "sold", "{swept}");
+    assert_eq!(
+        second["results"][0]["attempts"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(second, first);
+    assert_eq!(swept, answered, "byte for byte");
 }
