@@ -66,6 +66,8 @@ pub struct Attempt {
     /// The partner's payout (0 unless sold).
     pub payout: Money,
     pub reason: Option<String>,
+    /// The RTB bid's ref the delivery carried (for a win or loss notice).
+    pub rtb_ref: Option<String>,
 }
 
 impl Attempt {
@@ -78,6 +80,7 @@ impl Attempt {
             price: Money::from_cents(bid.price_cents),
             payout: result.payout,
             reason: result.reason.clone(),
+            rtb_ref: bid.rtb_ref.clone(),
         }
     }
 }
