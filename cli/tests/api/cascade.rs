@@ -544,3 +544,41 @@ async fn the_sweep_answers_an_interrupted_cascade_as_the_post_would(pool: PgPool
     assert_eq!(second, first);
     assert_eq!(swept, answered, "byte for byte");
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn an_rtb_runner_up_receives_its_own_bid_and_ref(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let server = MockServer::start().await;
+    bidder(&exchange, &server, "/a", rejects(), exclusive(5000)).await;
+    let rtb = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "exclusive_bid": 41.50, "ref": "runner-ref-7" })),
+        )
+        .mount(&rtb)
+        .await;
+    let (b, _) = bidder(
+        &exchange,
+        &server,
+        "/b",
+        accepts(),
+        ContractSpec::rtb(rtb.uri(), 1000),
+    )
+    .await;
+    let app = spawn_app(pool.clone()).await;
+
+    let ping = ping(&app, &exchange, json!({ "lead": ping_lead() })).await;
+    let (status, answer) = app.post(&exchange.posting_key, post_body(&ping)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "sold", "{answer}");
+    assert_eq!(cents(&answer["payout"]), 2905, "70 % of 41.50");
+    let received = server.received_requests().await.unwrap();
+    let to_b = received.iter().find(|r| r.url.path() == "/b").unwrap();
+    let to_b: Value = serde_json::from_slice(&to_b.body).unwrap();
+    assert_eq!(
+        (cents(&to_b["price"]), to_b["rtb_ref"].as_str()),
+        (4150, Some("runner-ref-7"))
+    );
+    assert_eq!(exchange.buyer_books(b).await, (95_850, 95_850));
+}
