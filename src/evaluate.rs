@@ -379,6 +379,7 @@ pub async fn run(
                 reason: None,
                 detail: None,
                 rtb_answer: r.rtb_answer,
+                runner_up_rank: None,
             };
             match r.result {
                 Err(decline) => {
@@ -400,6 +401,14 @@ pub async fn run(
                     } else {
                         let reason = losers.get(&id).copied().unwrap_or(DeclineReason::Outbid);
                         row.reason = Some(reason);
+                        // Few runner-ups, and only outbid bids look: no map to build.
+                        if reason == DeclineReason::Outbid {
+                            row.runner_up_rank = selection
+                                .runner_ups
+                                .iter()
+                                .position(|r| r.contract_id == id)
+                                .and_then(|p| i16::try_from(p + 1).ok());
+                        }
                     }
                 }
             }

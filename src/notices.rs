@@ -250,20 +250,20 @@ pub fn after_ping(
     }
 }
 
-/// The won bids a post's notices need (those of contracts with a notice URL), kept before the
-/// settlement takes the bids; empty (no allocation) when none has one.
+/// The won bids a post's notices need: all of them when a contract of the offer has a notice
+/// URL (a runner-up's win names its slot's sale type), none (no allocation) otherwise.
 pub fn bids_to_notify(campaign: &CampaignContext, bids: &[WonBid]) -> Vec<WonBid> {
-    let contracts = &campaign.offer.contracts;
-    bids.iter()
-        .filter(|bid| {
-            contract_at(contracts, usize::MAX, bid.contract_id).is_some_and(|c| c.notices.is_some())
-        })
-        .cloned()
-        .collect()
+    if campaign.offer.contracts.iter().any(|c| c.notices.is_some()) {
+        bids.to_vec()
+    } else {
+        Vec::new()
+    }
 }
 
-/// At the post, from its final results: a win notice for each sale that ended `sold`, a
-/// loss notice (reason: the sale's status) for each winning bid whose sale did not.
+/// At the post, from its final results: for each winning bid, a win notice when its own sale
+/// ended `sold`, else a loss notice (reason: the sale's status); and a win notice for the
+/// runner-up that bought a slot through the cascade (told `outbid` at the ping, it gets no
+/// second loss when its attempt fails).
 pub fn after_post(
     notices: &Notices,
     campaign: &CampaignContext,
@@ -276,37 +276,48 @@ pub fn after_post(
         return;
     }
     let contracts = &campaign.offer.contracts;
-    for result in results {
-        let Some(bid) = bids.iter().find(|b| b.bid_id == result.bid_id) else {
-            continue;
-        };
+    let send = |kind: NoticeKind, contract_id: Uuid, rtb_ref: Option<&String>, price: Money,
+                sale_type: Option<SaleType>, reason: Option<&'static str>| {
         let Some(urls) =
-            contract_at(contracts, usize::MAX, bid.contract_id).and_then(|c| c.notices.as_ref())
+            contract_at(contracts, usize::MAX, contract_id).and_then(|c| c.notices.as_ref())
         else {
-            continue;
-        };
-        let (kind, reason) = match result.status {
-            SaleStatus::Sold => (NoticeKind::Win, None),
-            status => (NoticeKind::Loss, Some(status.as_str())),
+            return;
         };
         let has = match kind {
             NoticeKind::Win => urls.win.is_some(),
             NoticeKind::Loss => urls.loss.is_some(),
         };
-        if !has {
-            continue;
+        if has {
+            notices.send(Notice {
+                kind,
+                urls: Arc::clone(urls),
+                ping_id,
+                lead_id: (kind == NoticeKind::Win).then_some(lead_id),
+                contract_id,
+                rtb_ref: rtb_ref.cloned(),
+                price: Some(price),
+                sale_type,
+                reason,
+            });
         }
-        notices.send(Notice {
-            kind,
-            urls: Arc::clone(urls),
-            ping_id,
-            lead_id: (kind == NoticeKind::Win).then_some(lead_id),
-            contract_id: bid.contract_id,
-            rtb_ref: bid.rtb_ref.clone(),
-            price: Some(Money::from_cents(bid.price_cents)),
-            sale_type: bid.sale_type.parse().ok(),
-            reason,
-        });
+    };
+    for result in results {
+        let Some(bid) = bids.iter().find(|b| b.bid_id == result.bid_id) else {
+            continue;
+        };
+        let sale_type = bid.sale_type.parse().ok();
+        let (kind, reason) = match result.own_status() {
+            SaleStatus::Sold => (NoticeKind::Win, None),
+            status => (NoticeKind::Loss, Some(status.as_str())),
+        };
+        let price = Money::from_cents(bid.price_cents);
+        send(kind, bid.contract_id, bid.rtb_ref.as_ref(), price, sale_type, reason);
+        for attempt in result.attempts.iter().skip(1) {
+            if attempt.status == SaleStatus::Sold {
+                let (contract, rtb_ref) = (attempt.contract_id, attempt.rtb_ref.as_ref());
+                send(NoticeKind::Win, contract, rtb_ref, attempt.price, sale_type, None);
+            }
+        }
     }
 }
 

@@ -306,6 +306,80 @@ impl OfferRules {
     }
 }
 
+/// An offer's cascade at post (docs/revenue-recovery.md §1): how many further attempts a
+/// failed winner's slot gets from the ping's runner-ups (0: none), and for how long after the
+/// post began one may start. Stored as `{"max_attempts": 3, "deadline_ms": 10000}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CascadeRules {
+    /// Further attempts per failed slot, 0 to 20 (0 turns the cascade off).
+    pub max_attempts: u32,
+    /// No attempt starts later than this after the post began, 100 to 300000 ms.
+    pub deadline_ms: u32,
+}
+
+impl Default for CascadeRules {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            deadline_ms: 10_000,
+        }
+    }
+}
+
+impl CascadeRules {
+    pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 0..=20;
+    pub const DEADLINE_MS: std::ops::RangeInclusive<u32> = 100..=300_000;
+
+    /// Reads `{"max_attempts", "deadline_ms"}` (either may be left out: its default), every
+    /// problem with its pointer under `at` (`/cascade`).
+    pub fn parse(value: &Value, at: &str) -> Result<Self, Vec<ConfigError>> {
+        let mut rules = Self::default();
+        let Some(object) = value.as_object() else {
+            return Err(vec![ConfigError::new(
+                at,
+                "must be an object {\"max_attempts\", \"deadline_ms\"}",
+            )]);
+        };
+        let mut errors = Vec::new();
+        for (key, value) in object {
+            let pointer = format!("{at}/{}", super::pointer_token(key));
+            let (target, range) = match key.as_str() {
+                "max_attempts" => (&mut rules.max_attempts, Self::MAX_ATTEMPTS),
+                "deadline_ms" => (&mut rules.deadline_ms, Self::DEADLINE_MS),
+                _ => {
+                    errors.push(ConfigError::new(pointer, "unknown field"));
+                    continue;
+                }
+            };
+            match value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| range.contains(n))
+            {
+                Some(n) => *target = n,
+                None => errors.push(ConfigError::new(
+                    pointer,
+                    format!(
+                        "must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(rules)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The stored (and answered) shape.
+    pub fn to_value(self) -> Value {
+        serde_json::json!({ "max_attempts": self.max_attempts, "deadline_ms": self.deadline_ms })
+    }
+}
+
 /// A campaign's payout rule (SPEC §4.3), in the API's shape:
 /// `{"type":"revshare","percent":70}`, `{"type":"margin","amount":3.00}`,
 /// `{"type":"fixed","amount":8.00}`.
@@ -756,6 +830,41 @@ mod tests {
                 "/require_consent/0"
             ]
         );
+    }
+
+    #[test]
+    fn cascade_rules_read_their_ranges_with_pointers() {
+        assert_eq!(
+            CascadeRules::parse(&json!({}), "/cascade"),
+            Ok(CascadeRules::default())
+        );
+        assert_eq!(
+            CascadeRules::parse(
+                &json!({"max_attempts": 0, "deadline_ms": 300000}),
+                "/cascade"
+            ),
+            Ok(CascadeRules {
+                max_attempts: 0,
+                deadline_ms: 300_000
+            })
+        );
+        let pointers: Vec<String> = CascadeRules::parse(
+            &json!({"max_attempts": 21, "deadline_ms": 99.5, "x": 1}),
+            "/cascade",
+        )
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.pointer)
+        .collect();
+        assert_eq!(
+            pointers,
+            [
+                "/cascade/deadline_ms",
+                "/cascade/max_attempts",
+                "/cascade/x"
+            ]
+        );
+        assert!(CascadeRules::parse(&json!(3), "/cascade").is_err());
     }
 
     #[test]

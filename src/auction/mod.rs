@@ -22,9 +22,10 @@ pub use caps::{
     BuyerCapRoom, CapLimit, CapUsage, CompiledCap, CompiledCaps, PeriodUsage, period_start,
 };
 pub use config::{
-    CapPeriod, ConfigError, DEFAULT_RTB_TIMEOUT_MS, Distribution, FieldSpec, FieldType,
-    FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing, SaleType,
-    Status, Strategy, UnknownVariant, check_headers, parse_routing_label, shape_error,
+    CapPeriod, CascadeRules, ConfigError, DEFAULT_RTB_TIMEOUT_MS, Distribution, FieldSpec,
+    FieldType, FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing,
+    RtbPricing, SaleType, Status, Strategy, UnknownVariant, check_headers, parse_routing_label,
+    shape_error,
 };
 pub use consent::validate_consent;
 pub use evaluate::{

@@ -71,6 +71,20 @@ struct BidResult {
     payout: Money,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// Every sale of the slot, the winner's first, when the cascade made an attempt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptAnswer>,
+}
+
+/// One sale of a slot that cascaded, as the partner sees it.
+#[derive(Serialize)]
+struct AttemptAnswer {
+    buyer_id: Uuid,
+    status: SaleStatus,
+    price: Money,
+    payout: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl PostAnswerBody {
@@ -105,6 +119,19 @@ impl PostAnswerBody {
                     status: r.status,
                     payout: r.payout,
                     reason: r.reason.clone(),
+                    attempts: r
+                        .attempts
+                        .iter()
+                        .map(|a| AttemptAnswer {
+                            buyer_id: a.buyer_id,
+                            status: a.status,
+                            price: a.price,
+                            payout: a.payout,
+                            reason: (a.status != SaleStatus::Sold)
+                                .then(|| a.reason.clone())
+                                .flatten(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             sale_type,

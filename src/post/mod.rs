@@ -4,6 +4,7 @@
 //! call here and its result back into HTTP.
 
 mod answer;
+pub mod cascade;
 pub mod settle;
 mod states;
 
@@ -27,6 +28,7 @@ use crate::store::snapshot::CampaignContext;
 
 use answer::PostAnswerBody;
 pub use answer::{PostAnswer, PostWaiters, Settling};
+use cascade::Cascade;
 use settle::PostedLead;
 pub use states::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
 
@@ -307,10 +309,17 @@ async fn post_to_winners(
         now,
     };
     let ping_id = request.ping_id;
+    let cascade = Cascade::new(
+        &posted,
+        &bids,
+        ping.min_payout_cents.map(Money::from_cents),
+        timing.started,
+    );
     let settling = settle_and_finish(
         state,
         posted,
         bids,
+        cascade,
         request.bid_ids,
         sale_type,
         kind,
@@ -395,6 +404,7 @@ fn settle_and_finish(
     state: &AppState,
     posted: PostedLead,
     bids: Vec<WonBid>,
+    cascade: Option<Arc<Cascade>>,
     accepted: Option<Vec<Uuid>>,
     sale_type: Option<SaleType>,
     kind: PostKind,
@@ -410,11 +420,17 @@ fn settle_and_finish(
         // Its waiting retries are woken when this task ends, however it ends.
         let _settling_here = settling_here;
         let notice_bids = crate::notices::bids_to_notify(&posted.campaign, &bids);
-        let results = settle::settle_all(&state, Arc::clone(&posted), bids, |bid| {
-            accepted
-                .as_ref()
-                .is_none_or(|ids| ids.contains(&bid.bid_id))
-        })
+        let results = settle::settle_all(
+            &state,
+            Arc::clone(&posted),
+            bids,
+            |bid| {
+                accepted
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&bid.bid_id))
+            },
+            cascade,
+        )
         .await?;
         // Win and loss notices (docs/revenue-recovery.md §7), queued: they never delay the post.
         crate::notices::after_post(
@@ -430,7 +446,7 @@ fn settle_and_finish(
             .iter()
             .map(|r| sales::Disposition {
                 contract_id: r.contract_id,
-                status: r.status,
+                status: r.own_status(),
             })
             .collect();
         crate::meters::post(response.status.as_str(), timing.started.elapsed());

@@ -1,6 +1,7 @@
 //! Settling a post's accepted bids (SPEC §5.6 step 3), each in its own task: the reservation
 //! of caps and funds (with the buyer's dedup on the real consumer), the delivery, then the sale
-//! kept or its reservation released in full.
+//! kept or its reservation released in full. A winner's sale refused goes on to the ping's
+//! runner-ups (`super::cascade`), each attempt settled exactly as the winner's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::money::Money;
 use crate::store::retry;
 use crate::store::sales::{self, BuyerAnswer, NewSale, PostSource, Refusal, WonBid};
 
+use super::cascade::{self, Cascade};
 use super::{BuyerVerdict, INTERRUPTED, SaleStatus};
 use crate::store::snapshot::CampaignContext;
 
@@ -29,14 +31,58 @@ const PENDING_MARGIN: Duration = Duration::from_secs(60);
 /// within the pending margin, so that this task usually settles the sale before the sweep.
 const SETTLE_RETRY: Duration = Duration::from_secs(45);
 
-/// One sale's outcome, as the partner sees it.
+/// One winning bid's outcome, as the partner sees it: its slot's final status, payout and
+/// reason, across the cascade's attempts when it had any.
 #[derive(Debug, Clone)]
 pub struct SaleResult {
+    /// The winning bid.
     pub bid_id: Uuid,
+    /// The winning contract.
     pub contract_id: Uuid,
     pub status: SaleStatus,
     pub payout: Money,
     pub reason: Option<String>,
+    /// Every sale of the slot in order, the winner's first, when the cascade made at least
+    /// one attempt; empty otherwise.
+    pub attempts: Vec<Attempt>,
+}
+
+impl SaleResult {
+    /// The winning contract's own sale's status (its `distribution_winners.disposition`).
+    pub fn own_status(&self) -> SaleStatus {
+        self.attempts.first().map_or(self.status, |a| a.status)
+    }
+}
+
+/// One sale of a slot that cascaded: whose, at what price, and how it ended.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The sale's bid: the winner's, or a new one for a runner-up's attempt.
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub status: SaleStatus,
+    pub price: Money,
+    /// The partner's payout (0 unless sold).
+    pub payout: Money,
+    pub reason: Option<String>,
+    /// The RTB bid's ref the delivery carried (for a win or loss notice).
+    pub rtb_ref: Option<String>,
+}
+
+impl Attempt {
+    fn of(bid: &WonBid, result: &SaleResult) -> Self {
+        Self {
+            bid_id: bid.bid_id,
+            contract_id: bid.contract_id,
+            buyer_id: bid.buyer_id,
+            status: result.status,
+            price: Money::from_cents(bid.price_cents),
+            payout: result.payout,
+            reason: result.reason.clone(),
+            rtb_ref: bid.rtb_ref.clone(),
+        }
+    }
 }
 
 /// What every sale of one post shares.
@@ -76,15 +122,17 @@ pub async fn settle_all(
     posted: Arc<PostedLead>,
     bids: Vec<WonBid>,
     accepted: impl Fn(&WonBid) -> bool,
+    cascade: Option<Arc<Cascade>>,
 ) -> Result<Vec<SaleResult>, crate::Error> {
     let mut tasks = JoinSet::new();
     let count = bids.len();
     for (index, bid) in bids.into_iter().enumerate() {
         let (state, posted) = (state.clone(), Arc::clone(&posted));
         let take = accepted(&bid);
+        let cascade = cascade.clone();
         tasks.spawn(async move {
             let result = if take {
-                settle_one(&state, &posted, bid).await
+                settle_slot(&state, &posted, bid, cascade).await
             } else {
                 refuse(&state, &posted, bid).await
             };
@@ -149,7 +197,47 @@ fn result(bid: &WonBid, status: SaleStatus, reason: Option<String>) -> SaleResul
         status,
         payout,
         reason,
+        attempts: Vec::new(),
     }
+}
+
+/// A winning bid's slot: its own sale, then, when that was refused and the offer cascades,
+/// the runner-ups one at a time until one buys or the cascade stops.
+async fn settle_slot(
+    state: &AppState,
+    posted: &PostedLead,
+    bid: WonBid,
+    cascade: Option<Arc<Cascade>>,
+) -> Result<SaleResult, sqlx::Error> {
+    let first = settle_one(state, posted, bid.clone()).await?;
+    let Some(cascade) = cascade.filter(|_| cascade::cascades(first.status)) else {
+        return Ok(first);
+    };
+    let mut attempts = vec![Attempt::of(&bid, &first)];
+    let mut last = first;
+    let mut attempt = 1;
+    while let Some(next) = cascade.next_bid(state, posted, &bid, attempt).await? {
+        let result = settle_one(state, posted, next.clone()).await?;
+        attempts.push(Attempt::of(&next, &result));
+        attempt += 1;
+        let sold = result.status == SaleStatus::Sold;
+        last = result;
+        if sold {
+            break;
+        }
+    }
+    if attempts.len() == 1 {
+        // No runner-up was offered the slot: answered as before.
+        return Ok(last);
+    }
+    Ok(SaleResult {
+        bid_id: bid.bid_id,
+        contract_id: bid.contract_id,
+        status: last.status,
+        payout: last.payout,
+        reason: last.reason,
+        attempts,
+    })
 }
 
 /// A bid the partner left out of `bid_ids`.
@@ -240,7 +328,15 @@ async fn settle_one(
         forget();
     }
     match reserved? {
-        Ok(()) => {}
+        Ok(()) => {
+            // A cascade attempt names its slot; the sweep's answer leaves out an attempt whose
+            // mark was lost, and its money is settled as any sale's.
+            if let Err(error) =
+                sales::mark_attempt(&state.db, posted.source.tenant_id, sale_id, bid).await
+            {
+                tracing::warn!(%error, %sale_id, "cannot mark a cascade attempt");
+            }
+        }
         Err(Refusal::Duplicate) => {
             return unreserved(
                 SaleStatus::Duplicate,

@@ -1,8 +1,10 @@
 //! Offers: lead types, each with its field schema and distribution mode.
 
 use super::prelude::*;
-use crate::api::admin::config::offers::{ConsentKeys, DistributionField, ModeField, StrategyField};
-use crate::auction::{Distribution, Strategy};
+use crate::api::admin::config::offers::{
+    CascadeField, ConsentKeys, DistributionField, ModeField, StrategyField,
+};
+use crate::auction::{CascadeRules, Distribution, Strategy};
 
 super::resource! {
     /// A lead type: its field schema and its distribution mode (SPEC §4.2).
@@ -26,5 +28,9 @@ super::resource! {
         distribution: Distribution = DistributionField,
         /// `price` (the default), `round_robin` or `weighted`.
         strategy: Strategy = StrategyField,
+        /// The cascade at post: a failed winner's slot is offered to the ping's runner-ups,
+        /// at most `max_attempts` (0–20, 0: off) of them, none started later than
+        /// `deadline_ms` (100–300000) after the post began.
+        cascade: CascadeRules = CascadeField,
     }
 }

@@ -312,6 +312,9 @@ pub struct DistributionRow {
     /// The buyer's own answer to the RTB call, kept for the operator when it declined the
     /// contract (see [`crate::evaluate::RtbAnswer`]); `None` otherwise.
     pub rtb_answer: Option<crate::evaluate::RtbAnswer>,
+    /// Its place among the ping's runner-ups (1 = the first offered a failed winner's slot
+    /// at the post); `None` for a contract that is not one.
+    pub runner_up_rank: Option<i16>,
 }
 
 /// What a winning contract sold on the ping, and the bid id its post names.
@@ -378,14 +381,17 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
     // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays,
     // and whether any of them kept the buyer's answer (else its answers' arrays stay NULL).
     let mut declines_of: Vec<(&PingRecord, i32, i32, bool)> = Vec::new();
+    // Which of those pings have runner-ups (else their ranks' array stays NULL).
+    let mut ranked_of: Vec<bool> = Vec::new();
     for write in writes {
         let first = declines.len() as i32 + 1;
-        let mut answered = false;
+        let (mut answered, mut ranked) = (false, false);
         for row in &write.rows {
             match row.win {
                 Some(win) => winners.push((&write.ping, row, win)),
                 None => {
                     answered |= row.rtb_answer.is_some();
+                    ranked |= row.runner_up_rank.is_some();
                     declines.push(row);
                 }
             }
@@ -393,6 +399,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         let last = declines.len() as i32;
         if last >= first {
             declines_of.push((&write.ping, first, last, answered));
+            ranked_of.push(ranked);
         }
     }
     // Most pings keep no answer: then these two arrays are empty and bind nothing.
@@ -408,6 +415,12 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         column(&declines, |r| {
             r.rtb_answer.as_ref().and_then(|a| a.body.as_deref())
         })
+    } else {
+        Vec::new()
+    };
+    // Pings with no runner-ups bind nothing either.
+    let ranks: Vec<Option<i16>> = if ranked_of.contains(&true) {
+        column(&declines, |r| r.runner_up_rank)
     } else {
         Vec::new()
     };
@@ -437,15 +450,17 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                                   $26::text[], $27::bigint[], $28::bigint[]))
          INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons,
                                             details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs,
-                                            rtb_http_statuses, rtb_responses)
+                                            rtb_http_statuses, rtb_responses, runner_up_ranks)
          SELECT s.tenant_id, s.ping_id, s.created_at, ($34::uuid[])[s.first:s.last],
                 ($35::uuid[])[s.first:s.last], ($36::text[])[s.first:s.last]::decline_reason[],
                 ($37::text[])[s.first:s.last], ($38::bigint[])[s.first:s.last],
                 ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last],
                 CASE WHEN s.answered THEN ($44::int[])[s.first:s.last] END,
-                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END
-         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[])
-             AS s (tenant_id, ping_id, created_at, first, last, answered)",
+                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END,
+                CASE WHEN s.ranked THEN ($48::int2[])[s.first:s.last] END
+         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[],
+                     $47::bool[])
+             AS s (tenant_id, ping_id, created_at, first, last, answered, ranked)",
         &column(writes, |w| w.ping.tenant_id),
         &column(writes, |w| w.ping.ping_id),
         &column(writes, |w| w.ping.campaign_id),
@@ -492,6 +507,8 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &answer_statuses as _,
         &answer_bodies as _,
         &column(writes, |w| w.ping.routing) as _,
+        &ranked_of,
+        &ranks as _,
     )
     .execute(db)
     .await?;
@@ -535,6 +552,47 @@ pub struct StoredDistribution {
     pub buyer_http_status: Option<i32>,
     pub buyer_response: Option<String>,
     pub delivery_ms: Option<i32>,
+    /// The sale's own price and payout (a runner-up's attempt has no bid of the ping's).
+    pub sale_price_cents: Option<i64>,
+    pub sale_payout_cents: Option<i64>,
+}
+
+/// One sale of a ping's post: a winner's, or a cascade attempt's.
+pub struct StoredAttempt {
+    pub sale_id: Uuid,
+    pub bid_id: Uuid,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub replaces_bid_id: Option<Uuid>,
+    pub attempt: i16,
+    pub status: String,
+    pub reason: Option<String>,
+    pub price_cents: i64,
+    pub payout_cents: i64,
+    pub buyer_http_status: Option<i32>,
+    pub buyer_response: Option<String>,
+    pub delivery_ms: Option<i32>,
+}
+
+/// Every sale of the post of `ping_id`, in the order they were made (a sale's id is
+/// time-ordered): the winners' own, then the cascade's attempts.
+pub async fn post_sales(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Vec<StoredAttempt>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredAttempt,
+        "SELECT s.id AS sale_id, s.bid_id, s.contract_id, s.buyer_id, s.replaces_bid_id, s.attempt, s.status,
+                s.reason, s.price_cents, s.payout_cents, s.buyer_http_status, s.buyer_response, s.delivery_ms
+         FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+         WHERE l.tenant_id = $1 AND l.ping_id = $2
+         ORDER BY s.id",
+        tenant_id,
+        ping_id,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
@@ -562,16 +620,23 @@ pub async fn find_ping(
              FROM distribution_declines x,
                   unnest(x.contract_ids, x.rtb_http_statuses, x.rtb_responses)
                       AS a (contract_id, rtb_http_status, rtb_response)
-             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL)
+             WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL),
+         sales AS (
+             SELECT s.contract_id, s.status, s.reason, s.buyer_http_status, s.buyer_response, s.delivery_ms,
+                    s.price_cents, s.payout_cents
+             FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+             WHERE l.tenant_id = $1 AND l.ping_id = $2)
          SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
                 d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
                 s.status AS "sale_status?", s.reason AS "sale_reason?",
                 a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
                 s.buyer_http_status AS "buyer_http_status?",
-                s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?"
+                s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?",
+                s.price_cents AS "sale_price_cents?", s.payout_cents AS "sale_payout_cents?"
          FROM lead_distribution d
-         LEFT JOIN lead_sales s ON s.tenant_id = d.tenant_id AND s.bid_id = d.bid_id
+         -- A contract has at most one sale in a post: a winner's own, or a runner-up's attempt.
+         LEFT JOIN sales s ON s.contract_id = d.contract_id
          LEFT JOIN answers a ON a.contract_id = d.contract_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
          ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,

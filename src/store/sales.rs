@@ -24,6 +24,48 @@ pub struct WonBid {
     pub price_cents: i64,
     pub payout_cents: i64,
     pub rtb_ref: Option<String>,
+    /// Which attempt of its slot a sale of this bid is: 0 for a winner's own bid, then 1, 2, …
+    /// for the runner-ups the cascade offers the slot to.
+    pub attempt: i16,
+    /// The winning bid whose slot this runner-up's bid fills (`None` for a winner's own).
+    pub replaces_bid_id: Option<Uuid>,
+}
+
+/// A runner-up of a ping (docs/revenue-recovery.md §1), as the ping recorded it: its bids,
+/// its place and its RTB ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerUp {
+    pub rank: i16,
+    pub contract_id: Uuid,
+    pub buyer_id: Uuid,
+    pub exclusive_cents: Option<i64>,
+    pub shared_cents: Option<i64>,
+    pub rtb_ref: Option<String>,
+}
+
+/// The runner-ups of `ping_id`, best first: one read of the ping's declines by primary key,
+/// made only when a winner's sale failed and the offer cascades.
+pub async fn runner_ups(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Vec<RunnerUp>, sqlx::Error> {
+    sqlx::query_as!(
+        RunnerUp,
+        r#"SELECT r.rank AS "rank!", r.contract_id AS "contract_id!", r.buyer_id AS "buyer_id!",
+                  r.exclusive_cents, r.shared_cents, r.rtb_ref
+           FROM distribution_declines d,
+                unnest(d.runner_up_ranks, d.contract_ids, d.buyer_ids, d.exclusive_bids_cents,
+                       d.shared_bids_cents, d.rtb_refs)
+                    AS r (rank, contract_id, buyer_id, exclusive_cents, shared_cents, rtb_ref)
+           WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.runner_up_ranks IS NOT NULL
+             AND r.rank IS NOT NULL
+           ORDER BY r.rank"#,
+        tenant_id,
+        ping_id,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// A ping as the post needs it.
@@ -37,6 +79,8 @@ pub struct PingForPost {
     pub post_response: Option<String>,
     /// The ping's `sub_ids`, as it sent them.
     pub sub_ids: Option<Json<Map<String, Value>>>,
+    /// The ping's own floor (`min_payout`), if it set one.
+    pub min_payout_cents: Option<i64>,
 }
 
 /// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
@@ -51,7 +95,7 @@ pub async fn find_ping(
     let rows = sqlx::query!(
         r#"SELECT p.campaign_id, p.result, p.test, p.lead AS "lead: Json<Map<String, Value>>",
                   p.expires_at, p.post_body_sha256, l.post_response::text AS post_response,
-                  p.sub_ids AS "sub_ids: Json<Map<String, Value>>",
+                  p.sub_ids AS "sub_ids: Json<Map<String, Value>>", p.min_payout_cents,
                   d.bid_id AS "bid_id?", d.contract_id AS "contract_id?", d.buyer_id AS "buyer_id?",
                   d.sale_type AS "sale_type?", d.price_cents AS "price_cents?",
                   d.payout_cents AS "payout_cents?", d.rtb_ref
@@ -94,6 +138,8 @@ pub async fn find_ping(
                 price_cents: price,
                 payout_cents: payout,
                 rtb_ref: row.rtb_ref,
+                attempt: 0,
+                replaces_bid_id: None,
             });
         }
         found.get_or_insert(PingForPost {
@@ -104,6 +150,7 @@ pub async fn find_ping(
             post_body_sha256: row.post_body_sha256,
             post_response: row.post_response.map(compact),
             sub_ids: row.sub_ids,
+            min_payout_cents: row.min_payout_cents,
         });
     }
     Ok(found.map(|ping| (ping, bids)))
@@ -389,14 +436,39 @@ pub async fn record_unreserved(
         query,
         "INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id,
                                  partner_id, offer_id, sale_type, price_cents, payout_cents, status, reason, test,
-                                 created_at, settled_at, consumer_hashes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)",
+                                 created_at, settled_at, consumer_hashes, attempt, replaces_bid_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19, $20)",
         sale,
         status.as_str(),
         reason,
         sale.test,
         sale.now,
         &hashes as _,
+        sale.bid.attempt,
+        sale.bid.replaces_bid_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks a reserved sale (written by `gavel_reserve`) as a cascade attempt: its `attempt` and
+/// the slot it fills. A winner's own sale (attempt 0) needs nothing.
+pub async fn mark_attempt(
+    db: &PgPool,
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    bid: &WonBid,
+) -> Result<(), sqlx::Error> {
+    if bid.attempt == 0 {
+        return Ok(());
+    }
+    sqlx::query!(
+        "UPDATE lead_sales SET attempt = $3, replaces_bid_id = $4 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        sale_id,
+        bid.attempt,
+        bid.replaces_bid_id,
     )
     .execute(db)
     .await?;
@@ -846,14 +918,18 @@ pub async fn release_interrupted(
 }
 
 /// A post whose request died after claiming its ping never stored an answer, so its retries
-/// would wait in vain: once none of its sales is pending, its answer is built from them.
+/// would wait in vain: once none of its sales is pending, its answer is built from them. Each
+/// winning bid's slot answers its final status across its cascade's attempts (`sold` when one
+/// sold, else the last attempt's status and reason), with `attempts` when it cascaded.
 async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
     let unanswered = sqlx::query!(
-        "SELECT tenant_id, ping_id FROM leads WHERE post_response IS NULL AND created_at < now() - interval '1 minute'",
+        "SELECT tenant_id, id FROM leads WHERE post_response IS NULL AND created_at < now() - interval '1 minute'",
     )
     .fetch_all(db)
     .await?;
     for lead in unanswered {
+        // A slot is a winning bid of the ping (an attempt not yet marked with its slot, left
+        // by a process that died in between, counts in no slot).
         sqlx::query!(
             "UPDATE leads p SET post_response = jsonb_build_object(
                  'lead_id', p.id, 'ping_id', p.ping_id,
@@ -865,15 +941,34 @@ async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
                           (coalesce(sum(payout_cents) FILTER (WHERE status = 'sold'), 0) / 100.0)::numeric(14, 2)
                               AS payout,
                           coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                              'bid_id', bid_id, 'status', status, 'reason', reason,
+                              'bid_id', slot, 'status', status, 'reason', reason,
                               'payout', CASE WHEN status = 'sold' THEN (payout_cents / 100.0)::numeric(14, 2)
-                                             ELSE 0.00 END))
-                              ORDER BY price_cents DESC, bid_id), '[]') AS results,
-                          coalesce(bool_or(status = 'pending'), false) AS pending
-                   FROM lead_sales WHERE tenant_id = $1 AND ping_id = $2) s
-             WHERE p.tenant_id = $1 AND p.ping_id = $2 AND p.post_response IS NULL AND NOT s.pending",
+                                             ELSE 0.00 END,
+                              'attempts', attempts))
+                              ORDER BY price_cents DESC, slot), '[]') AS results
+                   FROM (SELECT coalesce(replaces_bid_id, bid_id) AS slot,
+                                max(price_cents) FILTER (WHERE attempt = 0) AS price_cents,
+                                CASE WHEN bool_or(status = 'sold') THEN 'sold'
+                                     ELSE (array_agg(status ORDER BY attempt DESC))[1] END AS status,
+                                CASE WHEN NOT bool_or(status = 'sold')
+                                     THEN (array_agg(reason ORDER BY attempt DESC))[1] END AS reason,
+                                sum(payout_cents) FILTER (WHERE status = 'sold') AS payout_cents,
+                                CASE WHEN count(*) > 1 THEN jsonb_agg(jsonb_build_object(
+                                    'buyer_id', buyer_id, 'status', status,
+                                    'price', (price_cents / 100.0)::numeric(14, 2),
+                                    'payout', CASE WHEN status = 'sold' THEN (payout_cents / 100.0)::numeric(14, 2)
+                                                   ELSE 0.00 END,
+                                    'reason', CASE WHEN status <> 'sold' THEN reason END)
+                                    ORDER BY attempt) END AS attempts
+                         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2
+                         GROUP BY 1) slots
+                   WHERE EXISTS (SELECT 1 FROM distribution_winners w
+                                 WHERE w.tenant_id = $1 AND w.bid_id = slots.slot)) s
+             WHERE p.tenant_id = $1 AND p.id = $2 AND p.post_response IS NULL
+               AND NOT EXISTS (SELECT 1 FROM lead_sales
+                               WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending')",
             lead.tenant_id,
-            lead.ping_id,
+            lead.id,
         )
         .execute(db)
         .await?;

@@ -36,7 +36,8 @@ use super::admin::rows::{
     Partners, status,
 };
 use crate::auction::{
-    CompiledCaps, CompiledContract, CompiledSchema, ConfigError, ContractConfig, OfferRules,
+    CascadeRules, CompiledCaps, CompiledContract, CompiledSchema, ConfigError, ContractConfig,
+    OfferRules,
     PayoutRule, Status,
 };
 use crate::buyers::delivery::DeliveryConfig;
@@ -88,6 +89,8 @@ pub struct OfferConfig {
     pub schema: CompiledSchema,
     /// The contracts that take part in auctions: all but archived ones.
     pub contracts: Vec<Arc<Contract>>,
+    /// The cascade at post (docs/revenue-recovery.md §1).
+    pub cascade: CascadeRules,
 }
 
 #[derive(Debug)]
@@ -609,6 +612,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         max_wait_ms: row.max_wait_ms.and_then(|ms| u32::try_from(ms).ok()),
         schema,
         contracts: Vec::new(),
+        cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
     })
 }
 

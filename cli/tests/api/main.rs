@@ -5,6 +5,7 @@ mod harness;
 mod admin;
 mod bench;
 mod buyer_caps;
+mod cascade;
 mod cli;
 mod deadline;
 mod decimals;

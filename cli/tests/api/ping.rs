@@ -888,6 +888,7 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
             reason: valid.then(|| "outbid".parse().unwrap()),
             detail: None,
             rtb_answer: None,
+            runner_up_rank: None,
         };
         PingWrite {
             ping,
@@ -961,6 +962,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                     reason: None,
                     detail: None,
                     rtb_answer: None,
+                    runner_up_rank: None,
                 });
             }
             for o in 0..others {
@@ -979,6 +981,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                     reason: Some(reason.parse().unwrap()),
                     detail: (o % 2 == 0).then(|| format!("detail {p}.{o}")),
                     rtb_answer: None,
+                    runner_up_rank: None,
                 });
             }
             PingWrite { ping, rows }

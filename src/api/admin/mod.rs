@@ -113,6 +113,30 @@ pub struct PingView {
     distribution: crate::auction::Distribution,
     /// The order among bids: `price`, `round_robin` or `weighted`.
     strategy: crate::auction::Strategy,
+    /// Every sale of the post, in the order they were made: each winner's own, then the
+    /// cascade's attempts at a refused winner's slot (empty until the post).
+    attempts: Vec<AttemptView>,
+}
+
+/// One sale of a ping's post.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    sale_id: Uuid,
+    bid_id: Uuid,
+    contract_id: Uuid,
+    buyer_id: Uuid,
+    /// The winning bid whose slot a cascade attempt fills; null for a winner's own sale.
+    replaces_bid_id: Option<Uuid>,
+    /// 0 for a winner's own sale, then 1, 2, … for the cascade's attempts at its slot.
+    attempt: i16,
+    status: String,
+    reason: Option<String>,
+    price: Money,
+    /// The partner's payout (0 unless sold).
+    payout: Money,
+    buyer_http_status: Option<i32>,
+    buyer_response: Option<String>,
+    delivery_ms: Option<i32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -171,6 +195,29 @@ async fn ping_view(
         .await?
         .ok_or_else(Problem::not_found)?;
     let (distribution, strategy) = crate::auction::parse_routing_label(ping.routing.as_deref());
+    let attempts = pings::post_sales(&state.db, tenant, ping_id)
+        .await?
+        .into_iter()
+        .map(|s| AttemptView {
+            payout: if s.status == "sold" {
+                Money::from_cents(s.payout_cents)
+            } else {
+                Money::ZERO
+            },
+            sale_id: s.sale_id,
+            bid_id: s.bid_id,
+            contract_id: s.contract_id,
+            buyer_id: s.buyer_id,
+            replaces_bid_id: s.replaces_bid_id,
+            attempt: s.attempt,
+            status: s.status,
+            reason: s.reason,
+            price: Money::from_cents(s.price_cents),
+            buyer_http_status: s.buyer_http_status,
+            buyer_response: s.buyer_response,
+            delivery_ms: s.delivery_ms,
+        })
+        .collect();
     let winners = rows
         .iter()
         .filter_map(|r| {
@@ -200,13 +247,13 @@ async fn ping_view(
             bid_id: r.bid_id,
             sale: r.sale_status.map(|status| SaleView {
                 payout: if status == "sold" {
-                    money(r.payout_cents).unwrap_or_default()
+                    money(r.sale_payout_cents).unwrap_or_default()
                 } else {
                     Money::ZERO
                 },
                 status,
                 reason: r.sale_reason,
-                price: money(r.price_cents),
+                price: money(r.sale_price_cents),
                 buyer_http_status: r.buyer_http_status,
                 buyer_response: r.buyer_response,
                 delivery_ms: r.delivery_ms,
@@ -228,6 +275,7 @@ async fn ping_view(
         contracts,
         distribution,
         strategy,
+        attempts,
     }))
 }
 

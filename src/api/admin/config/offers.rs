@@ -13,7 +13,8 @@ use crate::api::Problem;
 use crate::api::admin::input::Input;
 use crate::app::AppState;
 use crate::auction::{
-    CompiledFilter, CompiledSchema, ConfigError, Distribution, Mode, OfferRules, Strategy,
+    CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Distribution, Mode, OfferRules,
+    Strategy,
 };
 use crate::money::Money;
 use crate::resources::Kind;
@@ -58,6 +59,30 @@ fn read_choice<T: FromStr + Default>(input: &mut Input<'_>, key: &str, values: &
         Some(_) => {
             input.error(key, format!("must be {values}"));
             T::default()
+        }
+    }
+}
+
+/// `cascade`: `{"max_attempts", "deadline_ms"}`, each with its default when left out.
+pub struct CascadeField;
+
+impl Kind for CascadeField {
+    type Row = Value;
+    type View = CascadeRules;
+    type Stored = Value;
+    fn view(row: &Value) -> CascadeRules {
+        CascadeRules::parse(row, "").unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Value {
+        let Some(value) = input.value(key) else {
+            return CascadeRules::default().to_value();
+        };
+        match CascadeRules::parse(value, &format!("/{key}")) {
+            Ok(rules) => rules.to_value(),
+            Err(errors) => {
+                input.push(errors);
+                CascadeRules::default().to_value()
+            }
         }
     }
 }
