@@ -3,8 +3,9 @@
 
 use super::prelude::*;
 use crate::api::admin::config::contracts::{
-    CapsList, DeliverySection, PricingSection, stored_secrets,
+    CapsList, DeliverySection, PricingSection, endpoint_health_unknown, stored_secrets,
 };
+use crate::buyers::breaker::EndpointHealth;
 
 super::resource! {
     /// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,
@@ -34,5 +35,9 @@ super::resource! {
         /// values back; never shown.
         #[serde(skip)]
         hidden stored_secrets: [Value; 2] = stored_secrets,
+        /// This process's view of the breakers of the contract's RTB and delivery endpoints
+        /// (docs/revenue-recovery.md §5); `rtb` is null for a fixed-price contract.
+        #[schema(read_only)]
+        hidden endpoint_health: Option<EndpointHealth> = endpoint_health_unknown,
     }
 }
