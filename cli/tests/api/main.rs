@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod bench;
+mod breaker;
 mod cli;
 mod decimals;
 mod demo;
