@@ -108,7 +108,7 @@ pub struct Ticket {
 
 /// One endpoint's view, for `endpoint_health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Health {
+pub struct BreakerHealth {
     #[schema(value_type = String, example = "closed")]
     pub state: State,
     pub consecutive_failures: u32,
@@ -120,8 +120,8 @@ pub struct Health {
 /// A contract's endpoints as this process sees them (`null`: an endpoint it does not have).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct EndpointHealth {
-    pub rtb: Option<Health>,
-    pub delivery: Option<Health>,
+    pub rtb: Option<BreakerHealth>,
+    pub delivery: Option<BreakerHealth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -267,9 +267,9 @@ impl Breaker {
         self.opens
     }
 
-    fn health(&self, now: i64) -> Health {
+    fn health(&self, now: i64) -> BreakerHealth {
         let open = self.phase != Phase::Closed;
-        Health {
+        BreakerHealth {
             state: self.state(now),
             consecutive_failures: self.consecutive,
             opened_at: open.then(|| instant(self.opened_at)),
@@ -440,9 +440,9 @@ impl Breakers {
         contract: Uuid,
         endpoint: Endpoint,
         now: DateTime<Utc>,
-    ) -> Health {
+    ) -> BreakerHealth {
         self.with(&(tenant, contract, endpoint), |b| b.health(millis(now)))
-            .unwrap_or(Health {
+            .unwrap_or(BreakerHealth {
                 state: State::Closed,
                 consecutive_failures: 0,
                 opened_at: None,
