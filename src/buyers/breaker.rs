@@ -392,6 +392,7 @@ impl Breakers {
     }
 
     /// Records the outcome of a call let through by `ticket`.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         tenant: Uuid,
