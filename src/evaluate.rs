@@ -19,6 +19,7 @@ use crate::auction::{
     period_start, rtb_calls, seed_of, select_seeded,
 };
 use crate::buyers::Exchange;
+use crate::buyers::breaker::{self, BreakerSettings, Endpoint};
 use crate::buyers::rtb::{self, BidRequest};
 use crate::integration::CallNames;
 use crate::money::Money;
@@ -139,7 +140,12 @@ pub async fn fan_out(
                 rtb_answer: None,
             })
         };
-        results.push(match contract.compiled.evaluate(&state, &context) {
+        let evaluation = contract.compiled.evaluate(&state, &context);
+        let evaluation = match unavailable(&shared, contract, &evaluation) {
+            Some(decline) => Evaluation::Declined(decline),
+            None => evaluation,
+        };
+        results.push(match evaluation {
             Evaluation::Declined(decline) => local(Err(decline)),
             Evaluation::Priced(prices) => local(Ok(prices)),
             Evaluation::CallRtb => {
@@ -221,6 +227,49 @@ pub async fn fan_out(
         }
     }
     results.into_iter().flatten().collect()
+}
+
+impl SharedPing {
+    /// The tenant and its breaker settings (in benches, with no campaign: the nil tenant and
+    /// the defaults).
+    fn breaker(&self) -> (Uuid, BreakerSettings) {
+        self.campaign
+            .as_ref()
+            .map_or((Uuid::nil(), BreakerSettings::default()), |c| {
+                (c.tenant.id, c.tenant.breaker)
+            })
+    }
+}
+
+/// `buyer_unavailable` for a contract that would bid or call its buyer while one of its
+/// endpoints' breakers is open: its RTB endpoint (for a call), or its delivery endpoint
+/// (selling to it would fail at the post). A look only: a half-open RTB breaker's probe is
+/// taken by the call itself ([`ask_buyer`]), a delivery breaker's by the post.
+fn unavailable(
+    shared: &SharedPing,
+    contract: &Contract,
+    evaluation: &Evaluation,
+) -> Option<Decline> {
+    let endpoints: &[Endpoint] = match evaluation {
+        Evaluation::Declined(_) => return None,
+        Evaluation::Priced(_) => &[Endpoint::Delivery],
+        Evaluation::CallRtb => &[Endpoint::Rtb, Endpoint::Delivery],
+    };
+    let (tenant, settings) = shared.breaker();
+    let breakers = shared.http.breakers();
+    endpoints.iter().find_map(|&endpoint| {
+        let open = breakers.blocked(
+            tenant,
+            contract.compiled.id(),
+            endpoint,
+            shared.now,
+            &settings,
+        )?;
+        Some(Decline::with(
+            DeclineReason::BuyerUnavailable,
+            open.detail(),
+        ))
+    })
 }
 
 fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool {
@@ -513,7 +562,40 @@ async fn ask_buyer(
             _ => CallNames::default(),
         },
     };
+    let (tenant, settings) = ping.breaker();
+    let breakers = ping.http.breakers();
+    let ticket = match breakers.admit(tenant, compiled.id(), Endpoint::Rtb, ping.now, &settings) {
+        Ok(ticket) => ticket,
+        Err(open) => {
+            return ContractResult {
+                index,
+                result: Err(Decline::with(
+                    DeclineReason::BuyerUnavailable,
+                    open.detail(),
+                )),
+                rtb_ms: None,
+                rtb_ref: None,
+                rtb_answer: None,
+            };
+        }
+    };
     let (reply, elapsed) = rtb::request_bids(&ping.http, pricing, &request).await;
+    // A call cut short by the ping's own deadline that times out says nothing of the buyer:
+    // not recorded (a probe's ticket lapses and the next cool-down lets another through).
+    let cut_by_deadline = tmax_ms < pricing.timeout_ms_or(ping.rtb_timeout_ms);
+    if !(cut_by_deadline && matches!(reply, Exchange::TimedOut)) {
+        let failed = breaker::exchange_failed(&reply);
+        let at = ping.now + elapsed;
+        breakers.record(
+            tenant,
+            compiled.id(),
+            Endpoint::Rtb,
+            ticket,
+            failed,
+            at,
+            &settings,
+        );
+    }
     let answer = rtb::read_reply(&reply, pricing, request.tmax_ms);
     // The buyer's reference comes back on delivery: kept short and storable.
     let rtb_ref = answer

@@ -86,6 +86,20 @@ pub fn sale(status: &'static str) {
     metrics::counter!("gavel_sales_total", "status" => status).increment(1);
 }
 
+/// A buyer endpoint's breaker changed state (`to`: `open`, `half_open`, `closed`);
+/// `open_change` is +1 when it left `closed`, -1 when it came back, else 0. The gauge counts
+/// this process's breakers not closed (open or half-open), by endpoint.
+pub fn breaker_transition(endpoint: &'static str, to: &'static str, open_change: i8) {
+    metrics::counter!("gavel_breaker_transitions_total", "endpoint" => endpoint, "to" => to)
+        .increment(1);
+    let open = metrics::gauge!("gavel_breakers_open", "endpoint" => endpoint);
+    match open_change {
+        1 => open.increment(1.0),
+        -1 => open.decrement(1.0),
+        _ => {}
+    }
+}
+
 /// A configuration reload: `tenant` or `all`.
 pub fn config_reload(scope: &'static str) {
     metrics::counter!("gavel_config_reloads_total", "scope" => scope).increment(1);

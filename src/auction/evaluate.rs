@@ -37,6 +37,9 @@ text_codes! {
         Duplicate,
         InsufficientFunds,
         NoPriceForSaleType,
+        /// The contract's RTB or delivery endpoint kept failing: its breaker is open, and no
+        /// call is made until it lets one through (`buyers::breaker`).
+        BuyerUnavailable,
         /// More RTB contracts were eligible than a ping calls (`max_rtb_calls_per_ping`), and this
         /// one was ranked beyond the bound: no call was made.
         RtbLimit,
@@ -52,7 +55,7 @@ text_codes! {
 
 impl DeclineReason {
     /// Every reason, in the order a contract is checked (`Outbid` last).
-    pub const ALL: [DeclineReason; 15] = [
+    pub const ALL: [DeclineReason; 16] = [
         DeclineReason::ContractPaused,
         DeclineReason::BuyerPaused,
         DeclineReason::Filtered,
@@ -61,6 +64,7 @@ impl DeclineReason {
         DeclineReason::Duplicate,
         DeclineReason::InsufficientFunds,
         DeclineReason::NoPriceForSaleType,
+        DeclineReason::BuyerUnavailable,
         DeclineReason::RtbLimit,
         DeclineReason::RtbNoBid,
         DeclineReason::RtbTimeout,

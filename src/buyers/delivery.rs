@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::Exchange;
+use super::breaker::{BreakerSettings, Endpoint, Ticket};
 use crate::auction::{ConfigError, SaleType};
 use crate::integration::response::{Answer, Call, Legacy, Outcome, ResponseConfig, Unreadable};
 use crate::integration::{CallContext, CallNames};
@@ -205,6 +208,52 @@ pub async fn deliver(
         answer,
         elapsed: started.elapsed(),
     }
+}
+
+/// Before a delivery: the contract's delivery endpoint's breaker lets the call through
+/// (`Ok`, to give to [`record`]), or the delivery fails at once without a call (`Err`:
+/// `failed`, reason "buyer unavailable: …").
+pub fn admit(
+    http: &super::Outbound,
+    tenant: Uuid,
+    contract: Uuid,
+    settings: &BreakerSettings,
+    now: DateTime<Utc>,
+) -> Result<Ticket, Delivery> {
+    http.breakers()
+        .admit(tenant, contract, Endpoint::Delivery, now, settings)
+        .map_err(|open| Delivery {
+            verdict: Verdict::Failed(format!("buyer unavailable: {}", open.detail())),
+            http_status: None,
+            answer: None,
+            elapsed: Duration::ZERO,
+        })
+}
+
+/// After a delivery let through by `ticket`: its outcome for the breaker (a failure: no
+/// answer in time, no connection, or a 5xx).
+pub fn record(
+    http: &super::Outbound,
+    tenant: Uuid,
+    contract: Uuid,
+    settings: &BreakerSettings,
+    ticket: Ticket,
+    delivered: &Delivery,
+    now: DateTime<Utc>,
+) {
+    let failed = match delivered.http_status {
+        Some(status) => status >= 500,
+        None => matches!(delivered.verdict, Verdict::Failed(_)),
+    };
+    http.breakers().record(
+        tenant,
+        contract,
+        Endpoint::Delivery,
+        ticket,
+        failed,
+        now,
+        settings,
+    );
 }
 
 /// The verdict on what came of a delivery: the answer read by the contract's rules

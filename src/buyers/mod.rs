@@ -2,6 +2,7 @@
 //! Every call goes through the one shared `reqwest::Client` (pooled connections) and carries its
 //! own timeout, so a slow or broken buyer costs only its own time.
 
+pub mod breaker;
 pub mod delivery;
 pub mod outbound;
 pub mod rtb;

@@ -342,6 +342,8 @@ impl Resolve for PolicyResolver {
 pub struct Outbound {
     client: reqwest::Client,
     policy: Arc<Policy>,
+    /// The buyers' endpoints failing in this process (`super::breaker`).
+    breakers: Arc<super::breaker::Breakers>,
 }
 
 impl fmt::Debug for Outbound {
@@ -367,7 +369,11 @@ impl Outbound {
                 policy: Arc::clone(&policy),
             }))
             .build()?;
-        Ok(Outbound { client, policy })
+        Ok(Outbound {
+            client,
+            policy,
+            breakers: Arc::default(),
+        })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -376,6 +382,10 @@ impl Outbound {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    pub fn breakers(&self) -> &super::breaker::Breakers {
+        &self.breakers
     }
 }
 

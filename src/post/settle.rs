@@ -369,7 +369,32 @@ async fn settle_one(
             ..CallNames::of(&posted.campaign)
         },
     };
-    let delivered = delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
+    let (tenant, breaker) = (&posted.campaign.tenant, &posted.campaign.tenant.breaker);
+    let delivered = match delivery::admit(
+        &state.http,
+        tenant.id,
+        bid.contract_id,
+        breaker,
+        state.clock.now(),
+    ) {
+        Ok(ticket) => {
+            let delivered =
+                delivery::deliver(&state.http, &contract.delivery, timeout, &request).await;
+            let now = state.clock.now();
+            delivery::record(
+                &state.http,
+                tenant.id,
+                bid.contract_id,
+                breaker,
+                ticket,
+                &delivered,
+                now,
+            );
+            delivered
+        }
+        // The delivery endpoint kept failing: the sale fails at once, without a call.
+        Err(unavailable) => unavailable,
+    };
     let (verdict, reason) = match &delivered.verdict {
         Verdict::Accepted => (BuyerVerdict::Accepted, None),
         Verdict::Duplicate(reason) => (BuyerVerdict::Duplicate, Some(reason.as_str())),

@@ -3,8 +3,9 @@
 
 use super::prelude::*;
 use crate::api::admin::config::contracts::{
-    CapsList, DeliverySection, NoticeUrl, PricingSection, stored_secrets,
+    CapsList, DeliverySection, NoticeUrl, PricingSection, endpoint_health_unknown, stored_secrets,
 };
+use crate::buyers::breaker::EndpointHealth;
 
 super::resource! {
     /// A buyer buying on one offer (SPEC §4.5). Amounts in `pricing` (`exclusive`, `shared`,
@@ -41,5 +42,9 @@ super::resource! {
         win_url: Option<String> = NoticeUrl,
         /// A URL template Gavel sends `GET` to when the contract's bid loses.
         loss_url: Option<String> = NoticeUrl,
+        /// This process's view of the breakers of the contract's RTB and delivery endpoints
+        /// (docs/revenue-recovery.md §5); `rtb` is null for a fixed-price contract.
+        #[schema(read_only)]
+        hidden endpoint_health: Option<EndpointHealth> = endpoint_health_unknown,
     }
 }

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod pings;
 pub mod retry;
 pub mod sales;
+pub mod settings;
 pub mod snapshot;
 pub mod state_cache;
 pub mod tenants;

@@ -40,6 +40,7 @@ use crate::auction::{
     OfferRules,
     PayoutRule, Status,
 };
+use crate::buyers::breaker::BreakerSettings;
 use crate::buyers::delivery::DeliveryConfig;
 use crate::money::Money;
 
@@ -117,6 +118,8 @@ pub struct TenantConfig {
     posting_keys: Vec<([u8; 32], Uuid)>,
     /// The hashes of the tenant's admin keys that are not revoked.
     admin_keys: Vec<[u8; 32]>,
+    /// The failing-buyer breaker's settings (`buyers::breaker`).
+    pub breaker: BreakerSettings,
 }
 
 /// Everything a ping needs to know about its campaign, resolved from the posting key.
@@ -419,6 +422,8 @@ fn tenant_of(payload: &str) -> Option<Uuid> {
 struct TenantRow {
     id: Uuid,
     timezone: String,
+    #[sqlx(flatten)]
+    breaker: super::settings::BreakerRow,
 }
 
 /// The rows of one tenant (`Some`) or of all tenants (`None`).
@@ -438,11 +443,10 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let tenants =
-        sqlx::query_as("SELECT id, timezone FROM tenants WHERE $1::uuid IS NULL OR id = $1")
-            .bind(tenant)
-            .fetch_all(&mut *tx)
-            .await?;
+    let tenants = sqlx::query_as(super::settings::TENANTS_WITH_BREAKER)
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
     let partners = admin::loaded::<Partners>(&mut tx, tenant).await?;
     let buyers = admin::loaded::<Buyers>(&mut tx, tenant).await?;
     let offers = admin::loaded::<Offers>(&mut tx, tenant).await?;
@@ -517,6 +521,7 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
                 campaigns: HashMap::new(),
                 posting_keys: Vec::new(),
                 admin_keys: Vec::new(),
+                breaker: row.breaker.settings(),
             },
         );
     }

@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod bench;
+mod breaker;
 mod buyer_caps;
 mod cascade;
 mod cli;

@@ -10,6 +10,7 @@ pub(crate) mod input;
 mod inspect;
 mod outbound;
 mod reports;
+mod settings;
 mod trial;
 
 use axum::Json;
@@ -34,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(inspect::router())
         .merge(reports::router())
         .merge(trial::router())
+        .merge(settings::router())
         .routes(routes!(ping_view))
         .routes(routes!(list_sales))
 }

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::auction::{
     CompiledCaps, CompiledFilter, CompiledSchedule, CompiledSchema, ConfigError, Pricing,
 };
+use crate::buyers::breaker::{Endpoint, EndpointHealth};
 use crate::buyers::delivery::DeliveryConfig;
 use crate::integration::UrlTemplate;
 use crate::resources::Kind;
@@ -121,7 +122,25 @@ pub fn stored_secrets(row: &ContractRow) -> [Value; 2] {
     [row.pricing.clone(), row.delivery.clone()]
 }
 
+/// `endpoint_health` is not in the row: [`Resource::answered`] adds it.
+pub fn endpoint_health_unknown(_row: &ContractRow) -> Option<EndpointHealth> {
+    None
+}
+
 impl Resource for Contract {
+    /// This process's view of the contract's endpoints (`buyers::breaker`).
+    fn answered(mut self, state: &AppState, tenant: Uuid) -> Self {
+        let breakers = state.http.breakers();
+        let now = state.clock.now();
+        let health = |endpoint| breakers.health(tenant, self.id, endpoint, now);
+        let rtb = self.pricing.get("type").and_then(Value::as_str) == Some("rtb");
+        self.endpoint_health = Some(EndpointHealth {
+            rtb: rtb.then(|| health(Endpoint::Rtb)),
+            delivery: Some(health(Endpoint::Delivery)),
+        });
+        self
+    }
+
     /// Checks a contract's sections as the auction compiles them; its offer must be the
     /// tenant's, and its filters must fit the offer's field schema.
     async fn check(

@@ -88,6 +88,12 @@ pub trait Resource: Declared + 'static {
         async { Ok(()) }
     }
 
+    /// Adds to an answer what is not in its row (a contract's `endpoint_health`, this
+    /// process's view of its buyer's endpoints).
+    fn answered(self, _state: &AppState, _tenant: Uuid) -> Self {
+        self
+    }
+
     /// The answer to a failed write; a resource answers 422 for the constraints a body can
     /// break (an offer's unique name).
     fn write_error(error: sqlx::Error) -> Problem {
@@ -191,7 +197,8 @@ async fn list<R: Resource>(
     let request = query.read()?;
     let rows = store::list::<R::Table>(&state.db, tenant, request.after, request.limit + 1).await?;
     let (rows, next_cursor) = page(rows, request.limit, R::Table::id);
-    Ok((rows.into_iter().map(R::from).collect(), next_cursor))
+    let answered = |row| R::from(row).answered(state, tenant);
+    Ok((rows.into_iter().map(answered).collect(), next_cursor))
 }
 
 /// Creates a resource; `created` holds columns only a create writes.
@@ -214,12 +221,13 @@ async fn create<R: Resource>(
     .await
     .map_err(R::write_error)?;
     tx.commit().await?;
-    Ok(row.into())
+    Ok(R::from(row).answered(state, tenant))
 }
 
 async fn get<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Result<R, Problem> {
     let mut conn = state.db.acquire().await?;
-    load::<R>(&mut conn, tenant, parse_id(id)?, Lock::None).await
+    let found = load::<R>(&mut conn, tenant, parse_id(id)?, Lock::None).await?;
+    Ok(found.answered(state, tenant))
 }
 
 async fn update<R: Resource>(
@@ -245,13 +253,13 @@ async fn update<R: Resource>(
     .await
     .map_err(R::write_error)?;
     tx.commit().await?;
-    Ok(row.into())
+    Ok(R::from(row).answered(state, tenant))
 }
 
 async fn archive<R: Resource>(state: &AppState, tenant: Uuid, id: &str) -> Result<R, Problem> {
     store::archive::<R::Table>(&state.db, tenant, parse_id(id)?)
         .await?
-        .map(R::from)
+        .map(|row| R::from(row).answered(state, tenant))
         .ok_or_else(Problem::not_found)
 }
 
