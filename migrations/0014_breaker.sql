@@ -14,6 +14,4 @@ ALTER TABLE tenants
     ADD COLUMN breaker_window_ms integer NOT NULL DEFAULT 30000
         CONSTRAINT tenants_breaker_window_ms CHECK (breaker_window_ms BETWEEN 100 AND 3600000),
     ADD COLUMN breaker_cooldown_ms integer NOT NULL DEFAULT 30000
-        CONSTRAINT tenants_breaker_cooldown_ms CHECK (breaker_cooldown_ms BETWEEN 100 AND 3600000),
-    ADD COLUMN breaker_pause_after_opens integer
-        CONSTRAINT tenants_breaker_pause_after_opens CHECK (breaker_pause_after_opens BETWEEN 1 AND 1000);
+        CONSTRAINT tenants_breaker_cooldown_ms CHECK (breaker_cooldown_ms BETWEEN 100 AND 3600000);

@@ -276,8 +276,12 @@ pub fn after_post(
         return;
     }
     let contracts = &campaign.offer.contracts;
-    let send = |kind: NoticeKind, contract_id: Uuid, rtb_ref: Option<&String>, price: Money,
-                sale_type: Option<SaleType>, reason: Option<&'static str>| {
+    let send = |kind: NoticeKind,
+                contract_id: Uuid,
+                rtb_ref: Option<&String>,
+                price: Money,
+                sale_type: Option<SaleType>,
+                reason: Option<&'static str>| {
         let Some(urls) =
             contract_at(contracts, usize::MAX, contract_id).and_then(|c| c.notices.as_ref())
         else {
@@ -311,11 +315,25 @@ pub fn after_post(
             status => (NoticeKind::Loss, Some(status.as_str())),
         };
         let price = Money::from_cents(bid.price_cents);
-        send(kind, bid.contract_id, bid.rtb_ref.as_ref(), price, sale_type, reason);
+        send(
+            kind,
+            bid.contract_id,
+            bid.rtb_ref.as_ref(),
+            price,
+            sale_type,
+            reason,
+        );
         for attempt in result.attempts.iter().skip(1) {
             if attempt.status == SaleStatus::Sold {
                 let (contract, rtb_ref) = (attempt.contract_id, attempt.rtb_ref.as_ref());
-                send(NoticeKind::Win, contract, rtb_ref, attempt.price, sale_type, None);
+                send(
+                    NoticeKind::Win,
+                    contract,
+                    rtb_ref,
+                    attempt.price,
+                    sale_type,
+                    None,
+                );
             }
         }
     }

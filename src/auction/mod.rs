@@ -23,9 +23,8 @@ pub use caps::{
 };
 pub use config::{
     CapPeriod, CascadeRules, ConfigError, DEFAULT_RTB_TIMEOUT_MS, Distribution, FieldSpec,
-    FieldType, FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing,
-    RtbPricing, SaleType, Status, Strategy, UnknownVariant, check_headers, parse_routing_label,
-    shape_error,
+    FieldType, FixedPricing, MAX_RTB_TIMEOUT_MS, Mode, OfferRules, PayoutRule, Pricing, RtbPricing,
+    SaleType, Status, Strategy, UnknownVariant, check_headers, parse_routing_label, shape_error,
 };
 pub use consent::validate_consent;
 pub use evaluate::{

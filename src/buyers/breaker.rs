@@ -52,8 +52,6 @@ pub struct BreakerSettings {
     pub window_ms: u32,
     /// How long an open breaker declines before it lets a probe through, in ms (100–3600000).
     pub cooldown_ms: u32,
-    /// Pause a contract whose breaker opened this many times in a day (not acted on yet).
-    pub pause_after_opens: Option<u32>,
 }
 
 impl Default for BreakerSettings {
@@ -62,7 +60,6 @@ impl Default for BreakerSettings {
             failures: 5,
             window_ms: 30_000,
             cooldown_ms: 30_000,
-            pause_after_opens: None,
         }
     }
 }
@@ -461,7 +458,6 @@ mod tests {
             failures: 3,
             window_ms: 1_000,
             cooldown_ms: 5_000,
-            pause_after_opens: None,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::buyers::breaker::BreakerSettings;
 
 /// The snapshot's read of the tenants (one, or all when `$1` is NULL) with their settings.
 pub(super) const TENANTS_WITH_BREAKER: &str = "SELECT id, timezone, breaker_failures, \
-     breaker_window_ms, breaker_cooldown_ms, breaker_pause_after_opens \
+     breaker_window_ms, breaker_cooldown_ms \
      FROM tenants WHERE $1::uuid IS NULL OR id = $1";
 
 /// The breaker's columns of a tenants row.
@@ -17,7 +17,6 @@ pub struct BreakerRow {
     pub breaker_failures: i32,
     pub breaker_window_ms: i32,
     pub breaker_cooldown_ms: i32,
-    pub breaker_pause_after_opens: Option<i32>,
 }
 
 impl BreakerRow {
@@ -28,7 +27,6 @@ impl BreakerRow {
             failures: positive(self.breaker_failures),
             window_ms: positive(self.breaker_window_ms),
             cooldown_ms: positive(self.breaker_cooldown_ms),
-            pause_after_opens: self.breaker_pause_after_opens.map(positive),
         }
     }
 }
@@ -37,8 +35,7 @@ impl BreakerRow {
 pub async fn breaker(db: &PgPool, tenant: Uuid) -> Result<Option<BreakerSettings>, sqlx::Error> {
     let row = sqlx::query_as!(
         BreakerRow,
-        "SELECT breaker_failures, breaker_window_ms, breaker_cooldown_ms, breaker_pause_after_opens
-         FROM tenants WHERE id = $1",
+        "SELECT breaker_failures, breaker_window_ms, breaker_cooldown_ms FROM tenants WHERE id = $1",
         tenant
     )
     .fetch_optional(db)
@@ -55,13 +52,12 @@ pub async fn set_breaker(
     let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     sqlx::query!(
         "UPDATE tenants SET breaker_failures = $2, breaker_window_ms = $3,
-             breaker_cooldown_ms = $4, breaker_pause_after_opens = $5
+             breaker_cooldown_ms = $4
          WHERE id = $1",
         tenant,
         int(settings.failures),
         int(settings.window_ms),
         int(settings.cooldown_ms),
-        settings.pause_after_opens.map(int),
     )
     .execute(db)
     .await?;

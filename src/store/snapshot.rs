@@ -37,8 +37,7 @@ use super::admin::rows::{
 };
 use crate::auction::{
     CascadeRules, CompiledCaps, CompiledContract, CompiledSchema, ConfigError, ContractConfig,
-    OfferRules,
-    PayoutRule, Status,
+    OfferRules, PayoutRule, Status,
 };
 use crate::buyers::breaker::BreakerSettings;
 use crate::buyers::delivery::DeliveryConfig;

@@ -40,7 +40,6 @@ const RANGES: [(&str, u32, u32); 3] = [
     ("window_ms", 100, 3_600_000),
     ("cooldown_ms", 100, 3_600_000),
 ];
-const PAUSE_AFTER_OPENS: (u32, u32) = (1, 1000);
 
 async fn current(state: &AppState, tenant: Uuid) -> Result<BreakerSettings, Problem> {
     settings::breaker(&state.db, tenant)
@@ -60,8 +59,7 @@ async fn get_settings(
     }))
 }
 
-/// Changes some of the tenant's settings: `{"breaker": {"failures": 3}}` changes that one;
-/// `pause_after_opens: null` turns it off.
+/// Changes some of the tenant's settings: `{"breaker": {"failures": 3}}` changes that one.
 #[utoipa::path(patch, path = "/v1/admin/settings", tag = "settings",
     request_body(content = Settings, description = "Any subset; the merged result is validated"),
     responses((status = 200, body = Settings)))]
@@ -95,20 +93,6 @@ fn read(body: &Map<String, Value>, breaker: &mut BreakerSettings) -> Result<(), 
     };
     for (key, value) in patch {
         let at = format!("/breaker/{}", crate::auction::pointer_token(key));
-        if key == "pause_after_opens" {
-            let (min, max) = PAUSE_AFTER_OPENS;
-            match value {
-                Value::Null => breaker.pause_after_opens = None,
-                value => match within(value, min, max) {
-                    Some(n) => breaker.pause_after_opens = Some(n),
-                    None => errors.push(ConfigError::new(
-                        at,
-                        format!("must be null or an integer from {min} to {max}"),
-                    )),
-                },
-            }
-            continue;
-        }
         let Some(&(_, min, max)) = RANGES.iter().find(|(name, ..)| name == key) else {
             errors.push(ConfigError::new(at, "unknown setting"));
             continue;
@@ -166,12 +150,12 @@ mod tests {
 
     #[test]
     fn a_patch_changes_what_it_sends_and_points_at_each_broken_rule() {
-        let changed = patched(json!({ "breaker": { "failures": 2, "pause_after_opens": 3 } }));
+        let changed = patched(json!({ "breaker": { "failures": 2, "cooldown_ms": 900 } }));
         assert_eq!(
             changed,
             Ok(BreakerSettings {
                 failures: 2,
-                pause_after_opens: Some(3),
+                cooldown_ms: 900,
                 ..BreakerSettings::default()
             })
         );
@@ -179,13 +163,12 @@ mod tests {
         assert_eq!(
             patched(
                 json!({ "breaker": { "failures": 0, "window_ms": 1.5, "cooldown_ms": "9",
-                "pause_after_opens": 0, "other": 1 }, "x": 1 })
+                "other": 1 }, "x": 1 })
             ),
             Err(vec![
                 "/breaker/cooldown_ms".to_owned(),
                 "/breaker/failures".to_owned(),
                 "/breaker/other".to_owned(),
-                "/breaker/pause_after_opens".to_owned(),
                 "/breaker/window_ms".to_owned(),
                 "/x".to_owned(),
             ])
