@@ -19,7 +19,7 @@ ALTER TABLE distribution_declines ADD CONSTRAINT distribution_declines_runner_up
     runner_up_ranks IS NULL
     OR (cardinality(runner_up_ranks) = cardinality(contract_ids) AND 1 <= ALL (runner_up_ranks))) NOT VALID;
 
--- The offer's cascade: {"max_attempts": 0–20, "deadline_ms": 100–300000} (checked by the
+-- The offer's cascade: {"max_attempts": 0–20, "deadline_ms": 100–60000} (checked by the
 -- admin API as the rest of the configuration).
 ALTER TABLE offers ADD COLUMN cascade jsonb NOT NULL DEFAULT '{"max_attempts": 3, "deadline_ms": 10000}'
     CHECK (jsonb_typeof(cascade) = 'object');

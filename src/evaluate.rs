@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::auction::{
     Bid, BuyerCapRoom, ContractState, Decline, DeclineReason, Evaluation, PingContext,
-    PreparedLead, Prices, Pricing, RtbCandidate, SaleType, Selection, Status, effective_floor,
-    period_start, rtb_calls, seed_of, select_seeded,
+    PreparedLead, Prices, Pricing, RtbCandidate, SaleType, Selection, Status, Strategy,
+    effective_floor, period_start, rtb_calls, seed_of, select_seeded,
 };
 use crate::buyers::Exchange;
 use crate::buyers::breaker::{self, BreakerSettings, Endpoint};
@@ -330,7 +330,7 @@ pub async fn run(
         })
         .collect();
     let capped_buyers: Vec<Uuid> = buyer_caps.iter().map(|keys| keys.id).collect();
-    let state = states
+    let mut state = states
         .read(StateRequest {
             tenant_id: tenant.id,
             offer_id: offer.id,
@@ -340,6 +340,12 @@ pub async fn run(
             buyer_caps,
         })
         .await?;
+    // Round robin turns at the ping: a contract that just won waits its turn.
+    let round_robin = offer.rules.strategy == Strategy::RoundRobin;
+    if round_robin {
+        let ids = contracts.iter().map(|c| c.compiled.id());
+        states.with_last_wins(tenant.id, &mut state.last_sale, ids);
+    }
 
     // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned.
     if within_days(state.offer_sold_at, offer.rules.dedup_days, input.now) {
@@ -372,11 +378,11 @@ pub async fn run(
             Some((*id, BuyerCapRoom::new(&buyer.caps, &usage)))
         })
         .collect();
-    let states = contracts
+    let contract_states = contracts
         .iter()
         .map(|c| contract_state(campaign, c, &state, &buyer_rooms, input.now))
         .collect();
-    let results = fan_out(contracts, states, shared, &state.last_sale).await;
+    let results = fan_out(contracts, contract_states, shared, &state.last_sale).await;
 
     // 4. Selection among the bids.
     let bids: Vec<_> = results
@@ -400,6 +406,11 @@ pub async fn run(
         seed_of(input.ping_id),
     );
 
+    if round_robin {
+        let winners = selection.winners.iter().map(|w| w.contract_id);
+        states.note_wins(tenant.id, winners, input.now);
+    }
+
     // 5. Every contract's record.
     let winners: HashMap<Uuid, usize> = selection
         .winners
@@ -412,6 +423,16 @@ pub async fn run(
         .iter()
         .map(|l| (l.contract_id, l.reason))
         .collect();
+    // Each runner-up's place, for the cascade at post; none recorded when the offer's cascade
+    // is off (the post would never read them).
+    let runner_up_ranks: HashMap<Uuid, i16> = if offer.cascade.max_attempts > 0 {
+        (1..)
+            .zip(&selection.runner_ups)
+            .map(|(rank, r)| (r.contract_id, rank))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let mut bid_ids = HashMap::new();
     let rows: Vec<DistributionRow> = results
         .into_iter()
@@ -450,13 +471,8 @@ pub async fn run(
                     } else {
                         let reason = losers.get(&id).copied().unwrap_or(DeclineReason::Outbid);
                         row.reason = Some(reason);
-                        // Few runner-ups, and only outbid bids look: no map to build.
                         if reason == DeclineReason::Outbid {
-                            row.runner_up_rank = selection
-                                .runner_ups
-                                .iter()
-                                .position(|r| r.contract_id == id)
-                                .and_then(|p| i16::try_from(p + 1).ok());
+                            row.runner_up_rank = runner_up_ranks.get(&id).copied();
                         }
                     }
                 }

@@ -313,7 +313,8 @@ impl OfferRules {
 pub struct CascadeRules {
     /// Further attempts per failed slot, 0 to 20 (0 turns the cascade off).
     pub max_attempts: u32,
-    /// No attempt starts later than this after the post began, 100 to 300000 ms.
+    /// No attempt starts later than this after the post began, 100 to 60000 ms: within the
+    /// minute after which the interrupted-sale sweep may answer a post with none pending.
     pub deadline_ms: u32,
 }
 
@@ -328,7 +329,7 @@ impl Default for CascadeRules {
 
 impl CascadeRules {
     pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 0..=20;
-    pub const DEADLINE_MS: std::ops::RangeInclusive<u32> = 100..=300_000;
+    pub const DEADLINE_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
     /// Reads `{"max_attempts", "deadline_ms"}` (either may be left out: its default), every
     /// problem with its pointer under `at` (`/cascade`).
@@ -840,12 +841,12 @@ mod tests {
         );
         assert_eq!(
             CascadeRules::parse(
-                &json!({"max_attempts": 0, "deadline_ms": 300000}),
+                &json!({"max_attempts": 0, "deadline_ms": 60000}),
                 "/cascade"
             ),
             Ok(CascadeRules {
                 max_attempts: 0,
-                deadline_ms: 300_000
+                deadline_ms: 60_000
             })
         );
         let pointers: Vec<String> = CascadeRules::parse(

@@ -293,6 +293,9 @@ pub struct Breakers {
     shards: Box<[Shard]>,
     /// Breakers open or half-open: while none is, a call is let through without a look-up.
     tripped: AtomicUsize,
+    /// Breakers of this process, whatever their state: while there is none, a success is
+    /// recorded without a look-up (the common case of a ping's RTB calls).
+    entries: AtomicUsize,
 }
 
 impl Default for Breakers {
@@ -300,6 +303,7 @@ impl Default for Breakers {
         Breakers {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             tripped: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
         }
     }
 }
@@ -408,8 +412,14 @@ impl Breakers {
             let found = self.with(&key, record);
             found.unwrap_or_else(|| {
                 let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
-                record(&mut lock(shard.entry(key).or_default()))
+                let breaker = shard.entry(key).or_insert_with(|| {
+                    self.entries.fetch_add(1, Ordering::Relaxed);
+                    Mutex::default()
+                });
+                record(&mut lock(breaker))
             })
+        } else if self.entries.load(Ordering::Relaxed) == 0 {
+            None
         } else {
             // A healthy endpoint has no breaker: nothing to reset.
             self.with(&key, record).flatten()

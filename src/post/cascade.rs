@@ -150,6 +150,10 @@ impl Cascade {
                 sales::runner_ups(&state.db, posted.source.tenant_id, posted.ping_id)
             })
             .await?;
+        // The read may have waited: no attempt starts after the deadline.
+        if Instant::now() >= self.deadline {
+            return Ok(None);
+        }
         let sale_type = sales::sale_type_of(&slot.sale_type);
         let live = |r: &RunnerUp| {
             let contract_live =

@@ -313,7 +313,8 @@ async fn post_to_winners(
         &posted,
         &bids,
         ping.min_payout_cents.map(Money::from_cents),
-        timing.started,
+        // From the settlement's start: a direct post's auction does not use up its cascade.
+        Instant::now(),
     );
     let settling = settle_and_finish(
         state,

@@ -30,7 +30,7 @@ super::resource! {
         strategy: Strategy = StrategyField,
         /// The cascade at post: a failed winner's slot is offered to the ping's runner-ups,
         /// at most `max_attempts` (0–20, 0: off) of them, none started later than
-        /// `deadline_ms` (100–300000) after the post began.
+        /// `deadline_ms` (100–60000) after the post began.
         cascade: CascadeRules = CascadeField,
     }
 }

@@ -10,8 +10,8 @@
 //! never seen late; another Gavel process's changes are seen within `ttl`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -92,7 +92,7 @@ impl<T: Copy> Table<T> {
         // A panic while holding the lock cannot leave a slot half-written: keep using it.
         self.shards[index]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get(&self, key: &Key, now: Instant, ttl: Duration) -> Lookup<T> {
@@ -136,9 +136,7 @@ impl<T: Copy> Table<T> {
     fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
-            let mut shard = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for slot in shard.values_mut() {
                 slot.version += 1;
                 slot.copy = None;
@@ -155,10 +153,49 @@ pub struct StateReader {
     contracts: Table<ContractCopy>,
     balances: Table<Money>,
     buyer_caps: Table<BuyerCapsCopy>,
+    /// When each contract of a `round_robin` offer last won a ping in this process: its turn
+    /// comes round at the ping, not only once a sale completes (docs/revenue-recovery.md §3).
+    last_wins: Mutex<HashMap<(Uuid, Uuid), DateTime<Utc>>>,
 }
 
 impl StateReader {
     /// With `ttl` zero no copy is ever young enough: every ping reads everything.
+    /// The later of each contract's last sale (`last_sale`) and its last win at a ping in
+    /// this process.
+    pub fn with_last_wins(
+        &self,
+        tenant_id: Uuid,
+        last_sale: &mut HashMap<Uuid, DateTime<Utc>>,
+        contracts: impl Iterator<Item = Uuid>,
+    ) {
+        let wins = self
+            .last_wins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for contract in contracts {
+            if let Some(&won) = wins.get(&(tenant_id, contract)) {
+                let at = last_sale.entry(contract).or_insert(won);
+                *at = (*at).max(won);
+            }
+        }
+    }
+
+    /// Notes that `contracts` won a ping at `now`.
+    pub fn note_wins(
+        &self,
+        tenant_id: Uuid,
+        contracts: impl Iterator<Item = Uuid>,
+        now: DateTime<Utc>,
+    ) {
+        let mut wins = self
+            .last_wins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for contract in contracts {
+            wins.insert((tenant_id, contract), now);
+        }
+    }
+
     pub fn start(db: PgPool, ttl: Duration) -> Self {
         Self {
             group: Group::start(db),
@@ -166,6 +203,7 @@ impl StateReader {
             contracts: Table::new(),
             balances: Table::new(),
             buyer_caps: Table::new(),
+            last_wins: Mutex::default(),
         }
     }
 

@@ -116,6 +116,34 @@ async fn round_robin_sells_to_each_contract_of_a_tier_in_turn(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn round_robin_turns_at_the_ping_before_any_sale(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    set_offer(&exchange, "auction", "round_robin").await;
+    let mut contracts = Vec::new();
+    for cents in [5000, 3000, 1000] {
+        let (_, contract) = exchange
+            .buyer_with(100_000, ContractSpec::fixed(Some(cents), None))
+            .await;
+        contracts.push(contract);
+    }
+    let app = spawn_app(pool.clone()).await;
+
+    // Pings in a row, none posted (no sale moves a contract's last sale): each contract wins
+    // one in turn, then the first again.
+    let mut won = Vec::new();
+    for _ in 0..4 {
+        let ping = ping(&app, &exchange).await;
+        won.push(winner_of(&app, &exchange, &ping).await);
+    }
+    let mut first_three = won[..3].to_vec();
+    first_three.sort();
+    let mut expected = contracts.clone();
+    expected.sort();
+    assert_eq!(first_three, expected, "{won:?}");
+    assert_eq!(won[3], won[0]);
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_ping_explains_the_routing_it_ran_with(pool: PgPool) {
     let weighted = Exchange::create(&pool, "exclusive").await;
     set_offer(&weighted, "auction", "weighted").await;
