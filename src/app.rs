@@ -126,8 +126,11 @@ impl AppState {
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
-        let (notices, notice_workers) =
-            crate::notices::Notices::start(settings.notice_queue_size, http.clone());
+        let (notices, notice_workers) = crate::notices::Notices::start(
+            settings.notice_queue_size,
+            settings.notice_concurrency,
+            http.clone(),
+        );
         let mut background = vec![listener.abort_handle(), sweeper.abort_handle()];
         background.extend(notice_workers);
         Ok(Self(Arc::new(AppInner {

@@ -50,6 +50,7 @@ pub struct Settings {
     pub max_in_flight_auctions: usize,
     pub max_waiting_retries: usize,
     pub notice_queue_size: usize,
+    pub notice_concurrency: usize,
     pub idempotency_key_hours: u32,
     pub statement_timeout_ms: u64,
     pub report_max_days: u32,
@@ -140,6 +141,9 @@ impl Settings {
         }
         if !(1..=1_000_000).contains(&self.notice_queue_size) {
             return bad("notice_queue_size", "must be between 1 and 1000000");
+        }
+        if !(1..=10_000).contains(&self.notice_concurrency) {
+            return bad("notice_concurrency", "must be between 1 and 10000");
         }
         if self.max_in_flight_auctions == 0 {
             return bad("max_in_flight_auctions", "must be at least 1");

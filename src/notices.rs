@@ -1,8 +1,10 @@
 //! Win and loss notices (docs/revenue-recovery.md §7): a contract's `win_url` and `loss_url`
-//! templates, compiled once when the configuration loads, rendered and sent (`GET`) by a few
-//! background workers from a bounded queue, so that a notice never delays a ping or a post.
+//! templates, compiled once when the configuration loads, rendered and sent (`GET`) in
+//! background tasks from a bounded queue, so that a notice never delays a ping or a post.
 //!
-//! A notice is queued with `try_send`: a full queue drops it (counted). A worker renders the
+//! A notice is queued with `try_send`: a full queue drops it (counted). A dispatcher takes
+//! each queued notice once one of `notice_concurrency` slots is free and sends it in a task of
+//! its own, so a slow or dead endpoint holds up only its own notices. The task renders the
 //! URL (each value URL-encoded), checks it against the outbound address policy and sends it
 //! through the shared outbound client, with up to [`TRIES`] tries on a timeout, a connection
 //! error or a 5xx. Every notice ends counted once in `gavel_notices_total{kind,outcome}`:
@@ -11,7 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::auction::{ConfigError, DeclineReason, Prices, SaleType};
@@ -30,8 +33,6 @@ pub const TRIES: u32 = 3;
 const TRY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The wait before the second try; doubled before the third.
 const BACKOFF: Duration = Duration::from_millis(100);
-/// How many workers send notices.
-pub const WORKERS: usize = 4;
 
 /// A contract's notice URL templates (at least one of them).
 #[derive(Debug)]
@@ -123,15 +124,18 @@ pub struct Notices {
 }
 
 impl Notices {
-    /// A queue of `size` notices served by [`WORKERS`] tasks; their handles, to stop them at
-    /// shutdown.
-    pub fn start(size: usize, http: Outbound) -> (Notices, Vec<tokio::task::AbortHandle>) {
+    /// A queue of `size` notices served by a dispatcher that sends each notice in a task of
+    /// its own, at most `concurrency` at once, so that a slow or dead endpoint holds up only
+    /// its own notices. The dispatcher's handle, to stop it at shutdown (aborting it stops
+    /// the notices being sent with it).
+    pub fn start(
+        size: usize,
+        concurrency: usize,
+        http: Outbound,
+    ) -> (Notices, Vec<tokio::task::AbortHandle>) {
         let (sender, receiver) = mpsc::channel(size.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..WORKERS)
-            .map(|_| tokio::spawn(work(Arc::clone(&receiver), http.clone())).abort_handle())
-            .collect();
-        (Notices { sender }, workers)
+        let dispatcher = tokio::spawn(dispatch(receiver, http, concurrency.max(1)));
+        (Notices { sender }, vec![dispatcher.abort_handle()])
     }
 
     /// Queues `notice` without waiting: a full (or closed) queue drops it, counted.
@@ -143,15 +147,38 @@ impl Notices {
             crate::meters::notice(notice.kind.as_str(), "dropped");
         }
     }
+
+    /// Queues each of `notices` (see [`Notices::send`]).
+    pub fn send_all(&self, notices: Vec<Notice>) {
+        for notice in notices {
+            self.send(notice);
+        }
+    }
 }
 
-async fn work(receiver: Arc<Mutex<mpsc::Receiver<Notice>>>, http: Outbound) {
+/// Takes the queued notices one by one, each once a slot is free, and sends it in a task of
+/// its own. The tasks live in a `JoinSet` owned here: aborting the dispatcher aborts them.
+async fn dispatch(mut receiver: mpsc::Receiver<Notice>, http: Outbound, concurrency: usize) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut sending = JoinSet::new();
     loop {
-        let next = receiver.lock().await.recv().await;
-        let Some(notice) = next else { return };
-        let outcome = deliver(&http, &notice).await;
-        crate::meters::notice(notice.kind.as_str(), outcome);
+        // Finished tasks are reaped as we go (at most `concurrency` of them wait here).
+        while sending.try_join_next().is_some() {}
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(notice) = receiver.recv().await else {
+            break;
+        };
+        let http = http.clone();
+        sending.spawn(async move {
+            let _slot = slot;
+            let outcome = deliver(&http, &notice).await;
+            crate::meters::notice(notice.kind.as_str(), outcome);
+        });
     }
+    // The queue is closed: the notices being sent finish.
+    while sending.join_next().await.is_some() {}
 }
 
 /// Renders and sends one notice: `sent` or `failed`.
@@ -214,15 +241,20 @@ fn price_of(bid: Prices, sale_type: Option<SaleType>) -> (Option<Money>, Option<
 }
 
 /// At the ping, after selection: a loss notice for each bid that lost (`outbid`,
-/// `below_floor`) of a contract with a `loss_url`. Nothing is allocated when no contract of
-/// the offer has one.
-pub fn after_ping(
-    notices: &Notices,
+/// `below_floor`) of a contract with a `loss_url`, to queue ([`Notices::send_all`]) once the
+/// ping is recorded. None for a test ping. Nothing is allocated when no contract of the offer
+/// has a `loss_url`.
+pub fn at_ping(
     campaign: &CampaignContext,
     ping_id: Uuid,
     sale_type: Option<SaleType>,
+    test: bool,
     rows: &[DistributionRow],
-) {
+) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if test {
+        return notices;
+    }
     let contracts = &campaign.offer.contracts;
     for (i, row) in rows.iter().enumerate() {
         let reason = match row.reason {
@@ -236,7 +268,7 @@ pub fn after_ping(
             continue;
         };
         let (price, sale_type) = price_of(row.bid, sale_type);
-        notices.send(Notice {
+        notices.push(Notice {
             kind: NoticeKind::Loss,
             urls: Arc::clone(urls),
             ping_id,
@@ -248,12 +280,14 @@ pub fn after_ping(
             reason: Some(reason.as_str()),
         });
     }
+    notices
 }
 
 /// The won bids a post's notices need: all of them when a contract of the offer has a notice
-/// URL (a runner-up's win names its slot's sale type), none (no allocation) otherwise.
-pub fn bids_to_notify(campaign: &CampaignContext, bids: &[WonBid]) -> Vec<WonBid> {
-    if campaign.offer.contracts.iter().any(|c| c.notices.is_some()) {
+/// URL (a runner-up's win names its slot's sale type), none (no allocation) otherwise, and
+/// none for test traffic (a test post, or the post of a test ping), which sends no notice.
+pub fn bids_to_notify(campaign: &CampaignContext, test: bool, bids: &[WonBid]) -> Vec<WonBid> {
+    if !test && campaign.offer.contracts.iter().any(|c| c.notices.is_some()) {
         bids.to_vec()
     } else {
         Vec::new()

@@ -244,6 +244,7 @@ pub async fn auction(
         post_url: None,
         took_ms: 0,
     };
+    let mut losses = Vec::new();
     let rows = match outcome {
         AuctionOutcome::Duplicate => Vec::new(),
         AuctionOutcome::Ran {
@@ -273,13 +274,8 @@ pub async fn auction(
                 record.payout = response.payout;
                 record.expires_at = Some(expires_at);
             }
-            crate::notices::after_ping(
-                &state.notices,
-                campaign,
-                ping_id,
-                selection.sale_type,
-                &rows,
-            );
+            // Loss notices (docs/revenue-recovery.md §7), queued once the ping is recorded.
+            losses = crate::notices::at_ping(campaign, ping_id, selection.sale_type, test, &rows);
             rows
         }
     };
@@ -289,6 +285,7 @@ pub async fn auction(
         .ping_records
         .run(PingWrite { ping: record, rows })
         .await?;
+    state.notices.send_all(losses);
     crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)

@@ -333,7 +333,12 @@ pub const NOTICE_VARIABLES: [&str; 7] = [
 /// a `request` template: sandboxed, bounded, every value URL-encoded.
 pub struct UrlTemplate {
     templates: Templates,
+    /// Rendered with sample values.
+    sample: String,
 }
+
+/// The value a template is rendered with at compile time to find where variables land.
+const SAMPLE_MARKER: &str = "gavelsamplevalue";
 
 impl fmt::Debug for UrlTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -367,20 +372,60 @@ impl UrlTemplate {
                 NOTICE_VARIABLES.join(", ")
             )));
         }
-        let template = UrlTemplate { templates };
-        let sample: Vec<(&str, String)> = NOTICE_VARIABLES
-            .iter()
-            .map(|name| (*name, "x".to_owned()))
-            .collect();
-        let rendered = template
-            .render(&sample)
-            .map_err(|error| at(format!("cannot be rendered: {}", error.0)))?;
-        match url::Url::parse(&rendered) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                Ok(template)
-            }
+        let template = UrlTemplate {
+            templates,
+            sample: String::new(),
+        };
+        // Rendered with a marker for every value, then with every value empty: the scheme,
+        // the user, the host and the port must be the template's own, the same in both (a
+        // buyer's ref, or any value, must not choose where a notice goes).
+        let render = |value: &str| {
+            let values: Vec<(&str, String)> = NOTICE_VARIABLES
+                .iter()
+                .map(|name| (*name, value.to_owned()))
+                .collect();
+            template
+                .render(&values)
+                .map_err(|error| at(format!("cannot be rendered: {}", error.0)))
+        };
+        let (marked, empty) = (render(SAMPLE_MARKER)?, render("")?);
+        let parse = |rendered: &str| match url::Url::parse(rendered) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
             _ => Err(at("must render an http(s) URL".to_owned())),
+        };
+        let marked_url = parse(&marked)?;
+        let authority = |url: &url::Url| {
+            (
+                url.scheme().to_owned(),
+                url.username().to_owned(),
+                url.password().map(str::to_owned),
+                url.host_str().map(str::to_owned),
+                url.port(),
+            )
+        };
+        let own = authority(&marked_url);
+        let marked_in = |part: Option<&str>| {
+            part.is_some_and(|p| p.to_ascii_lowercase().contains(SAMPLE_MARKER))
+        };
+        let chosen_by_a_value = marked_in(Some(&own.1))
+            || marked_in(own.2.as_deref())
+            || marked_in(own.3.as_deref())
+            || url::Url::parse(&empty).map_or(true, |url| authority(&url) != own);
+        if chosen_by_a_value {
+            return Err(at(
+                "must name its host itself: a variable may not choose the scheme, user, host or \
+                 port (use them in the path or the query)"
+                    .to_owned(),
+            ));
         }
+        let sample = render("x")?;
+        Ok(UrlTemplate { sample, ..template })
+    }
+
+    /// The URL rendered with a sample value (`x`) for every variable: its host is the one
+    /// every notice goes to (the outbound address policy checks it at save).
+    pub fn sample(&self) -> &str {
+        &self.sample
     }
 
     /// The URL for `values` (name, text), each URL-encoded; a variable not given is empty.
@@ -425,5 +470,34 @@ mod notice_tests {
             let refused = UrlTemplate::compile(bad, "/win_url").unwrap_err();
             assert_eq!(refused[0].message, "must render an http(s) URL");
         }
+    }
+
+    #[test]
+    fn a_notice_url_whose_host_a_variable_chooses_is_refused() {
+        for bad in [
+            "http://{{ ref }}/x",
+            "http://{{ ref }}",
+            "https://a{{ ref }}.example/x",
+            "http://b.example:{{ price }}/x",
+            "http://{{ ref }}@b.example/x",
+            "http://{% if ref %}a{% else %}b{% endif %}.example/x",
+        ] {
+            let refused = UrlTemplate::compile(bad, "/win_url").unwrap_err();
+            assert_eq!(refused[0].pointer, "/win_url");
+            assert!(
+                refused[0].message.starts_with("must name its host itself")
+                    || refused[0].message == "must render an http(s) URL",
+                "{bad}: {}",
+                refused[0].message
+            );
+        }
+        let host = UrlTemplate::compile("http://{{ ref }}/x", "/win_url").unwrap_err();
+        assert!(host[0].message.starts_with("must name its host itself"));
+        let fine = UrlTemplate::compile(
+            "https://b.example:8443/n/{{ ref }}?p={{ price }}#{{ reason }}",
+            "/loss_url",
+        )
+        .unwrap();
+        assert_eq!(fine.sample(), "https://b.example:8443/n/x?p=x#x");
     }
 }

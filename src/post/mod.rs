@@ -420,7 +420,7 @@ fn settle_and_finish(
         let _slot = slot;
         // Its waiting retries are woken when this task ends, however it ends.
         let _settling_here = settling_here;
-        let notice_bids = crate::notices::bids_to_notify(&posted.campaign, &bids);
+        let notice_bids = crate::notices::bids_to_notify(&posted.campaign, posted.test, &bids);
         let results = settle::settle_all(
             &state,
             Arc::clone(&posted),

@@ -20,6 +20,7 @@ mod group;
 mod hygiene;
 mod idempotency;
 mod metrics;
+mod notices;
 mod ops;
 mod outbound;
 mod ping;
