@@ -475,32 +475,6 @@ pub async fn mark_attempt(
     Ok(())
 }
 
-/// A buyer's ledger entry for a sale: its charge (negative) or its release (positive).
-async fn insert_buyer_entry(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    buyer_id: Uuid,
-    kind: &str,
-    amount_cents: i64,
-    sale_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, created_at)
-         VALUES ($1, $2, 'buyer', $3, $4, $5, $6, $7)",
-        tenant_id,
-        Uuid::now_v7(),
-        buyer_id,
-        kind,
-        amount_cents,
-        sale_id,
-        now,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The limits of each period that has a cap, in period order (the lock order): leads and
 /// spend (`i64::MAX` where the period has no such cap).
 fn limits_by_period(caps: &CompiledCaps) -> Vec<(CapPeriod, i64, i64)> {
@@ -641,35 +615,6 @@ pub async fn complete(
     Ok(sold == 1)
 }
 
-/// Marks a pending sale settled; `false` if it was not pending any more.
-async fn settle_row(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    sale_id: Uuid,
-    status: SaleStatus,
-    reason: Option<&str>,
-    answer: &BuyerAnswer<'_>,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query!(
-        "UPDATE lead_sales SET status = $3, reason = $4, buyer_http_status = $5, buyer_response = $6,
-                               delivery_ms = $7, settled_at = $8, pending_until = NULL
-         WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
-        tenant_id,
-        sale_id,
-        status.as_str(),
-        reason,
-        answer.http_status.map(i32::from),
-        answer.answer,
-        answer.delivery_ms,
-        now,
-    )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
-}
-
 /// The buyer rejected the lead or the delivery failed: the reservation is given back in full
 /// (every cap counter it took, the buyer's money with a `release` ledger entry). `false` if
 /// the sale was not pending any more.
@@ -682,96 +627,22 @@ pub async fn release(
     answer: &BuyerAnswer<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let sale = sqlx::query!(
-        "SELECT contract_id, buyer_id, price_cents, test, reserved_caps FROM lead_sales
-         WHERE tenant_id = $1 AND id = $2 AND status = 'pending' FOR UPDATE",
+    // One statement, one round trip (migration 0016), as the reservation: the contract's hot
+    // counter rows are held for the time the database needs, not for a round trip per step.
+    sqlx::query_scalar!(
+        r#"SELECT gavel_release($1, $2, $3, $4, $5, $6, $7, $8, $9) AS "released!""#,
         tenant_id,
         sale_id,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(sale) = sale else {
-        tx.rollback().await?;
-        return Ok(false);
-    };
-    settle_row(
-        &mut tx,
-        tenant_id,
-        sale_id,
-        status,
-        Some(reason),
-        answer,
+        status.as_str(),
+        reason,
+        answer.http_status.map(i32::from),
+        answer.answer,
+        answer.delivery_ms,
         now,
+        Uuid::now_v7(),
     )
-    .await?;
-    let (contract_id, buyer_id, price) = (sale.contract_id, sale.buyer_id, sale.price_cents);
-    if !sale.test {
-        // The reservation's periods, in its order (the lock order), given back by the
-        // function that gives back a refused reservation's (migration 0003).
-        let (periods, starts) = reserved_periods(&sale.reserved_caps, "period")?;
-        sqlx::query!(
-            "SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)",
-            tenant_id,
-            contract_id,
-            &periods as _,
-            &starts,
-            price,
-            i32::try_from(periods.len()).unwrap_or(i32::MAX),
-        )
-        .execute(&mut *tx)
-        .await?;
-        // Then the buyer's (migration 0013), as the reservation took them.
-        let (periods, starts) = reserved_periods(&sale.reserved_caps, "buyer_period")?;
-        if !periods.is_empty() {
-            sqlx::query!(
-                "SELECT gavel_give_back_buyer_caps($1, $2, $3, $4, $5, $6)",
-                tenant_id,
-                buyer_id,
-                &periods as _,
-                &starts,
-                price,
-                i32::try_from(periods.len()).unwrap_or(i32::MAX),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query!(
-            "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
-            tenant_id,
-            buyer_id,
-            price,
-        )
-        .execute(&mut *tx)
-        .await?;
-        insert_buyer_entry(&mut tx, tenant_id, buyer_id, "release", price, sale_id, now).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// The periods and their starts a reservation recorded under `key` and `<key>_start`
-/// (`period`: the contract's counters; `buyer_period`: the buyer's), in its order.
-fn reserved_periods(
-    reserved: &Value,
-    key: &str,
-) -> Result<(Vec<String>, Vec<DateTime<Utc>>), sqlx::Error> {
-    let start_key = format!("{key}_start");
-    let mut periods = Vec::new();
-    let mut starts = Vec::new();
-    for cap in reserved.as_array().into_iter().flatten() {
-        let (Some(period), Some(start)) = (cap[key].as_str(), cap[start_key.as_str()].as_str())
-        else {
-            continue;
-        };
-        periods.push(period.to_owned());
-        starts.push(
-            start
-                .parse()
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        );
-    }
-    Ok((periods, starts))
+    .fetch_one(db)
+    .await
 }
 
 /// One winning bid's final disposition, for `distribution_winners`.
