@@ -110,7 +110,8 @@ impl AppState {
         if let Err(error) = sweep_interrupted_sales(&db, clock.as_ref()).await {
             tracing::error!(error = %format!("{error:#}"), "the interrupted-sale sweep failed at start-up");
         }
-        let grouped_db = crate::store::grouped_statements_pool(&db);
+        let grouped_db =
+            crate::store::grouped_statements_pool(&db, settings.ping_synchronous_commit);
         let ping_states = Arc::new(StateReader::start(
             grouped_db.clone(),
             settings.state_cache_ttl(),

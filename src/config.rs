@@ -53,6 +53,8 @@ pub struct Settings {
     pub notice_concurrency: usize,
     pub idempotency_key_hours: u32,
     pub statement_timeout_ms: u64,
+    /// Whether a ping's record waits for PostgreSQL's WAL flush (docs/durability.md).
+    pub ping_synchronous_commit: bool,
     pub report_max_days: u32,
     pub max_concurrent_reports: usize,
     pub max_rtb_calls_per_ping: usize,

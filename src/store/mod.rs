@@ -41,10 +41,16 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
 /// ping: 0.2 ms of planning for 0.02 ms of execution (pg_stat_statements; BENCHMARKS.md,
 /// session 6). Everything else keeps PostgreSQL's choice: the summary report over a month
 /// runs three times slower on a generic plan.
-pub fn grouped_statements_pool(db: &PgPool) -> PgPool {
+///
+/// Unless `wait_for_flush`, its sessions commit without waiting for the WAL flush
+/// (`synchronous_commit = off`): the pings' records, which move no money
+/// (docs/durability.md). Every other write goes through `db` and waits.
+pub fn grouped_statements_pool(db: &PgPool, wait_for_flush: bool) -> PgPool {
+    let commit = if wait_for_flush { "on" } else { "off" };
     let options = (*db.connect_options())
         .clone()
-        .options(GROUPED_SESSION_SETTINGS);
+        .options(GROUPED_SESSION_SETTINGS)
+        .options([("synchronous_commit", commit)]);
     let grouped = PgPoolOptions::new()
         // The state reads' and the records' kept connections, and two spare for a moment
         // while a broken one is replaced.

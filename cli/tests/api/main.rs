@@ -11,6 +11,7 @@ mod cli;
 mod deadline;
 mod decimals;
 mod demo;
+mod durability;
 mod failures;
 mod fair;
 mod fixtures;

@@ -214,18 +214,28 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones(pool: PgPo
 /// pool lets go of the database entirely.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn only_the_pings_grouped_statements_plan_once_and_both_pools_close_together(pool: PgPool) {
-    let grouped = gavel::store::grouped_statements_pool(&pool);
-    let mode = |db: &PgPool| {
+    let grouped = gavel::store::grouped_statements_pool(&pool, false);
+    let show = |db: &PgPool, setting: &'static str| {
         let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, String>("SHOW plan_cache_mode")
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
                 .fetch_one(&db)
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(mode(&grouped).await, "force_generic_plan");
-    assert_eq!(mode(&pool).await, "auto");
+    assert_eq!(
+        show(&grouped, "plan_cache_mode").await,
+        "force_generic_plan"
+    );
+    assert_eq!(show(&pool, "plan_cache_mode").await, "auto");
+    // The pings' records do not wait for the WAL flush; with `ping_synchronous_commit` they
+    // do, and every other write keeps the server's own setting (the tests' throwaway cluster
+    // runs without waiting; production's waits).
+    assert_eq!(show(&grouped, "synchronous_commit").await, "off");
+    let waiting = gavel::store::grouped_statements_pool(&pool, true);
+    assert_eq!(show(&waiting, "synchronous_commit").await, "on");
+    waiting.close().await;
 
     pool.close().await;
     let deadline = Instant::now() + Duration::from_secs(5);
