@@ -135,7 +135,8 @@ fn mix(mut x: u64) -> u64 {
 /// The bid's Efraimidis–Spirakis key as a sort key (smaller first): with `u` uniform in
 /// (0, 1] drawn from (seed, contract id), the key `u^(1/w)`, highest first, is ranked here as
 /// `-ln(u) / w`, lowest first (the same order, without a power). A weight of 0 ranks after
-/// every positive weight of its tier. Non-negative floats order as their bits.
+/// every positive weight of its tier. Non-negative floats order as their bits. Only the
+/// integer weights and a random draw pass through the float: no amount of money does.
 fn draw_key(seed: u64, bid: &Bid) -> i64 {
     if bid.weight == 0 {
         return i64::MAX;
