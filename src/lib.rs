@@ -38,6 +38,7 @@ pub mod money;
 pub mod notices;
 pub mod post;
 pub mod resources;
+pub mod returns;
 pub mod store;
 pub mod telemetry;
 

@@ -86,6 +86,13 @@ pub fn sale(status: &'static str) {
     metrics::counter!("gavel_sales_total", "status" => status).increment(1);
 }
 
+/// A return requested (`status="requested"`) or decided (`approved`, `denied`), by its
+/// reason: one of the contract's codes (`^[a-z][a-z0-9_]{0,39}$`, at most 20 per contract).
+pub fn return_event(reason: &str, status: &'static str) {
+    metrics::counter!("gavel_returns_total", "reason" => reason.to_owned(), "status" => status)
+        .increment(1);
+}
+
 /// A buyer endpoint's breaker changed state (`to`: `open`, `half_open`, `closed`);
 /// `open_change` is +1 when it left `closed`, -1 when it came back, else 0. The gauge counts
 /// this process's breakers not closed (open or half-open), by endpoint.

@@ -34,6 +34,7 @@ pub const ADMIN_KEY: &str = "admin_key";
         (name = "partner", description = "Partner API (SPEC §2), authenticated by a posting key"),
         (name = "partners"), (name = "buyers"), (name = "offers"), (name = "campaigns"),
         (name = "contracts"), (name = "inspection"), (name = "reports"),
+        (name = "returns", description = "Buyers' returns of sold leads (docs/returns.md)"),
         (name = "settings", description = "The tenant's own settings"),
         (name = "operations", description = "Liveness, readiness and this document")
     )

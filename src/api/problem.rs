@@ -34,6 +34,13 @@ pub enum ErrorCode {
     Unavailable,
     RequestTimeout,
     Overloaded,
+    SaleNotReturnable,
+    AlreadyReturned,
+    ReturnsNotAllowed,
+    ReturnReasonNotAllowed,
+    ReturnWindowClosed,
+    ReturnLimitReached,
+    ReturnAlreadyDecided,
     Internal,
 }
 
@@ -64,6 +71,13 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
+            Self::SaleNotReturnable => "sale_not_returnable",
+            Self::AlreadyReturned => "already_returned",
+            Self::ReturnsNotAllowed => "returns_not_allowed",
+            Self::ReturnReasonNotAllowed => "return_reason_not_allowed",
+            Self::ReturnWindowClosed => "return_window_closed",
+            Self::ReturnLimitReached => "return_limit_reached",
+            Self::ReturnAlreadyDecided => "return_already_decided",
             Self::Internal => "internal",
         }
     }
@@ -78,7 +92,13 @@ impl ErrorCode {
             Self::AlreadyPosted
             | Self::IdempotencyKeyReused
             | Self::IdempotencyKeyInProgress
-            | Self::PingNotPostable => StatusCode::CONFLICT,
+            | Self::PingNotPostable
+            | Self::SaleNotReturnable
+            | Self::AlreadyReturned
+            | Self::ReturnsNotAllowed
+            | Self::ReturnWindowClosed
+            | Self::ReturnLimitReached
+            | Self::ReturnAlreadyDecided => StatusCode::CONFLICT,
             Self::PingExpired => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -87,7 +107,8 @@ impl ErrorCode {
             | Self::PiiInPing
             | Self::PingPostMismatch
             | Self::ConsentRequired
-            | Self::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::InvalidConfig
+            | Self::ReturnReasonNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::RequestTimeout | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -124,6 +145,13 @@ impl ErrorCode {
             Self::Unavailable => "Temporarily unavailable; retry later",
             Self::RequestTimeout => "The request took too long",
             Self::Overloaded => "Too many auctions in flight",
+            Self::SaleNotReturnable => "The sale is not sold: it cannot be returned",
+            Self::AlreadyReturned => "A return of the sale is already requested or approved",
+            Self::ReturnsNotAllowed => "The contract does not allow returns",
+            Self::ReturnReasonNotAllowed => "The contract does not allow this return reason",
+            Self::ReturnWindowClosed => "The sale's return window has closed",
+            Self::ReturnLimitReached => "The contract's return limit for the period is reached",
+            Self::ReturnAlreadyDecided => "The return was already decided otherwise",
             Self::Internal => "Internal error",
         }
     }

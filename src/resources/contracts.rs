@@ -3,7 +3,8 @@
 
 use super::prelude::*;
 use crate::api::admin::config::contracts::{
-    CapsList, DeliverySection, NoticeUrl, PricingSection, endpoint_health_unknown, stored_secrets,
+    CapsList, DeliverySection, NoticeUrl, PricingSection, ReturnsSection, endpoint_health_unknown,
+    stored_secrets,
 };
 use crate::buyers::breaker::EndpointHealth;
 
@@ -42,6 +43,10 @@ super::resource! {
         win_url: Option<String> = NoticeUrl,
         /// A URL template Gavel sends `GET` to when the contract's bid loses.
         loss_url: Option<String> = NoticeUrl,
+        /// Returns of the contract's sales (docs/returns.md): `{"allowed", "window_days",
+        /// "max_percent", "period", "auto_approve", "reasons"}`; a PATCH may send part of it.
+        #[schema(value_type = Object)]
+        returns: Value = ReturnsSection,
         /// This process's view of the breakers of the contract's RTB and delivery endpoints
         /// (docs/revenue-recovery.md §5); `rtb` is null for a fixed-price contract.
         #[schema(read_only)]

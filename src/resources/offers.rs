@@ -2,7 +2,7 @@
 
 use super::prelude::*;
 use crate::api::admin::config::offers::{
-    CascadeField, ConsentKeys, DistributionField, ModeField, StrategyField,
+    CascadeField, ConsentKeys, DistributionField, ModeField, ReturnPolicyField, StrategyField,
 };
 use crate::auction::{CascadeRules, Distribution, Strategy};
 
@@ -32,5 +32,8 @@ super::resource! {
         /// at most `max_attempts` (0–20, 0: off) of them, none started later than
         /// `deadline_ms` (100–60000) after the post began.
         cascade: CascadeRules = CascadeField,
+        /// What an approved return does to the partner's payout: `reverse_payout` (the
+        /// default: taken back) or `exchange_absorbs` (the partner keeps it).
+        return_policy: crate::returns::ReturnPolicy = ReturnPolicyField,
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod input;
 mod inspect;
 mod outbound;
 mod reports;
+mod returns;
 mod settings;
 mod trial;
 
@@ -34,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(books::router())
         .merge(inspect::router())
         .merge(reports::router())
+        .merge(returns::router())
         .merge(trial::router())
         .merge(settings::router())
         .routes(routes!(ping_view))

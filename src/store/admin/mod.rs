@@ -13,6 +13,7 @@
 pub mod books;
 pub mod inspect;
 pub mod reports;
+pub mod returns;
 pub mod rows;
 
 use serde_json::Value;

@@ -20,6 +20,7 @@ use crate::buyers::delivery::DeliveryConfig;
 use crate::integration::UrlTemplate;
 use crate::resources::Kind;
 use crate::resources::contracts::{Contract, ContractRow, ContractValues};
+use crate::returns::ReturnSettings;
 use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -117,6 +118,31 @@ impl Kind for NoticeUrl {
     }
 }
 
+/// `returns`: the contract's return settings (docs/returns.md), every key stored, each left
+/// out taking its default on a create and keeping its stored value in a PATCH (`restore`).
+pub struct ReturnsSection;
+
+impl Kind for ReturnsSection {
+    type Row = Value;
+    type View = Value;
+    type Stored = Value;
+    fn view(row: &Value) -> Value {
+        ReturnSettings::parse(row, "").map_or_else(|_| row.clone(), |s| s.to_value())
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Value {
+        let Some(value) = input.value(key) else {
+            return ReturnSettings::default().to_value();
+        };
+        match ReturnSettings::parse(value, &format!("/{key}")) {
+            Ok(settings) => settings.to_value(),
+            Err(errors) => {
+                input.push(errors);
+                ReturnSettings::default().to_value()
+            }
+        }
+    }
+}
+
 /// The stored `pricing` and `delivery` of the answer's hidden `stored_secrets`.
 pub fn stored_secrets(row: &ContractRow) -> [Value; 2] {
     [row.pricing.clone(), row.delivery.clone()]
@@ -192,7 +218,11 @@ impl Resource for Contract {
     }
 
     /// Masked header values keep the stored secret (a create has none to keep).
+    /// A PATCH's part of `returns` keeps the rest of the stored settings.
     fn restore(body: &mut Map<String, Value>, current: Option<&Contract>) -> Result<(), Problem> {
+        if let (Some(current), Some(sent)) = (current, body.get_mut("returns")) {
+            *sent = crate::returns::merge_patch(&current.returns, sent);
+        }
         let masked = headers::restore_masked(body, current.map(|c| &c.stored_secrets));
         if masked.is_empty() {
             Ok(())

@@ -19,6 +19,7 @@ use crate::auction::{
 use crate::money::Money;
 use crate::resources::Kind;
 use crate::resources::offers::{Offer, OfferValues};
+use crate::returns::ReturnPolicy;
 use crate::store::admin::rows;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -115,6 +116,22 @@ impl Kind for StrategyField {
     }
     fn read(input: &mut Input<'_>, key: &str) -> Strategy {
         read_choice(input, key, "price, round_robin or weighted")
+    }
+}
+
+/// `return_policy`: `reverse_payout` (the default) or `exchange_absorbs`.
+pub struct ReturnPolicyField;
+
+impl Kind for ReturnPolicyField {
+    type Row = String;
+    type View = ReturnPolicy;
+    type Stored = ReturnPolicy;
+    fn view(row: &String) -> ReturnPolicy {
+        // The column's CHECK allows only the two.
+        ReturnPolicy::from_str(row).unwrap_or_default()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> ReturnPolicy {
+        read_choice(input, key, "reverse_payout or exchange_absorbs")
     }
 }
 
