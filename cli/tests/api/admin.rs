@@ -755,7 +755,13 @@ async fn every_validation_rule_answers_422_with_its_pointer_and_writes_nothing(p
 }
 
 /// Substitutes tenant A's id of the right kind for `{id}` in an admin path.
-fn with_ids(route: &str, a: &Tenant, ping_id: &str, lead_id: &str) -> String {
+fn with_ids(
+    route: &str,
+    a: &Tenant,
+    ping_id: &str,
+    lead_id: &str,
+    sale_and_return: [&str; 2],
+) -> String {
     let resource = route
         .trim_start_matches("/v1/admin/")
         .split('/')
@@ -769,6 +775,8 @@ fn with_ids(route: &str, a: &Tenant, ping_id: &str, lead_id: &str) -> String {
         "contracts" => &a.contract,
         "pings" => ping_id,
         "leads" => lead_id,
+        "sales" => sale_and_return[0],
+        "returns" => sale_and_return[1],
         other => panic!("an admin route with an id of an unknown kind: {other}"),
     };
     route.replace("{id}", id)
@@ -785,10 +793,34 @@ async fn another_tenants_key_gets_404_on_every_admin_route_and_sees_none_of_its_
         sold["ping_id"].as_str().unwrap(),
         sold["lead_id"].as_str().unwrap(),
     );
+    // A's sale, returned (docs/returns.md): returns allowed on its contract.
+    sqlx::query(
+        "UPDATE contracts SET returns = returns || '{\"allowed\": true, \"max_percent\": 100}'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let sale_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM lead_sales WHERE ping_id = $1::uuid")
+            .bind(ping_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let sale_id = sale_id.to_string();
+    let (status, requested) = app
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/sales/{sale_id}/returns"),
+            &a.admin_key,
+            Some(json!({ "reason": "other" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{requested}");
+    let return_id = requested["id"].as_str().unwrap().to_owned();
     let a_ids = [&a.partner, &a.buyer, &a.offer, &a.campaign, &a.contract]
         .map(|id| id.as_str())
         .into_iter()
-        .chain([ping_id, lead_id])
+        .chain([ping_id, lead_id, &sale_id, &return_id])
         .collect::<Vec<_>>();
 
     // The routes come from the OpenAPI document, itself built from the router's registration.
@@ -809,7 +841,7 @@ async fn another_tenants_key_gets_404_on_every_admin_route_and_sees_none_of_its_
             let body = matches!(method, Method::POST | Method::PATCH).then(|| json!({}));
             if route.contains("{id}") {
                 with_id += 1;
-                let path = with_ids(route, &a, ping_id, lead_id);
+                let path = with_ids(route, &a, ping_id, lead_id, [&sale_id, &return_id]);
                 let (status, answer) = app.admin(method.clone(), &path, &b.admin_key, body).await;
                 assert_eq!(
                     (status, &answer["code"]),
