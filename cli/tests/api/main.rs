@@ -27,6 +27,7 @@ mod outbound;
 mod ping;
 mod post;
 mod responses;
+mod returns_shown;
 mod routing;
 mod schema;
 mod secrets;
