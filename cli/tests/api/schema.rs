@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 19] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -26,6 +26,7 @@ const TABLES: [&str; 18] = [
     "ledger_entries",
     "idempotency_keys",
     "buyer_cap_counters",
+    "returns",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -136,7 +136,7 @@ pub struct AttemptView {
     status: String,
     reason: Option<String>,
     price: Money,
-    /// The partner's payout (0 unless sold).
+    /// The partner's payout (0 unless sold, or returned since).
     payout: Money,
     buyer_http_status: Option<i32>,
     buyer_response: Option<String>,
