@@ -1,5 +1,7 @@
--- 1,000,000 pings over 30 days for the tenant :tenant, 3 contracts each, 60 % with bids; no
--- winners or sales (the report's sales figures read lead_sales, which this leaves empty).
+-- 1,000,000 pings over 30 days for the tenant :tenant, 3 contracts each, 60 % with bids; a third
+-- of the pings with bids posted (200,000 leads), each with one sale (the report's sales figures
+-- read lead_sales only): 90 % sold, 10 % rejected; of the sold, 5 % returned since (status
+-- `returned`, an approved return) and 1 % with a return requested, not yet decided.
 \set ON_ERROR_STOP on
 BEGIN;
 INSERT INTO partners (tenant_id, id, name) VALUES (:'tenant', '00000000-0000-7000-8000-000000000001', 'P');
@@ -31,5 +33,32 @@ SELECT :'tenant', p.id, p.at,
        '{NULL,NULL,NULL}', '{NULL,NULL,NULL}', ARRAY[CASE WHEN p.bids THEN 1000 END, NULL, NULL]::bigint[],
        '{NULL,NULL,NULL}', '{NULL,NULL,NULL}'
 FROM p;
+-- The posted pings' leads and sales, the sales spread over the three contracts.
+CREATE TEMP TABLE s AS
+SELECT gen_random_uuid() AS sale_id, gen_random_uuid() AS lead_id, p.id AS ping_id, p.at + interval '1 second' AS at,
+       1 + (row_number() OVER () % 3) AS c, random() AS r
+FROM p WHERE p.bids AND random() < 1.0 / 3;
+INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, created_at)
+SELECT :'tenant', lead_id, ping_id, '00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-000000000001',
+       '00000000-0000-7000-8000-000000000002', '{}', at FROM s;
+INSERT INTO lead_sales (tenant_id, id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, partner_id,
+                        offer_id, sale_type, price_cents, payout_cents, status, reason, created_at, settled_at)
+SELECT :'tenant', sale_id, lead_id, ping_id, gen_random_uuid(), ('00000000-0000-7000-8000-00000000020' || c)::uuid,
+       ('00000000-0000-7000-8000-00000000010' || c)::uuid, '00000000-0000-7000-8000-000000000003',
+       '00000000-0000-7000-8000-000000000001', '00000000-0000-7000-8000-000000000002', 'shared', 1000, 700,
+       CASE WHEN r < 0.045 THEN 'returned' WHEN r < 0.9 THEN 'sold' ELSE 'rejected' END,
+       CASE WHEN r >= 0.9 THEN 'no thanks' END, at, at + interval '200 milliseconds'
+FROM s;
+-- 5 % of the sold (4.5 % of the sales) returned: an approved return each (the partner's payout
+-- taken back); 1 % of the sold with a return requested.
+INSERT INTO returns (tenant_id, id, sale_id, lead_id, contract_id, buyer_id, partner_id, offer_id, status, reason,
+                     price_cents, payout_reversed_cents, requested_at, decided_at)
+SELECT :'tenant', gen_random_uuid(), sale_id, lead_id, ('00000000-0000-7000-8000-00000000020' || c)::uuid,
+       ('00000000-0000-7000-8000-00000000010' || c)::uuid, '00000000-0000-7000-8000-000000000001',
+       '00000000-0000-7000-8000-000000000002',
+       CASE WHEN r < 0.045 THEN 'approved' ELSE 'requested' END, 'bad_phone', 1000,
+       CASE WHEN r < 0.045 THEN 700 END, least(now(), at + interval '1 day'),
+       CASE WHEN r < 0.045 THEN least(now(), at + interval '2 days') END
+FROM s WHERE r < 0.054;
 COMMIT;
 ANALYZE;

@@ -458,7 +458,10 @@ async fn settle_one(
             .await?;
         let interrupted = || Some(INTERRUPTED.to_owned());
         Ok(match found {
-            Some((SaleStatus::Sold, _)) => result(bid, SaleStatus::Sold, None),
+            // A sale returned since was sold by this post (a post never settles `returned`).
+            Some((SaleStatus::Sold | SaleStatus::Returned, _)) => {
+                result(bid, SaleStatus::Sold, None)
+            }
             Some((status @ (SaleStatus::Rejected | SaleStatus::Duplicate), reason)) => {
                 result(bid, status, reason)
             }

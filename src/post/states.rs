@@ -21,6 +21,9 @@ text_codes! {
         Duplicate,
         /// The partner left the bid out of `bid_ids`.
         NotAccepted,
+        /// Sold, then returned by the buyer (its return approved: docs/returns.md). Only the
+        /// returns workflow writes it; a post never settles a sale so.
+        Returned,
     }
 }
 
@@ -103,5 +106,6 @@ mod tests {
         assert!("settling".parse::<PostStatus>().is_err());
         assert_eq!(BuyerVerdict::Duplicate.as_str(), "duplicate");
         assert_eq!(BuyerVerdict::Duplicate.settles_as(), SaleStatus::Duplicate);
+        assert_eq!("returned".parse(), Ok(SaleStatus::Returned));
     }
 }

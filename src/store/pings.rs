@@ -543,6 +543,7 @@ pub struct StoredDistribution {
     pub sale_type: Option<String>,
     pub price_cents: Option<i64>,
     pub payout_cents: Option<i64>,
+    pub sale_id: Option<Uuid>,
     pub sale_status: Option<String>,
     pub sale_reason: Option<String>,
     /// An RTB decline's kept answer: the buyer's HTTP status and its text.
@@ -595,6 +596,41 @@ pub async fn post_sales(
     .await
 }
 
+/// A buyer's return of a sale (docs/returns.md), as the explain and the lead view show it.
+pub struct StoredReturn {
+    pub sale_id: Uuid,
+    pub id: Uuid,
+    pub status: String,
+    pub reason: String,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub price_cents: i64,
+    pub payout_reversed_cents: Option<i64>,
+}
+
+/// Every return of the sales of the post of `ping_id`, oldest first: one statement for the
+/// whole ping, each sale's returns found by `returns_sale`.
+pub async fn ping_returns(
+    db: &PgPool,
+    tenant_id: Uuid,
+    ping_id: Uuid,
+) -> Result<Vec<StoredReturn>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredReturn,
+        "SELECT r.sale_id, r.id, r.status, r.reason, r.requested_at, r.decided_at, r.price_cents,
+                r.payout_reversed_cents
+         FROM leads l
+         JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+         JOIN returns r ON r.tenant_id = s.tenant_id AND r.sale_id = s.id
+         WHERE l.tenant_id = $1 AND l.ping_id = $2
+         ORDER BY r.requested_at, r.id",
+        tenant_id,
+        ping_id,
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
 pub async fn find_ping(
     db: &PgPool,
@@ -622,14 +658,14 @@ pub async fn find_ping(
                       AS a (contract_id, rtb_http_status, rtb_response)
              WHERE x.tenant_id = $1 AND x.ping_id = $2 AND x.rtb_http_statuses IS NOT NULL),
          sales AS (
-             SELECT s.contract_id, s.status, s.reason, s.buyer_http_status, s.buyer_response, s.delivery_ms,
+             SELECT s.id, s.contract_id, s.status, s.reason, s.buyer_http_status, s.buyer_response, s.delivery_ms,
                     s.price_cents, s.payout_cents
              FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
              WHERE l.tenant_id = $1 AND l.ping_id = $2)
          SELECT d.contract_id AS "contract_id!", d.buyer_id AS "buyer_id!", d.outcome AS "outcome!",
                 d.reason, d.detail, d.exclusive_bid_cents, d.shared_bid_cents,
                 d.rtb_ms, d.bid_id, d.sale_type, d.price_cents, d.payout_cents,
-                s.status AS "sale_status?", s.reason AS "sale_reason?",
+                s.id AS "sale_id?", s.status AS "sale_status?", s.reason AS "sale_reason?",
                 a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
                 s.buyer_http_status AS "buyer_http_status?",
                 s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?",

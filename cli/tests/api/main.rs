@@ -28,6 +28,7 @@ mod ping;
 mod post;
 mod responses;
 mod returns;
+mod returns_shown;
 mod routing;
 mod schema;
 mod secrets;

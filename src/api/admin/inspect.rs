@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{SaleItem, parse_id};
+use super::{ReturnView, SaleItem, parse_id, returns_by_sale};
 use crate::api::Problem;
 use crate::api::extract::AdminTenant;
 use crate::app::AppState;
@@ -150,7 +150,15 @@ pub struct LeadView {
     consent: Value,
     test: bool,
     created_at: DateTime<Utc>,
-    sales: Vec<SaleItem>,
+    sales: Vec<LeadSale>,
+}
+
+/// One sale of the lead, with the buyer's returns of it (oldest first).
+#[derive(Serialize, ToSchema)]
+pub struct LeadSale {
+    #[serde(flatten)]
+    sale: SaleItem,
+    returns: Vec<ReturnView>,
 }
 
 #[utoipa::path(get, path = "/v1/admin/leads/{id}", tag = "inspection",
@@ -160,9 +168,10 @@ async fn lead_view(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
 ) -> Result<Json<LeadView>, Problem> {
-    let (lead, sales) = inspect::lead(&state.db, tenant, parse_id(&id)?)
+    let (lead, sales, returns) = inspect::lead(&state.db, tenant, parse_id(&id)?)
         .await?
         .ok_or_else(Problem::not_found)?;
+    let mut returns = returns_by_sale(returns);
     Ok(Json(LeadView {
         id: lead.id,
         ping_id: lead.ping_id,
@@ -173,6 +182,12 @@ async fn lead_view(
         consent: lead.consent,
         test: lead.test,
         created_at: lead.created_at,
-        sales: sales.into_iter().map(SaleItem::from).collect(),
+        sales: sales
+            .into_iter()
+            .map(|sale| LeadSale {
+                returns: returns.remove(&sale.id).unwrap_or_default(),
+                sale: SaleItem::from(sale),
+            })
+            .collect(),
     }))
 }

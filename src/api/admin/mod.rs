@@ -14,6 +14,8 @@ mod returns;
 mod settings;
 mod trial;
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
@@ -136,11 +138,55 @@ pub struct AttemptView {
     status: String,
     reason: Option<String>,
     price: Money,
-    /// The partner's payout (0 unless sold).
+    /// The partner's payout (0 unless sold, or returned since).
     payout: Money,
     buyer_http_status: Option<i32>,
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
+    /// The buyer's returns of the sale, oldest first (docs/returns.md).
+    returns: Vec<ReturnView>,
+}
+
+/// A buyer's return of a sale, as the explain and the lead view show it.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct ReturnView {
+    id: Uuid,
+    /// `requested`, `approved` or `denied`.
+    status: String,
+    reason: String,
+    requested_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+    /// The sale's price, refunded to the buyer on approval.
+    price: Money,
+    /// What the partner was debited on approval (0 under `exchange_absorbs`); null until then.
+    payout_reversed: Option<Money>,
+}
+
+/// Each sale's returns, oldest first, from the returns of a ping or a lead (oldest first).
+fn returns_by_sale(returns: Vec<pings::StoredReturn>) -> HashMap<Uuid, Vec<ReturnView>> {
+    let mut by_sale: HashMap<Uuid, Vec<ReturnView>> = HashMap::new();
+    for r in returns {
+        by_sale.entry(r.sale_id).or_default().push(ReturnView {
+            id: r.id,
+            status: r.status,
+            reason: r.reason,
+            requested_at: r.requested_at,
+            decided_at: r.decided_at,
+            price: Money::from_cents(r.price_cents),
+            payout_reversed: money(r.payout_reversed_cents),
+        });
+    }
+    by_sale
+}
+
+/// A sale's payout as shown: the partner's when the sale sold (returned since, too: its
+/// returns show what was taken back), else 0.
+fn shown_payout(status: &str, payout_cents: i64) -> Money {
+    if status == "sold" || status == "returned" {
+        Money::from_cents(payout_cents)
+    } else {
+        Money::ZERO
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -184,6 +230,8 @@ pub struct SaleView {
     buyer_http_status: Option<i32>,
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
+    /// The buyer's returns of the sale, oldest first (docs/returns.md).
+    returns: Vec<ReturnView>,
 }
 
 /// The whole auction of one ping: how every contract ended, and why.
@@ -199,15 +247,23 @@ async fn ping_view(
         .await?
         .ok_or_else(Problem::not_found)?;
     let (distribution, strategy) = crate::auction::parse_routing_label(ping.routing.as_deref());
-    let attempts = pings::post_sales(&state.db, tenant, ping_id)
-        .await?
+    // The post's sales and their returns: two statements, at once.
+    let (attempts, returns) = tokio::try_join!(
+        pings::post_sales(&state.db, tenant, ping_id),
+        pings::ping_returns(&state.db, tenant, ping_id),
+    )?;
+    let returns = returns_by_sale(returns);
+    let returns_of = |sale_id: Option<Uuid>| {
+        sale_id
+            .and_then(|id| returns.get(&id))
+            .map(|r| r.to_vec())
+            .unwrap_or_default()
+    };
+    let attempts = attempts
         .into_iter()
         .map(|s| AttemptView {
-            payout: if s.status == "sold" {
-                Money::from_cents(s.payout_cents)
-            } else {
-                Money::ZERO
-            },
+            payout: shown_payout(&s.status, s.payout_cents),
+            returns: returns_of(Some(s.sale_id)),
             sale_id: s.sale_id,
             bid_id: s.bid_id,
             contract_id: s.contract_id,
@@ -250,11 +306,8 @@ async fn ping_view(
             rtb_response: r.rtb_response,
             bid_id: r.bid_id,
             sale: r.sale_status.map(|status| SaleView {
-                payout: if status == "sold" {
-                    money(r.sale_payout_cents).unwrap_or_default()
-                } else {
-                    Money::ZERO
-                },
+                payout: shown_payout(&status, r.sale_payout_cents.unwrap_or_default()),
+                returns: returns_of(r.sale_id),
                 status,
                 reason: r.sale_reason,
                 price: money(r.sale_price_cents),
@@ -297,7 +350,7 @@ pub struct SalesQuery {
     #[param(value_type = Option<Uuid>)]
     contract_id: Option<String>,
     /// A sale status: pending, sold, rejected, failed, capped, insufficient_funds, duplicate,
-    /// not_accepted.
+    /// not_accepted, returned.
     status: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>)]

@@ -49,13 +49,26 @@ pub struct SummaryRow {
     /// `pings_with_bids / pings` (0 without pings).
     bid_rate: f64,
     posts: i64,
+    /// Leads sold in the range, returned since or not (gross).
     sales: i64,
-    /// What buyers paid for sold leads.
+    /// What buyers paid for them (gross).
     revenue: Money,
-    /// What partners earned on them.
+    /// What partners earned on them (gross).
     payout: Money,
     /// `revenue - payout`.
     margin: Money,
+    /// Approved returns of those sales.
+    returns: i64,
+    /// Their prices, refunded to the buyers.
+    returned_revenue: Money,
+    /// `returns / sales`, 4 decimals (0 without sales).
+    return_rate: f64,
+    /// `revenue - returned_revenue`.
+    net_revenue: Money,
+    /// `payout -` the payouts the returns took back from partners.
+    net_payout: Money,
+    /// `net_revenue - net_payout`.
+    net_margin: Money,
     /// How many contract evaluations ended for each reason (`filtered`, `outbid`, …).
     declines: BTreeMap<String, i64>,
 }
@@ -72,6 +85,12 @@ impl SummaryRow {
             revenue: Money::ZERO,
             payout: Money::ZERO,
             margin: Money::ZERO,
+            returns: 0,
+            returned_revenue: Money::ZERO,
+            return_rate: 0.0,
+            net_revenue: Money::ZERO,
+            net_payout: Money::ZERO,
+            net_margin: Money::ZERO,
             declines: BTreeMap::new(),
         }
     }
@@ -80,6 +99,16 @@ impl SummaryRow {
 #[derive(Serialize, ToSchema)]
 pub struct Summary {
     rows: Vec<SummaryRow>,
+}
+
+/// `part / whole` to 4 decimals, 0 when `whole` is 0. A ratio of counts, not money: a float
+/// is right here.
+fn rate(part: i64, whole: i64) -> f64 {
+    if whole > 0 {
+        (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
+    }
 }
 
 /// What the report groups by, from the query (no SQL comes from the request).
@@ -109,8 +138,9 @@ fn too_costly(error: sqlx::Error) -> Problem {
     )
 }
 
-/// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin and the
-/// count of each decline reason.
+/// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin, the
+/// count of each decline reason, and the sales' approved returns with the net figures
+/// (docs/returns.md).
 #[utoipa::path(get, path = "/v1/admin/reports/summary", tag = "reports", params(SummaryQuery),
     responses((status = 200, body = Summary)))]
 async fn summary(
@@ -149,25 +179,40 @@ async fn summary(
         row.pings = pings;
         row.pings_with_bids = pings_with_bids;
         row.posts = posts;
-        // A ratio of counts, not money: a float is right here.
-        row.bid_rate = if pings > 0 {
-            (pings_with_bids as f64 / pings as f64 * 10_000.0).round() / 10_000.0
-        } else {
-            0.0
-        };
+        row.bid_rate = rate(pings_with_bids, pings);
     }
     for (group, reason, count) in declines {
         let row = rows.entry(group).or_insert_with(|| SummaryRow::new(group));
         row.declines.insert(reason, count);
     }
-    for (group, count, revenue_cents, payout_cents) in sales {
+    for (group, count, revenue, payout, returns, returned, reversed) in sales {
         let row = rows.entry(group).or_insert_with(|| SummaryRow::new(group));
         row.sales = count;
-        row.revenue = Money::from_cents(revenue_cents);
-        row.payout = Money::from_cents(payout_cents);
-        row.margin = Money::from_cents(revenue_cents - payout_cents);
+        row.revenue = Money::from_cents(revenue);
+        row.payout = Money::from_cents(payout);
+        row.margin = Money::from_cents(revenue - payout);
+        row.returns = returns;
+        row.returned_revenue = Money::from_cents(returned);
+        row.return_rate = rate(returns, count);
+        row.net_revenue = Money::from_cents(revenue - returned);
+        row.net_payout = Money::from_cents(payout - reversed);
+        row.net_margin = Money::from_cents((revenue - returned) - (payout - reversed));
     }
     Ok(Json(Summary {
         rows: rows.into_values().collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_have_four_decimals_and_are_zero_over_nothing() {
+        assert_eq!(rate(1, 3), 0.3333);
+        assert_eq!(rate(2, 3), 0.6667);
+        assert_eq!(rate(5, 5), 1.0);
+        assert_eq!(rate(0, 0), 0.0);
+        assert_eq!(rate(3, 0), 0.0);
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
+use crate::store::pings::StoredReturn;
 use crate::store::sales::SaleRow;
 
 /// The contract's stored caps and its tenant's timezone, `None` when there is no such contract.
@@ -89,12 +90,13 @@ pub struct LeadRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The tenant's lead `lead_id` and its sales in id order; `None` when there is no such lead.
+/// The tenant's lead `lead_id`, its sales in id order and their returns oldest first; `None`
+/// when there is no such lead.
 pub async fn lead(
     db: &PgPool,
     tenant: Uuid,
     lead_id: Uuid,
-) -> Result<Option<(LeadRow, Vec<SaleRow>)>, sqlx::Error> {
+) -> Result<Option<(LeadRow, Vec<SaleRow>, Vec<StoredReturn>)>, sqlx::Error> {
     let lead: Option<LeadRow> = sqlx::query_as(
         "SELECT id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at
          FROM leads WHERE tenant_id = $1 AND id = $2",
@@ -115,5 +117,17 @@ pub async fn lead(
     .bind(lead_id)
     .fetch_all(db)
     .await?;
-    Ok(Some((lead, sales)))
+    let returns = sqlx::query_as!(
+        StoredReturn,
+        "SELECT r.sale_id, r.id, r.status, r.reason, r.requested_at, r.decided_at, r.price_cents,
+                r.payout_reversed_cents
+         FROM lead_sales s JOIN returns r ON r.tenant_id = s.tenant_id AND r.sale_id = s.id
+         WHERE s.tenant_id = $1 AND s.lead_id = $2
+         ORDER BY r.requested_at, r.id",
+        tenant,
+        lead_id,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(Some((lead, sales, returns)))
 }

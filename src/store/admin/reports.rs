@@ -93,13 +93,18 @@ impl GroupBy {
         )
     }
 
-    /// Sold leads, revenue and payout per group.
+    /// Sold leads (returned since, too), revenue and payout per group, and of them the
+    /// returned ones: their approved returns (at most one a sale), prices and payouts
+    /// reversed. One range scan of lead_sales; the approved returns joined by sale.
     fn sales_sql(self) -> String {
         format!(
-            "SELECT {column} AS group_id, count(*), sum(price_cents)::bigint, sum(payout_cents)::bigint
-             FROM lead_sales
-             WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND NOT test
-               AND status = 'sold'
+            "SELECT s.{column} AS group_id, count(*), sum(s.price_cents)::bigint, sum(s.payout_cents)::bigint,
+                    count(r.id), coalesce(sum(r.price_cents), 0)::bigint,
+                    coalesce(sum(r.payout_reversed_cents), 0)::bigint
+             FROM lead_sales s
+             LEFT JOIN returns r ON r.tenant_id = s.tenant_id AND r.sale_id = s.id AND r.status = 'approved'
+             WHERE s.tenant_id = $1 AND s.created_at >= $2 AND s.created_at < $3 AND NOT s.test
+               AND s.status IN ('sold', 'returned')
              GROUP BY 1",
             column = self.columns().0
         )
@@ -110,8 +115,9 @@ impl GroupBy {
 pub type Traffic = (Uuid, i64, i64, i64);
 /// Per group and reason: contract evaluations that ended so.
 pub type Declines = (Uuid, String, i64);
-/// Per group: sold leads, revenue and payout, in cents.
-pub type Sales = (Uuid, i64, i64, i64);
+/// Per group, in cents: sold leads (returned since, too), revenue and payout; approved
+/// returns, their prices and the payouts they reversed.
+pub type Sales = (Uuid, i64, i64, i64, i64, i64, i64);
 
 /// The three aggregates of the tenant's range `[from, to)`. They read different tables: they
 /// run at once, on three connections.
