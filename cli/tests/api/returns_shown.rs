@@ -1,9 +1,7 @@
 //! Where returns show (docs/returns.md): the explain, the lead view, the sales list and the
 //! summary report, with real sales (real buyers on 127.0.0.1) and exact money.
 //!
-//! The returns themselves are written by SQL here (`approve_return_by_sql`,
-//! `deny_return_by_sql`): they stand for the returns API's request and approval (or denial),
-//! and are the one place to swap for it.
+//! The returns go through the returns API (request, then approve or deny).
 
 use chrono::{DateTime, Utc};
 use gavel::money::{ExtraDecimals, Money};
@@ -93,150 +91,82 @@ async fn sale_of(exchange: &Exchange, answer: &Value, contract: Uuid) -> Uuid {
     sale
 }
 
-/// Stands for `POST /v1/admin/sales/{id}/returns` then `POST /v1/admin/returns/{id}/approve`
-/// (until the returns API is merged): the sale `returned`, its return `approved`, the buyer
-/// credited the price and, under the offer's `reverse_payout`, the partner debited its payout
-/// (`return` ledger entries and balances), in one transaction. Returns the return's id.
-async fn approve_return_by_sql(pool: &PgPool, tenant: Uuid, sale_id: Uuid, reason: &str) -> Uuid {
-    let mut tx = pool.begin().await.unwrap();
-    let (lead, contract, buyer, partner, offer, price, payout, policy): (
-        Uuid,
-        Uuid,
-        Uuid,
-        Uuid,
-        Uuid,
-        i64,
-        i64,
-        String,
-    ) = sqlx::query_as(
-        "SELECT s.lead_id, s.contract_id, s.buyer_id, s.partner_id, s.offer_id, s.price_cents,
-                s.payout_cents, o.return_policy
-         FROM lead_sales s JOIN offers o ON o.tenant_id = s.tenant_id AND o.id = s.offer_id
-         WHERE s.tenant_id = $1 AND s.id = $2 AND s.status = 'sold' FOR UPDATE OF s",
-    )
-    .bind(tenant)
-    .bind(sale_id)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    let reversed = if policy == "reverse_payout" {
-        payout
-    } else {
-        0
-    };
-    let return_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO returns (tenant_id, id, sale_id, lead_id, contract_id, buyer_id, partner_id, offer_id,
-                              status, reason, price_cents, payout_reversed_cents, requested_at, decided_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'approved', $9, $10, $11, now(), now())",
-    )
-    .bind(tenant)
-    .bind(return_id)
-    .bind(sale_id)
-    .bind(lead)
-    .bind(contract)
-    .bind(buyer)
-    .bind(partner)
-    .bind(offer)
-    .bind(reason)
-    .bind(price)
-    .bind(reversed)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE lead_sales SET status = 'returned' WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant)
-        .bind(sale_id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, return_id)
-         VALUES ($1, $2, 'buyer', $3, 'return', $4, $5, $6)",
-    )
-    .bind(tenant)
-    .bind(Uuid::now_v7())
-    .bind(buyer)
-    .bind(price)
-    .bind(sale_id)
-    .bind(return_id)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant)
-    .bind(buyer)
-    .bind(price)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    if reversed > 0 {
-        sqlx::query(
-            "INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, return_id)
-             VALUES ($1, $2, 'partner', $3, 'return', $4, $5, $6)",
-        )
-        .bind(tenant)
-        .bind(Uuid::now_v7())
-        .bind(partner)
-        .bind(-reversed)
-        .bind(sale_id)
-        .bind(return_id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        sqlx::query(
-            "UPDATE partners SET balance_cents = balance_cents - $3 WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant)
-        .bind(partner)
-        .bind(reversed)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+/// An admin call: its status and JSON answer.
+async fn admin_call(
+    app: &TestApp,
+    exchange: &Exchange,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&exchange.admin_key);
+    if let Some(body) = body {
+        request = request.json(&body);
     }
-    tx.commit().await.unwrap();
-    return_id
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Stands for a return requested (`deny`: then denied) through the returns API: the return
-/// row only, nothing else moves. Returns its id.
-async fn request_return_by_sql(
-    pool: &PgPool,
-    tenant: Uuid,
+/// Allows returns on the sale's contract (every sale of the period may be returned).
+async fn allow_returns(app: &TestApp, exchange: &Exchange, contract: Uuid) {
+    let (status, answer) = admin_call(
+        app,
+        exchange,
+        reqwest::Method::PATCH,
+        &format!("/v1/admin/contracts/{contract}"),
+        Some(json!({ "returns": { "allowed": true, "max_percent": 100 } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// `POST /v1/admin/sales/{id}/returns`, then the decision (`approve` or `deny`) unless
+/// `None`: the return's id.
+async fn return_sale(
+    app: &TestApp,
+    exchange: &Exchange,
     sale_id: Uuid,
     reason: &str,
-    deny: bool,
+    decision: Option<&str>,
 ) -> Uuid {
-    let return_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO returns (tenant_id, id, sale_id, lead_id, contract_id, buyer_id, partner_id, offer_id,
-                              status, reason, price_cents, requested_at, decided_at)
-         SELECT tenant_id, $3, id, lead_id, contract_id, buyer_id, partner_id, offer_id,
-                CASE WHEN $5 THEN 'denied' ELSE 'requested' END, $4, price_cents, now(),
-                CASE WHEN $5 THEN now() END
-         FROM lead_sales WHERE tenant_id = $1 AND id = $2",
+    let (status, requested) = admin_call(
+        app,
+        exchange,
+        reqwest::Method::POST,
+        &format!("/v1/admin/sales/{sale_id}/returns"),
+        Some(json!({ "reason": reason })),
     )
-    .bind(tenant)
-    .bind(sale_id)
-    .bind(return_id)
-    .bind(reason)
-    .bind(deny)
-    .execute(pool)
-    .await
-    .unwrap();
-    return_id
+    .await;
+    assert_eq!(status, 201, "{requested}");
+    let id: Uuid = requested["id"].as_str().unwrap().parse().unwrap();
+    if let Some(decision) = decision {
+        let (status, decided) = admin_call(
+            app,
+            exchange,
+            reqwest::Method::POST,
+            &format!("/v1/admin/returns/{id}/{decision}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{decided}");
+    }
+    id
 }
 
-async fn set_return_policy(exchange: &Exchange, policy: &str) {
-    sqlx::query("UPDATE offers SET return_policy = $2 WHERE tenant_id = $1 AND id = $3")
-        .bind(exchange.tenant_id)
-        .bind(policy)
-        .bind(exchange.offer_id)
-        .execute(&exchange.pool)
-        .await
-        .unwrap();
+async fn set_return_policy(app: &TestApp, exchange: &Exchange, policy: &str) {
+    let (status, answer) = admin_call(
+        app,
+        exchange,
+        reqwest::Method::PATCH,
+        &format!("/v1/admin/offers/{}", exchange.offer_id),
+        Some(json!({ "return_policy": policy })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 async fn get(app: &TestApp, exchange: &Exchange, path: &str) -> (u16, Value) {
@@ -282,8 +212,9 @@ async fn the_explain_the_lead_view_and_the_sales_list_show_returns(pool: PgPool)
     assert_eq!(answer["status"], "sold", "{answer}");
     let sale = sale_of(&exchange, &answer, keeper).await;
     // First a return denied, then one approved: both show, oldest first.
-    let denied = request_return_by_sql(&pool, exchange.tenant_id, sale, "duplicate", true).await;
-    let approved = approve_return_by_sql(&pool, exchange.tenant_id, sale, "bad_phone").await;
+    allow_returns(&app, &exchange, keeper).await;
+    let denied = return_sale(&app, &exchange, sale, "duplicate", Some("deny")).await;
+    let approved = return_sale(&app, &exchange, sale, "bad_phone", Some("approve")).await;
 
     let (status, view) = app
         .ping_view(&exchange.admin_key, answer["ping_id"].as_str().unwrap())
@@ -416,32 +347,17 @@ async fn the_summary_report_counts_returns_and_net_figures_exactly(pool: PgPool)
     // a's first sale returned under reverse_payout (8.75 taken back), b's first under
     // exchange_absorbs (nothing taken back); a's second return denied and b's second only
     // requested: neither counts.
-    approve_return_by_sql(
-        &pool,
-        exchange.tenant_id,
-        sale_of(&exchange, &posts[0], a).await,
-        "bad_phone",
-    )
-    .await;
-    set_return_policy(&exchange, "exchange_absorbs").await;
+    allow_returns(&app, &exchange, a).await;
+    allow_returns(&app, &exchange, b).await;
+    let first_of_a = sale_of(&exchange, &posts[0], a).await;
+    return_sale(&app, &exchange, first_of_a, "bad_phone", Some("approve")).await;
+    set_return_policy(&app, &exchange, "exchange_absorbs").await;
     let absorbed = sale_of(&exchange, &posts[0], b).await;
-    let absorbed_return = approve_return_by_sql(&pool, exchange.tenant_id, absorbed, "fraud").await;
-    request_return_by_sql(
-        &pool,
-        exchange.tenant_id,
-        sale_of(&exchange, &posts[1], a).await,
-        "other",
-        true,
-    )
-    .await;
-    request_return_by_sql(
-        &pool,
-        exchange.tenant_id,
-        sale_of(&exchange, &posts[1], b).await,
-        "other",
-        false,
-    )
-    .await;
+    let absorbed_return = return_sale(&app, &exchange, absorbed, "fraud", Some("approve")).await;
+    let second_of_a = sale_of(&exchange, &posts[1], a).await;
+    return_sale(&app, &exchange, second_of_a, "other", Some("deny")).await;
+    let second_of_b = sale_of(&exchange, &posts[1], b).await;
+    return_sale(&app, &exchange, second_of_b, "other", None).await;
 
     let (_, view) = app
         .ping_view(&exchange.admin_key, posts[0]["ping_id"].as_str().unwrap())
