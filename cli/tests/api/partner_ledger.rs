@@ -17,6 +17,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, ping_lead};
 use crate::harness::{TestApp, spawn_app_with_clock, test_settings};
+use crate::idempotency::send;
 
 pub fn cents(value: &Value) -> i64 {
     Money::from_json(value, ExtraDecimals::Reject)
@@ -86,25 +87,12 @@ impl Books {
     /// POSTs `body` to `path` with the admin key and, if any, an `Idempotency-Key`; the status,
     /// whether the answer was replayed, and the body.
     pub async fn send(&self, path: &str, key: Option<&str>, body: Value) -> (u16, bool, Value) {
-        let mut request = self
-            .app
-            .client
-            .post(self.app.url(path))
-            .bearer_auth(&self.exchange.admin_key)
-            .json(&body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let replayed = response
-            .headers()
-            .get("idempotent-replayed")
-            .is_some_and(|v| v == "true");
+        let (status, replayed, text) =
+            send(&self.app, path, &self.exchange.admin_key, key, &body).await;
         (
             status,
             replayed,
-            response.json().await.unwrap_or(Value::Null),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
         )
     }
 
