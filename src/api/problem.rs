@@ -30,6 +30,7 @@ pub enum ErrorCode {
     PingPostMismatch,
     ConsentRequired,
     InvalidConfig,
+    PaymentExceedsBalance,
     RateLimited,
     Unavailable,
     RequestTimeout,
@@ -67,6 +68,7 @@ impl ErrorCode {
             Self::PingPostMismatch => "ping_post_mismatch",
             Self::ConsentRequired => "consent_required",
             Self::InvalidConfig => "invalid_config",
+            Self::PaymentExceedsBalance => "payment_exceeds_balance",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::RequestTimeout => "request_timeout",
@@ -98,7 +100,8 @@ impl ErrorCode {
             | Self::ReturnsNotAllowed
             | Self::ReturnWindowClosed
             | Self::ReturnLimitReached
-            | Self::ReturnAlreadyDecided => StatusCode::CONFLICT,
+            | Self::ReturnAlreadyDecided
+            | Self::PaymentExceedsBalance => StatusCode::CONFLICT,
             Self::PingExpired => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -141,6 +144,7 @@ impl ErrorCode {
             Self::PingPostMismatch => "The post does not match its ping",
             Self::ConsentRequired => "Required consent is missing",
             Self::InvalidConfig => "The configuration breaks a rule",
+            Self::PaymentExceedsBalance => "The payment is more than the partner's balance",
             Self::RateLimited => "Too many requests",
             Self::Unavailable => "Temporarily unavailable; retry later",
             Self::RequestTimeout => "The request took too long",

@@ -571,7 +571,8 @@ pub async fn complete(
     // One statement, gated on the sale still being pending: the status transition is what
     // makes the charge, the payout and the dedup keys happen once, whoever completes it. Every
     // value comes from the sale's own row, so the sweep completes it exactly as this does. A
-    // test sale writes nothing but its status.
+    // test sale writes nothing but its status. The partner's balance moves with its `sale`
+    // entry, under the same conditions.
     let sold = sqlx::query_scalar!(
         r#"WITH sold AS (
              UPDATE lead_sales SET status = 'sold', reason = NULL, verdict = 'accepted',
@@ -587,6 +588,9 @@ pub async fn complete(
              INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, created_at)
              SELECT $1, $9, 'partner', partner_id, 'sale', payout_cents, id, $8 FROM sold
              WHERE NOT test AND payout_cents > 0),
+         owed AS (
+             UPDATE partners p SET balance_cents = p.balance_cents + sold.payout_cents FROM sold
+             WHERE p.tenant_id = $1 AND p.id = sold.partner_id AND NOT sold.test AND sold.payout_cents > 0),
          keys AS (
              INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
              SELECT $1, k.hash, sold.buyer_id, sold.offer_id, k.kind, $8, sold.id

@@ -18,7 +18,7 @@ use crate::harness::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 /// Sends `body` to `path` with `bearer` and (if any) `key`; returns the status, whether it was
 /// replayed, and the body's text.
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     path: &str,
     bearer: &str,

@@ -22,12 +22,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, ping_lead};
 use crate::harness::{TestApp, spawn_app_with_clock, test_settings};
 
-/// Once the partner's balance moves with each completed sale (`store::sales::complete`, the
-/// ledger helper's part of issue 18), a partner's balance is the sum of its whole ledger.
-/// Until then, in this branch alone, the balance holds only what returns moved. The
-/// integrator sets this to `true` when merging both.
-const PARTNER_BALANCE_MOVES_AT_SALE: bool = false;
-
 fn cents(value: &Value) -> i64 {
     Money::from_json(value, ExtraDecimals::Reject)
         .unwrap_or_else(|e| panic!("{value}: {e}"))
@@ -520,12 +514,8 @@ async fn racing_approvals_approve_once_move_money_once_and_give_caps_back(
         (balance, ledger),
         (balance_before + 4000, balance_before + 4000)
     );
-    if PARTNER_BALANCE_MOVES_AT_SALE {
-        let (balance, ledger) = partner_books(&exchange).await;
-        assert_eq!(balance, ledger);
-    } else {
-        assert_eq!(partner_books(&exchange).await.0, -2800);
-    }
+    let (balance, ledger) = partner_books(&exchange).await;
+    assert_eq!(balance, ledger);
     // One lead and its price given back to every current period's counter.
     assert_eq!(caps_of(contract_caps.clone()).await, [100, 4000]);
     assert_eq!(caps_of(buyer_caps.clone()).await, [100]);
@@ -753,15 +743,7 @@ async fn auto_approve_approves_in_the_request_and_exchange_absorbs_keeps_the_pay
         exchange.buyer_books(buyer).await,
         (before + 5000, before + 5000)
     );
-    assert_eq!(
-        partner_books(&exchange).await.0
-            - if PARTNER_BALANCE_MOVES_AT_SALE {
-                3500
-            } else {
-                0
-            },
-        0
-    );
+    assert_eq!(partner_books(&exchange).await, (3500, 3500));
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -860,7 +842,7 @@ async fn sum(pool: &PgPool, tenant: Uuid, sql: &'static str) -> i64 {
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
-async fn money_is_conserved_after_a_random_mix_of_sales_funds_returns_and_decisions(
+async fn money_is_conserved_after_a_random_mix_of_sales_funds_payments_returns_and_decisions(
     options: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
@@ -912,8 +894,9 @@ async fn money_is_conserved_after_a_random_mix_of_sales_funds_returns_and_decisi
     let mut rng = StdRng::seed_from_u64(18);
     let mut sold: Vec<Uuid> = Vec::new();
     let mut requested: Vec<String> = Vec::new();
-    for step in 0..90 {
-        match rng.random_range(0..10) {
+    let mut payments = 0;
+    for step in 0..100 {
+        match rng.random_range(0..11) {
             0..4 => {
                 let age = rng.random_range(18..100);
                 let (sale, status) = sell(&app, &exchange, age, step).await;
@@ -990,6 +973,33 @@ async fn money_is_conserved_after_a_random_mix_of_sales_funds_returns_and_decisi
                     .await
                     .unwrap();
             }
+            10 => {
+                // A payment out of part of what the partner is owed, or a correction.
+                let owed = partner_books(&exchange).await.0;
+                let (path, amount) = if owed > 100 && rng.random_bool(0.7) {
+                    ("payments", rng.random_range(1..=owed))
+                } else {
+                    ("adjustments", rng.random_range(-500..500i64))
+                };
+                if amount != 0 {
+                    let amount = format!(
+                        "{}{}.{:02}",
+                        if amount < 0 { "-" } else { "" },
+                        amount.abs() / 100,
+                        amount.abs() % 100
+                    );
+                    let (status, body) = admin(
+                        &app,
+                        &key,
+                        Method::POST,
+                        &format!("/v1/admin/partners/{}/{path}", exchange.partner_id),
+                        Some(json!({ "amount": serde_json::from_str::<Value>(&amount).unwrap(), "note": "mix" })),
+                    )
+                    .await;
+                    assert_eq!(status, 201, "{path} {amount}: {body}");
+                    payments += usize::from(path == "payments");
+                }
+            }
             _ => {}
         }
     }
@@ -1015,15 +1025,10 @@ async fn money_is_conserved_after_a_random_mix_of_sales_funds_returns_and_decisi
         let (ledger, balance) = exchange.buyer_books(*buyer).await;
         assert_eq!(balance, ledger, "buyer {buyer}");
     }
-    // The partner: its balance is its ledger's sum once sales move it (see the constant);
-    // here, what returns moved.
+    // The partner: its balance is its ledger's sum: payouts, less reversals and payments.
     let (balance, ledger) = partner_books(&exchange).await;
-    if PARTNER_BALANCE_MOVES_AT_SALE {
-        assert_eq!(balance, ledger);
-    } else {
-        let returned = sum(&pool, tenant, "SELECT coalesce(sum(amount_cents), 0)::bigint FROM ledger_entries WHERE tenant_id = $1 AND account = 'partner' AND kind = 'return'").await;
-        assert_eq!(balance, returned);
-    }
+    assert_eq!(balance, ledger);
+    assert!(payments > 0, "the mix paid the partner");
     // Across the tenant: the buyers' sale, release and return entries are what the sales
     // charged net of the approved returns; the partner's are the payouts net of reversals.
     let buyer_flows = sum(&pool, tenant, "SELECT coalesce(sum(amount_cents), 0)::bigint FROM ledger_entries WHERE tenant_id = $1 AND account = 'buyer' AND kind IN ('sale', 'release', 'return')").await;

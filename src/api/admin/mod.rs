@@ -1,6 +1,7 @@
 //! The admin API (SPEC §6), scoped to the admin key's tenant: another tenant's id is 404.
 //!
-//! `config`: the configuration resources; `books`: funds and the ledger; `inspect`: caps and
+//! `config`: the configuration resources; `books`: funds, payments, adjustments and the
+//! ledgers; `statements`: the accounts' statements; `inspect`: caps and
 //! leads; `reports`: the summary; `trial`: a contract's call tried by the operator; here: the auction of a ping, the sales list, and paging.
 
 mod books;
@@ -12,6 +13,7 @@ mod outbound;
 mod reports;
 mod returns;
 mod settings;
+mod statements;
 mod trial;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(config::router())
         .merge(books::router())
+        .merge(statements::router())
         .merge(inspect::router())
         .merge(reports::router())
         .merge(returns::router())

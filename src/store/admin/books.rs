@@ -1,38 +1,99 @@
-//! A buyer's money (`api::admin::books`): the balance changes only together with a ledger
-//! entry, in the caller's transaction.
+//! The accounts' money (`api::admin::books`): a buyer's or a partner's balance changes only
+//! together with a ledger entry, in the caller's transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// One ledger entry of a buyer.
+/// The two kinds of account with a balance and a ledger (docs/returns.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Account {
+    Buyer,
+    Partner,
+}
+
+impl Account {
+    /// As stored in `ledger_entries.account`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Account::Buyer => "buyer",
+            Account::Partner => "partner",
+        }
+    }
+
+    /// The account's table.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Account::Buyer => "buyers",
+            Account::Partner => "partners",
+        }
+    }
+
+    /// The ledger's column naming the account.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Account::Buyer => "buyer_id",
+            Account::Partner => "partner_id",
+        }
+    }
+
+    /// Every kind of entry the account may have (the `ledger_entries_kind` CHECK).
+    pub fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Account::Buyer => &["funds", "sale", "release", "return"],
+            Account::Partner => &["sale", "return", "payment", "adjustment"],
+        }
+    }
+}
+
+/// A statement built from the `Account` constants only: no input reaches the text.
+pub(crate) fn sql(text: String) -> AssertSqlSafe<String> {
+    AssertSqlSafe(text)
+}
+
+/// The columns of a `LedgerRow`.
+pub(crate) const LEDGER_COLUMNS: &str =
+    "id, kind, amount_cents, sale_id, return_id, note, created_at";
+
+/// One ledger entry of an account.
 #[derive(FromRow)]
 pub struct LedgerRow {
     pub id: Uuid,
     pub kind: String,
     pub amount_cents: i64,
     pub sale_id: Option<Uuid>,
+    pub return_id: Option<Uuid>,
     pub note: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-/// Adds `amount_cents` (negative: removes) to the buyer's balance with its `funds` ledger
-/// entry; the entry and the new balance.
-pub async fn add_funds(
+/// An operator's entry with no sale behind it: a buyer's `funds`, a partner's `payment` or
+/// `adjustment`.
+pub struct NewEntry<'a> {
+    pub account: Account,
+    pub account_id: Uuid,
+    pub kind: &'static str,
+    /// Signed as the account sees it.
+    pub amount_cents: i64,
+    pub note: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+/// Adds the entry's amount to the account's balance with the entry; the entry and the new
+/// balance.
+pub async fn add_entry(
     tx: &mut PgConnection,
     tenant: Uuid,
-    buyer_id: Uuid,
-    amount_cents: i64,
-    note: Option<&str>,
-    at: DateTime<Utc>,
+    new: &NewEntry<'_>,
 ) -> Result<(LedgerRow, i64), sqlx::Error> {
-    let balance: i64 = sqlx::query_scalar(
-        "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
+    let balance: i64 = sqlx::query_scalar(sql(format!(
+        "UPDATE {} SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
          RETURNING balance_cents",
-    )
+        new.account.table()
+    )))
     .bind(tenant)
-    .bind(buyer_id)
-    .bind(amount_cents)
+    .bind(new.account_id)
+    .bind(new.amount_cents)
     .fetch_one(&mut *tx)
     .await?;
     // One jsonb bind, as for the configuration tables (`super`); the time in microseconds,
@@ -40,38 +101,43 @@ pub async fn add_funds(
     let entry = serde_json::json!({
         "tenant_id": tenant,
         "id": Uuid::now_v7(),
-        "buyer_id": buyer_id,
-        "amount_cents": amount_cents,
-        "note": note,
-        "created_at": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "account": new.account.as_str(),
+        new.account.column(): new.account_id,
+        "kind": new.kind,
+        "amount_cents": new.amount_cents,
+        "note": new.note,
+        "created_at": new.at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
     });
-    let entry = sqlx::query_as(
-        "INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, note, created_at)
-         SELECT tenant_id, id, 'buyer', buyer_id, 'funds', amount_cents, note, created_at
+    let column = new.account.column();
+    let entry = sqlx::query_as(sql(format!(
+        "INSERT INTO ledger_entries (tenant_id, id, account, {column}, kind, amount_cents, note, created_at)
+         SELECT tenant_id, id, account, {column}, kind, amount_cents, note, created_at
          FROM jsonb_populate_record(NULL::ledger_entries, $1)
-         RETURNING id, kind, amount_cents, sale_id, note, created_at",
-    )
+         RETURNING {LEDGER_COLUMNS}"
+    )))
     .bind(entry)
     .fetch_one(&mut *tx)
     .await?;
     Ok((entry, balance))
 }
 
-/// Up to `limit` of the buyer's ledger entries before the id `before`, newest first.
+/// Up to `limit` of the account's ledger entries before the id `before`, newest first.
 pub async fn ledger<'c>(
     db: impl PgExecutor<'c>,
     tenant: Uuid,
-    buyer_id: Uuid,
+    account: Account,
+    account_id: Uuid,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<LedgerRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, kind, amount_cents, sale_id, note, created_at FROM ledger_entries
-         WHERE tenant_id = $1 AND buyer_id = $2 AND ($3::uuid IS NULL OR id < $3)
+    sqlx::query_as(sql(format!(
+        "SELECT {LEDGER_COLUMNS} FROM ledger_entries
+         WHERE tenant_id = $1 AND {} = $2 AND ($3::uuid IS NULL OR id < $3)
          ORDER BY id DESC LIMIT $4",
-    )
+        account.column()
+    )))
     .bind(tenant)
-    .bind(buyer_id)
+    .bind(account_id)
     .bind(before)
     .bind(limit)
     .fetch_all(db)

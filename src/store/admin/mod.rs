@@ -7,7 +7,7 @@
 //! one `jsonb` value, expanded by `jsonb_populate_record(NULL::<table>, $3)` into the table's own
 //! column types; the other binds are the tenant and the id. A JSON `null` is SQL `NULL`.
 //!
-//! Funds and the ledger (`books`), inspection (`inspect`) and the summary (`reports`) have
+//! The accounts' ledgers (`books`), statements (`statements`), inspection (`inspect`) and the summary (`reports`) have
 //! statements of their own.
 
 pub mod books;
@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod reports;
 pub mod returns;
 pub mod rows;
+pub mod statements;
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;

@@ -143,7 +143,7 @@ mod tests {
     fn columns_read_every_field_and_computed_ones_by_their_expression() {
         assert_eq!(
             Partners::COLUMNS,
-            "tenant_id, id, name, status, created_at, updated_at"
+            "tenant_id, id, name, status, balance_cents, created_at, updated_at"
         );
         assert!(Campaigns::COLUMNS.contains("(payout_percent * 100)::int AS payout_percent_bp, "));
         assert_eq!(Campaigns::CREATED, ["posting_key_hash"]);

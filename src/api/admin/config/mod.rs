@@ -35,6 +35,7 @@ use crate::resources::Declared;
 use crate::store::admin::{self as store, Lock, Table};
 
 pub use buyers::find_buyer;
+pub use partners::find_partner;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,8 +1,11 @@
 //! Partners: lead sources (declared in `crate::resources::partners`).
 
+use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
 
 use super::Resource;
+use crate::api::Problem;
 use crate::app::AppState;
 use crate::resources::partners::Partner;
 
@@ -11,6 +14,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 impl Resource for Partner {}
+
+/// The partner, locked against other writers for a write (`Lock::ForWrite`), as `find_buyer`.
+pub async fn find_partner(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Partner, Problem> {
+    super::find::<Partner>(conn, tenant, id).await
+}
 
 super::resource_routes! {
     resource = Partner, view = Partner, page = PartnerPage, tag = "partners",
