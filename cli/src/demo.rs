@@ -133,6 +133,14 @@ struct DemoContract {
     delivery: Option<Value>,
 }
 
+/// Every demo contract takes returns for 7 days; a limit of 100 % lets a new user return the
+/// very first sale (a real contract keeps it near 10 %).
+fn demo_returns() -> Value {
+    json!({ "allowed": true, "window_days": 7, "max_percent": 100, "period": "month",
+            "auto_approve": false,
+            "reasons": ["bad_phone", "bad_email", "duplicate", "not_interested", "wrong_person", "fraud", "other"] })
+}
+
 /// The demo contracts, one per buyer; RTB URLs point at this server's address `base`.
 fn contracts(base: &str) -> Vec<DemoContract> {
     vec![
@@ -488,12 +496,13 @@ pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
         });
         sqlx::query(
             "INSERT INTO contracts (tenant_id, id, buyer_id, offer_id, name, status, priority, pricing,
-                                    filters, schedule, caps, dedup_days, delivery)
-             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12)
+                                    filters, schedule, caps, dedup_days, delivery, returns)
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (tenant_id, id) DO UPDATE SET
                  name = EXCLUDED.name, status = 'active', priority = EXCLUDED.priority,
                  pricing = EXCLUDED.pricing, filters = EXCLUDED.filters, schedule = EXCLUDED.schedule,
-                 caps = EXCLUDED.caps, dedup_days = EXCLUDED.dedup_days, delivery = EXCLUDED.delivery",
+                 caps = EXCLUDED.caps, dedup_days = EXCLUDED.dedup_days, delivery = EXCLUDED.delivery,
+                 returns = EXCLUDED.returns",
         )
         .bind(tenant_id)
         .bind(demo_id(&format!("contract/{}", contract.buyer)))
@@ -507,6 +516,7 @@ pub async fn seed(db: &PgPool, address: SocketAddr) -> Result<Seeded> {
         .bind(contract.caps)
         .bind(contract.dedup_days)
         .bind(delivery)
+        .bind(demo_returns())
         .execute(&mut *tx)
         .await?;
     }
@@ -555,6 +565,18 @@ buyers' own answers:
 
 curl -s {base}/v1/admin/pings/$PING_ID -H 'Authorization: Bearer {admin_key}'; echo
 
+A buyer returns a bad lead: take the newest sale, request its return, approve it (the buyer
+is refunded the price, the partner's payout is taken back), and see both on the partner's
+statement for this month (add -H 'Accept: text/csv' for a spreadsheet):
+
+SALE_ID=$(curl -s "{base}/v1/admin/sales?status=sold&limit=1" -H 'Authorization: Bearer {admin_key}' \
+  | sed -E 's/.*"items": *\[\{{"id": *"([^"]+)".*/\1/')
+RETURN_ID=$(curl -s {base}/v1/admin/sales/$SALE_ID/returns -H 'content-type: application/json' \
+  -H 'Authorization: Bearer {admin_key}' -d '{{"reason": "bad_phone", "note": "disconnected"}}' \
+  | sed -E 's/^\{{"id": *"([^"]+)".*/\1/'); echo "$RETURN_ID"
+curl -s -X POST {base}/v1/admin/returns/$RETURN_ID/approve -H 'Authorization: Bearer {admin_key}'; echo
+curl -s {base}/v1/admin/partners/{partner}/statement -H 'Authorization: Bearer {admin_key}'; echo
+
 Granite Auto Group and Hollis Insurance Agency have their own APIs, set up with request
 templates and response rules (docs/buyer-integrations.md): Granite bids and takes leads in
 XML, Hollis takes a form post and answers a line of text. Render a delivery to Hollis, send
@@ -577,6 +599,7 @@ data is kept in .gavel/ (delete that directory to start afresh).
         admin_key = seeded.admin_key,
         posting_key = seeded.posting_key,
         hollis = demo_id("contract/hollis"),
+        partner = demo_id("partner/quote-funnel"),
         campaign = demo_id("campaign/quote-funnel"),
     )
 }
