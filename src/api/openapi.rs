@@ -91,7 +91,7 @@ const ADMIN_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "409",
-        "idempotency_key_reused, idempotency_key_in_progress (with Retry-After): the funds route's Idempotency-Key",
+        "idempotency_key_reused, idempotency_key_in_progress (with Retry-After): the Idempotency-Key of the money routes (buyers' funds, partners' payments and adjustments)",
     ),
     ("415", "unsupported_media_type"),
     (
@@ -168,4 +168,115 @@ pub async fn document(Extension(Document(json)): Extension<Document>) -> Respons
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use regex::Regex;
+
+    /// Every `.rs` file under `dir`, with its code.
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                // Comments left out: a doc's example declares nothing.
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code: Vec<&str> = text
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("//"))
+                    .collect();
+                out.push((path.display().to_string(), code.join("\n")));
+            }
+        }
+    }
+
+    /// The component name each schema of the source registers, with where: a
+    /// `#[derive(ToSchema)]` struct or enum (its name, or its `#[schema(as = …)]`), a hand-written
+    /// `impl ToSchema for`, and the types the resource macros declare (`view X, row …` of
+    /// `resource!`, `page = X` of `resource_routes!`).
+    fn registered_names() -> BTreeMap<String, Vec<String>> {
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let derive = Regex::new(r"#\[derive\(([^\]]*?)\)\]").unwrap();
+        let item = Regex::new(r"\b(?:struct|enum)\s+(\$?[A-Za-z_][A-Za-z0-9_]*)").unwrap();
+        let renamed = Regex::new(r"#\[schema\([^\]]*?\bas\s*=\s*([A-Za-z0-9_:]+)").unwrap();
+        let by_hand = Regex::new(
+            r"impl(?:<[^>]*>)?\s+(?:utoipa::)?ToSchema\s+for\s+([A-Za-z_][A-Za-z0-9_]*)",
+        )
+        .unwrap();
+        let macro_names = Regex::new(
+            r"\bview\s+([A-Z][A-Za-z0-9_]*)\s*,\s*row\b|\bpage\s*=\s*([A-Z][A-Za-z0-9_]*)",
+        )
+        .unwrap();
+        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (file, text) in &files {
+            for found in derive.captures_iter(text) {
+                if !found[1].contains("ToSchema") {
+                    continue;
+                }
+                let rest = &text[found.get(0).unwrap().end()..];
+                let Some(declared) = item.captures(rest) else {
+                    continue;
+                };
+                let between = &rest[..declared.get(0).unwrap().start()];
+                let name = match renamed.captures(between) {
+                    Some(r) => r[1].rsplit("::").next().unwrap().to_owned(),
+                    None => declared[1].to_owned(),
+                };
+                // A macro's own `$name`: its invocations are read below.
+                if !name.starts_with('$') {
+                    names.entry(name).or_default().push(file.clone());
+                }
+            }
+            for found in by_hand.captures_iter(text) {
+                names
+                    .entry(found[1].to_owned())
+                    .or_default()
+                    .push(file.clone());
+            }
+            for found in macro_names.captures_iter(text) {
+                let name = found.get(1).or_else(|| found.get(2)).unwrap().as_str();
+                names.entry(name.to_owned()).or_default().push(file.clone());
+            }
+        }
+        names
+    }
+
+    /// utoipa keys components by name only: two Rust types registering one name leave one
+    /// schema, and the other type's routes document the wrong body. So every name is one type's,
+    /// and (to keep this scan honest) every component of the document is one the scan found.
+    #[test]
+    fn every_component_name_is_one_rust_type() {
+        let names = registered_names();
+        let clashes: Vec<_> = names.iter().filter(|(_, files)| files.len() > 1).collect();
+        assert!(
+            clashes.is_empty(),
+            "schema names registered by more than one Rust type (rename one, or \
+             #[schema(as = …)]): {clashes:?}"
+        );
+        let (_, mut document) = crate::api::routes().split_for_parts();
+        super::complete(&mut document);
+        let components: BTreeSet<String> = document
+            .components
+            .map(|c| c.schemas.into_keys().collect())
+            .unwrap_or_default();
+        assert!(components.len() > 40, "{components:?}");
+        let unseen: Vec<_> = components
+            .iter()
+            .filter(|name| !names.contains_key(*name))
+            .collect();
+        assert!(
+            unseen.is_empty(),
+            "components this test's scan of src/ does not see (teach registered_names their \
+             kind of declaration): {unseen:?}"
+        );
+    }
 }

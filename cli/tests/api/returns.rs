@@ -792,7 +792,8 @@ async fn racing_requests_never_overshoot_the_contracts_limit(
             (409, Some("return_limit_reached"))
         );
     }
-    // Eight requests at once on one sale: one return.
+    // Eight requests at once on another sale while the limit is reached: all refused, none
+    // slips past it.
     let answers = join_all(
         (0..8).map(|_| request_return(&app, &key, sales[20], json!({ "reason": "other" }))),
     )
@@ -803,7 +804,7 @@ async fn racing_requests_never_overshoot_the_contracts_limit(
             .all(|(status, body)| *status == 409 && body["code"] == "return_limit_reached"),
         "{answers:?}"
     );
-    // A denial frees its place.
+    // A denial frees its place: eight requests at once on that sale make one return.
     let id = created[0]["id"].as_str().unwrap();
     assert_eq!(decide(&app, &key, id, "deny").await.0, 200);
     let answers = join_all(

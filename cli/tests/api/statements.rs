@@ -177,7 +177,17 @@ async fn adjacent_statements_chain_and_each_adds_up_in_the_tenant_timezone(pool:
         "the last is at now: excluded"
     );
 
-    // The buyer's statement over the three months: its sales, with every kind of its account.
+    // The buyer's statement over the three months: its funds and sales, with every kind of its
+    // account. The fixture funds the buyer at the real time: its entry is moved into October,
+    // so the test does not depend on today's date.
+    sqlx::query(
+        "UPDATE ledger_entries SET created_at = '2026-10-15T12:00:00Z'
+         WHERE buyer_id = $1 AND kind = 'funds'",
+    )
+    .bind(books.buyer_id)
+    .execute(&pool)
+    .await
+    .unwrap();
     let buyer = books
         .get(&format!(
             "/v1/admin/buyers/{}/statement?from=2026-10-01&to=2026-12-31",
@@ -187,9 +197,70 @@ async fn adjacent_statements_chain_and_each_adds_up_in_the_tenant_timezone(pool:
     assert_adds_up(&buyer);
     assert_eq!(
         buyer["totals"],
-        json!({ "funds": 10000.00, "release": 0.00, "return": 0.00, "sale": -80.00 }),
-        "the fixture funds the buyer at the real time (December 2026)"
+        json!({ "funds": 10000.00, "release": 0.00, "return": 0.00, "sale": -80.00 })
     );
+    assert_eq!(cents(&buyer["opening_balance"]), 0);
+
+    // `to` alone: from the start of `to`'s month (local), `to` inclusive.
+    let to_alone = books.get(&format!("{statement}?to=2026-11-30")).await;
+    assert_eq!(
+        (&to_alone["from"], &to_alone["to"]),
+        (&november["from"], &november["to"])
+    );
+    assert_eq!(to_alone["entries"], november["entries"]);
+    // An instant: the month of its last instant (it is exclusive).
+    let to_instant = books
+        .get(&format!("{statement}?to=2026-12-01T05:00:00Z"))
+        .await;
+    assert_eq!(to_instant["from"], november["from"]);
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_range_of_dates_is_counted_in_the_tenant_calendar_days(pool: PgPool) {
+    let clock = Arc::new(FixedClock::new(at("2026-12-02T10:00:00-05:00")));
+    let books = Books::open(&pool, clock.clone()).await;
+    let statement = books.partner("statement");
+    // August 3 to November 3, inclusive: 93 days (report_max_days), and 1 h more in UTC (New
+    // York left DST on November 1).
+    let longest = books
+        .get(&format!("{statement}?from=2026-08-03&to=2026-11-03"))
+        .await;
+    assert_eq!(
+        (&longest["from"], &longest["to"]),
+        (
+            &json!("2026-08-03T00:00:00-04:00"),
+            &json!("2026-11-04T00:00:00-05:00")
+        )
+    );
+    // One more day is too many; as instants, the hour counts.
+    for query in [
+        "from=2026-08-02&to=2026-11-03",
+        "from=2026-08-03T04:00:00Z&to=2026-11-04T05:00:00Z",
+    ] {
+        let (status, problem) = books
+            .app
+            .admin(
+                Method::GET,
+                &format!("{statement}?{query}"),
+                &books.exchange.admin_key,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &problem["errors"][0]["pointer"]),
+            (422, &json!("/query/from")),
+            "{query}: {problem}"
+        );
+    }
+    // The last years a bound may name are answered.
+    let last = books
+        .get(&format!("{statement}?from=9999-12-01&to=9999-12-31"))
+        .await;
+    assert_eq!(last["entries"], json!([]));
+    let first = books
+        .get(&format!("{statement}?from=0001-01-01&to=0001-01-31"))
+        .await;
+    assert_eq!(first["entries"], json!([]));
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -226,6 +297,8 @@ async fn the_csv_statement_carries_the_json_figures_and_no_formula(pool: PgPool)
             .starts_with("attachment")
     );
     let text = response.text().await.unwrap();
+    // A UTF-8 byte order mark first (Excel reads UTF-8 with it), which the CSV reader skips.
+    assert!(text.starts_with('\u{feff}'), "{text}");
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(
         reader.headers().unwrap(),
@@ -304,6 +377,28 @@ async fn the_csv_statement_carries_the_json_figures_and_no_formula(pool: PgPool)
         "{text}"
     );
     assert!(rows.iter().all(|r| !r[6].starts_with('=')));
+
+    // CSV only when preferred to JSON: `q=0` refuses it; a higher weight of JSON wins.
+    for accept in ["text/csv;q=0", "text/csv;q=0.5, application/json"] {
+        let response = books
+            .app
+            .client
+            .get(books.app.url(&path))
+            .bearer_auth(&books.exchange.admin_key)
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{accept}"
+        );
+        assert_eq!(response.json::<Value>().await.unwrap(), json, "{accept}");
+    }
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -317,6 +412,9 @@ async fn a_bad_range_is_422_on_its_parameter(pool: PgPool) {
         ("to=2026-11-03T25:00:00Z", "/query/to"),
         ("from=2026-11-10&to=2026-11-09", "/query/to"),
         ("from=2026-01-01&to=2026-12-01", "/query/from"),
+        ("from=0000-12-01&to=0000-12-31", "/query/from"),
+        ("from=9999-12-31T23:00:00-05:00", "/query/from"),
+        ("to=10000-01-01", "/query/to"),
     ] {
         let (status, problem) = books
             .app

@@ -136,7 +136,9 @@ async fn add_funds(
     params(("id" = Uuid, Path), MoneyKey),
     request_body(content = Object, description = "`amount` (positive, at most 2 decimals) and an optional `note`",
         example = json!({"amount": 1200.00, "note": "wire 2291"})),
-    responses((status = 201, body = FundsReceipt)))]
+    responses((status = 201, body = FundsReceipt),
+        (status = 409, description = "problem+json: `payment_exceeds_balance` (the amount is more than the partner's balance: a prepayment is an adjustment), or `idempotency_key_reused`, `idempotency_key_in_progress` (with Retry-After) for the Idempotency-Key",
+            body = crate::api::problem::ProblemBody<'static>, content_type = "application/problem+json")))]
 async fn add_payment(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ReturnView, SaleItem, parse_id, returns_by_sale};
+use super::{SaleItem, SaleReturn, parse_id, returns_by_sale};
 use crate::api::Problem;
 use crate::api::extract::AdminTenant;
 use crate::app::AppState;
@@ -158,7 +158,7 @@ pub struct LeadView {
 pub struct LeadSale {
     #[serde(flatten)]
     sale: SaleItem,
-    returns: Vec<ReturnView>,
+    returns: Vec<SaleReturn>,
 }
 
 #[utoipa::path(get, path = "/v1/admin/leads/{id}", tag = "inspection",

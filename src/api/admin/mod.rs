@@ -147,12 +147,12 @@ pub struct AttemptView {
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
     /// The buyer's returns of the sale, oldest first (docs/returns.md).
-    returns: Vec<ReturnView>,
+    returns: Vec<SaleReturn>,
 }
 
 /// A buyer's return of a sale, as the explain and the lead view show it.
 #[derive(Clone, Serialize, ToSchema)]
-pub struct ReturnView {
+pub struct SaleReturn {
     id: Uuid,
     /// `requested`, `approved` or `denied`.
     status: String,
@@ -166,10 +166,10 @@ pub struct ReturnView {
 }
 
 /// Each sale's returns, oldest first, from the returns of a ping or a lead (oldest first).
-fn returns_by_sale(returns: Vec<pings::StoredReturn>) -> HashMap<Uuid, Vec<ReturnView>> {
-    let mut by_sale: HashMap<Uuid, Vec<ReturnView>> = HashMap::new();
+fn returns_by_sale(returns: Vec<pings::StoredReturn>) -> HashMap<Uuid, Vec<SaleReturn>> {
+    let mut by_sale: HashMap<Uuid, Vec<SaleReturn>> = HashMap::new();
     for r in returns {
-        by_sale.entry(r.sale_id).or_default().push(ReturnView {
+        by_sale.entry(r.sale_id).or_default().push(SaleReturn {
             id: r.id,
             status: r.status,
             reason: r.reason,
@@ -234,7 +234,7 @@ pub struct SaleView {
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
     /// The buyer's returns of the sale, oldest first (docs/returns.md).
-    returns: Vec<ReturnView>,
+    returns: Vec<SaleReturn>,
 }
 
 /// The whole auction of one ping: how every contract ended, and why.

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{parse_id, query_error};
-use crate::api::Problem;
 use crate::api::extract::AdminTenant;
+use crate::api::{ErrorCode, Problem};
 use crate::app::AppState;
 use crate::auction::{CapPeriod, period_start};
 use crate::money::Money;
@@ -39,11 +39,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct StatementQuery {
     /// Start: a date `YYYY-MM-DD` (its start in the tenant's timezone) or an RFC 3339 instant
-    /// (inclusive); default: the start of the current month in the tenant's timezone. At most
-    /// `report_max_days` before `to`.
+    /// (inclusive), years 1 to 9999; default: the start of `to`'s month in the tenant's timezone
+    /// (of the current month without `to`). At most `report_max_days` before `to` (in the
+    /// tenant's calendar days when a bound is a date).
     from: Option<String>,
     /// End: a date `YYYY-MM-DD` (inclusive: up to the end of that day in the tenant's
-    /// timezone) or an RFC 3339 instant (exclusive); default: now.
+    /// timezone) or an RFC 3339 instant (exclusive), years 1 to 9999; default: now.
     to: Option<String>,
 }
 
@@ -130,19 +131,41 @@ async fn statement(
     // Checked when written; an SQL edit that broke it reads as UTC rather than 500.
     let tz = Tz::from_str(&timezone).unwrap_or(Tz::UTC);
     let now = state.clock.now();
-    let from = parse_bound("from", query.from.as_deref(), tz, false)?
-        .unwrap_or_else(|| period_start(CapPeriod::Month, now, tz));
-    let to = parse_bound("to", query.to.as_deref(), tz, true)?.unwrap_or(now);
+    let from_bound = parse_bound("from", query.from.as_deref(), tz, false)?;
+    let to_bound = parse_bound("to", query.to.as_deref(), tz, true)?;
+    let to = to_bound.map_or(now, |b| b.at);
+    // Without `from`: the start of the month of `to`'s last instant (`to` is exclusive).
+    let from = from_bound.map_or_else(
+        || period_start(CapPeriod::Month, to - Duration::microseconds(1), tz),
+        |b| b.at,
+    );
     if to <= from {
         return Err(query_error("to", "must be after from"));
     }
     let max_days = state.settings.report_max_days;
-    if to - from > Duration::days(i64::from(max_days)) {
+    // A range of dates is counted in the tenant's calendar days: a month across a change of
+    // DST is its days, not its days ± 1 h.
+    let dated = from_bound.is_some_and(|b| b.date) || to_bound.is_some_and(|b| b.date);
+    let length = if dated {
+        to.with_timezone(&tz).naive_local() - from.with_timezone(&tz).naive_local()
+    } else {
+        to - from
+    };
+    if length > Duration::days(i64::from(max_days)) {
         return Err(query_error(
             "from",
             &format!("must be at most {max_days} days before to (setting report_max_days)"),
         ));
     }
+    // A statement reads the period's entries and those since `from` (the opening balance): as
+    // costly as a report, so it waits for the tenant's running report, then for a process
+    // slot, for a third of the request's time at most.
+    let within = state.settings.request_timeout() / 3;
+    let Some(_slot) = state.report_slots.take(tenant, within).await else {
+        return Err(Problem::new(ErrorCode::RateLimited)
+            .detail("too many reports and statements are running: retry when they are done")
+            .retry_after(1));
+    };
     let period = statements::period(
         &state.db,
         tenant,
@@ -152,7 +175,8 @@ async fn statement(
         to,
         MAX_STATEMENT_ENTRIES,
     )
-    .await?
+    .await
+    .map_err(too_costly)?
     .ok_or_else(Problem::not_found)?;
     let (opening_cents, entries) = match period {
         Period::Entries {
@@ -188,18 +212,32 @@ async fn statement(
     Ok(Json(statement).into_response())
 }
 
+/// A bound of the period: its instant, and whether it was given as a date.
+#[derive(Clone, Copy, Debug)]
+struct Bound {
+    at: DateTime<Utc>,
+    date: bool,
+}
+
+/// The years a bound may name: PostgreSQL, and the formats, hold them all.
+const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 /// `from` or `to`: a date (its start, or for `to` the start of the next day, in `tz`) or an
-/// RFC 3339 instant.
+/// RFC 3339 instant, years 1 to 9999.
 fn parse_bound(
     name: &str,
     text: Option<&str>,
     tz: Tz,
     end: bool,
-) -> Result<Option<DateTime<Utc>>, Problem> {
+) -> Result<Option<Bound>, Problem> {
     let Some(text) = text else {
         return Ok(None);
     };
+    let out_of_range = || query_error(name, "must be in the years 1 to 9999");
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if !YEARS.contains(&date.year()) {
+            return Err(out_of_range());
+        }
         let day = if end { date.succ_opt() } else { Some(date) };
         // Noon exists on every day in every timezone: the day's start is the start of the
         // day containing it (a midnight skipped by DST starts at the first instant after).
@@ -208,25 +246,91 @@ fn parse_bound(
                 .earliest()
         });
         return match noon {
-            Some(noon) => Ok(Some(period_start(
-                CapPeriod::Day,
-                noon.with_timezone(&Utc),
-                tz,
-            ))),
-            None => Err(query_error(name, "is out of range")),
+            Some(noon) => Ok(Some(Bound {
+                at: period_start(CapPeriod::Day, noon.with_timezone(&Utc), tz),
+                date: true,
+            })),
+            None => Err(out_of_range()),
         };
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|_| query_error(name, "must be a date (YYYY-MM-DD) or an RFC 3339 time"))
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| query_error(name, "must be a date (YYYY-MM-DD) or an RFC 3339 time"))?;
+    if !YEARS.contains(&at.year()) || !YEARS.contains(&at.with_timezone(&Utc).year()) {
+        return Err(out_of_range());
+    }
+    Ok(Some(Bound {
+        at: at.with_timezone(&Utc),
+        date: false,
+    }))
 }
 
+/// A statement the database could not answer in time (cancelled by the statement timeout,
+/// most likely) is the usual 503, with a detail that says what to do.
+fn too_costly(error: sqlx::Error) -> Problem {
+    let problem = Problem::from(error);
+    if problem.code != ErrorCode::Unavailable {
+        return problem;
+    }
+    problem.detail(
+        "the database could not answer the statement in time (a query running longer than the \
+         statement timeout, statement_timeout_ms, is cancelled): retry, or ask for a shorter range",
+    )
+}
+
+/// Whether the client prefers CSV to JSON (RFC 9110 `Accept`): each type's weight is the `q`
+/// of the most specific range that matches it (`text/csv`, then `text/*`, then `*/*`); CSV
+/// only with a weight above 0 and above JSON's (a tie, or no `Accept`, is JSON).
 fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
+    let ranges: Vec<(String, String, f32)> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/csv"))
+        .flat_map(|v| v.split(','))
+        .filter_map(media_range)
+        .collect();
+    let weight = |kind: &str, subtype: &str| -> f32 {
+        ranges
+            .iter()
+            .filter_map(|(k, s, q)| {
+                let specificity = match (k.as_str(), s.as_str()) {
+                    (k, s) if k == kind && s == subtype => 3,
+                    (k, "*") if k == kind => 2,
+                    ("*", "*") => 1,
+                    _ => return None,
+                };
+                Some((specificity, *q))
+            })
+            // The most specific range decides; among equals, the highest weight.
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+            .map_or(0.0, |(_, q)| q)
+    };
+    let csv = weight("text", "csv");
+    csv > 0.0 && csv > weight("application", "json")
+}
+
+/// One media range of an `Accept` header: its type, subtype (lowercase) and weight (`q`,
+/// default 1; a malformed `q` is 0, a range is not guessed).
+fn media_range(text: &str) -> Option<(String, String, f32)> {
+    let mut parts = text.split(';');
+    let (kind, subtype) = parts.next()?.trim().split_once('/')?;
+    let mut q = 1.0;
+    for param in parts {
+        if let Some((key, value)) = param.split_once('=')
+            && key.trim().eq_ignore_ascii_case("q")
+        {
+            q = value
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(0.0);
+        }
+    }
+    Some((
+        kind.trim().to_ascii_lowercase(),
+        subtype.trim().to_ascii_lowercase(),
+        q,
+    ))
 }
 
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
@@ -337,7 +441,10 @@ impl Statement {
             // Writing to a Vec fails only on memory exhaustion.
             let _ = out.write_record(row);
         }
-        let body = out.into_inner().unwrap_or_default();
+        // A UTF-8 byte order mark first: Excel reads the file as UTF-8 (not the locale's code
+        // page) only with it; CSV readers skip it.
+        let mut body = "\u{feff}".as_bytes().to_vec();
+        body.extend(out.into_inner().unwrap_or_default());
         let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
         (
@@ -378,7 +485,10 @@ mod tests {
         assert_eq!(no_formula("-2+3"), "'-2+3");
         assert_eq!(no_formula("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(no_formula("+1"), "'+1");
+        assert_eq!(no_formula("\t=1+1"), "'\t=1+1");
+        assert_eq!(no_formula("\r=1+1"), "'\r=1+1");
         assert_eq!(no_formula("wire 2291"), "wire 2291");
+        assert_eq!(no_formula("wire\t2291 = paid"), "wire\t2291 = paid");
     }
 
     #[test]
@@ -386,10 +496,15 @@ mod tests {
         let tz = Tz::America__New_York;
         let from = parse_bound("from", Some("2026-11-01"), tz, false).unwrap();
         let to = parse_bound("to", Some("2026-11-30"), tz, true).unwrap();
-        assert_eq!(from.unwrap().to_rfc3339(), "2026-11-01T04:00:00+00:00");
-        assert_eq!(to.unwrap().to_rfc3339(), "2026-12-01T05:00:00+00:00");
+        assert_eq!(from.unwrap().at.to_rfc3339(), "2026-11-01T04:00:00+00:00");
+        assert_eq!(to.unwrap().at.to_rfc3339(), "2026-12-01T05:00:00+00:00");
+        assert!(from.unwrap().date && to.unwrap().date);
         let instant = parse_bound("to", Some("2026-11-03T10:00:00Z"), tz, true).unwrap();
-        assert_eq!(instant.unwrap().to_rfc3339(), "2026-11-03T10:00:00+00:00");
+        assert_eq!(
+            instant.unwrap().at.to_rfc3339(),
+            "2026-11-03T10:00:00+00:00"
+        );
+        assert!(!instant.unwrap().date);
         assert!(parse_bound("from", Some("2026-13-01"), tz, false).is_err());
     }
 
@@ -398,6 +513,58 @@ mod tests {
         // America/Havana skips from 00:00 to 01:00 on 2026-03-08.
         let tz = Tz::America__Havana;
         let from = parse_bound("from", Some("2026-03-08"), tz, false).unwrap();
-        assert_eq!(local(from.unwrap(), tz), "2026-03-08T01:00:00-04:00");
+        assert_eq!(local(from.unwrap().at, tz), "2026-03-08T01:00:00-04:00");
+    }
+
+    #[test]
+    fn a_bound_is_in_the_years_1_to_9999() {
+        let tz = Tz::America__New_York;
+        for text in [
+            "0000-12-31",
+            "10000-01-01",
+            "+10000-01-01",
+            "-0001-01-01",
+            "0000-12-31T23:00:00Z",
+            "10000-01-01T00:00:00Z",
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+        ] {
+            let problem = parse_bound("from", Some(text), tz, false).unwrap_err();
+            assert_eq!(problem.code, ErrorCode::InvalidField, "{text}");
+        }
+        for text in ["0001-01-01", "9999-12-31", "9999-12-31T23:59:59Z"] {
+            assert!(parse_bound("to", Some(text), tz, true).is_ok(), "{text}");
+            assert!(parse_bound("from", Some(text), tz, false).is_ok(), "{text}");
+        }
+    }
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn csv_is_chosen_by_its_weight_against_json() {
+        for (values, csv) in [
+            (&[][..], false),
+            (&["text/csv"][..], true),
+            (&["TEXT/CSV; charset=utf-8"][..], true),
+            (&["text/csv;q=0"][..], false),
+            (&["text/csv; q=0.0, */*"][..], false),
+            (&["*/*"][..], false),
+            (&["text/*"][..], true),
+            (&["application/json, text/csv"][..], false),
+            (&["application/json;q=0.5, text/csv"][..], true),
+            (&["text/csv;q=0.4, application/json;q=0.5"][..], false),
+            (&["application/json;q=0", "text/csv;q=0.1"][..], true),
+            (&["text/*;q=0.9, text/csv;q=0"][..], false),
+            (&["text/csv;q=oops"][..], false),
+            (&["application/xml"][..], false),
+        ] {
+            assert_eq!(wants_csv(&accept(values)), csv, "{values:?}");
+        }
     }
 }
