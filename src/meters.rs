@@ -87,10 +87,11 @@ pub fn sale(status: &'static str) {
 }
 
 /// A return requested (`status="requested"`) or decided (`approved`, `denied`), by its
-/// reason: one of the contract's codes (`^[a-z][a-z0-9_]{0,39}$`, at most 20 per contract).
+/// reason: one of the default codes, else `custom` (a contract's own codes are not bounded
+/// across contracts, so they never become series).
 pub fn return_event(reason: &str, status: &'static str) {
-    metrics::counter!("gavel_returns_total", "reason" => reason.to_owned(), "status" => status)
-        .increment(1);
+    let reason = crate::returns::metric_reason(reason);
+    metrics::counter!("gavel_returns_total", "reason" => reason, "status" => status).increment(1);
 }
 
 /// A buyer endpoint's breaker changed state (`to`: `open`, `half_open`, `closed`);

@@ -143,6 +143,15 @@ pub const DEFAULT_REASONS: [&str; 7] = [
     "other",
 ];
 
+/// A reason as `/metrics` counts it: one of [`DEFAULT_REASONS`], else `custom`.
+pub fn metric_reason(reason: &str) -> &'static str {
+    DEFAULT_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("custom")
+}
+
 impl Default for ReturnSettings {
     fn default() -> Self {
         ReturnSettings {
@@ -429,6 +438,15 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn metrics_count_the_default_reasons_by_name_and_any_other_as_custom() {
+        for reason in DEFAULT_REASONS {
+            assert_eq!(metric_reason(reason), reason);
+        }
+        assert_eq!(metric_reason("h2_race_probe"), "custom");
+        assert_eq!(metric_reason("bad_phone2"), "custom");
     }
 
     #[test]

@@ -572,7 +572,8 @@ pub async fn complete(
     // makes the charge, the payout and the dedup keys happen once, whoever completes it. Every
     // value comes from the sale's own row, so the sweep completes it exactly as this does. A
     // test sale writes nothing but its status. The partner's balance moves with its `sale`
-    // entry, under the same conditions.
+    // entry by the ledger's trigger (migration 0017), so also when a process of the previous
+    // release, which knows no partner balance, completes the sale.
     let sold = sqlx::query_scalar!(
         r#"WITH sold AS (
              UPDATE lead_sales SET status = 'sold', reason = NULL, verdict = 'accepted',
@@ -588,9 +589,6 @@ pub async fn complete(
              INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, created_at)
              SELECT $1, $9, 'partner', partner_id, 'sale', payout_cents, id, $8 FROM sold
              WHERE NOT test AND payout_cents > 0),
-         owed AS (
-             UPDATE partners p SET balance_cents = p.balance_cents + sold.payout_cents FROM sold
-             WHERE p.tenant_id = $1 AND p.id = sold.partner_id AND NOT sold.test AND sold.payout_cents > 0),
          keys AS (
              INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
              SELECT $1, k.hash, sold.buyer_id, sold.offer_id, k.kind, $8, sold.id
@@ -795,7 +793,8 @@ pub async fn release_interrupted(
 /// A post whose request died after claiming its ping never stored an answer, so its retries
 /// would wait in vain: once none of its sales is pending, its answer is built from them. Each
 /// winning bid's slot answers its final status across its cascade's attempts (`sold` when one
-/// sold, else the last attempt's status and reason), with `attempts` when it cascaded.
+/// sold, else the last attempt's status and reason), with `attempts` when it cascaded. A sale
+/// returned since is answered `sold`, with its payout, as the post would have answered it.
 async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
     let unanswered = sqlx::query!(
         "SELECT tenant_id, id FROM leads WHERE post_response IS NULL AND created_at < now() - interval '1 minute'",
@@ -835,7 +834,10 @@ async fn answer_interrupted_posts(db: &PgPool) -> Result<(), sqlx::Error> {
                                                    ELSE 0.00 END,
                                     'reason', CASE WHEN status <> 'sold' THEN reason END)
                                     ORDER BY attempt) END AS attempts
-                         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2
+                         FROM (SELECT replaces_bid_id, bid_id, attempt, price_cents, payout_cents,
+                                      buyer_id, reason,
+                                      CASE WHEN status = 'returned' THEN 'sold' ELSE status END AS status
+                               FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2) sales
                          GROUP BY 1) slots
                    WHERE EXISTS (SELECT 1 FROM distribution_winners w
                                  WHERE w.tenant_id = $1 AND w.bid_id = slots.slot)) s

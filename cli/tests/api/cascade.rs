@@ -525,6 +525,15 @@ async fn the_sweep_answers_an_interrupted_cascade_as_the_post_would(pool: PgPool
     .execute(&pool)
     .await
     .unwrap();
+    // The sold attempt returned since (its return approved before the sweep came): the post
+    // is answered as it would have been, sold with its payout.
+    sqlx::query(
+        "UPDATE lead_sales SET status = 'returned' WHERE tenant_id = $1 AND status = 'sold'",
+    )
+    .bind(exchange.tenant_id)
+    .execute(&pool)
+    .await
+    .unwrap();
     gavel::store::sales::release_interrupted(&pool, chrono::Utc::now())
         .await
         .unwrap();

@@ -152,6 +152,8 @@ async fn the_partner_balance_is_the_sum_of_its_ledger_after_sales_payments_and_a
     for _ in 0..3 {
         books.sell().await;
     }
+    // The sales' `sale` entries move the balance by the ledger's trigger: as `complete` writes
+    // them now, so did the previous release, which knew no partner balance (rolling upgrade).
     assert_eq!(
         books.partner_balance().await,
         3 * 2800,
@@ -206,6 +208,23 @@ async fn the_partner_balance_is_the_sum_of_its_ledger_after_sales_payments_and_a
         .await;
     let first = buyer["items"][0].as_object().unwrap();
     assert!(first.contains_key("return_id"), "{buyer}");
+
+    // Whoever writes a partner's entry moves its balance: here, SQL by hand.
+    sqlx::query(
+        "INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, note)
+         VALUES ($1, $2, 'partner', $3, 'adjustment', 75, 'by hand')",
+    )
+    .bind(books.exchange.tenant_id)
+    .bind(Uuid::now_v7())
+    .bind(books.exchange.partner_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(books.partner_balance().await, 8400 - 5000 - 1525 + 75);
+    assert_eq!(
+        sum(&books.partner_ledger().await),
+        books.partner_balance().await
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -354,6 +373,38 @@ async fn a_bad_body_is_422_with_its_pointers_and_another_tenants_partner_404(poo
             (404, &json!("not_found")),
             "{what}"
         );
+    }
+    // Nor with a body that is no JSON object, or not JSON: 404 all the same, before the body
+    // is read (the tenant's own account answers the body's refusal). Buyers' funds likewise.
+    let buyer_funds = format!("/v1/admin/buyers/{}/funds", books.buyer_id);
+    for path in [
+        books.partner("payments"),
+        books.partner("adjustments"),
+        buyer_funds,
+    ] {
+        for (content_type, body) in [("application/json", "{\"amount\":"), ("text/plain", "1")] {
+            for (key, expected) in [(&other.admin_key, 404), (&books.exchange.admin_key, 0)] {
+                let response = books
+                    .app
+                    .client
+                    .post(books.app.url(&path))
+                    .bearer_auth(key)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                if expected == 404 {
+                    assert_eq!(status, 404, "{path} {content_type} {body}");
+                } else {
+                    assert!(
+                        [400, 415].contains(&status),
+                        "{path} {content_type}: {status}"
+                    );
+                }
+            }
+        }
     }
     assert_eq!(books.partner_balance().await, 2800);
 }

@@ -124,7 +124,7 @@ async fn add_funds(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     record(state, tenant, id, &headers, body, Operation::Funds).await
 }
@@ -144,7 +144,7 @@ async fn add_payment(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     record(state, tenant, id, &headers, body, Operation::Payment).await
 }
@@ -161,7 +161,7 @@ async fn add_adjustment(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    body: Result<JsonObject, Problem>,
 ) -> Result<Response, Problem> {
     record(state, tenant, id, &headers, body, Operation::Adjustment).await
 }
@@ -172,9 +172,13 @@ async fn record(
     tenant: Uuid,
     id: String,
     headers: &HeaderMap,
-    body: Map<String, Value>,
+    body: Result<JsonObject, Problem>,
     operation: Operation,
 ) -> Result<Response, Problem> {
+    let body = match body {
+        Ok(JsonObject(body)) => body,
+        Err(refusal) => return Err(refuse_body(&state, tenant, &id, operation, refusal).await),
+    };
     let Some(key) = idempotency::key_of(headers)? else {
         return Ok(move_money(&state, tenant, &id, &body, operation, None)
             .await
@@ -205,6 +209,33 @@ async fn record(
         }
     };
     Ok(idempotency::once(&state, scope, request, run).await)
+}
+
+/// A body that is not a JSON object: refused as such, but another tenant's account (or none)
+/// is 404 first, whatever the body.
+async fn refuse_body(
+    state: &AppState,
+    tenant: Uuid,
+    id: &str,
+    operation: Operation,
+    refusal: Problem,
+) -> Problem {
+    let account_id = match parse_id(id) {
+        Ok(account_id) => account_id,
+        Err(problem) => return problem,
+    };
+    let exists = async {
+        let mut conn = state.db.acquire().await?;
+        match operation.account() {
+            Account::Buyer => admin::exists::<Buyers>(&mut conn, tenant, account_id).await,
+            Account::Partner => admin::exists::<Partners>(&mut conn, tenant, account_id).await,
+        }
+    };
+    match exists.await {
+        Ok(true) => refusal,
+        Ok(false) => Problem::not_found(),
+        Err(error) => error.into(),
+    }
 }
 
 async fn move_money(

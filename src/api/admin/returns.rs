@@ -136,17 +136,22 @@ async fn request_return(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    body: Result<JsonObject, Problem>,
 ) -> Result<(StatusCode, Json<ReturnView>), Problem> {
     let sale_id = parse_id(&id)?;
-    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
+    // Another tenant's sale (or none) is 404 whatever the body, even one that is no JSON
+    // object.
     let contract_id = store::sale_contract(&mut *tx, tenant, sale_id)
         .await?
         .ok_or_else(Problem::not_found)?;
+    let JsonObject(body) = body?;
     let (reason, note) = read_request(&body).map_err(Problem::invalid_config)?;
     // Requests of one contract queue here: each counts the ones before it against the limit.
     store::lock_contract(&mut tx, tenant, contract_id).await?;
+    // Read once the lock is held: a request that queued is judged (window, period) and
+    // stamped at the time it runs, never before the request it waited for.
+    let now = state.clock.now();
     let facts = store::sale_facts(&mut tx, tenant, sale_id)
         .await?
         .ok_or_else(Problem::not_found)?;
@@ -314,9 +319,10 @@ async fn as_decided(
     }
 }
 
-/// Approves a requested return in the caller's transaction: the return's status is the gate
-/// (`store::decide`), then the sale `returned`, the current periods' cap counters given back,
-/// the buyer credited, the partner debited under `reverse_payout`.
+/// Approves a requested return in the caller's transaction, in one call
+/// (`store::approve`): the return's status the gate, then the sale `returned`, the current
+/// periods' cap counters given back, the buyer credited, the partner debited under
+/// `reverse_payout`. Which periods are current is decided here (`caps_to_give_back`, pure).
 async fn approve_in(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -331,38 +337,33 @@ async fn approve_in(
         return as_decided(tx, tenant, id, "approved").await;
     }
     let policy = ReturnPolicy::from_str(&facts.return_policy).unwrap_or_default();
-    let reversed = policy.reversed_cents(facts.payout_cents);
-    if !store::decide(tx, tenant, id, "approved", Some(reversed), note, now).await? {
-        return as_decided(tx, tenant, id, "approved").await;
-    }
-    let Some(sale) = store::mark_returned(tx, tenant, facts.sale_id).await? else {
+    let tz = Tz::from_str(&facts.timezone).unwrap_or(Tz::UTC);
+    let caps = caps_to_give_back(&facts.reserved_caps, now, tz);
+    let approval = store::Approval {
+        tenant,
+        id,
+        reversed_cents: policy.reversed_cents(facts.payout_cents),
+        note,
+        now,
+        periods: &caps.periods,
+        starts: &caps.starts,
+        buyer_periods: &caps.buyer_periods,
+        buyer_starts: &caps.buyer_starts,
+    };
+    match store::approve(tx, &approval).await {
+        Ok(Some(row)) => {
+            let moved = Some((row.contract_id, row.buyer_id));
+            Ok(Decision::Decided(row, moved))
+        }
+        Ok(None) => as_decided(tx, tenant, id, "approved").await,
         // The request checked the sale sold, and one open return per sale is all that
         // returns a sale: only an SQL edit gets here.
-        return Err(Problem::new(ErrorCode::SaleNotReturnable)
-            .detail("the sale is not sold any more; the return was left requested"));
-    };
-    let tz = Tz::from_str(&facts.timezone).unwrap_or(Tz::UTC);
-    let caps = caps_to_give_back(&sale.reserved_caps, now, tz);
-    store::give_back_caps(
-        tx,
-        tenant,
-        sale.contract_id,
-        sale.buyer_id,
-        &caps.periods,
-        &caps.starts,
-        &caps.buyer_periods,
-        &caps.buyer_starts,
-        sale.price_cents,
-    )
-    .await?;
-    store::move_money(tx, tenant, id, facts.sale_id, &sale, reversed, now).await?;
-    let row = store::get(&mut *tx, tenant, id)
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    Ok(Decision::Decided(
-        row,
-        Some((sale.contract_id, sale.buyer_id)),
-    ))
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some(store::SALE_SOLD) => {
+            Err(Problem::new(ErrorCode::SaleNotReturnable)
+                .detail("the sale is not sold any more; the return was left requested"))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Denies a requested return in the caller's transaction: nothing else moves.
@@ -373,7 +374,7 @@ async fn deny_in(
     note: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Problem> {
-    if !store::decide(tx, tenant, id, "denied", None, note, now).await? {
+    if !store::deny(tx, tenant, id, note, now).await? {
         return as_decided(tx, tenant, id, "denied").await;
     }
     let row = store::get(&mut *tx, tenant, id)
@@ -392,8 +393,9 @@ async fn decide(
 ) -> Result<Json<ReturnView>, Problem> {
     let id = parse_id(id)?;
     let note = read_decision(body)?;
-    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
+    // Read once the transaction began: a decision's time is never before its transaction's.
+    let now = state.clock.now();
     let decision = if approve {
         approve_in(&mut tx, tenant, id, note.as_deref(), now).await?
     } else {

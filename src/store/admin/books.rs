@@ -79,23 +79,29 @@ pub struct NewEntry<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Adds the entry's amount to the account's balance with the entry; the entry and the new
-/// balance.
+/// Writes the entry and moves the account's balance with it; the entry and the new balance.
+/// The caller holds the account's row lock (taken first: the payment's check).
 pub async fn add_entry(
     tx: &mut PgConnection,
     tenant: Uuid,
     new: &NewEntry<'_>,
 ) -> Result<(LedgerRow, i64), sqlx::Error> {
-    let balance: i64 = sqlx::query_scalar(sql(format!(
-        "UPDATE {} SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
-         RETURNING balance_cents",
-        new.account.table()
-    )))
-    .bind(tenant)
-    .bind(new.account_id)
-    .bind(new.amount_cents)
-    .fetch_one(&mut *tx)
-    .await?;
+    // A buyer's balance is Gavel's to move; a partner's moves by the ledger's trigger
+    // (migration 0017), with the entry, and is read after it.
+    let buyer_balance = match new.account {
+        Account::Buyer => Some(
+            sqlx::query_scalar!(
+                "UPDATE buyers SET balance_cents = balance_cents + $3 WHERE tenant_id = $1 AND id = $2
+                 RETURNING balance_cents",
+                tenant,
+                new.account_id,
+                new.amount_cents,
+            )
+            .fetch_one(&mut *tx)
+            .await?,
+        ),
+        Account::Partner => None,
+    };
     // One jsonb bind, as for the configuration tables (`super`); the time in microseconds,
     // as a bound timestamp would be.
     let entry = serde_json::json!({
@@ -118,6 +124,18 @@ pub async fn add_entry(
     .bind(entry)
     .fetch_one(&mut *tx)
     .await?;
+    let balance = match buyer_balance {
+        Some(balance) => balance,
+        None => {
+            sqlx::query_scalar!(
+                "SELECT balance_cents FROM partners WHERE tenant_id = $1 AND id = $2",
+                tenant,
+                new.account_id,
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
     Ok((entry, balance))
 }
 

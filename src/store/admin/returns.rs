@@ -4,7 +4,7 @@
 //!
 //! Lock order, as everywhere in Gavel after a sale's own: the return's row, the sale's row,
 //! the contract's cap counters (in the order reserved), the buyer's counters, the buyer, then
-//! the partner. A request first takes its contract's advisory lock (requests of one contract
+//! the partner (the approval takes them all in one call: `gavel_approve_return`). A request first takes its contract's advisory lock (requests of one contract
 //! queue there, so that their count against the limit holds); nothing waits for that lock
 //! while holding one of the others.
 
@@ -111,10 +111,15 @@ pub async fn sale_facts(
     .await
 }
 
+/// How many days before a period a sale sold in it may have been created (docs/returns.md).
+pub const SOLD_LATE_DAYS: i32 = 7;
+
 /// The contract's returns requested in `[start, end)` (denied ones aside) and its sales
 /// sold in it (sold or since returned, test sales aside). A sale counts by the time it was
-/// sold (`settled_at`); it is settled within its pending time of its creation, so the scan
-/// of the contract's sales starts a day before the period.
+/// sold (`settled_at`). A sale is settled within minutes of its creation, or by the sweep
+/// once a Gavel process runs again: the scan of the contract's sales (by its index on
+/// `created_at`) starts [`SOLD_LATE_DAYS`] days before the period, so a sale the sweep
+/// completed after an outage of up to that long still counts.
 pub async fn period_counts(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -129,13 +134,14 @@ pub async fn period_counts(
                 AND requested_at >= $3 AND requested_at < $4) AS "returns!",
              (SELECT count(*) FROM lead_sales
               WHERE tenant_id = $1 AND contract_id = $2
-                AND created_at >= $3 - interval '1 day' AND created_at < $4
+                AND created_at >= $3 - make_interval(days => $5) AND created_at < $4
                 AND settled_at >= $3 AND settled_at < $4
                 AND status IN ('sold', 'returned') AND NOT test) AS "sold!""#,
         tenant,
         contract_id,
         start,
         end,
+        SOLD_LATE_DAYS,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -203,13 +209,13 @@ pub async fn get(
     .await
 }
 
-/// What the approval of a return needs beyond the return: the sale's payout, the offer's
-/// policy and the tenant's timezone.
+/// What the approval of a return needs beyond the return: the sale's payout and
+/// reservation, the offer's policy and the tenant's timezone.
 pub struct ApprovalFacts {
-    pub sale_id: Uuid,
-    pub reason: String,
     pub status: String,
     pub payout_cents: i64,
+    /// The sale's `reserved_caps`: written with its reservation, never changed after.
+    pub reserved_caps: Value,
     pub return_policy: String,
     pub timezone: String,
 }
@@ -221,7 +227,7 @@ pub async fn approval_facts(
 ) -> Result<Option<ApprovalFacts>, sqlx::Error> {
     sqlx::query_as!(
         ApprovalFacts,
-        "SELECT r.sale_id, r.reason, r.status, s.payout_cents, o.return_policy, t.timezone
+        "SELECT r.status, s.payout_cents, s.reserved_caps, o.return_policy, t.timezone
          FROM returns r
          JOIN lead_sales s ON s.tenant_id = r.tenant_id AND s.id = r.sale_id
          JOIN offers o ON o.tenant_id = r.tenant_id AND o.id = r.offer_id
@@ -234,148 +240,79 @@ pub async fn approval_facts(
     .await
 }
 
-/// Decides a requested return: `approved` (with what the partner is debited) or `denied`.
-/// The gate of every decision: `false` when the return was not `requested` any more
-/// (decided by another request), and then nothing changed.
-pub async fn decide(
+/// Raised by `gavel_approve_return` when the return's sale is not `sold`.
+pub const SALE_SOLD: &str = "returns_sale_sold";
+
+/// An approval, as `gavel_approve_return` (migration 0017) makes it.
+pub struct Approval<'a> {
+    pub tenant: Uuid,
+    pub id: Uuid,
+    /// What the partner is debited (0 under `exchange_absorbs`).
+    pub reversed_cents: i64,
+    pub note: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    /// The contract's cap periods to give back one lead and the price, with their starts.
+    pub periods: &'a [String],
+    pub starts: &'a [DateTime<Utc>],
+    /// The buyer's likewise.
+    pub buyer_periods: &'a [String],
+    pub buyer_starts: &'a [DateTime<Utc>],
+}
+
+/// Approves a requested return in one call: the return `approved` (the gate: `None` when it
+/// was not `requested` any more, and then nothing changed), the sale `returned`, the cap
+/// counters given back, the buyer credited the price and the partner debited
+/// `reversed_cents` (when above 0), each with its `return` entry (the partner's balance moves
+/// by the ledger's trigger). A sale not `sold` is an error on [`SALE_SOLD`].
+pub async fn approve(
+    tx: &mut PgConnection,
+    approval: &Approval<'_>,
+) -> Result<Option<ReturnRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ReturnRow,
+        r#"SELECT id AS "id!", sale_id AS "sale_id!", lead_id AS "lead_id!", ping_id AS "ping_id!",
+                  contract_id AS "contract_id!", buyer_id AS "buyer_id!", partner_id AS "partner_id!",
+                  offer_id AS "offer_id!", status AS "status!", reason AS "reason!", note,
+                  price_cents AS "price_cents!", payout_reversed_cents, decision_note,
+                  requested_at AS "requested_at!", decided_at
+           FROM gavel_approve_return($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+        approval.tenant,
+        approval.id,
+        approval.reversed_cents,
+        approval.note,
+        approval.now,
+        approval.periods,
+        approval.starts,
+        approval.buyer_periods,
+        approval.buyer_starts,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    )
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// Denies a requested return: `false` when it was not `requested` any more (decided by
+/// another request), and then nothing changed.
+pub async fn deny(
     tx: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
-    status: &str,
-    payout_reversed_cents: Option<i64>,
     note: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let decided = sqlx::query!(
-        "UPDATE returns SET status = $3, payout_reversed_cents = $4, decision_note = $5, decided_at = $6
+    let denied = sqlx::query!(
+        "UPDATE returns SET status = 'denied', decision_note = $3, decided_at = $4
          WHERE tenant_id = $1 AND id = $2 AND status = 'requested'",
         tenant,
         id,
-        status,
-        payout_reversed_cents,
         note,
         now,
     )
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    Ok(decided == 1)
-}
-
-/// The sold sale of an approved return, now `returned`: what its approval gives back.
-pub struct ReturnedSale {
-    pub contract_id: Uuid,
-    pub buyer_id: Uuid,
-    pub partner_id: Uuid,
-    pub price_cents: i64,
-    pub reserved_caps: Value,
-}
-
-/// Marks the sale `returned`; `None` when it was not `sold`.
-pub async fn mark_returned(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    sale_id: Uuid,
-) -> Result<Option<ReturnedSale>, sqlx::Error> {
-    sqlx::query_as!(
-        ReturnedSale,
-        "UPDATE lead_sales SET status = 'returned'
-         WHERE tenant_id = $1 AND id = $2 AND status = 'sold' AND NOT test
-         RETURNING contract_id, buyer_id, partner_id, price_cents, reserved_caps",
-        tenant,
-        sale_id,
-    )
-    .fetch_optional(&mut *tx)
-    .await
-}
-
-/// Gives back one lead and `price_cents` to the contract's counters of `periods` (with their
-/// `starts`) and the buyer's of `buyer_periods`, as a release does (migrations 0003, 0013).
-#[allow(clippy::too_many_arguments)]
-pub async fn give_back_caps(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    contract_id: Uuid,
-    buyer_id: Uuid,
-    periods: &[String],
-    starts: &[DateTime<Utc>],
-    buyer_periods: &[String],
-    buyer_starts: &[DateTime<Utc>],
-    price_cents: i64,
-) -> Result<(), sqlx::Error> {
-    if !periods.is_empty() {
-        sqlx::query!(
-            "SELECT gavel_give_back_caps($1, $2, $3, $4, $5, $6)",
-            tenant,
-            contract_id,
-            periods,
-            starts,
-            price_cents,
-            i32::try_from(periods.len()).unwrap_or(i32::MAX),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !buyer_periods.is_empty() {
-        sqlx::query!(
-            "SELECT gavel_give_back_buyer_caps($1, $2, $3, $4, $5, $6)",
-            tenant,
-            buyer_id,
-            buyer_periods,
-            buyer_starts,
-            price_cents,
-            i32::try_from(buyer_periods.len()).unwrap_or(i32::MAX),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// The money of an approval: the buyer credited the price, the partner debited
-/// `reversed_cents` (when above 0), each balance with its `return` entry.
-pub async fn move_money(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    return_id: Uuid,
-    sale_id: Uuid,
-    sale: &ReturnedSale,
-    reversed_cents: i64,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "WITH credited AS (
-             UPDATE buyers SET balance_cents = balance_cents + $4 WHERE tenant_id = $1 AND id = $3)
-         INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, return_id, created_at)
-         VALUES ($1, $2, 'buyer', $3, 'return', $4, $5, $6, $7)",
-        tenant,
-        Uuid::now_v7(),
-        sale.buyer_id,
-        sale.price_cents,
-        sale_id,
-        return_id,
-        now,
-    )
-    .execute(&mut *tx)
-    .await?;
-    if reversed_cents > 0 {
-        sqlx::query!(
-            "WITH debited AS (
-                 UPDATE partners SET balance_cents = balance_cents - $4 WHERE tenant_id = $1 AND id = $3)
-             INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, return_id, created_at)
-             VALUES ($1, $2, 'partner', $3, 'return', -$4::bigint, $5, $6, $7)",
-            tenant,
-            Uuid::now_v7(),
-            sale.partner_id,
-            reversed_cents,
-            sale_id,
-            return_id,
-            now,
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    Ok(denied == 1)
 }
 
 /// The list's filters; every one optional.
