@@ -15,7 +15,8 @@ use crate::harness::spawn_app;
 /// Gavel's own part of a ping beyond its deadline (a few ms), with room for a busy 2-core CI.
 const OUR_PART: Duration = Duration::from_millis(200);
 
-/// A buyer that bids 30.00 after two seconds.
+/// A buyer that bids 30.00 after three seconds: later than its contract's 2 s timeout, by a
+/// margin (at exactly 2 s the answer and the timeout race on a loaded machine).
 async fn slow_buyer() -> MockServer {
     let rtb = MockServer::start().await;
     Mock::given(method("POST"))
@@ -23,7 +24,7 @@ async fn slow_buyer() -> MockServer {
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "exclusive": 30.00 }))
-                .set_delay(Duration::from_secs(2)),
+                .set_delay(Duration::from_secs(3)),
         )
         .mount(&rtb)
         .await;

@@ -939,13 +939,14 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
         .await
         .unwrap();
     let stdout = crate::harness::successful_stdout(&output);
-    // The ping, the post, the ping's auction and the test delivery each print one JSON line.
+    // The ping, the post, the ping's auction, the return's approval, the partner's statement
+    // and the test delivery each print one JSON line.
     let printed: Vec<Value> = stdout
         .lines()
         .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("{stdout}")))
         .collect();
-    assert_eq!(printed.len(), 4, "{stdout}");
+    assert_eq!(printed.len(), 6, "{stdout}");
     let answer = &printed[1];
     assert_eq!(answer["status"], "sold", "{answer}");
     // Granite (XML bids, XML delivery) outbids the others for a good-credit lead, and takes it.
@@ -965,8 +966,18 @@ async fn the_demos_printed_commands_sell_a_lead(pool: PgPool) {
             .is_some_and(|r| r.contains("<status>accepted</status>")),
         "{auction}"
     );
+    // The newest sale returned and approved: the buyer refunded its price, the partner's
+    // payout taken back, both on the partner's statement.
+    let approved = &printed[3];
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert_eq!(approved["price"], outcome["sale"]["price"], "{approved}");
+    assert_eq!(approved["payout_reversed"], answer["payout"], "{approved}");
+    let statement = &printed[4];
+    assert_eq!(statement["totals"]["sale"], answer["payout"], "{statement}");
+    assert_eq!(statement["totals"]["return"], json!(-29.40), "{statement}");
+    assert_eq!(statement["closing_balance"], json!(0.0), "{statement}");
     // Hollis's test delivery: a form post, read as accepted from its line of text.
-    let trial = &printed[3];
+    let trial = &printed[5];
     assert_eq!(trial["sent"], true, "{trial}");
     let body = trial["request"]["body"].as_str().unwrap();
     assert!(
@@ -997,7 +1008,11 @@ fn shell_commands(printed: &str) -> String {
     let mut script = Vec::new();
     let mut in_command = false;
     for line in printed.lines() {
-        if line.starts_with("PING") || line.starts_with("curl ") {
+        // A command, or a shell variable set from one (`PING=$(curl …`, `SALE_ID=$(…`).
+        let assignment = line.split_once("=$(").is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        });
+        if assignment || line.starts_with("curl ") {
             in_command = true;
         } else if line.trim().is_empty() {
             in_command = false;
