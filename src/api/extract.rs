@@ -17,6 +17,33 @@ use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::keys;
 
+/// A body that may be left out (empty or only whitespace, whatever its content type): an
+/// empty object then; otherwise exactly as `JsonObject`, under the same body limit.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(ErrorCode::PayloadTooLarge)
+                } else {
+                    Problem::new(ErrorCode::MalformedJson).detail("the body could not be read")
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonObject(Map::new()));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let JsonObject(object) = JsonObject::from_request(request, state).await?;
+        Ok(OptionalJsonObject(object))
+    }
+}
+
 /// A request body that is a JSON object. Anything else is 415 (not JSON), 413 (over the body
 /// limit) or 400 `malformed_json`, before a handler sees it.
 pub struct JsonObject(pub Map<String, Value>);

@@ -5,8 +5,7 @@
 use std::str::FromStr;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -20,7 +19,7 @@ use uuid::Uuid;
 
 use super::input::Input;
 use super::{parse_id, parse_limit, parse_time, parse_uuid, query_error};
-use crate::api::extract::{AdminTenant, JsonObject};
+use crate::api::extract::{AdminTenant, JsonObject, OptionalJsonObject};
 use crate::api::{ErrorCode, FieldError, Problem};
 use crate::app::AppState;
 use crate::auction::ConfigError;
@@ -85,26 +84,6 @@ impl From<ReturnRow> for ReturnView {
             requested_at: row.requested_at,
             decided_at: row.decided_at,
         }
-    }
-}
-
-/// A body that may be left out (empty): an empty object then; otherwise as `JsonObject`.
-pub struct OptionalJsonObject(pub Map<String, Value>);
-
-impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024)
-            .await
-            .map_err(|_| Problem::new(ErrorCode::PayloadTooLarge))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJsonObject(Map::new()));
-        }
-        let request = Request::from_parts(parts, Body::from(bytes));
-        let JsonObject(object) = JsonObject::from_request(request, state).await?;
-        Ok(OptionalJsonObject(object))
     }
 }
 
