@@ -250,8 +250,13 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
 
     let (api, _) = api::router_and_document();
+    // The console calls the admin API in-process (`console::admin`).
+    let console = crate::console::router(crate::console::AdminApi(
+        api.clone().with_state(state.clone()),
+    ));
     Router::new()
         .merge(api)
+        .merge(console)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -291,11 +296,12 @@ fn bound_request_id(mut request: Request) -> Request {
 /// Their text is dropped, not passed on: it may quote what the client sent.
 async fn problem_json_errors(response: axum::response::Response) -> axum::response::Response {
     let status = response.status();
+    // The console's error pages are HTML, for a browser.
     if status.as_u16() < 400
         || response
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
-            .is_some_and(|v| v == "application/problem+json")
+            .is_some_and(|v| v == "application/problem+json" || v == "text/html; charset=utf-8")
     {
         return response;
     }

@@ -26,6 +26,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// When the console's session cookie is marked `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecureCookie {
+    /// When the request came over https (the public URL is https, or a proxy says so).
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -56,6 +66,8 @@ pub struct Settings {
     /// Whether a ping's record waits for PostgreSQL's WAL flush (docs/durability.md).
     pub ping_synchronous_commit: bool,
     pub report_max_days: u32,
+    pub console_session_hours: u32,
+    pub console_secure_cookie: SecureCookie,
     pub max_concurrent_reports: usize,
     pub max_rtb_calls_per_ping: usize,
     pub state_cache_ms: u64,
@@ -155,6 +167,9 @@ impl Settings {
                 "statement_timeout_ms",
                 "must be between 100 and 3600000 (one hour)",
             );
+        }
+        if !(1..=720).contains(&self.console_session_hours) {
+            return bad("console_session_hours", "must be between 1 and 720");
         }
         if !(1..=3660).contains(&self.report_max_days) {
             return bad("report_max_days", "must be between 1 and 3660");
@@ -403,6 +418,12 @@ mod tests {
             ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
             ("GAVEL_STATEMENT_TIMEOUT_MS", "0", "statement_timeout_ms"),
             ("GAVEL_REPORT_MAX_DAYS", "0", "report_max_days"),
+            ("GAVEL_CONSOLE_SESSION_HOURS", "0", "console_session_hours"),
+            (
+                "GAVEL_CONSOLE_SECURE_COOKIE",
+                "maybe",
+                "console_secure_cookie",
+            ),
             (
                 "GAVEL_MAX_CONCURRENT_REPORTS",
                 "0",

@@ -28,6 +28,7 @@ pub mod auction;
 pub mod buyers;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod evaluate;
 pub mod exact_json;

@@ -123,6 +123,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminTenant(pub Uuid);
 
+/// The tenant of an admin API request the console makes in-process, for its signed-in session
+/// (`crate::console::admin`). A request extension: a request from the network cannot carry
+/// one, so only the console's own calls are authenticated by it.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcessTenant(pub Uuid);
+
 /// The longest a configuration write waits for this process's reload.
 const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -158,15 +164,23 @@ impl FromRequestParts<AppState> for AdminTenant {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let key = bearer_token(&parts.headers).ok_or_else(|| {
-            Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
-        })?;
-        let tenant = state.config.admin_tenant(&keys::hash(key)).await?;
-        let tenant = tenant
-            .ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))?;
+        let in_process = parts.extensions.get::<InProcessTenant>().map(|t| t.0);
+        let tenant = match in_process {
+            Some(tenant) => tenant,
+            None => key_tenant(parts, state).await?,
+        };
         if let Some(written) = parts.extensions.get::<WrittenTenant>() {
             let _ = written.0.set((tenant, state.clone()));
         }
         Ok(AdminTenant(tenant))
     }
+}
+
+/// The tenant of the request's admin key.
+async fn key_tenant(parts: &Parts, state: &AppState) -> Result<Uuid, Problem> {
+    let key = bearer_token(&parts.headers).ok_or_else(|| {
+        Problem::new(ErrorCode::Unauthorized).detail("send Authorization: Bearer <admin key>")
+    })?;
+    let tenant = state.config.admin_tenant(&keys::hash(key)).await?;
+    tenant.ok_or_else(|| Problem::new(ErrorCode::Unauthorized).detail("unknown admin key"))
 }

@@ -2,6 +2,7 @@
 //! is the `gavel` command's business: the server takes a URL.)
 
 pub mod admin;
+pub mod console;
 pub mod errors;
 pub mod group;
 pub mod idempotency;
