@@ -229,8 +229,9 @@ pub struct ContractView {
     /// `won`, `outbid` or `declined`.
     outcome: String,
     reason: Option<String>,
-    /// What the reason is about: for `filtered`, the failing filter's JSON pointer in the
-    /// contract (`/filters/0`); for `cap_reached`, the cap.
+    /// More about the reason: for `filtered`, the failing filter's JSON pointer in the
+    /// contract (`/filters/0`); for `cap_reached`, the cap; for an RTB decline, what the
+    /// answer said or lacked.
     detail: Option<String>,
     /// A `filtered` decline in words: the field, the operator, the contract's values and the
     /// ping's value (a PII field's only as set or not), e.g. `state is TX, but the contract
@@ -289,10 +290,16 @@ async fn ping_view(
             .map(|r| r.to_vec())
             .unwrap_or_default()
     };
+    // A filtered decline in words: the offer's schema compiled once, only when one is there.
+    let filtered = |r: &pings::StoredDistribution| r.reason.as_deref() == Some("filtered");
+    let schema = ping
+        .offer_fields
+        .as_ref()
+        .filter(|_| rows.iter().any(filtered))
+        .and_then(|fields| crate::auction::CompiledSchema::compile(fields).ok());
     let ping_lead = ping.lead.as_ref().map(|lead| &lead.0);
     let explain = |r: &pings::StoredDistribution| {
-        (r.reason.as_deref() == Some("filtered"))
-            .then(|| filtered_in_words(r, ping.created_at, ping.offer_fields.as_ref(), ping_lead))
+        filtered(r).then(|| filtered_in_words(r, ping.created_at, schema.as_ref(), ping_lead))
     };
     let explanations: Vec<Option<String>> = rows.iter().map(explain).collect();
     let attempts = attempts
@@ -387,20 +394,20 @@ async fn ping_view(
 }
 
 /// A `filtered` decline in words ([`crate::auction::explain_filtered`]), from the contract's
-/// filters and the offer's fields as they are now and the ping's recorded lead; when they
+/// filters and the offer's schema as they are now and the ping's recorded lead; when they
 /// cannot tell it (the filter is gone), the pointer in a sentence.
 fn filtered_in_words(
     row: &pings::StoredDistribution,
     pinged_at: DateTime<Utc>,
-    offer_fields: Option<&serde_json::Value>,
+    schema: Option<&crate::auction::CompiledSchema>,
     lead: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> String {
     let pointer = row.detail.as_deref().unwrap_or("/filters");
     let changed = row.contract_updated_at.is_some_and(|at| at > pinged_at);
     let empty = serde_json::Map::new();
-    let words = match (&row.filters, offer_fields) {
-        (Some(filters), Some(fields)) => {
-            crate::auction::explain_filtered(filters, pointer, fields, lead.unwrap_or(&empty))
+    let words = match (&row.filters, schema) {
+        (Some(filters), Some(schema)) => {
+            crate::auction::explain_filtered(filters, pointer, schema, lead.unwrap_or(&empty))
         }
         _ => None,
     };

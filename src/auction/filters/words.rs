@@ -18,25 +18,24 @@ const MAX_CHARS: usize = 100;
 
 /// Why the filter at `pointer` (`/filters/<i>`, as the decline recorded it) of a contract whose
 /// `filters` column is `filters` declined a ping whose recorded lead is `lead`, on an offer
-/// whose `fields` column is `fields`. For example `state is TX, but the contract requires
+/// whose fields compile to `schema`. For example `state is TX, but the contract requires
 /// state to be one of CA, NY`.
 ///
-/// `None` when the words cannot be told: the schema or the filter no longer compiles, or there
+/// `None` when the words cannot be told: the filter no longer compiles, or there
 /// is no filter at `pointer` any more (the caller falls back to the pointer). When the filter
 /// holds for the lead now (it was changed since), the words say so.
 pub fn explain_filtered(
     filters: &Value,
     pointer: &str,
-    fields: &Value,
+    schema: &CompiledSchema,
     lead: &Map<String, Value>,
 ) -> Option<String> {
-    let schema = CompiledSchema::compile(fields).ok()?;
     let index: usize = pointer.strip_prefix("/filters/")?.parse().ok()?;
     let item = filters.as_array()?.get(index)?;
-    let node = compile_node(item, pointer, &schema, &mut Vec::new())?;
+    let node = compile_node(item, pointer, schema, &mut Vec::new())?;
     let prepared = schema.prepare(lead);
     let words = Words {
-        schema: &schema,
+        schema,
         lead,
         prepared: &prepared,
     };
@@ -243,8 +242,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields() -> Value {
-        json!([
+    fn schema() -> CompiledSchema {
+        CompiledSchema::compile(&json!([
             { "name": "state", "type": "string", "required": true },
             { "name": "zip", "type": "string" },
             { "name": "age", "type": "integer" },
@@ -253,7 +252,8 @@ mod tests {
             { "name": "credit", "type": "string" },
             { "name": "moved_on", "type": "date" },
             { "name": "email", "type": "email", "pii": true }
-        ])
+        ]))
+        .unwrap()
     }
 
     fn lead() -> Map<String, Value> {
@@ -267,7 +267,7 @@ mod tests {
 
     /// The words for the first filter of `filters` against `lead()`.
     fn words(filter: Value) -> String {
-        explain_filtered(&json!([filter]), "/filters/0", &fields(), &lead()).unwrap()
+        explain_filtered(&json!([filter]), "/filters/0", &schema(), &lead()).unwrap()
     }
 
     #[test]
@@ -406,11 +406,11 @@ mod tests {
         let mut lead = lead();
         lead.insert("email".into(), json!("ada@example.com"));
         assert_eq!(
-            explain_filtered(&filters, "/filters/0", &fields(), &lead),
+            explain_filtered(&filters, "/filters/0", &schema(), &lead),
             None
         );
         // And the fact of a PII field says only whether it is set.
-        let schema = CompiledSchema::compile(&fields()).unwrap();
+        let schema = schema();
         let prepared = schema.prepare(&lead);
         let words = Words {
             schema: &schema,
@@ -426,24 +426,24 @@ mod tests {
     fn no_words_without_the_filter_and_a_filter_that_holds_now_says_so() {
         let filters = json!([{"field": "state", "op": "eq", "value": "TX"}]);
         assert_eq!(
-            explain_filtered(&filters, "/filters/1", &fields(), &lead()),
+            explain_filtered(&filters, "/filters/1", &schema(), &lead()),
             None
         );
         assert_eq!(
-            explain_filtered(&filters, "/filters/x", &fields(), &lead()),
+            explain_filtered(&filters, "/filters/x", &schema(), &lead()),
             None
         );
         assert_eq!(
             explain_filtered(
                 &json!([{"field": "gone", "op": "exists"}]),
                 "/filters/0",
-                &fields(),
+                &schema(),
                 &lead()
             ),
             None
         );
         assert_eq!(
-            explain_filtered(&filters, "/filters/0", &fields(), &lead()).as_deref(),
+            explain_filtered(&filters, "/filters/0", &schema(), &lead()).as_deref(),
             Some("the ping's values pass this filter now (state to be TX)")
         );
     }
