@@ -21,6 +21,9 @@ use super::config::{ConfigError, FieldType};
 use super::schema::{CompiledSchema, PreparedLead, scalar_of};
 use super::value::Scalar;
 
+mod words;
+pub use words::explain_filtered;
+
 /// A contract's filters, all of which must hold.
 #[derive(Debug)]
 pub struct CompiledFilter {

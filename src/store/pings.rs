@@ -527,6 +527,18 @@ pub struct StoredPing {
     pub sub_ids: Option<sqlx::types::Json<Map<String, Value>>>,
     /// The routing it ran with; `None`: auction/price.
     pub routing: Option<String>,
+    pub partner_id: Uuid,
+    pub partner_name: Option<String>,
+    pub campaign_id: Uuid,
+    /// A campaign has no name of its own: its partner's and its offer's (`Partner → offer`).
+    pub campaign_name: Option<String>,
+    pub offer_id: Uuid,
+    pub offer_name: Option<String>,
+    /// The offer's `fields` as they are now (which of them are PII), to tell a `filtered`
+    /// decline in words.
+    pub offer_fields: Option<Value>,
+    /// The ping's recorded, PII-free lead (absent for a refused ping).
+    pub lead: Option<sqlx::types::Json<Map<String, Value>>>,
 }
 
 /// One contract's recorded outcome.
@@ -556,6 +568,13 @@ pub struct StoredDistribution {
     /// The sale's own price and payout (a runner-up's attempt has no bid of the ping's).
     pub sale_price_cents: Option<i64>,
     pub sale_payout_cents: Option<i64>,
+    /// The names of the contract and its buyer (archived ones too).
+    pub contract_name: Option<String>,
+    pub buyer_name: Option<String>,
+    /// A `filtered` decline's contract's filters as they are now (null for any other row),
+    /// and when the contract last changed.
+    pub filters: Option<Value>,
+    pub contract_updated_at: Option<DateTime<Utc>>,
 }
 
 /// One sale of a ping's post: a winner's, or a cascade attempt's.
@@ -573,6 +592,8 @@ pub struct StoredAttempt {
     pub buyer_http_status: Option<i32>,
     pub buyer_response: Option<String>,
     pub delivery_ms: Option<i32>,
+    pub contract_name: String,
+    pub buyer_name: String,
 }
 
 /// Every sale of the post of `ping_id`, in the order they were made (a sale's id is
@@ -585,8 +606,11 @@ pub async fn post_sales(
     sqlx::query_as!(
         StoredAttempt,
         "SELECT s.id AS sale_id, s.bid_id, s.contract_id, s.buyer_id, s.replaces_bid_id, s.attempt, s.status,
-                s.reason, s.price_cents, s.payout_cents, s.buyer_http_status, s.buyer_response, s.delivery_ms
+                s.reason, s.price_cents, s.payout_cents, s.buyer_http_status, s.buyer_response, s.delivery_ms,
+                c.name AS contract_name, b.name AS buyer_name
          FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
+         JOIN contracts c ON c.tenant_id = s.tenant_id AND c.id = s.contract_id
+         JOIN buyers b ON b.tenant_id = s.tenant_id AND b.id = s.buyer_id
          WHERE l.tenant_id = $1 AND l.ping_id = $2
          ORDER BY s.id",
         tenant_id,
@@ -631,7 +655,8 @@ pub async fn ping_returns(
     .await
 }
 
-/// A ping of `tenant_id` with every contract's outcome (winners first), or `None`.
+/// A ping of `tenant_id` with every contract's outcome (winners first), or `None`; with the
+/// names of its partner, campaign, offer, contracts and buyers, archived ones included.
 pub async fn find_ping(
     db: &PgPool,
     tenant_id: Uuid,
@@ -639,9 +664,15 @@ pub async fn find_ping(
 ) -> Result<Option<(StoredPing, Vec<StoredDistribution>)>, sqlx::Error> {
     let ping = sqlx::query_as!(
         StoredPing,
-        "SELECT id, result, sale_type, payout_cents, test, created_at, expires_at,
-                sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\", routing
-         FROM posting_log WHERE tenant_id = $1 AND id = $2 AND kind = 'ping'",
+        "SELECT p.id, p.result, p.sale_type, p.payout_cents, p.test, p.created_at, p.expires_at,
+                p.sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\", p.routing,
+                p.partner_id, pa.name AS \"partner_name?\", p.campaign_id, p.offer_id,
+                o.name AS \"offer_name?\", pa.name || ' → ' || o.name AS \"campaign_name?\", o.fields AS \"offer_fields?\",
+                p.lead AS \"lead: sqlx::types::Json<Map<String, Value>>\"
+         FROM posting_log p
+         LEFT JOIN partners pa ON pa.tenant_id = p.tenant_id AND pa.id = p.partner_id
+         LEFT JOIN offers o ON o.tenant_id = p.tenant_id AND o.id = p.offer_id
+         WHERE p.tenant_id = $1 AND p.id = $2 AND p.kind = 'ping'",
         tenant_id,
         ping_id,
     )
@@ -669,11 +700,17 @@ pub async fn find_ping(
                 a.rtb_http_status AS "rtb_http_status?", a.rtb_response AS "rtb_response?",
                 s.buyer_http_status AS "buyer_http_status?",
                 s.buyer_response AS "buyer_response?", s.delivery_ms AS "delivery_ms?",
-                s.price_cents AS "sale_price_cents?", s.payout_cents AS "sale_payout_cents?"
+                s.price_cents AS "sale_price_cents?", s.payout_cents AS "sale_payout_cents?",
+                c.name AS "contract_name?", b.name AS "buyer_name?",
+                CASE WHEN d.reason = 'filtered' THEN c.filters END AS "filters?",
+                c.updated_at AS "contract_updated_at?"
          FROM lead_distribution d
          -- A contract has at most one sale in a post: a winner's own, or a runner-up's attempt.
          LEFT JOIN sales s ON s.contract_id = d.contract_id
          LEFT JOIN answers a ON a.contract_id = d.contract_id
+         -- Names (archived contracts and buyers included: history stays named).
+         LEFT JOIN contracts c ON c.tenant_id = $1 AND c.id = d.contract_id
+         LEFT JOIN buyers b ON b.tenant_id = $1 AND b.id = d.buyer_id
          WHERE d.tenant_id = $1 AND d.ping_id = $2
          ORDER BY d.outcome = 'won' DESC, d.price_cents DESC NULLS LAST, d.outcome = 'outbid' DESC, d.contract_id"#,
         tenant_id,

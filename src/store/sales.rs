@@ -866,8 +866,18 @@ pub struct SaleRow {
     pub ping_id: Uuid,
     pub bid_id: Uuid,
     pub contract_id: Uuid,
+    /// The contract's name (archived ones too), and its buyer's.
+    pub contract_name: String,
     pub buyer_id: Uuid,
+    pub buyer_name: String,
+    /// The ping's campaign, partner and offer.
     pub campaign_id: Uuid,
+    /// A campaign has no name of its own: its partner's and its offer's (`Partner → offer`).
+    pub campaign_name: String,
+    pub partner_id: Uuid,
+    pub partner_name: String,
+    pub offer_id: Uuid,
+    pub offer_name: String,
     pub sale_type: String,
     #[serde(skip)]
     pub price_cents: i64,
@@ -903,14 +913,21 @@ pub async fn list(
 ) -> Result<Vec<SaleRow>, sqlx::Error> {
     sqlx::query_as!(
         SaleRow,
-        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
-                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
-         FROM lead_sales
-         WHERE tenant_id = $1
-           AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
-           AND ($4::uuid IS NULL OR buyer_id = $4) AND ($5::uuid IS NULL OR contract_id = $5)
-           AND ($6::text IS NULL OR status = $6) AND ($7::uuid IS NULL OR id < $7)
-         ORDER BY id DESC LIMIT $8",
+        "SELECT s.id, s.lead_id, s.ping_id, s.bid_id, s.contract_id, c.name AS contract_name, s.buyer_id,
+                b.name AS buyer_name, s.campaign_id, p.name || ' → ' || o.name AS \"campaign_name!\",
+                s.partner_id, p.name AS partner_name, s.offer_id, o.name AS offer_name, s.sale_type,
+                s.price_cents, s.payout_cents, s.status, s.reason, s.test, s.buyer_http_status, s.delivery_ms,
+                s.created_at, s.settled_at
+         FROM lead_sales s
+         JOIN contracts c ON c.tenant_id = s.tenant_id AND c.id = s.contract_id
+         JOIN buyers b ON b.tenant_id = s.tenant_id AND b.id = s.buyer_id
+         JOIN partners p ON p.tenant_id = s.tenant_id AND p.id = s.partner_id
+         JOIN offers o ON o.tenant_id = s.tenant_id AND o.id = s.offer_id
+         WHERE s.tenant_id = $1
+           AND ($2::timestamptz IS NULL OR s.created_at >= $2) AND ($3::timestamptz IS NULL OR s.created_at < $3)
+           AND ($4::uuid IS NULL OR s.buyer_id = $4) AND ($5::uuid IS NULL OR s.contract_id = $5)
+           AND ($6::text IS NULL OR s.status = $6) AND ($7::uuid IS NULL OR s.id < $7)
+         ORDER BY s.id DESC LIMIT $8",
         tenant_id,
         filter.from,
         filter.to,

@@ -23,6 +23,7 @@ mod group;
 mod hygiene;
 mod idempotency;
 mod metrics;
+mod names;
 mod notices;
 mod ops;
 mod outbound;

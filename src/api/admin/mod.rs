@@ -113,6 +113,16 @@ pub struct PingView {
     test: bool,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
+    /// The partner that pinged, and its name.
+    partner_id: Uuid,
+    partner_name: Option<String>,
+    /// The campaign it pinged through. A campaign has no name of its own: `campaign_name` is
+    /// its partner's and its offer's (`Partner → offer`).
+    campaign_id: Uuid,
+    campaign_name: Option<String>,
+    /// The offer, and its name.
+    offer_id: Uuid,
+    offer_name: Option<String>,
     /// The partner's own tracking ids, as the ping sent them (`sub_ids`).
     #[schema(value_type = Option<Object>)]
     sub_ids: Option<serde_json::Value>,
@@ -133,7 +143,9 @@ pub struct AttemptView {
     sale_id: Uuid,
     bid_id: Uuid,
     contract_id: Uuid,
+    contract_name: String,
     buyer_id: Uuid,
+    buyer_name: String,
     /// The winning bid whose slot a cascade attempt fills; null for a winner's own sale.
     replaces_bid_id: Option<Uuid>,
     /// 0 for a winner's own sale, then 1, 2, … for the cascade's attempts at its slot.
@@ -196,7 +208,11 @@ fn shown_payout(status: &str, payout_cents: i64) -> Money {
 pub struct WinnerView {
     bid_id: Uuid,
     contract_id: Uuid,
+    /// The contract's name (archived ones too; null only if its row is gone).
+    contract_name: Option<String>,
     buyer_id: Uuid,
+    /// The buyer's name (archived ones too; null only if its row is gone).
+    buyer_name: Option<String>,
     sale_type: Option<String>,
     price: Option<Money>,
     payout: Option<Money>,
@@ -205,11 +221,23 @@ pub struct WinnerView {
 #[derive(Serialize, ToSchema)]
 pub struct ContractView {
     contract_id: Uuid,
+    /// The contract's name (archived ones too; null only if its row is gone).
+    contract_name: Option<String>,
     buyer_id: Uuid,
+    /// The buyer's name (archived ones too; null only if its row is gone).
+    buyer_name: Option<String>,
     /// `won`, `outbid` or `declined`.
     outcome: String,
     reason: Option<String>,
+    /// More about the reason: for `filtered`, the failing filter's JSON pointer in the
+    /// contract (`/filters/0`); for `cap_reached`, the cap; for an RTB decline, what the
+    /// answer said or lacked.
     detail: Option<String>,
+    /// A `filtered` decline in words: the field, the operator, the contract's values and the
+    /// ping's value (a PII field's only as set or not), e.g. `state is TX, but the contract
+    /// requires state to be one of CA, NY`. Told from the contract's filters as they are now,
+    /// which the words say when the contract changed since the ping. Null for other reasons.
+    explanation: Option<String>,
     exclusive_bid: Option<Money>,
     shared_bid: Option<Money>,
     rtb_ms: Option<i32>,
@@ -262,6 +290,18 @@ async fn ping_view(
             .map(|r| r.to_vec())
             .unwrap_or_default()
     };
+    // A filtered decline in words: the offer's schema compiled once, only when one is there.
+    let filtered = |r: &pings::StoredDistribution| r.reason.as_deref() == Some("filtered");
+    let schema = ping
+        .offer_fields
+        .as_ref()
+        .filter(|_| rows.iter().any(filtered))
+        .and_then(|fields| crate::auction::CompiledSchema::compile(fields).ok());
+    let ping_lead = ping.lead.as_ref().map(|lead| &lead.0);
+    let explain = |r: &pings::StoredDistribution| {
+        filtered(r).then(|| filtered_in_words(r, ping.created_at, schema.as_ref(), ping_lead))
+    };
+    let explanations: Vec<Option<String>> = rows.iter().map(explain).collect();
     let attempts = attempts
         .into_iter()
         .map(|s| AttemptView {
@@ -270,7 +310,9 @@ async fn ping_view(
             sale_id: s.sale_id,
             bid_id: s.bid_id,
             contract_id: s.contract_id,
+            contract_name: s.contract_name,
             buyer_id: s.buyer_id,
+            buyer_name: s.buyer_name,
             replaces_bid_id: s.replaces_bid_id,
             attempt: s.attempt,
             status: s.status,
@@ -287,7 +329,9 @@ async fn ping_view(
             Some(WinnerView {
                 bid_id: r.bid_id?,
                 contract_id: r.contract_id,
+                contract_name: r.contract_name.clone(),
                 buyer_id: r.buyer_id,
+                buyer_name: r.buyer_name.clone(),
                 sale_type: r.sale_type.clone(),
                 price: money(r.price_cents),
                 payout: money(r.payout_cents),
@@ -296,12 +340,16 @@ async fn ping_view(
         .collect();
     let contracts = rows
         .into_iter()
-        .map(|r| ContractView {
+        .zip(explanations)
+        .map(|(r, explanation)| ContractView {
             contract_id: r.contract_id,
+            contract_name: r.contract_name,
             buyer_id: r.buyer_id,
+            buyer_name: r.buyer_name,
             outcome: r.outcome,
             reason: r.reason,
             detail: r.detail,
+            explanation,
             exclusive_bid: money(r.exclusive_bid_cents),
             shared_bid: money(r.shared_bid_cents),
             rtb_ms: r.rtb_ms,
@@ -328,6 +376,12 @@ async fn ping_view(
         test: ping.test,
         created_at: ping.created_at,
         expires_at: ping.expires_at,
+        partner_id: ping.partner_id,
+        partner_name: ping.partner_name,
+        campaign_id: ping.campaign_id,
+        campaign_name: ping.campaign_name,
+        offer_id: ping.offer_id,
+        offer_name: ping.offer_name,
         sub_ids: ping
             .sub_ids
             .map(|sub_ids| serde_json::Value::Object(sub_ids.0)),
@@ -337,6 +391,40 @@ async fn ping_view(
         strategy,
         attempts,
     }))
+}
+
+/// A `filtered` decline in words ([`crate::auction::explain_filtered`]), from the contract's
+/// filters and the offer's schema as they are now and the ping's recorded lead; when they
+/// cannot tell it (the filter is gone), the pointer in a sentence.
+fn filtered_in_words(
+    row: &pings::StoredDistribution,
+    pinged_at: DateTime<Utc>,
+    schema: Option<&crate::auction::CompiledSchema>,
+    lead: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> String {
+    let pointer = row.detail.as_deref().unwrap_or("/filters");
+    let changed = row.contract_updated_at.is_some_and(|at| at > pinged_at);
+    let empty = serde_json::Map::new();
+    let words = match (&row.filters, schema) {
+        (Some(filters), Some(schema)) => {
+            crate::auction::explain_filtered(filters, pointer, schema, lead.unwrap_or(&empty))
+        }
+        _ => None,
+    };
+    match (words, changed) {
+        (Some(words), false) => words,
+        (Some(words), true) => {
+            format!("{words} (filters as they are now; the contract changed since the ping)")
+        }
+        (None, _) => format!(
+            "the contract's filter at {pointer} did not hold for the ping{}",
+            if changed {
+                " (the contract changed since the ping and has no such filter now)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

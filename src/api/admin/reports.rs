@@ -44,6 +44,8 @@ pub struct SummaryQuery {
 #[derive(Serialize, ToSchema)]
 pub struct SummaryRow {
     group_id: Uuid,
+    /// The group's name: the offer's, partner's, buyer's or contract's (archived ones too).
+    group_name: Option<String>,
     pings: i64,
     pings_with_bids: i64,
     /// `pings_with_bids / pings` (0 without pings).
@@ -77,6 +79,7 @@ impl SummaryRow {
     fn new(group_id: Uuid) -> Self {
         SummaryRow {
             group_id,
+            group_name: None,
             pings: 0,
             pings_with_bids: 0,
             bid_rate: 0.0,
@@ -197,6 +200,18 @@ async fn summary(
         row.net_revenue = Money::from_cents(revenue - returned);
         row.net_payout = Money::from_cents(payout - reversed);
         row.net_margin = Money::from_cents((revenue - returned) - (payout - reversed));
+    }
+    // The groups' names: one more statement, by primary key, for the ids found.
+    let ids: Vec<Uuid> = rows.keys().copied().collect();
+    if !ids.is_empty() {
+        for named in reports::group_names(&state.db, tenant, group_by, &ids)
+            .await
+            .map_err(too_costly)?
+        {
+            if let Some(row) = rows.get_mut(&named.id) {
+                row.group_name = Some(named.name);
+            }
+        }
     }
     Ok(Json(Summary {
         rows: rows.into_values().collect(),

@@ -109,9 +109,17 @@ pub async fn lead(
         return Ok(None);
     };
     let sales = sqlx::query_as(
-        "SELECT id, lead_id, ping_id, bid_id, contract_id, buyer_id, campaign_id, sale_type, price_cents,
-                payout_cents, status, reason, test, buyer_http_status, delivery_ms, created_at, settled_at
-         FROM lead_sales WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
+        "SELECT s.id, s.lead_id, s.ping_id, s.bid_id, s.contract_id, c.name AS contract_name, s.buyer_id,
+                b.name AS buyer_name, s.campaign_id, p.name || ' → ' || o.name AS campaign_name,
+                s.partner_id, p.name AS partner_name, s.offer_id, o.name AS offer_name, s.sale_type,
+                s.price_cents, s.payout_cents, s.status, s.reason, s.test, s.buyer_http_status, s.delivery_ms,
+                s.created_at, s.settled_at
+         FROM lead_sales s
+         JOIN contracts c ON c.tenant_id = s.tenant_id AND c.id = s.contract_id
+         JOIN buyers b ON b.tenant_id = s.tenant_id AND b.id = s.buyer_id
+         JOIN partners p ON p.tenant_id = s.tenant_id AND p.id = s.partner_id
+         JOIN offers o ON o.tenant_id = s.tenant_id AND o.id = s.offer_id
+         WHERE s.tenant_id = $1 AND s.lead_id = $2 ORDER BY s.id",
     )
     .bind(tenant)
     .bind(lead_id)

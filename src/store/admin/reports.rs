@@ -148,3 +148,61 @@ pub async fn summary(
         .fetch_all(db);
     tokio::try_join!(traffic, declines, sales)
 }
+
+/// A configuration row's id and name.
+pub struct Named {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// The names of the groups `ids` (offers, partners, buyers or contracts of the tenant, archived
+/// ones included): one statement, by primary key.
+pub async fn group_names(
+    db: &PgPool,
+    tenant: Uuid,
+    group_by: GroupBy,
+    ids: &[Uuid],
+) -> Result<Vec<Named>, sqlx::Error> {
+    match group_by {
+        GroupBy::Offer => {
+            sqlx::query_as!(
+                Named,
+                "SELECT id, name FROM offers WHERE tenant_id = $1 AND id = ANY($2)",
+                tenant,
+                ids,
+            )
+            .fetch_all(db)
+            .await
+        }
+        GroupBy::Partner => {
+            sqlx::query_as!(
+                Named,
+                "SELECT id, name FROM partners WHERE tenant_id = $1 AND id = ANY($2)",
+                tenant,
+                ids,
+            )
+            .fetch_all(db)
+            .await
+        }
+        GroupBy::Buyer => {
+            sqlx::query_as!(
+                Named,
+                "SELECT id, name FROM buyers WHERE tenant_id = $1 AND id = ANY($2)",
+                tenant,
+                ids,
+            )
+            .fetch_all(db)
+            .await
+        }
+        GroupBy::Contract => {
+            sqlx::query_as!(
+                Named,
+                "SELECT id, name FROM contracts WHERE tenant_id = $1 AND id = ANY($2)",
+                tenant,
+                ids,
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
+}
