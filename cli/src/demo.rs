@@ -541,6 +541,9 @@ Gavel demo is running at {base}
   posting key (partner Quote Funnel Media, offer auto-insurance, 70 % revenue share)
             {posting_key}
 
+The console: open {base}/console in a browser and sign in with the admin key above
+(Today's figures, every auction and why each contract won or lost, caps, balances, reports).
+
 Ping (the partial lead, no PII), see its bids and keep its ping_id:
 
 PING=$(curl -s {base}/v1/ping -H 'content-type: application/json' \
@@ -561,7 +564,7 @@ curl -s {base}/v1/post -H 'content-type: application/json' \
                    "consented_at": "2026-11-25T17:04:12Z", "ip": "203.0.113.7"}}}}'; echo
 
 See the whole auction of that ping: every contract's outcome and reason, the bids, and the
-buyers' own answers:
+buyers' own answers (in the console: {base}/console/auctions/$PING_ID):
 
 curl -s {base}/v1/admin/pings/$PING_ID -H 'Authorization: Bearer {admin_key}'; echo
 
