@@ -39,6 +39,8 @@ pub fn router(api: AdminApi) -> Router<AppState> {
         .route("/console/static/console.css", get(stylesheet))
         .merge(session::routes())
         .merge(pages::routes())
+        // Any other console path: the console's own Not found page, not the API's JSON.
+        .route("/console/{*rest}", get(|| async { ConsoleError::NotFound }))
         .layer(axum::middleware::from_fn(protective_headers))
         .layer(axum::Extension(api))
 }
