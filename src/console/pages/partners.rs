@@ -12,7 +12,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::buyers::{LedgerEntry, LedgerQuery, ledger_table};
@@ -63,7 +62,8 @@ struct Campaign {
 struct Payout {
     #[serde(rename = "type")]
     kind: String,
-    percent: Option<Value>,
+    /// Written like an amount: `70.00` (%).
+    percent: Option<Amount>,
     amount: Option<Amount>,
 }
 
@@ -83,13 +83,19 @@ fn payout_words(console: &Console, payout: &Payout) -> String {
             payout
                 .percent
                 .as_ref()
-                .map(Value::to_string)
+                .map(percent_text)
                 .unwrap_or_default()
         ),
         "margin" => format!("the price less {amount}"),
         "fixed" => format!("{amount} a lead"),
         other => other.to_owned(),
     }
+}
+
+/// A percent as written by people: `70`, `70.5` (not `70.00`).
+fn percent_text(percent: &Amount) -> String {
+    let text = percent.to_string();
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 async fn list(console: Console) -> Result<Page, ConsoleError> {
