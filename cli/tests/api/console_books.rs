@@ -168,6 +168,9 @@ async fn a_contract_paused_in_the_console_is_declined_by_the_next_ping_and_its_c
     // The buyer's link leads to its page.
     browser.click("Acme Insurance").await;
     assert_eq!(browser.path().await, format!("/console/buyers/{buyer}"));
+    for shot in ["contracts", "contract", "contract-paused"] {
+        assert!(browser.shots().join(format!("{shot}.png")).is_file());
+    }
     browser.close().await;
 }
 

@@ -470,4 +470,23 @@ mod tests {
             Some("the ping's values pass this filter now (state to be TX)")
         );
     }
+
+    #[test]
+    fn a_filter_is_described_without_a_lead() {
+        assert_eq!(
+            describe_filter(&json!({ "field": "state", "op": "in", "value": ["CA", "NY"] })),
+            "state to be one of CA, NY"
+        );
+        assert_eq!(
+            describe_filter(&json!({ "any": [
+                { "field": "age", "op": "gte", "value": 50 },
+                { "not": { "field": "homeowner", "op": "eq", "value": false } }
+            ] })),
+            "any of: age to be at least 50; homeowner not to be false"
+        );
+        assert_eq!(
+            describe_filter(&json!({ "not": { "all": [{ "field": "zip", "op": "exists" }] } })),
+            "not (all of: zip to be set)"
+        );
+    }
 }

@@ -210,10 +210,16 @@ async fn show(
                 div.sub { (status_actions(&console, &page, &buyer.status, &page)) }
             }
         }
-        h2 { "Add funds" }
-        (funds_fields(&console, &buyer, "", "", None))
-        h2 { "Caps over all its contracts" }
-        (caps_table(&console, &caps.caps))
+        div.grid2 {
+            div {
+                h2 { "Add funds" }
+                (funds_fields(&console, &buyer, "", "", None))
+            }
+            div {
+                h2 { "Caps over all its contracts" }
+                (caps_table(&console, &caps.caps))
+            }
+        }
         h2 { "Contracts" }
         (contracts_table(&console, &contracts, None, &offer_names, &contract_caps))
         h2 { "Ledger" }
