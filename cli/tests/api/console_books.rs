@@ -13,7 +13,7 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::browser::browser;
+use crate::browser::{Browser, browser};
 use crate::console::{FormBody, csrf_of, sign_in_http};
 use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, outcome_of, ping_lead};
 use crate::harness::{TestApp, spawn_app};
@@ -64,6 +64,32 @@ async fn admin_get(app: &TestApp, key: &str, path: &str) -> Value {
     let (status, answer) = app.admin(Method::GET, path, key, None).await;
     assert_eq!(status, 200, "GET {path}: {answer}");
     answer
+}
+
+/// Clicks `label` and waits until the next page says `expected` (a click's page may still be
+/// the previous one for a moment); the new page's text.
+async fn click_until(browser: &Browser, label: &str, expected: &str) -> String {
+    browser.click(label).await;
+    until(browser, expected).await
+}
+
+/// Waits until the page says `expected`; its text.
+async fn until(browser: &Browser, expected: &str) -> String {
+    let since = Instant::now();
+    loop {
+        let text = match browser.client.find(fantoccini::Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(expected) {
+            return text;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{expected:?} not on the page: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -117,7 +143,7 @@ async fn a_contract_paused_in_the_console_is_declined_by_the_next_ping_and_its_c
     assert!(list.contains("$40.00 / $100.00 spent this month"), "{list}");
     browser.screenshot("contracts").await;
 
-    browser.click("Acme TX").await;
+    click_until(&browser, "Acme TX", "Contract Acme TX").await;
     assert_eq!(
         browser.path().await,
         format!("/console/contracts/{contract}")
@@ -134,7 +160,7 @@ async fn a_contract_paused_in_the_console_is_declined_by_the_next_ping_and_its_c
     browser.screenshot("contract").await;
 
     // Paused in the console: the very next ping declines it, `contract_paused`.
-    browser.click("Pause").await;
+    click_until(&browser, "Pause", "Contract paused").await;
     assert_eq!(
         browser.path().await,
         format!("/console/contracts/{contract}")
@@ -160,13 +186,13 @@ async fn a_contract_paused_in_the_console_is_declined_by_the_next_ping_and_its_c
     browser.screenshot("contract-paused").await;
 
     // Resumed: the next ping can win again.
-    browser.click("Resume").await;
+    click_until(&browser, "Resume", "Contract resumed").await;
     assert!(browser.text().await.contains("Contract resumed"));
     let pinged = ping(&app, &exchange).await;
     assert_eq!(pinged["status"], "bids", "{pinged}");
 
     // The buyer's link leads to its page.
-    browser.click("Acme Insurance").await;
+    click_until(&browser, "Acme Insurance", "Ledger").await;
     assert_eq!(browser.path().await, format!("/console/buyers/{buyer}"));
     for shot in ["contracts", "contract", "contract-paused"] {
         assert!(browser.shots().join(format!("{shot}.png")).is_file());
@@ -218,8 +244,7 @@ async fn funds_added_in_the_console_are_confirmed_first_and_move_money_once(pool
             list.contains("Acme Insurance") && list.contains("$1,000.00"),
             "{list}"
         );
-        browser.click("Acme Insurance").await;
-        let page = browser.text().await;
+        let page = click_until(&browser, "Acme Insurance", "Ledger").await;
         assert!(
             page.contains("$1,000.00") && page.contains("Acme TX"),
             "{page}"
@@ -228,18 +253,14 @@ async fn funds_added_in_the_console_are_confirmed_first_and_move_money_once(pool
 
         // A wrong amount: the form again, saying why.
         browser.fill("amount", "abc").await;
-        browser.click("Add funds").await;
-        let page = browser.text().await;
-        assert!(page.contains("must be a number"), "{page}");
+        click_until(&browser, "Add funds", "must be a number").await;
         browser.fill("amount", "12.345").await;
-        browser.click("Add funds").await;
-        assert!(browser.text().await.contains("at most 2 decimals"));
+        click_until(&browser, "Add funds", "at most 2 decimals").await;
         browser.screenshot("funds-refused").await;
 
         browser.fill("amount", "500").await;
         browser.fill("note", "wire 1123").await;
-        browser.click("Add funds").await;
-        let page = browser.text().await;
+        let page = click_until(&browser, "Add funds", "Add $500.00 to").await;
         assert!(
             page.contains("Add $500.00 to Acme Insurance?")
                 && page.contains("New balance will be $1,500.00"),
@@ -251,9 +272,8 @@ async fn funds_added_in_the_console_are_confirmed_first_and_move_money_once(pool
             "nothing moved before the confirmation"
         );
         browser.screenshot("funds-confirm").await;
-        browser.click("Confirm").await;
+        let page = click_until(&browser, "Confirm", "Added $500.00").await;
         assert_eq!(browser.path().await, format!("/console/buyers/{buyer}"));
-        let page = browser.text().await;
         assert!(page.contains("Added $500.00"), "{page}");
         let ledger = browser.text_of("table.ledger").await;
         let first = ledger.lines().nth(1).unwrap_or_default();
@@ -379,7 +399,7 @@ async fn a_posting_key_rotated_in_the_console_is_shown_once_and_the_old_one_stop
         list.contains("Quote Funnel") && list.contains("$0.00"),
         "{list}"
     );
-    browser.click("Quote Funnel").await;
+    click_until(&browser, "Quote Funnel", "what the exchange owes").await;
     assert_eq!(
         browser.path().await,
         format!("/console/partners/{}", exchange.partner_id)
@@ -391,14 +411,13 @@ async fn a_posting_key_rotated_in_the_console_is_shown_once_and_the_old_one_stop
     );
     browser.screenshot("partner").await;
 
-    browser.click("Rotate posting key").await;
-    let page = browser.text().await;
+    let page = click_until(&browser, "Rotate posting key", "Rotate the posting key of").await;
     assert!(
         page.contains("Rotate the posting key of Quote Funnel → auto-insurance?"),
         "{page}"
     );
     browser.screenshot("rotate-confirm").await;
-    browser.click("Rotate key").await;
+    click_until(&browser, "Rotate key", "shown only this once").await;
     let key = browser.text_of("#posting-key").await;
     assert!(
         key.starts_with("pk_") && key != exchange.posting_key,
@@ -430,8 +449,8 @@ async fn a_posting_key_rotated_in_the_console_is_shown_once_and_the_old_one_stop
     }
 
     // Shown once: the partner's page does not show it again.
-    browser.click("Back to the partner").await;
-    assert!(!browser.text().await.contains(&key));
+    let page = click_until(&browser, "Back to the partner", "what the exchange owes").await;
+    assert!(!page.contains(&key));
 
     // The campaign paused and resumed from the partner's page.
     let in_campaigns = |label: &'static str| {
@@ -450,8 +469,7 @@ async fn a_posting_key_rotated_in_the_console_is_shown_once_and_the_old_one_stop
         }
     };
     in_campaigns("Pause").await;
-    browser.settle().await;
-    let page = browser.text().await;
+    let page = until(&browser, "Campaign paused").await;
     assert!(page.contains("Campaign paused"), "{page}");
     let campaign = admin_get(
         &app,
@@ -461,8 +479,7 @@ async fn a_posting_key_rotated_in_the_console_is_shown_once_and_the_old_one_stop
     .await;
     assert_eq!(campaign["status"], "paused");
     in_campaigns("Resume").await;
-    browser.settle().await;
-    assert!(browser.text().await.contains("Campaign resumed"));
+    until(&browser, "Campaign resumed").await;
     browser.close().await;
 }
 
