@@ -22,7 +22,7 @@ use super::schema::{CompiledSchema, PreparedLead, scalar_of};
 use super::value::Scalar;
 
 mod words;
-pub use words::explain_filtered;
+pub use words::{describe_filter, explain_filtered};
 
 /// A contract's filters, all of which must hold.
 #[derive(Debug)]

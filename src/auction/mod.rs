@@ -31,7 +31,7 @@ pub use evaluate::{
     CompiledContract, ContractConfig, ContractState, Decline, DeclineReason, Evaluation,
     PingContext, Prices, RtbBid, parse_rtb_answer,
 };
-pub use filters::{CompiledFilter, explain_filtered};
+pub use filters::{CompiledFilter, describe_filter, explain_filtered};
 pub use outcome::{ContractOutcome, PingStatus};
 pub use pricing::{effective_floor, meets_floor};
 pub use schedule::CompiledSchedule;

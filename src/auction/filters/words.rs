@@ -167,6 +167,29 @@ fn fields_of(node: &Node, fields: &mut Vec<usize>) {
     }
 }
 
+/// A contract's filter (a leaf, or an `all`/`any`/`not` group) as a requirement in words,
+/// without a lead: `state to be one of CA, NY`, `any of: age to be at least 50; homeowner to be
+/// true`. For the console's contract page.
+pub fn describe_filter(item: &Value) -> String {
+    let group = |kind: &str| {
+        let parts: Vec<String> = children(item, kind).iter().map(describe_filter).collect();
+        format!("{kind} of: {}", parts.join("; "))
+    };
+    if item.get("all").is_some() {
+        group("all")
+    } else if item.get("any").is_some() {
+        group("any")
+    } else if let Some(inner) = item.get("not") {
+        if inner.get("field").is_some() {
+            requirement(inner, true)
+        } else {
+            format!("not ({})", describe_filter(inner))
+        }
+    } else {
+        requirement(item, false)
+    }
+}
+
 /// A leaf filter `{"field", "op", "value"}` as a requirement: `state to be one of CA, NY`, or
 /// with `negated`, `state not to be one of CA, NY`. The filter compiled, so its shape is right.
 fn requirement(item: &Value, negated: bool) -> String {
@@ -445,6 +468,25 @@ mod tests {
         assert_eq!(
             explain_filtered(&filters, "/filters/0", &schema(), &lead()).as_deref(),
             Some("the ping's values pass this filter now (state to be TX)")
+        );
+    }
+
+    #[test]
+    fn a_filter_is_described_without_a_lead() {
+        assert_eq!(
+            describe_filter(&json!({ "field": "state", "op": "in", "value": ["CA", "NY"] })),
+            "state to be one of CA, NY"
+        );
+        assert_eq!(
+            describe_filter(&json!({ "any": [
+                { "field": "age", "op": "gte", "value": 50 },
+                { "not": { "field": "homeowner", "op": "eq", "value": false } }
+            ] })),
+            "any of: age to be at least 50; homeowner not to be false"
+        );
+        assert_eq!(
+            describe_filter(&json!({ "not": { "all": [{ "field": "zip", "op": "exists" }] } })),
+            "not (all of: zip to be set)"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The console's sections, one module each; each adds its routes here.
 
 mod auctions;
+mod buyers;
 mod contracts;
 mod partners;
 mod reports;
@@ -15,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .merge(today::routes())
         .merge(auctions::routes())
         .merge(contracts::routes())
+        .merge(buyers::routes())
         .merge(partners::routes())
         .merge(reports::routes())
 }
