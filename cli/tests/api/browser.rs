@@ -153,7 +153,9 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
-    /// Clicks the first button or link whose text is `label`, and waits for the next page.
+    /// Clicks the first button or link whose text is `label`, and waits for the next page
+    /// (the document the click leads to, not the one it left: a mark set on the old one is
+    /// gone once the new one has loaded).
     pub async fn click(&self, label: &str) {
         let xpath = format!(
             "//button[normalize-space(.)='{label}'] | //a[normalize-space(.)='{label}'] | //input[@type='submit' and @value='{label}']"
@@ -163,16 +165,23 @@ impl Browser {
             .find(Locator::XPath(&xpath))
             .await
             .unwrap_or_else(|e| panic!("no button or link {label:?}: {e}"));
+        self.client
+            .execute("window.__gavelLeaving = true", vec![])
+            .await
+            .unwrap();
         element.click().await.unwrap();
         self.settle().await;
     }
 
-    /// Waits until the document has loaded (after a click that navigates).
+    /// Waits until a new document has loaded (after a click that navigates).
     pub async fn settle(&self) {
-        for _ in 0..50 {
+        for _ in 0..200 {
             let state = self
                 .client
-                .execute("return document.readyState", vec![])
+                .execute(
+                    "return window.__gavelLeaving ? 'old' : document.readyState",
+                    vec![],
+                )
                 .await
                 .ok();
             if state.as_ref().and_then(|s| s.as_str()) == Some("complete") {
@@ -180,6 +189,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        eprintln!("the click led to no new page within 10 s");
     }
 
     /// Signs in with `key` at the app's console.
