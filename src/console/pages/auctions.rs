@@ -289,6 +289,15 @@ fn return_badge(status: &str) -> Markup {
     badge(status, kind)
 }
 
+/// `1 bid`, `2 bids`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn or_id(name: &Option<String>, id: Uuid) -> String {
     name.clone().unwrap_or_else(|| id.to_string())
 }
@@ -457,7 +466,9 @@ async fn auctions(
         console
             .admin
             .get::<List<Campaign>>("/v1/admin/campaigns?limit=1000"),
-        console.admin.get::<List<Offer>>("/v1/admin/offers?limit=1000"),
+        console
+            .admin
+            .get::<List<Offer>>("/v1/admin/offers?limit=1000"),
     )?;
     let partner_names: BTreeMap<Uuid, &str> = partners
         .items
@@ -656,14 +667,14 @@ fn summary_cards(console: &Console, ping: &PingView) -> Markup {
         sold.iter().map(|a| a.payout.cents()).sum(),
     ));
     html! {
-        div.cards {
+        div.cards.summary {
             div.card { div.label { "Contracts" } div.value { (ping.contracts.len()) }
-                div.sub { (bids) " bid, " (ping.winners.len()) " won" } }
+                div.sub { (plural(bids, "bid")) ", " (ping.winners.len()) " won" } }
             div.card { div.label { "Offered to the partner" }
                 div.value { @if let Some(p) = ping.payout { (console.money(p)) } @else { "—" } }
                 div.sub { (ping.sale_type.as_deref().unwrap_or("no sale type")) } }
             div.card { div.label { "Sold" } div.value { (console.money(revenue)) }
-                div.sub { (sold.len()) " sale(s), payout " (console.money(paid)) } }
+                div.sub { (plural(sold.len(), "sale")) ", payout " (console.money(paid)) } }
             div.card { div.label { "Answered in" } div.value { (ms(ping.latency_ms)) }
                 div.sub { (ping.distribution) " · " (ping.strategy.replace('_', " ")) } }
         }
@@ -865,7 +876,7 @@ fn timeline(console: &Console, ping: &PingView) -> Markup {
         start,
         0,
         html! { "Ping received from " (or_id(&ping.partner_name, ping.partner_id))
-        ": " (ping.contracts.len()) " contract(s) considered" },
+        ": " (plural(ping.contracts.len(), "contract")) " considered" },
     ));
     let answered = start + chrono::Duration::microseconds((ping.latency_ms * 1000.0) as i64);
     events.push((
@@ -873,7 +884,7 @@ fn timeline(console: &Console, ping: &PingView) -> Markup {
         1,
         html! {
             "Answered " (ping_badge(&ping.status)) ": "
-            (bids) " bid(s), " (ping.winners.len()) " winner(s)"
+            (plural(bids, "bid")) ", " (plural(ping.winners.len(), "winner"))
             @if let Some(p) = ping.payout { ", " (console.money(p)) " offered" }
         },
     ));
