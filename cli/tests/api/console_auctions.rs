@@ -175,15 +175,14 @@ async fn search_id(browser: &Browser, base: &str, id: &str) {
 async fn an_operator_finds_a_ping_and_reads_every_contracts_reason_in_words(pool: PgPool) {
     let auction = auction_exchange(&pool).await;
     let exchange = &auction.exchange;
-    let app = spawn_app(pool.clone()).await;
-    let (ping_id, lead_id) = sold_lead(&app, exchange).await;
-
     // Another tenant, with a ping of its own.
     let other = Exchange::create(&pool, "exclusive").await;
     rename(&pool, "partners", other.partner_id, "Elsewhere Media").await;
     other
         .buyer_with(100_000, ContractSpec::fixed(Some(4000), None))
         .await;
+    let app = spawn_app(pool.clone()).await;
+    let (ping_id, lead_id) = sold_lead(&app, exchange).await;
     let (status, other_ping) = app
         .ping(&other.posting_key, json!({ "lead": ping_lead() }))
         .await;

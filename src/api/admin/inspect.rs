@@ -144,10 +144,11 @@ pub struct LeadView {
     campaign_id: Uuid,
     partner_id: Uuid,
     offer_id: Uuid,
-    /// The partner's, the campaign's (`Partner → offer`: a campaign has no name of its own)
-    /// and the offer's names.
+    /// The partner's name.
     partner_name: Option<String>,
+    /// A campaign has no name of its own: its partner's and its offer's (`Partner → offer`).
     campaign_name: Option<String>,
+    /// The offer's name.
     offer_name: Option<String>,
     #[schema(value_type = Object)]
     lead: Value,

@@ -117,9 +117,10 @@ pub struct PingView {
     expires_at: Option<DateTime<Utc>>,
     /// The time Gavel took to answer the ping, in milliseconds.
     latency_ms: f64,
-    /// The lead stored by the ping's post, and when the post came (null until then). The
-    /// lead's fields are on its own view (`/v1/admin/leads/{id}`), not here.
+    /// The lead stored by the ping's post (null until then). The lead's fields are on its own
+    /// view (`/v1/admin/leads/{id}`), not here.
     lead_id: Option<Uuid>,
+    /// When the post came (null until then).
     posted_at: Option<DateTime<Utc>>,
     /// The partner that pinged, and its name.
     partner_id: Uuid,
@@ -166,8 +167,9 @@ pub struct AttemptView {
     buyer_http_status: Option<i32>,
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
-    /// When the sale was made (reserved), and when it settled (null while pending).
+    /// When the sale was made (reserved).
     created_at: DateTime<Utc>,
+    /// When it settled (null while pending).
     settled_at: Option<DateTime<Utc>>,
     /// The buyer's returns of the sale, oldest first (docs/returns.md).
     returns: Vec<SaleReturn>,

@@ -65,21 +65,27 @@ pub struct PingItem {
     campaign_name: Option<String>,
     offer_id: Uuid,
     offer_name: Option<String>,
-    /// The sale type and payout offered to the partner (null without bids).
+    /// The sale type offered to the partner (null without bids).
     sale_type: Option<String>,
+    /// The payout offered to the partner (null without bids).
     payout: Option<Money>,
-    /// Contracts that saw the ping, those that bid, and the winners among them.
+    /// Contracts that saw the ping.
     contracts: i64,
+    /// Contracts that bid (the winners and the outbid).
     bids: i64,
+    /// The winning bids.
     winners: i64,
     /// The best winning price (null without winners).
     best_price: Option<Money>,
-    /// Posted: the lead stored for the ping, and when the post came (null until then).
+    /// Whether the ping was posted.
     posted: bool,
+    /// The lead its post stored (null until then).
     lead_id: Option<Uuid>,
+    /// When the post came (null until then).
     posted_at: Option<DateTime<Utc>>,
-    /// The post's sales that sold (returned since included), and their prices' sum.
+    /// The post's sales that sold (returned since included).
     sold: i64,
+    /// Those sales' prices, summed.
     revenue: Money,
 }
 
