@@ -524,6 +524,10 @@ pub struct StoredPing {
     pub test: bool,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub latency_us: i64,
+    /// The lead its post stored, and when the post claimed the ping.
+    pub lead_id: Option<Uuid>,
+    pub posted_at: Option<DateTime<Utc>>,
     pub sub_ids: Option<sqlx::types::Json<Map<String, Value>>>,
     /// The routing it ran with; `None`: auction/price.
     pub routing: Option<String>,
@@ -594,6 +598,8 @@ pub struct StoredAttempt {
     pub delivery_ms: Option<i32>,
     pub contract_name: String,
     pub buyer_name: String,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
 }
 
 /// Every sale of the post of `ping_id`, in the order they were made (a sale's id is
@@ -607,7 +613,7 @@ pub async fn post_sales(
         StoredAttempt,
         "SELECT s.id AS sale_id, s.bid_id, s.contract_id, s.buyer_id, s.replaces_bid_id, s.attempt, s.status,
                 s.reason, s.price_cents, s.payout_cents, s.buyer_http_status, s.buyer_response, s.delivery_ms,
-                c.name AS contract_name, b.name AS buyer_name
+                c.name AS contract_name, b.name AS buyer_name, s.created_at, s.settled_at
          FROM leads l JOIN lead_sales s ON s.tenant_id = l.tenant_id AND s.lead_id = l.id
          JOIN contracts c ON c.tenant_id = s.tenant_id AND c.id = s.contract_id
          JOIN buyers b ON b.tenant_id = s.tenant_id AND b.id = s.buyer_id
@@ -665,7 +671,7 @@ pub async fn find_ping(
     let ping = sqlx::query_as!(
         StoredPing,
         "SELECT p.id, p.result, p.sale_type, p.payout_cents, p.test, p.created_at, p.expires_at,
-                p.sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\", p.routing,
+                p.latency_us, p.lead_id, p.post_claimed_at AS posted_at, p.sub_ids AS \"sub_ids: sqlx::types::Json<Map<String, Value>>\", p.routing,
                 p.partner_id, pa.name AS \"partner_name?\", p.campaign_id, p.offer_id,
                 o.name AS \"offer_name?\", pa.name || ' → ' || o.name AS \"campaign_name?\", o.fields AS \"offer_fields?\",
                 p.lead AS \"lead: sqlx::types::Json<Map<String, Value>>\"

@@ -11,6 +11,7 @@ mod cascade;
 mod cli;
 mod console;
 mod console_books;
+mod console_auctions;
 mod deadline;
 mod decimals;
 mod demo;

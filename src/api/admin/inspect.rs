@@ -144,6 +144,12 @@ pub struct LeadView {
     campaign_id: Uuid,
     partner_id: Uuid,
     offer_id: Uuid,
+    /// The partner's name.
+    partner_name: Option<String>,
+    /// A campaign has no name of its own: its partner's and its offer's (`Partner → offer`).
+    campaign_name: Option<String>,
+    /// The offer's name.
+    offer_name: Option<String>,
     #[schema(value_type = Object)]
     lead: Value,
     #[schema(value_type = Object)]
@@ -178,6 +184,9 @@ async fn lead_view(
         campaign_id: lead.campaign_id,
         partner_id: lead.partner_id,
         offer_id: lead.offer_id,
+        partner_name: lead.partner_name,
+        campaign_name: lead.campaign_name,
+        offer_name: lead.offer_name,
         lead: lead.lead,
         consent: lead.consent,
         test: lead.test,

@@ -2,7 +2,7 @@
 //!
 //! `config`: the configuration resources; `books`: funds, payments, adjustments and the
 //! ledgers; `statements`: the accounts' statements; `inspect`: caps and
-//! leads; `reports`: the summary; `trial`: a contract's call tried by the operator; here: the auction of a ping, the sales list, and paging.
+//! leads; `reports`: the summary; `trial`: a contract's call tried by the operator; `ping_list`: the pings list; here: the auction of a ping, the sales list, and paging.
 
 mod books;
 pub(crate) mod config;
@@ -10,6 +10,7 @@ mod headers;
 pub(crate) mod input;
 mod inspect;
 mod outbound;
+mod ping_list;
 mod reports;
 mod returns;
 mod settings;
@@ -43,6 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(returns::router())
         .merge(trial::router())
         .merge(settings::router())
+        .merge(ping_list::router())
         .routes(routes!(ping_view))
         .routes(routes!(list_sales))
 }
@@ -113,6 +115,13 @@ pub struct PingView {
     test: bool,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
+    /// The time Gavel took to answer the ping, in milliseconds.
+    latency_ms: f64,
+    /// The lead stored by the ping's post (null until then). The lead's fields are on its own
+    /// view (`/v1/admin/leads/{id}`), not here.
+    lead_id: Option<Uuid>,
+    /// When the post came (null until then).
+    posted_at: Option<DateTime<Utc>>,
     /// The partner that pinged, and its name.
     partner_id: Uuid,
     partner_name: Option<String>,
@@ -158,6 +167,10 @@ pub struct AttemptView {
     buyer_http_status: Option<i32>,
     buyer_response: Option<String>,
     delivery_ms: Option<i32>,
+    /// When the sale was made (reserved).
+    created_at: DateTime<Utc>,
+    /// When it settled (null while pending).
+    settled_at: Option<DateTime<Utc>>,
     /// The buyer's returns of the sale, oldest first (docs/returns.md).
     returns: Vec<SaleReturn>,
 }
@@ -321,6 +334,8 @@ async fn ping_view(
             buyer_http_status: s.buyer_http_status,
             buyer_response: s.buyer_response,
             delivery_ms: s.delivery_ms,
+            created_at: s.created_at,
+            settled_at: s.settled_at,
         })
         .collect();
     let winners = rows
@@ -376,6 +391,9 @@ async fn ping_view(
         test: ping.test,
         created_at: ping.created_at,
         expires_at: ping.expires_at,
+        latency_ms: (ping.latency_us as f64 / 100.0).round() / 10.0,
+        lead_id: ping.lead_id,
+        posted_at: ping.posted_at,
         partner_id: ping.partner_id,
         partner_name: ping.partner_name,
         campaign_id: ping.campaign_id,

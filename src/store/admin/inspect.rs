@@ -84,6 +84,10 @@ pub struct LeadRow {
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub offer_id: Uuid,
+    /// The partner's, the campaign's (`Partner → offer`) and the offer's names.
+    pub partner_name: Option<String>,
+    pub campaign_name: Option<String>,
+    pub offer_name: Option<String>,
     pub lead: Value,
     pub consent: Value,
     pub test: bool,
@@ -98,8 +102,13 @@ pub async fn lead(
     lead_id: Uuid,
 ) -> Result<Option<(LeadRow, Vec<SaleRow>, Vec<StoredReturn>)>, sqlx::Error> {
     let lead: Option<LeadRow> = sqlx::query_as(
-        "SELECT id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at
-         FROM leads WHERE tenant_id = $1 AND id = $2",
+        "SELECT l.id, l.ping_id, l.campaign_id, l.partner_id, l.offer_id, p.name AS partner_name,
+                p.name || ' → ' || o.name AS campaign_name, o.name AS offer_name, l.lead, l.consent,
+                l.test, l.created_at
+         FROM leads l
+         LEFT JOIN partners p ON p.tenant_id = l.tenant_id AND p.id = l.partner_id
+         LEFT JOIN offers o ON o.tenant_id = l.tenant_id AND o.id = l.offer_id
+         WHERE l.tenant_id = $1 AND l.id = $2",
     )
     .bind(tenant)
     .bind(lead_id)
