@@ -207,6 +207,26 @@ impl Browser {
         path
     }
 
+    /// Saves a screenshot of the whole page (the window made as tall as the page, up to
+    /// 2400 px, then put back).
+    pub async fn screenshot_full(&self, name: &str) -> PathBuf {
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(600, 2400);
+        self.client
+            .set_window_size(1280, height as u32 + 140)
+            .await
+            .unwrap();
+        let path = self.screenshot(name).await;
+        self.client.set_window_size(1280, 900).await.unwrap();
+        path
+    }
+
     pub fn shots(&self) -> &Path {
         &self.shots
     }

@@ -304,3 +304,172 @@ async fn a_session_ends_when_it_expires_or_its_key_is_revoked(pool: PgPool) {
         .unwrap();
     assert_eq!(status(cookie).await, StatusCode::SEE_OTHER, "revoked key");
 }
+
+/// The demo as a new operator meets it: sign in with the key the demo printed, see the demo's
+/// sale on Today, open its auction and read every contract's reason. The auction page's
+/// screenshot is the README's (`GAVEL_UPDATE_SCREENSHOTS=1` writes it to
+/// docs/console-auction.png).
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_demos_sale_is_on_today_and_its_auction_reads_in_words(pool: PgPool) {
+    let app = spawn_app_with(
+        pool.clone(),
+        test_settings(),
+        gavel_cli::demo::buyer_endpoints(),
+    )
+    .await;
+    let seeded = gavel_cli::demo::seed(&pool, app.address).await.unwrap();
+    let printed = gavel_cli::demo::instructions(&seeded);
+    assert!(
+        printed.contains(&format!("{}/console", app.url(""))),
+        "{printed}"
+    );
+    assert!(printed.contains(&seeded.admin_key));
+    // The config listener picks the seed up within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+
+    // The demo's printed ping and post.
+    let lead = serde_json::json!({"state": "TX", "zip": "75001", "age": 42, "homeowner": true, "credit": "good"});
+    let ping: serde_json::Value = app
+        .client
+        .post(app.url("/v1/ping"))
+        .bearer_auth(&seeded.posting_key)
+        .json(&serde_json::json!({ "lead": lead }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ping_id = ping["ping_id"].as_str().expect("a ping id").to_owned();
+    let mut full = lead.clone();
+    for (field, value) in [
+        ("first_name", "Ada"),
+        ("last_name", "Lovelace"),
+        ("email", "ada@example.com"),
+        ("phone", "2145550188"),
+    ] {
+        full[field] = value.into();
+    }
+    let post: serde_json::Value = app
+        .client
+        .post(app.url("/v1/post"))
+        .bearer_auth(&seeded.posting_key)
+        .json(&serde_json::json!({ "ping_id": ping_id, "lead": full,
+            "consent": { "trustedform_cert_url": "https://cert.trustedform.com/demo" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(post["status"], "sold", "{post}");
+    let explain: serde_json::Value = app
+        .client
+        .get(app.url(&format!("/v1/admin/pings/{ping_id}")))
+        .bearer_auth(&seeded.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contracts = explain["contracts"].as_array().unwrap();
+    assert!(contracts.len() >= 8, "{explain}");
+    let revenue: i64 = contracts
+        .iter()
+        .filter(|c| c["sale"]["status"] == "sold")
+        .map(|c| {
+            gavel::money::Money::parse(
+                &c["sale"]["price"].to_string(),
+                gavel::money::ExtraDecimals::Reject,
+            )
+            .unwrap()
+            .cents()
+        })
+        .sum();
+
+    let Some(browser) = browser("demo").await else {
+        return;
+    };
+    let base = app.url("");
+    browser.goto(&app.url("/console")).await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.fill("key", &seeded.admin_key).await;
+    browser.click("Sign in").await;
+    assert_eq!(browser.path().await, "/console/today");
+    let today = browser.text().await;
+    assert!(today.contains("Demo Lead Exchange"), "{today}");
+    let shown = gavel::console::view::money(
+        gavel::console::Amount(gavel::money::Money::from_cents(revenue)),
+        "USD",
+    );
+    assert!(
+        today.contains(&shown),
+        "Today shows the sale's revenue {shown}: {today}"
+    );
+    browser.screenshot("today").await;
+
+    browser.click("Auctions").await;
+    let ping_link = format!("a[href='/console/auctions/{ping_id}']");
+    browser
+        .client
+        .find(fantoccini::Locator::Css(&ping_link))
+        .await
+        .expect("the demo's ping is listed")
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if browser.path().await == format!("/console/auctions/{ping_id}") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    browser.settle().await;
+    // Every contract: its name, its buyer's, and a reason in words.
+    let rows = browser
+        .client
+        .find_all(fantoccini::Locator::Css(
+            "table.contracts tbody tr:not(.answer)",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), contracts.len());
+    for contract in contracts {
+        let name = contract["contract_name"].as_str().unwrap();
+        let mut found = false;
+        for row in &rows {
+            let text = row.text().await.unwrap();
+            if text.starts_with(name) {
+                found = true;
+                let why = row
+                    .find(fantoccini::Locator::Css("td.why"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(why.len() > 8, "{name}: no reason in words: {text}");
+                assert!(
+                    text.contains(contract["buyer_name"].as_str().unwrap()),
+                    "{text}"
+                );
+            }
+        }
+        assert!(found, "{name} is not on the auction page");
+    }
+    let page = browser.text().await;
+    assert!(page.contains("won the auction"), "{page}");
+    assert!(
+        !page.contains("ada@example.com"),
+        "no PII on the auction page"
+    );
+    let shot = browser.screenshot_full("auction").await;
+    if std::env::var_os("GAVEL_UPDATE_SCREENSHOTS").is_some() {
+        let docs =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console-auction.png");
+        std::fs::copy(&shot, docs).unwrap();
+    }
+    let _ = base;
+    browser.close().await;
+}

@@ -260,22 +260,7 @@ async fn an_operator_finds_a_ping_and_reads_every_contracts_reason_in_words(pool
         );
     }
     assert_no_pii(&page, "the ping's page");
-    // The whole page, 1280 px wide (README's picture).
-    let height = browser
-        .client
-        .execute("return document.documentElement.scrollHeight", vec![])
-        .await
-        .unwrap()
-        .as_u64()
-        .unwrap_or(900)
-        .clamp(600, 2400);
-    browser
-        .client
-        .set_window_size(1280, height as u32 + 140)
-        .await
-        .unwrap();
-    browser.screenshot("auction").await;
-    browser.client.set_window_size(1280, 900).await.unwrap();
+    browser.screenshot_full("auction").await;
 
     // The lead's page: the personal data, marked as such.
     browser.click("View the lead (PII)").await;
