@@ -12,6 +12,7 @@
 
 pub mod books;
 pub mod inspect;
+pub mod overview;
 pub mod reports;
 pub mod returns;
 pub mod rows;

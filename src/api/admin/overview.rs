@@ -1,0 +1,318 @@
+//! The overview (`GET /v1/admin/reports/overview`): the tenant's pings, bids, posts, sales and
+//! money today and over the last 7 days in its timezone, per hour of today and per day, the
+//! pings' latency over the last hour and today's top decline reasons. Aggregated in SQL
+//! (`store::admin::overview`, four statements at once); test traffic is left out. The
+//! console's Today page shows it.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::Problem;
+use crate::api::extract::AdminTenant;
+use crate::app::AppState;
+use crate::auction::{CapPeriod, period_start};
+use crate::money::Money;
+use crate::store::admin::overview::{self, HourSales, HourTraffic};
+
+/// How many decline reasons the overview lists.
+const TOP_DECLINES: i64 = 10;
+/// The days of `last_7_days`, today included.
+const DAYS: i64 = 7;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(overview))
+}
+
+/// A period's figures.
+#[derive(Serialize, ToSchema)]
+pub struct Figures {
+    /// The period's start (inclusive) and end (exclusive: now).
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// Pings answered (HTTP 200).
+    pings: i64,
+    /// Pings answered with at least one bid.
+    pings_with_bids: i64,
+    /// `pings_with_bids / pings`, 4 decimals (0 without pings).
+    bid_rate: f64,
+    /// Pings posted (and settled: sold, partially sold or unsold).
+    posts: i64,
+    /// Leads sold (returned since or not: gross).
+    sales: i64,
+    /// What buyers paid for them.
+    revenue: Money,
+    /// What partners earned on them.
+    payout: Money,
+    /// `revenue - payout`.
+    margin: Money,
+}
+
+/// One hour's (or day's) figures, from `start` to the next one's start.
+#[derive(Serialize, ToSchema, Default, Clone)]
+pub struct Bucket {
+    start: DateTime<Utc>,
+    /// `start` in the tenant's timezone, RFC 3339 with its offset.
+    local: String,
+    pings: i64,
+    pings_with_bids: i64,
+    posts: i64,
+    sales: i64,
+    revenue: Money,
+    payout: Money,
+}
+
+/// The pings of the last hour and their latency (from the request's arrival to the answer).
+#[derive(Serialize, ToSchema)]
+pub struct LatencyFigures {
+    from: DateTime<Utc>,
+    /// Pings received, whatever their answer.
+    pings: i64,
+    /// Median latency in milliseconds (none without pings).
+    p50_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds (none without pings).
+    p99_ms: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeclineCount {
+    /// The reason (`filtered`, `outbid`, `cap_reached`, …).
+    reason: String,
+    /// Contract evaluations that ended so.
+    count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Overview {
+    /// The tenant's timezone: days and hours are its.
+    timezone: String,
+    /// The time of the figures.
+    now: DateTime<Utc>,
+    /// Since today's midnight.
+    today: Figures,
+    /// Since the midnight 6 days before today's (7 days, today included).
+    last_7_days: Figures,
+    /// Today's hours, midnight to midnight (23 to 25 of them), those after now empty.
+    hours: Vec<Bucket>,
+    /// The 7 days, oldest first, today last.
+    days: Vec<Bucket>,
+    /// The last 60 minutes.
+    latency_last_hour: LatencyFigures,
+    /// Today's most frequent decline reasons (at most 10), most frequent first.
+    top_declines: Vec<DeclineCount>,
+}
+
+/// The tenant's figures today and over the last 7 days, in its timezone: pings, bid rate,
+/// posts, sales, revenue, payout and margin; per hour of today and per day; the pings' latency
+/// over the last hour; today's top decline reasons.
+#[utoipa::path(get, path = "/v1/admin/reports/overview", tag = "reports",
+    responses((status = 200, body = Overview)))]
+async fn overview(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+) -> Result<Json<Overview>, Problem> {
+    let tz = state
+        .config
+        .snapshot()
+        .tenant(tenant)
+        .map_or(Tz::UTC, |t| t.timezone);
+    let now = state.clock.now();
+    let today = period_start(CapPeriod::Day, now, tz);
+    let today_date = now.with_timezone(&tz).date_naive();
+    let day_starts: Vec<(NaiveDate, DateTime<Utc>)> = (0..DAYS)
+        .rev()
+        .map(|back| {
+            let date = today_date - Duration::days(back);
+            (date, day_start(date, tz))
+        })
+        .collect();
+    let week = day_starts.first().map_or(today, |(_, start)| *start);
+    let tomorrow = day_start(today_date + Duration::days(1), tz);
+    let hour_ago = now - Duration::hours(1);
+
+    let (traffic, sales, latency, declines) = overview::overview(
+        &state.db,
+        tenant,
+        tz.name(),
+        (week, now),
+        (hour_ago, now),
+        (today, now),
+        TOP_DECLINES,
+    )
+    .await?;
+
+    let hours = by_hour(&traffic, &sales, tz);
+    // Today's hours, every one of them (an hour's start is its instant: a DST day has 23 or 25).
+    let mut today_hours = Vec::new();
+    let mut start = today;
+    while start < tomorrow {
+        let mut bucket = hours.get(&start).cloned().unwrap_or_default();
+        bucket.start = start;
+        bucket.local = local(start, tz);
+        today_hours.push(bucket);
+        start += Duration::hours(1);
+    }
+    // Each day: the sum of its hours (whatever their number).
+    let days: Vec<Bucket> = day_starts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, start))| {
+            let end = day_starts.get(i + 1).map_or(tomorrow, |(_, next)| *next);
+            let mut day = Bucket {
+                start: *start,
+                local: local(*start, tz),
+                ..Bucket::default()
+            };
+            for hour in hours.values().filter(|h| h.start >= *start && h.start < end) {
+                add(&mut day, hour);
+            }
+            day
+        })
+        .collect();
+    let today_total = days.last().cloned().unwrap_or_default();
+    let mut week_total = Bucket::default();
+    for day in &days {
+        add(&mut week_total, day);
+    }
+    let ms = |us: Option<f64>| us.map(|us| (us / 10.0).round() / 100.0);
+    Ok(Json(Overview {
+        timezone: tz.name().to_owned(),
+        now,
+        today: figures(&today_total, today, now),
+        last_7_days: figures(&week_total, week, now),
+        hours: today_hours,
+        days,
+        latency_last_hour: LatencyFigures {
+            from: hour_ago,
+            pings: latency.pings,
+            p50_ms: ms(latency.p50_us),
+            p99_ms: ms(latency.p99_us),
+        },
+        top_declines: declines
+            .into_iter()
+            .map(|d| DeclineCount {
+                reason: d.reason,
+                count: d.count,
+            })
+            .collect(),
+    }))
+}
+
+/// The hours' buckets, by their start.
+fn by_hour(
+    traffic: &[HourTraffic],
+    sales: &[HourSales],
+    tz: Tz,
+) -> HashMap<DateTime<Utc>, Bucket> {
+    let mut hours: HashMap<DateTime<Utc>, Bucket> = HashMap::new();
+    let new = |hour: DateTime<Utc>| Bucket {
+        start: hour,
+        local: local(hour, tz),
+        ..Bucket::default()
+    };
+    for t in traffic {
+        let b = hours.entry(t.hour).or_insert_with(|| new(t.hour));
+        b.pings = t.pings;
+        b.pings_with_bids = t.pings_with_bids;
+        b.posts = t.posts;
+    }
+    for s in sales {
+        let b = hours.entry(s.hour).or_insert_with(|| new(s.hour));
+        b.sales = s.sales;
+        b.revenue = Money::from_cents(s.revenue_cents);
+        b.payout = Money::from_cents(s.payout_cents);
+    }
+    hours
+}
+
+fn add(total: &mut Bucket, part: &Bucket) {
+    total.pings += part.pings;
+    total.pings_with_bids += part.pings_with_bids;
+    total.posts += part.posts;
+    total.sales += part.sales;
+    total.revenue = Money::from_cents(total.revenue.cents() + part.revenue.cents());
+    total.payout = Money::from_cents(total.payout.cents() + part.payout.cents());
+}
+
+fn figures(total: &Bucket, from: DateTime<Utc>, to: DateTime<Utc>) -> Figures {
+    Figures {
+        from,
+        to,
+        pings: total.pings,
+        pings_with_bids: total.pings_with_bids,
+        bid_rate: rate(total.pings_with_bids, total.pings),
+        posts: total.posts,
+        sales: total.sales,
+        revenue: total.revenue,
+        payout: total.payout,
+        margin: Money::from_cents(total.revenue.cents() - total.payout.cents()),
+    }
+}
+
+/// `part / whole` to 4 decimals, 0 when `whole` is 0 (a ratio of counts: a float is right).
+fn rate(part: i64, whole: i64) -> f64 {
+    if whole > 0 {
+        (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
+    }
+}
+
+/// The start of `date` in `tz` (a midnight skipped by DST starts at the first instant after).
+fn day_start(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    // Noon exists on every day in every timezone: the day's start is that of the day holding it.
+    let noon = NaiveTime::from_hms_opt(12, 0, 0).unwrap_or_default();
+    let at = tz
+        .from_local_datetime(&date.and_time(noon))
+        .earliest()
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    period_start(CapPeriod::Day, at, tz)
+}
+
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_starts_at_its_local_midnight() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let date = NaiveDate::from_ymd_opt(2025, 3, 9).unwrap();
+        assert_eq!(
+            day_start(date, tz).to_rfc3339(),
+            "2025-03-09T05:00:00+00:00"
+        );
+        // The day the clocks went forward has 23 hours.
+        let next = day_start(date + Duration::days(1), tz);
+        assert_eq!(next - day_start(date, tz), Duration::hours(23));
+    }
+
+    #[test]
+    fn totals_add_hours_exactly() {
+        let mut total = Bucket::default();
+        let hour = Bucket {
+            pings: 3,
+            sales: 1,
+            revenue: Money::from_cents(1_001),
+            payout: Money::from_cents(700),
+            ..Bucket::default()
+        };
+        add(&mut total, &hour);
+        add(&mut total, &hour);
+        let f = figures(&total, Utc::now(), Utc::now());
+        assert_eq!(f.revenue.cents(), 2_002);
+        assert_eq!(f.margin.cents(), 602);
+        assert_eq!(f.bid_rate, 0.0);
+    }
+}
