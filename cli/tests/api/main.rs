@@ -10,6 +10,7 @@ mod buyer_caps;
 mod cascade;
 mod cli;
 mod console;
+mod console_today;
 mod deadline;
 mod decimals;
 mod demo;

@@ -4,8 +4,6 @@
 //! (`store::admin::overview`, four statements at once); test traffic is left out. The
 //! console's Today page shows it.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
@@ -20,7 +18,7 @@ use crate::api::extract::AdminTenant;
 use crate::app::AppState;
 use crate::auction::{CapPeriod, period_start};
 use crate::money::Money;
-use crate::store::admin::overview::{self, HourSales, HourTraffic};
+use crate::store::admin::overview::{self, Figures};
 
 /// How many decline reasons the overview lists.
 const TOP_DECLINES: i64 = 10;
@@ -33,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A period's figures.
 #[derive(Serialize, ToSchema)]
-pub struct Figures {
+pub struct Totals {
     /// The period's start (inclusive) and end (exclusive: now).
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -56,7 +54,7 @@ pub struct Figures {
 }
 
 /// One hour's (or day's) figures, from `start` to the next one's start.
-#[derive(Serialize, ToSchema, Default, Clone)]
+#[derive(Serialize, ToSchema)]
 pub struct Bucket {
     start: DateTime<Utc>,
     /// `start` in the tenant's timezone, RFC 3339 with its offset.
@@ -96,9 +94,9 @@ pub struct Overview {
     /// The time of the figures.
     now: DateTime<Utc>,
     /// Since today's midnight.
-    today: Figures,
+    today: Totals,
     /// Since the midnight 6 days before today's (7 days, today included).
-    last_7_days: Figures,
+    last_7_days: Totals,
     /// Today's hours, midnight to midnight (23 to 25 of them), those after now empty.
     hours: Vec<Bucket>,
     /// The 7 days, oldest first, today last.
@@ -136,58 +134,62 @@ async fn overview(
     let week = day_starts.first().map_or(today, |(_, start)| *start);
     let tomorrow = day_start(today_date + Duration::days(1), tz);
     let hour_ago = now - Duration::hours(1);
-
-    let (traffic, sales, latency, declines) = overview::overview(
-        &state.db,
-        tenant,
-        tz.name(),
-        (week, now),
-        (hour_ago, now),
-        (today, now),
-        TOP_DECLINES,
-    )
-    .await?;
-
-    let hours = by_hour(&traffic, &sales, tz);
-    // Today's hours, every one of them (an hour's start is its instant: a DST day has 23 or 25).
-    let mut today_hours = Vec::new();
+    // Today's hours (an hour's start is an instant: a DST day has 23 or 25).
+    let mut hour_bounds = Vec::with_capacity(26);
     let mut start = today;
     while start < tomorrow {
-        let mut bucket = hours.get(&start).cloned().unwrap_or_default();
-        bucket.start = start;
-        bucket.local = local(start, tz);
-        today_hours.push(bucket);
+        hour_bounds.push(start);
         start += Duration::hours(1);
     }
-    // Each day: the sum of its hours (whatever their number).
-    let days: Vec<Bucket> = day_starts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, start))| {
-            let end = day_starts.get(i + 1).map_or(tomorrow, |(_, next)| *next);
-            let mut day = Bucket {
-                start: *start,
-                local: local(*start, tz),
-                ..Bucket::default()
-            };
-            for hour in hours.values().filter(|h| h.start >= *start && h.start < end) {
-                add(&mut day, hour);
-            }
-            day
-        })
-        .collect();
-    let today_total = days.last().cloned().unwrap_or_default();
-    let mut week_total = Bucket::default();
-    for day in &days {
-        add(&mut week_total, day);
+    hour_bounds.push(tomorrow);
+    // The 6 days before today (today's figures are its hours').
+    let mut day_bounds: Vec<DateTime<Utc>> = day_starts.iter().map(|(_, start)| *start).collect();
+    day_bounds.pop();
+    day_bounds.push(today);
+
+    let db = &state.db;
+    let (hours, past_days, latency, declines) = tokio::try_join!(
+        overview::buckets(db, tenant, &hour_bounds, now),
+        overview::days(db, tenant, &day_bounds, now),
+        overview::latency(db, tenant, hour_ago, now),
+        overview::declines(db, tenant, today, now, TOP_DECLINES),
+    )?;
+
+    let bucket = |start: DateTime<Utc>, f: &Figures| Bucket {
+        start,
+        local: local(start, tz),
+        pings: f.pings,
+        pings_with_bids: f.pings_with_bids,
+        posts: f.posts,
+        sales: f.sales,
+        revenue: Money::from_cents(f.revenue_cents),
+        payout: Money::from_cents(f.payout_cents),
+    };
+    let mut today_total = Figures::default();
+    for hour in &hours {
+        today_total.add(hour);
     }
+    let mut week_total = today_total;
+    for day in &past_days {
+        week_total.add(day);
+    }
+    let mut days: Vec<Bucket> = past_days
+        .iter()
+        .zip(&day_bounds)
+        .map(|(f, start)| bucket(*start, f))
+        .collect();
+    days.push(bucket(today, &today_total));
     let ms = |us: Option<f64>| us.map(|us| (us / 10.0).round() / 100.0);
     Ok(Json(Overview {
         timezone: tz.name().to_owned(),
         now,
-        today: figures(&today_total, today, now),
-        last_7_days: figures(&week_total, week, now),
-        hours: today_hours,
+        today: totals(&today_total, today, now),
+        last_7_days: totals(&week_total, week, now),
+        hours: hours
+            .iter()
+            .zip(&hour_bounds)
+            .map(|(f, start)| bucket(*start, f))
+            .collect(),
         days,
         latency_last_hour: LatencyFigures {
             from: hour_ago,
@@ -205,44 +207,8 @@ async fn overview(
     }))
 }
 
-/// The hours' buckets, by their start.
-fn by_hour(
-    traffic: &[HourTraffic],
-    sales: &[HourSales],
-    tz: Tz,
-) -> HashMap<DateTime<Utc>, Bucket> {
-    let mut hours: HashMap<DateTime<Utc>, Bucket> = HashMap::new();
-    let new = |hour: DateTime<Utc>| Bucket {
-        start: hour,
-        local: local(hour, tz),
-        ..Bucket::default()
-    };
-    for t in traffic {
-        let b = hours.entry(t.hour).or_insert_with(|| new(t.hour));
-        b.pings = t.pings;
-        b.pings_with_bids = t.pings_with_bids;
-        b.posts = t.posts;
-    }
-    for s in sales {
-        let b = hours.entry(s.hour).or_insert_with(|| new(s.hour));
-        b.sales = s.sales;
-        b.revenue = Money::from_cents(s.revenue_cents);
-        b.payout = Money::from_cents(s.payout_cents);
-    }
-    hours
-}
-
-fn add(total: &mut Bucket, part: &Bucket) {
-    total.pings += part.pings;
-    total.pings_with_bids += part.pings_with_bids;
-    total.posts += part.posts;
-    total.sales += part.sales;
-    total.revenue = Money::from_cents(total.revenue.cents() + part.revenue.cents());
-    total.payout = Money::from_cents(total.payout.cents() + part.payout.cents());
-}
-
-fn figures(total: &Bucket, from: DateTime<Utc>, to: DateTime<Utc>) -> Figures {
-    Figures {
+fn totals(total: &Figures, from: DateTime<Utc>, to: DateTime<Utc>) -> Totals {
+    Totals {
         from,
         to,
         pings: total.pings,
@@ -250,9 +216,9 @@ fn figures(total: &Bucket, from: DateTime<Utc>, to: DateTime<Utc>) -> Figures {
         bid_rate: rate(total.pings_with_bids, total.pings),
         posts: total.posts,
         sales: total.sales,
-        revenue: total.revenue,
-        payout: total.payout,
-        margin: Money::from_cents(total.revenue.cents() - total.payout.cents()),
+        revenue: Money::from_cents(total.revenue_cents),
+        payout: Money::from_cents(total.payout_cents),
+        margin: Money::from_cents(total.revenue_cents - total.payout_cents),
     }
 }
 
@@ -299,20 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn totals_add_hours_exactly() {
-        let mut total = Bucket::default();
-        let hour = Bucket {
+    fn totals_add_exactly() {
+        let mut total = Figures::default();
+        let hour = Figures {
             pings: 3,
             sales: 1,
-            revenue: Money::from_cents(1_001),
-            payout: Money::from_cents(700),
-            ..Bucket::default()
+            revenue_cents: 1_001,
+            payout_cents: 700,
+            ..Figures::default()
         };
-        add(&mut total, &hour);
-        add(&mut total, &hour);
-        let f = figures(&total, Utc::now(), Utc::now());
-        assert_eq!(f.revenue.cents(), 2_002);
-        assert_eq!(f.margin.cents(), 602);
-        assert_eq!(f.bid_rate, 0.0);
+        total.add(&hour);
+        total.add(&hour);
+        let t = totals(&total, Utc::now(), Utc::now());
+        assert_eq!(t.revenue.cents(), 2_002);
+        assert_eq!(t.margin.cents(), 602);
+        assert_eq!(t.pings, 6);
+        assert_eq!(t.bid_rate, 0.0);
     }
 }
