@@ -189,7 +189,9 @@ async fn the_overview_counts_todays_and_the_weeks_traffic_and_money_exactly(pool
     assert_eq!(days[6]["sales"], 2);
     assert_eq!(days[3]["pings"], 1, "{days:?}");
     assert_eq!(
-        days.iter().map(|d| d["pings"].as_i64().unwrap()).sum::<i64>(),
+        days.iter()
+            .map(|d| d["pings"].as_i64().unwrap())
+            .sum::<i64>(),
         4
     );
 
@@ -211,16 +213,27 @@ async fn the_overview_counts_todays_and_the_weeks_traffic_and_money_exactly(pool
             .contains(&format!("T{this_hour:02}:00:00")),
         "{bucket}"
     );
-    assert_eq!((bucket["pings"].as_i64(), bucket["sales"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(
+        (bucket["pings"].as_i64(), bucket["sales"].as_i64()),
+        (Some(3), Some(2))
+    );
     assert_eq!(cents(&bucket["revenue"]), revenue);
     assert_eq!(cents(&bucket["payout"]), payout);
     assert_eq!(
-        hours.iter().map(|h| h["pings"].as_i64().unwrap()).sum::<i64>(),
+        hours
+            .iter()
+            .map(|h| h["pings"].as_i64().unwrap())
+            .sum::<i64>(),
         3
     );
     // A ping logged at 00:30 New York time today falls in the first hour.
     let midnight = tz
-        .from_local_datetime(&now.with_timezone(&tz).date_naive().and_hms_opt(0, 30, 0).unwrap())
+        .from_local_datetime(
+            &now.with_timezone(&tz)
+                .date_naive()
+                .and_hms_opt(0, 30, 0)
+                .unwrap(),
+        )
         .earliest()
         .unwrap()
         .with_timezone(&Utc);
@@ -262,11 +275,17 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     sell(&app, &other).await;
     let (revenue, payout) = sold_cents(&exchange).await;
     assert_eq!(revenue, 4321);
-    let usd = |c: i64| gavel::console::view::money(gavel::console::Amount(Money::from_cents(c)), "USD");
+    let usd =
+        |c: i64| gavel::console::view::money(gavel::console::Amount(Money::from_cents(c)), "USD");
     let base = app.url("");
 
     // The summary's JSON and CSV, through the console, equal the admin API's.
-    let (status, summary) = admin_get(&app, &exchange, "/v1/admin/reports/summary?group_by=partner").await;
+    let (status, summary) = admin_get(
+        &app,
+        &exchange,
+        "/v1/admin/reports/summary?group_by=partner",
+    )
+    .await;
     assert_eq!(status, 200, "{summary}");
     let rows = summary["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{summary}");
@@ -284,19 +303,32 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
         csv.headers()[CONTENT_TYPE].to_str().unwrap(),
         "text/csv; charset=utf-8"
     );
-    let disposition = csv.headers()[CONTENT_DISPOSITION].to_str().unwrap().to_owned();
+    let disposition = csv.headers()[CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(
         disposition.starts_with("attachment; filename=\"summary-partner-"),
         "{disposition}"
     );
     let body = csv.text().await.unwrap();
-    let body = body.strip_prefix('\u{feff}').expect("a UTF-8 byte order mark");
+    let body = body
+        .strip_prefix('\u{feff}')
+        .expect("a UTF-8 byte order mark");
     let mut reader = csv::Reader::from_reader(body.as_bytes());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), 1, "{body}");
     let field = |name: &str| {
-        let i = header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name}: {header:?}"));
+        let i = header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name}: {header:?}"));
         records[0][i].to_owned()
     };
     assert_eq!(field("group_id"), row["group_id"].as_str().unwrap());
@@ -304,9 +336,18 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     for name in ["pings", "pings_with_bids", "posts", "sales", "returns"] {
         assert_eq!(field(name), row[name].to_string(), "{name}");
     }
-    for name in ["revenue", "payout", "margin", "net_revenue", "net_payout", "net_margin"] {
+    for name in [
+        "revenue",
+        "payout",
+        "margin",
+        "net_revenue",
+        "net_payout",
+        "net_margin",
+    ] {
         assert_eq!(
-            Money::parse(&field(name), ExtraDecimals::Reject).unwrap().cents(),
+            Money::parse(&field(name), ExtraDecimals::Reject)
+                .unwrap()
+                .cents(),
             cents(&row[name]),
             "{name}"
         );
@@ -332,13 +373,21 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
 
     // A range the API refuses is said on the page, not a crash.
     let refused = reqwest::Client::new()
-        .get(format!("{base}/console/reports?from=2026-02-10&to=2026-01-01"))
+        .get(format!(
+            "{base}/console/reports?from=2026-02-10&to=2026-01-01"
+        ))
         .header(COOKIE, &cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
-    assert!(refused.text().await.unwrap().contains("to must be after from"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("to must be after from")
+    );
 
     let Some(browser) = browser("today_and_reports_show_the_sale").await else {
         return;
@@ -349,17 +398,25 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     assert_eq!(browser.text_of("[data-figure=sales]").await, "1");
     assert_eq!(browser.text_of("[data-figure=revenue]").await, "$43.21");
     assert_eq!(browser.text_of("[data-figure=payout]").await, usd(payout));
-    assert_eq!(browser.text_of("[data-figure=margin]").await, usd(revenue - payout));
+    assert_eq!(
+        browser.text_of("[data-figure=margin]").await,
+        usd(revenue - payout)
+    );
     assert_eq!(browser.text_of("[data-week=sales]").await, "1");
     assert!(browser.text_of("#hours-title").await.contains("per hour"));
     let bars = browser
         .client
-        .find_all(fantoccini::Locator::Css(".chart svg rect.series-a"))
+        .find_all(fantoccini::Locator::Css(
+            "section[aria-labelledby=hours-title] rect.series-a",
+        ))
         .await
         .unwrap();
     assert!((23..=25).contains(&bars.len()), "{} bars", bars.len());
     assert!(
-        browser.text_of("#top-declines").await.contains("contract_paused"),
+        browser
+            .text_of("#top-declines")
+            .await
+            .contains("contract_paused"),
         "{}",
         browser.text_of("#top-declines").await
     );
@@ -367,7 +424,9 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     assert!(!page.contains("98.76"), "another tenant's sale: {page}");
     browser.screenshot("today").await;
 
-    browser.goto(&app.url("/console/reports?group_by=partner")).await;
+    browser
+        .goto(&app.url("/console/reports?group_by=partner"))
+        .await;
     let table = browser.text_of("#summary").await;
     assert!(table.contains("Quote Funnel"), "{table}");
     for amount in [revenue, payout, revenue - payout] {
@@ -375,7 +434,18 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     }
     assert!(!table.contains("98.76"), "another tenant's sale: {table}");
     browser.screenshot("reports").await;
-    browser.goto(&app.url("/console/reports?group_by=contract")).await;
-    assert!(browser.text_of("#summary").await.contains("contract_paused"));
+    eprintln!(
+        "screenshots of Today and Reports: {}",
+        browser.shots().display()
+    );
+    browser
+        .goto(&app.url("/console/reports?group_by=contract"))
+        .await;
+    assert!(
+        browser
+            .text_of("#summary")
+            .await
+            .contains("contract_paused")
+    );
     browser.close().await;
 }

@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A period's figures.
 #[derive(Serialize, ToSchema)]
-pub struct Totals {
+pub struct OverviewTotals {
     /// The period's start (inclusive) and end (exclusive: now).
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -55,7 +55,7 @@ pub struct Totals {
 
 /// One hour's (or day's) figures, from `start` to the next one's start.
 #[derive(Serialize, ToSchema)]
-pub struct Bucket {
+pub struct OverviewBucket {
     start: DateTime<Utc>,
     /// `start` in the tenant's timezone, RFC 3339 with its offset.
     local: String,
@@ -69,7 +69,7 @@ pub struct Bucket {
 
 /// The pings of the last hour and their latency (from the request's arrival to the answer).
 #[derive(Serialize, ToSchema)]
-pub struct LatencyFigures {
+pub struct OverviewLatency {
     from: DateTime<Utc>,
     /// Pings received, whatever their answer.
     pings: i64,
@@ -80,7 +80,7 @@ pub struct LatencyFigures {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DeclineCount {
+pub struct OverviewDecline {
     /// The reason (`filtered`, `outbid`, `cap_reached`, …).
     reason: String,
     /// Contract evaluations that ended so.
@@ -94,17 +94,17 @@ pub struct Overview {
     /// The time of the figures.
     now: DateTime<Utc>,
     /// Since today's midnight.
-    today: Totals,
+    today: OverviewTotals,
     /// Since the midnight 6 days before today's (7 days, today included).
-    last_7_days: Totals,
+    last_7_days: OverviewTotals,
     /// Today's hours, midnight to midnight (23 to 25 of them), those after now empty.
-    hours: Vec<Bucket>,
+    hours: Vec<OverviewBucket>,
     /// The 7 days, oldest first, today last.
-    days: Vec<Bucket>,
+    days: Vec<OverviewBucket>,
     /// The last 60 minutes.
-    latency_last_hour: LatencyFigures,
+    latency_last_hour: OverviewLatency,
     /// Today's most frequent decline reasons (at most 10), most frequent first.
-    top_declines: Vec<DeclineCount>,
+    top_declines: Vec<OverviewDecline>,
 }
 
 /// The tenant's figures today and over the last 7 days, in its timezone: pings, bid rate,
@@ -155,7 +155,7 @@ async fn overview(
         overview::declines(db, tenant, today, now, TOP_DECLINES),
     )?;
 
-    let bucket = |start: DateTime<Utc>, f: &Figures| Bucket {
+    let bucket = |start: DateTime<Utc>, f: &Figures| OverviewBucket {
         start,
         local: local(start, tz),
         pings: f.pings,
@@ -173,7 +173,7 @@ async fn overview(
     for day in &past_days {
         week_total.add(day);
     }
-    let mut days: Vec<Bucket> = past_days
+    let mut days: Vec<OverviewBucket> = past_days
         .iter()
         .zip(&day_bounds)
         .map(|(f, start)| bucket(*start, f))
@@ -191,7 +191,7 @@ async fn overview(
             .map(|(f, start)| bucket(*start, f))
             .collect(),
         days,
-        latency_last_hour: LatencyFigures {
+        latency_last_hour: OverviewLatency {
             from: hour_ago,
             pings: latency.pings,
             p50_ms: ms(latency.p50_us),
@@ -199,7 +199,7 @@ async fn overview(
         },
         top_declines: declines
             .into_iter()
-            .map(|d| DeclineCount {
+            .map(|d| OverviewDecline {
                 reason: d.reason,
                 count: d.count,
             })
@@ -207,8 +207,8 @@ async fn overview(
     }))
 }
 
-fn totals(total: &Figures, from: DateTime<Utc>, to: DateTime<Utc>) -> Totals {
-    Totals {
+fn totals(total: &Figures, from: DateTime<Utc>, to: DateTime<Utc>) -> OverviewTotals {
+    OverviewTotals {
         from,
         to,
         pings: total.pings,

@@ -60,7 +60,8 @@ impl Asked {
             group_by: given(&query.group_by).unwrap_or("offer").to_owned(),
             from: given(&query.from)
                 .map_or_else(|| first.format("%Y-%m-%d").to_string(), str::to_owned),
-            to: given(&query.to).map_or_else(|| today.format("%Y-%m-%d").to_string(), str::to_owned),
+            to: given(&query.to)
+                .map_or_else(|| today.format("%Y-%m-%d").to_string(), str::to_owned),
         }
     }
 
@@ -143,7 +144,11 @@ async fn reports(
     } else {
         axum::http::StatusCode::OK
     };
-    Ok((status, Page::new(&console, Section::Reports, "Reports", body)).into_response())
+    Ok((
+        status,
+        Page::new(&console, Section::Reports, "Reports", body),
+    )
+        .into_response())
 }
 
 fn form(asked: &Asked) -> Markup {

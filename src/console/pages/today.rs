@@ -108,7 +108,7 @@ fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -174,8 +174,16 @@ fn chart(console: &Console, buckets: &[Bucket], label: &str, title: &str) -> Mar
     const HEIGHT: f64 = 180.0;
     const BOTTOM: f64 = 20.0;
     const LEFT: f64 = 44.0;
-    let max = buckets.iter().map(|b| b.pings.max(b.sales)).max().unwrap_or(0);
-    let scale = if max > 0 { (HEIGHT - BOTTOM - 8.0) / max as f64 } else { 0.0 };
+    let max = buckets
+        .iter()
+        .map(|b| b.pings.max(b.sales))
+        .max()
+        .unwrap_or(0);
+    let scale = if max > 0 {
+        (HEIGHT - BOTTOM - 8.0) / max as f64
+    } else {
+        0.0
+    };
     let n = buckets.len().max(1) as f64;
     let slot = (WIDTH - LEFT) / n;
     let base = HEIGHT - BOTTOM;
