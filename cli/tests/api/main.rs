@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod console_auctions;
 mod console_books;
+mod console_today;
 mod deadline;
 mod decimals;
 mod demo;

@@ -10,6 +10,7 @@ mod headers;
 pub(crate) mod input;
 mod inspect;
 mod outbound;
+mod overview;
 mod ping_list;
 mod reports;
 mod returns;
@@ -41,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(statements::router())
         .merge(inspect::router())
         .merge(reports::router())
+        .merge(overview::router())
         .merge(returns::router())
         .merge(trial::router())
         .merge(settings::router())

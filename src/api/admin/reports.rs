@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{parse_time, query_error};
+use super::query_error;
+use super::statements::{csv_response, no_formula, parse_bound, wants_csv};
 use crate::api::extract::AdminTenant;
 use crate::api::{ErrorCode, Problem};
 use crate::app::AppState;
@@ -27,12 +31,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
-    /// Start of the range (RFC 3339, inclusive), at most `report_max_days` (93 by default)
-    /// before `to`; default: that many days before `to`.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Start of the range: an RFC 3339 instant (inclusive) or a date `YYYY-MM-DD` (its start
+    /// in the tenant's timezone), at most `report_max_days` (93 by default) before `to` (in the
+    /// tenant's calendar days when a bound is a date); default: that many days before `to`.
     from: Option<String>,
-    /// End of the range (RFC 3339, exclusive); default: now.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// End of the range: an RFC 3339 instant (exclusive) or a date `YYYY-MM-DD` (inclusive: up
+    /// to the end of that day in the tenant's timezone); default: now.
     to: Option<String>,
     /// `offer` (default), `partner`, `buyer` or `contract`.
     group_by: Option<String>,
@@ -143,21 +147,44 @@ fn too_costly(error: sqlx::Error) -> Problem {
 
 /// Per group: pings, pings with bids, bid rate, posts, sales, revenue, payout, margin, the
 /// count of each decline reason, and the sales' approved returns with the net figures
-/// (docs/returns.md).
+/// (docs/returns.md). JSON, or CSV with `Accept: text/csv`.
 #[utoipa::path(get, path = "/v1/admin/reports/summary", tag = "reports", params(SummaryQuery),
-    responses((status = 200, body = Summary)))]
+    responses((status = 200, description = "The report; CSV (`group_id,group_name,pings,\
+        pings_with_bids,bid_rate,posts,sales,revenue,payout,margin,returns,returned_revenue,\
+        return_rate,net_revenue,net_payout,net_margin`, then a `declined_<reason>` column per \
+        reason) with `Accept: text/csv`",
+        content((Summary = "application/json"), (String = "text/csv")))))]
 async fn summary(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
     Query(query): Query<SummaryQuery>,
-) -> Result<Json<Summary>, Problem> {
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     let group_by = parse_group_by(query.group_by.as_deref())?;
+    let tz = state
+        .config
+        .snapshot()
+        .tenant(tenant)
+        .map_or(Tz::UTC, |t| t.timezone);
     // The range is bounded, so a report costs at most that range's rows.
     let max_days = state.settings.report_max_days;
     let longest = chrono::Duration::days(i64::from(max_days));
-    let to = parse_time("to", query.to.as_deref())?.unwrap_or_else(|| state.clock.now());
-    let from = parse_time("from", query.from.as_deref())?.unwrap_or(to - longest);
-    if to - from > longest {
+    let from_bound = parse_bound("from", query.from.as_deref(), tz, false)?;
+    let to_bound = parse_bound("to", query.to.as_deref(), tz, true)?;
+    let to = to_bound.map_or_else(|| state.clock.now(), |b| b.at);
+    let from = from_bound.map_or(to - longest, |b| b.at);
+    if to <= from {
+        return Err(query_error("to", "must be after from"));
+    }
+    // A range of dates is counted in the tenant's calendar days (a month across a change of
+    // DST is its days, not its days ± 1 h).
+    let dated = from_bound.is_some_and(|b| b.date) || to_bound.is_some_and(|b| b.date);
+    let length = if dated {
+        to.with_timezone(&tz).naive_local() - from.with_timezone(&tz).naive_local()
+    } else {
+        to - from
+    };
+    if length > longest {
         return Err(query_error(
             "from",
             &format!("must be at most {max_days} days before to (setting report_max_days)"),
@@ -213,9 +240,79 @@ async fn summary(
             }
         }
     }
-    Ok(Json(Summary {
+    let summary = Summary {
         rows: rows.into_values().collect(),
-    }))
+    };
+    if wants_csv(&headers) {
+        let filename = format!(
+            "summary-{}-{}-{}.csv",
+            group_by.as_str(),
+            from.with_timezone(&tz).format("%Y-%m-%d"),
+            (to - chrono::Duration::microseconds(1))
+                .with_timezone(&tz)
+                .format("%Y-%m-%d")
+        );
+        return Ok(csv_response(&summary.csv_rows(), &filename));
+    }
+    Ok(Json(summary).into_response())
+}
+
+impl Summary {
+    /// The report as CSV rows: a header, then one row per group, with a `declined_<reason>`
+    /// column for each reason of any group.
+    fn csv_rows(&self) -> Vec<Vec<String>> {
+        let reasons: std::collections::BTreeSet<&String> =
+            self.rows.iter().flat_map(|r| r.declines.keys()).collect();
+        let mut header: Vec<String> = [
+            "group_id",
+            "group_name",
+            "pings",
+            "pings_with_bids",
+            "bid_rate",
+            "posts",
+            "sales",
+            "revenue",
+            "payout",
+            "margin",
+            "returns",
+            "returned_revenue",
+            "return_rate",
+            "net_revenue",
+            "net_payout",
+            "net_margin",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        header.extend(reasons.iter().map(|r| format!("declined_{r}")));
+        let mut out = vec![header];
+        for r in &self.rows {
+            let mut row = vec![
+                r.group_id.to_string(),
+                r.group_name.as_deref().map(no_formula).unwrap_or_default(),
+                r.pings.to_string(),
+                r.pings_with_bids.to_string(),
+                r.bid_rate.to_string(),
+                r.posts.to_string(),
+                r.sales.to_string(),
+                r.revenue.to_string(),
+                r.payout.to_string(),
+                r.margin.to_string(),
+                r.returns.to_string(),
+                r.returned_revenue.to_string(),
+                r.return_rate.to_string(),
+                r.net_revenue.to_string(),
+                r.net_payout.to_string(),
+                r.net_margin.to_string(),
+            ];
+            row.extend(
+                reasons
+                    .iter()
+                    .map(|reason| r.declines.get(*reason).copied().unwrap_or(0).to_string()),
+            );
+            out.push(row);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -214,9 +214,9 @@ async fn statement(
 
 /// A bound of the period: its instant, and whether it was given as a date.
 #[derive(Clone, Copy, Debug)]
-struct Bound {
-    at: DateTime<Utc>,
-    date: bool,
+pub(super) struct Bound {
+    pub(super) at: DateTime<Utc>,
+    pub(super) date: bool,
 }
 
 /// The years a bound may name: PostgreSQL, and the formats, hold them all.
@@ -224,7 +224,7 @@ const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
 /// `from` or `to`: a date (its start, or for `to` the start of the next day, in `tz`) or an
 /// RFC 3339 instant, years 1 to 9999.
-fn parse_bound(
+pub(super) fn parse_bound(
     name: &str,
     text: Option<&str>,
     tz: Tz,
@@ -280,7 +280,7 @@ fn too_costly(error: sqlx::Error) -> Problem {
 /// Whether the client prefers CSV to JSON (RFC 9110 `Accept`): each type's weight is the `q`
 /// of the most specific range that matches it (`text/csv`, then `text/*`, then `*/*`); CSV
 /// only with a weight above 0 and above JSON's (a tie, or no `Accept`, is JSON).
-fn wants_csv(headers: &HeaderMap) -> bool {
+pub(super) fn wants_csv(headers: &HeaderMap) -> bool {
     let ranges: Vec<(String, String, f32)> = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -391,7 +391,6 @@ impl Statement {
     /// The statement as CSV: the header, `opening_balance`, the entries, `closing_balance`,
     /// then `total_<kind>` per kind.
     fn csv(&self, filename: &str) -> Response {
-        let mut out = csv::Writer::from_writer(Vec::new());
         let mut rows: Vec<[String; 7]> = Vec::with_capacity(self.entries.len() + 8);
         let text = |v: Option<&Uuid>| v.map(Uuid::to_string).unwrap_or_default();
         rows.push(
@@ -437,28 +436,35 @@ impl Statement {
                 "",
             ));
         }
-        for row in &rows {
-            // Writing to a Vec fails only on memory exhaustion.
-            let _ = out.write_record(row);
-        }
-        // A UTF-8 byte order mark first: Excel reads the file as UTF-8 (not the locale's code
-        // page) only with it; CSV readers skip it.
-        let mut body = "\u{feff}".as_bytes().to_vec();
-        body.extend(out.into_inner().unwrap_or_default());
-        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-        (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/csv; charset=utf-8"),
-                ),
-                (header::CONTENT_DISPOSITION, disposition),
-            ],
-            body,
-        )
-            .into_response()
+        csv_response(&rows, filename)
     }
+}
+
+/// CSV rows as a download: a UTF-8 byte order mark first, `text/csv`, an attachment named
+/// `filename`. The caller defuses formulas in free text (`no_formula`).
+pub(super) fn csv_response<R: AsRef<[String]>>(rows: &[R], filename: &str) -> Response {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        // Writing to a Vec fails only on memory exhaustion.
+        let _ = out.write_record(row.as_ref());
+    }
+    // A UTF-8 byte order mark first: Excel reads the file as UTF-8 (not the locale's code
+    // page) only with it; CSV readers skip it.
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend(out.into_inner().unwrap_or_default());
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn summary_row(at: &str, kind: &str, amount: &str, balance: &str) -> [String; 7] {
@@ -467,7 +473,7 @@ fn summary_row(at: &str, kind: &str, amount: &str, balance: &str) -> [String; 7]
 
 /// A text a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, or a tab or carriage
 /// return first) is prefixed with `'`.
-fn no_formula(text: &str) -> String {
+pub(super) fn no_formula(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {

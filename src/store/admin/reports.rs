@@ -22,6 +22,16 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    /// Its name in the query (`group_by`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Offer => "offer",
+            GroupBy::Partner => "partner",
+            GroupBy::Buyer => "buyer",
+            GroupBy::Contract => "contract",
+        }
+    }
+
     /// The column of `lead_sales` and of the distribution queries (`p` is the ping's
     /// posting_log row: the time range is the ping's, found by posting_log_time; `c` is one
     /// contract's outcome, from the ping's rows in distribution_winners and
