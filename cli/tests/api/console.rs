@@ -355,7 +355,9 @@ async fn the_demos_sale_is_on_today_and_its_auction_reads_in_words(pool: PgPool)
         .post(app.url("/v1/post"))
         .bearer_auth(&seeded.posting_key)
         .json(&serde_json::json!({ "ping_id": ping_id, "lead": full,
-            "consent": { "trustedform_cert_url": "https://cert.trustedform.com/demo" } }))
+            "consent": { "trustedform_cert_url": "https://cert.trustedform.com/demo",
+                "text": "By clicking Submit I agree to be contacted.",
+                "consented_at": "2026-11-25T17:04:12Z", "ip": "203.0.113.7" } }))
         .send()
         .await
         .unwrap()
