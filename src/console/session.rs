@@ -137,7 +137,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CsrfForm<T> {
         let bytes = read_form(&parts.headers, body).await?;
         let sent =
             form_field(&bytes, "csrf").or_else(|| header_text(&parts.headers, "x-csrf-token"));
-        if !same_origin(&parts.headers)
+        if !same_origin(state, &parts)
             || !sent.is_some_and(|sent| same_secret(&sent, &console.session.csrf_token))
         {
             return Err(ConsoleError::Forbidden);
@@ -183,18 +183,40 @@ fn same_secret(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 
-/// A POST's `Origin`, when the browser sends one, names this host: a form of another site is
-/// refused even before its token is checked.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = header_text(headers, header::ORIGIN.as_str()) else {
+/// A POST's `Origin`, when the browser sends one, names this console: a form of another site
+/// is refused even before its token is checked. This console is the public URL's host when
+/// it is set (a proxy may rewrite `Host`), else the host the request was sent to (a proxy's
+/// `X-Forwarded-Host`, the request's authority, its `Host`).
+fn same_origin(state: &AppState, parts: &Parts) -> bool {
+    let Some(origin) = header_text(&parts.headers, header::ORIGIN.as_str()) else {
         return true;
     };
-    let host = header_text(headers, header::HOST.as_str()).unwrap_or_default();
     let origin_host = origin
         .split_once("://")
-        .map(|(_, rest)| rest)
+        .map(|(_, rest)| rest.to_owned())
         .unwrap_or_default();
-    !host.is_empty() && origin_host == host
+    let public = state
+        .settings
+        .public_url
+        .as_deref()
+        .and_then(|url| url::Url::parse(url).ok())
+        .and_then(|url| {
+            let host = url.host_str()?.to_owned();
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    let hosts = [
+        public,
+        header_text(&parts.headers, "x-forwarded-host"),
+        parts.uri.authority().map(|a| a.to_string()),
+        header_text(&parts.headers, header::HOST.as_str()),
+    ];
+    hosts
+        .into_iter()
+        .flatten()
+        .any(|host| !host.is_empty() && host.eq_ignore_ascii_case(&origin_host))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -247,16 +269,25 @@ struct NextQuery {
 
 /// Where to go after signing in: a console page, never another site.
 fn console_path(next: Option<&str>) -> String {
-    match next {
+    console_page(
+        next.filter(|path| !path.starts_with("/console/sign-")),
+        "/console/today",
+    )
+}
+
+/// `path` when it is a page of the console (never another site, nothing a `Location` header
+/// cannot hold), else `default`: where a form returns to.
+pub fn console_page(path: Option<&str>, default: &str) -> String {
+    match path {
         Some(path)
             if path.starts_with("/console/")
-                && !path.starts_with("/console/sign-")
                 && !path.contains("//")
-                && !path.contains('\\') =>
+                && !path.contains('\\')
+                && !path.chars().any(|c| c.is_control()) =>
         {
             path.to_owned()
         }
-        _ => "/console/today".to_owned(),
+        _ => default.to_owned(),
     }
 }
 
@@ -306,7 +337,7 @@ async fn sign_in(
     let bytes = read_form(&parts.headers, body).await?;
     let form: SignIn = serde_urlencoded::from_bytes(&bytes).map_err(|_| ConsoleError::Forbidden)?;
     let expected = cookie(&parts.headers, SIGN_IN_COOKIE);
-    if !same_origin(&parts.headers) || !expected.is_some_and(|t| same_secret(&t, &form.csrf)) {
+    if !same_origin(&state, &parts) || !expected.is_some_and(|t| same_secret(&t, &form.csrf)) {
         return Err(ConsoleError::Forbidden);
     }
     let next = console_path(form.next.as_deref());
@@ -372,4 +403,28 @@ async fn sign_out(
         Redirect::to("/console/sign-in"),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_returns_to_a_console_page_only() {
+        let to = |path| console_page(Some(path), "/console/today");
+        assert_eq!(to("/console/contracts/1"), "/console/contracts/1");
+        for elsewhere in [
+            "https://evil.example/console/",
+            "//evil.example",
+            "/console//evil.example",
+            "/console/\\evil",
+            "/console/x\ny",
+            "/consolex",
+            "",
+        ] {
+            assert_eq!(to(elsewhere), "/console/today", "{elsewhere:?}");
+        }
+        assert_eq!(console_path(Some("/console/sign-out")), "/console/today");
+        assert_eq!(console_path(None), "/console/today");
+    }
 }

@@ -182,17 +182,20 @@ async fn the_session_cookie_is_http_only_strict_and_secure_over_https(pool: PgPo
     )
     .await;
     assert!(header.contains("; Secure"), "{header}");
-    // The token is stored hashed: the cookie's value is in no row.
+    // The token is stored hashed: one session has the cookie's token's SHA-256, none its text.
     let (cookie, _) = sign_in_http(&base, &exchange.admin_key, &[]).await;
     let token = cookie.split_once('=').unwrap().1;
-    let found: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM console_sessions WHERE token_hash = convert_to($1, 'UTF8') OR csrf_token = $1",
+    let (hashed, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE token_hash = sha256(convert_to($1, 'UTF8'))),
+                count(*) FILTER (WHERE position(convert_to($1, 'UTF8') IN token_hash) > 0
+                                    OR csrf_token = $1)
+         FROM console_sessions",
     )
     .bind(token)
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(found, 0);
+    assert_eq!((hashed, plain), (1, 0));
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]

@@ -37,7 +37,9 @@ async fn auction_exchange(pool: &PgPool) -> Auction {
         .and(path("/leads"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_body_json(json!({ "status": "accepted", "message": BUYER_ANSWER })),
+                // The buyer quotes the lead back: the ping's page must mask it.
+                .set_body_json(json!({ "status": "accepted", "message": BUYER_ANSWER,
+                                       "email": "ada@example.com", "phone": "2145550123" })),
         )
         .mount(&buyers)
         .await;

@@ -21,7 +21,7 @@ use crate::money::Money;
 use crate::store::admin::overview::{self, Figures};
 
 /// How many decline reasons the overview lists.
-const TOP_DECLINES: i64 = 10;
+const TOP_DECLINES: usize = 10;
 /// The days of `last_7_days`, today included.
 const DAYS: i64 = 7;
 
@@ -149,11 +149,21 @@ async fn overview(
 
     let db = &state.db;
     let (hours, past_days, latency, declines) = tokio::try_join!(
-        overview::buckets(db, tenant, &hour_bounds, now),
-        overview::days(db, tenant, &day_bounds, now),
+        overview::kept_buckets(db, tenant, &hour_bounds, now),
+        overview::kept_buckets(db, tenant, &day_bounds, now),
         overview::latency(db, tenant, hour_ago, now),
-        overview::declines(db, tenant, today, now, TOP_DECLINES),
+        overview::kept_declines(db, tenant, &hour_bounds, now),
     )?;
+    // Today's top decline reasons: its hours' added up.
+    let mut today_declines = overview::Declines::new();
+    for hour in declines {
+        for (reason, count) in hour {
+            *today_declines.entry(reason).or_default() += count;
+        }
+    }
+    let mut declines: Vec<(String, i64)> = today_declines.into_iter().collect();
+    declines.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    declines.truncate(TOP_DECLINES);
 
     let bucket = |start: DateTime<Utc>, f: &Figures| OverviewBucket {
         start,
@@ -199,10 +209,7 @@ async fn overview(
         },
         top_declines: declines
             .into_iter()
-            .map(|d| OverviewDecline {
-                reason: d.reason,
-                count: d.count,
-            })
+            .map(|(reason, count)| OverviewDecline { reason, count })
             .collect(),
     }))
 }

@@ -440,6 +440,15 @@ async fn auctions(
             }
         }
     }
+    // Without a start, the last 7 days: a rare status or a quiet partner never has the list
+    // walk the tenant's whole history.
+    if filled(&search.from).is_none() {
+        let week_ago = chrono::Utc::now() - chrono::Duration::days(DEFAULT_DAYS);
+        query.push(format!(
+            "from={}",
+            url_encode(&week_ago.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        ));
+    }
     for (name, field) in [
         ("partner_id", &search.partner_id),
         ("campaign_id", &search.campaign_id),
@@ -508,7 +517,7 @@ async fn auctions(
         form #search .filters method="get" action="/console/auctions"
             hx-get="/console/auctions" hx-target="#results" hx-select="#results"
             hx-swap="outerHTML" hx-push-url="true" role="search" {
-            label { "From"
+            label { "From (default: 7 days ago)"
                 input type="datetime-local" name="from" value=[filled(&search.from)]; }
             label { "To"
                 input type="datetime-local" name="to" value=[filled(&search.to)]; }
@@ -610,12 +619,65 @@ fn ping_table(console: &Console, items: &[PingItem]) -> Markup {
     }
 }
 
+/// The days the list searches when the form names no start.
+const DEFAULT_DAYS: i64 = 7;
+
 // ---------------------------------------------------------------------------------------------
 // A ping's page
+
+/// The posted lead's values a buyer's answer might quote: every text of 4 characters or more
+/// (and a phone number's digits), of the lead and its consent. Short codes (a state) stay.
+fn personal_values(lead: &LeadView) -> Vec<String> {
+    let mut values = Vec::new();
+    for value in lead.lead.values().chain(lead.consent.values()) {
+        let text = match value {
+            Value::String(text) => text.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if text.len() >= 4 {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() >= 7 && digits != text {
+                values.push(digits);
+            }
+            values.push(text);
+        }
+    }
+    // The longest first, so that a value inside another is not masked half.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// `text` with each of `personal`'s values (in any ASCII case) replaced by `•••`.
+fn redact(text: &str, personal: &[String]) -> String {
+    let mut out = text.to_owned();
+    for value in personal {
+        let needle = value.to_ascii_lowercase();
+        let mut at = 0;
+        while let Some(found) = out.to_ascii_lowercase()[at..].find(&needle) {
+            let start = at + found;
+            out.replace_range(start..start + needle.len(), "•••");
+            at = start + "•••".len();
+        }
+    }
+    out
+}
 
 async fn ping_page(console: Console, Path(id): Path<String>) -> Result<Page, ConsoleError> {
     let id: Uuid = id.parse().map_err(|_| ConsoleError::NotFound)?;
     let ping: PingView = console.admin.get(&format!("/v1/admin/pings/{id}")).await?;
+    // A buyer's answer to the post may quote the lead: its personal data is masked here (the
+    // lead's page shows it), so the posted lead's values are read to be found.
+    let personal = match ping.lead_id {
+        Some(lead) => {
+            let lead: LeadView = console
+                .admin
+                .get(&format!("/v1/admin/leads/{lead}"))
+                .await?;
+            personal_values(&lead)
+        }
+        None => Vec::new(),
+    };
     let title = match (&ping.partner_name, &ping.offer_name) {
         (Some(partner), Some(offer)) => format!("Auction: {partner} → {offer}"),
         _ => "Auction".to_owned(),
@@ -643,7 +705,7 @@ async fn ping_page(console: Console, Path(id): Path<String>) -> Result<Page, Con
         }
         section aria-labelledby="sales" {
             h2 #sales { "The post and its sales" }
-            (sales(&console, &ping))
+            (sales(&console, &ping, &personal))
         }
     };
     Ok(Page::new(&console, Section::Auctions, title, body))
@@ -795,7 +857,7 @@ fn contracts_table(console: &Console, ping: &PingView) -> Markup {
     }
 }
 
-fn sales(console: &Console, ping: &PingView) -> Markup {
+fn sales(console: &Console, ping: &PingView, personal: &[String]) -> Markup {
     html! {
         @if ping.lead_id.is_none() {
             p.muted { "Not posted: no sale was made." }
@@ -831,7 +893,7 @@ fn sales(console: &Console, ping: &PingView) -> Markup {
                     }
                     @if let Some(text) = &a.buyer_response {
                         p.muted { "The buyer's answer" }
-                        pre.buyer-answer { (text) }
+                        pre.buyer-answer { (redact(text, personal)) }
                     }
                     @if !a.returns.is_empty() {
                         (returns_table(console, &a.returns))
@@ -1048,6 +1110,23 @@ fn fields_table(fields: &Map<String, Value>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buyers_answer_quoting_the_lead_is_masked() {
+        let personal = vec![
+            "Ada@Example.com".to_owned(),
+            "2145550123".to_owned(),
+            "Lovelace".to_owned(),
+        ];
+        assert_eq!(
+            redact(
+                r#"{"email":"ada@example.com","phone":"2145550123","name":"LOVELACE","ok":true}"#,
+                &personal
+            ),
+            r#"{"email":"•••","phone":"•••","name":"•••","ok":true}"#
+        );
+        assert_eq!(redact("accepted", &personal), "accepted");
+    }
 
     #[test]
     fn every_decline_reason_has_words() {

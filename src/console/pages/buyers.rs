@@ -304,15 +304,10 @@ struct FundsForm {
 fn read_amount(text: &str) -> Result<Money, String> {
     let text = text.trim();
     let text = text.strip_prefix('$').unwrap_or(text).trim();
-    let value = match serde_json::from_str::<serde_json::Number>(text) {
-        Ok(number) => crate::exact_json::from_slice(number.to_string().as_bytes())
-            .unwrap_or(serde_json::Value::Null),
-        Err(_) => serde_json::Value::String(text.to_owned()),
-    };
-    let value = if value.is_null() {
-        serde_json::Value::String(text.to_owned())
-    } else {
-        value
+    // Read as the admin API reads a body's number: its exact text, never through a float.
+    let value = match crate::exact_json::from_slice(text.as_bytes()) {
+        Ok(value @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => value,
+        _ => serde_json::Value::String(text.to_owned()),
     };
     match crate::api::admin::input::read_money(&value) {
         Ok(amount) if amount == Money::ZERO => Err("/amount: must not be zero".to_owned()),

@@ -214,10 +214,7 @@ pub(super) async fn set_status(
             None,
         )
         .await?;
-    let back = form
-        .back
-        .filter(|b| b.starts_with("/console/") && !b.contains("//") && !b.contains('\\'))
-        .unwrap_or_else(|| default.to_owned());
+    let back = crate::console::session::console_page(form.back.as_deref(), default);
     Ok(console.done(&back, message))
 }
 

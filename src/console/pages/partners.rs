@@ -300,7 +300,10 @@ async fn rotate(
             None,
         )
         .await?;
-    let name = campaign_name(&console, rotated.partner_id, rotated.offer_id).await?;
+    // The key is rotated: nothing may now keep it from being shown (a name not read is the id).
+    let name = campaign_name(&console, rotated.partner_id, rotated.offer_id)
+        .await
+        .unwrap_or_else(|_| format!("campaign {id}"));
     let body = html! {
         p.flash role="status" { "The posting key of " (name) " was rotated." }
         p { "The new posting key:" }

@@ -3,9 +3,11 @@
 //! index leading with (tenant_id, created_at) (the declines: a range of the primary key, ping
 //! ids being UUIDv7); test traffic is left out. The hours and days are bounds worked out by
 //! the caller in the tenant's timezone; a row finds its bucket by `width_bucket`. A closed
-//! day's figures are kept in memory (`days`): the page reads a week, but scans only today.
+//! hour's or day's figures and declines are kept in memory (`Kept`): the page reads a week,
+//! but scans only the last hours.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -40,11 +42,6 @@ pub struct Latency {
     pub pings: i64,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
-}
-
-pub struct DeclineCount {
-    pub reason: String,
-    pub count: i64,
 }
 
 struct TrafficRow {
@@ -159,19 +156,25 @@ fn v7_floor(at: DateTime<Utc>) -> Uuid {
     Uuid::from_u128(ms << 80)
 }
 
-/// The `top` decline reasons of the pings of `[from, to)` (not test pings), with their counts:
-/// the range's declines rows by primary key (a range of ping ids), joined to the range's pings.
-pub async fn declines(
+/// Each bucket's decline reasons with their counts, for the pings of `[bounds[i],
+/// bounds[i + 1])` (not test pings), up to `until`: the range's declines rows by primary key (a
+/// range of ping ids), joined to the range's pings.
+async fn decline_buckets(
     db: &PgPool,
     tenant: Uuid,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    top: i64,
-) -> Result<Vec<DeclineCount>, sqlx::Error> {
+    bounds: &[DateTime<Utc>],
+    until: DateTime<Utc>,
+) -> Result<Vec<Declines>, sqlx::Error> {
+    let n = bounds.len().saturating_sub(1);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let from = bounds[0];
+    let to = bounds[n].min(until);
     let margin = chrono::Duration::minutes(10);
-    sqlx::query_as!(
-        DeclineCount,
-        r#"SELECT c.reason::text AS "reason!", count(*) AS "count!"
+    let rows = sqlx::query!(
+        r#"SELECT width_bucket(p.created_at, $6::timestamptz[]) AS "bucket!",
+                  c.reason::text AS "reason!", count(*) AS "count!"
            FROM distribution_declines x
            JOIN posting_log p ON p.tenant_id = x.tenant_id AND p.id = x.ping_id,
            unnest(x.reasons) AS c (reason)
@@ -179,56 +182,106 @@ pub async fn declines(
              AND x.created_at >= $2 AND x.created_at < $3
              AND p.tenant_id = $1 AND p.created_at >= $2 AND p.created_at < $3
              AND p.kind = 'ping' AND NOT p.test
-           GROUP BY 1
-           ORDER BY 2 DESC, 1
-           LIMIT $6"#,
+           GROUP BY 1, 2"#,
         tenant,
         from,
         to,
         v7_floor(from - margin),
         v7_floor(to + margin),
-        top,
+        bounds,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    let mut out = vec![Declines::new(); n];
+    for row in rows {
+        if let Some(bucket) = usize::try_from(row.bucket - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            bucket.insert(row.reason, row.count);
+        }
+    }
+    Ok(out)
 }
 
-/// A closed day's figures, kept in memory: once a day has ended (and its posts have settled,
-/// an hour later), its figures no longer change, so the overview reads them once.
-type DayKey = (Uuid, DateTime<Utc>, DateTime<Utc>);
-static CLOSED_DAYS: LazyLock<Mutex<HashMap<DayKey, Figures>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// A bucket's decline reasons and their counts.
+pub type Declines = std::collections::BTreeMap<String, i64>;
 
-/// How long after its end a day's figures are kept (a pending sale settles within it).
+/// A closed bucket (an hour or a day of the tenant's timezone), kept in memory: once it has
+/// ended (and its posts have settled, an hour later), its figures no longer change, so the
+/// overview reads it once and scans only the last hours at each view.
+type BucketKey = (Uuid, DateTime<Utc>, DateTime<Utc>);
+
+struct Kept<T>(LazyLock<Mutex<HashMap<BucketKey, T>>>);
+
+static KEPT_FIGURES: Kept<Figures> = Kept(LazyLock::new(|| Mutex::new(HashMap::new())));
+static KEPT_DECLINES: Kept<Declines> = Kept(LazyLock::new(|| Mutex::new(HashMap::new())));
+
+/// How long after its end a bucket's figures are kept (a pending sale settles within it).
 pub const SETTLED_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
-/// The figures of each day `[bounds[i], bounds[i + 1])`: the closed days' from memory, the
-/// others (the latest ones) from one [`buckets`] call.
-pub async fn days(
+impl<T: Clone + Default> Kept<T> {
+    /// Each bucket `[bounds[i], bounds[i + 1])`: the kept ones from memory, the others (the
+    /// latest ones) from one `read` of the range from the first bucket not kept.
+    async fn get<F>(
+        &self,
+        tenant: Uuid,
+        bounds: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+        read: impl FnOnce(Vec<DateTime<Utc>>) -> F,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        F: Future<Output = Result<Vec<T>, sqlx::Error>>,
+    {
+        let n = bounds.len().saturating_sub(1);
+        let key = |i: usize| (tenant, bounds[i], bounds[i + 1]);
+        let mut out: Vec<Option<T>> = {
+            let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n).map(|i| kept.get(&key(i)).cloned()).collect()
+        };
+        let Some(first) = out.iter().position(Option::is_none) else {
+            return Ok(out.into_iter().flatten().collect());
+        };
+        let fresh = read(bounds[first..].to_vec()).await?;
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Buckets that ended more than a week ago are no longer asked for.
+        kept.retain(|(_, _, end), _| *end > now - chrono::Duration::days(8));
+        for (offset, value) in fresh.into_iter().enumerate() {
+            let i = first + offset;
+            if bounds[i + 1] + SETTLED_AFTER <= now {
+                kept.insert(key(i), value.clone());
+            }
+            out[i] = Some(value);
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// The figures of each bucket `[bounds[i], bounds[i + 1])` (hours or days of the tenant's
+/// timezone): the closed ones' kept in memory, the others read ([`buckets`]).
+pub async fn kept_buckets(
     db: &PgPool,
     tenant: Uuid,
     bounds: &[DateTime<Utc>],
     now: DateTime<Utc>,
 ) -> Result<Vec<Figures>, sqlx::Error> {
-    let n = bounds.len().saturating_sub(1);
-    let key = |i: usize| (tenant, bounds[i], bounds[i + 1]);
-    let mut out: Vec<Option<Figures>> = {
-        let cache = CLOSED_DAYS.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n).map(|i| cache.get(&key(i)).copied()).collect()
-    };
-    let Some(first) = out.iter().position(Option::is_none) else {
-        return Ok(out.into_iter().flatten().collect());
-    };
-    let read = buckets(db, tenant, &bounds[first..], now).await?;
-    let mut cache = CLOSED_DAYS.lock().unwrap_or_else(|e| e.into_inner());
-    // Days that ended more than a week ago are no longer asked for.
-    cache.retain(|(_, _, end), _| *end > now - chrono::Duration::days(8));
-    for (offset, figures) in read.into_iter().enumerate() {
-        let i = first + offset;
-        if bounds[i + 1] + SETTLED_AFTER <= now {
-            cache.insert(key(i), figures);
-        }
-        out[i] = Some(figures);
-    }
-    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    KEPT_FIGURES
+        .get(tenant, bounds, now, |bounds| async move {
+            buckets(db, tenant, &bounds, now).await
+        })
+        .await
+}
+
+/// The decline reasons of each bucket, as [`kept_buckets`].
+pub async fn kept_declines(
+    db: &PgPool,
+    tenant: Uuid,
+    bounds: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Result<Vec<Declines>, sqlx::Error> {
+    KEPT_DECLINES
+        .get(tenant, bounds, now, |bounds| async move {
+            decline_buckets(db, tenant, &bounds, now).await
+        })
+        .await
 }
