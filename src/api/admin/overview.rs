@@ -147,14 +147,23 @@ async fn overview(
     day_bounds.pop();
     day_bounds.push(today);
 
+    // Today's minutes until the current one's end, for its declines.
+    let mut minute_bounds = Vec::with_capacity(1502);
+    let mut start = today;
+    while start <= now {
+        minute_bounds.push(start);
+        start += Duration::minutes(1);
+    }
+    minute_bounds.push(start);
+
     let db = &state.db;
     let (hours, past_days, latency, declines) = tokio::try_join!(
         overview::kept_buckets(db, tenant, &hour_bounds, now),
         overview::kept_buckets(db, tenant, &day_bounds, now),
         overview::latency(db, tenant, hour_ago, now),
-        overview::kept_declines(db, tenant, &hour_bounds, now),
+        overview::kept_declines(db, tenant, &minute_bounds, now),
     )?;
-    // Today's top decline reasons: its hours' added up.
+    // Today's top decline reasons: its minutes' added up.
     let mut today_declines = overview::Declines::new();
     for hour in declines {
         for (reason, count) in hour {

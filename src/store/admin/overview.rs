@@ -173,7 +173,7 @@ async fn decline_buckets(
     let to = bounds[n].min(until);
     let margin = chrono::Duration::minutes(10);
     let rows = sqlx::query!(
-        r#"SELECT width_bucket(p.created_at, $6::timestamptz[]) AS "bucket!",
+        r#"SELECT width_bucket(x.created_at, $6::timestamptz[]) AS "bucket!",
                   c.reason::text AS "reason!", count(*) AS "count!"
            FROM distribution_declines x
            JOIN posting_log p ON p.tenant_id = x.tenant_id AND p.id = x.ping_id,
@@ -212,13 +212,28 @@ pub type Declines = std::collections::BTreeMap<String, i64>;
 /// overview reads it once and scans only the last hours at each view.
 type BucketKey = (Uuid, DateTime<Utc>, DateTime<Utc>);
 
-struct Kept<T>(LazyLock<Mutex<HashMap<BucketKey, T>>>);
+struct Kept<T> {
+    buckets: LazyLock<Mutex<HashMap<BucketKey, T>>>,
+    /// How long after its end a bucket is kept: once nothing more is written in it.
+    settled_after: chrono::Duration,
+    /// How long after its end a bucket may still be asked for.
+    asked_for: chrono::Duration,
+}
 
-static KEPT_FIGURES: Kept<Figures> = Kept(LazyLock::new(|| Mutex::new(HashMap::new())));
-static KEPT_DECLINES: Kept<Declines> = Kept(LazyLock::new(|| Mutex::new(HashMap::new())));
-
-/// How long after its end a bucket's figures are kept (a pending sale settles within it).
-pub const SETTLED_AFTER: chrono::Duration = chrono::Duration::hours(1);
+/// The hours' and days' figures: a pending sale settles within the hour after its post.
+static KEPT_FIGURES: Kept<Figures> = Kept {
+    buckets: LazyLock::new(|| Mutex::new(HashMap::new())),
+    settled_after: chrono::Duration::hours(1),
+    asked_for: chrono::Duration::days(8),
+};
+/// The minutes' declines, written with their ping (once its record commits, a moment after
+/// its `created_at`) and never changed: kept 10 s after the minute, so that a view reads only
+/// the last minute's. Only today's are asked for.
+static KEPT_DECLINES: Kept<Declines> = Kept {
+    buckets: LazyLock::new(|| Mutex::new(HashMap::new())),
+    settled_after: chrono::Duration::seconds(10),
+    asked_for: chrono::Duration::days(2),
+};
 
 impl<T: Clone + Default> Kept<T> {
     /// Each bucket `[bounds[i], bounds[i + 1])`: the kept ones from memory, the others (the
@@ -236,19 +251,18 @@ impl<T: Clone + Default> Kept<T> {
         let n = bounds.len().saturating_sub(1);
         let key = |i: usize| (tenant, bounds[i], bounds[i + 1]);
         let mut out: Vec<Option<T>> = {
-            let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
             (0..n).map(|i| kept.get(&key(i)).cloned()).collect()
         };
         let Some(first) = out.iter().position(Option::is_none) else {
             return Ok(out.into_iter().flatten().collect());
         };
         let fresh = read(bounds[first..].to_vec()).await?;
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Buckets that ended more than a week ago are no longer asked for.
-        kept.retain(|(_, _, end), _| *end > now - chrono::Duration::days(8));
+        let mut kept = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|(_, _, end), _| *end > now - self.asked_for);
         for (offset, value) in fresh.into_iter().enumerate() {
             let i = first + offset;
-            if bounds[i + 1] + SETTLED_AFTER <= now {
+            if bounds[i + 1] + self.settled_after <= now {
                 kept.insert(key(i), value.clone());
             }
             out[i] = Some(value);
@@ -272,7 +286,7 @@ pub async fn kept_buckets(
         .await
 }
 
-/// The decline reasons of each bucket, as [`kept_buckets`].
+/// The decline reasons of each bucket (minutes: see `KEPT_DECLINES`), as [`kept_buckets`].
 pub async fn kept_declines(
     db: &PgPool,
     tenant: Uuid,
