@@ -14,6 +14,6 @@ CREATE TABLE console_sessions (
     PRIMARY KEY (tenant_id, id)
 );
 -- The cookie names its session, so this lookup (like api_keys_key_hash) does not lead with
--- tenant_id: the tenant is what it finds.
+-- tenant_id: the tenant is what it finds. (Expired rows are deleted per tenant, through the
+-- primary key, at the tenant's next sign-in.)
 CREATE UNIQUE INDEX console_sessions_token ON console_sessions (token_hash);
-CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 19] = [
+const TABLES: [&str; 20] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -27,6 +27,7 @@ const TABLES: [&str; 19] = [
     "idempotency_keys",
     "buyer_cap_counters",
     "returns",
+    "console_sessions",
 ];
 
 #[sqlx::test(migrations = false)]
@@ -88,7 +89,7 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
         assert_eq!(column, expected, "primary key of {table}");
     }
 
-    // So does every index but the two key-hash lookups, where the key names its tenant.
+    // So does every index but the key-hash lookups, where the key names its tenant.
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, a.attname::text
          FROM pg_index i
@@ -105,6 +106,7 @@ async fn migrations_build_the_whole_schema_on_an_empty_database(pool: PgPool) {
         let expected = match index.as_str() {
             "api_keys_key_hash" => "key_hash",
             "campaigns_posting_key_hash" => "posting_key_hash",
+            "console_sessions_token" => "token_hash",
             _ => "tenant_id",
         };
         assert_eq!(column, expected, "index {index}");
