@@ -15,8 +15,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::contracts::{
-    Buyer, Caps, Contract, List, Offer, StatusForm, cap_bars, caps_of, caps_paths, caps_table,
-    contracts_table, list_of, more_note, names, parse_id, set_status, status_actions, status_badge,
+    Buyer, Caps, Contract, List, Offer, cap_bars, caps_of, caps_paths, caps_table, contracts_table,
+    list_of, more_note, names, parse_id, status_actions, status_badge, status_routes,
 };
 use crate::app::AppState;
 use crate::console::view::{self, Section};
@@ -30,8 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/buyers", get(list))
         .route("/console/buyers/{id}", get(show))
-        .route("/console/buyers/{id}/pause", post(pause))
-        .route("/console/buyers/{id}/resume", post(resume))
+        .merge(status_routes("buyers", "Buyer"))
         .route(
             "/console/buyers/{id}/funds",
             get(funds_form).post(confirm_funds),
@@ -433,30 +432,6 @@ async fn refused(
         note: form.note,
     };
     Ok(funds_page(console, &buyer, &form, refusal))
-}
-
-async fn pause(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let (at, api) = (
-        format!("/console/buyers/{id}"),
-        format!("/v1/admin/buyers/{id}"),
-    );
-    set_status(form, &api, "paused", &at, "Buyer paused").await
-}
-
-async fn resume(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let (at, api) = (
-        format!("/console/buyers/{id}"),
-        format!("/v1/admin/buyers/{id}"),
-    );
-    set_status(form, &api, "active", &at, "Buyer resumed").await
 }
 
 #[cfg(test)]

@@ -31,8 +31,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/contracts", get(list))
         .route("/console/contracts/{id}", get(show))
-        .route("/console/contracts/{id}/pause", post(pause))
-        .route("/console/contracts/{id}/resume", post(resume))
+        .merge(status_routes("contracts", "Contract"))
 }
 
 // ---- the admin API's answers, as the console reads them ----
@@ -196,25 +195,49 @@ pub(super) struct StatusForm {
     back: Option<String>,
 }
 
+/// `POST /console/{kind}/{id}/pause` and `…/resume` for a resource of the admin API
+/// (`contracts`, `buyers`, `partners`, `campaigns`), called `noun` in the message.
+pub(super) fn status_routes(kind: &'static str, noun: &'static str) -> Router<AppState> {
+    let action = move |status: &'static str, done: &'static str| {
+        move |Path(id): Path<String>, form: CsrfForm<StatusForm>| async move {
+            set_status(kind, &id, form, status, &format!("{noun} {done}")).await
+        }
+    };
+    Router::new()
+        .route(
+            &format!("/console/{kind}/{{id}}/pause"),
+            post(action("paused", "paused")),
+        )
+        .route(
+            &format!("/console/{kind}/{{id}}/resume"),
+            post(action("active", "resumed")),
+        )
+}
+
 /// Sets a resource's status through the admin API and returns to `back` (a console page) or
-/// `default`, saying what was done.
-pub(super) async fn set_status(
+/// the resource's page (a campaign's: the partners'), saying what was done.
+async fn set_status(
+    kind: &str,
+    id: &str,
     CsrfForm { console, form }: CsrfForm<StatusForm>,
-    api_path: &str,
     status: &str,
-    default: &str,
     message: &str,
 ) -> Result<Response, ConsoleError> {
+    let id = parse_id(id)?;
     let _: IgnoredAny = console
         .admin
         .send(
             Method::PATCH,
-            api_path,
+            &format!("/v1/admin/{kind}/{id}"),
             Some(json!({ "status": status })),
             None,
         )
         .await?;
-    let back = crate::console::session::console_page(form.back.as_deref(), default);
+    let default = match kind {
+        "campaigns" => "/console/partners".to_owned(),
+        _ => format!("/console/{kind}/{id}"),
+    };
+    let back = crate::console::session::console_page(form.back.as_deref(), &default);
     Ok(console.done(&back, message))
 }
 
@@ -558,24 +581,4 @@ fn returns_facts(returns: &Value) -> Markup {
             }
         }
     }
-}
-
-async fn pause(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let at = format!("/console/contracts/{id}");
-    let api = format!("/v1/admin/contracts/{id}");
-    set_status(form, &api, "paused", &at, "Contract paused").await
-}
-
-async fn resume(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let at = format!("/console/contracts/{id}");
-    let api = format!("/v1/admin/contracts/{id}");
-    set_status(form, &api, "active", &at, "Contract resumed").await
 }

@@ -8,16 +8,15 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::extract::{Path, Query};
 use axum::http::Method;
-use axum::response::Response;
-use axum::routing::{get, post};
+
+use axum::routing::get;
 use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::buyers::{LedgerEntry, LedgerQuery, ledger_table};
 use super::contracts::{
-    List, Offer, StatusForm, list_of, more_note, names, parse_id, set_status, status_actions,
-    status_badge,
+    List, Offer, list_of, more_note, names, parse_id, status_actions, status_badge, status_routes,
 };
 use crate::app::AppState;
 use crate::console::view::Section;
@@ -27,10 +26,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/partners", get(list))
         .route("/console/partners/{id}", get(show))
-        .route("/console/partners/{id}/pause", post(pause))
-        .route("/console/partners/{id}/resume", post(resume))
-        .route("/console/campaigns/{id}/pause", post(pause_campaign))
-        .route("/console/campaigns/{id}/resume", post(resume_campaign))
+        .merge(status_routes("partners", "Partner"))
+        .merge(status_routes("campaigns", "Campaign"))
         .route(
             "/console/campaigns/{id}/rotate-key",
             get(confirm_rotation).post(rotate),
@@ -320,53 +317,4 @@ async fn rotate(
         "New posting key",
         body,
     ))
-}
-
-async fn pause(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let (at, api) = (
-        format!("/console/partners/{id}"),
-        format!("/v1/admin/partners/{id}"),
-    );
-    set_status(form, &api, "paused", &at, "Partner paused").await
-}
-
-async fn resume(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let (at, api) = (
-        format!("/console/partners/{id}"),
-        format!("/v1/admin/partners/{id}"),
-    );
-    set_status(form, &api, "active", &at, "Partner resumed").await
-}
-
-async fn pause_campaign(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let api = format!("/v1/admin/campaigns/{id}");
-    set_status(form, &api, "paused", "/console/partners", "Campaign paused").await
-}
-
-async fn resume_campaign(
-    Path(id): Path<String>,
-    form: CsrfForm<StatusForm>,
-) -> Result<Response, ConsoleError> {
-    let id = parse_id(&id)?;
-    let api = format!("/v1/admin/campaigns/{id}");
-    set_status(
-        form,
-        &api,
-        "active",
-        "/console/partners",
-        "Campaign resumed",
-    )
-    .await
 }
