@@ -80,3 +80,11 @@ pub async fn admin_key_tenant(
         .fetch_optional(db)
         .await
 }
+
+/// A tenant's timezone, as stored (for a tenant the configuration snapshot does not hold yet).
+pub async fn timezone(db: &sqlx::PgPool, tenant_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT timezone FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(db)
+        .await
+}

@@ -1,6 +1,6 @@
 //! A real headless Chromium for the console's tests, driven over WebDriver (Debian's
 //! `chromium` and `chromium-driver`). Without them a test skips, saying so loudly; with
-//! `GAVEL_REQUIRE_BROWSER=1` (as `.ci/run` sets) it fails instead. Each test's screenshots are
+//! `REQUIRE_BROWSER_TESTS=1` (as `.ci/run` sets) it fails instead. Each test's screenshots are
 //! saved in a folder of its own under the temporary directory, whose path the test prints.
 
 use std::path::{Path, PathBuf};
@@ -43,8 +43,8 @@ pub async fn browser(test: &str) -> Option<Browser> {
         find_program(&["chromium", "chromium-browser"]),
     ) else {
         let message = "no chromium/chromedriver: apt-get install chromium chromium-driver";
-        if std::env::var_os("GAVEL_REQUIRE_BROWSER").is_some() {
-            panic!("{test}: {message} (GAVEL_REQUIRE_BROWSER is set)");
+        if std::env::var_os("REQUIRE_BROWSER_TESTS").is_some() {
+            panic!("{test}: {message} (REQUIRE_BROWSER_TESTS is set)");
         }
         eprintln!("\n!!!!!!!! SKIPPED {test}: {message} !!!!!!!!\n");
         return None;

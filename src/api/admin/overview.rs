@@ -116,11 +116,15 @@ async fn overview(
     State(state): State<AppState>,
     AdminTenant(tenant): AdminTenant,
 ) -> Result<Json<Overview>, Problem> {
-    let tz = state
-        .config
-        .snapshot()
-        .tenant(tenant)
-        .map_or(Tz::UTC, |t| t.timezone);
+    // From the snapshot; a tenant created a moment ago (not loaded yet) from its row.
+    let loaded = state.config.snapshot().tenant(tenant).map(|t| t.timezone);
+    let tz = match loaded {
+        Some(tz) => tz,
+        None => crate::store::tenants::timezone(&state.db, tenant)
+            .await?
+            .and_then(|name| name.parse().ok())
+            .unwrap_or(Tz::UTC),
+    };
     let now = state.clock.now();
     let today = period_start(CapPeriod::Day, now, tz);
     let today_date = now.with_timezone(&tz).date_naive();
