@@ -124,6 +124,7 @@ struct Winner {
 struct Outcome {
     contract_id: Uuid,
     contract_name: Option<String>,
+    buyer_id: Uuid,
     buyer_name: Option<String>,
     outcome: String,
     reason: Option<String>,
@@ -747,7 +748,7 @@ fn ping_facts(console: &Console, ping: &PingView) -> Markup {
     html! {
         dl.facts {
             dt { "Received" } dd { (console.time(ping.created_at)) }
-            dt { "Partner" } dd { (or_id(&ping.partner_name, ping.partner_id)) }
+            dt { "Partner" } dd { a href={ "/console/partners/" (ping.partner_id) } { (or_id(&ping.partner_name, ping.partner_id)) } }
             dt { "Campaign" } dd { (or_id(&ping.campaign_name, ping.campaign_id)) }
             dt { "Offer" } dd { (or_id(&ping.offer_name, ping.offer_id)) }
             dt { "Routing" } dd { (ping.distribution) ", by " (ping.strategy.replace('_', " ")) }
@@ -828,7 +829,7 @@ fn contracts_table(console: &Console, ping: &PingView) -> Markup {
                         @for c in &ping.contracts {
                             tr {
                                 td { a href={ "/console/contracts/" (c.contract_id) } { (or_id(&c.contract_name, c.contract_id)) } }
-                                td { (c.buyer_name.as_deref().unwrap_or("?")) }
+                                td { a href={ "/console/buyers/" (c.buyer_id) } { (or_id(&c.buyer_name, c.buyer_id)) } }
                                 td { (outcome_badge(&c.outcome)) }
                                 td.why { (why(c)) }
                                 td.num { (bid_text(console, c)) }
