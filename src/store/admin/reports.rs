@@ -90,14 +90,24 @@ impl GroupBy {
     }
 
     /// Contract evaluations per group and reason (only contracts that did not win have one).
+    ///
+    /// Only the arrays the grouping needs are unnested, and the reasons are counted as the enum
+    /// they are (hashed), named as text once counted: the range's contract outcomes are the
+    /// report's largest input.
     fn declines_sql(self) -> String {
+        let unnest = match self {
+            GroupBy::Offer | GroupBy::Partner => "unnest(x.reasons) AS c (reason)",
+            GroupBy::Buyer => "unnest(x.buyer_ids, x.reasons) AS c (buyer_id, reason)",
+            GroupBy::Contract => "unnest(x.contract_ids, x.reasons) AS c (contract_id, reason)",
+        };
         format!(
-            "SELECT {column} AS group_id, c.reason::text, count(*)
-             FROM posting_log p
-             JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
-             unnest(x.contract_ids, x.buyer_ids, x.reasons) AS c (contract_id, buyer_id, reason)
-             WHERE {pings_in_range}
-             GROUP BY 1, 2",
+            "SELECT group_id, reason::text, n
+             FROM (SELECT {column} AS group_id, c.reason, count(*) AS n
+                   FROM posting_log p
+                   JOIN distribution_declines x ON x.tenant_id = p.tenant_id AND x.ping_id = p.id,
+                   {unnest}
+                   WHERE {pings_in_range}
+                   GROUP BY 1, 2) AS counted",
             column = self.columns().1,
             pings_in_range = PINGS_IN_RANGE,
         )
