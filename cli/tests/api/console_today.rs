@@ -454,3 +454,109 @@ async fn today_and_reports_show_the_sale_and_the_csv_has_the_same_figures(pool: 
     );
     browser.close().await;
 }
+
+/// A contract's row of the summary report per contract, from `from` to `to` (RFC 3339).
+async fn contract_row(app: &TestApp, exchange: &Exchange, contract: Uuid, range: &str) -> Value {
+    let (status, report) = admin_get(
+        app,
+        exchange,
+        &format!("/v1/admin/reports/summary?group_by=contract&{range}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["group_id"] == contract.to_string())
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The summary report keeps the declines of its closed minutes, hours and days in memory
+/// (docs/console.md#reports): read again as more pings come, and later in wider buckets, it
+/// still counts every ping once, per contract and per offer.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn the_report_counts_every_ping_once_as_its_buckets_close(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let server = MockServer::start().await;
+    buyers(&exchange, &server, 3000).await;
+    let paused: Uuid =
+        sqlx::query_scalar("SELECT id FROM contracts WHERE tenant_id = $1 AND status = 'paused'")
+            .bind(exchange.tenant_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let clock = std::sync::Arc::new(gavel::clock::FixedClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 25, 15, 0, 10).unwrap(),
+    ));
+    let app = crate::harness::spawn_app_with_clock(
+        pool.clone(),
+        crate::harness::test_settings(),
+        axum::Router::new(),
+        clock.clone(),
+    )
+    .await;
+    let ping = || async {
+        let (status, answer) = app
+            .ping(&exchange.posting_key, json!({ "lead": ping_lead() }))
+            .await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("bids")));
+    };
+    // The tenant's 25 November (New York) and the whole of the next day.
+    let range = "from=2026-11-25&to=2026-11-26";
+    let declined = |row: &Value| {
+        (
+            row["pings"].as_i64(),
+            row["declines"]["contract_paused"].as_i64(),
+        )
+    };
+
+    ping().await;
+    ping().await;
+    clock.set(Utc.with_ymd_and_hms(2026, 11, 25, 15, 2, 0).unwrap());
+    let row = contract_row(&app, &exchange, paused, range).await;
+    assert_eq!(declined(&row), (Some(2), Some(2)), "{row}");
+    // 15:00 is kept now; a ping in the open minute is counted beside it.
+    ping().await;
+    let row = contract_row(&app, &exchange, paused, range).await;
+    assert_eq!(declined(&row), (Some(3), Some(3)), "{row}");
+    let row = contract_row(&app, &exchange, paused, range).await;
+    assert_eq!(declined(&row), (Some(3), Some(3)), "read again: {row}");
+
+    // An hour later the 15:00 hour is one bucket (read once), then the 25th one day.
+    clock.set(Utc.with_ymd_and_hms(2026, 11, 25, 16, 30, 0).unwrap());
+    ping().await;
+    let row = contract_row(&app, &exchange, paused, range).await;
+    assert_eq!(declined(&row), (Some(4), Some(4)), "{row}");
+    clock.set(Utc.with_ymd_and_hms(2026, 11, 26, 15, 0, 0).unwrap());
+    ping().await;
+    for _ in 0..2 {
+        let row = contract_row(&app, &exchange, paused, range).await;
+        assert_eq!(declined(&row), (Some(5), Some(5)), "{row}");
+    }
+    // A range ending in a past minute counts only what came before it.
+    let row = contract_row(
+        &app,
+        &exchange,
+        paused,
+        "from=2026-11-25T15:00:00Z&to=2026-11-25T15:02:00Z",
+    )
+    .await;
+    assert_eq!(declined(&row), (Some(2), Some(2)), "{row}");
+    // Per offer, the same declines from buckets of their own.
+    let (_, report) = admin_get(
+        &app,
+        &exchange,
+        &format!("/v1/admin/reports/summary?{range}"),
+    )
+    .await;
+    assert_eq!(
+        (
+            report["rows"][0]["pings"].as_i64(),
+            report["rows"][0]["declines"]["contract_paused"].as_i64()
+        ),
+        (Some(5), Some(5)),
+        "{report}"
+    );
+}

@@ -199,9 +199,16 @@ async fn summary(
             .retry_after(1));
     };
 
-    let (traffic, declines, sales) = reports::summary(&state.db, tenant, group_by, from, to)
-        .await
-        .map_err(too_costly)?;
+    let (traffic, declines, sales) = reports::summary(
+        &state.db,
+        tenant,
+        group_by,
+        (from, to),
+        state.clock.now(),
+        tz,
+    )
+    .await
+    .map_err(too_costly)?;
 
     let mut rows: BTreeMap<Uuid, SummaryRow> = BTreeMap::new();
     for (group, pings, pings_with_bids, posts) in traffic {

@@ -12,6 +12,7 @@
 
 pub mod books;
 pub mod inspect;
+pub mod kept;
 pub mod overview;
 pub mod pings_list;
 pub mod reports;

@@ -3,16 +3,14 @@
 //! index leading with (tenant_id, created_at) (the declines: a range of the primary key, ping
 //! ids being UUIDv7); test traffic is left out. The hours and days are bounds worked out by
 //! the caller in the tenant's timezone; a row finds its bucket by `width_bucket`. A closed
-//! hour's or day's figures and declines are kept in memory (`Kept`): the page reads a week,
+//! hour's or day's figures and declines are kept in memory (`super::kept`): the page reads a week,
 //! but scans only the last hours.
-
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::kept::Kept;
 
 /// One bucket's figures: pings (answered 200), pings with bids, posts (pings posted and
 /// settled), sales (sold, or returned since), what buyers paid and partners earned (cents).
@@ -207,69 +205,14 @@ async fn decline_buckets(
 /// A bucket's decline reasons and their counts.
 pub type Declines = std::collections::BTreeMap<String, i64>;
 
-/// A closed bucket (an hour or a day of the tenant's timezone), kept in memory: once it has
-/// ended (and its posts have settled, an hour later), its figures no longer change, so the
-/// overview reads it once and scans only the last hours at each view.
-type BucketKey = (Uuid, DateTime<Utc>, DateTime<Utc>);
-
-struct Kept<T> {
-    buckets: LazyLock<Mutex<HashMap<BucketKey, T>>>,
-    /// How long after its end a bucket is kept: once nothing more is written in it.
-    settled_after: chrono::Duration,
-    /// How long after its end a bucket may still be asked for.
-    asked_for: chrono::Duration,
-}
-
 /// The hours' and days' figures: a pending sale settles within the hour after its post.
-static KEPT_FIGURES: Kept<Figures> = Kept {
-    buckets: LazyLock::new(|| Mutex::new(HashMap::new())),
-    settled_after: chrono::Duration::hours(1),
-    asked_for: chrono::Duration::days(8),
-};
+static KEPT_FIGURES: Kept<Uuid, Figures> =
+    Kept::new(chrono::Duration::hours(1), chrono::Duration::days(8));
 /// The minutes' declines, written with their ping (once its record commits, a moment after
 /// its `created_at`) and never changed: kept 10 s after the minute, so that a view reads only
 /// the last minute's. Only today's are asked for.
-static KEPT_DECLINES: Kept<Declines> = Kept {
-    buckets: LazyLock::new(|| Mutex::new(HashMap::new())),
-    settled_after: chrono::Duration::seconds(10),
-    asked_for: chrono::Duration::days(2),
-};
-
-impl<T: Clone + Default> Kept<T> {
-    /// Each bucket `[bounds[i], bounds[i + 1])`: the kept ones from memory, the others (the
-    /// latest ones) from one `read` of the range from the first bucket not kept.
-    async fn get<F>(
-        &self,
-        tenant: Uuid,
-        bounds: &[DateTime<Utc>],
-        now: DateTime<Utc>,
-        read: impl FnOnce(Vec<DateTime<Utc>>) -> F,
-    ) -> Result<Vec<T>, sqlx::Error>
-    where
-        F: Future<Output = Result<Vec<T>, sqlx::Error>>,
-    {
-        let n = bounds.len().saturating_sub(1);
-        let key = |i: usize| (tenant, bounds[i], bounds[i + 1]);
-        let mut out: Vec<Option<T>> = {
-            let kept = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-            (0..n).map(|i| kept.get(&key(i)).cloned()).collect()
-        };
-        let Some(first) = out.iter().position(Option::is_none) else {
-            return Ok(out.into_iter().flatten().collect());
-        };
-        let fresh = read(bounds[first..].to_vec()).await?;
-        let mut kept = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|(_, _, end), _| *end > now - self.asked_for);
-        for (offset, value) in fresh.into_iter().enumerate() {
-            let i = first + offset;
-            if bounds[i + 1] + self.settled_after <= now {
-                kept.insert(key(i), value.clone());
-            }
-            out[i] = Some(value);
-        }
-        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
-    }
-}
+static KEPT_DECLINES: Kept<Uuid, Declines> =
+    Kept::new(chrono::Duration::seconds(10), chrono::Duration::days(2));
 
 /// The figures of each bucket `[bounds[i], bounds[i + 1])` (hours or days of the tenant's
 /// timezone): the closed ones' kept in memory, the others read ([`buckets`]).
