@@ -40,7 +40,9 @@ COPY --from=builder /src/target/release/gavel /usr/local/bin/gavel
 # GAVEL_DATABASE_URL must be set (postgres://user:password@host:5432/db): this image has no
 # PostgreSQL server, so Gavel's private-database mode (empty database URL) is not available
 # in the container. Set GAVEL_PUBLIC_URL to the URL partners reach this server at (the base of
-# a ping's post_url). Every other setting can be given as a GAVEL_* variable too.
+# a ping's post_url). GAVEL_PII_KEYS must be set too (`gavel pii new-key` makes a key;
+# docs/pii.md): posted leads' PII is sealed with it, and serve refuses to start without it.
+# Every other setting can be given as a GAVEL_* variable too.
 ENV GAVEL_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 

@@ -65,6 +65,8 @@ pub struct AppInner {
     pub post_waiters: crate::post::PostWaiters,
     /// The win and loss notices' queue (`crate::notices`).
     pub notices: crate::notices::Notices,
+    /// The keys posted leads' PII is sealed with (`settings.pii_keys`, required).
+    pub pii: crate::pii::PiiKeys,
     /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -102,6 +104,7 @@ impl AppState {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        let pii = settings.pii_keys.clone().context(crate::pii::NO_KEYS)?;
         let http = crate::buyers::Outbound::new(settings.outbound_policy())
             .context("cannot build the HTTP client")?;
         let config = ConfigStore::load(db.clone()).await?;
@@ -146,6 +149,7 @@ impl AppState {
             auction_slots,
             metrics,
             settlements: TaskTracker::new(),
+            pii,
             ping_states,
             ping_records,
             post_waiters,

@@ -79,6 +79,12 @@ pub struct Settings {
     /// comma-separated list.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub outbound_allow: Vec<String>,
+    /// The keys posted leads' PII is sealed with at rest, the active one first
+    /// (`crate::pii`, docs/pii.md). `None` when empty: `serve` on a configured database
+    /// refuses to start; the demo and Gavel's private PostgreSQL keep a generated key in
+    /// `data_dir`.
+    #[serde(deserialize_with = "crate::pii::deserialize_keys")]
+    pub pii_keys: Option<crate::pii::PiiKeys>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod database;
 pub mod demo;
 pub mod local_pg;
+pub mod pii_keys;
 pub mod settings_help;

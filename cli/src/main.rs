@@ -11,7 +11,7 @@ use gavel::config::Settings;
 use gavel::store;
 use gavel::telemetry;
 use gavel_cli::database::Database;
-use gavel_cli::{bench, demo, settings_help};
+use gavel_cli::{bench, demo, pii_keys, settings_help};
 
 // glibc's allocator showed 12 % of the server's CPU under load, with its arenas' lock
 // contended between the runtime's threads; mimalloc keeps per-thread heaps.
@@ -51,6 +51,26 @@ enum Command {
     /// with pgbench on the same PostgreSQL.
     #[command(after_help = settings_help::help())]
     Bench(bench::BenchOptions),
+    /// Posted leads' PII at rest (docs/pii.md): make a key, seal stored leads under the
+    /// active one.
+    Pii {
+        #[command(subcommand)]
+        command: PiiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PiiCommand {
+    /// Print a new random key as `pii_keys` lists it (`id:` and 64 hex digits).
+    NewKey {
+        /// The key's id, stored beside each row it seals (default: k and today's date).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Seal every stored lead not under the active key (the first of `pii_keys`) under it:
+    /// rows sealed under an older key, and rows stored before PII was sealed. Prints the
+    /// counts as JSON. Keep the older keys listed until it has run.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +116,23 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
     if let Command::Bench(options) = command {
         return bench::run(settings, options).await;
     }
+    if let Command::Pii {
+        command: PiiCommand::NewKey { id },
+    } = command
+    {
+        let id = id.unwrap_or_else(gavel::pii::PiiKeys::dated_id);
+        let key = gavel::pii::PiiKeys::generate(&id);
+        gavel::pii::PiiKeys::parse(&key).map_err(|error| anyhow::anyhow!("--id: {error}"))?;
+        println!("{key}");
+        return Ok(());
+    }
+    // A server on a configured database must be given its keys: refused before it starts.
+    if matches!(command, Command::Serve)
+        && settings.database_url.is_some()
+        && settings.pii_keys.is_none()
+    {
+        anyhow::bail!(gavel::pii::NO_KEYS);
+    }
     let database = Database::open(&settings).await?;
     let serving = matches!(command, Command::Serve | Command::Demo);
     let result = run_with(command, settings, &database.url).await;
@@ -110,6 +147,8 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
 }
 
 async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result<()> {
+    // Without pii_keys, the demo and the private PostgreSQL keep a generated key.
+    let private = settings.database_url.is_none();
     let pool = store::connect_and_migrate(url, &settings).await?;
     match command {
         Command::Migrate => {
@@ -126,6 +165,7 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
             Ok(())
         }
         Command::Serve => {
+            pii_keys::fill_in(&mut settings, private)?;
             let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             let state = AppState::build(pool, settings).await?;
@@ -133,8 +173,29 @@ async fn run_with(command: Command, mut settings: Settings, url: &str) -> Result
             tracing::info!(address = %server.local_addr(), "gavel serving");
             serve(server, state, stop).await
         }
-        Command::Bench(_) => unreachable!("handled before the database is opened"),
+        Command::Bench(_)
+        | Command::Pii {
+            command: PiiCommand::NewKey { .. },
+        } => unreachable!("handled before the database is opened"),
+        Command::Pii {
+            command: PiiCommand::Rotate,
+        } => {
+            pii_keys::fill_in(&mut settings, private)?;
+            let keys = settings.pii_keys.as_ref().context(
+                "pii_keys is not set: list the new key first, then the older ones (docs/pii.md)",
+            )?;
+            let rotated = store::pii::rotate(&pool, keys).await;
+            pool.close().await;
+            let rotated = rotated.context("cannot seal the stored leads")?;
+            println!(
+                "{}",
+                serde_json::json!({ "key_id": keys.active_id(), "resealed": rotated.resealed,
+                                    "sealed": rotated.sealed, "unreadable": rotated.unreadable })
+            );
+            Ok(())
+        }
         Command::Demo => {
+            pii_keys::fill_in(&mut settings, true)?;
             let stop = app::shutdown_signal();
             let listener = app::bind_listener(&mut settings).await?;
             demo::allow_buyer_endpoints(&mut settings, listener.local_addr()?);

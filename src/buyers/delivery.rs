@@ -202,10 +202,20 @@ pub async fn deliver(
         Exchange::TooLarge { status } => (Some(*status), None),
         Exchange::Failed(_) | Exchange::TimedOut => (None, None),
     };
+    // What the buyer answered is kept (the sale's record, the post's answer): the lead's
+    // values it quotes are masked first, so no PII is stored in the clear (docs/pii.md).
+    let personal = crate::pii::personal_values(request.lead, request.consent);
+    let mask = |text: String| crate::pii::redact(&text, &personal);
+    let verdict = match verdict {
+        Verdict::Accepted => Verdict::Accepted,
+        Verdict::Duplicate(reason) => Verdict::Duplicate(mask(reason)),
+        Verdict::Rejected(reason) => Verdict::Rejected(mask(reason)),
+        Verdict::Failed(reason) => Verdict::Failed(mask(reason)),
+    };
     Delivery {
         verdict,
         http_status,
-        answer,
+        answer: answer.map(mask),
         elapsed: started.elapsed(),
     }
 }

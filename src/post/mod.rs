@@ -262,14 +262,20 @@ async fn post_to_winners(
 
     let source = source_of(campaign);
     let lead_id = Uuid::now_v7();
+    let stored = state.pii.seal_lead(
+        tenant_id,
+        lead_id,
+        campaign.offer.schema.without_pii(&request.lead),
+        &request.lead,
+        &request.consent,
+    );
     let claim = sales::claim(
         &state.db,
         &source,
         request.ping_id,
         &request.body_sha256,
         lead_id,
-        &request.lead,
-        &request.consent,
+        &stored,
         ping.test,
         now,
     )

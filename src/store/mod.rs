@@ -6,6 +6,7 @@ pub mod console;
 pub mod errors;
 pub mod group;
 pub mod idempotency;
+pub mod pii;
 pub mod pings;
 pub mod retry;
 pub mod sales;

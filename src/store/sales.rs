@@ -11,6 +11,8 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::pii::StoredLead;
+
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
 use crate::post::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
 
@@ -171,8 +173,8 @@ pub enum Claim {
     Lost { body_sha256: Vec<u8> },
 }
 
-/// Claims the ping for this post and stores the lead, in one transaction; only the first of
-/// concurrent posts wins.
+/// Claims the ping for this post and stores the lead (its PII sealed: `crate::pii`), in one
+/// transaction; only the first of concurrent posts wins.
 #[allow(clippy::too_many_arguments)]
 pub async fn claim(
     db: &PgPool,
@@ -180,8 +182,7 @@ pub async fn claim(
     ping_id: Uuid,
     body_sha256: &[u8; 32],
     lead_id: Uuid,
-    lead: &Map<String, Value>,
-    consent: &Map<String, Value>,
+    lead: &StoredLead,
     test: bool,
     now: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
@@ -192,8 +193,9 @@ pub async fn claim(
              UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
              WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
              RETURNING id)
-         INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, consent, test, created_at)
-         SELECT $1, $5, id, $6, $7, $8, $9, $10, $11, $3 FROM claimed",
+         INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, test,
+                            created_at, pii_key_id, pii_sealed)
+         SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12 FROM claimed",
         source.tenant_id,
         ping_id,
         now,
@@ -202,9 +204,10 @@ pub async fn claim(
         source.campaign_id,
         source.partner_id,
         source.offer_id,
-        Json(lead) as _,
-        Json(consent) as _,
+        Json(&lead.clear) as _,
         test,
+        lead.sealed.key_id,
+        lead.sealed.bytes,
     )
     .execute(db)
     .await?

@@ -30,6 +30,10 @@ impl ServerProcess {
             .env_remove("GAVEL_CONFIG")
             .stdout(Stdio::null())
             .kill_on_drop(true);
+        // The harness's leads are throwaway: without a configured key, one for this run.
+        if std::env::var_os("GAVEL_PII_KEYS").is_none() {
+            command.env("GAVEL_PII_KEYS", gavel::pii::PiiKeys::generate("bench"));
+        }
         let child = command.spawn().context("cannot start the Gavel server")?;
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();

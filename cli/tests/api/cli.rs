@@ -6,7 +6,8 @@ use tokio::process::Command;
 
 use crate::harness::database_url;
 
-fn gavel() -> Command {
+/// The `gavel` binary, without this process's `GAVEL_*` settings.
+pub fn gavel() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gavel"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GAVEL_")) {
         command.env_remove(key);
@@ -266,7 +267,21 @@ async fn sigterm_stops_the_server_quietly_and_says_stopped() {
         .unwrap();
     let server = Serving::start(&dir.path().join("pg")).await;
     nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert_quiet_stop(&server.exit().await);
+    let logged = server.exit().await;
+    assert_quiet_stop(&logged);
+    // Without pii_keys, the private PostgreSQL's server keeps a generated key, and says so.
+    let key_file = dir.path().join("pg").join("pii-keys");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(gavel::pii::PiiKeys::parse(key.trim()).unwrap().is_some());
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("pii_keys is not set") && line.contains("pii-keys")),
+        "{logged:#?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "readable by its owner only");
 }
 
 #[tokio::test]

@@ -47,13 +47,25 @@ unsafe fn stop_test_postgres() {
     }
 }
 
+/// The key the tests seal posted leads' PII with (generated once per test process, as the
+/// tests' settings have none configured).
+pub fn test_pii_keys() -> gavel::pii::PiiKeys {
+    static KEYS: std::sync::LazyLock<gavel::pii::PiiKeys> = std::sync::LazyLock::new(|| {
+        gavel::pii::PiiKeys::parse(&gavel::pii::PiiKeys::generate("test"))
+            .unwrap()
+            .unwrap()
+    });
+    KEYS.clone()
+}
+
 /// Settings for a test server: defaults, port 0, no environment; the test buyers on 127.0.0.1
-/// allowed by the outbound address policy.
+/// allowed by the outbound address policy; a generated key for PII at rest.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.shutdown_grace_seconds = 5;
     settings.outbound_allow = vec!["127.0.0.1/32".to_owned()];
+    settings.pii_keys = Some(test_pii_keys());
     settings
 }
 

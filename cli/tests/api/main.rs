@@ -31,6 +31,7 @@ mod notices;
 mod ops;
 mod outbound;
 mod partner_ledger;
+mod pii;
 mod ping;
 mod post;
 mod responses;

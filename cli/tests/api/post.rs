@@ -134,15 +134,31 @@ async fn a_posted_lead_is_delivered_verbatim_charged_paid_and_recorded(pool: PgP
     .unwrap();
     assert_eq!(partner_earned, 2800);
 
-    // Records: the lead once, its sale, the cap used, the consumer's dedup keys, the post.
-    let (stored_lead, stored_consent): (Value, Value) =
-        sqlx::query_as("SELECT lead, consent FROM leads WHERE tenant_id = $1 AND id = $2::uuid")
-            .bind(exchange.tenant_id)
-            .bind(&lead_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!((stored_lead, stored_consent), (full_lead(), consent()));
+    // Records: the lead once (its PII and consent sealed, docs/pii.md), its sale, the cap
+    // used, the consumer's dedup keys, the post.
+    let (stored_lead, stored_consent, key_id, sealed): (Value, Value, String, Vec<u8>) =
+        sqlx::query_as(
+            "SELECT lead, consent, pii_key_id, pii_sealed FROM leads
+             WHERE tenant_id = $1 AND id = $2::uuid",
+        )
+        .bind(exchange.tenant_id)
+        .bind(&lead_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((stored_lead, stored_consent), (ping_lead(), json!({})));
+    let (opened_lead, opened_consent) = crate::harness::test_pii_keys()
+        .open_lead(
+            exchange.tenant_id,
+            lead_id.parse().unwrap(),
+            &key_id,
+            &sealed,
+        )
+        .unwrap();
+    assert_eq!(
+        (Value::Object(opened_lead), Value::Object(opened_consent)),
+        (full_lead(), consent())
+    );
     let used: i32 = sqlx::query_scalar("SELECT leads FROM cap_counters WHERE contract_id = $1")
         .bind(contract)
         .fetch_one(&pool)
@@ -825,16 +841,15 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
     let long_ago = Utc::now() - chrono::Duration::minutes(10);
     let lead_id = Uuid::now_v7();
     let lead = full_lead().as_object().unwrap().clone();
-    gavel::store::sales::claim(
-        &pool,
-        &source,
-        ping_id,
-        &[7; 32],
+    let stored = crate::harness::test_pii_keys().seal_lead(
+        exchange.tenant_id,
         lead_id,
+        serde_json::Map::new(),
         &lead,
         &serde_json::Map::new(),
-        false,
-        long_ago,
+    );
+    gavel::store::sales::claim(
+        &pool, &source, ping_id, &[7; 32], lead_id, &stored, false, long_ago,
     )
     .await
     .unwrap();

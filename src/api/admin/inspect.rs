@@ -154,9 +154,50 @@ pub struct LeadView {
     lead: Value,
     #[schema(value_type = Object)]
     consent: Value,
+    /// How the lead's PII is stored (docs/pii.md).
+    pii: PiiState,
     test: bool,
     created_at: DateTime<Utc>,
     sales: Vec<LeadSale>,
+}
+
+/// How a lead's PII is stored, and so what `lead` and `consent` show.
+#[derive(Serialize, ToSchema, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiState {
+    /// Sealed at rest, shown opened: the whole lead and its consent.
+    Sealed,
+    /// Stored before PII was sealed (`gavel pii rotate` seals it): shown as stored.
+    NotSealed,
+    /// Sealed with a key `pii_keys` no longer lists (or altered): only the non-PII fields
+    /// are shown, the consent is empty.
+    Unavailable,
+}
+
+/// The lead's fields and consent as the operator may read them, opened with the process's keys.
+fn opened(
+    keys: &crate::pii::PiiKeys,
+    tenant: Uuid,
+    lead: &mut inspect::LeadRow,
+) -> (Value, Value, PiiState) {
+    let clear = (
+        std::mem::take(&mut lead.lead),
+        std::mem::take(&mut lead.consent),
+    );
+    let (Some(key_id), Some(sealed)) = (&lead.pii_key_id, &lead.pii_sealed) else {
+        return (clear.0, clear.1, PiiState::NotSealed);
+    };
+    match keys.open_lead(tenant, lead.id, key_id, sealed) {
+        Ok((lead, consent)) => (
+            Value::Object(lead),
+            Value::Object(consent),
+            PiiState::Sealed,
+        ),
+        Err(error) => {
+            tracing::warn!(lead_id = %lead.id, %error, "a lead's PII does not open");
+            (clear.0, clear.1, PiiState::Unavailable)
+        }
+    }
 }
 
 /// One sale of the lead, with the buyer's returns of it (oldest first).
@@ -174,9 +215,10 @@ async fn lead_view(
     AdminTenant(tenant): AdminTenant,
     Path(id): Path<String>,
 ) -> Result<Json<LeadView>, Problem> {
-    let (lead, sales, returns) = inspect::lead(&state.db, tenant, parse_id(&id)?)
+    let (mut lead, sales, returns) = inspect::lead(&state.db, tenant, parse_id(&id)?)
         .await?
         .ok_or_else(Problem::not_found)?;
+    let (fields, consent, pii) = opened(&state.pii, tenant, &mut lead);
     let mut returns = returns_by_sale(returns);
     Ok(Json(LeadView {
         id: lead.id,
@@ -187,8 +229,9 @@ async fn lead_view(
         partner_name: lead.partner_name,
         campaign_name: lead.campaign_name,
         offer_name: lead.offer_name,
-        lead: lead.lead,
-        consent: lead.consent,
+        lead: fields,
+        consent,
+        pii,
         test: lead.test,
         created_at: lead.created_at,
         sales: sales

@@ -22,6 +22,7 @@ use crate::app::AppState;
 use crate::auction::DeclineReason;
 use crate::console::view::{Section, badge, url_encode};
 use crate::console::{Amount, Console, ConsoleError, Page};
+use crate::pii::{personal_values, redact};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -182,6 +183,9 @@ struct LeadView {
     offer_name: Option<String>,
     lead: Map<String, Value>,
     consent: Map<String, Value>,
+    /// How its PII is stored (docs/pii.md): `sealed`, `not_sealed` or `unavailable`.
+    #[serde(default)]
+    pii: String,
     test: bool,
     created_at: DateTime<Utc>,
     sales: Vec<LeadSale>,
@@ -626,44 +630,6 @@ const DEFAULT_DAYS: i64 = 7;
 // ---------------------------------------------------------------------------------------------
 // A ping's page
 
-/// The posted lead's values a buyer's answer might quote: every text of 4 characters or more
-/// (and a phone number's digits), of the lead and its consent. Short codes (a state) stay.
-fn personal_values(lead: &LeadView) -> Vec<String> {
-    let mut values = Vec::new();
-    for value in lead.lead.values().chain(lead.consent.values()) {
-        let text = match value {
-            Value::String(text) => text.trim().to_owned(),
-            Value::Number(n) => n.to_string(),
-            _ => continue,
-        };
-        if text.len() >= 4 {
-            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-            if digits.len() >= 7 && digits != text {
-                values.push(digits);
-            }
-            values.push(text);
-        }
-    }
-    // The longest first, so that a value inside another is not masked half.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values
-}
-
-/// `text` with each of `personal`'s values (in any ASCII case) replaced by `•••`.
-fn redact(text: &str, personal: &[String]) -> String {
-    let mut out = text.to_owned();
-    for value in personal {
-        let needle = value.to_ascii_lowercase();
-        let mut at = 0;
-        while let Some(found) = out.to_ascii_lowercase()[at..].find(&needle) {
-            let start = at + found;
-            out.replace_range(start..start + needle.len(), "•••");
-            at = start + "•••".len();
-        }
-    }
-    out
-}
-
 async fn ping_page(console: Console, Path(id): Path<String>) -> Result<Page, ConsoleError> {
     let id: Uuid = id.parse().map_err(|_| ConsoleError::NotFound)?;
     let ping: PingView = console.admin.get(&format!("/v1/admin/pings/{id}")).await?;
@@ -675,7 +641,7 @@ async fn ping_page(console: Console, Path(id): Path<String>) -> Result<Page, Con
                 .admin
                 .get(&format!("/v1/admin/leads/{lead}"))
                 .await?;
-            personal_values(&lead)
+            personal_values(&lead.lead, &lead.consent)
         }
         None => Vec::new(),
     };
@@ -1037,6 +1003,17 @@ async fn lead_page(console: Console, Path(id): Path<String>) -> Result<Page, Con
             " This page shows the consumer's personal data as the partner posted it. "
             "Look only when you need to, and do not copy it elsewhere."
         }
+        @if lead.pii == "unavailable" {
+            p.hint role="note" {
+                "This lead's personal data and consent were sealed with a key this server does not "
+                "have (pii_keys): only its other fields are shown."
+            }
+        } @else if lead.pii == "not_sealed" {
+            p.hint role="note" {
+                "Stored before personal data was sealed at rest: "
+                code { "gavel pii rotate" } " seals it."
+            }
+        }
         p.subtitle { span.id { "lead " (lead.id) }
             @if lead.test { " " (badge("test", "muted")) } }
         div.grid2 {
@@ -1111,23 +1088,6 @@ fn fields_table(fields: &Map<String, Value>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_buyers_answer_quoting_the_lead_is_masked() {
-        let personal = vec![
-            "Ada@Example.com".to_owned(),
-            "2145550123".to_owned(),
-            "Lovelace".to_owned(),
-        ];
-        assert_eq!(
-            redact(
-                r#"{"email":"ada@example.com","phone":"2145550123","name":"LOVELACE","ok":true}"#,
-                &personal
-            ),
-            r#"{"email":"•••","phone":"•••","name":"•••","ok":true}"#
-        );
-        assert_eq!(redact("accepted", &personal), "accepted");
-    }
 
     #[test]
     fn every_decline_reason_has_words() {
