@@ -188,6 +188,10 @@ async fn sweep_every_minute(db: PgPool, clock: Arc<dyn Clock>, ping_states: Arc<
     timer.tick().await;
     loop {
         timer.tick().await;
+        // Tenants' PII retention: what is due, a batch a tenant a minute.
+        if let Err(error) = crate::store::pii::erase_expired(&db, clock.now(), 5_000).await {
+            tracing::warn!(%error, "the PII retention job failed");
+        }
         match sweep_interrupted_sales(&db, clock.as_ref()).await {
             Ok(false) => {}
             Ok(true) => ping_states.forget_all(),

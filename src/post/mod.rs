@@ -262,6 +262,9 @@ async fn post_to_winners(
 
     let source = source_of(campaign);
     let lead_id = Uuid::now_v7();
+    // The consumer's hashes: its dedup keys, and how an erasure finds its leads.
+    let consumer_keys = PostedLead::hash_keys(campaign.offer.schema.consumer_keys(&request.lead));
+    let consumer_hashes: Vec<[u8; 32]> = consumer_keys.iter().map(|(_, hash)| *hash).collect();
     let stored = state.pii.seal_lead(
         tenant_id,
         lead_id,
@@ -276,6 +279,7 @@ async fn post_to_winners(
         &request.body_sha256,
         lead_id,
         &stored,
+        &consumer_hashes,
         ping.test,
         now,
     )
@@ -296,7 +300,6 @@ async fn post_to_winners(
     }
 
     // 3 and 5, in a task of their own.
-    let consumer_keys = PostedLead::hash_keys(campaign.offer.schema.consumer_keys(&request.lead));
     // The post's own sub-ids, else its ping's.
     let sub_ids = request
         .sub_ids

@@ -1,8 +1,9 @@
-//! Sealing stored leads again under the active key (`gavel pii rotate`, docs/pii.md): the rows
-//! sealed under an older key, and the rows stored before PII was sealed. Batches of rows in
-//! primary-key order; each batch is one statement, and a row changed meanwhile (by another
-//! rotation) is left as it is.
+//! Stored leads' PII (docs/pii.md): sealing them again under the active key (`gavel pii
+//! rotate`: the rows sealed under an older key, and the rows stored before PII was sealed, in
+//! batches in primary-key order, each batch one statement, a row changed meanwhile left as it
+//! is), and erasing it (a consumer's request, a tenant's retention).
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -49,6 +50,7 @@ pub async fn rotate(db: &PgPool, keys: &PiiKeys) -> Result<Rotated, sqlx::Error>
                FROM leads l
                JOIN offers o ON o.tenant_id = l.tenant_id AND o.id = l.offer_id
                WHERE (l.tenant_id, l.id) > ($1, $2) AND l.pii_key_id IS DISTINCT FROM $3
+                 AND l.pii_erased_at IS NULL
                ORDER BY l.tenant_id, l.id
                LIMIT $4"#,
             after.0,
@@ -114,4 +116,128 @@ pub async fn rotate(db: &PgPool, keys: &PiiKeys) -> Result<Rotated, sqlx::Error>
         .execute(db)
         .await?;
     }
+}
+
+/// Erases the PII of the tenant's leads of one consumer (a lead holding any of `hashes`): the
+/// sealed lead and consent, its consumer hashes, and for a lead stored before sealing the PII
+/// fields of its clear `lead`; its non-PII fields, sales and money stay. Records the request
+/// (how the consumer was named, how many leads, when: no PII), in the same transaction.
+pub async fn erase_consumer(
+    db: &PgPool,
+    tenant: Uuid,
+    matched_by: &str,
+    hashes: &[[u8; 32]],
+    now: DateTime<Utc>,
+) -> Result<(Uuid, i64), sqlx::Error> {
+    let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    let mut tx = db.begin().await?;
+    let erased = sqlx::query!(
+        "UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, consumer_hashes = NULL,
+                pii_erased_at = $3, consent = '{}',
+                lead = CASE WHEN l.pii_key_id IS NOT NULL THEN l.lead
+                            ELSE l.lead - ARRAY(SELECT f ->> 'name' FROM offers o, jsonb_array_elements(o.fields) f
+                                                WHERE o.tenant_id = l.tenant_id AND o.id = l.offer_id
+                                                  AND f ->> 'pii' = 'true') END
+         WHERE l.tenant_id = $1 AND l.consumer_hashes && $2",
+        tenant,
+        &hashes,
+        now,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let id = Uuid::now_v7();
+    let erased = i64::try_from(erased).unwrap_or(i64::MAX);
+    sqlx::query!(
+        "INSERT INTO erasures (tenant_id, id, matched_by, leads_erased, requested_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        tenant,
+        id,
+        matched_by,
+        i32::try_from(erased).unwrap_or(i32::MAX),
+        now,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((id, erased))
+}
+
+/// Erases, as [`erase_consumer`] does, the PII of leads older than their tenant's
+/// `pii_retention_days`, at most `limit` leads of each tenant: the number erased.
+pub async fn erase_expired(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let erased = sqlx::query!(
+        "UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, consumer_hashes = NULL,
+                pii_erased_at = $1, consent = '{}',
+                lead = CASE WHEN l.pii_key_id IS NOT NULL THEN l.lead
+                            ELSE l.lead - ARRAY(SELECT f ->> 'name' FROM offers o, jsonb_array_elements(o.fields) f
+                                                WHERE o.tenant_id = l.tenant_id AND o.id = l.offer_id
+                                                  AND f ->> 'pii' = 'true') END
+         FROM (SELECT x.tenant_id, x.id
+               FROM tenants t
+               CROSS JOIN LATERAL (
+                   SELECT tenant_id, id FROM leads
+                   WHERE tenant_id = t.id AND pii_erased_at IS NULL
+                     AND created_at < $1::timestamptz - make_interval(days => t.pii_retention_days)
+                   ORDER BY created_at LIMIT $2) x
+               WHERE t.pii_retention_days IS NOT NULL) expired
+         WHERE l.tenant_id = expired.tenant_id AND l.id = expired.id",
+        now,
+        limit,
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(erased)
+}
+
+/// One erasure request as recorded.
+pub struct Erasure {
+    pub id: Uuid,
+    pub matched_by: String,
+    pub leads_erased: i32,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The tenant's erasure requests, newest first (at most `limit`).
+pub async fn erasures(db: &PgPool, tenant: Uuid, limit: i64) -> Result<Vec<Erasure>, sqlx::Error> {
+    sqlx::query_as!(
+        Erasure,
+        "SELECT id, matched_by, leads_erased, requested_at FROM erasures
+         WHERE tenant_id = $1 ORDER BY requested_at DESC, id DESC LIMIT $2",
+        tenant,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The tenant's `pii_retention_days` (`None`: kept until erased); `Err` RowNotFound: no tenant.
+pub async fn retention_days(db: &PgPool, tenant: Uuid) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT pii_retention_days FROM tenants WHERE id = $1",
+        tenant
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Sets the tenant's `pii_retention_days`.
+pub async fn set_retention_days(
+    db: &PgPool,
+    tenant: Uuid,
+    days: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET pii_retention_days = $2 WHERE id = $1",
+        tenant,
+        days
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -183,9 +183,11 @@ pub async fn claim(
     body_sha256: &[u8; 32],
     lead_id: Uuid,
     lead: &StoredLead,
+    consumer_hashes: &[[u8; 32]],
     test: bool,
     now: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
+    let consumer_hashes: Vec<Vec<u8>> = consumer_hashes.iter().map(|h| h.to_vec()).collect();
     // One statement: the lead is stored only by the request whose update claimed the ping (a
     // concurrent one waits for the row, then finds it claimed).
     let claimed = sqlx::query!(
@@ -194,8 +196,8 @@ pub async fn claim(
              WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
              RETURNING id)
          INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, test,
-                            created_at, pii_key_id, pii_sealed)
-         SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12 FROM claimed",
+                            created_at, pii_key_id, pii_sealed, consumer_hashes)
+         SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12, $13 FROM claimed",
         source.tenant_id,
         ping_id,
         now,
@@ -208,6 +210,7 @@ pub async fn claim(
         test,
         lead.sealed.key_id,
         lead.sealed.bytes,
+        &consumer_hashes,
     )
     .execute(db)
     .await?

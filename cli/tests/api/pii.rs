@@ -294,3 +294,189 @@ async fn serve_on_a_configured_database_without_a_key_refuses_to_start() {
         "the key's text is never shown: {stderr}"
     );
 }
+
+async fn admin(
+    app: &TestApp,
+    exchange: &Exchange,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String) {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&exchange.admin_key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A ping and its post of a lead with this email and phone, sold: the lead's id.
+async fn sell_to(app: &TestApp, exchange: &Exchange, email: &str, phone: &str) -> Uuid {
+    let (_, ping) = app
+        .ping(&exchange.posting_key, json!({ "lead": ping_lead() }))
+        .await;
+    let mut lead = posted_lead();
+    lead["email"] = json!(email);
+    lead["phone"] = json!(phone);
+    let (status, answer) = app
+        .post(
+            &exchange.posting_key,
+            json!({ "ping_id": ping["ping_id"], "lead": lead, "consent": posted_consent() }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["lead_id"].as_str().unwrap().parse().unwrap()
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn erasure_and_retention_remove_pii_and_leave_money_reports_and_dedup_exact(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "multisell").await;
+    let server = MockServer::start().await;
+    quoting_buyers(&exchange, &server).await;
+    let app = spawn_app_with(pool.clone(), test_settings(), axum::Router::new()).await;
+    let erased = sell_to(&app, &exchange, EMAIL, PHONE).await;
+    let old = sell_to(
+        &app,
+        &exchange,
+        "old.consumer@example.net",
+        "(646) 555-0188",
+    )
+    .await;
+    let kept = sell_to(
+        &app,
+        &exchange,
+        "kept.consumer@example.net",
+        "(718) 555-0163",
+    )
+    .await;
+    let report = "/v1/admin/reports/summary?group_by=buyer";
+    let money = || async {
+        let (_, report) = admin(&app, &exchange, reqwest::Method::GET, report, None).await;
+        let books: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(amount_cents), 0)::bigint FROM ledger_entries WHERE tenant_id = $1",
+        )
+        .bind(exchange.tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let dedup: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_keys WHERE tenant_id = $1")
+            .bind(exchange.tenant_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (report, books, dedup)
+    };
+    let before = money().await;
+    assert!(before.2 > 0, "the sales wrote dedup keys");
+
+    // Refused with a pointer, never echoing the value.
+    let (status, problem) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::POST,
+        "/v1/admin/erasure",
+        Some(json!({ "phone": "555-01" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem.contains("\"/phone\"") && !problem.contains("555-01"),
+        "{problem}"
+    );
+
+    // The consumer's email, written another way: their lead's PII is gone, the others' stay.
+    let (status, done) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::POST,
+        "/v1/admin/erasure",
+        Some(json!({ "email": "  Philippa.QUARTERMAINE@example.org" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let done: Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(
+        (done["matched_by"].as_str(), done["leads_erased"].as_i64()),
+        (Some("email"), Some(1))
+    );
+    let view = lead_view(&app, &exchange, erased).await;
+    assert_eq!(view["pii"], "erased", "{view}");
+    assert_eq!(view["lead"]["email"], Value::Null);
+    assert_eq!(view["lead"]["state"], ping_lead()["state"]);
+    assert_eq!(view["consent"], json!({}));
+    assert_eq!(
+        view["sales"].as_array().map(Vec::len),
+        Some(2),
+        "its sales stay"
+    );
+    assert_eq!(
+        lead_view(&app, &exchange, kept).await["lead"]["email"],
+        "kept.consumer@example.net"
+    );
+    let (_, listed) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::GET,
+        "/v1/admin/erasures",
+        None,
+    )
+    .await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["erasures"][0]["id"], done["id"]);
+    assert!(
+        !listed
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("quartermaine")
+    );
+    // The same request again finds nothing left.
+    let (_, again) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::POST,
+        "/v1/admin/erasure",
+        Some(json!({ "phone": PHONE })),
+    )
+    .await;
+    assert!(again.contains("\"leads_erased\":0"), "{again}");
+
+    // Retention: 30 days; a lead posted 31 days ago loses its PII at the job's next run.
+    let (status, body) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::PATCH,
+        "/v1/admin/settings",
+        Some(json!({ "pii_retention_days": 0 })),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("/pii_retention_days"), "{body}");
+    let (status, body) = admin(
+        &app,
+        &exchange,
+        reqwest::Method::PATCH,
+        "/v1/admin/settings",
+        Some(json!({ "pii_retention_days": 30 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"pii_retention_days\":30"), "{body}");
+    sqlx::query("UPDATE leads SET created_at = created_at - interval '31 days' WHERE tenant_id = $1 AND id = $2")
+        .bind(exchange.tenant_id)
+        .bind(old)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let erased_now = gavel::store::pii::erase_expired(&pool, chrono::Utc::now(), 100)
+        .await
+        .unwrap();
+    assert_eq!(erased_now, 1);
+    assert_eq!(lead_view(&app, &exchange, old).await["pii"], "erased");
+    assert_eq!(lead_view(&app, &exchange, kept).await["pii"], "sealed");
+
+    // Money, the report and dedup are as they were.
+    assert_eq!(money().await, before);
+}

@@ -849,7 +849,15 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
         &serde_json::Map::new(),
     );
     gavel::store::sales::claim(
-        &pool, &source, ping_id, &[7; 32], lead_id, &stored, false, long_ago,
+        &pool,
+        &source,
+        ping_id,
+        &[7; 32],
+        lead_id,
+        &stored,
+        &[],
+        false,
+        long_ago,
     )
     .await
     .unwrap();

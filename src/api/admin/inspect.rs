@@ -172,6 +172,8 @@ pub enum PiiState {
     /// Sealed with a key `pii_keys` no longer lists (or altered): only the non-PII fields
     /// are shown, the consent is empty.
     Unavailable,
+    /// Erased (a consumer's request, the tenant's retention): only the non-PII fields remain.
+    Erased,
 }
 
 /// The lead's fields and consent as the operator may read them, opened with the process's keys.
@@ -184,6 +186,9 @@ fn opened(
         std::mem::take(&mut lead.lead),
         std::mem::take(&mut lead.consent),
     );
+    if lead.pii_erased_at.is_some() {
+        return (clear.0, clear.1, PiiState::Erased);
+    }
     let (Some(key_id), Some(sealed)) = (&lead.pii_key_id, &lead.pii_sealed) else {
         return (clear.0, clear.1, PiiState::NotSealed);
     };

@@ -6,6 +6,7 @@
 
 mod books;
 pub(crate) mod config;
+mod erasure;
 mod headers;
 pub(crate) mod input;
 mod inspect;
@@ -47,6 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(trial::router())
         .merge(settings::router())
         .merge(ping_list::router())
+        .merge(erasure::router())
         .routes(routes!(ping_view))
         .routes(routes!(list_sales))
 }

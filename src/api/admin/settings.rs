@@ -1,4 +1,5 @@
-//! The tenant's own settings: the failing-buyer breaker's (docs/revenue-recovery.md §5).
+//! The tenant's own settings: the failing-buyer breaker's (docs/revenue-recovery.md §5) and
+//! how long posted leads' PII is kept (docs/pii.md#retention-and-erasure).
 //! `PATCH` merges what it sends into the current settings, validates the result (a 422
 //! `invalid_config` with the pointer of each broken rule) and answers once this process's
 //! configuration snapshot has it.
@@ -32,6 +33,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Settings {
     /// The failing-buyer breaker, per contract and endpoint, in each Gavel process.
     breaker: BreakerSettings,
+    /// Days a posted lead's PII is kept (1 to 3650), then erased by a job that runs every
+    /// minute (its non-PII fields, sales and money stay); `null`: kept until erased.
+    pii_retention_days: Option<u32>,
 }
 
 /// The keys of `breaker`, each with its range.
@@ -56,7 +60,13 @@ async fn get_settings(
 ) -> Result<Json<Settings>, Problem> {
     Ok(Json(Settings {
         breaker: current(&state, tenant).await?,
+        pii_retention_days: retention(&state, tenant).await?,
     }))
+}
+
+async fn retention(state: &AppState, tenant: Uuid) -> Result<Option<u32>, Problem> {
+    let days = crate::store::pii::retention_days(&state.db, tenant).await?;
+    Ok(days.and_then(|d| u32::try_from(d).ok()))
 }
 
 /// Changes some of the tenant's settings: `{"breaker": {"failures": 3}}` changes that one.
@@ -69,15 +79,43 @@ async fn update_settings(
     JsonObject(body): JsonObject,
 ) -> Result<Json<Settings>, Problem> {
     let mut breaker = current(&state, tenant).await?;
-    read(&body, &mut breaker).map_err(Problem::invalid_config)?;
+    let mut pii_retention_days = retention(&state, tenant).await?;
+    read(&body, &mut breaker, &mut pii_retention_days).map_err(Problem::invalid_config)?;
     settings::set_breaker(&state.db, tenant, &breaker).await?;
-    Ok(Json(Settings { breaker }))
+    crate::store::pii::set_retention_days(
+        &state.db,
+        tenant,
+        pii_retention_days.and_then(|d| i32::try_from(d).ok()),
+    )
+    .await?;
+    Ok(Json(Settings {
+        breaker,
+        pii_retention_days,
+    }))
 }
 
 /// Reads a PATCH body into `breaker`; every broken rule with its pointer.
-fn read(body: &Map<String, Value>, breaker: &mut BreakerSettings) -> Result<(), Vec<ConfigError>> {
+fn read(
+    body: &Map<String, Value>,
+    breaker: &mut BreakerSettings,
+    pii_retention_days: &mut Option<u32>,
+) -> Result<(), Vec<ConfigError>> {
     let mut errors = Vec::new();
-    for key in body.keys().filter(|key| *key != "breaker") {
+    match body.get("pii_retention_days") {
+        None => {}
+        Some(Value::Null) => *pii_retention_days = None,
+        Some(value) => match within(value, 1, 3650) {
+            Some(days) => *pii_retention_days = Some(days),
+            None => errors.push(ConfigError::new(
+                "/pii_retention_days",
+                "must be an integer from 1 to 3650, or null",
+            )),
+        },
+    }
+    for key in body
+        .keys()
+        .filter(|key| *key != "breaker" && *key != "pii_retention_days")
+    {
         errors.push(ConfigError::new(
             format!("/{}", crate::auction::pointer_token(key)),
             "unknown setting",
@@ -139,7 +177,7 @@ mod tests {
             unreachable!()
         };
         let mut breaker = BreakerSettings::default();
-        read(&body, &mut breaker)
+        read(&body, &mut breaker, &mut None)
             .map(|()| breaker)
             .map_err(|errors| {
                 let mut pointers: Vec<String> = errors.into_iter().map(|e| e.pointer).collect();

@@ -1008,6 +1008,11 @@ async fn lead_page(console: Console, Path(id): Path<String>) -> Result<Page, Con
                 "This lead's personal data and consent were sealed with a key this server does not "
                 "have (pii_keys): only its other fields are shown."
             }
+        } @else if lead.pii == "erased" {
+            p.hint role="note" {
+                "This lead's personal data and consent were erased (the consumer's request or "
+                "the retention period): only its other fields remain."
+            }
         } @else if lead.pii == "not_sealed" {
             p.hint role="note" {
                 "Stored before personal data was sealed at rest: "

@@ -94,6 +94,8 @@ pub struct LeadRow {
     /// The whole lead and its consent, sealed (`crate::pii`) under this key.
     pub pii_key_id: Option<String>,
     pub pii_sealed: Option<Vec<u8>>,
+    /// When its PII was erased (a consumer's request, the tenant's retention).
+    pub pii_erased_at: Option<DateTime<Utc>>,
     pub test: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -108,7 +110,7 @@ pub async fn lead(
     let lead: Option<LeadRow> = sqlx::query_as(
         "SELECT l.id, l.ping_id, l.campaign_id, l.partner_id, l.offer_id, p.name AS partner_name,
                 p.name || ' → ' || o.name AS campaign_name, o.name AS offer_name, l.lead, l.consent,
-                l.pii_key_id, l.pii_sealed, l.test, l.created_at
+                l.pii_key_id, l.pii_sealed, l.pii_erased_at, l.test, l.created_at
          FROM leads l
          LEFT JOIN partners p ON p.tenant_id = l.tenant_id AND p.id = l.partner_id
          LEFT JOIN offers o ON o.tenant_id = l.tenant_id AND o.id = l.offer_id
