@@ -44,3 +44,4 @@ mod snapshots;
 mod statements;
 mod templates;
 mod trial;
+mod validation;

@@ -4,7 +4,6 @@
 //! - `phone`: `{"nanp": true}`: a dialable North American number ([`phone::nanp_problem`]).
 //! - `email`: `{"strict_syntax": true, "refuse_disposable": true}`: a practical address
 //!   syntax ([`email::syntax_problem`]); no disposable domain ([`email::is_disposable`]).
-//!   `"require_mx": true` asks the edge (I/O, not here) for an MX record of the domain.
 //! - `string`: `{"zip_state": "<state field>"}`: a US ZIP code, consistent with the state in
 //!   the named field ([`zip::zip_state_problem`]).
 //!
@@ -31,8 +30,6 @@ struct RulesSpec {
     #[serde(default)]
     refuse_disposable: bool,
     #[serde(default)]
-    require_mx: bool,
-    #[serde(default)]
     zip_state: Option<String>,
 }
 
@@ -45,8 +42,6 @@ pub struct FieldRules {
     pub strict_syntax: bool,
     /// `email`: no disposable domain.
     pub refuse_disposable: bool,
-    /// `email`: the domain must have an MX record (checked at the edge, at post).
-    pub require_mx: bool,
     /// `string`: the value is a US ZIP whose state is in the field so named.
     pub zip_state: Option<String>,
 }
@@ -92,7 +87,6 @@ impl FieldRules {
             "refuse_disposable",
             &[FieldType::Email],
         );
-        fits(spec.require_mx, "require_mx", &[FieldType::Email]);
         fits(spec.zip_state.is_some(), "zip_state", &[FieldType::String]);
         if spec.zip_state.as_deref().is_some_and(str::is_empty) {
             errors.push(ConfigError::new(
@@ -104,7 +98,6 @@ impl FieldRules {
             nanp: spec.nanp,
             strict_syntax: spec.strict_syntax,
             refuse_disposable: spec.refuse_disposable,
-            require_mx: spec.require_mx,
             zip_state: spec.zip_state,
         })
     }
@@ -177,7 +170,7 @@ mod tests {
         );
         assert!(
             compile(
-                json!({"strict_syntax": true, "refuse_disposable": true, "require_mx": false}),
+                json!({"strict_syntax": true, "refuse_disposable": true}),
                 FieldType::Email
             )
             .is_ok()
