@@ -94,7 +94,7 @@ impl FieldRules {
                 "must name the offer's state field",
             ));
         }
-        (errors.len() == before).then(|| FieldRules {
+        (errors.len() == before).then_some(FieldRules {
             nanp: spec.nanp,
             strict_syntax: spec.strict_syntax,
             refuse_disposable: spec.refuse_disposable,
