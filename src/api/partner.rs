@@ -340,6 +340,11 @@ fn field_error(error: LeadError) -> FieldError {
         LeadErrorCode::PiiInPing => ErrorCode::PiiInPing,
         LeadErrorCode::PingPostMismatch => ErrorCode::PingPostMismatch,
         LeadErrorCode::ConsentRequired => ErrorCode::ConsentRequired,
+        LeadErrorCode::InvalidPhone => ErrorCode::InvalidPhone,
+        LeadErrorCode::InvalidEmail => ErrorCode::InvalidEmail,
+        LeadErrorCode::DisposableEmail => ErrorCode::DisposableEmail,
+        LeadErrorCode::InvalidZip => ErrorCode::InvalidZip,
+        LeadErrorCode::ZipStateMismatch => ErrorCode::ZipStateMismatch,
     };
     FieldError {
         pointer: error.pointer,

@@ -29,6 +29,11 @@ pub enum ErrorCode {
     PiiInPing,
     PingPostMismatch,
     ConsentRequired,
+    InvalidPhone,
+    InvalidEmail,
+    DisposableEmail,
+    InvalidZip,
+    ZipStateMismatch,
     InvalidConfig,
     PaymentExceedsBalance,
     RateLimited,
@@ -67,6 +72,11 @@ impl ErrorCode {
             Self::PiiInPing => "pii_in_ping",
             Self::PingPostMismatch => "ping_post_mismatch",
             Self::ConsentRequired => "consent_required",
+            Self::InvalidPhone => "invalid_phone",
+            Self::InvalidEmail => "invalid_email",
+            Self::DisposableEmail => "disposable_email",
+            Self::InvalidZip => "invalid_zip",
+            Self::ZipStateMismatch => "zip_state_mismatch",
             Self::InvalidConfig => "invalid_config",
             Self::PaymentExceedsBalance => "payment_exceeds_balance",
             Self::RateLimited => "rate_limited",
@@ -110,6 +120,11 @@ impl ErrorCode {
             | Self::PiiInPing
             | Self::PingPostMismatch
             | Self::ConsentRequired
+            | Self::InvalidPhone
+            | Self::InvalidEmail
+            | Self::DisposableEmail
+            | Self::InvalidZip
+            | Self::ZipStateMismatch
             | Self::InvalidConfig
             | Self::ReturnReasonNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -143,6 +158,11 @@ impl ErrorCode {
             Self::PiiInPing => "PII is not allowed in a ping",
             Self::PingPostMismatch => "The post does not match its ping",
             Self::ConsentRequired => "Required consent is missing",
+            Self::InvalidPhone => "A phone number is not a valid North American number",
+            Self::InvalidEmail => "An email address is not valid",
+            Self::DisposableEmail => "An email address is at a disposable email domain",
+            Self::InvalidZip => "A ZIP code is not valid",
+            Self::ZipStateMismatch => "A ZIP code is not in the lead's state",
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::PaymentExceedsBalance => "The payment is more than the partner's balance",
             Self::RateLimited => "Too many requests",

@@ -468,6 +468,11 @@ pub struct FieldSpec {
     /// Upper bound, like `min`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<Value>,
+    /// Opt-in lead validation rules (docs/validation.md): `{"nanp": true}` for a `phone`,
+    /// `{"strict_syntax": true, "refuse_disposable": true}` for an `email`,
+    /// `{"zip_state": "<state field>"}` for a `string` holding a US ZIP code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Value>,
 }
 
 /// A contract's `pricing` column.

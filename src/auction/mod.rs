@@ -16,6 +16,7 @@ mod pricing;
 mod schedule;
 mod schema;
 mod select;
+pub mod validation;
 mod value;
 
 pub use caps::{

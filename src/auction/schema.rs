@@ -22,6 +22,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::config::{ConfigError, FieldSpec, FieldType, from_json_at};
+use super::validation::FieldRules;
+use super::validation::zip::{ZipProblem, zip_state_problem};
 use super::value::{Num, Scalar, parse_date, pointer_token};
 
 /// Longest field name an offer may declare.
@@ -35,6 +37,11 @@ text_codes! {
         InvalidField,
         PingPostMismatch,
         ConsentRequired,
+        InvalidPhone,
+        InvalidEmail,
+        DisposableEmail,
+        InvalidZip,
+        ZipStateMismatch,
     }
 }
 
@@ -67,6 +74,10 @@ pub(crate) struct CompiledField {
     allowed: Option<Vec<Scalar<'static>>>,
     min: Option<Bound>,
     max: Option<Bound>,
+    /// The opt-in rules of the field's `validation` option (docs/validation.md).
+    rules: FieldRules,
+    /// The index of the state field a ZIP field's `zip_state` names.
+    state_field: Option<usize>,
 }
 
 /// A `min`/`max` of a field, in the form its type compares by.
@@ -157,6 +168,8 @@ impl CompiledSchema {
             by_name: HashMap::new(),
         };
         let mut names = HashSet::new();
+        // (field index, its pointer, the state field it names) for each `zip_state` rule.
+        let mut pairs = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("/fields/{i}");
             let spec: FieldSpec = match from_json_at(item, &at) {
@@ -174,10 +187,26 @@ impl CompiledSchema {
                 continue;
             }
             if let Some(field) = compile_field(spec, &at, &mut errors) {
+                if let Some(state) = &field.rules.zip_state {
+                    pairs.push((schema.fields.len(), at, state.clone()));
+                }
                 schema
                     .by_name
                     .insert(field.name.clone(), schema.fields.len());
                 schema.fields.push(field);
+            }
+        }
+        for (index, at, state) in pairs {
+            let at = format!("{at}/validation/zip_state");
+            match schema.by_name.get(&state).copied() {
+                None => errors.push(ConfigError::new(at, "names no field of this offer")),
+                Some(s) if s == index => {
+                    errors.push(ConfigError::new(at, "must name another field"))
+                }
+                Some(s) if schema.fields[s].field_type != FieldType::String => {
+                    errors.push(ConfigError::new(at, "must name a field of type string"))
+                }
+                Some(s) => schema.fields[index].state_field = Some(s),
             }
         }
         if errors.is_empty() {
@@ -266,7 +295,8 @@ impl CompiledSchema {
         }
         let mut errors = pii_errors;
         errors.append(&mut unknown_errors);
-        for field in &self.fields {
+        let mut erred = vec![false; self.fields.len()];
+        for (i, field) in self.fields.iter().enumerate() {
             if ping && field.pii {
                 continue;
             }
@@ -275,6 +305,7 @@ impl CompiledSchema {
                 Some(value) => field.check(value).err(),
             };
             if let Some(rule) = problem {
+                erred[i] = true;
                 errors.push(LeadError {
                     pointer: field.pointer.clone(),
                     code: LeadErrorCode::InvalidField,
@@ -282,10 +313,82 @@ impl CompiledSchema {
                 });
             }
         }
+        self.check_rules(lead, ping, &mut erred, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+}
+
+impl CompiledSchema {
+    /// The opt-in rules (docs/validation.md) of the fields that passed their type's checks,
+    /// in schema order, after every `invalid_field`: a value's own rule, then a ZIP field's
+    /// state, reported at both fields. A ping checks only non-PII fields (a pair only when
+    /// both are); a blank value is not checked.
+    fn check_rules(
+        &self,
+        lead: &Map<String, Value>,
+        ping: bool,
+        erred: &mut [bool],
+        errors: &mut Vec<LeadError>,
+    ) {
+        let text_of = |field: &CompiledField| {
+            lead.get(&field.name)
+                .and_then(Value::as_str)
+                .filter(|text| !text.trim().is_empty())
+        };
+        for (i, field) in self.fields.iter().enumerate() {
+            if (ping && field.pii) || erred[i] {
+                continue;
+            }
+            let Some(text) = text_of(field) else {
+                continue;
+            };
+            let digits = match field.field_type {
+                FieldType::Phone => normalize_phone(text),
+                _ => None,
+            };
+            if let Some((code, rule)) = field.rules.check(text, digits.as_deref()) {
+                erred[i] = true;
+                errors.push(LeadError {
+                    pointer: field.pointer.clone(),
+                    code,
+                    message: format!("{} {rule}", field.name),
+                });
+                continue;
+            }
+            let Some(s) = field.state_field else {
+                continue;
+            };
+            let state = &self.fields[s];
+            if (ping && state.pii) || erred[s] {
+                continue;
+            }
+            let Some(state_text) = text_of(state) else {
+                continue;
+            };
+            if zip_state_problem(text, state_text) == Some(ZipProblem::StateMismatch) {
+                erred[i] = true;
+                erred[s] = true;
+                errors.push(LeadError {
+                    pointer: field.pointer.clone(),
+                    code: LeadErrorCode::ZipStateMismatch,
+                    message: format!(
+                        "{} is not a ZIP code of the state in {}",
+                        field.name, state.name
+                    ),
+                });
+                errors.push(LeadError {
+                    pointer: state.pointer.clone(),
+                    code: LeadErrorCode::ZipStateMismatch,
+                    message: format!(
+                        "{} is not the state of the ZIP code in {}",
+                        state.name, field.name
+                    ),
+                });
+            }
         }
     }
 }
@@ -514,6 +617,10 @@ fn compile_field(
             ));
         }
     }
+    let rules = match &spec.validation {
+        Some(value) => FieldRules::compile(value, field_type, at, errors).unwrap_or_default(),
+        None => FieldRules::default(),
+    };
     (errors.len() == before).then(|| CompiledField {
         pointer: format!("/lead/{}", pointer_token(&spec.name)),
         name: spec.name,
@@ -524,6 +631,8 @@ fn compile_field(
         allowed,
         min,
         max,
+        rules,
+        state_field: None,
     })
 }
 
@@ -811,6 +920,163 @@ mod tests {
                 .unwrap();
         let errors = validate_ping(&schema, &Map::new()).unwrap_err();
         assert_eq!(errors[0].pointer, "/lead/a~1b");
+    }
+
+    fn with_rules() -> CompiledSchema {
+        CompiledSchema::compile(&json!([
+            { "name": "state", "type": "string", "required": true },
+            { "name": "zip", "type": "string", "required": true,
+              "validation": { "zip_state": "state" } },
+            { "name": "email", "type": "email", "pii": true, "required": true,
+              "validation": { "strict_syntax": true, "refuse_disposable": true } },
+            { "name": "phone", "type": "phone", "pii": true, "required": true,
+              "validation": { "nanp": true } },
+            { "name": "work_phone", "type": "phone", "pii": true }
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn rules_pass_a_real_lead() {
+        let schema = with_rules();
+        let ping = lead(json!({"state": "TX", "zip": "75001"}));
+        assert_eq!(validate_ping(&schema, &ping), Ok(()));
+        let post = lead(
+            json!({"state": "tx", "zip": "75001-1234", "email": "Ada@Example.com",
+                               "phone": "+1 (214) 555-0200", "work_phone": "(214) 555-0123"}),
+        );
+        assert_eq!(validate_post(&schema, &post), Ok(()));
+    }
+
+    #[test]
+    fn a_ping_checks_the_zip_and_its_state() {
+        let schema = with_rules();
+        let errors =
+            validate_ping(&schema, &lead(json!({"state": "CA", "zip": "75001"}))).unwrap_err();
+        assert_eq!(
+            codes(&errors),
+            [
+                ("/lead/zip", "zip_state_mismatch"),
+                ("/lead/state", "zip_state_mismatch")
+            ]
+        );
+        assert_eq!(
+            errors[0].message,
+            "zip is not a ZIP code of the state in state"
+        );
+        let errors =
+            validate_ping(&schema, &lead(json!({"state": "TX", "zip": "7500"}))).unwrap_err();
+        assert_eq!(codes(&errors), [("/lead/zip", "invalid_zip")]);
+        // A type error is the field's one error; the pair is then not judged.
+        let errors =
+            validate_ping(&schema, &lead(json!({"state": 5, "zip": "75001"}))).unwrap_err();
+        assert_eq!(codes(&errors), [("/lead/state", "invalid_field")]);
+    }
+
+    #[test]
+    fn a_post_checks_pii_rules_and_never_echoes_them() {
+        let schema = with_rules();
+        let post = lead(
+            json!({"state": "TX", "zip": "90210", "email": "ada.lovelace@mailinator.com",
+                               "phone": "(214) 555-0123", "work_phone": "911-555-1234"}),
+        );
+        let errors = validate_post(&schema, &post).unwrap_err();
+        assert_eq!(
+            codes(&errors),
+            [
+                ("/lead/zip", "zip_state_mismatch"),
+                ("/lead/state", "zip_state_mismatch"),
+                ("/lead/email", "disposable_email"),
+                ("/lead/phone", "invalid_phone"),
+            ]
+        );
+        for error in &errors {
+            let text = serde_json::to_string(error).unwrap();
+            for value in ["90210", "lovelace", "mailinator", "214", "0123", "TX"] {
+                assert!(!text.contains(value), "{text}");
+            }
+        }
+        let post = lead(
+            json!({"state": "TX", "zip": "75001", "email": "ada..x@example.com",
+                               "phone": "2115550200"}),
+        );
+        assert_eq!(
+            codes(&validate_post(&schema, &post).unwrap_err()),
+            [
+                ("/lead/email", "invalid_email"),
+                ("/lead/phone", "invalid_phone")
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_come_before_rule_errors() {
+        let schema = with_rules();
+        let post = lead(
+            json!({"state": "TX", "zip": "75001", "email": "ada@mailinator.com",
+                               "phone": "12"}),
+        );
+        assert_eq!(
+            codes(&validate_post(&schema, &post).unwrap_err()),
+            [
+                ("/lead/phone", "invalid_field"),
+                ("/lead/email", "disposable_email")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pii_state_is_paired_at_the_post_only() {
+        let schema = CompiledSchema::compile(&json!([
+            { "name": "zip", "type": "string", "validation": { "zip_state": "state" } },
+            { "name": "state", "type": "string", "pii": true }
+        ]))
+        .unwrap();
+        assert_eq!(
+            validate_ping(&schema, &lead(json!({"zip": "75001"}))),
+            Ok(())
+        );
+        let post = lead(json!({"zip": "75001", "state": "NY"}));
+        assert_eq!(
+            codes(&validate_post(&schema, &post).unwrap_err()),
+            [
+                ("/lead/zip", "zip_state_mismatch"),
+                ("/lead/state", "zip_state_mismatch")
+            ]
+        );
+        assert_eq!(
+            validate_post(&schema, &lead(json!({"zip": "75001", "state": " "}))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rules_that_do_not_fit_are_refused_with_pointers() {
+        let errors = CompiledSchema::compile(&json!([
+            { "name": "state", "type": "integer" },
+            { "name": "zip", "type": "string", "validation": { "zip_state": "state" } },
+            { "name": "zip2", "type": "string", "validation": { "zip_state": "nowhere" } },
+            { "name": "zip3", "type": "string", "validation": { "zip_state": "zip3" } },
+            { "name": "phone", "type": "string", "validation": { "nanp": true } },
+            { "name": "email", "type": "phone", "validation": { "refuse_disposable": true } },
+            { "name": "x", "type": "email", "validation": { "mx": true } }
+        ]))
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/fields/4/validation/nanp",
+                "/fields/5/validation/refuse_disposable",
+                "/fields/6/validation",
+                "/fields/1/validation/zip_state",
+                "/fields/2/validation/zip_state",
+                "/fields/3/validation/zip_state",
+            ]
+        );
+        assert_eq!(errors[3].message, "must name a field of type string");
+        assert_eq!(errors[4].message, "names no field of this offer");
+        assert_eq!(errors[5].message, "must name another field");
     }
 
     #[test]

@@ -736,6 +736,8 @@ mod tests {
             apply("phone:+1##########", "5551234567").unwrap(),
             "+15551234567"
         );
+        assert_eq!(apply("e164", "(214) 555-0123").unwrap(), "+12145550123");
+        assert!(apply("e164", "555-0123").is_err());
         assert!(apply("phone:###-###-####", "12345").is_err());
         assert_eq!(apply("date:%m/%d/%Y", "1980-02-29").unwrap(), "02/29/1980");
         assert_eq!(

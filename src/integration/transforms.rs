@@ -64,14 +64,18 @@ impl Transform {
             "lower" => Transform::Lower,
             "trim" => Transform::Trim,
             "digits" => Transform::Digits,
+            // A US phone in E.164 (docs/validation.md): `+1` and its 10 digits.
+            "e164" => Transform::Phone("+1##########".to_owned()),
             "sha256" => Transform::Sha256,
             "md5" => Transform::Md5,
             "string" => Transform::String,
             "number" => Transform::Number,
             _ => {
-                return Err("unknown transform: one of upper, lower, trim, digits, \
+                return Err(
+                    "unknown transform: one of upper, lower, trim, digits, e164, \
                             phone:<pattern>, date:<format>, sha256, md5, string, number"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
         })
     }

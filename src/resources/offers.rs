@@ -18,7 +18,8 @@ super::resource! {
         ping_ttl_seconds: i32 = Int<1, 86_400, 300>,
         dedup_days: i32 = Int<0, 365, 0>,
         require_consent: Vec<String> = ConsentKeys,
-        /// `[{"name","type","pattern","enum","min","max","pii","required"}]`.
+        /// `[{"name","type","pattern","enum","min","max","pii","required","validation"}]`
+        /// (`validation`: opt-in lead rules, docs/validation.md).
         #[schema(value_type = Vec<Object>)]
         fields: Value = List,
         /// The deadline of the offer's pings when a ping sends no `max_wait_ms` (10–60000 ms;

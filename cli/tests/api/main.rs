@@ -45,3 +45,4 @@ mod snapshots;
 mod statements;
 mod templates;
 mod trial;
+mod validation;
