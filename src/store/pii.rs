@@ -132,13 +132,17 @@ pub async fn erase_consumer(
     let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
     let mut tx = db.begin().await?;
     let erased = sqlx::query!(
-        "UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, consumer_hashes = NULL,
-                pii_erased_at = $3, consent = '{}',
+        "WITH found AS (
+             SELECT DISTINCT lead_id FROM lead_consumers WHERE tenant_id = $1 AND consumer_hash = ANY($2)),
+         unlinked AS (
+             DELETE FROM lead_consumers c USING found WHERE c.tenant_id = $1 AND c.lead_id = found.lead_id)
+         UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, pii_erased_at = $3, consent = '{}',
                 lead = CASE WHEN l.pii_key_id IS NOT NULL THEN l.lead
                             ELSE l.lead - ARRAY(SELECT f ->> 'name' FROM offers o, jsonb_array_elements(o.fields) f
                                                 WHERE o.tenant_id = l.tenant_id AND o.id = l.offer_id
                                                   AND f ->> 'pii' = 'true') END
-         WHERE l.tenant_id = $1 AND l.consumer_hashes && $2",
+         FROM found
+         WHERE l.tenant_id = $1 AND l.id = found.lead_id AND l.pii_erased_at IS NULL",
         tenant,
         &hashes,
         now,
@@ -171,20 +175,24 @@ pub async fn erase_expired(
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let erased = sqlx::query!(
-        "UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, consumer_hashes = NULL,
-                pii_erased_at = $1, consent = '{}',
+        "WITH expired AS (
+             SELECT x.tenant_id, x.id
+             FROM tenants t
+             CROSS JOIN LATERAL (
+                 SELECT tenant_id, id FROM leads
+                 WHERE tenant_id = t.id AND pii_erased_at IS NULL
+                   AND created_at < $1::timestamptz - make_interval(days => t.pii_retention_days)
+                 ORDER BY created_at LIMIT $2) x
+             WHERE t.pii_retention_days IS NOT NULL),
+         unlinked AS (
+             DELETE FROM lead_consumers c USING expired
+             WHERE c.tenant_id = expired.tenant_id AND c.lead_id = expired.id)
+         UPDATE leads l SET pii_sealed = NULL, pii_key_id = NULL, pii_erased_at = $1, consent = '{}',
                 lead = CASE WHEN l.pii_key_id IS NOT NULL THEN l.lead
                             ELSE l.lead - ARRAY(SELECT f ->> 'name' FROM offers o, jsonb_array_elements(o.fields) f
                                                 WHERE o.tenant_id = l.tenant_id AND o.id = l.offer_id
                                                   AND f ->> 'pii' = 'true') END
-         FROM (SELECT x.tenant_id, x.id
-               FROM tenants t
-               CROSS JOIN LATERAL (
-                   SELECT tenant_id, id FROM leads
-                   WHERE tenant_id = t.id AND pii_erased_at IS NULL
-                     AND created_at < $1::timestamptz - make_interval(days => t.pii_retention_days)
-                   ORDER BY created_at LIMIT $2) x
-               WHERE t.pii_retention_days IS NOT NULL) expired
+         FROM expired
          WHERE l.tenant_id = expired.tenant_id AND l.id = expired.id",
         now,
         limit,
@@ -228,7 +236,7 @@ pub async fn retention_days(db: &PgPool, tenant: Uuid) -> Result<Option<i32>, sq
 
 /// Sets the tenant's `pii_retention_days`.
 pub async fn set_retention_days(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant: Uuid,
     days: Option<i32>,
 ) -> Result<(), sqlx::Error> {

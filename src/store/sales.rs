@@ -190,14 +190,20 @@ pub async fn claim(
     let consumer_hashes: Vec<Vec<u8>> = consumer_hashes.iter().map(|h| h.to_vec()).collect();
     // One statement: the lead is stored only by the request whose update claimed the ping (a
     // concurrent one waits for the row, then finds it claimed).
-    let claimed = sqlx::query!(
-        "WITH claimed AS (
+    let claimed = sqlx::query_scalar!(
+        r#"WITH claimed AS (
              UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
              WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
-             RETURNING id)
-         INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, test,
-                            created_at, pii_key_id, pii_sealed, consumer_hashes)
-         SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12, $13 FROM claimed",
+             RETURNING id),
+         stored AS (
+             INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, test,
+                                created_at, pii_key_id, pii_sealed)
+             SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12 FROM claimed
+             RETURNING id),
+         consumers AS (
+             INSERT INTO lead_consumers (tenant_id, consumer_hash, lead_id)
+             SELECT DISTINCT $1::uuid, hash, stored.id FROM stored, unnest($13::bytea[]) AS hash)
+         SELECT count(*) AS "claimed!" FROM stored"#,
         source.tenant_id,
         ping_id,
         now,
@@ -212,9 +218,8 @@ pub async fn claim(
         lead.sealed.bytes,
         &consumer_hashes,
     )
-    .execute(db)
-    .await?
-    .rows_affected();
+    .fetch_one(db)
+    .await?;
     if claimed == 0 {
         let hash = sqlx::query_scalar!(
             "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",

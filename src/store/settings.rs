@@ -45,7 +45,7 @@ pub async fn breaker(db: &PgPool, tenant: Uuid) -> Result<Option<BreakerSettings
 
 /// Writes the tenant's breaker settings; the tenants trigger tells running servers.
 pub async fn set_breaker(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant: Uuid,
     settings: &BreakerSettings,
 ) -> Result<(), sqlx::Error> {

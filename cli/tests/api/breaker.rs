@@ -292,8 +292,8 @@ async fn breaker_settings_are_validated_and_each_tenants_own(pool: PgPool) {
                 .await
         }
     };
-    let defaults =
-        json!({ "breaker": { "failures": 5, "window_ms": 30000, "cooldown_ms": 30000 } });
+    let defaults = json!({ "breaker": { "failures": 5, "window_ms": 30000, "cooldown_ms": 30000 },
+                "pii_retention_days": null });
     assert_eq!(
         get(exchange.admin_key.clone()).await,
         (200, defaults.clone())
@@ -348,7 +348,8 @@ async fn breaker_settings_are_validated_and_each_tenants_own(pool: PgPool) {
             Some(json!({ "breaker": { "failures": 2, "cooldown_ms": 4000 } })),
         )
         .await;
-    let changed = json!({ "breaker": { "failures": 2, "window_ms": 30000, "cooldown_ms": 4000 } });
+    let changed = json!({ "breaker": { "failures": 2, "window_ms": 30000, "cooldown_ms": 4000 },
+                          "pii_retention_days": null });
     assert_eq!((status, &answer), (200, &changed));
     assert_eq!(get(exchange.admin_key.clone()).await, (200, changed));
     // The other tenant's are its own.

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 20] = [
+const TABLES: [&str; 22] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -28,6 +28,8 @@ const TABLES: [&str; 20] = [
     "buyer_cap_counters",
     "returns",
     "console_sessions",
+    "erasures",
+    "lead_consumers",
 ];
 
 #[sqlx::test(migrations = false)]

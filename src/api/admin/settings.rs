@@ -81,13 +81,16 @@ async fn update_settings(
     let mut breaker = current(&state, tenant).await?;
     let mut pii_retention_days = retention(&state, tenant).await?;
     read(&body, &mut breaker, &mut pii_retention_days).map_err(Problem::invalid_config)?;
-    settings::set_breaker(&state.db, tenant, &breaker).await?;
+    // Both or neither.
+    let mut tx = state.db.begin().await?;
+    settings::set_breaker(&mut *tx, tenant, &breaker).await?;
     crate::store::pii::set_retention_days(
-        &state.db,
+        &mut *tx,
         tenant,
         pii_retention_days.and_then(|d| i32::try_from(d).ok()),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(Settings {
         breaker,
         pii_retention_days,
