@@ -67,6 +67,7 @@ fn contracts(schema: &CompiledSchema, count: usize) -> Vec<(CompiledContract, Co
                 usage,
                 duplicate: i % 17 == 5,
                 buyer_caps: Default::default(),
+                suppressed_by: None,
             };
             (contract, state)
         })
@@ -210,6 +211,7 @@ fn bench_fan_out(c: &mut Criterion) {
                         .expect("a delivery URL"),
                         weight: gavel::auction::DEFAULT_WEIGHT,
                         notices: None,
+                        suppression_lists: Vec::new(),
                     };
                     (Arc::new(contract), state)
                 })

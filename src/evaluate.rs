@@ -338,6 +338,7 @@ pub async fn run(
             buyer_ids,
             dedup_hashes: input.dedup_hashes.clone(),
             buyer_caps,
+            suppression_lists: offer.suppression_lists.clone(),
         })
         .await?;
     // Round robin turns at the ping: a contract that just won waits its turn.
@@ -532,6 +533,7 @@ fn contract_state(
             now,
         ),
         buyer_caps: buyer_rooms.get(&buyer_id).copied().unwrap_or_default(),
+        suppressed_by: contract.suppressed_by(&state.suppressed_lists),
     }
 }
 

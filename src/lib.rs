@@ -42,6 +42,7 @@ pub mod post;
 pub mod resources;
 pub mod returns;
 pub mod store;
+pub mod suppression;
 pub mod telemetry;
 
 pub use error::Error;

@@ -31,6 +31,9 @@ text_codes! {
     pub enum DeclineReason {
         ContractPaused,
         BuyerPaused,
+        /// The consumer is on one of the contract's or its offer's suppression lists (the
+        /// detail names the list): docs/suppression.md.
+        Suppressed,
         Filtered,
         OutsideSchedule,
         CapReached,
@@ -55,9 +58,10 @@ text_codes! {
 
 impl DeclineReason {
     /// Every reason, in the order a contract is checked (`Outbid` last).
-    pub const ALL: [DeclineReason; 16] = [
+    pub const ALL: [DeclineReason; 17] = [
         DeclineReason::ContractPaused,
         DeclineReason::BuyerPaused,
+        DeclineReason::Suppressed,
         DeclineReason::Filtered,
         DeclineReason::OutsideSchedule,
         DeclineReason::CapReached,
@@ -188,6 +192,8 @@ pub struct ContractState {
     pub duplicate: bool,
     /// What the buyer's own caps leave, across all its contracts.
     pub buyer_caps: BuyerCapRoom,
+    /// The first of the contract's suppression lists that holds the consumer.
+    pub suppressed_by: Option<Uuid>,
 }
 
 impl ContractState {
@@ -318,6 +324,9 @@ impl CompiledContract {
         }
         if state.buyer_status != Status::Active {
             return Err(Decline::new(DeclineReason::BuyerPaused));
+        }
+        if let Some(list) = state.suppressed_by {
+            return Err(Decline::with(DeclineReason::Suppressed, list.to_string()));
         }
         self.filter
             .evaluate(ping.lead)
@@ -588,6 +597,7 @@ mod tests {
             usage: PeriodUsage::default(),
             duplicate: false,
             buyer_caps: BuyerCapRoom::default(),
+            suppressed_by: None,
         }
     }
 
@@ -678,11 +688,13 @@ mod tests {
         let mut paused = config(json!({"type": "fixed", "exclusive_cents": 4000}));
         paused.status = Status::Paused;
         let paused = CompiledContract::compile(&paused, &schema()).unwrap();
+        let list = Uuid::from_u128(7);
         let all_wrong = ContractState {
             buyer_status: Status::Paused,
             balance: Money::ZERO,
             usage: usage(10, 0),
             duplicate: true,
+            suppressed_by: Some(list),
             ..state()
         };
         let closed = DateTime::parse_from_rfc3339("2026-11-26T17:00:00Z")
@@ -697,9 +709,17 @@ mod tests {
             run(&contract, &all_wrong, ca.clone(), Mode::Multisell, closed),
             declined(DeclineReason::BuyerPaused, None)
         );
-        let buyer_ok = ContractState {
+        let suppressed = ContractState {
             buyer_status: Status::Active,
             ..all_wrong
+        };
+        assert_eq!(
+            run(&contract, &suppressed, ca.clone(), Mode::Multisell, closed),
+            declined(DeclineReason::Suppressed, Some(&list.to_string()))
+        );
+        let buyer_ok = ContractState {
+            suppressed_by: None,
+            ..suppressed
         };
         assert_eq!(
             run(&contract, &buyer_ok, ca, Mode::Multisell, closed),

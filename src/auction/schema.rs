@@ -141,7 +141,7 @@ pub fn normalize_phone(phone: &str) -> Option<String> {
 
 /// Whether `text` looks like an email address: one `@`, a non-empty local part, a domain with
 /// a dot that neither starts nor ends it, no whitespace.
-fn is_email(text: &str) -> bool {
+pub fn is_email(text: &str) -> bool {
     let Some((local, domain)) = text.split_once('@') else {
         return false;
     };

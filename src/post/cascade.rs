@@ -1,5 +1,5 @@
 //! The cascade at post (docs/revenue-recovery.md §1): a winning bid whose sale ends refused
-//! (`rejected`, `failed`, `capped`, `insufficient_funds`, `duplicate`) is offered to the ping's
+//! (`rejected`, `failed`, `capped`, `insufficient_funds`, `duplicate`, `suppressed`) is offered to the ping's
 //! runner-ups, one at a time, in the ping's ranking, until one buys, `max_attempts` further
 //! attempts were made for that slot, or the cascade's deadline passed. Every slot of a post
 //! draws from one queue, so that no buyer is offered the lead twice in a post.
@@ -29,6 +29,7 @@ pub fn cascades(status: SaleStatus) -> bool {
             | SaleStatus::Capped
             | SaleStatus::InsufficientFunds
             | SaleStatus::Duplicate
+            | SaleStatus::Suppressed
     )
 }
 
@@ -155,11 +156,13 @@ impl Cascade {
             return Ok(None);
         }
         let sale_type = sales::sale_type_of(&slot.sale_type);
+        // A runner-up whose suppression lists hold the consumer is skipped, not attempted.
         let live = |r: &RunnerUp| {
-            let contract_live =
-                posted.campaign.offer.contracts.iter().any(|c| {
-                    c.compiled.id() == r.contract_id && c.compiled.status() == Status::Active
-                });
+            let contract_live = posted.campaign.offer.contracts.iter().any(|c| {
+                c.compiled.id() == r.contract_id
+                    && c.compiled.status() == Status::Active
+                    && c.suppressed_by(&posted.suppressed_lists).is_none()
+            });
             contract_live
                 && posted
                     .campaign
@@ -263,6 +266,7 @@ mod tests {
     fn only_refusals_cascade() {
         assert!(cascades(SaleStatus::Rejected));
         assert!(cascades(SaleStatus::InsufficientFunds));
+        assert!(cascades(SaleStatus::Suppressed));
         assert!(!cascades(SaleStatus::NotAccepted));
         assert!(!cascades(SaleStatus::Sold));
     }

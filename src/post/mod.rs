@@ -280,24 +280,28 @@ async fn post_to_winners(
         lead_id,
         &stored,
         &consumer_hashes,
+        &campaign.offer.suppression_lists,
         ping.test,
         now,
     )
     .await?;
-    if let Claim::Lost { body_sha256 } = claim {
-        // A concurrent request claimed it first.
-        drop(slot);
-        return answer::replay(
-            state,
-            tenant_id,
-            request.ping_id,
-            &body_sha256,
-            &request.body_sha256,
-            None,
-            timing.answer_deadline(state),
-        )
-        .await;
-    }
+    let suppressed_lists = match claim {
+        Claim::Won { suppressed_lists } => suppressed_lists,
+        Claim::Lost { body_sha256 } => {
+            // A concurrent request claimed it first.
+            drop(slot);
+            return answer::replay(
+                state,
+                tenant_id,
+                request.ping_id,
+                &body_sha256,
+                &request.body_sha256,
+                None,
+                timing.answer_deadline(state),
+            )
+            .await;
+        }
+    };
 
     // 3 and 5, in a task of their own.
     // The post's own sub-ids, else its ping's.
@@ -314,6 +318,7 @@ async fn post_to_winners(
         consent: request.consent,
         sub_ids,
         consumer_keys,
+        suppressed_lists,
         test: ping.test,
         now,
     };

@@ -97,6 +97,8 @@ pub struct PostedLead {
     pub sub_ids: Option<Arc<Map<String, Value>>>,
     /// SHA-256 of the normalized email and phone, by kind.
     pub consumer_keys: Vec<(&'static str, [u8; 32])>,
+    /// The offer's suppression lists that hold the consumer (found by the post's claim).
+    pub suppressed_lists: Vec<Uuid>,
     pub test: bool,
     pub now: DateTime<Utc>,
 }
@@ -295,6 +297,15 @@ async fn settle_one(
         Ok(contract) => contract,
         Err(stopped) => return unreserved(SaleStatus::Failed, Some(stopped.to_owned())).await,
     };
+    // The posted consumer is on one of the contract's suppression lists: nothing is reserved.
+    if let Some(list) = contract.suppressed_by(&posted.suppressed_lists) {
+        let name = posted.campaign.tenant.suppression_list_names.get(&list);
+        let reason = format!(
+            "the consumer is on the suppression list {} ({list})",
+            name.map_or("", String::as_str)
+        );
+        return unreserved(SaleStatus::Suppressed, Some(reason)).await;
+    }
 
     // Reserve caps and funds, after the buyer's dedup on the real consumer.
     // Cut to the longest the settings allow: the post's request outlasts that (config.rs).

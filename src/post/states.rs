@@ -21,6 +21,9 @@ text_codes! {
         Duplicate,
         /// The partner left the bid out of `bid_ids`.
         NotAccepted,
+        /// The consumer is on a suppression list of the contract or its offer
+        /// (docs/suppression.md): nothing was reserved or delivered.
+        Suppressed,
         /// Sold, then returned by the buyer (its return approved: docs/returns.md). Only the
         /// returns workflow writes it; a post never settles a sale so.
         Returned,

@@ -47,6 +47,9 @@ super::resource! {
         /// "max_percent", "period", "auto_approve", "reasons"}`; a PATCH may send part of it.
         #[schema(value_type = Object)]
         returns: Value = ReturnsSection,
+        /// The tenant's suppression lists this contract is checked against, besides its
+        /// offer's (docs/suppression.md), at most 20.
+        suppression_list_ids: Vec<Uuid> = IdList,
         /// This process's view of the breakers of the contract's RTB and delivery endpoints
         /// (docs/revenue-recovery.md §5); `rtb` is null for a fixed-price contract.
         #[schema(read_only)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Kind;
 use crate::api::admin::input::Input;
-use crate::auction::Status;
+use crate::auction::{ConfigError, Status};
 use crate::money::Money;
 use crate::store::admin::{Table, rows};
 
@@ -167,5 +167,64 @@ impl Kind for OptionalJson {
     }
     fn read(input: &mut Input<'_>, key: &str) -> Option<Value> {
         input.value(key).cloned()
+    }
+}
+
+/// A list of ids, empty when left out: at most 20, each once (whether each names a row is the
+/// resource's `check`: offers' and contracts' suppression lists).
+pub struct IdList;
+
+/// The most ids an [`IdList`] holds.
+pub const MAX_IDS: usize = 20;
+
+impl Kind for IdList {
+    type Row = Vec<Uuid>;
+    type View = Vec<Uuid>;
+    type Stored = Vec<Uuid>;
+    fn view(row: &Vec<Uuid>) -> Vec<Uuid> {
+        row.clone()
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Vec<Uuid> {
+        let Some(value) = input.value(key) else {
+            return Vec::new();
+        };
+        let Some(items) = value.as_array() else {
+            input.error(key, "must be a list of ids");
+            return Vec::new();
+        };
+        if items.len() > MAX_IDS {
+            input.error(key, format!("at most {MAX_IDS} ids"));
+            return Vec::new();
+        }
+        let mut ids = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            match item.as_str().and_then(|text| text.parse::<Uuid>().ok()) {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => input.push(vec![ConfigError::new(
+                    format!("/{key}/{n}"),
+                    "listed twice",
+                )]),
+                None => input.push(vec![ConfigError::new(
+                    format!("/{key}/{n}"),
+                    "must be an id",
+                )]),
+            }
+        }
+        ids
+    }
+}
+
+/// A count kept by the database, answered and never written.
+pub struct Count;
+
+impl Kind for Count {
+    type Row = i64;
+    type View = i64;
+    type Stored = i64;
+    fn view(row: &i64) -> i64 {
+        *row
+    }
+    fn read(_input: &mut Input<'_>, _key: &str) -> i64 {
+        0
     }
 }

@@ -19,6 +19,7 @@ pub mod contracts;
 pub mod kinds;
 pub mod offers;
 pub mod partners;
+pub mod suppression_lists;
 
 /// What a declaration names: the plain kinds and the types of the answers, so that a new
 /// field needs no import (`use super::prelude::*;` in each declaration).
@@ -27,6 +28,7 @@ pub mod prelude {
     pub use super::kinds::*;
     pub use super::offers::Offers;
     pub use super::partners::Partners;
+    pub use super::suppression_lists::SuppressionLists;
     pub use crate::auction::{Mode, PayoutRule, Status};
     pub use crate::money::Money;
     pub use serde_json::Value;

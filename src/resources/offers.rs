@@ -36,5 +36,8 @@ super::resource! {
         /// What an approved return does to the partner's payout: `reverse_payout` (the
         /// default: taken back) or `exchange_absorbs` (the partner keeps it).
         return_policy: crate::returns::ReturnPolicy = ReturnPolicyField,
+        /// The tenant's suppression lists every contract of the offer is checked against
+        /// (docs/suppression.md), at most 20.
+        suppression_list_ids: Vec<Uuid> = IdList,
     }
 }

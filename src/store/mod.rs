@@ -13,6 +13,7 @@ pub mod sales;
 pub mod settings;
 pub mod snapshot;
 pub mod state_cache;
+pub mod suppression;
 pub mod tenants;
 
 use std::time::Duration;

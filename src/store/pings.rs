@@ -30,6 +30,8 @@ pub struct AuctionState {
     pub last_sale: HashMap<Uuid, DateTime<Utc>>,
     /// Usage of each capped buyer's caps in their current periods (absent = nothing used).
     pub buyer_cap_usage: HashMap<Uuid, PeriodUsage>,
+    /// The suppression lists that hold the consumer (any of the ping's dedup hashes).
+    pub suppressed_lists: Vec<Uuid>,
 }
 
 /// The start of the current period of each cap period a contract has, by `CapPeriod` index
@@ -54,6 +56,9 @@ pub struct StateRequest {
     pub dedup_hashes: Vec<[u8; 32]>,
     /// Buyers with caps of their own, and their capped periods' starts (`id` is the buyer's).
     pub buyer_caps: Vec<ContractKeys>,
+    /// The suppression lists to look the consumer's hashes up in (the offer's, with its
+    /// contracts').
+    pub suppression_lists: Vec<Uuid>,
 }
 
 struct StateRow {
@@ -89,6 +94,7 @@ impl GroupStatement for ReadStates {
                 .iter()
                 .map(|b| b.periods.iter().flatten().count())
                 .sum::<usize>()
+            + request.dedup_hashes.len() * request.suppression_lists.len()
     }
 
     async fn run(
@@ -146,6 +152,14 @@ async fn read_states(
     let buyer_cap_buyers: Vec<Uuid> = buyer_caps.iter().map(|c| c.0).collect();
     let buyer_cap_periods: Vec<&str> = buyer_caps.iter().map(|c| c.1.as_str()).collect();
     let buyer_cap_starts: Vec<DateTime<Utc>> = buyer_caps.iter().map(|c| c.2).collect();
+    // Every (list, hash) pair of a request: a primary-key look-up each.
+    let (listed_requests, listed_tenants, listed) = keys(requests, |r| {
+        r.suppression_lists
+            .iter()
+            .flat_map(|list| r.dedup_hashes.iter().map(move |hash| (*list, &hash[..])))
+    });
+    let listed_lists: Vec<Uuid> = listed.iter().map(|l| l.0).collect();
+    let listed_hashes: Vec<&[u8]> = listed.iter().map(|l| l.1).collect();
     let rows = sqlx::query_as!(
         StateRow,
         // Every part walks the requests' own keys (unnest) and looks each one up by its
@@ -189,7 +203,14 @@ async fn read_states(
              SELECT leads, spend_cents FROM buyer_cap_counters
              WHERE tenant_id = w.tenant_id AND buyer_id = w.buyer_id AND period = w.period
                AND period_start = w.period_start
-             OFFSET 0) AS c"#,
+             OFFSET 0) AS c
+         UNION ALL
+         SELECT DISTINCT w.request, 'suppressed', w.list_id, NULL, NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::uuid
+         FROM unnest($20::int[], $21::uuid[], $22::uuid[], $23::bytea[]) AS w (request, tenant_id, list_id, hash)
+         CROSS JOIN LATERAL (
+             SELECT 1 FROM suppression_entries
+             WHERE tenant_id = w.tenant_id AND list_id = w.list_id AND hash = w.hash
+             OFFSET 0) AS s"#,
         &cap_requests,
         &cap_tenants,
         &cap_contracts,
@@ -210,6 +231,10 @@ async fn read_states(
         &buyer_cap_buyers,
         &buyer_cap_periods as _,
         &buyer_cap_starts,
+        &listed_requests,
+        &listed_tenants,
+        &listed_lists,
+        &listed_hashes as _,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -263,6 +288,8 @@ async fn read_states(
                     state.last_sale.insert(row.id, at);
                 }
             }
+            // One row per list and ping (the statement's DISTINCT).
+            "suppressed" => state.suppressed_lists.push(row.id),
             _ => {}
         }
     }

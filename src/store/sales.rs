@@ -167,14 +167,16 @@ pub struct PostSource {
 }
 
 pub enum Claim {
-    /// This request owns the post: the lead is stored under `lead_id`.
-    Won,
+    /// This request owns the post: the lead is stored under `lead_id`. The suppression lists
+    /// (of those the claim was given) that hold the consumer.
+    Won { suppressed_lists: Vec<Uuid> },
     /// Another request claimed the ping first, with a body of this hash.
     Lost { body_sha256: Vec<u8> },
 }
 
 /// Claims the ping for this post and stores the lead (its PII sealed: `crate::pii`), in one
-/// transaction; only the first of concurrent posts wins.
+/// transaction; only the first of concurrent posts wins. The same statement looks the
+/// consumer's hashes up in `suppression_lists` (no round trip of its own).
 #[allow(clippy::too_many_arguments)]
 pub async fn claim(
     db: &PgPool,
@@ -184,13 +186,14 @@ pub async fn claim(
     lead_id: Uuid,
     lead: &StoredLead,
     consumer_hashes: &[[u8; 32]],
+    suppression_lists: &[Uuid],
     test: bool,
     now: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
     let consumer_hashes: Vec<Vec<u8>> = consumer_hashes.iter().map(|h| h.to_vec()).collect();
     // One statement: the lead is stored only by the request whose update claimed the ping (a
     // concurrent one waits for the row, then finds it claimed).
-    let claimed = sqlx::query_scalar!(
+    let claimed = sqlx::query!(
         r#"WITH claimed AS (
              UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
              WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
@@ -203,7 +206,10 @@ pub async fn claim(
          consumers AS (
              INSERT INTO lead_consumers (tenant_id, consumer_hash, lead_id)
              SELECT DISTINCT $1::uuid, hash, stored.id FROM stored, unnest($13::bytea[]) AS hash)
-         SELECT count(*) AS "claimed!" FROM stored"#,
+         SELECT (SELECT count(*) FROM stored) AS "claimed!",
+                ARRAY(SELECT DISTINCT e.list_id FROM suppression_entries AS e
+                      WHERE e.tenant_id = $1 AND e.list_id = ANY($14::uuid[])
+                        AND e.hash = ANY($13::bytea[])) AS "suppressed_lists!""#,
         source.tenant_id,
         ping_id,
         now,
@@ -217,10 +223,11 @@ pub async fn claim(
         lead.sealed.key_id,
         lead.sealed.bytes,
         &consumer_hashes,
+        suppression_lists,
     )
     .fetch_one(db)
     .await?;
-    if claimed == 0 {
+    if claimed.claimed == 0 {
         let hash = sqlx::query_scalar!(
             "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",
             source.tenant_id,
@@ -232,7 +239,9 @@ pub async fn claim(
             body_sha256: hash.unwrap_or_default(),
         });
     }
-    Ok(Claim::Won)
+    Ok(Claim::Won {
+        suppressed_lists: claimed.suppressed_lists,
+    })
 }
 
 /// The stored answer of a claimed post, once its first request has finished.

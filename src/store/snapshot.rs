@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::admin;
 use super::admin::rows::{
     BuyerRow, Buyers, CampaignRow, Campaigns, ContractRow, Contracts, OfferRow, Offers, PartnerRow,
-    Partners, status,
+    Partners, SuppressionListRow, SuppressionLists, status,
 };
 use crate::auction::{
     CascadeRules, CompiledCaps, CompiledContract, CompiledSchema, ConfigError, ContractConfig,
@@ -75,6 +75,20 @@ pub struct Contract {
     pub weight: u32,
     /// The win and loss notices' URL templates, when it has either.
     pub notices: Option<Arc<crate::notices::NoticeUrls>>,
+    /// The active suppression lists the contract is checked against: its offer's and its own
+    /// (docs/suppression.md).
+    pub suppression_lists: Vec<Uuid>,
+}
+
+impl Contract {
+    /// The first of the contract's suppression lists among `listed` (those holding the
+    /// consumer).
+    pub fn suppressed_by(&self, listed: &[Uuid]) -> Option<Uuid> {
+        self.suppression_lists
+            .iter()
+            .find(|list| listed.contains(list))
+            .copied()
+    }
 }
 
 #[derive(Debug)]
@@ -91,6 +105,9 @@ pub struct OfferConfig {
     pub contracts: Vec<Arc<Contract>>,
     /// The cascade at post (docs/revenue-recovery.md §1).
     pub cascade: CascadeRules,
+    /// Every active suppression list a consumer of the offer is looked up in: the offer's
+    /// and its contracts' (docs/suppression.md).
+    pub suppression_lists: Vec<Uuid>,
 }
 
 #[derive(Debug)]
@@ -119,6 +136,8 @@ pub struct TenantConfig {
     admin_keys: Vec<[u8; 32]>,
     /// The failing-buyer breaker's settings (`buyers::breaker`).
     pub breaker: BreakerSettings,
+    /// The names of the tenant's suppression lists (the explain names a `suppressed` decline's).
+    pub suppression_list_names: HashMap<Uuid, String>,
 }
 
 /// Everything a ping needs to know about its campaign, resolved from the posting key.
@@ -433,6 +452,7 @@ struct Rows {
     offers: Vec<OfferRow>,
     campaigns: Vec<CampaignRow>,
     contracts: Vec<ContractRow>,
+    suppression_lists: Vec<SuppressionListRow>,
     admin_keys: Vec<(Uuid, Vec<u8>)>,
 }
 
@@ -451,6 +471,7 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
     let offers = admin::loaded::<Offers>(&mut tx, tenant).await?;
     let campaigns = admin::loaded::<Campaigns>(&mut tx, tenant).await?;
     let contracts = admin::loaded::<Contracts>(&mut tx, tenant).await?;
+    let suppression_lists = admin::loaded::<SuppressionLists>(&mut tx, tenant).await?;
     let admin_keys = sqlx::query_as(
         "SELECT tenant_id, key_hash FROM api_keys
          WHERE ($1::uuid IS NULL OR tenant_id = $1) AND revoked_at IS NULL",
@@ -466,6 +487,7 @@ async fn fetch_rows(db: &PgPool, tenant: Option<Uuid>) -> Result<Rows> {
         offers,
         campaigns,
         contracts,
+        suppression_lists,
         admin_keys,
     })
 }
@@ -521,6 +543,7 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
                 posting_keys: Vec::new(),
                 admin_keys: Vec::new(),
                 breaker: row.breaker.settings(),
+                suppression_list_names: HashMap::new(),
             },
         );
     }
@@ -554,10 +577,27 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
             tenant.buyers.insert(row.id, buyer);
         }
     }
+    // Only an active list suppresses: the others are left out of what offers and contracts name.
+    let mut active_lists: HashSet<(Uuid, Uuid)> = HashSet::new();
+    for row in rows.suppression_lists {
+        if let Some(tenant) = tenants.get_mut(&row.tenant_id) {
+            if status(&row.status) == Status::Active {
+                active_lists.insert((row.tenant_id, row.id));
+            }
+            tenant.suppression_list_names.insert(row.id, row.name);
+        }
+    }
+    let active = |tenant_id: Uuid, ids: &[Uuid]| -> Vec<Uuid> {
+        ids.iter()
+            .copied()
+            .filter(|id| active_lists.contains(&(tenant_id, *id)))
+            .collect()
+    };
     let mut offers: HashMap<(Uuid, Uuid), OfferConfig> = HashMap::new();
     for row in rows.offers {
         match compile_offer(&row) {
-            Ok(offer) => {
+            Ok(mut offer) => {
+                offer.suppression_lists = active(row.tenant_id, &row.suppression_list_ids);
                 offers.insert((row.tenant_id, row.id), offer);
             }
             Err(errors) => log_invalid("offer", row.tenant_id, row.id, &errors),
@@ -568,9 +608,31 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
             continue;
         };
         match compile_contract(&row, &offer.schema) {
-            Ok(contract) => offer.contracts.push(Arc::new(contract)),
+            Ok(mut contract) => {
+                // The offer's lists first: they are what the contract shares with the others.
+                let mut lists = offer.suppression_lists.clone();
+                for id in active(row.tenant_id, &row.suppression_list_ids) {
+                    if !lists.contains(&id) {
+                        lists.push(id);
+                    }
+                }
+                contract.suppression_lists = lists;
+                offer.contracts.push(Arc::new(contract))
+            }
             Err(errors) => log_invalid("contract", row.tenant_id, row.id, &errors),
         }
+    }
+    // What a consumer of each offer is looked up in: every list of the offer's contracts.
+    for offer in offers.values_mut() {
+        let mut lists = offer.suppression_lists.clone();
+        for contract in &offer.contracts {
+            for id in &contract.suppression_lists {
+                if !lists.contains(id) {
+                    lists.push(*id);
+                }
+            }
+        }
+        offer.suppression_lists = lists;
     }
     for ((tenant_id, offer_id), offer) in offers {
         if let Some(tenant) = tenants.get_mut(&tenant_id) {
@@ -617,6 +679,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         schema,
         contracts: Vec::new(),
         cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
+        suppression_lists: Vec::new(),
     })
 }
 
@@ -646,6 +709,7 @@ fn compile_contract(
             delivery,
             weight: u32::try_from(row.weight).unwrap_or(crate::auction::DEFAULT_WEIGHT),
             notices,
+            suppression_lists: Vec::new(),
         }),
         (compiled, delivery, notices) => Err([compiled.err(), delivery.err(), notices.err()]
             .into_iter()

@@ -219,6 +219,8 @@ impl StateReader {
             buyer_ids: Vec::new(),
             dedup_hashes: request.dedup_hashes,
             buyer_caps: Vec::new(),
+            // Looked up by the hashes, which differ from ping to ping: always read, as they are.
+            suppression_lists: request.suppression_lists,
         };
         let mut contract_versions = Vec::new();
         for keys in request.contracts {
@@ -309,6 +311,7 @@ impl StateReader {
         state.last_sale.extend(read.last_sale);
         state.buyer_bought_at = read.buyer_bought_at;
         state.offer_sold_at = read.offer_sold_at;
+        state.suppressed_lists = read.suppressed_lists;
         Ok(state)
     }
 

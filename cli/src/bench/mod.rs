@@ -88,6 +88,10 @@ pub struct BenchOptions {
     /// `GAVEL_DATABASE_URL` keeps its own settings: with `--durable` it must have them on.
     #[arg(long)]
     pub durable: bool,
+    /// Seed a suppression list of this many consumers (random hashes) on the offer, so that
+    /// every ping and post looks its consumer up in it (docs/suppression.md); 0: no list.
+    #[arg(long, default_value_t = 0)]
+    pub suppression_entries: u64,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +143,8 @@ pub struct Report {
     pub postgres: Durability,
     pub contracts: usize,
     pub rtb_buyers: usize,
+    /// The consumers on the offer's suppression list (0: none).
+    pub suppression_entries: u64,
     pub duration_s: f64,
     pub pings_sent: u64,
     pub pings_per_s: f64,
@@ -245,6 +251,7 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         },
         contracts: options.contracts,
         rtb_buyers: options.rtb_buyers,
+        suppression_entries: options.suppression_entries,
         duration_s: duration,
         pings_sent: load.pings,
         pings_per_s,
@@ -308,6 +315,12 @@ fn print_report(report: &Report) {
         "gavel bench: {} · {} fixed contracts · {} RTB buyers · {:.1} s",
         report.mode, report.contracts, report.rtb_buyers, report.duration_s
     );
+    if report.suppression_entries > 0 {
+        println!(
+            "  a suppression list of {} consumers on the offer",
+            report.suppression_entries
+        );
+    }
     println!(
         "  PostgreSQL fsync {}, synchronous_commit {}{}",
         report.postgres.fsync,

@@ -128,6 +128,9 @@ pub(super) async fn seed(
     .bind(offer_id)
     .execute(&mut *tx)
     .await?;
+    if options.suppression_entries > 0 {
+        suppression_list(&mut tx, tenant_id, offer_id, options.suppression_entries).await?;
+    }
     tx.commit().await?;
     Ok(Seeded {
         tenant_id,
@@ -139,6 +142,45 @@ pub(super) async fn seed(
         lead_id,
         posting_key,
     })
+}
+
+/// A suppression list of `entries` consumers (hashes of numbers: none is a bench consumer's),
+/// attached to the offer.
+async fn suppression_list(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    offer_id: Uuid,
+    entries: u64,
+) -> Result<()> {
+    let list_id = Uuid::now_v7();
+    let entries = i64::try_from(entries).context("too many suppression entries")?;
+    sqlx::query(
+        "INSERT INTO suppression_lists (tenant_id, id, name, entry_count)
+         VALUES ($1, $2, 'Bench do-not-call', $3)",
+    )
+    .bind(tenant_id)
+    .bind(list_id)
+    .bind(entries)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO suppression_entries (tenant_id, list_id, hash)
+         SELECT $1, $2, sha256(n::text::bytea) FROM generate_series(1, $3::bigint) AS n",
+    )
+    .bind(tenant_id)
+    .bind(list_id)
+    .bind(entries)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE offers SET suppression_list_ids = ARRAY[$3] WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(offer_id)
+    .bind(list_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// An RTB contract for a buyer with its own API (`--rtb-templates`): a form post from a field

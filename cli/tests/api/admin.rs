@@ -59,6 +59,7 @@ struct Tenant {
     posting_key: String,
     buyer: String,
     contract: String,
+    suppression_list: String,
 }
 
 async fn tenant_with_admin_key(pool: &PgPool) -> String {
@@ -130,7 +131,15 @@ impl Tenant {
                 contract_body(&buyer, &id_of(&offer), delivery_url),
             )
             .await;
+        let list = app
+            .created(
+                "/v1/admin/suppression-lists",
+                &admin_key,
+                json!({ "name": "Do not call" }),
+            )
+            .await;
         Tenant {
+            suppression_list: id_of(&list),
             admin_key,
             offer: id_of(&offer),
             partner: id_of(&partner),
@@ -773,6 +782,7 @@ fn with_ids(
         "offers" => &a.offer,
         "campaigns" => &a.campaign,
         "contracts" => &a.contract,
+        "suppression-lists" => &a.suppression_list,
         "pings" => ping_id,
         "leads" => lead_id,
         "sales" => sale_and_return[0],

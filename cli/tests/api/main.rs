@@ -43,6 +43,7 @@ mod secrets;
 mod settle;
 mod snapshots;
 mod statements;
+mod suppression;
 mod templates;
 mod trial;
 mod validation;

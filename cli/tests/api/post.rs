@@ -856,6 +856,7 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
         lead_id,
         &stored,
         &[],
+        &[],
         false,
         long_ago,
     )

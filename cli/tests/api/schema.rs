@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-const TABLES: [&str; 22] = [
+const TABLES: [&str; 24] = [
     "tenants",
     "contract_stats",
     "api_keys",
@@ -30,6 +30,8 @@ const TABLES: [&str; 22] = [
     "console_sessions",
     "erasures",
     "lead_consumers",
+    "suppression_lists",
+    "suppression_entries",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -247,13 +247,14 @@ pub struct ContractView {
     outcome: String,
     reason: Option<String>,
     /// More about the reason: for `filtered`, the failing filter's JSON pointer in the
-    /// contract (`/filters/0`); for `cap_reached`, the cap; for an RTB decline, what the
-    /// answer said or lacked.
+    /// contract (`/filters/0`); for `cap_reached`, the cap; for `suppressed`, the suppression
+    /// list's id; for an RTB decline, what the answer said or lacked.
     detail: Option<String>,
     /// A `filtered` decline in words: the field, the operator, the contract's values and the
     /// ping's value (a PII field's only as set or not), e.g. `state is TX, but the contract
     /// requires state to be one of CA, NY`. Told from the contract's filters as they are now,
-    /// which the words say when the contract changed since the ping. Null for other reasons.
+    /// which the words say when the contract changed since the ping. For `suppressed`, the
+    /// list's name. Null for other reasons.
     explanation: Option<String>,
     exclusive_bid: Option<Money>,
     shared_bid: Option<Money>,
@@ -315,8 +316,28 @@ async fn ping_view(
         .filter(|_| rows.iter().any(filtered))
         .and_then(|fields| crate::auction::CompiledSchema::compile(fields).ok());
     let ping_lead = ping.lead.as_ref().map(|lead| &lead.0);
-    let explain = |r: &pings::StoredDistribution| {
-        filtered(r).then(|| filtered_in_words(r, ping.created_at, schema.as_ref(), ping_lead))
+    // A suppressed decline names its list (the detail is its id).
+    let snapshot = state.config.snapshot();
+    let list_names = snapshot.tenant(tenant).map(|t| &t.suppression_list_names);
+    let explain = |r: &pings::StoredDistribution| match r.reason.as_deref() {
+        Some("filtered") => Some(filtered_in_words(
+            r,
+            ping.created_at,
+            schema.as_ref(),
+            ping_lead,
+        )),
+        Some("suppressed") => {
+            let list = r.detail.as_deref().unwrap_or_default();
+            let name = list
+                .parse::<Uuid>()
+                .ok()
+                .and_then(|id| list_names?.get(&id));
+            Some(match name {
+                Some(name) => format!("the consumer is on the suppression list {name} ({list})"),
+                None => format!("the consumer is on the suppression list {list}"),
+            })
+        }
+        _ => None,
     };
     let explanations: Vec<Option<String>> = rows.iter().map(explain).collect();
     let attempts = attempts
@@ -463,7 +484,7 @@ pub struct SalesQuery {
     #[param(value_type = Option<Uuid>)]
     contract_id: Option<String>,
     /// A sale status: pending, sold, rejected, failed, capped, insufficient_funds, duplicate,
-    /// not_accepted, returned.
+    /// not_accepted, returned, suppressed.
     status: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>)]

@@ -218,6 +218,7 @@ fn reason_in_words(code: &str) -> String {
     match reason {
         DeclineReason::ContractPaused => "the contract is paused",
         DeclineReason::BuyerPaused => "the buyer is paused",
+        DeclineReason::Suppressed => "the consumer is on a suppression list of the contract",
         DeclineReason::Filtered => "a filter of the contract did not hold for the ping",
         DeclineReason::OutsideSchedule => "the ping came outside the contract's schedule",
         DeclineReason::CapReached => "its cap for the period is reached",
@@ -248,6 +249,7 @@ fn sale_in_words(status: &str) -> &'static str {
         "rejected" => "the buyer declined the lead",
         "failed" => "the delivery failed, or the contract or buyer stopped since the ping",
         "capped" => "a cap filled since the ping",
+        "suppressed" => "the consumer is on a suppression list of the contract",
         "insufficient_funds" => "the buyer's balance could not pay since the ping",
         "duplicate" => "the buyer already had this consumer",
         "not_accepted" => "the partner left this bid out of its post",

@@ -20,6 +20,7 @@ pub use crate::resources::campaigns::{CampaignRow, Campaigns};
 pub use crate::resources::contracts::{ContractRow, Contracts};
 pub use crate::resources::offers::{OfferRow, Offers};
 pub use crate::resources::partners::{PartnerRow, Partners};
+pub use crate::resources::suppression_lists::{SuppressionListRow, SuppressionLists};
 
 /// A stored status. The columns' CHECK allows only the three; anything else would be a schema
 /// change, read as paused.

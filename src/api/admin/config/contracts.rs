@@ -181,9 +181,11 @@ impl Resource for Contract {
             pricing,
             delivery,
             filters,
+            suppression_list_ids,
             ..
         } = values;
         let offer_id = *offer_id;
+        super::suppression_lists::check_attached(conn, tenant, input, suppression_list_ids).await?;
         if let Err(errors) = CompiledSchedule::compile(schedule.as_ref().unwrap_or(&Value::Null)) {
             input.extend(errors);
         }

@@ -18,6 +18,7 @@ pub(crate) mod campaigns;
 pub(crate) mod contracts;
 pub(crate) mod offers;
 pub(crate) mod partners;
+pub(crate) mod suppression_lists;
 
 use std::future::Future;
 
@@ -44,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(offers::router())
         .merge(campaigns::router())
         .merge(contracts::router())
+        .merge(suppression_lists::router())
         .route_layer(axum::middleware::from_fn(
             crate::api::extract::read_your_writes,
         ))

@@ -161,11 +161,13 @@ impl Kind for ConsentKeys {
 impl Resource for Offer {
     /// The offer's rules as the auction checks them, and its field schema.
     async fn check(
-        _conn: &mut PgConnection,
-        _tenant: Uuid,
+        conn: &mut PgConnection,
+        tenant: Uuid,
         input: &mut Input<'_>,
         values: &OfferValues,
     ) -> Result<(), Problem> {
+        super::suppression_lists::check_attached(conn, tenant, input, &values.suppression_list_ids)
+            .await?;
         let rules = OfferRules {
             mode: values.mode,
             max_buyers: u32::try_from(values.max_buyers).unwrap_or(3),
