@@ -43,6 +43,7 @@ pub mod resources;
 pub mod returns;
 pub mod store;
 pub mod telemetry;
+pub mod verification;
 
 pub use error::Error;
 

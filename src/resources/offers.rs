@@ -3,6 +3,7 @@
 use super::prelude::*;
 use crate::api::admin::config::offers::{
     CascadeField, ConsentKeys, DistributionField, ModeField, ReturnPolicyField, StrategyField,
+    VerificationSteps, stored_verification,
 };
 use crate::auction::{CascadeRules, Distribution, Strategy};
 
@@ -36,5 +37,15 @@ super::resource! {
         /// What an approved return does to the partner's payout: `reverse_payout` (the
         /// default: taken back) or `exchange_absorbs` (the partner keeps it).
         return_policy: crate::returns::ReturnPolicy = ReturnPolicyField,
+        /// Consent verification at post, in order (docs/verification.md): steps of `type`
+        /// `trustedform`, `jornaya` or `http`, each `required` (default true) with its
+        /// `timeout_ms`. Credentials (`api_key`, `account_code`, `audit_key`, header values)
+        /// are write-only: shown masked.
+        #[schema(value_type = Vec<Object>)]
+        verification: Value = VerificationSteps,
+        /// The stored `verification`, credentials unmasked, for a PATCH that sends masked
+        /// values back; never shown.
+        #[serde(skip)]
+        hidden stored_verification: Value = stored_verification,
     }
 }

@@ -91,6 +91,8 @@ pub struct OfferConfig {
     pub contracts: Vec<Arc<Contract>>,
     /// The cascade at post (docs/revenue-recovery.md §1).
     pub cascade: CascadeRules,
+    /// Consent verification at post, in order (docs/verification.md).
+    pub verification: Arc<[crate::verification::Step]>,
 }
 
 #[derive(Debug)]
@@ -617,6 +619,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         schema,
         contracts: Vec::new(),
         cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
+        verification: crate::verification::parse(&row.verification, "/verification")?.into(),
     })
 }
 
