@@ -14,6 +14,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod state_cache;
 pub mod tenants;
+pub mod verifications;
 
 use std::time::Duration;
 
