@@ -46,3 +46,4 @@ mod statements;
 mod templates;
 mod trial;
 mod validation;
+mod verification;
