@@ -270,13 +270,17 @@ async fn credentials_never_reach_a_certificate_url_on_another_host(pool: PgPool)
             "match_lead": {"result": {"success": true}}})))
         .mount(&tf)
         .await;
-    // The partner's choice of host: it answers success to anything.
-    let evil = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "success",
-            "match_lead": {"result": {"success": true}}})))
-        .mount(&evil)
-        .await;
+    // The partner's choice of host: any connection to it at all is counted (a TLS handshake
+    // as much as a request).
+    let evil = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = evil.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = evil.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
     let setup = setup(
         &pool,
         json!([{"type": "trustedform", "api_key": TF_KEY}]),
@@ -284,17 +288,20 @@ async fn credentials_never_reach_a_certificate_url_on_another_host(pool: PgPool)
         None,
     )
     .await;
-    let port = evil.address().port();
     for url in [
-        format!("{}/{}", evil.uri(), cert(1)),
-        format!("http://localhost:{port}/{}", cert(1)),
+        format!("https://127.0.0.1:{port}/{}", cert(1)),
+        format!("https://localhost:{port}/{}", cert(1)),
         format!("https://cert.trustedform.com.localhost:{port}/{}", cert(1)),
         format!("https://cert.trustedform.com@127.0.0.1:{port}/{}", cert(1)),
     ] {
         let (_, answer) = setup.post(consent_with("trustedform_cert_url", &url)).await;
         assert_unverified(&answer, "invalid_certificate_url");
     }
-    assert!(evil.received_requests().await.unwrap().is_empty(), "the partner's host got nothing");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the partner's host got nothing"
+    );
     assert!(tf.received_requests().await.unwrap().is_empty(), "no certificate was sent at all");
     assert_eq!(setup.deliveries().await, 0);
 }
