@@ -16,8 +16,8 @@ use crate::money::Money;
 use crate::store::sales;
 
 use super::settle::SaleResult;
-use crate::verification::StepResult;
 use super::{PostStatus, SaleStatus};
+use crate::verification::StepResult;
 
 /// How often a waiting retry looks for the answer of a post settling in another process (one
 /// settling in this process wakes it at once).

@@ -34,7 +34,9 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("capacity", &self.capacity).finish()
+        f.debug_struct("Cache")
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 
@@ -123,7 +125,11 @@ mod tests {
         assert_eq!(cache.get(&key(&[b"a"]), at(60)), None);
         assert!(cache.is_empty());
 
-        cache.put(key(&[b"unavailable"]), &Judgement::unavailable("timeout", "x"), at(0));
+        cache.put(
+            key(&[b"unavailable"]),
+            &Judgement::unavailable("timeout", "x"),
+            at(0),
+        );
         assert!(cache.is_empty());
 
         cache.put(key(&[b"1"]), &Judgement::passed(at(30)), at(0));

@@ -54,7 +54,11 @@ impl Judgement {
     }
 
     /// A definitive "no" (reused for [`FAILURE_VALIDITY`] when `now` is given).
-    pub fn failed(code: &'static str, reason: impl Into<String>, now: Option<DateTime<Utc>>) -> Self {
+    pub fn failed(
+        code: &'static str,
+        reason: impl Into<String>,
+        now: Option<DateTime<Utc>>,
+    ) -> Self {
         Judgement {
             outcome: Outcome::Failed,
             code,
@@ -193,7 +197,12 @@ pub fn read_trustedform(
         return judgement;
     }
     let answer = object(body);
-    let reason_of = |answer: &Value| text_at(answer, &["/reason", "/message", "/error", "/errors/0/message"]);
+    let reason_of = |answer: &Value| {
+        text_at(
+            answer,
+            &["/reason", "/message", "/error", "/errors/0/message"],
+        )
+    };
     if status >= 400 {
         let reason = answer
             .as_ref()
@@ -218,7 +227,10 @@ pub fn read_trustedform(
         }
     }
     if match_lead {
-        match answer.pointer("/match_lead/result/success").and_then(Value::as_bool) {
+        match answer
+            .pointer("/match_lead/result/success")
+            .and_then(Value::as_bool)
+        {
             Some(true) => {}
             Some(false) => {
                 let said = text_at(&answer, &["/match_lead/result/reason"])
@@ -241,9 +253,16 @@ pub fn read_trustedform(
         }
     }
     let longest = now + TRUSTEDFORM_VALIDITY;
-    let expires = text_at(&answer, &["/retain/results/expires_at", "/retain/result/expires_at", "/expires_at"])
-        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .map(|t| t.with_timezone(&Utc));
+    let expires = text_at(
+        &answer,
+        &[
+            "/retain/results/expires_at",
+            "/retain/result/expires_at",
+            "/expires_at",
+        ],
+    )
+    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+    .map(|t| t.with_timezone(&Utc));
     match expires {
         Some(expires) if expires <= now => Judgement::failed(
             "certificate_failed",
@@ -272,7 +291,12 @@ fn flag(value: &Value) -> Option<bool> {
 
 /// Jornaya TCPA Guardian's answer to a LeadiD: `audit.authentic` must hold and, when the step
 /// requires consent, `audit.consent`; an `error` object is no answer about the lead.
-pub fn read_jornaya(status: u16, body: &[u8], require_consent: bool, now: DateTime<Utc>) -> Judgement {
+pub fn read_jornaya(
+    status: u16,
+    body: &[u8],
+    require_consent: bool,
+    now: DateTime<Utc>,
+) -> Judgement {
     if let Some(judgement) = status_unavailable(status) {
         return judgement;
     }
@@ -284,7 +308,9 @@ pub fn read_jornaya(status: u16, body: &[u8], require_consent: bool, now: DateTi
     };
     if let Some(error) = answer.get("error") {
         let message = text_at(error, &["/message"]).unwrap_or_else(|| "an error".to_owned());
-        let code = text_at(error, &["/code"]).map(|c| format!(" {c}")).unwrap_or_default();
+        let code = text_at(error, &["/code"])
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
         return Judgement::unavailable("provider_error", short(format!("error{code}: {message}")));
     }
     let Some(authentic) = answer.pointer("/audit/authentic").and_then(flag) else {
@@ -308,7 +334,10 @@ pub fn read_jornaya(status: u16, body: &[u8], require_consent: bool, now: DateTi
                 );
             }
             None => {
-                return Judgement::unavailable("malformed_answer", "the answer has no audit.consent");
+                return Judgement::unavailable(
+                    "malformed_answer",
+                    "the answer has no audit.consent",
+                );
             }
         }
     }
@@ -336,7 +365,10 @@ pub fn of_hook_verdict(verdict: &Verdict) -> Judgement {
             } else {
                 "provider_error"
             };
-            Judgement::unavailable(code, short(reason.strip_prefix("buyer: ").unwrap_or(reason).to_owned()))
+            Judgement::unavailable(
+                code,
+                short(reason.strip_prefix("buyer: ").unwrap_or(reason).to_owned()),
+            )
         }
     }
 }
@@ -349,7 +381,9 @@ mod tests {
     const CERT: &str = "0123456789abcdef0123456789abcdef01234567";
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-25T17:05:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-25T17:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -357,7 +391,10 @@ mod tests {
         let good = format!("https://cert.trustedform.com/{CERT}");
         assert_eq!(certificate_id(&good), Ok(CERT.to_owned()));
         assert_eq!(
-            certificate_id(&format!("https://CERT.TrustedForm.com/{}", CERT.to_uppercase())),
+            certificate_id(&format!(
+                "https://CERT.TrustedForm.com/{}",
+                CERT.to_uppercase()
+            )),
             Ok(CERT.to_owned())
         );
         for bad in [
@@ -407,18 +444,29 @@ mod tests {
         assert_eq!(pass.outcome, Outcome::Passed);
         assert_eq!(
             pass.valid_until,
-            Some(DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z").unwrap().with_timezone(&Utc))
+            Some(
+                DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
         );
         let unmatched = read(
             200,
             json!({"outcome": "success", "match_lead": {"result": {"success": false}}}),
             true,
         );
-        assert_eq!((unmatched.outcome, unmatched.code), (Outcome::Failed, "match_lead_failed"));
+        assert_eq!(
+            (unmatched.outcome, unmatched.code),
+            (Outcome::Failed, "match_lead_failed")
+        );
         // Without match-lead, the outcome alone decides; a pass lasts at most 72 h.
         let plain = read(200, json!({"outcome": "success"}), false);
         assert_eq!(plain.valid_until, Some(now() + TRUSTEDFORM_VALIDITY));
-        let failure = read(200, json!({"outcome": "failure", "reason": "certificate expired"}), true);
+        let failure = read(
+            200,
+            json!({"outcome": "failure", "reason": "certificate expired"}),
+            true,
+        );
         assert_eq!(
             (failure.outcome, failure.reason.as_deref()),
             (Outcome::Failed, Some("certificate expired"))
@@ -446,20 +494,32 @@ mod tests {
             "malformed_answer"
         );
         for status in [500, 503, 429, 401, 302] {
-            assert_eq!(read(status, json!({}), true).outcome, Outcome::Unavailable, "{status}");
+            assert_eq!(
+                read(status, json!({}), true).outcome,
+                Outcome::Unavailable,
+                "{status}"
+            );
         }
     }
 
     #[test]
     fn jornaya_authentic_and_consent_decide() {
-        let read = |body: Value, consent| read_jornaya(200, body.to_string().as_bytes(), consent, now());
+        let read =
+            |body: Value, consent| read_jornaya(200, body.to_string().as_bytes(), consent, now());
         assert_eq!(
             read(json!({"audit": {"authentic": 1, "consent": 1}}), true).outcome,
             Outcome::Passed
         );
-        assert_eq!(read(json!({"audit": {"authentic": "0"}}), true).code, "not_authentic");
         assert_eq!(
-            read(json!({"audit": {"authentic": true, "consent": false}}), true).code,
+            read(json!({"audit": {"authentic": "0"}}), true).code,
+            "not_authentic"
+        );
+        assert_eq!(
+            read(
+                json!({"audit": {"authentic": true, "consent": false}}),
+                true
+            )
+            .code,
             "consent_not_found"
         );
         assert_eq!(
@@ -467,7 +527,10 @@ mod tests {
             Outcome::Passed
         );
         assert_eq!(read(json!({"audit": {}}), true).code, "malformed_answer");
-        assert_eq!(read(json!({"audit": {"authentic": 1}}), true).code, "malformed_answer");
+        assert_eq!(
+            read(json!({"audit": {"authentic": 1}}), true).code,
+            "malformed_answer"
+        );
         assert_eq!(
             read(json!({"error": {"code": 1050, "message": "bad"}}), true).outcome,
             Outcome::Unavailable

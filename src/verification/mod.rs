@@ -165,7 +165,8 @@ impl Keys<'_> {
         match self.object.remove(key) {
             None | Some(Value::Null) if !required => None,
             None | Some(Value::Null) => {
-                self.errors.push(ConfigError::new(self.pointer(key), "is required"));
+                self.errors
+                    .push(ConfigError::new(self.pointer(key), "is required"));
                 None
             }
             Some(Value::String(text)) if !text.trim().is_empty() => {
@@ -183,8 +184,10 @@ impl Keys<'_> {
                 Some(text)
             }
             Some(_) => {
-                self.errors
-                    .push(ConfigError::new(self.pointer(key), "must be a non-empty string"));
+                self.errors.push(ConfigError::new(
+                    self.pointer(key),
+                    "must be a non-empty string",
+                ));
                 None
             }
         }
@@ -223,8 +226,10 @@ impl Keys<'_> {
         let mut unknown: Vec<String> = self.object.keys().cloned().collect();
         unknown.sort();
         for key in unknown {
-            self.errors
-                .push(ConfigError::new(self.pointer(&key), "is not a key of this step type"));
+            self.errors.push(ConfigError::new(
+                self.pointer(&key),
+                "is not a key of this step type",
+            ));
         }
         self.errors
     }

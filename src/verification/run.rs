@@ -68,7 +68,10 @@ fn breaker_id(kind: &StepKind) -> Uuid {
             let origin = url::Url::parse(&config.url)
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default();
-            Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("gavel:hook:{origin}").as_bytes())
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("gavel:hook:{origin}").as_bytes(),
+            )
         }
     }
 }
@@ -136,7 +139,14 @@ async fn run_step(state: &AppState, posted: &PostedLead, step: &Step) -> (Judgem
             provider_code,
             consent_field,
             ..
-        } => jornaya_call(state, posted, account_code, audit_key, provider_code, consent_field),
+        } => jornaya_call(
+            state,
+            posted,
+            account_code,
+            audit_key,
+            provider_code,
+            consent_field,
+        ),
         StepKind::Http(_) => Ok(None),
     };
     let prepared = match prepared {
@@ -157,7 +167,9 @@ async fn run_step(state: &AppState, posted: &PostedLead, step: &Step) -> (Judgem
     {
         Ok(ticket) => ticket,
         Err(open) => {
-            let until = open.until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let until = open
+                .until
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             return (
                 Judgement::unavailable(
                     "verification_unavailable",
@@ -168,46 +180,50 @@ async fn run_step(state: &AppState, posted: &PostedLead, step: &Step) -> (Judgem
         }
     };
     let timeout = step.timeout;
-    let (exchange, judgement) = match (&step.kind, prepared) {
-        (StepKind::Http(config), _) => hook(state, posted, config, step).await,
-        (kind, Some(call)) => {
-            let exchange = buyers::verification_call(
-                &state.http,
-                &call.url,
-                call.basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
-                &call
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (*n, v.as_str()))
-                    .collect::<Vec<_>>(),
-                Some((call.content_type, call.body)),
-                timeout,
-            )
-            .await;
-            let now = state.clock.now();
-            let judgement = Judgement::of_exchange(&exchange, timeout.as_millis())
-                .unwrap_or_else(|| match (&exchange, kind) {
-                    (Exchange::Answer { status, body }, StepKind::Trustedform { match_lead, .. }) => {
-                        judge::read_trustedform(*status, body, *match_lead && call.matched, now)
-                    }
-                    (
-                        Exchange::Answer { status, body },
-                        StepKind::Jornaya {
-                            require_consent, ..
-                        },
-                    ) => judge::read_jornaya(*status, body, *require_consent, now),
-                    _ => Judgement::unavailable("provider_error", "no answer"),
-                });
-            if judgement.outcome != Outcome::Unavailable {
-                state.verifications.put(call.key, &judgement, now);
+    let (exchange, judgement) =
+        match (&step.kind, prepared) {
+            (StepKind::Http(config), _) => hook(state, posted, config, step).await,
+            (kind, Some(call)) => {
+                let exchange = buyers::verification_call(
+                    &state.http,
+                    &call.url,
+                    call.basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                    &call
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (*n, v.as_str()))
+                        .collect::<Vec<_>>(),
+                    Some((call.content_type, call.body)),
+                    timeout,
+                )
+                .await;
+                let now = state.clock.now();
+                let judgement = Judgement::of_exchange(&exchange, timeout.as_millis())
+                    .unwrap_or_else(|| match (&exchange, kind) {
+                        (
+                            Exchange::Answer { status, body },
+                            StepKind::Trustedform { match_lead, .. },
+                        ) => {
+                            judge::read_trustedform(*status, body, *match_lead && call.matched, now)
+                        }
+                        (
+                            Exchange::Answer { status, body },
+                            StepKind::Jornaya {
+                                require_consent, ..
+                            },
+                        ) => judge::read_jornaya(*status, body, *require_consent, now),
+                        _ => Judgement::unavailable("provider_error", "no answer"),
+                    });
+                if judgement.outcome != Outcome::Unavailable {
+                    state.verifications.put(call.key, &judgement, now);
+                }
+                (exchange, judgement)
             }
-            (exchange, judgement)
-        }
-        (_, None) => (
-            Exchange::Failed(String::new()),
-            Judgement::unavailable("provider_error", "no call was prepared"),
-        ),
-    };
+            (_, None) => (
+                Exchange::Failed(String::new()),
+                Judgement::unavailable("provider_error", "no call was prepared"),
+            ),
+        };
     state.http.breakers().record(
         tenant,
         id,
@@ -285,7 +301,10 @@ fn trustedform_call(
     Ok(Some(ProviderCall {
         url: format!("{base}/{certificate}"),
         basic: Some(("API".to_owned(), api_key.to_owned())),
-        headers: vec![("api-version", "4.0".to_owned()), ("accept", "application/json".to_owned())],
+        headers: vec![
+            ("api-version", "4.0".to_owned()),
+            ("accept", "application/json".to_owned()),
+        ],
         content_type: "application/json",
         body: body.to_string().into_bytes(),
         key,

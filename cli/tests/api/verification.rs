@@ -73,7 +73,8 @@ async fn setup(
         .unwrap();
     let mut settings = test_settings();
     // Nothing listens there: a step that reached it would fail loudly, not pass.
-    settings.trustedform_base_url = trustedform.map_or("http://127.0.0.1:9".to_owned(), |s| s.uri());
+    settings.trustedform_base_url =
+        trustedform.map_or("http://127.0.0.1:9".to_owned(), |s| s.uri());
     settings.jornaya_base_url = jornaya.map_or("http://127.0.0.1:9".to_owned(), |s| s.uri());
     let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
     Setup {
@@ -91,7 +92,11 @@ impl Setup {
             .app
             .ping(&self.exchange.posting_key, json!({ "lead": ping_lead() }))
             .await;
-        assert_eq!((status, ping["status"].as_str()), (200, Some("bids")), "{ping}");
+        assert_eq!(
+            (status, ping["status"].as_str()),
+            (200, Some("bids")),
+            "{ping}"
+        );
         let ping_id = ping["ping_id"].as_str().unwrap().to_owned();
         let (status, answer) = self
             .app
@@ -143,7 +148,10 @@ fn assert_unverified(answer: &Value, code: &str) {
     assert_eq!(answer["status"], "consent_unverified", "{answer}");
     assert_eq!(answer["verification"]["code"], code, "{answer}");
     assert_eq!(answer["payout"].as_f64(), Some(0.0), "{answer}");
-    assert_eq!(answer["results"][0]["status"], "consent_unverified", "{answer}");
+    assert_eq!(
+        answer["results"][0]["status"], "consent_unverified",
+        "{answer}"
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -154,29 +162,44 @@ async fn trustedform_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
             .and(path(format!("/{}", cert(n))))
             .respond_with(response)
     };
-    answer(1, ResponseTemplate::new(200).set_body_json(json!({
-        "outcome": "success",
-        "match_lead": {"result": {"success": true, "email_match": true, "phone_match": true}},
-        "retain": {"results": {"expires_at": "2099-01-01T00:00:00Z"}}
-    })))
+    answer(
+        1,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "outcome": "success",
+            "match_lead": {"result": {"success": true, "email_match": true, "phone_match": true}},
+            "retain": {"results": {"expires_at": "2099-01-01T00:00:00Z"}}
+        })),
+    )
     .mount(&tf)
     .await;
-    answer(2, ResponseTemplate::new(200).set_body_json(json!({
-        "outcome": "failure", "reason": "certificate expired"
-    })))
+    answer(
+        2,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "outcome": "failure", "reason": "certificate expired"
+        })),
+    )
     .mount(&tf)
     .await;
-    answer(3, ResponseTemplate::new(200)
-        .set_body_json(json!({"outcome": "success"}))
-        .set_delay(Duration::from_millis(1500)))
+    answer(
+        3,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"outcome": "success"}))
+            .set_delay(Duration::from_millis(1500)),
+    )
     .mount(&tf)
     .await;
-    answer(4, ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
-        .mount(&tf)
-        .await;
-    answer(5, ResponseTemplate::new(200).set_body_json(json!({
-        "outcome": "success", "match_lead": {"result": {"success": false}}
-    })))
+    answer(
+        4,
+        ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"),
+    )
+    .mount(&tf)
+    .await;
+    answer(
+        5,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "outcome": "success", "match_lead": {"result": {"success": false}}
+        })),
+    )
     .mount(&tf)
     .await;
     let setup = setup(
@@ -200,10 +223,21 @@ async fn trustedform_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
             .await;
         assert_unverified(&answer, code);
         if let Some(reason) = reason {
-            assert_eq!(answer["reason"], format!("trustedform: {reason}"), "{answer}");
+            assert_eq!(
+                answer["reason"],
+                format!("trustedform: {reason}"),
+                "{answer}"
+            );
         }
         let steps = setup.verification(&ping_id).await;
-        assert_eq!(steps[0]["outcome"], if code == "timeout" || code == "malformed_answer" { "unavailable" } else { "failed" });
+        assert_eq!(
+            steps[0]["outcome"],
+            if code == "timeout" || code == "malformed_answer" {
+                "unavailable"
+            } else {
+                "failed"
+            }
+        );
         assert_eq!(steps[0]["code"], code);
         assert_eq!(steps[0]["type"], "trustedform");
         assert_eq!(setup.post_log_result(&ping_id).await, "consent_unverified");
@@ -219,7 +253,10 @@ async fn trustedform_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     assert_eq!(setup.deliveries().await, 1);
     assert_eq!(setup.books().await.0, funded.0 - PRICE_CENTS);
     let steps = setup.verification(&ping_id).await;
-    assert_eq!((steps[0]["outcome"].as_str(), steps[0]["cached"].as_bool()), (Some("passed"), Some(false)));
+    assert_eq!(
+        (steps[0]["outcome"].as_str(), steps[0]["cached"].as_bool()),
+        (Some("passed"), Some(false))
+    );
     let call = tf
         .received_requests()
         .await
@@ -231,7 +268,10 @@ async fn trustedform_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     assert_eq!(call.headers.get("authorization").unwrap(), basic.as_str());
     assert_eq!(call.headers.get("api-version").unwrap(), "4.0");
     let body: Value = serde_json::from_slice(&call.body).unwrap();
-    assert_eq!(body["match_lead"], json!({"email": "ada@example.com", "phone": "2145550123"}));
+    assert_eq!(
+        body["match_lead"],
+        json!({"email": "ada@example.com", "phone": "2145550123"})
+    );
     assert_eq!(body["retain"]["vendor"], "auto-insurance");
 
     // The same certificate and consumer again: the kept answer, no second call.
@@ -250,7 +290,10 @@ fn base64_of(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -266,8 +309,10 @@ fn base64_of(text: &str) -> String {
 async fn credentials_never_reach_a_certificate_url_on_another_host(pool: PgPool) {
     let tf = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "success",
-            "match_lead": {"result": {"success": true}}})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"outcome": "success",
+            "match_lead": {"result": {"success": true}}})),
+        )
         .mount(&tf)
         .await;
     // The partner's choice of host: any connection to it at all is counted (a TLS handshake
@@ -302,7 +347,10 @@ async fn credentials_never_reach_a_certificate_url_on_another_host(pool: PgPool)
         0,
         "the partner's host got nothing"
     );
-    assert!(tf.received_requests().await.unwrap().is_empty(), "no certificate was sent at all");
+    assert!(
+        tf.received_requests().await.unwrap().is_empty(),
+        "no certificate was sent at all"
+    );
     assert_eq!(setup.deliveries().await, 0);
 }
 
@@ -315,20 +363,32 @@ async fn jornaya_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
             .and(body_string_contains(format!("id={}", leadid(n))))
             .respond_with(response)
     };
-    answer(1, ResponseTemplate::new(200).set_body_json(json!({"audit": {"authentic": 1, "consent": 1}})))
-        .mount(&jornaya)
-        .await;
-    answer(2, ResponseTemplate::new(200).set_body_json(json!({"audit": {"authentic": 0}})))
-        .mount(&jornaya)
-        .await;
-    answer(3, ResponseTemplate::new(200)
-        .set_body_json(json!({"audit": {"authentic": 1, "consent": 1}}))
-        .set_delay(Duration::from_millis(1500)))
+    answer(
+        1,
+        ResponseTemplate::new(200).set_body_json(json!({"audit": {"authentic": 1, "consent": 1}})),
+    )
     .mount(&jornaya)
     .await;
-    answer(4, ResponseTemplate::new(200).set_body_json(json!({"audit": "yes"})))
-        .mount(&jornaya)
-        .await;
+    answer(
+        2,
+        ResponseTemplate::new(200).set_body_json(json!({"audit": {"authentic": 0}})),
+    )
+    .mount(&jornaya)
+    .await;
+    answer(
+        3,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"audit": {"authentic": 1, "consent": 1}}))
+            .set_delay(Duration::from_millis(1500)),
+    )
+    .mount(&jornaya)
+    .await;
+    answer(
+        4,
+        ResponseTemplate::new(200).set_body_json(json!({"audit": "yes"})),
+    )
+    .mount(&jornaya)
+    .await;
     let setup = setup(
         &pool,
         json!([{"type": "jornaya", "account_code": "ACCT-1", "audit_key": "AUDIT-SECRET-1",
@@ -338,13 +398,19 @@ async fn jornaya_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     )
     .await;
     let funded = setup.books().await;
-    for (n, code) in [(2, "not_authentic"), (3, "timeout"), (4, "malformed_answer")] {
+    for (n, code) in [
+        (2, "not_authentic"),
+        (3, "timeout"),
+        (4, "malformed_answer"),
+    ] {
         let (ping_id, answer) = setup.post(consent_with("jornaya_leadid", &leadid(n))).await;
         assert_unverified(&answer, code);
         assert_eq!(setup.verification(&ping_id).await[0]["code"], code);
     }
     // A LeadiD that is no token is refused without a call.
-    let (_, answer) = setup.post(consent_with("jornaya_leadid", "not-a-leadid")).await;
+    let (_, answer) = setup
+        .post(consent_with("jornaya_leadid", "not-a-leadid"))
+        .await;
     assert_unverified(&answer, "invalid_leadid");
     let (_, answer) = setup.post(consent()).await;
     assert_unverified(&answer, "missing_consent");
@@ -364,7 +430,12 @@ async fn jornaya_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
         .find(|body| body.contains(&leadid(1)))
         .unwrap();
     let fields: Vec<&str> = form.split('&').collect();
-    for field in ["lac=ACCT-1", "lak=AUDIT-SECRET-1", "lpc=quote-funnel", "format=json"] {
+    for field in [
+        "lac=ACCT-1",
+        "lak=AUDIT-SECRET-1",
+        "lpc=quote-funnel",
+        "format=json",
+    ] {
         assert!(fields.contains(&field), "{form}");
     }
 }
@@ -375,23 +446,38 @@ async fn http_hook_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     let answer = |scenario: &str, response: ResponseTemplate| {
         Mock::given(method("POST"))
             .and(path("/verify"))
-            .and(body_partial_json(json!({"consent": {"scenario": scenario}})))
+            .and(body_partial_json(
+                json!({"consent": {"scenario": scenario}}),
+            ))
             .respond_with(response)
     };
-    answer("pass", ResponseTemplate::new(200).set_body_json(json!({"result": "pass"})))
-        .mount(&hook)
-        .await;
-    answer("fail", ResponseTemplate::new(200).set_body_json(json!({"result": "fail", "reason": "consent older than 90 days"})))
-        .mount(&hook)
-        .await;
-    answer("slow", ResponseTemplate::new(200)
-        .set_body_json(json!({"result": "pass"}))
-        .set_delay(Duration::from_millis(1500)))
+    answer(
+        "pass",
+        ResponseTemplate::new(200).set_body_json(json!({"result": "pass"})),
+    )
     .mount(&hook)
     .await;
-    answer("garbled", ResponseTemplate::new(200).set_body_string("{not json"))
-        .mount(&hook)
-        .await;
+    answer(
+        "fail",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"result": "fail", "reason": "consent older than 90 days"})),
+    )
+    .mount(&hook)
+    .await;
+    answer(
+        "slow",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"result": "pass"}))
+            .set_delay(Duration::from_millis(1500)),
+    )
+    .mount(&hook)
+    .await;
+    answer(
+        "garbled",
+        ResponseTemplate::new(200).set_body_string("{not json"),
+    )
+    .mount(&hook)
+    .await;
     let setup = setup(
         &pool,
         json!([{"type": "http", "url": format!("{}/verify", hook.uri()), "timeout_ms": 300,
@@ -402,11 +488,18 @@ async fn http_hook_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     )
     .await;
     let funded = setup.books().await;
-    for (scenario, code) in [("fail", "hook_failed"), ("slow", "timeout"), ("garbled", "malformed_answer")] {
+    for (scenario, code) in [
+        ("fail", "hook_failed"),
+        ("slow", "timeout"),
+        ("garbled", "malformed_answer"),
+    ] {
         let (_, answer) = setup.post(consent_with("scenario", scenario)).await;
         assert_unverified(&answer, code);
         if scenario == "fail" {
-            assert_eq!(answer["reason"], "http: consent older than 90 days", "{answer}");
+            assert_eq!(
+                answer["reason"], "http: consent older than 90 days",
+                "{answer}"
+            );
         }
     }
     assert_eq!(setup.deliveries().await, 0);
@@ -415,15 +508,22 @@ async fn http_hook_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
     assert_eq!(answer["status"], "sold", "{answer}");
     assert_eq!(setup.verification(&ping_id).await[0]["outcome"], "passed");
     let sent = &hook.received_requests().await.unwrap()[0];
-    assert_eq!(sent.headers.get("x-hook-key").unwrap(), "hook-secret-0123456789abcdef");
+    assert_eq!(
+        sent.headers.get("x-hook-key").unwrap(),
+        "hook-secret-0123456789abcdef"
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
-async fn an_optional_step_is_recorded_without_refusing_and_a_direct_post_is_refused_too(pool: PgPool) {
+async fn an_optional_step_is_recorded_without_refusing_and_a_direct_post_is_refused_too(
+    pool: PgPool,
+) {
     let tf = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "failure",
-            "reason": "unknown certificate"})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"outcome": "failure",
+            "reason": "unknown certificate"})),
+        )
         .mount(&tf)
         .await;
     let setup = setup(
@@ -436,12 +536,17 @@ async fn an_optional_step_is_recorded_without_refusing_and_a_direct_post_is_refu
     .await;
     // The optional TrustedForm step fails and is recorded; the required Jornaya step finds no
     // LeadiD: the post is refused by the second step.
-    let (ping_id, answer) = setup.post(consent_with("trustedform_cert_url", &cert_url(7))).await;
+    let (ping_id, answer) = setup
+        .post(consent_with("trustedform_cert_url", &cert_url(7)))
+        .await;
     assert_unverified(&answer, "missing_consent");
     assert_eq!(answer["verification"]["step"], 1);
     let steps = setup.verification(&ping_id).await;
     assert_eq!(steps.as_array().unwrap().len(), 2, "{steps}");
-    assert_eq!((steps[0]["outcome"].as_str(), steps[0]["required"].as_bool()), (Some("failed"), Some(false)));
+    assert_eq!(
+        (steps[0]["outcome"].as_str(), steps[0]["required"].as_bool()),
+        (Some("failed"), Some(false))
+    );
     assert!(!steps.to_string().contains("ada@example.com"));
 
     // The direct post (POST /v1/leads) is held to the same steps.
@@ -482,14 +587,21 @@ async fn verification_credentials_are_write_only(pool: PgPool) {
     assert_eq!(response.status(), 200);
     let shown: Value = response.json().await.unwrap();
     let text = shown.to_string();
-    for secret in [TF_KEY, "acct-0123456789abcdef01234567", "short", "hook_0123456789abcdef0123456789"] {
+    for secret in [
+        TF_KEY,
+        "acct-0123456789abcdef01234567",
+        "short",
+        "hook_0123456789abcdef0123456789",
+    ] {
         assert!(!text.contains(secret), "{secret} shown: {text}");
     }
     assert_eq!(shown["verification"][0]["api_key"], "••••6789");
     assert_eq!(shown["verification"][1]["audit_key"], "••••");
 
     // What GET shows, sent back, keeps the stored credentials.
-    let response = patch(json!({ "verification": shown["verification"] })).await.unwrap();
+    let response = patch(json!({ "verification": shown["verification"] }))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let stored: Value = sqlx::query_scalar("SELECT verification FROM offers WHERE id = $1")
         .bind(setup.exchange.offer_id)
@@ -503,7 +615,10 @@ async fn verification_credentials_are_write_only(pool: PgPool) {
     let mut moved = shown["verification"].clone();
     moved[2]["url"] = json!("https://attacker.example/collect");
     moved[0] = json!({"type": "jornaya", "account_code": "••••6789", "audit_key": "x"});
-    moved.as_array_mut().unwrap().push(json!({"type": "trustedform", "timeout_ms": 5}));
+    moved
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "trustedform", "timeout_ms": 5}));
     let response = patch(json!({ "verification": moved })).await.unwrap();
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
@@ -515,7 +630,10 @@ async fn verification_credentials_are_write_only(pool: PgPool) {
         .collect();
     assert_eq!(
         pointers,
-        ["/verification/0/account_code", "/verification/2/headers/Authorization"],
+        [
+            "/verification/0/account_code",
+            "/verification/2/headers/Authorization"
+        ],
         "{problem}"
     );
     let response = patch(json!({ "verification": [{"type": "trustedform", "timeout_ms": 5}] }))
@@ -528,12 +646,21 @@ async fn verification_credentials_are_write_only(pool: PgPool) {
         .iter()
         .map(|e| e["pointer"].as_str().unwrap())
         .collect();
-    assert_eq!(pointers, ["/verification/0/timeout_ms", "/verification/0/api_key"], "{problem}");
+    assert_eq!(
+        pointers,
+        ["/verification/0/timeout_ms", "/verification/0/api_key"],
+        "{problem}"
+    );
     // A hook may not call what the outbound address policy refuses.
-    let response = patch(json!({ "verification": [{"type": "http", "url": "http://169.254.169.254/latest"}] }))
-        .await
-        .unwrap();
+    let response = patch(
+        json!({ "verification": [{"type": "http", "url": "http://169.254.169.254/latest"}] }),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["errors"][0]["pointer"], "/verification/0/url", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/verification/0/url",
+        "{problem}"
+    );
 }

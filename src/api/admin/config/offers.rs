@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{Resource, invalid};
 use crate::api::Problem;
-use crate::api::admin::{headers, outbound};
 use crate::api::admin::input::Input;
+use crate::api::admin::{headers, outbound};
 use crate::app::AppState;
 use crate::auction::{
     CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Distribution, Mode, OfferRules,
