@@ -67,6 +67,8 @@ pub struct AppInner {
     pub notices: crate::notices::Notices,
     /// The keys posted leads' PII is sealed with (`settings.pii_keys`, required).
     pub pii: crate::pii::PiiKeys,
+    /// Consent verification answers kept per certificate (`crate::verification::cache`).
+    pub verifications: crate::verification::cache::Cache,
     /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -150,6 +152,7 @@ impl AppState {
             metrics,
             settlements: TaskTracker::new(),
             pii,
+            verifications: crate::verification::cache::Cache::default(),
             ping_states,
             ping_records,
             post_waiters,

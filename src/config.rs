@@ -85,6 +85,11 @@ pub struct Settings {
     /// `data_dir`.
     #[serde(deserialize_with = "crate::pii::deserialize_keys")]
     pub pii_keys: Option<crate::pii::PiiKeys>,
+    /// Where TrustedForm certificates are retained (docs/verification.md); only tests change
+    /// it. Never per offer: a tenant cannot send its credentials elsewhere.
+    pub trustedform_base_url: String,
+    /// Where Jornaya's TCPA Guardian answers (docs/verification.md); only tests change it.
+    pub jornaya_base_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +247,17 @@ impl Settings {
         }
         if let Err(error) = crate::buyers::outbound::Policy::from_allow_list(&self.outbound_allow) {
             return bad("outbound_allow", &error);
+        }
+        for (name, url) in [
+            ("trustedform_base_url", &self.trustedform_base_url),
+            ("jornaya_base_url", &self.jornaya_base_url),
+        ] {
+            let sound = url::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.has_host()
+            });
+            if !sound {
+                return bad(name, "must be an http(s) URL without a query");
+            }
         }
         Ok(())
     }

@@ -75,6 +75,12 @@ pub fn delivery(outcome: &'static str, elapsed: Duration) {
     metrics::histogram!("gavel_delivery_duration_seconds").record(seconds(elapsed));
 }
 
+/// A consent verification step's outcome (docs/verification.md), by provider.
+pub fn verification(provider: &'static str, outcome: &'static str) {
+    metrics::counter!("gavel_verifications_total", "provider" => provider, "outcome" => outcome)
+        .increment(1);
+}
+
 /// A settled post: `sold`, `partially_sold` or `unsold`.
 pub fn post(status: &str, elapsed: Duration) {
     metrics::counter!("gavel_posts_total", "status" => status.to_owned()).increment(1);

@@ -86,7 +86,10 @@ fn admit(
             "lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
             "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b", "consented_at": "2026-11-25T17:04:12Z"}})),
     responses((status = 200, content_type = "application/json",
-        description = "`status` sold | partially_sold | unsold, `payout`, and per bid its `status` and `payout`",
+        description = "`status` sold | partially_sold | unsold | consent_unverified, `payout`, and per bid its \
+            `status` and `payout`. `consent_unverified`: a required consent verification step of the offer \
+            did not pass (docs/verification.md): no buyer was called, nothing charged; `reason` and \
+            `verification` (`step`, `type`, `outcome`, `code`, `reason`) say why",
         example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "payout": 10.50,
             "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 10.50}]})),
         (status = 202, content_type = "application/json",
@@ -228,7 +231,8 @@ fn parse_post(mut body: Map<String, Value>) -> Result<PostRequest, Problem> {
         example = json!({"lead": {"state": "TX", "zip": "75001", "email": "ada@example.com", "phone": "2145550123"},
             "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2a6b"}})),
     responses((status = 200, content_type = "application/json",
-        description = "the post's answer plus `sale_type`; `no_bids` or `duplicate` (with its `ping_id`) stores no lead",
+        description = "the post's answer plus `sale_type` (`consent_unverified` as for a post); `no_bids` or \
+            `duplicate` (with its `ping_id`) stores no lead",
         example = json!({"lead_id": "01937c9f-…", "ping_id": "01937c9e-…", "status": "sold", "sale_type": "exclusive",
             "payout": 28.00, "results": [{"bid_id": "01937c9e-…", "status": "sold", "payout": 28.00}]})),
         (status = 202, content_type = "application/json",

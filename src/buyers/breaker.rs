@@ -26,10 +26,12 @@ use uuid::Uuid;
 use super::Exchange;
 
 text_codes! {
-    /// A contract's endpoint: `rtb` (its pricing URL) or `delivery`.
+    /// A contract's endpoint: `rtb` (its pricing URL) or `delivery`; or a consent
+    /// verification provider (docs/verification.md), keyed by the tenant and the provider.
     pub enum Endpoint {
         Rtb,
         Delivery,
+        Verification,
     }
 }
 
@@ -87,6 +89,7 @@ impl Unavailable {
         let name = match self.endpoint {
             Endpoint::Rtb => "RTB",
             Endpoint::Delivery => "delivery",
+            Endpoint::Verification => "verification",
         };
         format!(
             "the {name} endpoint is failing: no call since {} until {}",

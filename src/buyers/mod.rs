@@ -55,6 +55,36 @@ pub async fn post_json<T: Serialize>(
     exchange(call, timeout, false).await.0
 }
 
+/// A call to a consent verification provider (docs/verification.md): `body` with its
+/// content type, `basic` credentials (user, password) and `headers`, under the outbound
+/// address policy and within `timeout`, as a buyer's.
+pub async fn verification_call(
+    http: &Outbound,
+    url: &str,
+    basic: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: Option<(&'static str, Vec<u8>)>,
+    timeout: Duration,
+) -> Exchange {
+    let url = match checked_url(http, url) {
+        Ok(url) => url,
+        Err(refused) => return refused,
+    };
+    let mut call = http.client().post(url);
+    if let Some((user, password)) = basic {
+        call = call.basic_auth(user, Some(password));
+    }
+    for (name, value) in headers {
+        call = call.header(*name, *value);
+    }
+    if let Some((content_type, body)) = body {
+        call = call
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+    }
+    exchange(call, timeout, false).await.0
+}
+
 /// GETs `url` (a win or loss notice) under the outbound address policy, within `timeout`.
 pub async fn get(http: &Outbound, url: &str, timeout: Duration) -> Exchange {
     match checked_url(http, url) {

@@ -17,6 +17,7 @@ use crate::store::sales;
 
 use super::settle::SaleResult;
 use super::{PostStatus, SaleStatus};
+use crate::verification::StepResult;
 
 /// How often a waiting retry looks for the answer of a post settling in another process (one
 /// settling in this process wakes it at once).
@@ -62,6 +63,12 @@ pub struct PostAnswerBody {
     results: Vec<BidResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sale_type: Option<SaleType>,
+    /// Why the post is `consent_unverified`: the provider's (or Gavel's) reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// The required verification step that did not pass (docs/verification.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<StepResult>,
 }
 
 #[derive(Serialize)]
@@ -135,6 +142,47 @@ impl PostAnswerBody {
                 })
                 .collect(),
             sale_type,
+            reason: None,
+            verification: None,
+        }
+    }
+
+    /// The answer of a post that a required verification step refused: every accepted bid
+    /// `consent_unverified` (the others `not_accepted`), nothing paid.
+    pub fn unverified(
+        lead_id: Uuid,
+        ping_id: Uuid,
+        bids: impl IntoIterator<Item = (Uuid, bool)>,
+        refusal: &StepResult,
+        sale_type: Option<SaleType>,
+    ) -> Self {
+        let reason = format!(
+            "{}: {}",
+            refusal.provider,
+            refusal.reason.as_deref().unwrap_or(refusal.code)
+        );
+        Self {
+            lead_id,
+            ping_id,
+            status: PostStatus::ConsentUnverified,
+            payout: Money::ZERO,
+            results: bids
+                .into_iter()
+                .map(|(bid_id, accepted)| BidResult {
+                    bid_id,
+                    status: if accepted {
+                        SaleStatus::ConsentUnverified
+                    } else {
+                        SaleStatus::NotAccepted
+                    },
+                    payout: Money::ZERO,
+                    reason: None,
+                    attempts: Vec::new(),
+                })
+                .collect(),
+            sale_type,
+            reason: Some(reason),
+            verification: Some(refusal.clone()),
         }
     }
 }

@@ -434,6 +434,56 @@ fn settle_and_finish(
         let _slot = slot;
         // Its waiting retries are woken when this task ends, however it ends.
         let _settling_here = settling_here;
+        // Consent verification (docs/verification.md): before anything is reserved, so that
+        // a lead whose consent is not verified costs no buyer anything.
+        let steps = &posted.campaign.offer.verification;
+        let report = if steps.is_empty() {
+            None
+        } else {
+            Some(crate::verification::verify(&state, &posted, steps).await)
+        };
+        let verification = report.as_ref().map(crate::verification::Report::to_value);
+        if let Some(refusal) = report.as_ref().and_then(|r| r.refusal()) {
+            let is_accepted = |bid: &WonBid| {
+                accepted
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&bid.bid_id))
+            };
+            let response = PostAnswerBody::unverified(
+                posted.lead_id,
+                posted.ping_id,
+                bids.iter().map(|bid| (bid.bid_id, is_accepted(bid))),
+                refusal,
+                sale_type,
+            );
+            let dispositions: Vec<sales::Disposition> = bids
+                .iter()
+                .map(|bid| sales::Disposition {
+                    contract_id: bid.contract_id,
+                    status: if is_accepted(bid) {
+                        SaleStatus::ConsentUnverified
+                    } else {
+                        SaleStatus::NotAccepted
+                    },
+                })
+                .collect();
+            crate::meters::post(response.status.as_str(), timing.started.elapsed());
+            return sales::finish_post(
+                &state.db,
+                &posted.source,
+                posted.ping_id,
+                &dispositions,
+                &serde_json::to_string(&response).unwrap_or_default(),
+                kind,
+                response.status,
+                posted.test,
+                elapsed_us(timing.started),
+                posted.now,
+                verification.as_ref(),
+            )
+            .await
+            .map_err(crate::Error::from);
+        }
         let notice_bids = crate::notices::bids_to_notify(&posted.campaign, posted.test, &bids);
         let results = settle::settle_all(
             &state,
@@ -476,6 +526,7 @@ fn settle_and_finish(
             posted.test,
             elapsed_us(timing.started),
             posted.now,
+            verification.as_ref(),
         )
         .await
         .map_err(crate::Error::from)

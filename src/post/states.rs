@@ -27,6 +27,10 @@ text_codes! {
         /// Sold, then returned by the buyer (its return approved: docs/returns.md). Only the
         /// returns workflow writes it; a post never settles a sale so.
         Returned,
+        /// A winner's disposition (never a sale's status) when a required consent
+        /// verification step did not pass: nothing reserved, the buyer not called
+        /// (docs/verification.md).
+        ConsentUnverified,
     }
 }
 
@@ -52,6 +56,9 @@ text_codes! {
         Sold,
         PartiallySold,
         Unsold,
+        /// A required consent verification step did not pass: no buyer called, nothing
+        /// charged (docs/verification.md).
+        ConsentUnverified,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::prelude::*;
 use crate::api::admin::config::offers::{
     CascadeField, ConsentKeys, DistributionField, ModeField, ReturnPolicyField, StrategyField,
+    VerificationSteps, stored_verification,
 };
 use crate::auction::{CascadeRules, Distribution, Strategy};
 
@@ -39,5 +40,15 @@ super::resource! {
         /// The tenant's suppression lists every contract of the offer is checked against
         /// (docs/suppression.md), at most 20.
         suppression_list_ids: Vec<Uuid> = IdList,
+        /// Consent verification at post, in order (docs/verification.md): steps of `type`
+        /// `trustedform`, `jornaya` or `http`, each `required` (default true) with its
+        /// `timeout_ms`. Credentials (`api_key`, `account_code`, `audit_key`, header values)
+        /// are write-only: shown masked.
+        #[schema(value_type = Vec<Object>)]
+        verification: Value = VerificationSteps,
+        /// The stored `verification`, credentials unmasked, for a PATCH that sends masked
+        /// values back; never shown.
+        #[serde(skip)]
+        hidden stored_verification: Value = stored_verification,
     }
 }

@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod state_cache;
 pub mod suppression;
 pub mod tenants;
+pub mod verifications;
 
 use std::time::Duration;
 

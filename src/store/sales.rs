@@ -689,6 +689,8 @@ pub async fn finish_post(
     test: bool,
     latency_us: i64,
     now: DateTime<Utc>,
+    // What the offer's consent verification steps found (docs/verification.md), if it has any.
+    verification: Option<&Value>,
 ) -> Result<String, sqlx::Error> {
     let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
     let statuses: Vec<&str> = dispositions.iter().map(|d| d.status.as_str()).collect();
@@ -703,7 +705,9 @@ pub async fn finish_post(
              INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
                                       latency_us, http_status, result, test)
              VALUES ($1, $6, $7, $8, $9, $10, $2, $11, $12, 200, $13, $14))
-         UPDATE leads SET post_response = coalesce(post_response, $5::jsonb) WHERE tenant_id = $1 AND ping_id = $2
+         UPDATE leads SET post_response = coalesce(post_response, $5::jsonb),
+                          verification = coalesce(verification, $15::jsonb)
+         WHERE tenant_id = $1 AND ping_id = $2
          RETURNING post_response::text AS "post_response!""#,
         source.tenant_id,
         ping_id,
@@ -719,6 +723,7 @@ pub async fn finish_post(
         latency_us,
         result.as_str(),
         test,
+        verification.map(Json) as _,
     )
     .fetch_one(db)
     .await

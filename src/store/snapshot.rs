@@ -108,6 +108,8 @@ pub struct OfferConfig {
     /// Every active suppression list a consumer of the offer is looked up in: the offer's
     /// and its contracts' (docs/suppression.md).
     pub suppression_lists: Vec<Uuid>,
+    /// Consent verification at post, in order (docs/verification.md).
+    pub verification: Arc<[crate::verification::Step]>,
 }
 
 #[derive(Debug)]
@@ -680,6 +682,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         contracts: Vec::new(),
         cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
         suppression_lists: Vec::new(),
+        verification: crate::verification::parse(&row.verification, "/verification")?.into(),
     })
 }
 

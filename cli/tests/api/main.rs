@@ -47,3 +47,4 @@ mod suppression;
 mod templates;
 mod trial;
 mod validation;
+mod verification;

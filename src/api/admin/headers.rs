@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::auction::{ConfigError, pointer_token};
 
-const MASK: &str = "••••";
+pub(super) const MASK: &str = "••••";
 /// Values at least this long show their last 4 characters.
 const SHOW_TAIL_FROM: usize = 24;
 
@@ -62,42 +62,54 @@ pub(super) fn restore_masked(
         let Some(sent) = body.get_mut(*section) else {
             continue;
         };
-        let url = sent.get("url").and_then(Value::as_str).map(origin);
         let stored = stored.map(|stored| &stored[i]);
-        let same_origin = url.is_some()
-            && url
-                == stored
-                    .and_then(|s| s.get("url"))
-                    .and_then(Value::as_str)
-                    .map(origin);
-        for place in HEADER_PLACES {
-            let Some(Value::Object(headers)) = sent.pointer_mut(place) else {
+        errors.extend(restore_section(sent, stored, &format!("/{section}")));
+    }
+    errors
+}
+
+/// [`restore_masked`] for one section with a `url` and headers (a contract's `pricing` or
+/// `delivery`, an offer's verification hook), its errors under `at`.
+pub(super) fn restore_section(
+    sent: &mut Value,
+    stored: Option<&Value>,
+    at: &str,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let url = sent.get("url").and_then(Value::as_str).map(origin);
+    let same_origin = url.is_some()
+        && url
+            == stored
+                .and_then(|s| s.get("url"))
+                .and_then(Value::as_str)
+                .map(origin);
+    for place in HEADER_PLACES {
+        let Some(Value::Object(headers)) = sent.pointer_mut(place) else {
+            continue;
+        };
+        for (name, value) in headers.iter_mut() {
+            let Value::String(text) = value else {
                 continue;
             };
-            for (name, value) in headers.iter_mut() {
-                let Value::String(text) = value else {
-                    continue;
-                };
-                if !text.starts_with(MASK) {
-                    continue;
-                }
-                let secret = stored
-                    .and_then(|s| s.pointer(place))
-                    .and_then(|h| h.get(name.as_str()))
-                    .and_then(Value::as_str)
-                    .filter(|secret| mask(secret) == *text);
-                let pointer = format!("/{section}{place}/{}", pointer_token(name));
-                match secret {
-                    Some(secret) if same_origin => *text = secret.to_owned(),
-                    Some(_) => errors.push(ConfigError::new(
-                        pointer,
-                        "is masked and the URL's host changed: send the header's value again",
-                    )),
-                    None => errors.push(ConfigError::new(
-                        pointer,
-                        "is a masked value: send the header's value",
-                    )),
-                }
+            if !text.starts_with(MASK) {
+                continue;
+            }
+            let secret = stored
+                .and_then(|s| s.pointer(place))
+                .and_then(|h| h.get(name.as_str()))
+                .and_then(Value::as_str)
+                .filter(|secret| mask(secret) == *text);
+            let pointer = format!("{at}{place}/{}", pointer_token(name));
+            match secret {
+                Some(secret) if same_origin => *text = secret.to_owned(),
+                Some(_) => errors.push(ConfigError::new(
+                    pointer,
+                    "is masked and the URL's host changed: send the header's value again",
+                )),
+                None => errors.push(ConfigError::new(
+                    pointer,
+                    "is a masked value: send the header's value",
+                )),
             }
         }
     }

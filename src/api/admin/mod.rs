@@ -148,6 +148,11 @@ pub struct PingView {
     /// Every sale of the post, in the order they were made: each winner's own, then the
     /// cascade's attempts at a refused winner's slot (empty until the post).
     attempts: Vec<AttemptView>,
+    /// What the offer's consent verification steps found at the post, in order
+    /// (docs/verification.md): `[{"step", "type", "required", "outcome", "code", "reason",
+    /// "cached", "took_ms"}]`; null before the post or when the offer has no steps.
+    #[schema(value_type = Option<Vec<Object>>)]
+    verification: Option<serde_json::Value>,
 }
 
 /// One sale of a ping's post.
@@ -297,9 +302,10 @@ async fn ping_view(
         .ok_or_else(Problem::not_found)?;
     let (distribution, strategy) = crate::auction::parse_routing_label(ping.routing.as_deref());
     // The post's sales and their returns: two statements, at once.
-    let (attempts, returns) = tokio::try_join!(
+    let (attempts, returns, verification) = tokio::try_join!(
         pings::post_sales(&state.db, tenant, ping_id),
         pings::ping_returns(&state.db, tenant, ping_id),
+        crate::store::verifications::of_ping(&state.db, tenant, ping_id),
     )?;
     let returns = returns_by_sale(returns);
     let returns_of = |sale_id: Option<Uuid>| {
@@ -433,6 +439,7 @@ async fn ping_view(
         distribution,
         strategy,
         attempts,
+        verification,
     }))
 }
 

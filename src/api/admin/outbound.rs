@@ -65,6 +65,34 @@ pub(super) async fn check_contract_urls(
     }
 }
 
+/// Checks the URLs of an offer body's verification hooks (`/verification/<n>/url`), as a
+/// contract's.
+pub(super) async fn check_verification_urls(
+    policy: &Policy,
+    body: &Map<String, Value>,
+) -> Result<(), Problem> {
+    let Some(Value::Array(steps)) = body.get("verification") else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        if step.get("type").and_then(Value::as_str) != Some("http") {
+            continue;
+        }
+        if let Err(refused) = check(policy, step.get("url").and_then(Value::as_str)).await {
+            errors.push(ConfigError::new(
+                format!("/verification/{index}/url"),
+                format!("{refused} (an operator may allow it with the setting outbound_allow)"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::invalid_config(errors))
+    }
+}
+
 async fn check(policy: &Policy, url: Option<&str>) -> Result<(), Refused> {
     match url {
         Some(url) => policy.check_url_at_save(url, RESOLVE_TIMEOUT).await,

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{Resource, invalid};
 use crate::api::Problem;
 use crate::api::admin::input::Input;
+use crate::api::admin::{headers, outbound};
 use crate::app::AppState;
 use crate::auction::{
     CascadeRules, CompiledFilter, CompiledSchema, ConfigError, Distribution, Mode, OfferRules,
@@ -18,7 +19,7 @@ use crate::auction::{
 };
 use crate::money::Money;
 use crate::resources::Kind;
-use crate::resources::offers::{Offer, OfferValues};
+use crate::resources::offers::{Offer, OfferRow, OfferValues};
 use crate::returns::ReturnPolicy;
 use crate::store::admin::rows;
 
@@ -158,7 +159,116 @@ impl Kind for ConsentKeys {
     }
 }
 
+/// `verification`: the consent verification steps (docs/verification.md), `[]` when left
+/// out, stored as written; every answer shows their credentials masked.
+pub struct VerificationSteps;
+
+impl Kind for VerificationSteps {
+    type Row = Value;
+    type View = Value;
+    type Stored = Value;
+    fn view(row: &Value) -> Value {
+        let mut steps = row.clone();
+        if let Value::Array(items) = &mut steps {
+            for step in items.iter_mut() {
+                mask_step(step);
+            }
+        }
+        steps
+    }
+    fn read(input: &mut Input<'_>, key: &str) -> Value {
+        let Some(value) = input.value(key) else {
+            return Value::Array(Vec::new());
+        };
+        let value = value.clone();
+        if let Err(errors) = crate::verification::parse(&value, &format!("/{key}")) {
+            input.push(errors);
+        }
+        value
+    }
+}
+
+fn provider_of(step: &Value) -> Option<crate::verification::Provider> {
+    step.get("type")?.as_str()?.parse().ok()
+}
+
+/// A step's credentials masked: its secret keys, and a hook's header values.
+fn mask_step(step: &mut Value) {
+    let Some(provider) = provider_of(step) else {
+        return;
+    };
+    headers::mask_section(step);
+    for key in crate::verification::secret_keys(provider) {
+        if let Some(Value::String(text)) = step.get_mut(*key) {
+            *text = headers::mask(text);
+        }
+    }
+}
+
+/// Puts back the stored credentials of masked values sent back: a step's masked secret keeps
+/// the stored one of the same step (same place, same type); a hook's header keeps it only
+/// while the hook's URL keeps its origin. Any other masked value is refused.
+fn restore_steps(sent: &mut Value, stored: Option<&Value>) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let Value::Array(items) = sent else {
+        return errors;
+    };
+    for (index, step) in items.iter_mut().enumerate() {
+        let Some(provider) = provider_of(step) else {
+            continue;
+        };
+        let kept = stored
+            .and_then(|s| s.get(index))
+            .filter(|s| provider_of(s) == Some(provider));
+        let at = format!("/verification/{index}");
+        errors.extend(headers::restore_section(step, kept, &at));
+        for key in crate::verification::secret_keys(provider) {
+            let Some(Value::String(text)) = step.get_mut(*key) else {
+                continue;
+            };
+            if !text.starts_with(headers::MASK) {
+                continue;
+            }
+            let secret = kept
+                .and_then(|s| s.get(*key))
+                .and_then(Value::as_str)
+                .filter(|secret| headers::mask(secret) == *text);
+            match secret {
+                Some(secret) => *text = secret.to_owned(),
+                None => errors.push(ConfigError::new(
+                    format!("{at}/{key}"),
+                    "is a masked value: send the credential again",
+                )),
+            }
+        }
+    }
+    errors
+}
+
+/// The stored `verification` of the answer's hidden `stored_verification`.
+pub fn stored_verification(row: &OfferRow) -> Value {
+    row.verification.clone()
+}
+
 impl Resource for Offer {
+    /// A verification hook's URL under the outbound address policy, as a contract's.
+    async fn check_sent(state: &AppState, sent: &Map<String, Value>) -> Result<(), Problem> {
+        outbound::check_verification_urls(state.http.policy(), sent).await
+    }
+
+    /// Masked credentials of `verification` keep the stored ones (a create has none to keep).
+    fn restore(body: &mut Map<String, Value>, current: Option<&Offer>) -> Result<(), Problem> {
+        let Some(sent) = body.get_mut("verification") else {
+            return Ok(());
+        };
+        let errors = restore_steps(sent, current.map(|c| &c.stored_verification));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(errors))
+        }
+    }
+
     /// The offer's rules as the auction checks them, and its field schema.
     async fn check(
         conn: &mut PgConnection,
