@@ -443,77 +443,62 @@ fn settle_and_finish(
             Some(crate::verification::verify(&state, &posted, steps).await)
         };
         let verification = report.as_ref().map(crate::verification::Report::to_value);
-        if let Some(refusal) = report.as_ref().and_then(|r| r.refusal()) {
-            let is_accepted = |bid: &WonBid| {
-                accepted
-                    .as_ref()
-                    .is_none_or(|ids| ids.contains(&bid.bid_id))
-            };
-            let response = PostAnswerBody::unverified(
-                posted.lead_id,
-                posted.ping_id,
-                bids.iter().map(|bid| (bid.bid_id, is_accepted(bid))),
-                refusal,
-                sale_type,
-            );
-            let dispositions: Vec<sales::Disposition> = bids
-                .iter()
-                .map(|bid| sales::Disposition {
-                    contract_id: bid.contract_id,
-                    status: if is_accepted(bid) {
-                        SaleStatus::ConsentUnverified
-                    } else {
-                        SaleStatus::NotAccepted
-                    },
-                })
-                .collect();
-            crate::meters::post(response.status.as_str(), timing.started.elapsed());
-            return sales::finish_post(
-                &state.db,
-                &posted.source,
-                posted.ping_id,
-                &dispositions,
-                &serde_json::to_string(&response).unwrap_or_default(),
-                kind,
-                response.status,
-                posted.test,
-                elapsed_us(timing.started),
-                posted.now,
-                verification.as_ref(),
-            )
-            .await
-            .map_err(crate::Error::from);
-        }
-        let notice_bids = crate::notices::bids_to_notify(&posted.campaign, posted.test, &bids);
-        let results = settle::settle_all(
-            &state,
-            Arc::clone(&posted),
-            bids,
-            |bid| {
-                accepted
-                    .as_ref()
-                    .is_none_or(|ids| ids.contains(&bid.bid_id))
-            },
-            cascade,
-        )
-        .await?;
-        // Win and loss notices (docs/revenue-recovery.md §7), queued: they never delay the post.
-        crate::notices::after_post(
-            &state.notices,
-            &posted.campaign,
-            posted.ping_id,
-            posted.lead_id,
-            &notice_bids,
-            &results,
-        );
-        let response = PostAnswerBody::new(posted.lead_id, posted.ping_id, &results, sale_type);
-        let dispositions: Vec<sales::Disposition> = results
-            .iter()
-            .map(|r| sales::Disposition {
-                contract_id: r.contract_id,
-                status: r.own_status(),
-            })
-            .collect();
+        let is_accepted = |bid: &WonBid| {
+            accepted
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&bid.bid_id))
+        };
+        let (response, dispositions) = match report.as_ref().and_then(|r| r.refusal()) {
+            // A required step refused: nothing is settled, every accepted winner says why.
+            Some(refusal) => {
+                let response = PostAnswerBody::unverified(
+                    posted.lead_id,
+                    posted.ping_id,
+                    bids.iter().map(|bid| (bid.bid_id, is_accepted(bid))),
+                    refusal,
+                    sale_type,
+                );
+                let dispositions: Vec<sales::Disposition> = bids
+                    .iter()
+                    .map(|bid| sales::Disposition {
+                        contract_id: bid.contract_id,
+                        status: if is_accepted(bid) {
+                            SaleStatus::ConsentUnverified
+                        } else {
+                            SaleStatus::NotAccepted
+                        },
+                    })
+                    .collect();
+                (response, dispositions)
+            }
+            None => {
+                let notice_bids =
+                    crate::notices::bids_to_notify(&posted.campaign, posted.test, &bids);
+                let results =
+                    settle::settle_all(&state, Arc::clone(&posted), bids, is_accepted, cascade)
+                        .await?;
+                // Win and loss notices (docs/revenue-recovery.md §7), queued: they never delay
+                // the post.
+                crate::notices::after_post(
+                    &state.notices,
+                    &posted.campaign,
+                    posted.ping_id,
+                    posted.lead_id,
+                    &notice_bids,
+                    &results,
+                );
+                let response =
+                    PostAnswerBody::new(posted.lead_id, posted.ping_id, &results, sale_type);
+                let dispositions: Vec<sales::Disposition> = results
+                    .iter()
+                    .map(|r| sales::Disposition {
+                        contract_id: r.contract_id,
+                        status: r.own_status(),
+                    })
+                    .collect();
+                (response, dispositions)
+            }
+        };
         crate::meters::post(response.status.as_str(), timing.started.elapsed());
         sales::finish_post(
             &state.db,
