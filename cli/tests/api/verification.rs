@@ -116,6 +116,20 @@ impl Setup {
         view["verification"].clone()
     }
 
+    /// A console page, signed in with the tenant's admin key.
+    async fn console_page(&self, path: &str) -> String {
+        let base = self.app.url("");
+        let (cookie, _) = crate::console::sign_in_http(&base, &self.exchange.admin_key, &[]).await;
+        let page = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        page.text().await.unwrap()
+    }
+
     async fn deliveries(&self) -> usize {
         self.buyer_server.received_requests().await.unwrap().len()
     }
@@ -241,6 +255,14 @@ async fn trustedform_pass_fail_timeout_and_malformed_answers(pool: PgPool) {
         assert_eq!(steps[0]["code"], code);
         assert_eq!(steps[0]["type"], "trustedform");
         assert_eq!(setup.post_log_result(&ping_id).await, "consent_unverified");
+        // The console's page of the auction says it too.
+        if code == "certificate_failed" {
+            let page = setup
+                .console_page(&format!("/console/auctions/{ping_id}"))
+                .await;
+            assert!(page.contains("Consent verification"), "{page}");
+            assert!(page.contains("certificate_failed") && page.contains("certificate expired"));
+        }
     }
     assert_eq!(setup.deliveries().await, 0, "no buyer is called");
     assert_eq!(setup.books().await, funded, "no money moved");

@@ -111,6 +111,21 @@ struct PingView {
     distribution: String,
     strategy: String,
     attempts: Vec<Attempt>,
+    /// The offer's consent verification steps at the post (docs/verification.md).
+    #[serde(default)]
+    verification: Option<Vec<VerificationStep>>,
+}
+
+#[derive(Deserialize)]
+struct VerificationStep {
+    #[serde(rename = "type")]
+    provider: String,
+    required: bool,
+    outcome: String,
+    code: String,
+    reason: Option<String>,
+    cached: bool,
+    took_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -672,12 +687,45 @@ async fn ping_page(console: Console, Path(id): Path<String>) -> Result<Page, Con
             h2 #contracts { "Every contract" }
             (contracts_table(&console, &ping))
         }
+        @if let Some(steps) = &ping.verification {
+            section aria-labelledby="verification" {
+                h2 #verification { "Consent verification" }
+                (verification_table(steps))
+            }
+        }
         section aria-labelledby="sales" {
             h2 #sales { "The post and its sales" }
             (sales(&console, &ping, &personal))
         }
     };
     Ok(Page::new(&console, Section::Auctions, title, body))
+}
+
+/// What each verification step found, in the order they ran (a refusing step is the last).
+fn verification_table(steps: &[VerificationStep]) -> Markup {
+    html! {
+        table {
+            thead { tr { th { "Step" } th { "Outcome" } th { "Code" } th { "Reason" } th.num { "Time" } } }
+            tbody {
+                @for step in steps {
+                    tr {
+                        td {
+                            (step.provider)
+                            @if !step.required { " " (badge("optional", "muted")) }
+                        }
+                        td {
+                            @let kind = match step.outcome.as_str() { "passed" => "good", "failed" => "bad", _ => "warn" };
+                            (badge(&step.outcome, kind))
+                            @if step.cached { " " (badge("cached", "muted")) }
+                        }
+                        td { code { (step.code) } }
+                        td { (step.reason.as_deref().unwrap_or("—")) }
+                        td.num { @if let Some(ms) = step.took_ms { (ms) " ms" } @else { "—" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn summary_cards(console: &Console, ping: &PingView) -> Markup {
