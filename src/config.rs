@@ -291,9 +291,7 @@ impl Settings {
                             .parse::<std::net::IpAddr>()
                             .map(|ip| SocketAddr::new(ip, 53))
                     })
-                    .map_err(|_| {
-                        format!("{entry} is not an IP address, or an address and a port")
-                    })
+                    .map_err(|_| format!("{entry} is not an IP address, or an address and a port"))
             })
             .collect()
     }

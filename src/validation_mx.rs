@@ -22,9 +22,7 @@ use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::{Resolver, TokioResolver};
 use serde_json::{Map, Value};
 
-use crate::auction::validation::mx::{
-    self, AfterMx, Answer, Exchange, FAILED, Failure, Verdict,
-};
+use crate::auction::validation::mx::{self, AfterMx, Answer, Exchange, FAILED, Failure, Verdict};
 use crate::auction::{CompiledSchema, LeadError};
 use crate::config::Settings;
 
@@ -81,7 +79,10 @@ impl MxLookup {
             TokioResolver::builder_tokio()
                 .context("mx_lookup: cannot read the system's nameservers (/etc/resolv.conf); set mx_nameservers")?
         } else {
-            let servers = nameservers.iter().map(|&address| nameserver(address)).collect();
+            let servers = nameservers
+                .iter()
+                .map(|&address| nameserver(address))
+                .collect();
             Resolver::builder_with_config(
                 ResolverConfig::from_name_servers(servers),
                 TokioRuntimeProvider::default(),
@@ -92,7 +93,9 @@ impl MxLookup {
         options.attempts = 1;
         // The verdicts are kept here (one entry per domain, bounded); the resolver keeps none.
         options.cache_size = 0;
-        let resolver = builder.build().context("mx_lookup: cannot build the resolver")?;
+        let resolver = builder
+            .build()
+            .context("mx_lookup: cannot build the resolver")?;
         let cache = moka::future::Cache::builder()
             .max_capacity(CAPACITY)
             .expire_after(KeepFor)

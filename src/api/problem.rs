@@ -166,7 +166,9 @@ impl ErrorCode {
             Self::DisposableEmail => "An email address is at a disposable email domain",
             Self::InvalidZip => "A ZIP code is not valid",
             Self::ZipStateMismatch => "A ZIP code is not in the lead's state",
-            Self::EmailDomainUnreachable => "An email address is at a domain that receives no email",
+            Self::EmailDomainUnreachable => {
+                "An email address is at a domain that receives no email"
+            }
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::PaymentExceedsBalance => "The payment is more than the partner's balance",
             Self::RateLimited => "Too many requests",

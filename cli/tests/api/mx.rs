@@ -201,10 +201,7 @@ fn fields_requiring_mx() -> Value {
 
 /// An exchange whose offer requires MX, one buyer that accepts every delivery, and Gavel
 /// asking `dns` (when given) with a 400 ms timeout.
-async fn exchange_and_app(
-    pool: &PgPool,
-    dns: Option<&TestDns>,
-) -> (Exchange, MockServer, TestApp) {
+async fn exchange_and_app(pool: &PgPool, dns: Option<&TestDns>) -> (Exchange, MockServer, TestApp) {
     let exchange = Exchange::create(pool, "multisell").await;
     sqlx::query("UPDATE offers SET fields = $1 WHERE id = $2")
         .bind(fields_requiring_mx())
@@ -308,12 +305,19 @@ async fn a_domain_without_mail_is_refused_at_the_post_and_one_with_mail_sells(po
             problem["errors"],
             json!([{ "pointer": "/lead/email", "code": "email_domain_unreachable" }])
         );
-        assert!(!text.contains("lovelace") && !text.contains(domain), "{text}");
+        assert!(
+            !text.contains("lovelace") && !text.contains(domain),
+            "{text}"
+        );
         assert_eq!(dns.asked(domain, MX), 1, "{domain}");
     }
     // The null MX is not followed by an address look-up (RFC 7505).
     assert_eq!(dns.asked("nullmx.example", A), 0);
-    assert_eq!(deliveries(&buyers).await, 2, "no buyer called for a refused post");
+    assert_eq!(
+        deliveries(&buyers).await,
+        2,
+        "no buyer called for a refused post"
+    );
 
     // Refused again from the cache, without a question.
     let (status, _) = ping_and_post(&app, key, "someone@nowhere.example", 4).await;
@@ -332,7 +336,10 @@ async fn a_domain_without_mail_is_refused_at_the_post_and_one_with_mail_sells(po
         "email_domain_unreachable"
     );
     assert_eq!(
-        (dns.asked("bare.example", A), dns.asked("bare.example", AAAA)),
+        (
+            dns.asked("bare.example", A),
+            dns.asked("bare.example", AAAA)
+        ),
         (1, 1),
         "both addresses asked before refusing"
     );
@@ -354,7 +361,11 @@ async fn a_domain_without_mail_is_refused_at_the_post_and_one_with_mail_sells(po
     for (status, _, text) in answers {
         assert_eq!((status, status_of(&text)), (200, json!("sold")), "{text}");
     }
-    assert_eq!(dns.asked_any("burst.example"), 1, "one look-up for the burst");
+    assert_eq!(
+        dns.asked_any("burst.example"),
+        1,
+        "one look-up for the burst"
+    );
 
     // A direct post is checked before its auction.
     let mut lead = ping_lead();
@@ -385,7 +396,10 @@ async fn a_dns_that_fails_or_does_not_answer_passes_the_lead(pool: PgPool) {
     let started = Instant::now();
     let (status, text) = ping_and_post(&app, key, "ada@silent.example", 1).await;
     assert_eq!((status, status_of(&text)), (200, json!("sold")), "{text}");
-    assert!(dns.asked("silent.example", MX) >= 1, "the question was asked");
+    assert!(
+        dns.asked("silent.example", MX) >= 1,
+        "the question was asked"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -413,8 +427,7 @@ async fn with_the_setting_off_the_rule_is_ignored(pool: PgPool) {
     let dns = TestDns::start(&zones()).await;
     // The setting off (the default): the offer's require_mx asks nothing, and the post sells.
     let (exchange, buyers, app) = exchange_and_app(&pool, None).await;
-    let (status, text) =
-        ping_and_post(&app, &exchange.posting_key, "ada@nowhere.example", 1).await;
+    let (status, text) = ping_and_post(&app, &exchange.posting_key, "ada@nowhere.example", 1).await;
     assert_eq!((status, status_of(&text)), (200, json!("sold")), "{text}");
     assert_eq!(deliveries(&buyers).await, 1);
     assert!(dns.questions.lock().unwrap().is_empty());

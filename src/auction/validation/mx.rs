@@ -219,10 +219,7 @@ mod tests {
     #[test]
     fn no_domain_and_the_null_mx_refuse_without_asking_addresses() {
         let refused = |why| AfterMx::Decided(Verdict::Unreachable(why), NEGATIVE);
-        assert_eq!(
-            after_mx(&Answer::NoDomain),
-            refused(Unreachable::NoDomain)
-        );
+        assert_eq!(after_mx(&Answer::NoDomain), refused(Unreachable::NoDomain));
         assert_eq!(
             after_mx(&found(vec![NULL], 600)),
             refused(Unreachable::NullMx)
@@ -261,7 +258,10 @@ mod tests {
         );
         // An address wins over the other question's failure.
         assert_eq!(
-            after_addresses(&found(vec![()], 90), &Answer::<()>::Failed(Failure::Timeout)),
+            after_addresses(
+                &found(vec![()], 90),
+                &Answer::<()>::Failed(Failure::Timeout)
+            ),
             (Verdict::Deliverable, Duration::from_secs(90))
         );
         assert_eq!(
