@@ -69,6 +69,8 @@ pub struct AppInner {
     pub pii: crate::pii::PiiKeys,
     /// Consent verification answers kept per certificate (`crate::verification::cache`).
     pub verifications: crate::verification::cache::Cache,
+    /// The email `require_mx` rule's look-ups, off unless `mx_lookup` (`crate::validation_mx`).
+    pub mx: crate::validation_mx::MxLookup,
     /// The configuration listener and the minute's sweep, stopped by [`AppState::close`].
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -109,6 +111,7 @@ impl AppState {
         let pii = settings.pii_keys.clone().context(crate::pii::NO_KEYS)?;
         let http = crate::buyers::Outbound::new(settings.outbound_policy())
             .context("cannot build the HTTP client")?;
+        let mx = crate::validation_mx::MxLookup::from_settings(&settings)?;
         let config = ConfigStore::load(db.clone()).await?;
         let listener = tokio::spawn(Arc::clone(&config).follow_changes());
         // Sales a crash left pending are released before serving, then every minute.
@@ -153,6 +156,7 @@ impl AppState {
             settlements: TaskTracker::new(),
             pii,
             verifications: crate::verification::cache::Cache::default(),
+            mx,
             ping_states,
             ping_records,
             post_waiters,

@@ -90,6 +90,16 @@ pub struct Settings {
     pub trustedform_base_url: String,
     /// Where Jornaya's TCPA Guardian answers (docs/verification.md); only tests change it.
     pub jornaya_base_url: String,
+    /// Whether an email field's `require_mx` rule looks up the domain's mail exchangers at
+    /// the post (docs/validation.md). Off: the rule is ignored (and counted as `disabled`).
+    pub mx_lookup: bool,
+    /// The nameservers the MX look-up asks (`ip` or `ip:port`); empty: the system's
+    /// (`/etc/resolv.conf`). In the environment: a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub mx_nameservers: Vec<String>,
+    /// How long a post waits for one domain's MX look-up (its A/AAAA fallback included)
+    /// before the rule passes open.
+    pub mx_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +269,35 @@ impl Settings {
                 return bad(name, "must be an http(s) URL without a query");
             }
         }
+        if let Err(error) = self.mx_nameserver_addresses() {
+            return bad("mx_nameservers", &error);
+        }
+        if !(1..=10_000).contains(&self.mx_timeout_ms) {
+            return bad("mx_timeout_ms", "must be between 1 and 10000");
+        }
         Ok(())
+    }
+
+    /// The nameservers of `mx_nameservers`: an address (port 53) or `address:port`
+    /// (`[v6]:port` for IPv6).
+    pub fn mx_nameserver_addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        self.mx_nameservers
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        entry
+                            .parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| format!("{entry} is not an IP address, or an address and a port"))
+            })
+            .collect()
+    }
+
+    pub fn mx_timeout(&self) -> Duration {
+        Duration::from_millis(self.mx_timeout_ms)
     }
 
     /// The outbound address policy of `outbound_allow` (validated at load), refusing Gavel's
@@ -464,6 +502,9 @@ mod tests {
             ("GAVEL_IDLE_TIMEOUT_MS", "0", "idle_timeout_ms"),
             ("GAVEL_IDLE_TIMEOUT_MS", "60000", "idle_timeout_ms"),
             ("GAVEL_MAX_CONNECTIONS", "0", "max_connections"),
+            ("GAVEL_MX_TIMEOUT_MS", "0", "mx_timeout_ms"),
+            ("GAVEL_MX_NAMESERVERS", "dns.example", "mx_nameservers"),
+            ("GAVEL_MX_LOOKUP", "maybe", "mx_lookup"),
         ];
         for (key, value, setting) in cases {
             let error = Settings::load_from(None, env(&[(key, value)]))
@@ -526,6 +567,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("delivery_timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn mx_lookup_is_off_by_default_and_names_its_nameservers() {
+        let settings = Settings::load_from(None, env(&[])).unwrap();
+        assert!(!settings.mx_lookup);
+        assert_eq!(settings.mx_nameserver_addresses().unwrap(), []);
+        assert_eq!(settings.mx_timeout(), Duration::from_millis(1500));
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("GAVEL_MX_LOOKUP", "true"),
+                ("GAVEL_MX_NAMESERVERS", "10.0.0.2, 127.0.0.1:5353,[::1]:53"),
+            ]),
+        )
+        .unwrap();
+        assert!(settings.mx_lookup);
+        let addresses: Vec<String> = settings
+            .mx_nameserver_addresses()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addresses, ["10.0.0.2:53", "127.0.0.1:5353", "[::1]:53"]);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod returns;
 pub mod store;
 pub mod suppression;
 pub mod telemetry;
+pub mod validation_mx;
 pub mod verification;
 
 pub use error::Error;

@@ -81,6 +81,20 @@ pub fn verification(provider: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
+/// An email field's `require_mx` rule at a post (docs/validation.md): `deliverable`,
+/// `refused`, `passed_open` (the DNS did not answer: timeout, SERVFAIL) or `disabled` (the
+/// `mx_lookup` setting is off).
+pub fn mx_check(outcome: &'static str) {
+    metrics::counter!("gavel_email_mx_checks_total", "outcome" => outcome).increment(1);
+}
+
+/// An MX look-up made (not answered by the cache), by outcome: `deliverable`, `no_domain`,
+/// `null_mx`, `no_mail_host`, `timeout`, `servfail` or `error`.
+pub fn mx_lookup(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("gavel_email_mx_lookups_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("gavel_email_mx_lookup_duration_seconds").record(seconds(elapsed));
+}
+
 /// A settled post: `sold`, `partially_sold` or `unsold`.
 pub fn post(status: &str, elapsed: Duration) {
     metrics::counter!("gavel_posts_total", "status" => status.to_owned()).increment(1);

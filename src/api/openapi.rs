@@ -77,7 +77,7 @@ const PARTNER_ERRORS: &[(&str, &str)] = &[
     ("415", "unsupported_media_type"),
     (
         "422",
-        "invalid_field, unknown_field, pii_in_ping, ping_post_mismatch, consent_required; with an offer's validation rules (docs/validation.md): invalid_phone, invalid_email, disposable_email, invalid_zip, zip_state_mismatch",
+        "invalid_field, unknown_field, pii_in_ping, ping_post_mismatch, consent_required; with an offer's validation rules (docs/validation.md): invalid_phone, invalid_email, disposable_email, invalid_zip, zip_state_mismatch; at the post with require_mx: email_domain_unreachable",
     ),
     ("429", "rate_limited (with Retry-After)"),
     ("503", "unavailable, overloaded"),

@@ -345,6 +345,7 @@ fn field_error(error: LeadError) -> FieldError {
         LeadErrorCode::DisposableEmail => ErrorCode::DisposableEmail,
         LeadErrorCode::InvalidZip => ErrorCode::InvalidZip,
         LeadErrorCode::ZipStateMismatch => ErrorCode::ZipStateMismatch,
+        LeadErrorCode::EmailDomainUnreachable => ErrorCode::EmailDomainUnreachable,
     };
     FieldError {
         pointer: error.pointer,

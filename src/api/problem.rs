@@ -34,6 +34,7 @@ pub enum ErrorCode {
     DisposableEmail,
     InvalidZip,
     ZipStateMismatch,
+    EmailDomainUnreachable,
     InvalidConfig,
     PaymentExceedsBalance,
     RateLimited,
@@ -77,6 +78,7 @@ impl ErrorCode {
             Self::DisposableEmail => "disposable_email",
             Self::InvalidZip => "invalid_zip",
             Self::ZipStateMismatch => "zip_state_mismatch",
+            Self::EmailDomainUnreachable => "email_domain_unreachable",
             Self::InvalidConfig => "invalid_config",
             Self::PaymentExceedsBalance => "payment_exceeds_balance",
             Self::RateLimited => "rate_limited",
@@ -125,6 +127,7 @@ impl ErrorCode {
             | Self::DisposableEmail
             | Self::InvalidZip
             | Self::ZipStateMismatch
+            | Self::EmailDomainUnreachable
             | Self::InvalidConfig
             | Self::ReturnReasonNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -163,6 +166,9 @@ impl ErrorCode {
             Self::DisposableEmail => "An email address is at a disposable email domain",
             Self::InvalidZip => "A ZIP code is not valid",
             Self::ZipStateMismatch => "A ZIP code is not in the lead's state",
+            Self::EmailDomainUnreachable => {
+                "An email address is at a domain that receives no email"
+            }
             Self::InvalidConfig => "The configuration breaks a rule",
             Self::PaymentExceedsBalance => "The payment is more than the partner's balance",
             Self::RateLimited => "Too many requests",

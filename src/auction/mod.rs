@@ -37,8 +37,8 @@ pub use outcome::{ContractOutcome, PingStatus};
 pub use pricing::{effective_floor, meets_floor};
 pub use schedule::CompiledSchedule;
 pub use schema::{
-    CompiledSchema, LeadError, LeadErrorCode, PreparedLead, check_post_matches_ping, is_email,
-    normalize_email, normalize_phone, validate_ping, validate_post,
+    CompiledSchema, LeadError, LeadErrorCode, MxCheck, PreparedLead, check_post_matches_ping,
+    is_email, normalize_email, normalize_phone, validate_ping, validate_post,
 };
 pub use select::{
     Bid, DEFAULT_WEIGHT, Loser, RtbCandidate, Selection, Winner, rtb_calls, seed_of, select,

@@ -42,6 +42,7 @@ text_codes! {
         DisposableEmail,
         InvalidZip,
         ZipStateMismatch,
+        EmailDomainUnreachable,
     }
 }
 
@@ -390,6 +391,47 @@ impl CompiledSchema {
                 });
             }
         }
+    }
+}
+
+/// An email field whose `require_mx` rule asks for a DNS look-up at the post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxCheck {
+    /// `/lead/<field>`.
+    pub pointer: String,
+    pub field: String,
+    /// The address's domain, lower-cased, without a trailing dot.
+    pub domain: String,
+}
+
+impl MxCheck {
+    /// The lead's error when the domain receives no mail (never the address or the domain).
+    pub fn refusal(&self) -> LeadError {
+        LeadError {
+            pointer: self.pointer.clone(),
+            code: LeadErrorCode::EmailDomainUnreachable,
+            message: format!("{} is at a domain that receives no email", self.field),
+        }
+    }
+}
+
+impl CompiledSchema {
+    /// The email fields of a (validated) post's lead whose `require_mx` rule is on and that
+    /// hold a value, in schema order: what the post looks up (docs/validation.md).
+    pub fn mx_checks(&self, lead: &Map<String, Value>) -> Vec<MxCheck> {
+        self.fields
+            .iter()
+            .filter(|field| field.rules.require_mx && field.field_type == FieldType::Email)
+            .filter_map(|field| {
+                let text = lead.get(&field.name)?.as_str()?;
+                let domain = super::validation::email::domain_of(text)?;
+                Some(MxCheck {
+                    pointer: field.pointer.clone(),
+                    field: field.name.clone(),
+                    domain,
+                })
+            })
+            .collect()
     }
 }
 

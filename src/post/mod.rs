@@ -130,6 +130,10 @@ pub async fn direct(
     if !errors.is_empty() {
         return Err(lead_problem(errors));
     }
+    // The email domains' MX look-ups, once every cheap check passed, before the auction.
+    crate::validation_mx::check_lead(&state.mx, &offer.schema, &lead)
+        .await
+        .map_err(lead_problem)?;
     // The offer's dedup runs on the real consumer, as a ping's hashes would have it.
     dedup_hashes.extend(
         PostedLead::hash_keys(offer.schema.consumer_keys(&lead))
@@ -259,6 +263,11 @@ async fn post_to_winners(
     }
     // 1–2. Not expired, the lead valid and bound to the ping, the bids the ping's.
     check(campaign, &ping, &bids, &request, now)?;
+    // 2. The email domains' MX look-ups (docs/validation.md), once every cheap check passed and
+    // before the claim: a refused post leaves the ping postable.
+    crate::validation_mx::check_lead(&state.mx, &campaign.offer.schema, &request.lead)
+        .await
+        .map_err(lead_problem)?;
 
     let source = source_of(campaign);
     let lead_id = Uuid::now_v7();

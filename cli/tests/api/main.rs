@@ -26,6 +26,7 @@ mod group;
 mod hygiene;
 mod idempotency;
 mod metrics;
+mod mx;
 mod names;
 mod notices;
 mod ops;

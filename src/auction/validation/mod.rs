@@ -4,12 +4,15 @@
 //! - `phone`: `{"nanp": true}`: a dialable North American number ([`phone::nanp_problem`]).
 //! - `email`: `{"strict_syntax": true, "refuse_disposable": true}`: a practical address
 //!   syntax ([`email::syntax_problem`]); no disposable domain ([`email::is_disposable`]).
+//!   `{"require_mx": true}`: a domain that receives mail; only its decisions are here
+//!   ([`mx`]), the DNS look-up is at the post's edge (`crate::validation_mx`).
 //! - `string`: `{"zip_state": "<state field>"}`: a US ZIP code, consistent with the state in
 //!   the named field ([`zip::zip_state_problem`]).
 //!
 //! Everything here is pure: the data tables are compiled into the binary.
 
 pub mod email;
+pub mod mx;
 pub mod phone;
 pub mod zip;
 
@@ -30,6 +33,8 @@ struct RulesSpec {
     #[serde(default)]
     refuse_disposable: bool,
     #[serde(default)]
+    require_mx: bool,
+    #[serde(default)]
     zip_state: Option<String>,
 }
 
@@ -42,6 +47,9 @@ pub struct FieldRules {
     pub strict_syntax: bool,
     /// `email`: no disposable domain.
     pub refuse_disposable: bool,
+    /// `email`: a domain that receives mail (MX, or A/AAAA without MX), looked up at the post
+    /// only and only when the server's `mx_lookup` setting is on; not judged by [`Self::check`].
+    pub require_mx: bool,
     /// `string`: the value is a US ZIP whose state is in the field so named.
     pub zip_state: Option<String>,
 }
@@ -87,6 +95,7 @@ impl FieldRules {
             "refuse_disposable",
             &[FieldType::Email],
         );
+        fits(spec.require_mx, "require_mx", &[FieldType::Email]);
         fits(spec.zip_state.is_some(), "zip_state", &[FieldType::String]);
         if spec.zip_state.as_deref().is_some_and(str::is_empty) {
             errors.push(ConfigError::new(
@@ -98,6 +107,7 @@ impl FieldRules {
             nanp: spec.nanp,
             strict_syntax: spec.strict_syntax,
             refuse_disposable: spec.refuse_disposable,
+            require_mx: spec.require_mx,
             zip_state: spec.zip_state,
         })
     }
@@ -176,6 +186,18 @@ mod tests {
             .is_ok()
         );
         assert!(compile(json!({"zip_state": "state"}), FieldType::String).is_ok());
+        assert_eq!(
+            compile(json!({"require_mx": true}), FieldType::Email).unwrap(),
+            FieldRules {
+                require_mx: true,
+                ..FieldRules::default()
+            }
+        );
+        assert_eq!(
+            compile(json!({"require_mx": true}), FieldType::Phone).unwrap_err(),
+            ["/fields/3/validation/require_mx require_mx applies to type email, not phone"]
+        );
+        assert!(compile(json!({"require_mx": 1}), FieldType::Email).is_err());
         assert!(compile(json!({}), FieldType::Integer).is_ok());
         assert_eq!(
             compile(
