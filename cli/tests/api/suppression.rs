@@ -366,3 +366,67 @@ async fn uploads_and_attachments_are_validated_with_pointers_and_each_tenant_s_o
         .await;
     assert_eq!(list["entry_count"], 2, "{list}");
 }
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_list_of_a_million_consumers_suppresses_at_the_ping_and_at_the_post(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "multisell").await;
+    let buyers = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": "accepted" })))
+        .mount(&buyers)
+        .await;
+    let (buyer, _) = exchange
+        .buyer_with(100_000, shared_to(&buyers, "buyer"))
+        .await;
+    // A million consumers (the hashes of numbers, as `gavel bench --suppression-entries`
+    // seeds them), then the posted consumer's phone among them, on the offer.
+    let list_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO suppression_lists (tenant_id, id, name, entry_count) VALUES ($1, $2, 'Big', 1000001)",
+    )
+    .bind(exchange.tenant_id)
+    .bind(list_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO suppression_entries (tenant_id, list_id, hash)
+         SELECT $1, $2, sha256(n::text::bytea) FROM generate_series(1, 1000000) AS n
+         UNION ALL SELECT $1, $2, sha256('2145550123'::bytea)",
+    )
+    .bind(exchange.tenant_id)
+    .bind(list_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE offers SET suppression_list_ids = ARRAY[$2] WHERE id = $1")
+        .bind(exchange.offer_id)
+        .bind(list_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let app = spawn_app(pool.clone()).await;
+    let key = &exchange.posting_key;
+
+    // At the ping: one of the million, found by its hash; a consumer not on it bids.
+    let listed = json!({ "lead": ping_lead(), "dedup": { "email_sha256": sha256_hex("777777") } });
+    let (_, ping) = app.ping(key, listed).await;
+    assert_eq!(ping["status"], "no_bids", "{ping}");
+    let unlisted =
+        json!({ "lead": ping_lead(), "dedup": { "email_sha256": sha256_hex("1000001") } });
+    let (_, ping) = app.ping(key, unlisted).await;
+    assert_eq!(ping["status"], "bids", "{ping}");
+
+    // At the post: the posted phone (the full lead's 214-555-0123) is on the list.
+    let (status, post) = app
+        .post(
+            key,
+            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
+        )
+        .await;
+    assert_eq!(status, 200, "{post}");
+    assert_eq!(post["status"], "unsold", "{post}");
+    assert_eq!(post["results"][0]["status"], "suppressed", "{post}");
+    assert_eq!(deliveries_to(&buyers, "buyer").await, 0);
+    assert_eq!(exchange.buyer_books(buyer).await, (100_000, 100_000));
+}
