@@ -298,12 +298,10 @@ async fn settle_one(
         Err(stopped) => return unreserved(SaleStatus::Failed, Some(stopped.to_owned())).await,
     };
     // The posted consumer is on one of the contract's suppression lists: nothing is reserved.
+    // The reason reaches the partner: the list's id, never its name (which may say more than
+    // the tenant wants its sellers to read).
     if let Some(list) = contract.suppressed_by(&posted.suppressed_lists) {
-        let name = posted.campaign.tenant.suppression_list_names.get(&list);
-        let reason = format!(
-            "the consumer is on the suppression list {} ({list})",
-            name.map_or("", String::as_str)
-        );
+        let reason = format!("the consumer is on a suppression list ({list})");
         return unreserved(SaleStatus::Suppressed, Some(reason)).await;
     }
 
