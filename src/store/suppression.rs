@@ -81,6 +81,25 @@ pub async fn remove(
     }))
 }
 
+/// How many of the hashes the tenant's list holds.
+pub async fn count_listed(
+    db: &PgPool,
+    tenant_id: Uuid,
+    list_id: Uuid,
+    hashes: &[[u8; 32]],
+) -> Result<i64, sqlx::Error> {
+    let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "listed!" FROM suppression_entries
+         WHERE tenant_id = $1 AND list_id = $2 AND hash = ANY($3::bytea[])"#,
+        tenant_id,
+        list_id,
+        &hashes as _,
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// Those of `ids` that are the tenant's lists.
 pub async fn existing(
     conn: &mut PgConnection,

@@ -283,6 +283,18 @@ async fn uploads_and_attachments_are_validated_with_pointers_and_each_tenant_s_o
         .await;
     assert_eq!(list["entry_count"], 0, "nothing half-written: {list}");
 
+    // A consumer's request: are they on it?
+    let lookup = format!("/v1/admin/suppression-lists/{list_id}/lookup");
+    let (status, found) = app
+        .admin(
+            Method::POST,
+            &lookup,
+            admin,
+            Some(json!({ "emails": ["Ada@Example.com"] })),
+        )
+        .await;
+    assert_eq!((status, &found["listed"]), (200, &json!(0)), "{found}");
+
     // Hashes straight from another system.
     let (status, changed) = app
         .admin(
@@ -296,6 +308,19 @@ async fn uploads_and_attachments_are_validated_with_pointers_and_each_tenant_s_o
         (status, &changed["entry_count"]),
         (200, &json!(2)),
         "{changed}"
+    );
+    let (_, found) = app
+        .admin(
+            Method::POST,
+            &lookup,
+            admin,
+            Some(json!({ "emails": ["Ada@Example.com", "bob@example.com"], "phones": ["214-555-0123"] })),
+        )
+        .await;
+    assert_eq!(
+        (&found["checked"], &found["listed"]),
+        (&json!(3), &json!(2)),
+        "{found}"
     );
 
     // Attachments name the tenant's lists only.

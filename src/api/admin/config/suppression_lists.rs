@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     resource_router().merge(
         OpenApiRouter::new()
             .routes(routes!(add_entries, remove_entries))
+            .routes(routes!(look_up_entries))
             .layer(DefaultBodyLimit::max(UPLOAD_LIMIT_BYTES)),
     )
 }
@@ -112,6 +113,25 @@ async fn read_entries(request: Request) -> Result<Vec<[u8; 32]>, Problem> {
     Ok(from_json(&body)?)
 }
 
+/// How many of a batch's consumers a list holds.
+#[derive(Serialize, ToSchema)]
+pub struct EntriesFound {
+    /// Distinct consumers the batch named.
+    checked: usize,
+    /// How many of them are on the list.
+    listed: i64,
+}
+
+/// The list, if it is the tenant's (another tenant's is not found, whatever the body).
+async fn own_list(state: &AppState, tenant: Uuid, id: &str) -> Result<Uuid, Problem> {
+    let list_id = parse_id(id)?;
+    let mut conn = state.db.acquire().await?;
+    if !crate::store::admin::exists::<SuppressionLists>(&mut conn, tenant, list_id).await? {
+        return Err(Problem::not_found());
+    }
+    Ok(list_id)
+}
+
 async fn change_entries(
     state: &AppState,
     tenant: Uuid,
@@ -119,13 +139,7 @@ async fn change_entries(
     request: Request,
     add: bool,
 ) -> Result<Json<EntriesChanged>, Problem> {
-    let list_id = parse_id(id)?;
-    // Another tenant's list is not found, whatever the body.
-    let mut conn = state.db.acquire().await?;
-    if !crate::store::admin::exists::<SuppressionLists>(&mut conn, tenant, list_id).await? {
-        return Err(Problem::not_found());
-    }
-    drop(conn);
+    let list_id = own_list(state, tenant, id).await?;
     let hashes = read_entries(request).await?;
     let changed = if add {
         suppression::add(&state.db, tenant, list_id, &hashes).await?
@@ -173,6 +187,27 @@ async fn remove_entries(
     request: Request,
 ) -> Result<Json<EntriesChanged>, Problem> {
     change_entries(&state, tenant, &id, request, false).await
+}
+
+/// Whether consumers are on the list (a consumer's request, an audit): the same bodies as the
+/// upload; answers how many of them the list holds. Nothing is written or logged.
+#[utoipa::path(post, path = "/v1/admin/suppression-lists/{id}/lookup", tag = "suppression",
+    params(("id" = Uuid, Path)),
+    request_body(content((Object = "application/json"), (String = "text/csv"))),
+    responses((status = 200, body = EntriesFound)))]
+async fn look_up_entries(
+    State(state): State<AppState>,
+    AdminTenant(tenant): AdminTenant,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<EntriesFound>, Problem> {
+    let list_id = own_list(&state, tenant, &id).await?;
+    let hashes = read_entries(request).await?;
+    let listed = suppression::count_listed(&state.db, tenant, list_id, &hashes).await?;
+    Ok(Json(EntriesFound {
+        checked: hashes.len(),
+        listed,
+    }))
 }
 
 super::resource_routes! {
