@@ -461,6 +461,13 @@ async fn fuzzed_partner_bodies_never_fail_badly_nor_echo(pool: PgPool) {
 async fn fuzzed_admin_bodies_never_fail_badly_nor_echo_in_errors(pool: PgPool) {
     let (app, exchange, buyer, contract) = fuzzed_app(&pool).await;
     let key = exchange.admin_key.clone();
+    let list = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO suppression_lists (tenant_id, id, name) VALUES ($1, $2, 'DNC')")
+        .bind(exchange.tenant_id)
+        .bind(list)
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut routes = Vec::new();
     for (kind, id) in [
         ("partners", exchange.partner_id),
@@ -468,10 +475,18 @@ async fn fuzzed_admin_bodies_never_fail_badly_nor_echo_in_errors(pool: PgPool) {
         ("offers", exchange.offer_id),
         ("campaigns", exchange.campaign_id),
         ("contracts", contract),
+        ("suppression-lists", list),
     ] {
         let mut resource = get(&app, &key, &format!("/v1/admin/{kind}/{id}")).await;
         if let Value::Object(map) = &mut resource {
-            for read_only in ["id", "created_at", "updated_at", "balance", "posting_key"] {
+            for read_only in [
+                "id",
+                "created_at",
+                "updated_at",
+                "balance",
+                "posting_key",
+                "entry_count",
+            ] {
                 map.remove(read_only);
             }
             if let Some(name) = map.get_mut("name") {
@@ -499,6 +514,15 @@ async fn fuzzed_admin_bodies_never_fail_badly_nor_echo_in_errors(pool: PgPool) {
         key: key.clone(),
         base: json!({ "amount": 12.5, "note": "wire 1123" }),
         success_shows_input: true,
+    });
+    // A list's entries: the values are hashed, never answered.
+    routes.push(Route {
+        method: Method::POST,
+        path: format!("/v1/admin/suppression-lists/{list}/entries"),
+        key: key.clone(),
+        base: json!({ "emails": ["ada@example.com"], "phones": ["2145550123"],
+                      "hashes": [hex::encode([7u8; 32])] }),
+        success_shows_input: false,
     });
     for (seed, route) in routes.iter().enumerate() {
         fuzz(&app, route, seed as u8 + 10).await;
