@@ -8,7 +8,7 @@
 //! share one look-up. A timeout or a failure passes the lead (open), counted in
 //! `gavel_email_mx_checks_total{outcome="passed_open"}`.
 //!
-//! No log line names the address; the domain alone appears at debug level.
+//! No log line names the address or its domain (only the look-up's outcome, at debug level).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ impl MxLookup {
                     };
                 let outcome = outcome_of(verdict);
                 crate::meters::mx_lookup(outcome, started.elapsed());
-                tracing::debug!(domain, outcome, "email domain MX look-up");
+                tracing::debug!(outcome, "email domain MX look-up");
                 Kept { verdict, keep }
             })
             .await;

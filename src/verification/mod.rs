@@ -27,6 +27,11 @@ pub const MAX_STEPS: usize = 10;
 /// A step's timeout when it names none, and the longest it may name.
 pub const DEFAULT_TIMEOUT_MS: u32 = 3_000;
 pub const MAX_TIMEOUT_MS: u32 = 10_000;
+/// The most the steps' timeouts may add up to: the steps run one after the other before any
+/// sale is reserved, and a post with no sale a minute after its claim is answered by the
+/// interrupted-post sweep (`store::sales::answer_interrupted_posts`), so verification must end
+/// well within that minute.
+pub const MAX_TOTAL_TIMEOUT_MS: u32 = 20_000;
 /// Longest credential (an API key, an account code) a step may hold.
 const MAX_SECRET_CHARS: usize = 512;
 
@@ -140,6 +145,13 @@ pub fn parse(value: &Value, at: &str) -> Result<Vec<Step>, Vec<ConfigError>> {
             Ok(step) => steps.push(step),
             Err(found) => errors.extend(found),
         }
+    }
+    let total: u128 = steps.iter().map(|step| step.timeout.as_millis()).sum();
+    if errors.is_empty() && total > u128::from(MAX_TOTAL_TIMEOUT_MS) {
+        errors.push(ConfigError::new(
+            at,
+            format!("the steps' timeout_ms add up to {total}: at most {MAX_TOTAL_TIMEOUT_MS}"),
+        ));
     }
     if errors.is_empty() {
         Ok(steps)
@@ -333,6 +345,20 @@ mod tests {
             .into_iter()
             .map(|e| e.pointer)
             .collect()
+    }
+
+    #[test]
+    fn the_steps_timeouts_add_up_to_at_most_twenty_seconds() {
+        let step = |ms: u32| json!({"type": "trustedform", "api_key": "K", "timeout_ms": ms});
+        assert!(parse(&json!([step(10_000), step(10_000)]), "/verification").is_ok());
+        let errors = parse(
+            &json!([step(10_000), step(10_000), step(100)]),
+            "/verification",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].pointer, "/verification");
     }
 
     #[test]
