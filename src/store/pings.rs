@@ -58,7 +58,7 @@ pub struct StateRequest {
     pub buyer_caps: Vec<ContractKeys>,
     /// The suppression lists to look the consumer's hashes up in (the offer's, with its
     /// contracts').
-    pub suppression_lists: Vec<Uuid>,
+    pub suppression_lists: Arc<[Uuid]>,
 }
 
 struct StateRow {

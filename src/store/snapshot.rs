@@ -106,8 +106,8 @@ pub struct OfferConfig {
     /// The cascade at post (docs/revenue-recovery.md §1).
     pub cascade: CascadeRules,
     /// Every active suppression list a consumer of the offer is looked up in: the offer's
-    /// and its contracts' (docs/suppression.md).
-    pub suppression_lists: Vec<Uuid>,
+    /// and its contracts' (docs/suppression.md). Shared: each ping's state read takes a copy.
+    pub suppression_lists: Arc<[Uuid]>,
     /// Consent verification at post, in order (docs/verification.md).
     pub verification: Arc<[crate::verification::Step]>,
 }
@@ -599,7 +599,7 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
     for row in rows.offers {
         match compile_offer(&row) {
             Ok(mut offer) => {
-                offer.suppression_lists = active(row.tenant_id, &row.suppression_list_ids);
+                offer.suppression_lists = active(row.tenant_id, &row.suppression_list_ids).into();
                 offers.insert((row.tenant_id, row.id), offer);
             }
             Err(errors) => log_invalid("offer", row.tenant_id, row.id, &errors),
@@ -612,12 +612,11 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
         match compile_contract(&row, &offer.schema) {
             Ok(mut contract) => {
                 // The offer's lists first: they are what the contract shares with the others.
-                let mut lists = offer.suppression_lists.clone();
-                for id in active(row.tenant_id, &row.suppression_list_ids) {
-                    if !lists.contains(&id) {
-                        lists.push(id);
-                    }
-                }
+                let mut lists = offer.suppression_lists.to_vec();
+                add_new(
+                    &mut lists,
+                    &active(row.tenant_id, &row.suppression_list_ids),
+                );
                 contract.suppression_lists = lists;
                 offer.contracts.push(Arc::new(contract))
             }
@@ -626,15 +625,11 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
     }
     // What a consumer of each offer is looked up in: every list of the offer's contracts.
     for offer in offers.values_mut() {
-        let mut lists = offer.suppression_lists.clone();
+        let mut lists = offer.suppression_lists.to_vec();
         for contract in &offer.contracts {
-            for id in &contract.suppression_lists {
-                if !lists.contains(id) {
-                    lists.push(*id);
-                }
-            }
+            add_new(&mut lists, &contract.suppression_lists);
         }
-        offer.suppression_lists = lists;
+        offer.suppression_lists = lists.into();
     }
     for ((tenant_id, offer_id), offer) in offers {
         if let Some(tenant) = tenants.get_mut(&tenant_id) {
@@ -654,6 +649,15 @@ fn compile(rows: Rows) -> Vec<TenantConfig> {
         }
     }
     tenants.into_values().collect()
+}
+
+/// Appends those of `ids` that `lists` does not hold yet, in order.
+fn add_new(lists: &mut Vec<Uuid>, ids: &[Uuid]) {
+    for id in ids {
+        if !lists.contains(id) {
+            lists.push(*id);
+        }
+    }
 }
 
 fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
@@ -681,7 +685,7 @@ fn compile_offer(row: &OfferRow) -> Result<OfferConfig, Vec<ConfigError>> {
         schema,
         contracts: Vec::new(),
         cascade: CascadeRules::parse(&row.cascade, "/cascade")?,
-        suppression_lists: Vec::new(),
+        suppression_lists: Arc::new([]),
         verification: crate::verification::parse(&row.verification, "/verification")?.into(),
     })
 }
