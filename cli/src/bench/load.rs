@@ -16,6 +16,8 @@ pub(super) struct Load {
     pub(super) pings: u64,
     pub(super) pings_with_bids: u64,
     pub(super) ping_micros: Vec<u64>,
+    /// Each answered ping's second of the run (by its planned send time) and latency.
+    pub(super) ping_seconds: Vec<(u64, u64)>,
     pub(super) posts: u64,
     pub(super) posts_sold: u64,
     pub(super) post_micros: Vec<u64>,
@@ -27,6 +29,8 @@ pub(super) struct Load {
 
 /// One ping, and its post for a share of those with bids.
 struct Outcome {
+    /// When the ping was due to leave.
+    planned: Instant,
     ping: Result<(u16, u64, bool), ()>,
     /// The id of a ping with bids.
     ping_id: Option<Uuid>,
@@ -48,6 +52,7 @@ async fn one_lead(
         _ => None,
     };
     Outcome {
+        planned,
         ping,
         ping_id: ping_id.and_then(|id| id.as_str()?.parse().ok()),
         post,
@@ -125,26 +130,33 @@ async fn drive_posts_only(
     let clients = options.concurrency.max(1);
     let measured = Duration::from_secs(options.duration);
     let mut load = Load::default();
-    let pinging_until = Instant::now() + measured;
+    let pinging_started = Instant::now();
+    let pinging_until = pinging_started + measured;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let (client, base, key) = (client.clone(), base.to_owned(), key.to_owned());
         workers.spawn(async move {
             let mut pinged = Vec::new();
             while Instant::now() < pinging_until {
-                pinged.push(send_ping(&client, &base, &key, Instant::now()).await);
+                let planned = Instant::now();
+                let (ping, ping_id) = send_ping(&client, &base, &key, planned).await;
+                pinged.push((planned, ping, ping_id));
             }
             pinged
         });
     }
     let mut ping_ids = Vec::new();
     while let Some(pinged) = workers.join_next().await {
-        for (ping, ping_id) in pinged? {
-            load.add(Outcome {
-                ping,
-                ping_id: None,
-                post: None,
-            });
+        for (planned, ping, ping_id) in pinged? {
+            load.add(
+                Outcome {
+                    planned,
+                    ping,
+                    ping_id: None,
+                    post: None,
+                },
+                pinging_started,
+            );
             ping_ids.extend(ping_id);
         }
     }
@@ -181,12 +193,15 @@ async fn drive_posts_only(
 }
 
 impl Load {
-    fn add(&mut self, outcome: Outcome) {
+    /// Tallies one lead of a run that started at `started`.
+    fn add(&mut self, outcome: Outcome, started: Instant) {
         self.pings += 1;
         match outcome.ping {
             Ok((status, micros, bids)) => {
                 if status == 200 {
                     self.ping_micros.push(micros);
+                    let second = outcome.planned.saturating_duration_since(started).as_secs();
+                    self.ping_seconds.push((second, micros));
                     self.pings_with_bids += u64::from(bids);
                     self.pings_with_bids_timed
                         .extend(outcome.ping_id.map(|ping_id| (ping_id, micros)));
@@ -243,7 +258,7 @@ pub(super) async fn drive(base: &str, key: &str, options: &BenchOptions) -> Resu
     drive_for(&client, base, key, options, measured, sender).await?;
     let mut load = Load::default();
     while let Some(outcome) = receiver.recv().await {
-        load.add(outcome);
+        load.add(outcome, started);
     }
     load.elapsed = started.elapsed().max(measured);
     Ok(load)

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::local_pg::{LocalPgOptions, LocalPostgres};
 use buyers::FakeBuyers;
 use load::drive;
-use pgbench::{PING_WRITE, RESERVATION, pgbench};
+use pgbench::{NAIVE_PING_WRITE, PING_WRITE, RESERVATION, pgbench};
 use seed::seed;
 use server::ServerProcess;
 
@@ -128,6 +128,34 @@ impl Latency {
     }
 }
 
+/// The pings sent in one second of the run.
+#[derive(Debug, Serialize)]
+pub struct Second {
+    pub second: u64,
+    pub count: usize,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Second {
+    /// Slices `(second, micros)` samples by second.
+    fn slices(mut samples: Vec<(u64, u64)>) -> Vec<Second> {
+        samples.sort_unstable();
+        samples
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|chunk| {
+                let latency = Latency::of(chunk.iter().map(|(_, micros)| *micros).collect());
+                Second {
+                    second: chunk[0].0,
+                    count: latency.count,
+                    p99_ms: latency.p99_ms,
+                    max_ms: latency.max_ms,
+                }
+            })
+            .collect()
+    }
+}
+
 /// One pgbench run: a script at one client count.
 #[derive(Debug, Serialize)]
 pub struct PgbenchRun {
@@ -149,6 +177,12 @@ pub struct Report {
     pub pings_sent: u64,
     pub pings_per_s: f64,
     pub ping_latency: Latency,
+    /// The pings' latency in each second of the run (by planned send time), for stalls
+    /// that a whole run's percentiles hide.
+    pub ping_seconds: Vec<Second>,
+    /// The worst second's p99, and how many seconds had a p99 over 50 ms.
+    pub worst_second_p99_ms: f64,
+    pub seconds_over_50ms: usize,
     pub pings_with_bids: u64,
     pub posts_sent: u64,
     pub posts_per_s: f64,
@@ -161,10 +195,13 @@ pub struct Report {
     pub server_peak_rss_mib: Option<f64>,
     /// pgbench's best rate over its client counts, and the rate at each count.
     pub pgbench_ping_write_tps: Option<f64>,
+    /// The same ping written naively: its row and one row per contract, one statement.
+    pub pgbench_naive_ping_write_tps: Option<f64>,
     pub pgbench_reservation_tps: Option<f64>,
     pub pgbench_runs: Vec<PgbenchRun>,
     /// Pings per second over pgbench's rate for the ping's own write.
     pub ping_ratio_to_pgbench: Option<f64>,
+    pub ping_ratio_to_naive_pgbench: Option<f64>,
     pub post_ratio_to_pgbench: Option<f64>,
     /// RTB scenarios: each ping's slowest buyer answer (as the buyer measured it, from the
     /// request read to the answer), and what the ping took beyond it — Gavel's own part of
@@ -236,6 +273,10 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
             .reduce(f64::max)
     };
     let pgbench = (best(PING_WRITE), best(RESERVATION));
+    let naive = best(NAIVE_PING_WRITE);
+    let ping_seconds = Second::slices(load.ping_seconds);
+    let worst_second_p99_ms = ping_seconds.iter().map(|s| s.p99_ms).fold(0.0, f64::max);
+    let seconds_over_50ms = ping_seconds.iter().filter(|s| s.p99_ms > 50.0).count();
     pool.close().await;
     let duration = load.elapsed.as_secs_f64();
     let pings_per_s = load.pings as f64 / duration;
@@ -256,6 +297,9 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         pings_sent: load.pings,
         pings_per_s,
         ping_latency: Latency::of(load.ping_micros),
+        ping_seconds,
+        worst_second_p99_ms,
+        seconds_over_50ms,
         pings_with_bids: load.pings_with_bids,
         posts_sent: load.posts,
         posts_per_s,
@@ -268,6 +312,8 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         pgbench_reservation_tps: pgbench.1,
         pgbench_runs,
         ping_ratio_to_pgbench: pgbench.0.map(|tps| pings_per_s / tps),
+        pgbench_naive_ping_write_tps: naive,
+        ping_ratio_to_naive_pgbench: naive.map(|tps| pings_per_s / tps),
         rtb_slowest_answer,
         rtb_ping_beyond_slowest,
         post_ratio_to_pgbench: pgbench
@@ -338,6 +384,19 @@ fn print_report(report: &Report) {
         report.pings_with_bids,
         latency(&report.ping_latency)
     );
+    if let Some(worst) = report
+        .ping_seconds
+        .iter()
+        .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+    {
+        println!(
+            "  pings by second: worst p99 {:.2} ms (second {}), {} of {} seconds with a p99 over 50 ms",
+            worst.p99_ms,
+            worst.second,
+            report.seconds_over_50ms,
+            report.ping_seconds.len()
+        );
+    }
     if report.posts_sent > 0 {
         println!(
             "  posts  {:>8} sent, {:>9.1}/s, {} sold · {}",
@@ -378,6 +437,16 @@ fn print_report(report: &Report) {
         println!(
             "  pgbench, the ping's own write: {tps:.0} tps{} · pings at {:.0} % of it",
             runs(PING_WRITE),
+            ratio * 100.0
+        );
+    }
+    if let (Some(tps), Some(ratio)) = (
+        report.pgbench_naive_ping_write_tps,
+        report.ping_ratio_to_naive_pgbench,
+    ) {
+        println!(
+            "  pgbench, the same ping written naively (a row per contract): {tps:.0} tps{} · pings at {:.0} % of it",
+            runs(NAIVE_PING_WRITE),
             ratio * 100.0
         );
     }

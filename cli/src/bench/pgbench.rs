@@ -29,7 +29,12 @@ pub(super) async fn pgbench(
         seeded.partner_id,
         seeded.offer_id,
     );
-    let ping_write = format!("{};\n", ping_write_statement(db, tenant).await?);
+    let recorded = recorded_ping(db, tenant).await?;
+    let ping_write = format!("{};\n", ping_write_statement(db, tenant, recorded).await?);
+    let naive_ping_write = format!(
+        "{};\n",
+        naive_ping_write_statement(db, tenant, recorded).await?
+    );
     let (buyer, contract, lead) = (seeded.buyer_id, seeded.contract_id, seeded.lead_id);
     // The reservation as a post makes it (one call, committed on its own): a daily leads cap
     // and a monthly spend cap, the buyer's debit, the pending sale and its ledger entry. The
@@ -50,7 +55,11 @@ pub(super) async fn pgbench(
         list => list.iter().map(|&c| c.max(1)).collect(),
     };
     let mut runs = Vec::new();
-    for (name, script) in [(PING_WRITE, &ping_write), (RESERVATION, &reservation)] {
+    for (name, script) in [
+        (PING_WRITE, &ping_write),
+        (NAIVE_PING_WRITE, &naive_ping_write),
+        (RESERVATION, &reservation),
+    ] {
         for &clients in &clients {
             if let Some(tps) = run_pgbench(url, script, clients, options.pgbench_seconds).await? {
                 runs.push(PgbenchRun {
@@ -61,17 +70,21 @@ pub(super) async fn pgbench(
             }
         }
     }
+    sqlx::query("DROP TABLE IF EXISTS bench_naive_distribution")
+        .execute(db)
+        .await?;
     Ok(runs)
 }
 
 /// pgbench's scripts, as `PgbenchRun::script` names them.
 pub(super) const PING_WRITE: &str = "ping_write";
+/// The same ping written the naive way: its row and one row per contract (issue 21's yardstick
+/// for the maximum rate).
+pub(super) const NAIVE_PING_WRITE: &str = "naive_ping_write";
 pub(super) const RESERVATION: &str = "reservation";
 
-/// The ping's own write as one statement of literals: a ping the load recorded (one with
-/// bids) and its contracts' outcomes, every column as Gavel wrote it, under new ids (and new
-/// bid ids for its winners), so pgbench's rows are the rows Gavel writes.
-async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
+/// A ping the load recorded (one with bids, if any), for pgbench to write again.
+async fn recorded_ping(db: &PgPool, tenant_id: Uuid) -> Result<Uuid> {
     let ping_id: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM posting_log l WHERE tenant_id = $1 AND kind = 'ping'
            AND EXISTS (SELECT 1 FROM lead_distribution d WHERE d.tenant_id = l.tenant_id AND d.ping_id = l.id)
@@ -80,14 +93,28 @@ async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
     .bind(tenant_id)
     .fetch_optional(db)
     .await?;
-    let ping_id = ping_id.context("the load recorded no ping for pgbench to write again")?;
-    let (ping, winners, declines): (String, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT format(
-                    '(%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, %L::bigint, %L, '
-                    '%L::bigint, now() + %s * interval ''1 second'')',
-                    p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result,
-                    p.test, p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
-                    coalesce(extract(epoch FROM p.expires_at - p.created_at)::text, 'NULL')),
+    ping_id.context("the load recorded no ping for pgbench to write again")
+}
+
+/// The recorded ping's `posting_log` row as a `VALUES` row of literals, under a new id.
+const PING_ROW: &str = "format(
+    '(%L, gen_random_uuid(), ''ping'', %L, %L, %L, now(), %s, %s, %L, %L, %L, %L::bigint, %L, '
+    '%L::bigint, now() + %s * interval ''1 second'')',
+    p.tenant_id, p.campaign_id, p.partner_id, p.offer_id, p.latency_us, p.http_status, p.result,
+    p.test, p.lead, p.min_payout_cents, p.sale_type, p.payout_cents,
+    coalesce(extract(epoch FROM p.expires_at - p.created_at)::text, 'NULL'))";
+
+const PING_INSERT: &str = "WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, \
+     partner_id, offer_id, created_at, latency_us, http_status, result, test, lead, min_payout_cents, \
+     sale_type, payout_cents, expires_at) VALUES";
+
+/// The ping's own write as one statement of literals: a ping the load recorded (one with
+/// bids) and its contracts' outcomes, every column as Gavel wrote it, under new ids (and new
+/// bid ids for its winners), so pgbench's rows are the rows Gavel writes.
+async fn ping_write_statement(db: &PgPool, tenant_id: Uuid, ping_id: Uuid) -> Result<String> {
+    let (ping, winners, declines): (String, Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // Constants only: no value is spliced into the SQL.
+        "SELECT {PING_ROW},
                 (SELECT string_agg(format(
                      '(%L::uuid, %L::uuid, %L::uuid, %L::bigint, %L::bigint, %L::int, %L::text, %L::text, '
                      '%L::bigint, %L::bigint)',
@@ -100,17 +127,13 @@ async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
                      d.tenant_id, d.contract_ids, d.buyer_ids, d.reasons, d.details, d.exclusive_bids_cents,
                      d.shared_bids_cents, d.rtb_ms, d.rtb_refs)
                  FROM distribution_declines d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)
-         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2",
-    )
+         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2"
+    )))
     .bind(tenant_id)
     .bind(ping_id)
     .fetch_one(db)
     .await?;
-    let mut statement = format!(
-        "WITH ping AS (INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, \
-         created_at, latency_us, http_status, result, test, lead, min_payout_cents, sale_type, payout_cents, \
-         expires_at) VALUES {ping} RETURNING id)"
-    );
+    let mut statement = format!("{PING_INSERT} {ping} RETURNING id)");
     if let Some(winners) = winners {
         statement.push_str(&format!(
             ", winners AS (INSERT INTO distribution_winners (tenant_id, ping_id, created_at, contract_id, \
@@ -130,7 +153,54 @@ async fn ping_write_statement(db: &PgPool, tenant_id: Uuid) -> Result<String> {
         )),
         None => statement.push_str(" SELECT count(*) FROM ping"),
     }
-    // pgbench reads `:name` as one of its variables, even inside a quoted value.
+    refuse_pgbench_variables(statement)
+}
+
+/// The same ping written as a naive design would: its `posting_log` row, then one row per
+/// contract (every outcome's columns, as `lead_distribution` shows them) in a plain table with a
+/// primary key, in one statement. The table has no check constraints, so this errs against
+/// Gavel.
+async fn naive_ping_write_statement(db: &PgPool, tenant_id: Uuid, ping_id: Uuid) -> Result<String> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_naive_distribution (
+             tenant_id uuid NOT NULL, ping_id uuid NOT NULL, contract_id uuid NOT NULL,
+             buyer_id uuid NOT NULL, created_at timestamptz NOT NULL, outcome text NOT NULL,
+             reason text, detail text, exclusive_bid_cents bigint, shared_bid_cents bigint,
+             rtb_ms integer, rtb_ref text, bid_id uuid, sale_type text, price_cents bigint,
+             payout_cents bigint, PRIMARY KEY (tenant_id, ping_id, contract_id))",
+    )
+    .execute(db)
+    .await?;
+    let (ping, contracts): (String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // Constants only: no value is spliced into the SQL.
+        "SELECT {PING_ROW},
+                (SELECT string_agg(format(
+                     '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
+                     '%L::int, %L::text, %L::text, %L::bigint, %L::bigint)',
+                     d.tenant_id, d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail,
+                     d.exclusive_bid_cents, d.shared_bid_cents, d.rtb_ms, d.rtb_ref, d.sale_type,
+                     d.price_cents, d.payout_cents), ', ')
+                 FROM lead_distribution d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)
+         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(ping_id)
+    .fetch_one(db)
+    .await?;
+    let statement = format!(
+        "{PING_INSERT} {ping} RETURNING id) \
+         INSERT INTO bench_naive_distribution (tenant_id, ping_id, contract_id, buyer_id, created_at, \
+         outcome, reason, detail, exclusive_bid_cents, shared_bid_cents, rtb_ms, rtb_ref, bid_id, sale_type, \
+         price_cents, payout_cents) \
+         SELECT v.t, ping.id, v.c, v.b, now(), v.o, v.r, v.d, v.e, v.s, v.m, v.f, \
+         CASE WHEN v.o = 'won' THEN gen_random_uuid() END, v.st, v.p, v.po \
+         FROM ping, (VALUES {contracts}) AS v (t, c, b, o, r, d, e, s, m, f, st, p, po)"
+    );
+    refuse_pgbench_variables(statement)
+}
+
+/// pgbench reads `:name` as one of its variables, even inside a quoted value.
+fn refuse_pgbench_variables(statement: String) -> Result<String> {
     let variable = statement.split("::").any(|part| {
         part.split(':')
             .skip(1)
