@@ -61,6 +61,8 @@ pub struct AppInner {
     /// The pings' state reads and records, grouped under load.
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
+    /// Records written behind their pings' answers (`ping_record_max_wait_ms`).
+    pub pending_pings: crate::pending_pings::PendingPings,
     /// Retries of posts still settling, waiting for their answer (bounded).
     pub post_waiters: crate::post::PostWaiters,
     /// The win and loss notices' queue (`crate::notices`).
@@ -134,6 +136,8 @@ impl AppState {
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
+        let pending_pings =
+            crate::pending_pings::PendingPings::new(settings.max_in_flight_auctions);
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
         let (notices, notice_workers) = crate::notices::Notices::start(
             settings.notice_queue_size,
@@ -159,6 +163,7 @@ impl AppState {
             mx,
             ping_states,
             ping_records,
+            pending_pings,
             post_waiters,
             notices,
             background,
@@ -511,6 +516,9 @@ async fn serve_connections(
             drop(stream);
             continue;
         };
+        // An answer goes out at once, not held back by Nagle's algorithm behind an earlier
+        // segment the client has not acknowledged yet.
+        let _ = stream.set_nodelay(true);
         let (builder, router, stopping) = (Arc::clone(&builder), router.clone(), stopping.clone());
         connections.spawn(async move {
             serve_connection(&builder, stream, router, idle, stopping).await;

@@ -65,6 +65,9 @@ pub struct Settings {
     pub statement_timeout_ms: u64,
     /// Whether a ping's record waits for PostgreSQL's WAL flush (docs/durability.md).
     pub ping_synchronous_commit: bool,
+    /// How long a ping waits for its record's write before answering without it, the write
+    /// going on (docs/durability.md); 0: a ping always waits.
+    pub ping_record_max_wait_ms: u64,
     pub report_max_days: u32,
     pub console_session_hours: u32,
     pub console_secure_cookie: SecureCookie,
@@ -188,6 +191,9 @@ impl Settings {
                 "statement_timeout_ms",
                 "must be between 100 and 3600000 (one hour)",
             );
+        }
+        if self.ping_record_max_wait_ms > 60_000 {
+            return bad("ping_record_max_wait_ms", "must be at most 60000");
         }
         if !(1..=720).contains(&self.console_session_hours) {
             return bad("console_session_hours", "must be between 1 and 720");
@@ -318,6 +324,12 @@ impl Settings {
 
     pub fn statement_timeout(&self) -> Duration {
         Duration::from_millis(self.statement_timeout_ms)
+    }
+
+    /// The bound on a ping's wait for its record (`None`: it always waits).
+    pub fn ping_record_max_wait(&self) -> Option<Duration> {
+        (self.ping_record_max_wait_ms > 0)
+            .then(|| Duration::from_millis(self.ping_record_max_wait_ms))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -477,6 +489,11 @@ mod tests {
             ("GAVEL_DATABASE_URL", "mysql://x", "database_url"),
             ("GAVEL_BODY_LIMIT_BYTES", "-1", "body_limit_bytes"),
             ("GAVEL_STATEMENT_TIMEOUT_MS", "0", "statement_timeout_ms"),
+            (
+                "GAVEL_PING_RECORD_MAX_WAIT_MS",
+                "60001",
+                "ping_record_max_wait_ms",
+            ),
             ("GAVEL_REPORT_MAX_DAYS", "0", "report_max_days"),
             ("GAVEL_CONSOLE_SESSION_HOURS", "0", "console_session_hours"),
             (

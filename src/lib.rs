@@ -37,6 +37,7 @@ pub mod keys;
 pub mod meters;
 pub mod money;
 pub mod notices;
+pub mod pending_pings;
 pub mod pii;
 pub mod post;
 pub mod resources;

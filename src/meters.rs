@@ -155,6 +155,11 @@ pub fn gauges(main: &sqlx::PgPool, ping_groups: &sqlx::PgPool, auctions_in_fligh
     metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
 }
 
+/// A ping answered before its record's write completed (`ping_record_max_wait_ms`).
+pub fn ping_record_behind() {
+    metrics::counter!("gavel_ping_records_behind_total").increment(1);
+}
+
 /// One grouped statement (`ping_state` read, `ping_record` write) serving `requests` pings:
 /// the ratio of the two counters is the average group size.
 pub fn group_statement(statement: &'static str, requests: usize) {

@@ -36,6 +36,8 @@ pub struct LocalPgOptions {
     pub max_connections: u32,
     /// The number of the socket file (`.s.PGSQL.<port>`) instead of 5432.
     pub port: Option<u16>,
+    /// Further settings (`name=value`), e.g. `shared_buffers=1GB`.
+    pub settings: Vec<String>,
 }
 
 impl Default for LocalPgOptions {
@@ -44,6 +46,7 @@ impl Default for LocalPgOptions {
             ephemeral: false,
             max_connections: 100,
             port: None,
+            settings: Vec::new(),
         }
     }
 }
@@ -148,6 +151,9 @@ impl LocalPostgres {
             ] {
                 command.args(["-c", setting]);
             }
+        }
+        for setting in &options.settings {
+            command.args(["-c", setting]);
         }
         if let Some(user) = run_as {
             command.uid(user.uid).gid(user.gid);

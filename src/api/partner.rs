@@ -281,14 +281,42 @@ pub async fn auction(
     };
     record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
-    state
-        .ping_records
-        .run(PingWrite { ping: record, rows })
-        .await?;
+    record_ping(state, ping_id, PingWrite { ping: record, rows }).await?;
     state.notices.send_all(losses);
     crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
+}
+
+/// Writes the ping's record (SPEC §5.1 step 6). Past `ping_record_max_wait_ms` the ping
+/// answers and the write goes on behind it, registered so that a post of the ping waits for
+/// it: a disk that stalls the database's writes does not stall every ping in flight
+/// (docs/durability.md).
+async fn record_ping(state: &AppState, ping_id: Uuid, write: PingWrite) -> Result<(), Problem> {
+    let group = state.ping_records.clone();
+    // The write runs to its end even when this future is dropped (`Group::run`).
+    let mut writing = Box::pin(async move { group.run(write).await });
+    let Some(bound) = state.settings.ping_record_max_wait() else {
+        return Ok(writing.await?);
+    };
+    match tokio::time::timeout(bound, &mut writing).await {
+        Ok(written) => Ok(written?),
+        Err(_) => match state.pending_pings.begin(ping_id) {
+            // Too many behind already: this ping waits for its own (back-pressure).
+            None => Ok(writing.await?),
+            Some(pending) => {
+                crate::meters::ping_record_behind();
+                tokio::spawn(async move {
+                    if let Err(error) = writing.await {
+                        // A post of the ping answers `ping_not_found`, as after a crash.
+                        tracing::error!(%error, "a ping's record written behind its answer failed");
+                    }
+                    drop(pending);
+                });
+                Ok(())
+            }
+        },
+    }
 }
 
 /// Time since `started`, in microseconds, as `posting_log.latency_us` keeps it.

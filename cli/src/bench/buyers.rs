@@ -113,6 +113,9 @@ async fn xml_bid(
         .into_response()
 }
 
+/// How early tokio's timer hands a buyer's wait over to an OS thread (its ticks are 1 ms).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// Waits the drawn answer time and records it for the ping; true when this answer is to be
 /// an HTTP 500 (`--rtb-failure-rate`).
 async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool {
@@ -134,11 +137,21 @@ async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool 
         )
     };
     behaviour.calls.fetch_add(1, Ordering::Relaxed);
-    // Slept on an OS thread (nanosleep wakes within tens of microseconds), not on tokio's
-    // timer, whose millisecond ticks would make every buyer up to 1 ms slower than drawn.
+    // The last moments slept on an OS thread (nanosleep wakes within tens of microseconds),
+    // not on tokio's timer, whose millisecond ticks would make every buyer up to 1 ms slower
+    // than drawn; the rest on tokio's timer, so that 30 calls of a ping do not start 30 OS
+    // threads while Gavel is still sending them (that CPU was counted as Gavel's).
     if delay_us > 0 {
-        let delay = Duration::from_micros(delay_us);
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+        let deadline = started + Duration::from_micros(delay_us);
+        if let Some(early) = deadline.checked_sub(TIMER_SLACK)
+            && early > Instant::now()
+        {
+            tokio::time::sleep_until(early.into()).await;
+        }
+        let rest = deadline.saturating_duration_since(Instant::now());
+        if !rest.is_zero() {
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+        }
     }
     // The time this answer really took here (a late wake-up is the buyer's, not Gavel's).
     if let Some(ping_id) = ping_id {

@@ -88,13 +88,32 @@ pub struct BenchOptions {
     /// `GAVEL_DATABASE_URL` keeps its own settings: with `--durable` it must have them on.
     #[arg(long)]
     pub durable: bool,
+    /// The harness's own PostgreSQL's `shared_buffers` (default: 1GB with `--durable`, as a
+    /// production server is sized, so that a ping's reads rarely evict a page it must first
+    /// flush the WAL for; PostgreSQL's own 128MB otherwise).
+    #[arg(long)]
+    pub shared_buffers: Option<String>,
     /// Seed a suppression list of this many consumers (random hashes) on the offer, so that
     /// every ping and post looks its consumer up in it (docs/suppression.md); 0: no list.
     #[arg(long, default_value_t = 0)]
     pub suppression_entries: u64,
+    /// Run this Gavel executable's server instead of this one's (e.g. the previous build's),
+    /// so that two builds are measured under the same harness.
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchOptions {
+    fn shared_buffers(&self) -> &str {
+        match &self.shared_buffers {
+            Some(size) => size,
+            None if self.durable => "1GB",
+            None => "128MB",
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -221,6 +240,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<()> {
                 ephemeral: !options.durable,
                 max_connections: 300,
                 port: None,
+                settings: vec![format!("shared_buffers={}", options.shared_buffers())],
             };
             let local =
                 tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, &options)).await??;
@@ -255,7 +275,8 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     }
     let buyers = FakeBuyers::start(options).await?;
     let seeded = seed(&pool, options, buyers.address).await?;
-    let server = ServerProcess::start(url, options.max_in_flight).await?;
+    let server =
+        ServerProcess::start(url, options.max_in_flight, options.server_binary.as_deref()).await?;
     let load = drive(&server.base, &seeded.posting_key, options).await?;
     let (rtb_slowest_answer, rtb_ping_beyond_slowest) = buyers.beyond_slowest(&load);
     let rss = server.peak_rss_mib();
@@ -328,18 +349,21 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
 pub struct Durability {
     pub fsync: String,
     pub synchronous_commit: String,
+    pub shared_buffers: String,
 }
 
 impl Durability {
     async fn of(pool: &sqlx::PgPool) -> Result<Durability> {
-        let (fsync, synchronous_commit) = sqlx::query_as(
-            "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+        let (fsync, synchronous_commit, shared_buffers) = sqlx::query_as(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+                    current_setting('shared_buffers')",
         )
         .fetch_one(pool)
         .await?;
         Ok(Durability {
             fsync,
             synchronous_commit,
+            shared_buffers,
         })
     }
 
@@ -368,9 +392,10 @@ fn print_report(report: &Report) {
         );
     }
     println!(
-        "  PostgreSQL fsync {}, synchronous_commit {}{}",
+        "  PostgreSQL fsync {}, synchronous_commit {}, shared_buffers {}{}",
         report.postgres.fsync,
         report.postgres.synchronous_commit,
+        report.postgres.shared_buffers,
         if report.postgres.is_durable() {
             " (durable, as in production)"
         } else {

@@ -13,11 +13,19 @@ pub(super) struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub(super) async fn start(url: &str, max_in_flight: usize) -> Result<ServerProcess> {
+    /// Starts `binary`'s server (this executable's when `None`).
+    pub(super) async fn start(
+        url: &str,
+        max_in_flight: usize,
+        binary: Option<&std::path::Path>,
+    ) -> Result<ServerProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let exe: PathBuf = std::env::current_exe()?;
+        let exe: PathBuf = match binary {
+            Some(binary) => binary.to_owned(),
+            None => std::env::current_exe()?,
+        };
         let mut command = tokio::process::Command::new(exe);
         command
             .arg("serve")

@@ -1,0 +1,112 @@
+//! Pings answered before their record's write completed (`ping_record_max_wait_ms`,
+//! docs/durability.md): when the database stalls on the disk, a ping answers once its bound
+//! has passed and its record is written behind it. A post of such a ping that arrives at this
+//! process meanwhile waits for the write instead of answering `ping_not_found`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The records being written behind their pings' answers, by ping id.
+pub struct PendingPings {
+    writes: Arc<Mutex<HashMap<Uuid, watch::Receiver<()>>>>,
+    /// At most this many at once: past it a ping waits for its record (back-pressure).
+    limit: usize,
+}
+
+/// One record written behind its answer: dropping it (the write done, or failed) releases
+/// every post waiting for it.
+pub struct PendingWrite {
+    ping_id: Uuid,
+    writes: Arc<Mutex<HashMap<Uuid, watch::Receiver<()>>>>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        lock(&self.writes).remove(&self.ping_id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PendingPings {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            writes: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Registers a ping whose record will be written behind its answer; `None` when too many
+    /// are already (the ping then waits for its own).
+    pub fn begin(&self, ping_id: Uuid) -> Option<PendingWrite> {
+        let mut writes = lock(&self.writes);
+        if writes.len() >= self.limit {
+            return None;
+        }
+        let (done, waiting) = watch::channel(());
+        writes.insert(ping_id, waiting);
+        Some(PendingWrite {
+            ping_id,
+            writes: Arc::clone(&self.writes),
+            _done: done,
+        })
+    }
+
+    /// Waits until the ping's record, if being written behind its answer, is written (or its
+    /// write failed) or `deadline` passes. True when there was such a write.
+    pub async fn wait(&self, ping_id: Uuid, deadline: tokio::time::Instant) -> bool {
+        let waiting = lock(&self.writes).get(&ping_id).cloned();
+        let Some(mut waiting) = waiting else {
+            return false;
+        };
+        // The sender is never used: `changed` returns when it is dropped.
+        let _ = tokio::time::timeout_at(deadline, waiting.changed()).await;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_post_waits_for_a_pending_write_and_not_for_an_unknown_ping() {
+        let pending = Arc::new(PendingPings::new(2));
+        let far = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(!pending.wait(Uuid::now_v7(), far).await, "unknown: no wait");
+
+        let ping_id = Uuid::now_v7();
+        let write = pending.begin(ping_id).expect("under the limit");
+        let waiter = tokio::spawn({
+            let pending = Arc::clone(&pending);
+            async move { pending.wait(ping_id, far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the post waits while the write runs");
+        drop(write);
+        assert!(waiter.await.unwrap(), "released when the write ends");
+        assert!(
+            !pending.wait(ping_id, far).await,
+            "written: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn past_its_limit_a_ping_waits_for_its_own_record() {
+        let pending = PendingPings::new(1);
+        let first = pending.begin(Uuid::now_v7());
+        assert!(first.is_some());
+        assert!(pending.begin(Uuid::now_v7()).is_none(), "at the limit");
+        drop(first);
+        assert!(pending.begin(Uuid::now_v7()).is_some(), "room again");
+    }
+}
