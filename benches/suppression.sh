@@ -6,7 +6,7 @@
 # $OUT (default /tmp/supp-bench), summarized at the end.
 set -u
 prev=${1:?previous gavel binary}
-new=${2:?this build's gavel binary}
+new=${2:?this build\'s gavel binary}
 out=${OUT:-/tmp/supp-bench}
 mkdir -p "$out"
 args=(--contracts 30 --rate 300 --post-fraction 0.3 --duration 10 --pgbench-seconds 0 --json)
