@@ -237,19 +237,17 @@ async fn post_to_winners(
 ) -> Result<PostAnswer, Problem> {
     let now = now_of(state);
     let tenant_id = campaign.tenant.id;
-    // 1. The ping, of this campaign, with its bids; if its record is being written behind
-    // its answer here (`ping_record_max_wait_ms`), once that write is done.
-    let find = || sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id);
-    let mut found = find().await?;
-    if found.is_none()
-        && state
-            .pending_pings
-            .wait(request.ping_id, timing.answer_deadline(state))
-            .await
-    {
-        found = find().await?;
-    }
-    let (ping, bids) = found.ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
+    // 1. The ping, of this campaign, with its bids: if its record is being written behind
+    // its answer here (`ping_record_max_wait_ms`), once that write is done. (Asked before the
+    // look-up, not after a miss: a write that ended in between would be missed both ways.)
+    state
+        .pending_pings
+        .wait(request.ping_id, timing.answer_deadline(state))
+        .await;
+    let (ping, bids) =
+        sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
+            .await?
+            .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
     if ping.result != crate::auction::PingStatus::Bids.as_str() {
         return Err(Problem::new(ErrorCode::PingNotPostable)
             .detail(format!("the ping's status is {}", ping.result)));
