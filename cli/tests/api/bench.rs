@@ -68,6 +68,11 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "pgbench_runs",
         "ping_ratio_to_pgbench",
         "post_ratio_to_pgbench",
+        "pgbench_naive_ping_write_tps",
+        "ping_ratio_to_naive_pgbench",
+        "ping_seconds",
+        "worst_second_p99_ms",
+        "seconds_over_50ms",
         "rtb_slowest_answer",
         "rtb_ping_beyond_slowest",
     ] {
@@ -85,6 +90,18 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "every ping answered with bids"
     );
     assert!(report["posts_sold"].as_u64().unwrap() > 0, "{report}");
+    // The pings second by second: every answered ping in one second of the run, the worst
+    // second's p99 the largest.
+    let seconds = report["ping_seconds"].as_array().unwrap();
+    assert!(seconds.len() >= 2, "{report}");
+    let counted: u64 = seconds.iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, report["ping_latency"]["count"].as_u64().unwrap());
+    let worst = seconds
+        .iter()
+        .map(|s| s["p99_ms"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(report["worst_second_p99_ms"].as_f64().unwrap(), worst);
+    assert!(worst <= report["ping_latency"]["max_ms"].as_f64().unwrap());
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
     // Every ping's slowest buyer is known (5 ± 5 ms, as measured by the buyer), and the ping
@@ -117,8 +134,14 @@ async fn the_load_harness_runs_and_reports_every_figure(
         );
         // Each script ran at each client count; the ceiling is its best run.
         let runs = report["pgbench_runs"].as_array().unwrap();
+        // The naive write (a row per contract) runs beside the compact one.
+        assert!(
+            report["pgbench_naive_ping_write_tps"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
         for (script, ceiling) in [
             ("ping_write", "pgbench_ping_write_tps"),
+            ("naive_ping_write", "pgbench_naive_ping_write_tps"),
             ("reservation", "pgbench_reservation_tps"),
         ] {
             let runs: Vec<(u64, f64)> = runs
@@ -236,9 +259,10 @@ async fn durable_figures_come_only_from_a_postgresql_that_flushes_every_commit(
         .unwrap();
     let stdout = crate::harness::successful_stdout(&output);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // Durable and sized as production: fsync and synchronous commit on, shared_buffers 1GB.
     assert_eq!(
         report["postgres"],
-        serde_json::json!({ "fsync": "on", "synchronous_commit": "on" })
+        serde_json::json!({ "fsync": "on", "synchronous_commit": "on", "shared_buffers": "1GB" })
     );
     assert!(
         report["ping_latency"]["count"].as_u64().unwrap() > 0,
