@@ -160,6 +160,11 @@ pub fn ping_record_behind() {
     metrics::counter!("gavel_ping_records_behind_total").increment(1);
 }
 
+/// A ping's record written behind its answer that could not be written.
+pub fn ping_record_lost() {
+    metrics::counter!("gavel_ping_records_lost_total").increment(1);
+}
+
 /// One grouped statement (`ping_state` read, `ping_record` write) serving `requests` pings:
 /// the ratio of the two counters is the average group size.
 pub fn group_statement(statement: &'static str, requests: usize) {

@@ -16,6 +16,17 @@ pub struct PendingPings {
     limit: usize,
 }
 
+/// What a post found of its ping's record being written behind its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing was being written for it: the record is in the database, or never will be.
+    No,
+    /// A write was, and has ended (written or failed).
+    Ended,
+    /// The write outlasted the wait.
+    StillWriting,
+}
+
 /// One record written behind its answer: dropping it (the write done, or failed) releases
 /// every post waiting for it.
 pub struct PendingWrite {
@@ -61,15 +72,17 @@ impl PendingPings {
     }
 
     /// Waits until the ping's record, if being written behind its answer, is written (or its
-    /// write failed) or `deadline` passes. True when there was such a write.
-    pub async fn wait(&self, ping_id: Uuid, deadline: tokio::time::Instant) -> bool {
+    /// write failed) or `deadline` passes.
+    pub async fn wait(&self, ping_id: Uuid, deadline: tokio::time::Instant) -> Pending {
         let waiting = lock(&self.writes).get(&ping_id).cloned();
         let Some(mut waiting) = waiting else {
-            return false;
+            return Pending::No;
         };
         // The sender is never used: `changed` returns when it is dropped.
-        let _ = tokio::time::timeout_at(deadline, waiting.changed()).await;
-        true
+        match tokio::time::timeout_at(deadline, waiting.changed()).await {
+            Ok(_) => Pending::Ended,
+            Err(_) => Pending::StillWriting,
+        }
     }
 }
 
@@ -82,7 +95,11 @@ mod tests {
     async fn a_post_waits_for_a_pending_write_and_not_for_an_unknown_ping() {
         let pending = Arc::new(PendingPings::new(2));
         let far = tokio::time::Instant::now() + Duration::from_secs(5);
-        assert!(!pending.wait(Uuid::now_v7(), far).await, "unknown: no wait");
+        assert_eq!(
+            pending.wait(Uuid::now_v7(), far).await,
+            Pending::No,
+            "unknown: no wait"
+        );
 
         let ping_id = Uuid::now_v7();
         let write = pending.begin(ping_id).expect("under the limit");
@@ -92,10 +109,21 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "the post waits while the write runs");
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        assert_eq!(
+            pending.wait(ping_id, soon).await,
+            Pending::StillWriting,
+            "a wait that ends first says so"
+        );
         drop(write);
-        assert!(waiter.await.unwrap(), "released when the write ends");
-        assert!(
-            !pending.wait(ping_id, far).await,
+        assert_eq!(
+            waiter.await.unwrap(),
+            Pending::Ended,
+            "released when the write ends"
+        );
+        assert_eq!(
+            pending.wait(ping_id, far).await,
+            Pending::No,
             "written: nothing to wait for"
         );
     }

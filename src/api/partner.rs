@@ -62,6 +62,9 @@ pub struct PingRequest {
     pub sub_ids: Option<Map<String, Value>>,
     /// The ping's own deadline (`max_wait_ms`), else its offer's.
     pub max_wait_ms: Option<u32>,
+    /// Answer only once the record is written, whatever `ping_record_max_wait_ms` says: a
+    /// direct post (`/v1/leads`) shows its ping to no one, so answering early gains nothing.
+    pub record_first: bool,
 }
 
 /// The range of a ping's `max_wait_ms`.
@@ -189,6 +192,7 @@ pub async fn auction(
         test,
         sub_ids,
         max_wait_ms,
+        record_first,
     } = request;
     let offer = &campaign.offer;
     let ping_id = Uuid::now_v7();
@@ -281,42 +285,62 @@ pub async fn auction(
     };
     record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
-    record_ping(state, ping_id, PingWrite { ping: record, rows }).await?;
-    state.notices.send_all(losses);
+    let write = PingWrite { ping: record, rows };
+    record_ping(state, ping_id, write, losses, record_first).await?;
     crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
 }
 
-/// Writes the ping's record (SPEC §5.1 step 6). Past `ping_record_max_wait_ms` the ping
-/// answers and the write goes on behind it, registered so that a post of the ping waits for
-/// it: a disk that stalls the database's writes does not stall every ping in flight
-/// (docs/durability.md).
-async fn record_ping(state: &AppState, ping_id: Uuid, write: PingWrite) -> Result<(), Problem> {
+/// Writes the ping's record (SPEC §5.1 step 6), then queues its loss notices. Past
+/// `ping_record_max_wait_ms` (unless `record_first`) the ping answers and the write goes on
+/// behind it, registered so that a post of the ping waits for it: a disk that stalls the
+/// database's writes does not stall every ping in flight (docs/durability.md).
+async fn record_ping(
+    state: &AppState,
+    ping_id: Uuid,
+    write: PingWrite,
+    losses: Vec<crate::notices::Notice>,
+    record_first: bool,
+) -> Result<(), Problem> {
     let group = state.ping_records.clone();
     // The write runs to its end even when this future is dropped (`Group::run`).
     let mut writing = Box::pin(async move { group.run(write).await });
-    let Some(bound) = state.settings.ping_record_max_wait() else {
-        return Ok(writing.await?);
-    };
-    match tokio::time::timeout(bound, &mut writing).await {
-        Ok(written) => Ok(written?),
-        Err(_) => match state.pending_pings.begin(ping_id) {
-            // Too many behind already: this ping waits for its own (back-pressure).
-            None => Ok(writing.await?),
-            Some(pending) => {
-                crate::meters::ping_record_behind();
-                tokio::spawn(async move {
-                    if let Err(error) = writing.await {
-                        // A post of the ping answers `ping_not_found`, as after a crash.
-                        tracing::error!(%error, "a ping's record written behind its answer failed");
-                    }
-                    drop(pending);
-                });
-                Ok(())
-            }
+    let bound = state
+        .settings
+        .ping_record_max_wait()
+        .filter(|_| !record_first);
+    let written = match bound {
+        None => writing.await,
+        Some(bound) => match tokio::time::timeout(bound, &mut writing).await {
+            Ok(written) => written,
+            Err(_) => match state.pending_pings.begin(ping_id) {
+                // Too many behind already: this ping waits for its own (back-pressure).
+                None => writing.await,
+                Some(pending) => {
+                    crate::meters::ping_record_behind();
+                    let state = state.clone();
+                    // Tracked with the settlements: a shutdown waits for it as for a sale.
+                    state.settlements.clone().spawn(async move {
+                        match writing.await {
+                            Ok(()) => state.notices.send_all(losses),
+                            Err(error) => {
+                                // As after a crash: a post of the ping answers
+                                // `ping_not_found`, and no notice is sent.
+                                crate::meters::ping_record_lost();
+                                tracing::error!(%error, "a ping's record written behind its answer failed");
+                            }
+                        }
+                        drop(pending);
+                    });
+                    return Ok(());
+                }
+            },
         },
-    }
+    };
+    written?;
+    state.notices.send_all(losses);
+    Ok(())
 }
 
 /// Time since `started`, in microseconds, as `posting_log.latency_us` keeps it.
@@ -502,6 +526,7 @@ pub fn parse_request(mut body: Map<String, Value>) -> Result<PingRequest, Proble
         test,
         sub_ids,
         max_wait_ms,
+        record_first: false,
     })
 }
 

@@ -324,6 +324,7 @@ fn parse_direct(
         test,
         sub_ids,
         max_wait_ms,
+        record_first: _,
     } = partner::parse_request(body)?;
     Ok(DirectPost {
         lead,

@@ -23,6 +23,7 @@ use crate::auction::{
     LeadError, SaleType, check_post_matches_ping, validate_consent, validate_post,
 };
 use crate::money::Money;
+use crate::pending_pings::Pending;
 use crate::store::sales::{self, Claim, PingForPost, PostSource, WonBid};
 use crate::store::snapshot::CampaignContext;
 
@@ -151,6 +152,7 @@ pub async fn direct(
             test,
             sub_ids: sub_ids.clone(),
             max_wait_ms,
+            record_first: true,
         },
         now_of(state),
         timing.started,
@@ -240,10 +242,16 @@ async fn post_to_winners(
     // 1. The ping, of this campaign, with its bids: if its record is being written behind
     // its answer here (`ping_record_max_wait_ms`), once that write is done. (Asked before the
     // look-up, not after a miss: a write that ended in between would be missed both ways.)
-    state
+    if state
         .pending_pings
         .wait(request.ping_id, timing.answer_deadline(state))
-        .await;
+        .await
+        == Pending::StillWriting
+    {
+        // The record may yet land: a retry, not a `ping_not_found` the partner would trust.
+        return Err(Problem::new(ErrorCode::Unavailable)
+            .detail("the ping's record is still being written; retry"));
+    }
     let (ping, bids) =
         sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
             .await?
