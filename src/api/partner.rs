@@ -310,37 +310,49 @@ async fn record_ping(
         .settings
         .ping_record_max_wait()
         .filter(|_| !record_first);
-    let written = match bound {
-        None => writing.await,
-        Some(bound) => match tokio::time::timeout(bound, &mut writing).await {
-            Ok(written) => written,
-            Err(_) => match state.pending_pings.begin(ping_id) {
-                // Too many behind already: this ping waits for its own (back-pressure).
-                None => writing.await,
-                Some(pending) => {
-                    crate::meters::ping_record_behind();
-                    let state = state.clone();
-                    // Tracked with the settlements: a shutdown waits for it as for a sale.
-                    state.settlements.clone().spawn(async move {
-                        match writing.await {
-                            Ok(()) => state.notices.send_all(losses),
-                            Err(error) => {
-                                // As after a crash: a post of the ping answers
-                                // `ping_not_found`, and no notice is sent.
-                                crate::meters::ping_record_lost();
-                                tracing::error!(%error, "a ping's record written behind its answer failed");
-                            }
-                        }
-                        drop(pending);
-                    });
-                    return Ok(());
-                }
-            },
+    let in_time = match bound {
+        Some(bound) => tokio::time::timeout(bound, &mut writing).await.ok(),
+        None => Some((&mut writing).await),
+    };
+    let written = match in_time {
+        Some(written) => written,
+        None => match state.pending_pings.begin(ping_id) {
+            Some(pending) => {
+                write_behind(state, writing, pending, losses);
+                return Ok(());
+            }
+            // Too many behind already: this ping waits for its own (back-pressure).
+            None => writing.await,
         },
     };
     written?;
     state.notices.send_all(losses);
     Ok(())
+}
+
+/// Lets a ping's record be written behind its answer: the ping stays registered until the
+/// write ends, and its loss notices go out only once it is written.
+fn write_behind(
+    state: &AppState,
+    writing: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    pending: crate::pending_pings::PendingWrite,
+    losses: Vec<crate::notices::Notice>,
+) {
+    crate::meters::ping_record_behind();
+    let notices = state.notices.clone();
+    // Tracked with the settlements: a shutdown waits for it as for a sale.
+    state.settlements.spawn(async move {
+        match writing.await {
+            Ok(()) => notices.send_all(losses),
+            Err(error) => {
+                // As after a crash: a post of the ping answers `ping_not_found`, and no
+                // notice is sent.
+                crate::meters::ping_record_lost();
+                tracing::error!(%error, "a ping's record written behind its answer failed");
+            }
+        }
+        drop(pending);
+    });
 }
 
 /// Time since `started`, in microseconds, as `posting_log.latency_us` keeps it.

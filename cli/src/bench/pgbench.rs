@@ -108,30 +108,44 @@ const PING_INSERT: &str = "WITH ping AS (INSERT INTO posting_log (tenant_id, id,
      partner_id, offer_id, created_at, latency_us, http_status, result, test, lead, min_payout_cents, \
      sale_type, payout_cents, expires_at) VALUES";
 
+/// The recorded ping's `posting_log` row as literals ([`PING_ROW`]), with `more` columns
+/// selected beside it (`p` is the ping's row).
+async fn recorded_literals<T>(db: &PgPool, more: &str, tenant_id: Uuid, ping_id: Uuid) -> Result<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    // Constants only: no value is spliced into the SQL.
+    let sql = format!(
+        "SELECT {PING_ROW}, {more} FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(ping_id)
+        .fetch_one(db)
+        .await?)
+}
+
 /// The ping's own write as one statement of literals: a ping the load recorded (one with
 /// bids) and its contracts' outcomes, every column as Gavel wrote it, under new ids (and new
 /// bid ids for its winners), so pgbench's rows are the rows Gavel writes.
 async fn ping_write_statement(db: &PgPool, tenant_id: Uuid, ping_id: Uuid) -> Result<String> {
-    let (ping, winners, declines): (String, Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // Constants only: no value is spliced into the SQL.
-        "SELECT {PING_ROW},
-                (SELECT string_agg(format(
-                     '(%L::uuid, %L::uuid, %L::uuid, %L::bigint, %L::bigint, %L::int, %L::text, %L::text, '
-                     '%L::bigint, %L::bigint)',
-                     w.tenant_id, w.contract_id, w.buyer_id, w.exclusive_bid_cents, w.shared_bid_cents, w.rtb_ms,
-                     w.rtb_ref, w.sale_type, w.price_cents, w.payout_cents), ', ')
-                 FROM distribution_winners w WHERE w.tenant_id = p.tenant_id AND w.ping_id = p.id),
-                (SELECT format(
-                     '%L::uuid, %L::uuid[], %L::uuid[], %L::decline_reason[], %L::text[], %L::bigint[], '
-                     '%L::bigint[], %L::int[], %L::text[]',
-                     d.tenant_id, d.contract_ids, d.buyer_ids, d.reasons, d.details, d.exclusive_bids_cents,
-                     d.shared_bids_cents, d.rtb_ms, d.rtb_refs)
-                 FROM distribution_declines d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)
-         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2"
-    )))
-    .bind(tenant_id)
-    .bind(ping_id)
-    .fetch_one(db)
+    let (ping, winners, declines): (String, Option<String>, Option<String>) = recorded_literals(
+        db,
+        "(SELECT string_agg(format(
+              '(%L::uuid, %L::uuid, %L::uuid, %L::bigint, %L::bigint, %L::int, %L::text, %L::text, '
+              '%L::bigint, %L::bigint)',
+              w.tenant_id, w.contract_id, w.buyer_id, w.exclusive_bid_cents, w.shared_bid_cents, w.rtb_ms,
+              w.rtb_ref, w.sale_type, w.price_cents, w.payout_cents), ', ')
+          FROM distribution_winners w WHERE w.tenant_id = p.tenant_id AND w.ping_id = p.id),
+         (SELECT format(
+              '%L::uuid, %L::uuid[], %L::uuid[], %L::decline_reason[], %L::text[], %L::bigint[], '
+              '%L::bigint[], %L::int[], %L::text[]',
+              d.tenant_id, d.contract_ids, d.buyer_ids, d.reasons, d.details, d.exclusive_bids_cents,
+              d.shared_bids_cents, d.rtb_ms, d.rtb_refs)
+          FROM distribution_declines d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)",
+        tenant_id,
+        ping_id,
+    )
     .await?;
     let mut statement = format!("{PING_INSERT} {ping} RETURNING id)");
     if let Some(winners) = winners {
@@ -171,21 +185,18 @@ async fn naive_ping_write_statement(db: &PgPool, tenant_id: Uuid, ping_id: Uuid)
     )
     .execute(db)
     .await?;
-    let (ping, contracts): (String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // Constants only: no value is spliced into the SQL.
-        "SELECT {PING_ROW},
-                (SELECT string_agg(format(
-                     '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
-                     '%L::int, %L::text, %L::text, %L::bigint, %L::bigint)',
-                     d.tenant_id, d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail,
-                     d.exclusive_bid_cents, d.shared_bid_cents, d.rtb_ms, d.rtb_ref, d.sale_type,
-                     d.price_cents, d.payout_cents), ', ')
-                 FROM lead_distribution d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)
-         FROM posting_log p WHERE p.tenant_id = $1 AND p.id = $2"
-    )))
-    .bind(tenant_id)
-    .bind(ping_id)
-    .fetch_one(db)
+    let (ping, contracts): (String, String) = recorded_literals(
+        db,
+        "(SELECT string_agg(format(
+              '(%L::uuid, %L::uuid, %L::uuid, %L::text, %L::text, %L::text, %L::bigint, %L::bigint, '
+              '%L::int, %L::text, %L::text, %L::bigint, %L::bigint)',
+              d.tenant_id, d.contract_id, d.buyer_id, d.outcome, d.reason, d.detail,
+              d.exclusive_bid_cents, d.shared_bid_cents, d.rtb_ms, d.rtb_ref, d.sale_type,
+              d.price_cents, d.payout_cents), ', ')
+          FROM lead_distribution d WHERE d.tenant_id = p.tenant_id AND d.ping_id = p.id)",
+        tenant_id,
+        ping_id,
+    )
     .await?;
     let statement = format!(
         "{PING_INSERT} {ping} RETURNING id) \
