@@ -13,6 +13,18 @@ use gavel::telemetry;
 use gavel_cli::database::Database;
 use gavel_cli::{bench, demo, pii_keys, settings_help};
 
+/// Turns transparent huge pages off for this process and its children (Linux's
+/// `PR_SET_THP_DISABLE`), before the runtime's threads start. mimalloc advises huge pages for
+/// its segments, and a fault on a fresh 2 MB page stalled every ping in flight: at 500 pings/s
+/// one to four seconds in five minutes had a p99 of 50–190 ms, fsync on or off; without huge
+/// pages none had more than 17 ms (BENCHMARKS.md, "Durable performance", session 17).
+fn without_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("gavel: cannot turn transparent huge pages off: {error}");
+    }
+}
+
 // glibc's allocator showed 12 % of the server's CPU under load, with its arenas' lock
 // contended between the runtime's threads; mimalloc keeps per-thread heaps.
 #[global_allocator]
@@ -86,6 +98,7 @@ enum TenantCommand {
 }
 
 fn main() -> ExitCode {
+    without_transparent_huge_pages();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,

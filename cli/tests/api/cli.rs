@@ -266,6 +266,12 @@ async fn sigterm_stops_the_server_quietly_and_says_stopped() {
         .tempdir_in("/tmp")
         .unwrap();
     let server = Serving::start(&dir.path().join("pg")).await;
+    // The server runs without transparent huge pages (their faults stalled pings).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(
+        status.lines().any(|line| line == "THP_enabled:\t0"),
+        "{status}"
+    );
     nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     let logged = server.exit().await;
     assert_quiet_stop(&logged);
