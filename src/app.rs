@@ -95,6 +95,30 @@ impl AppState {
         self.settings.max_in_flight_auctions - self.auction_slots.available_permits()
     }
 
+    /// Writes the record of a refused ping or post to its end, in a task tracked with the
+    /// settlements (a shutdown waits for it), and waits for it at most
+    /// `ping_record_max_wait_ms`: a refusal is answered once recorded unless the database
+    /// stalls, as a ping is (docs/durability.md). A failure is logged: the answer stands.
+    pub async fn record_refusal(
+        &self,
+        what: &'static str,
+        write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    ) {
+        let written = self.settlements.spawn(async move {
+            if let Err(error) = write.await {
+                tracing::warn!(%error, "cannot record a refused {what}");
+            }
+        });
+        match self.settings.ping_record_max_wait() {
+            Some(bound) => {
+                let _ = tokio::time::timeout(bound, written).await;
+            }
+            None => {
+                let _ = written.await;
+            }
+        }
+    }
+
     /// A slot for one more auction, or 503 `overloaded` at once when all are taken.
     pub fn auction_slot(&self) -> Result<OwnedSemaphorePermit, Problem> {
         Arc::clone(&self.auction_slots)

@@ -392,9 +392,10 @@ async fn record_refusal(
         ping: record,
         rows: Vec::new(),
     };
-    if let Err(error) = state.ping_records.run(write).await {
-        tracing::warn!(%error, "cannot record a refused ping");
-    }
+    let group = state.ping_records.clone();
+    state
+        .record_refusal("ping", async move { group.run(write).await })
+        .await;
 }
 
 fn field_error(error: LeadError) -> FieldError {

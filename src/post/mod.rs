@@ -206,24 +206,17 @@ pub async fn record_refusal(
     problem: &Problem,
     started: Instant,
 ) {
-    let recorded = async {
-        let mut conn = state.db.acquire().await?;
+    let (db, source) = (state.db.clone(), source_of(campaign));
+    let (status, code) = (problem.code.status().as_u16(), problem.code.as_str());
+    let (latency_us, now) = (elapsed_us(started), now_of(state));
+    let write = async move {
+        let mut conn = db.acquire().await?;
         sales::insert_post_log(
-            &mut conn,
-            &source_of(campaign),
-            ping_id,
-            kind,
-            problem.code.status().as_u16(),
-            problem.code.as_str(),
-            false,
-            elapsed_us(started),
-            now_of(state),
+            &mut conn, &source, ping_id, kind, status, code, false, latency_us, now,
         )
         .await
     };
-    if let Err(error) = recorded.await {
-        tracing::warn!(%error, "cannot record a refused post");
-    }
+    state.record_refusal("post", write).await;
 }
 
 /// SPEC §5.6: find the ping, answer a post already made, check the lead, claim the ping,
@@ -250,7 +243,8 @@ async fn post_to_winners(
     {
         // The record may yet land: a retry, not a `ping_not_found` the partner would trust.
         return Err(Problem::new(ErrorCode::Unavailable)
-            .detail("the ping's record is still being written; retry"));
+            .detail("the ping's record is still being written; retry")
+            .retry_after(1));
     }
     let (ping, bids) =
         sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)

@@ -10,7 +10,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, ping_lead};
-use crate::harness::{spawn_app, spawn_app_with, test_settings};
+use crate::harness::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn a_post_of_a_ping_whose_record_was_lost_is_ping_not_found_and_sells_nothing(pool: PgPool) {
@@ -66,6 +66,95 @@ async fn a_post_of_a_ping_whose_record_was_lost_is_ping_not_found_and_sells_noth
     );
 }
 
+/// An exchange whose one buyer accepts every delivery, served with `settings` and
+/// `ping_record_max_wait_ms = 100`.
+struct Stalled {
+    app: TestApp,
+    exchange: Exchange,
+    buyer: uuid::Uuid,
+    _buyer_server: MockServer,
+}
+
+/// A lock on `posting_log` that stands in for a stalled disk: no record can be written until
+/// it is committed (reads go on).
+type Stall = sqlx::Transaction<'static, sqlx::Postgres>;
+
+impl Stalled {
+    async fn start(pool: &PgPool, mut settings: gavel::config::Settings) -> (Self, Stall) {
+        let buyer_server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": "accepted" })))
+            .mount(&buyer_server)
+            .await;
+        let exchange = Exchange::create(pool, "exclusive").await;
+        let delivery = json!({ "url": format!("{}/leads", buyer_server.uri()), "timeout_ms": 1000,
+                               "accept": { "path": "/status", "equals": "accepted" } });
+        let (buyer, _) = exchange
+            .buyer_with(
+                100_000,
+                ContractSpec {
+                    delivery: Some(delivery),
+                    ..ContractSpec::fixed(Some(1000), None)
+                },
+            )
+            .await;
+        settings.ping_record_max_wait_ms = 100;
+        let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+        let mut stall = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE posting_log IN EXCLUSIVE MODE")
+            .execute(&mut *stall)
+            .await
+            .unwrap();
+        let stalled = Self {
+            app,
+            exchange,
+            buyer,
+            _buyer_server: buyer_server,
+        };
+        (stalled, stall)
+    }
+
+    /// A ping, answered while its record cannot be written.
+    async fn ping(&self, pool: &PgPool) -> serde_json::Value {
+        let (status, ping) = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.app
+                .ping(&self.exchange.posting_key, json!({ "lead": ping_lead() })),
+        )
+        .await
+        .expect("the ping answers while its record cannot be written");
+        assert_eq!(
+            (status, ping["status"].as_str()),
+            (200, Some("bids")),
+            "{ping}"
+        );
+        assert_eq!(
+            self.records(pool).await,
+            0,
+            "answered before its record was written"
+        );
+        ping
+    }
+
+    async fn records(&self, pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM posting_log WHERE tenant_id = $1")
+            .bind(self.exchange.tenant_id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    fn post(
+        &self,
+        ping: &serde_json::Value,
+    ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + '_ {
+        self.app.post(
+            &self.exchange.posting_key,
+            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
+        )
+    }
+}
+
 /// `ping_record_max_wait_ms`: a database that cannot write the ping's record (a disk stalled on
 /// a flush, here a lock held on `posting_log`) holds up the record, not the ping's answer; a post
 /// of the ping that arrives meanwhile waits for the record, then sells as usual.
@@ -73,63 +162,10 @@ async fn a_post_of_a_ping_whose_record_was_lost_is_ping_not_found_and_sells_noth
 async fn a_ping_whose_record_write_stalls_answers_within_its_bound_and_its_post_waits_for_the_record(
     pool: PgPool,
 ) {
-    let buyer_server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": "accepted" })))
-        .mount(&buyer_server)
-        .await;
-    let exchange = Exchange::create(&pool, "exclusive").await;
-    let delivery = json!({ "url": format!("{}/leads", buyer_server.uri()), "timeout_ms": 1000,
-                           "accept": { "path": "/status", "equals": "accepted" } });
-    let (buyer, _) = exchange
-        .buyer_with(
-            100_000,
-            ContractSpec {
-                delivery: Some(delivery),
-                ..ContractSpec::fixed(Some(1000), None)
-            },
-        )
-        .await;
-    let mut settings = test_settings();
-    settings.ping_record_max_wait_ms = 100;
-    let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
-    let tenant_id = exchange.tenant_id;
-    let pings = |pool: PgPool| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM posting_log WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
+    let (stalled, stall) = Stalled::start(&pool, test_settings()).await;
+    let ping = stalled.ping(&pool).await;
 
-    // The stall: no write into posting_log until this transaction ends (reads go on).
-    let mut stall = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE posting_log IN EXCLUSIVE MODE")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
-    let (status, ping) = tokio::time::timeout(
-        Duration::from_secs(5),
-        app.ping(&exchange.posting_key, json!({ "lead": ping_lead() })),
-    )
-    .await
-    .expect("the ping answers while its record cannot be written");
-    assert_eq!(
-        (status, ping["status"].as_str()),
-        (200, Some("bids")),
-        "{ping}"
-    );
-    assert_eq!(
-        pings(pool.clone()).await,
-        0,
-        "answered before its record was written"
-    );
-
-    let post = app.post(
-        &exchange.posting_key,
-        json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
-    );
-    let mut post = std::pin::pin!(post);
+    let mut post = std::pin::pin!(stalled.post(&ping));
     assert!(
         tokio::time::timeout(Duration::from_millis(500), &mut post)
             .await
@@ -143,13 +179,84 @@ async fn a_ping_whose_record_write_stalls_answers_within_its_bound_and_its_post_
         (200, Some("sold")),
         "{answer}"
     );
-    assert!(
-        pings(pool.clone()).await >= 1,
-        "the ping's record was written"
-    );
     assert_eq!(
-        exchange.buyer_books(buyer).await,
+        stalled.exchange.buyer_books(stalled.buyer).await,
         (99_000, 99_000),
         "the buyer is charged once: balance and ledger"
+    );
+}
+
+/// A post whose ping's record is still being written when the post must answer is told to
+/// retry (`503 unavailable`), not `ping_not_found`, which the partner would take as final; the
+/// same post once the record is written sells.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_post_whose_pings_record_outlasts_its_deadline_is_told_to_retry_and_its_retry_sells(
+    pool: PgPool,
+) {
+    let mut settings = test_settings();
+    // A post answers by 1.5 s (a quarter of its 2 s request timeout before it).
+    settings.request_timeout_ms = 2000;
+    let (stalled, stall) = Stalled::start(&pool, settings).await;
+    let ping = stalled.ping(&pool).await;
+
+    let (status, problem) = tokio::time::timeout(Duration::from_secs(5), stalled.post(&ping))
+        .await
+        .expect("the post answers at its deadline");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (503, Some("unavailable")),
+        "{problem}"
+    );
+    let books = || stalled.exchange.buyer_books(stalled.buyer);
+    assert_eq!(
+        books().await,
+        (100_000, 100_000),
+        "nothing charged before the record"
+    );
+    stall.commit().await.unwrap();
+    // The record lands once the stall ends: the partner's retry (waiting for the write if it
+    // has not ended yet) sells.
+    let (status, answer) = stalled.post(&ping).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("sold")),
+        "{answer}"
+    );
+    assert_eq!(
+        books().await,
+        (99_000, 99_000),
+        "the buyer is charged once: balance and ledger"
+    );
+}
+
+/// A server told to stop (SIGTERM) first finishes the records it answered pings before: a
+/// stopped Gavel has lost none of them.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn shutdown_waits_for_the_records_written_behind_their_pings(pool: PgPool) {
+    let (stalled, stall) = Stalled::start(&pool, test_settings()).await;
+    stalled.ping(&pool).await;
+    let tenant_id = stalled.exchange.tenant_id;
+    let Stalled { app, .. } = stalled;
+
+    let mut stopping = std::pin::pin!(app.shut_down());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut stopping)
+            .await
+            .is_err(),
+        "the server stops before the ping's record is written"
+    );
+    stall.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once the record is written")
+        .unwrap();
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM posting_log WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        records, 1,
+        "the ping's record was written before the server stopped"
     );
 }
