@@ -212,6 +212,9 @@ pub struct Report {
     /// Requests that failed before an HTTP answer.
     pub transport_errors: u64,
     pub server_peak_rss_mib: Option<f64>,
+    /// The server's CPU time (all its threads) over the load, per request sent (pings and
+    /// posts): its own work, apart from the latency's waits and the machine's noise.
+    pub server_cpu_ms_per_request: Option<f64>,
     /// pgbench's best rate over its client counts, and the rate at each count.
     pub pgbench_ping_write_tps: Option<f64>,
     /// The same ping written naively: its row and one row per contract, one statement.
@@ -277,7 +280,11 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let seeded = seed(&pool, options, buyers.address).await?;
     let server =
         ServerProcess::start(url, options.max_in_flight, options.server_binary.as_deref()).await?;
+    let cpu_before = server.cpu_time();
     let load = drive(&server.base, &seeded.posting_key, options).await?;
+    let server_cpu = cpu_before
+        .zip(server.cpu_time())
+        .map(|(before, after)| after.saturating_sub(before));
     let (rtb_slowest_answer, rtb_ping_beyond_slowest) = buyers.beyond_slowest(&load);
     let rss = server.peak_rss_mib();
     server.stop().await;
@@ -329,6 +336,9 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         errors: load.errors,
         transport_errors: load.transport_errors,
         server_peak_rss_mib: rss,
+        server_cpu_ms_per_request: server_cpu
+            .filter(|_| load.pings + load.posts > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1000.0 / (load.pings + load.posts) as f64),
         pgbench_ping_write_tps: pgbench.0,
         pgbench_reservation_tps: pgbench.1,
         pgbench_runs,
@@ -443,6 +453,9 @@ fn print_report(report: &Report) {
     );
     if let Some(rss) = report.server_peak_rss_mib {
         println!("  server peak RSS {rss:.1} MiB");
+    }
+    if let Some(cpu) = report.server_cpu_ms_per_request {
+        println!("  server CPU {cpu:.3} ms a request");
     }
     let runs = |script: &str| {
         let runs: Vec<String> = report

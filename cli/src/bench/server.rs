@@ -68,6 +68,18 @@ impl ServerProcess {
         Some(kib / 1024.0)
     }
 
+    /// The server's CPU time so far (user and system, all threads; Linux: `/proc/<pid>/stat`).
+    pub(super) fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // The fields after the command's name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th fields, the 12th and 13th after it.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        // In clock ticks of USER_HZ, which Linux fixes at 100 a second for user space.
+        Some(Duration::from_millis((user + system) * 10))
+    }
+
     pub(super) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(

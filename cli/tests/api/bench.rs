@@ -63,6 +63,7 @@ async fn the_load_harness_runs_and_reports_every_figure(
         "errors",
         "transport_errors",
         "server_peak_rss_mib",
+        "server_cpu_ms_per_request",
         "pgbench_ping_write_tps",
         "pgbench_reservation_tps",
         "pgbench_runs",
@@ -104,6 +105,13 @@ async fn the_load_harness_runs_and_reports_every_figure(
     assert!(worst <= report["ping_latency"]["max_ms"].as_f64().unwrap());
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["server_peak_rss_mib"].as_f64().unwrap() > 1.0);
+    // The server's CPU over the load, per request: some, and less than the run's whole time.
+    let cpu = report["server_cpu_ms_per_request"].as_f64().unwrap();
+    let requests = report["pings_sent"].as_f64().unwrap() + report["posts_sent"].as_f64().unwrap();
+    assert!(
+        cpu > 0.0 && cpu * requests < 2.0 * 1000.0 * report["duration_s"].as_f64().unwrap(),
+        "{report}"
+    );
     // Every ping's slowest buyer is known (5 ± 5 ms, as measured by the buyer), and the ping
     // took at least that long.
     let (slowest, beyond) = (
