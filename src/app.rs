@@ -55,6 +55,8 @@ pub struct AppInner {
     pub clock: Arc<dyn Clock>,
     /// One permit per auction in flight: the load-shedding bound.
     pub auction_slots: Arc<Semaphore>,
+    /// Refusals' records still being written behind their answers (bounded like pings').
+    pub refusals_behind: Arc<Semaphore>,
     pub metrics: PrometheusHandle,
     /// Posts settling in their own tasks: shutdown waits for them.
     pub settlements: TaskTracker,
@@ -98,22 +100,39 @@ impl AppState {
     /// Writes the record of a refused ping or post to its end, in a task tracked with the
     /// settlements (a shutdown waits for it), and waits for it at most
     /// `ping_record_max_wait_ms`: a refusal is answered once recorded unless the database
-    /// stalls, as a ping is (docs/durability.md). A failure is logged: the answer stands.
+    /// stalls, as a ping is (docs/durability.md). At most `max_in_flight_auctions` refusals'
+    /// records are left behind at once; past that, a refusal waits for its own (back-pressure,
+    /// as for pings). A failure is logged: the answer stands.
     pub async fn record_refusal(
         &self,
         what: &'static str,
         write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
     ) {
-        let written = self.settlements.spawn(async move {
-            if let Err(error) = write.await {
-                tracing::warn!(%error, "cannot record a refused {what}");
+        use tracing::Instrument;
+        let mut written = self.settlements.spawn(
+            async move {
+                if let Err(error) = write.await {
+                    tracing::warn!(%error, "cannot record a refused {what}");
+                }
             }
-        });
-        match self.settings.ping_record_max_wait() {
-            Some(bound) => {
-                let _ = tokio::time::timeout(bound, written).await;
+            .in_current_span(),
+        );
+        let Some(bound) = self.settings.ping_record_max_wait() else {
+            let _ = written.await;
+            return;
+        };
+        if tokio::time::timeout(bound, &mut written).await.is_ok() {
+            return;
+        }
+        match Arc::clone(&self.refusals_behind).try_acquire_owned() {
+            // Held until the write ends.
+            Ok(behind) => {
+                self.settlements.spawn(async move {
+                    let _ = written.await;
+                    drop(behind);
+                });
             }
-            None => {
+            Err(_) => {
                 let _ = written.await;
             }
         }
@@ -158,6 +177,7 @@ impl AppState {
         let rate_limits = CampaignRateLimits::default();
         let report_slots = ReportSlots::new(settings.max_concurrent_reports);
         let auction_slots = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
+        let refusals_behind = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
         let pending_pings =
@@ -180,6 +200,7 @@ impl AppState {
             report_slots,
             clock,
             auction_slots,
+            refusals_behind,
             metrics,
             settlements: TaskTracker::new(),
             pii,

@@ -199,13 +199,30 @@ async fn a_post_whose_pings_record_outlasts_its_deadline_is_told_to_retry_and_it
     let (stalled, stall) = Stalled::start(&pool, settings).await;
     let ping = stalled.ping(&pool).await;
 
-    let (status, problem) = tokio::time::timeout(Duration::from_secs(5), stalled.post(&ping))
-        .await
-        .expect("the post answers at its deadline");
+    let body = json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() });
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        stalled
+            .app
+            .client
+            .post(stalled.app.url("/v1/post"))
+            .bearer_auth(&stalled.exchange.posting_key)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("the post answers at its deadline")
+    .unwrap();
+    let (status, headers) = (answer.status().as_u16(), answer.headers().clone());
+    let problem: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(
         (status, problem["code"].as_str()),
         (503, Some("unavailable")),
         "{problem}"
+    );
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
     );
     let books = || stalled.exchange.buyer_books(stalled.buyer);
     assert_eq!(
@@ -229,12 +246,22 @@ async fn a_post_whose_pings_record_outlasts_its_deadline_is_told_to_retry_and_it
     );
 }
 
-/// A server told to stop (SIGTERM) first finishes the records it answered pings before: a
-/// stopped Gavel has lost none of them.
+/// A server told to stop (SIGTERM) first finishes the records it answered before, a ping's and
+/// a refused post's: a stopped Gavel has lost none of them.
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
-async fn shutdown_waits_for_the_records_written_behind_their_pings(pool: PgPool) {
+async fn shutdown_waits_for_the_records_written_behind_their_answers(pool: PgPool) {
     let (stalled, stall) = Stalled::start(&pool, test_settings()).await;
     stalled.ping(&pool).await;
+    // A post of a ping that does not exist, refused while its record cannot be written.
+    let unknown = json!({ "ping_id": uuid::Uuid::now_v7().to_string() });
+    let (status, problem) = tokio::time::timeout(Duration::from_secs(5), stalled.post(&unknown))
+        .await
+        .expect("the refusal answers while its record cannot be written");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("ping_not_found")),
+        "{problem}"
+    );
     let tenant_id = stalled.exchange.tenant_id;
     let Stalled { app, .. } = stalled;
 
@@ -256,7 +283,7 @@ async fn shutdown_waits_for_the_records_written_behind_their_pings(pool: PgPool)
         .await
         .unwrap();
     assert_eq!(
-        records, 1,
-        "the ping's record was written before the server stopped"
+        records, 2,
+        "the ping's and the refusal's records were written before the server stopped"
     );
 }
