@@ -117,11 +117,10 @@ impl AppState {
             }
             .in_current_span(),
         );
-        let Some(bound) = self.settings.ping_record_max_wait() else {
-            let _ = written.await;
-            return;
-        };
-        if tokio::time::timeout(bound, &mut written).await.is_ok() {
+        if wait_at_most(self.settings.ping_record_max_wait(), &mut written)
+            .await
+            .is_some()
+        {
             return;
         }
         match Arc::clone(&self.refusals_behind).try_acquire_owned() {
@@ -224,6 +223,18 @@ impl AppState {
         }
         self.db.close().await;
         self.grouped_db.close().await;
+    }
+}
+
+/// `writing`'s output if it ends within `bound` (`None`: however long it takes); `None` past
+/// the bound, the future left to be awaited or dropped.
+pub async fn wait_at_most<F: Future + Unpin>(
+    bound: Option<std::time::Duration>,
+    writing: &mut F,
+) -> Option<F::Output> {
+    match bound {
+        Some(bound) => tokio::time::timeout(bound, writing).await.ok(),
+        None => Some(writing.await),
     }
 }
 

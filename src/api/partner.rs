@@ -310,11 +310,7 @@ async fn record_ping(
         .settings
         .ping_record_max_wait()
         .filter(|_| !record_first);
-    let in_time = match bound {
-        Some(bound) => tokio::time::timeout(bound, &mut writing).await.ok(),
-        None => Some((&mut writing).await),
-    };
-    let written = match in_time {
+    let written = match crate::app::wait_at_most(bound, &mut writing).await {
         Some(written) => written,
         None => match state.pending_pings.begin(ping_id) {
             Some(pending) => {
