@@ -4,6 +4,7 @@
 //! Every contract ends in a bid or exactly one decline reason. A contract's task never waits
 //! on another's: a slow RTB buyer costs only its own timeout.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +24,9 @@ use crate::buyers::breaker::{self, BreakerSettings, Endpoint};
 use crate::buyers::rtb::{self, BidRequest};
 use crate::integration::CallNames;
 use crate::money::Money;
-use crate::store::pings::{
-    AuctionState, ContractKeys, DistributionRow, PeriodStarts, StateRequest, Win,
-};
+use crate::store::pings::{ContractKeys, DistributionRow, PeriodStarts, StateRequest, Win};
 use crate::store::snapshot::{CampaignContext, Contract};
-use crate::store::state_cache::StateReader;
+use crate::store::state_cache::{PingState, StateReader};
 
 /// A ping that passed validation, ready for its auction.
 pub struct AuctionInput {
@@ -330,7 +329,7 @@ pub async fn run(
         })
         .collect();
     let capped_buyers: Vec<Uuid> = buyer_caps.iter().map(|keys| keys.id).collect();
-    let mut state = states
+    let state = states
         .read(StateRequest {
             tenant_id: tenant.id,
             offer_id: offer.id,
@@ -343,9 +342,10 @@ pub async fn run(
         .await?;
     // Round robin turns at the ping: a contract that just won waits its turn.
     let round_robin = offer.rules.strategy == Strategy::RoundRobin;
+    let mut last_sale = Cow::Borrowed(&state.kept.last_sale);
     if round_robin {
         let ids = contracts.iter().map(|c| c.compiled.id());
-        states.with_last_wins(tenant.id, &mut state.last_sale, ids);
+        states.with_last_wins(tenant.id, last_sale.to_mut(), ids);
     }
 
     // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned.
@@ -375,7 +375,12 @@ pub async fn run(
         .iter()
         .filter_map(|id| {
             let buyer = tenant.buyers.get(id)?;
-            let usage = state.buyer_cap_usage.get(id).copied().unwrap_or_default();
+            let usage = state
+                .kept
+                .buyer_cap_usage
+                .get(id)
+                .copied()
+                .unwrap_or_default();
             Some((*id, BuyerCapRoom::new(&buyer.caps, &usage)))
         })
         .collect();
@@ -383,7 +388,7 @@ pub async fn run(
         .iter()
         .map(|c| contract_state(campaign, c, &state, &buyer_rooms, input.now))
         .collect();
-    let results = fan_out(contracts, contract_states, shared, &state.last_sale).await;
+    let results = fan_out(contracts, contract_states, shared, &last_sale).await;
 
     // 4. Selection among the bids.
     let bids: Vec<_> = results
@@ -394,7 +399,7 @@ pub async fn run(
             let compiled = &contract.compiled;
             Bid {
                 weight: contract.weight,
-                ..compiled.bid(prices, state.last_sale.get(&compiled.id()).copied())
+                ..compiled.bid(prices, last_sale.get(&compiled.id()).copied())
             }
         })
         .collect();
@@ -508,7 +513,7 @@ fn count_outcomes(rows: &[DistributionRow]) {
 fn contract_state(
     campaign: &CampaignContext,
     contract: &Contract,
-    state: &AuctionState,
+    state: &PingState,
     buyer_rooms: &HashMap<Uuid, BuyerCapRoom>,
     now: DateTime<Utc>,
 ) -> ContractState {
@@ -517,12 +522,14 @@ fn contract_state(
     ContractState {
         buyer_status: buyer.map_or(Status::Archived, |b| b.status),
         balance: state
+            .kept
             .balances
             .get(&buyer_id)
             .copied()
             .unwrap_or(Money::ZERO),
         credit_limit: buyer.map_or(Money::ZERO, |b| b.credit_limit),
         usage: state
+            .kept
             .cap_usage
             .get(&contract.compiled.id())
             .copied()

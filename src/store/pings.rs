@@ -39,7 +39,7 @@ pub struct AuctionState {
 pub type PeriodStarts = [Option<DateTime<Utc>>; 5];
 
 /// One contract whose state a ping reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContractKeys {
     pub id: Uuid,
     pub periods: PeriodStarts,
@@ -478,16 +478,23 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
          INSERT INTO distribution_declines (tenant_id, ping_id, created_at, contract_ids, buyer_ids, reasons,
                                             details, exclusive_bids_cents, shared_bids_cents, rtb_ms, rtb_refs,
                                             rtb_http_statuses, rtb_responses, runner_up_ranks)
-         SELECT s.tenant_id, s.ping_id, s.created_at, ($34::uuid[])[s.first:s.last],
-                ($35::uuid[])[s.first:s.last], ($36::text[])[s.first:s.last]::decline_reason[],
-                ($37::text[])[s.first:s.last], ($38::bigint[])[s.first:s.last],
-                ($39::bigint[])[s.first:s.last], ($40::int[])[s.first:s.last], ($41::text[])[s.first:s.last],
-                CASE WHEN s.answered THEN ($44::int[])[s.first:s.last] END,
-                CASE WHEN s.answered THEN ($45::text[])[s.first:s.last] END,
-                CASE WHEN s.ranked THEN ($48::int2[])[s.first:s.last] END
-         FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[],
-                     $47::bool[])
-             AS s (tenant_id, ping_id, created_at, first, last, answered, ranked)",
+         -- A slice copies its array: a lone ping's declines (the whole arrays) are taken as bound.
+         SELECT s.tenant_id, s.ping_id, s.created_at,
+                CASE WHEN s.whole THEN $34::uuid[] ELSE ($34::uuid[])[s.first:s.last] END,
+                CASE WHEN s.whole THEN $35::uuid[] ELSE ($35::uuid[])[s.first:s.last] END,
+                (CASE WHEN s.whole THEN $36::text[] ELSE ($36::text[])[s.first:s.last] END)::decline_reason[],
+                CASE WHEN s.whole THEN $37::text[] ELSE ($37::text[])[s.first:s.last] END,
+                CASE WHEN s.whole THEN $38::bigint[] ELSE ($38::bigint[])[s.first:s.last] END,
+                CASE WHEN s.whole THEN $39::bigint[] ELSE ($39::bigint[])[s.first:s.last] END,
+                CASE WHEN s.whole THEN $40::int[] ELSE ($40::int[])[s.first:s.last] END,
+                CASE WHEN s.whole THEN $41::text[] ELSE ($41::text[])[s.first:s.last] END,
+                CASE WHEN s.answered THEN CASE WHEN s.whole THEN $44::int[] ELSE ($44::int[])[s.first:s.last] END END,
+                CASE WHEN s.answered THEN CASE WHEN s.whole THEN $45::text[] ELSE ($45::text[])[s.first:s.last] END END,
+                CASE WHEN s.ranked THEN CASE WHEN s.whole THEN $48::int2[] ELSE ($48::int2[])[s.first:s.last] END END
+         FROM (SELECT *, first = 1 AND last = cardinality($34::uuid[]) AS whole
+               FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[],
+                           $47::bool[])
+                   AS s (tenant_id, ping_id, created_at, first, last, answered, ranked)) AS s",
         &column(writes, |w| w.ping.tenant_id),
         &column(writes, |w| w.ping.ping_id),
         &column(writes, |w| w.ping.campaign_id),

@@ -8,10 +8,15 @@
 //! between a ping and its post. This process forgets a contract's or a buyer's copy as soon as
 //! it changes them (a reservation, a sale kept or released, funds), so its own changes are
 //! never seen late; another Gavel process's changes are seen within `ttl`.
+//!
+//! Two levels: a copy per contract and per buyer (so that after a change only what changed is
+//! read again), and the whole of an offer's state put together from them as its last ping saw
+//! it, which the next ping of the offer takes in one look-up while nothing in its tenant changed
+//! and none of it is older than `ttl` (a ping's cost then does not grow with the offer's contracts).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -21,7 +26,7 @@ use uuid::Uuid;
 use crate::auction::PeriodUsage;
 use crate::money::Money;
 use crate::store::group::Group;
-use crate::store::pings::{AuctionState, ContractKeys, PeriodStarts, ReadStates, StateRequest};
+use crate::store::pings::{ContractKeys, PeriodStarts, ReadStates, StateRequest};
 
 /// What is kept of one contract: its usage in the periods it was read for, and its last sale.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +66,8 @@ impl<T> Default for Slot<T> {
 
 /// What a lookup found: a copy young enough (if any), and the version a new copy must quote.
 struct Lookup<T> {
-    fresh: Option<T>,
+    /// The copy and when its statement was sent.
+    fresh: Option<(Instant, T)>,
     version: Version,
 }
 
@@ -102,8 +108,7 @@ impl<T: Copy> Table<T> {
             Some(slot) => Lookup {
                 fresh: slot
                     .copy
-                    .filter(|(read_at, _)| now.saturating_duration_since(*read_at) < ttl)
-                    .map(|(_, copy)| copy),
+                    .filter(|(read_at, _)| now.saturating_duration_since(*read_at) < ttl),
                 version: Version {
                     key: slot.version,
                     table,
@@ -145,6 +150,68 @@ impl<T: Copy> Table<T> {
     }
 }
 
+/// The state a ping's checks read: what may come from the copies (`kept`, shared by the pings
+/// of an offer while it is fresh) and what is read for this consumer.
+#[derive(Debug, Default)]
+pub struct PingState {
+    pub kept: Arc<KeptState>,
+    /// For each buyer, when it last bought this consumer (any of the ping's dedup hashes).
+    pub buyer_bought_at: HashMap<Uuid, DateTime<Utc>>,
+    /// When this consumer was last sold on the offer.
+    pub offer_sold_at: Option<DateTime<Utc>>,
+    /// The suppression lists that hold the consumer (any of the ping's dedup hashes).
+    pub suppressed_lists: Vec<Uuid>,
+}
+
+/// The state of an offer's contracts and buyers that may be a little old (see the module's doc).
+#[derive(Debug, Default, Clone)]
+pub struct KeptState {
+    /// Usage of each contract's caps in their current periods (absent = nothing used).
+    pub cap_usage: HashMap<Uuid, PeriodUsage>,
+    pub balances: HashMap<Uuid, Money>,
+    /// When each contract last sold (absent = never).
+    pub last_sale: HashMap<Uuid, DateTime<Utc>>,
+    /// Usage of each capped buyer's caps in their current periods (absent = nothing used).
+    pub buyer_cap_usage: HashMap<Uuid, PeriodUsage>,
+}
+
+/// Moves on every change this process makes to a tenant's state (`tenant`), or to state it
+/// cannot name (`all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Generation {
+    all: u64,
+    tenant: u64,
+}
+
+/// An offer's state as its last ping put it together, and what that ping asked for: a ping
+/// that asks for other keys (the offer's contracts or their caps changed, or a period rolled)
+/// does not take it.
+struct OfferCopy {
+    generation: Generation,
+    /// When the oldest of its parts was read.
+    read_at: Instant,
+    contracts: Vec<ContractKeys>,
+    buyer_ids: Vec<Uuid>,
+    buyer_caps: Vec<ContractKeys>,
+    kept: Arc<KeptState>,
+}
+
+impl OfferCopy {
+    fn serves(
+        &self,
+        request: &StateRequest,
+        generation: Generation,
+        now: Instant,
+        ttl: Duration,
+    ) -> bool {
+        self.generation == generation
+            && now.saturating_duration_since(self.read_at) < ttl
+            && self.contracts == request.contracts
+            && self.buyer_ids == request.buyer_ids
+            && self.buyer_caps == request.buyer_caps
+    }
+}
+
 /// Reads the pings' state: from the copies when they are young enough, the rest in one
 /// grouped statement.
 pub struct StateReader {
@@ -153,6 +220,12 @@ pub struct StateReader {
     contracts: Table<ContractCopy>,
     balances: Table<Money>,
     buyer_caps: Table<BuyerCapsCopy>,
+    /// (tenant, offer) → its state as its last ping put it together.
+    offers: Mutex<HashMap<(Uuid, Uuid), Arc<OfferCopy>>>,
+    /// Each tenant's changes made by this process (absent = none yet).
+    tenant_changes: Mutex<HashMap<Uuid, u64>>,
+    /// Changes made by this process that no key names (`forget_all`).
+    all_changes: AtomicU64,
     /// When each contract of a `round_robin` offer last won a ping in this process: its turn
     /// comes round at the ping, not only once a sale completes (docs/revenue-recovery.md §3).
     last_wins: Mutex<HashMap<(Uuid, Uuid), DateTime<Utc>>>,
@@ -160,6 +233,20 @@ pub struct StateReader {
 
 impl StateReader {
     /// With `ttl` zero no copy is ever young enough: every ping reads everything.
+    pub fn start(db: PgPool, ttl: Duration) -> Self {
+        Self {
+            group: Group::start(db),
+            ttl,
+            contracts: Table::new(),
+            balances: Table::new(),
+            buyer_caps: Table::new(),
+            offers: Mutex::default(),
+            tenant_changes: Mutex::default(),
+            all_changes: AtomicU64::new(0),
+            last_wins: Mutex::default(),
+        }
+    }
+
     /// The later of each contract's last sale (`last_sale`) and its last win at a ping in
     /// this process.
     pub fn with_last_wins(
@@ -196,22 +283,111 @@ impl StateReader {
         }
     }
 
-    pub fn start(db: PgPool, ttl: Duration) -> Self {
-        Self {
-            group: Group::start(db),
-            ttl,
-            contracts: Table::new(),
-            balances: Table::new(),
-            buyer_caps: Table::new(),
-            last_wins: Mutex::default(),
-        }
+    fn generation(&self, tenant_id: Uuid) -> Generation {
+        // `all` first: a `forget_all` between the two loads is seen by the next read.
+        let all = self.all_changes.load(Ordering::Acquire);
+        let tenant = self
+            .tenant_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tenant_id)
+            .copied()
+            .unwrap_or(0);
+        Generation { all, tenant }
+    }
+
+    fn changed(&self, tenant_id: Uuid) {
+        *self
+            .tenant_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant_id)
+            .or_default() += 1;
     }
 
     /// The state of `request`'s contracts and buyers, and its consumer's sales.
-    pub async fn read(&self, request: StateRequest) -> Result<AuctionState, sqlx::Error> {
+    pub async fn read(&self, request: StateRequest) -> Result<PingState, sqlx::Error> {
         let read_at = Instant::now();
         let tenant = request.tenant_id;
-        let mut state = AuctionState::default();
+        // Taken before any copy is looked at: a change made from here on keeps what this read
+        // puts together from being served.
+        let generation = self.generation(tenant);
+        let offer_key = (tenant, request.offer_id);
+        let offer = self
+            .offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&offer_key)
+            .cloned();
+        if let Some(offer) = offer.filter(|o| o.serves(&request, generation, read_at, self.ttl)) {
+            let consumer = self.read_consumer(request).await?;
+            return Ok(PingState {
+                kept: Arc::clone(&offer.kept),
+                ..consumer
+            });
+        }
+        let (contracts, buyer_ids, buyer_caps) = (
+            request.contracts.clone(),
+            request.buyer_ids.clone(),
+            request.buyer_caps.clone(),
+        );
+        let (state, oldest) = self.read_by_keys(request, read_at).await?;
+        let kept = Arc::new(state.kept);
+        let copy = OfferCopy {
+            generation,
+            read_at: oldest,
+            contracts,
+            buyer_ids,
+            buyer_caps,
+            kept: Arc::clone(&kept),
+        };
+        self.offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(offer_key, Arc::new(copy));
+        Ok(PingState {
+            kept,
+            ..state.consumer
+        })
+    }
+
+    /// Only what is read for the consumer (its sales, its suppression), by its hashes.
+    async fn read_consumer(&self, request: StateRequest) -> Result<PingState, sqlx::Error> {
+        if request.dedup_hashes.is_empty() {
+            return Ok(PingState::default());
+        }
+        let read = self
+            .group
+            .run(StateRequest {
+                contracts: Vec::new(),
+                buyer_ids: Vec::new(),
+                buyer_caps: Vec::new(),
+                ..request
+            })
+            .await?;
+        Ok(PingState {
+            kept: Arc::default(),
+            buyer_bought_at: read.buyer_bought_at,
+            offer_sold_at: read.offer_sold_at,
+            suppressed_lists: read.suppressed_lists,
+        })
+    }
+
+    /// The state from each key's copy when it is young enough, the rest read; and when the
+    /// oldest part was read.
+    async fn read_by_keys(
+        &self,
+        request: StateRequest,
+        read_at: Instant,
+    ) -> Result<(ByKeys, Instant), sqlx::Error> {
+        let tenant = request.tenant_id;
+        let mut oldest = read_at;
+        let mut kept = KeptState {
+            cap_usage: HashMap::with_capacity(request.contracts.len()),
+            balances: HashMap::with_capacity(request.buyer_ids.len()),
+            last_sale: HashMap::with_capacity(request.contracts.len()),
+            buyer_cap_usage: HashMap::with_capacity(request.buyer_caps.len()),
+        };
         let mut missing = StateRequest {
             tenant_id: tenant,
             offer_id: request.offer_id,
@@ -226,10 +402,11 @@ impl StateReader {
         for keys in request.contracts {
             let lookup = self.contracts.get(&(tenant, keys.id), read_at, self.ttl);
             match lookup.fresh {
-                Some(copy) if copy.periods == keys.periods => {
-                    state.cap_usage.insert(keys.id, copy.usage);
-                    if let Some(at) = copy.last_sale {
-                        state.last_sale.insert(keys.id, at);
+                Some((at, copy)) if copy.periods == keys.periods => {
+                    oldest = oldest.min(at);
+                    kept.cap_usage.insert(keys.id, copy.usage);
+                    if let Some(sold) = copy.last_sale {
+                        kept.last_sale.insert(keys.id, sold);
                     }
                 }
                 _ => {
@@ -242,8 +419,9 @@ impl StateReader {
         for buyer in request.buyer_ids {
             let lookup = self.balances.get(&(tenant, buyer), read_at, self.ttl);
             match lookup.fresh {
-                Some(balance) => {
-                    state.balances.insert(buyer, balance);
+                Some((at, balance)) => {
+                    oldest = oldest.min(at);
+                    kept.balances.insert(buyer, balance);
                 }
                 None => {
                     balance_versions.push(lookup.version);
@@ -255,8 +433,9 @@ impl StateReader {
         for keys in request.buyer_caps {
             let lookup = self.buyer_caps.get(&(tenant, keys.id), read_at, self.ttl);
             match lookup.fresh {
-                Some(copy) if copy.periods == keys.periods => {
-                    state.buyer_cap_usage.insert(keys.id, copy.usage);
+                Some((at, copy)) if copy.periods == keys.periods => {
+                    oldest = oldest.min(at);
+                    kept.buyer_cap_usage.insert(keys.id, copy.usage);
                 }
                 _ => {
                     buyer_cap_versions.push(lookup.version);
@@ -269,7 +448,8 @@ impl StateReader {
             && missing.dedup_hashes.is_empty()
             && missing.buyer_caps.is_empty()
         {
-            return Ok(state);
+            let consumer = PingState::default();
+            return Ok((ByKeys { kept, consumer }, oldest));
         }
 
         let contracts: Vec<ContractKeys> = missing.contracts.clone();
@@ -305,14 +485,17 @@ impl StateReader {
             self.buyer_caps
                 .put((tenant, keys.id), version, read_at, copy);
         }
-        state.cap_usage.extend(read.cap_usage);
-        state.buyer_cap_usage.extend(read.buyer_cap_usage);
-        state.balances.extend(read.balances);
-        state.last_sale.extend(read.last_sale);
-        state.buyer_bought_at = read.buyer_bought_at;
-        state.offer_sold_at = read.offer_sold_at;
-        state.suppressed_lists = read.suppressed_lists;
-        Ok(state)
+        kept.cap_usage.extend(read.cap_usage);
+        kept.buyer_cap_usage.extend(read.buyer_cap_usage);
+        kept.balances.extend(read.balances);
+        kept.last_sale.extend(read.last_sale);
+        let consumer = PingState {
+            kept: Arc::default(),
+            buyer_bought_at: read.buyer_bought_at,
+            offer_sold_at: read.offer_sold_at,
+            suppressed_lists: read.suppressed_lists,
+        };
+        Ok((ByKeys { kept, consumer }, oldest))
     }
 
     /// This process changed a contract's caps or last sale, or its buyer's balance or caps
@@ -321,19 +504,28 @@ impl StateReader {
         self.contracts.forget((tenant_id, contract_id));
         self.balances.forget((tenant_id, buyer_id));
         self.buyer_caps.forget((tenant_id, buyer_id));
+        self.changed(tenant_id);
     }
 
     /// This process changed a buyer's balance.
     pub fn forget_balance(&self, tenant_id: Uuid, buyer_id: Uuid) {
         self.balances.forget((tenant_id, buyer_id));
+        self.changed(tenant_id);
     }
 
     /// This process changed state it cannot name key by key (the interrupted-sale sweep).
     pub fn forget_all(&self) {
+        self.all_changes.fetch_add(1, Ordering::AcqRel);
         self.contracts.forget_all();
         self.balances.forget_all();
         self.buyer_caps.forget_all();
     }
+}
+
+/// What [`StateReader::read_by_keys`] put together, and what it read for the consumer.
+struct ByKeys {
+    kept: KeptState,
+    consumer: PingState,
 }
 
 #[cfg(test)]
@@ -353,7 +545,10 @@ mod tests {
         let lookup = table.get(&key, start, TTL);
         assert_eq!(lookup.fresh, None);
         table.put(key, lookup.version, start, 7);
-        assert_eq!(table.get(&key, start + TTL / 2, TTL).fresh, Some(7));
+        assert_eq!(
+            table.get(&key, start + TTL / 2, TTL).fresh,
+            Some((start, 7))
+        );
         assert_eq!(table.get(&key, start + TTL, TTL).fresh, None);
         assert_eq!(table.get(&(key.0, Uuid::new_v4()), start, TTL).fresh, None);
     }
@@ -370,7 +565,7 @@ mod tests {
         // A read that began after the change stores its copy.
         let after = table.get(&key, start, TTL).version;
         table.put(key, after, start, 2);
-        assert_eq!(table.get(&key, start, TTL).fresh, Some(2));
+        assert_eq!(table.get(&key, start, TTL).fresh, Some((start, 2)));
         // Forgetting drops the copy at once, one key or all of them.
         table.forget(key);
         assert_eq!(table.get(&key, start, TTL).fresh, None);
@@ -386,5 +581,84 @@ mod tests {
         table.forget_all();
         table.put(other, before, start, 5);
         assert_eq!(table.get(&other, start, TTL).fresh, None);
+    }
+
+    fn a_request(contracts: usize) -> StateRequest {
+        StateRequest {
+            tenant_id: Uuid::new_v4(),
+            offer_id: Uuid::new_v4(),
+            contracts: (0..contracts)
+                .map(|_| ContractKeys {
+                    id: Uuid::new_v4(),
+                    periods: [None; 5],
+                })
+                .collect(),
+            buyer_ids: vec![Uuid::new_v4()],
+            dedup_hashes: Vec::new(),
+            buyer_caps: Vec::new(),
+            suppression_lists: Arc::from(Vec::new()),
+        }
+    }
+
+    fn copy_of(request: &StateRequest, generation: Generation, read_at: Instant) -> OfferCopy {
+        OfferCopy {
+            generation,
+            read_at,
+            contracts: request.contracts.clone(),
+            buyer_ids: request.buyer_ids.clone(),
+            buyer_caps: request.buyer_caps.clone(),
+            kept: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn an_offers_copy_serves_the_same_keys_while_nothing_changed_and_it_is_young() {
+        let (request, start) = (a_request(3), Instant::now());
+        let generation = Generation { all: 0, tenant: 4 };
+        let copy = copy_of(&request, generation, start);
+        assert!(copy.serves(&request, generation, start + TTL / 2, TTL));
+        // Too old, or a change in its tenant since.
+        assert!(!copy.serves(&request, generation, start + TTL, TTL));
+        assert!(!copy.serves(&request, Generation { all: 0, tenant: 5 }, start, TTL));
+        assert!(!copy.serves(&request, Generation { all: 1, tenant: 4 }, start, TTL));
+        // A ping asking for other keys: a period rolled, a contract added, another buyer.
+        let mut rolled = a_request(0);
+        rolled.contracts = request.contracts.clone();
+        rolled.buyer_ids = request.buyer_ids.clone();
+        rolled.contracts[1].periods[0] = Some(Utc::now());
+        assert!(!copy.serves(&rolled, generation, start, TTL));
+        let mut added = a_request(0);
+        added.contracts = request.contracts.clone();
+        added.buyer_ids = request.buyer_ids.clone();
+        added.contracts.push(ContractKeys {
+            id: Uuid::new_v4(),
+            periods: [None; 5],
+        });
+        assert!(!copy.serves(&added, generation, start, TTL));
+        let mut other_buyer = a_request(0);
+        other_buyer.contracts = request.contracts.clone();
+        other_buyer.buyer_ids = vec![Uuid::new_v4()];
+        assert!(!copy.serves(&other_buyer, generation, start, TTL));
+    }
+
+    #[tokio::test]
+    async fn every_change_this_process_makes_moves_its_tenants_generation() {
+        let db = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let reader = StateReader::start(db, TTL);
+        let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let before = reader.generation(tenant);
+        reader.forget_balance(tenant, Uuid::new_v4());
+        let after_funds = reader.generation(tenant);
+        assert_ne!(after_funds, before);
+        reader.forget_sale(tenant, Uuid::new_v4(), Uuid::new_v4());
+        let after_sale = reader.generation(tenant);
+        assert_ne!(after_sale, after_funds);
+        // Another tenant's copies are not touched by this tenant's changes...
+        let others = reader.generation(other);
+        reader.forget_sale(tenant, Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(reader.generation(other), others);
+        // ...but are by a change no key names.
+        reader.forget_all();
+        assert_ne!(reader.generation(other), others);
     }
 }
