@@ -221,9 +221,18 @@ fn bench_fan_out(c: &mut Criterion) {
             &contracts,
             |b, contracts| {
                 b.to_async(&runtime).iter(|| {
+                    let context = shared.context();
+                    let checked = contracts
+                        .iter()
+                        .zip(&states)
+                        .map(|(c, state)| {
+                            let precheck = c.compiled.precheck(state.buyer_status, &context);
+                            (precheck, *state)
+                        })
+                        .collect();
                     fan_out(
                         black_box(contracts),
-                        states.clone(),
+                        checked,
                         Arc::clone(&shared),
                         &no_sales,
                     )

@@ -215,6 +215,17 @@ pub struct PingContext<'a> {
     pub sale_types: &'static [SaleType],
 }
 
+/// What a contract's checks that read no state found ([`CompiledContract::precheck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// The contract or its buyer is paused: declined, whatever the state.
+    Paused(Decline),
+    /// Filtered out or outside its schedule: declined so, unless the consumer is suppressed
+    /// (a check that comes before, on the state).
+    Failed(Decline),
+    Passed,
+}
+
 /// A contract's local decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
@@ -312,27 +323,58 @@ impl CompiledContract {
 
     /// Runs the checks of SPEC §5.2 in order, up to the price (fixed) or the RTB call.
     pub fn evaluate(&self, state: &ContractState, ping: &PingContext<'_>) -> Evaluation {
-        match self.check(state, ping) {
+        self.evaluate_after(self.precheck(state.buyer_status, ping), state, ping)
+    }
+
+    /// The checks that read only the ping and the configuration (the contract's and its
+    /// buyer's status, the filters, the schedule), so that they can run before the state is
+    /// read; [`Self::evaluate_after`] runs the rest, in SPEC §5.2's order.
+    pub fn precheck(&self, buyer_status: Status, ping: &PingContext<'_>) -> Precheck {
+        if self.status != Status::Active {
+            return Precheck::Paused(Decline::new(DeclineReason::ContractPaused));
+        }
+        if buyer_status != Status::Active {
+            return Precheck::Paused(Decline::new(DeclineReason::BuyerPaused));
+        }
+        if let Err(pointer) = self.filter.evaluate(ping.lead) {
+            return Precheck::Failed(Decline::with(DeclineReason::Filtered, pointer));
+        }
+        if !self.schedule.is_open(ping.now, ping.tenant_tz) {
+            return Precheck::Failed(Decline::new(DeclineReason::OutsideSchedule));
+        }
+        Precheck::Passed
+    }
+
+    /// The checks after [`Self::precheck`], which ran on the same ping and configuration.
+    pub fn evaluate_after(
+        &self,
+        precheck: Precheck,
+        state: &ContractState,
+        ping: &PingContext<'_>,
+    ) -> Evaluation {
+        match self.check(precheck, state, ping) {
             Ok(evaluation) => evaluation,
             Err(decline) => Evaluation::Declined(decline),
         }
     }
 
-    fn check(&self, state: &ContractState, ping: &PingContext<'_>) -> Result<Evaluation, Decline> {
-        if self.status != Status::Active {
-            return Err(Decline::new(DeclineReason::ContractPaused));
-        }
-        if state.buyer_status != Status::Active {
-            return Err(Decline::new(DeclineReason::BuyerPaused));
-        }
+    fn check(
+        &self,
+        precheck: Precheck,
+        state: &ContractState,
+        ping: &PingContext<'_>,
+    ) -> Result<Evaluation, Decline> {
+        // The suppression lists (read with the state) come between the statuses and the filters.
+        let failed = match precheck {
+            Precheck::Paused(decline) => return Err(decline),
+            Precheck::Failed(decline) => Some(decline),
+            Precheck::Passed => None,
+        };
         if let Some(list) = state.suppressed_by {
             return Err(Decline::with(DeclineReason::Suppressed, list.to_string()));
         }
-        self.filter
-            .evaluate(ping.lead)
-            .map_err(|pointer| Decline::with(DeclineReason::Filtered, pointer))?;
-        if !self.schedule.is_open(ping.now, ping.tenant_tz) {
-            return Err(Decline::new(DeclineReason::OutsideSchedule));
+        if let Some(decline) = failed {
+            return Err(decline);
         }
         if let Some(cap) = self.caps.first_full(&state.usage) {
             return Err(Decline::with(DeclineReason::CapReached, cap.label()));

@@ -30,7 +30,7 @@ pub use config::{
 pub use consent::validate_consent;
 pub use evaluate::{
     CompiledContract, ContractConfig, ContractState, Decline, DeclineReason, Evaluation,
-    PingContext, Prices, RtbBid, parse_rtb_answer,
+    PingContext, Precheck, Prices, RtbBid, parse_rtb_answer,
 };
 pub use filters::{CompiledFilter, describe_filter, explain_filtered};
 pub use outcome::{ContractOutcome, PingStatus};
