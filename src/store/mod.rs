@@ -51,13 +51,26 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
 /// (docs/durability.md). Every other write goes through `db` and waits.
 pub fn grouped_statements_pool(db: &PgPool, wait_for_flush: bool) -> PgPool {
     let commit = if wait_for_flush { "on" } else { "off" };
-    let options = (*db.connect_options())
+    grouped_pool(db, Some(commit))
+}
+
+/// The pool of the post's grouped statements (its reservations and completions), as
+/// [`grouped_statements_pool`]'s but committing as `db`'s sessions do (the database's
+/// `synchronous_commit`): money moves there.
+pub fn grouped_sales_pool(db: &PgPool) -> PgPool {
+    grouped_pool(db, None)
+}
+
+fn grouped_pool(db: &PgPool, synchronous_commit: Option<&str>) -> PgPool {
+    let mut options = (*db.connect_options())
         .clone()
-        .options(GROUPED_SESSION_SETTINGS)
-        .options([("synchronous_commit", commit)]);
+        .options(GROUPED_SESSION_SETTINGS);
+    if let Some(commit) = synchronous_commit {
+        options = options.options([("synchronous_commit", commit)]);
+    }
     let grouped = PgPoolOptions::new()
-        // The state reads' and the records' kept connections, and two spare for a moment
-        // while a broken one is replaced.
+        // Two groups' kept connections, and two spare for a moment while a broken one is
+        // replaced.
         .max_connections(2 * group::KEPT_CONNECTIONS + 2)
         .acquire_timeout(db.options().get_acquire_timeout())
         .test_before_acquire(false)
