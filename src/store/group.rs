@@ -1,8 +1,9 @@
-//! Group execution of the ping's two statements (its state read and its record's write).
-//! Every ping waits for its own statement's result, but pings that arrive while another
-//! statement of the same kind is running share the next one: under load, one round trip, one
-//! commit and one plan serve many pings; when Gavel is idle, a ping's statement runs alone and
-//! at once, so grouping never adds a wait.
+//! Group execution of the ping's two statements (its state read and its record's write) and
+//! of the post's reservation and completion (`store::sales`). Every ping waits for its own
+//! statement's result, but pings that arrive while another statement of the same kind is
+//! running share the next one: under load, one round trip, one commit and one plan serve many
+//! pings; when Gavel is idle, a ping's statement runs alone and at once, so grouping never
+//! adds a wait.
 
 use std::future::Future;
 use std::sync::Arc;
