@@ -463,6 +463,9 @@ pub struct ReserveSales;
 
 impl GroupStatement for ReserveSales {
     const NAME: &'static str = "sale_reserve";
+    /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
+    /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
+    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
     type Request = Reservation;
     type Answer = Result<(), Refusal>;
     const MAX_REQUESTS: usize = 64;
@@ -811,6 +814,9 @@ pub struct CompleteSales;
 
 impl GroupStatement for CompleteSales {
     const NAME: &'static str = "sale_complete";
+    /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
+    /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
+    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
     type Request = Completion;
     type Answer = bool;
     const MAX_REQUESTS: usize = 64;
