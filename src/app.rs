@@ -30,6 +30,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::store::group::Group;
 use crate::store::pings::RecordPings;
+use crate::store::sales::{CompleteSales, ReserveSales};
 use crate::store::snapshot::ConfigStore;
 use crate::store::state_cache::StateReader;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -63,6 +64,13 @@ pub struct AppInner {
     /// The pings' state reads and records, grouped under load.
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
+    /// The connections of the sales' grouped statements (`store::grouped_sales_pool`): as
+    /// `grouped_db`'s, but committing as `db`'s (money moves there).
+    pub sales_db: PgPool,
+    /// The post's reservations and completions, grouped under load (one transaction takes a
+    /// hot contract's and buyer's rows once for every sale settling at the same moment).
+    pub sale_reservations: Group<ReserveSales>,
+    pub sale_completions: Group<CompleteSales>,
     /// Records written behind their pings' answers (`ping_record_max_wait_ms`).
     pub pending_pings: crate::pending_pings::PendingPings,
     /// Retries of posts still settling, waiting for their answer (bounded).
@@ -179,6 +187,9 @@ impl AppState {
         let refusals_behind = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
+        let sales_db = crate::store::grouped_sales_pool(&db);
+        let sale_reservations = Group::start(sales_db.clone());
+        let sale_completions = Group::start(sales_db.clone());
         let pending_pings =
             crate::pending_pings::PendingPings::new(settings.max_in_flight_auctions);
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
@@ -207,6 +218,9 @@ impl AppState {
             mx,
             ping_states,
             ping_records,
+            sales_db,
+            sale_reservations,
+            sale_completions,
             pending_pings,
             post_waiters,
             notices,
@@ -223,6 +237,7 @@ impl AppState {
         }
         self.db.close().await;
         self.grouped_db.close().await;
+        self.sales_db.close().await;
     }
 }
 

@@ -145,8 +145,17 @@ pub fn shed() {
 
 /// Gauges read at scrape time.
 /// `main` is the pool of everything but the ping's grouped statements (`ping_groups`).
-pub fn gauges(main: &sqlx::PgPool, ping_groups: &sqlx::PgPool, auctions_in_flight: usize) {
-    for (name, pool) in [("main", main), ("ping_groups", ping_groups)] {
+pub fn gauges(
+    main: &sqlx::PgPool,
+    ping_groups: &sqlx::PgPool,
+    sale_groups: &sqlx::PgPool,
+    auctions_in_flight: usize,
+) {
+    for (name, pool) in [
+        ("main", main),
+        ("ping_groups", ping_groups),
+        ("sale_groups", sale_groups),
+    ] {
         let idle = pool.num_idle() as f64;
         metrics::gauge!("gavel_db_pool_connections", "pool" => name, "state" => "idle").set(idle);
         metrics::gauge!("gavel_db_pool_connections", "pool" => name, "state" => "in_use")
@@ -165,8 +174,9 @@ pub fn ping_record_lost() {
     metrics::counter!("gavel_ping_records_lost_total").increment(1);
 }
 
-/// One grouped statement (`ping_state` read, `ping_record` write) serving `requests` pings:
-/// the ratio of the two counters is the average group size.
+/// One grouped statement (`ping_state` read, `ping_record` write, `sale_reserve`,
+/// `sale_complete`) serving `requests` pings or sales: the ratio of the two counters is the
+/// average group size.
 pub fn group_statement(statement: &'static str, requests: usize) {
     metrics::counter!("gavel_group_statements_total", "statement" => statement).increment(1);
     metrics::counter!("gavel_group_requests_total", "statement" => statement)

@@ -34,7 +34,12 @@ async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    crate::meters::gauges(&state.db, &state.grouped_db, state.auctions_in_flight());
+    crate::meters::gauges(
+        &state.db,
+        &state.grouped_db,
+        &state.sales_db,
+        state.auctions_in_flight(),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

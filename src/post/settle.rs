@@ -27,6 +27,10 @@ use crate::store::snapshot::CampaignContext;
 /// Added to a delivery's timeout before a sale still pending counts as interrupted.
 const PENDING_MARGIN: Duration = Duration::from_secs(60);
 
+/// How long a reservation is retried while the database is unavailable (`reserve`): the
+/// post's partner is waiting.
+const RESERVE_RETRY: Duration = Duration::from_secs(5);
+
 /// How long a sale's completion or release is retried while the database is unavailable;
 /// within the pending margin, so that this task usually settles the sale before the sweep.
 const SETTLE_RETRY: Duration = Duration::from_secs(45);
@@ -254,6 +258,38 @@ async fn refuse(
     Ok(result(&bid, SaleStatus::NotAccepted, None))
 }
 
+/// Reserves the sale, grouped with the reservations of the posts settling at the same moment
+/// (one transaction; the cascade attempt is written with the sale). A group the database
+/// refuses wrote nothing and is run again request by request (`store::group`). When the
+/// database was unavailable (a dropped session, a restart: the groups keep their connections,
+/// so the first reservation after a restart meets a dead one), the reservation may still have
+/// committed: its sale says so, and it is made again only when the sale is not there, for at
+/// most `RESERVE_RETRY`. It is never made twice: the sale's id is its key, so a second commit
+/// of it fails.
+async fn reserve(
+    state: &AppState,
+    sale: &NewSale<'_>,
+    caps: &crate::auction::CompiledCaps,
+    buyer_caps: &crate::auction::CompiledCaps,
+    tz: chrono_tz::Tz,
+) -> Result<Result<(), Refusal>, sqlx::Error> {
+    let (tenant_id, sale_id) = (sale.source.tenant_id, sale.sale_id);
+    let deadline = tokio::time::Instant::now() + RESERVE_RETRY;
+    retry::with_backoff(deadline, || async {
+        let reservation = sales::Reservation::of(sale, caps, buyer_caps, tz);
+        match state.sale_reservations.run(reservation).await {
+            Err(error) if crate::store::is_unavailable(&error) => {
+                match sales::sale_status(&state.db, tenant_id, sale_id).await? {
+                    Some(_) => Ok(Ok(())),
+                    None => Err(error),
+                }
+            }
+            reserved => reserved,
+        }
+    })
+    .await
+}
+
 async fn settle_one(
     state: &AppState,
     posted: &PostedLead,
@@ -324,8 +360,8 @@ async fn settle_one(
             .ping_states
             .forget_sale(posted.source.tenant_id, bid.contract_id, bid.buyer_id);
     };
-    let reserved = sales::reserve(
-        &state.db,
+    let reserved = reserve(
+        state,
         &sale,
         contract.compiled.caps(),
         sales::buyer_caps(&posted.campaign.tenant, bid.buyer_id),
@@ -337,15 +373,7 @@ async fn settle_one(
         forget();
     }
     match reserved? {
-        Ok(()) => {
-            // A cascade attempt names its slot; the sweep's answer leaves out an attempt whose
-            // mark was lost, and its money is settled as any sale's.
-            if let Err(error) =
-                sales::mark_attempt(&state.db, posted.source.tenant_id, sale_id, bid).await
-            {
-                tracing::warn!(%error, %sale_id, "cannot mark a cascade attempt");
-            }
-        }
+        Ok(()) => {}
         Err(Refusal::Duplicate) => {
             return unreserved(
                 SaleStatus::Duplicate,
@@ -435,7 +463,9 @@ async fn settle_one(
         async move {
             match verdict.verdict.settles_as() {
                 SaleStatus::Sold => {
-                    sales::complete(db, tenant_id, sale_id, first.then_some(verdict), now).await
+                    let completion =
+                        sales::Completion::of(tenant_id, sale_id, first.then_some(verdict), now);
+                    state.sale_completions.run(completion).await
                 }
                 status => {
                     let reason = verdict.reason.unwrap_or_default();

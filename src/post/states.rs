@@ -73,7 +73,8 @@ text_codes! {
 }
 
 text_codes! {
-    /// What `gavel_reserve` (migration 0003) answers.
+    /// What `gavel_reserve` (migration 0003) answers, and `gavel_reserve_group` (0023) for
+    /// each of its requests.
     #[derive(sqlx::Type)]
     #[sqlx(type_name = "text", rename_all = "snake_case")]
     pub enum ReserveOutcome {

@@ -1,12 +1,14 @@
-//! Group execution of the ping's two statements (its state read and its record's write).
-//! Every ping waits for its own statement's result, but pings that arrive while another
-//! statement of the same kind is running share the next one: under load, one round trip, one
-//! commit and one plan serve many pings; when Gavel is idle, a ping's statement runs alone and
-//! at once, so grouping never adds a wait.
+//! Group execution of the ping's two statements (its state read and its record's write) and
+//! of the post's reservation and completion (`store::sales`). Every ping waits for its own
+//! statement's result, but pings that arrive while another statement of the same kind is
+//! running share the next one: under load, one round trip, one commit and one plan serve many
+//! pings; when Gavel is idle, a ping's statement runs alone and at once, so grouping never
+//! adds a wait.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -24,6 +26,13 @@ pub trait GroupStatement: Send + Sync + 'static {
     const MAX_WORK: usize;
     /// How much a request adds to the statement (rows written or looked up).
     fn work(request: &Self::Request) -> usize;
+    /// How long the plans PostgreSQL keeps in a kept connection's session (its statements',
+    /// and those they run: foreign keys' checks, functions' statements) may serve before
+    /// they are made again with the tables as they are then (`None`: for the session's life).
+    /// A session's plans are made at its first statements, and those made while a table
+    /// was still empty (a new database, a fresh `gavel bench` cluster) may look a row up by
+    /// the wrong index until the next `ANALYZE` of the table invalidates them.
+    const REPLAN_EVERY: Option<std::time::Duration> = None;
     /// Runs the requests as one statement: one answer per request, in order, or one error
     /// for all of them.
     fn run(
@@ -86,6 +95,8 @@ pub const KEPT_CONNECTIONS: u32 = RUNNERS as u32 + 1;
 struct HeldConnection {
     db: PgPool,
     connection: Option<PoolConnection<Postgres>>,
+    /// When the connection's session last had its plans made anew (`REPLAN_EVERY`).
+    planned: Instant,
 }
 
 impl HeldConnection {
@@ -93,6 +104,7 @@ impl HeldConnection {
         Self {
             db,
             connection: None,
+            planned: Instant::now(),
         }
     }
 
@@ -102,9 +114,23 @@ impl HeldConnection {
     ) -> Result<Vec<S::Answer>, sqlx::Error> {
         let connection = match &mut self.connection {
             Some(connection) => connection,
-            None => self.connection.insert(self.db.acquire().await?),
+            None => {
+                self.planned = Instant::now();
+                self.connection.insert(self.db.acquire().await?)
+            }
         };
-        let result = S::run(connection, requests).await;
+        let replan = S::REPLAN_EVERY.is_some_and(|every| self.planned.elapsed() >= every);
+        let result = async {
+            if replan {
+                // Prepared statements stay; their plans are made again at their next use.
+                sqlx::raw_sql("DISCARD PLANS")
+                    .execute(&mut **connection)
+                    .await?;
+                self.planned = Instant::now();
+            }
+            S::run(connection, requests).await
+        }
+        .await;
         // The database refusing a statement leaves the connection sound; any other failure
         // (I/O, protocol, the session ended by the server) may not: it goes back to the pool,
         // which tests it, and the next statement takes another.

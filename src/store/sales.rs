@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
+
+use crate::store::group::GroupStatement;
 use uuid::Uuid;
 
 use crate::pii::StoredLead;
@@ -369,68 +371,220 @@ impl Limits {
     }
 }
 
-/// Reserves the sale in one transaction: every cap of the contract, then every cap of the
-/// buyer (`buyer_caps`, counted over all its contracts), gets one more lead and the price for
-/// its current period, only where it stays within the cap; the buyer is debited only where
-/// balance + credit limit covers the price; the sale is recorded as pending. A test sale
-/// reserves nothing. On a refusal nothing is written.
+/// A sale's reservation, as the grouped statement takes it (owned: it may wait in a group's
+/// queue). Every cap of the contract, then every cap of the buyer (`buyer_caps`, counted over
+/// all its contracts), gets one more lead and the price for its current period, only where it
+/// stays within the cap; the buyer is debited only where balance + credit limit covers the
+/// price; the sale is recorded as pending, with its cascade attempt. A test sale reserves
+/// nothing. On a refusal nothing is written.
 ///
 /// `lead_sales.reserved_caps` records what the release gives back: the contract's periods as
 /// `{"period", "period_start"}`, the buyer's as `{"scope": "buyer", "buyer_period",
 /// "buyer_period_start"}` (other keys than the contract's, so that a process predating buyer
 /// caps, releasing during a rolling upgrade, skips them rather than take them for the
 /// contract's).
+pub struct Reservation {
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    lead_id: Uuid,
+    ping_id: Uuid,
+    bid_id: Uuid,
+    contract_id: Uuid,
+    buyer_id: Uuid,
+    campaign_id: Uuid,
+    partner_id: Uuid,
+    offer_id: Uuid,
+    sale_type: String,
+    price_cents: i64,
+    payout_cents: i64,
+    test: bool,
+    pending_ms: f64,
+    now: DateTime<Utc>,
+    dedup_days: i32,
+    hashes: Vec<[u8; 32]>,
+    contract: Limits,
+    buyer: Limits,
+    reserved: Value,
+    ledger_id: Uuid,
+    attempt: i16,
+    replaces_bid_id: Option<Uuid>,
+}
+
+impl Reservation {
+    pub fn of(
+        sale: &NewSale<'_>,
+        caps: &CompiledCaps,
+        buyer_caps: &CompiledCaps,
+        tz: chrono_tz::Tz,
+    ) -> Self {
+        let contract = Limits::of(caps, sale.test, sale.now, tz);
+        let buyer = Limits::of(buyer_caps, sale.test, sale.now, tz);
+        let reserved: Vec<Value> = contract
+            .periods
+            .iter()
+            .zip(&contract.starts)
+            .map(|(period, start)| json!({ "period": period, "period_start": start }))
+            .chain(buyer.periods.iter().zip(&buyer.starts).map(|(period, start)| {
+                json!({ "scope": "buyer", "buyer_period": period, "buyer_period_start": start })
+            }))
+            .collect();
+        Self {
+            tenant_id: sale.source.tenant_id,
+            sale_id: sale.sale_id,
+            lead_id: sale.lead_id,
+            ping_id: sale.ping_id,
+            bid_id: sale.bid.bid_id,
+            contract_id: sale.bid.contract_id,
+            buyer_id: sale.bid.buyer_id,
+            campaign_id: sale.source.campaign_id,
+            partner_id: sale.source.partner_id,
+            offer_id: sale.source.offer_id,
+            sale_type: sale.bid.sale_type.clone(),
+            price_cents: sale.bid.price_cents,
+            payout_cents: sale.bid.payout_cents,
+            test: sale.test,
+            pending_ms: sale.pending_for.num_milliseconds() as f64,
+            now: sale.now,
+            dedup_days: i32::try_from(sale.dedup_days).unwrap_or(365),
+            hashes: sale.consumer_hashes.to_vec(),
+            contract,
+            buyer,
+            reserved: Value::Array(reserved),
+            ledger_id: Uuid::now_v7(),
+            attempt: sale.bid.attempt,
+            replaces_bid_id: sale.bid.replaces_bid_id,
+        }
+    }
+}
+
+/// The reservations of posts settling at the same moment, grouped: one transaction takes each
+/// hot row (the contract's counters, the buyer's) once for all of them (migration 0023).
+pub struct ReserveSales;
+
+impl GroupStatement for ReserveSales {
+    const NAME: &'static str = "sale_reserve";
+    /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
+    /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
+    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
+    type Request = Reservation;
+    type Answer = Result<(), Refusal>;
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 2_000;
+
+    fn work(reservation: &Reservation) -> usize {
+        1 + reservation.hashes.len()
+            + reservation.contract.periods.len()
+            + reservation.buyer.periods.len()
+    }
+
+    async fn run(
+        db: &mut PgConnection,
+        reservations: &[Reservation],
+    ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
+        reserve(db, reservations).await
+    }
+}
+
+/// Reserves the sales in one transaction (`gavel_reserve_group`, migration 0023): each one's
+/// outcome, in order, is what reserving them one after the other in that order would give,
+/// with the same writes. One statement, one round trip: the hot rows are held for the time
+/// the database needs, once for the group.
 pub async fn reserve(
-    db: &PgPool,
-    sale: &NewSale<'_>,
-    caps: &CompiledCaps,
-    buyer_caps: &CompiledCaps,
-    tz: chrono_tz::Tz,
-) -> Result<Result<(), Refusal>, sqlx::Error> {
-    let contract = Limits::of(caps, sale.test, sale.now, tz);
-    let buyer = Limits::of(buyer_caps, sale.test, sale.now, tz);
-    let reserved: Vec<Value> = contract
-        .periods
-        .iter()
-        .zip(&contract.starts)
-        .map(|(period, start)| json!({ "period": period, "period_start": start }))
-        .chain(buyer.periods.iter().zip(&buyer.starts).map(|(period, start)| {
-            json!({ "scope": "buyer", "buyer_period": period, "buyer_period_start": start })
-        }))
-        .collect();
-    let hashes: Vec<&[u8]> = sale.consumer_hashes.iter().map(|h| &h[..]).collect();
-    // One statement, one round trip (migration 0003): the hot rows are held for the time the
-    // database needs, not for a round trip per step.
-    let outcome = query_with_sale!(
-        query_scalar,
-        r#"SELECT gavel_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
-               AS "outcome!: ReserveOutcome""#,
-        sale,
-        sale.test,
-        sale.pending_for.num_milliseconds() as f64,
-        sale.now,
+    db: &mut PgConnection,
+    reservations: &[Reservation],
+) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
+    let rs = reservations;
+    // The flattened parts: each element names its request (1-based).
+    let (mut hash_of, mut hashes) = (Vec::new(), Vec::new());
+    let mut caps = Flattened::default();
+    let mut buyer_caps = Flattened::default();
+    for (index, r) in (1..).zip(rs) {
+        for hash in &r.hashes {
+            hash_of.push(index);
+            hashes.push(&hash[..]);
+        }
+        caps.push(index, &r.contract);
+        buyer_caps.push(index, &r.buyer);
+    }
+    let outcomes = sqlx::query_scalar!(
+        r#"SELECT gavel_reserve_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                      $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                                      $27, $28, $29, $30, $31, $32, $33)
+               AS "outcomes!: Vec<ReserveOutcome>""#,
+        &column(rs, |r| r.tenant_id),
+        &column(rs, |r| r.sale_id),
+        &column(rs, |r| r.lead_id),
+        &column(rs, |r| r.ping_id),
+        &column(rs, |r| r.bid_id),
+        &column(rs, |r| r.contract_id),
+        &column(rs, |r| r.buyer_id),
+        &column(rs, |r| r.campaign_id),
+        &column(rs, |r| r.partner_id),
+        &column(rs, |r| r.offer_id),
+        &column(rs, |r| r.sale_type.as_str()) as _,
+        &column(rs, |r| r.price_cents),
+        &column(rs, |r| r.payout_cents),
+        &column(rs, |r| r.test),
+        &column(rs, |r| r.pending_ms),
+        &column(rs, |r| r.now),
+        &column(rs, |r| r.dedup_days),
+        &column(rs, |r| &r.reserved) as _,
+        &column(rs, |r| r.ledger_id),
+        &column(rs, |r| r.attempt),
+        &column(rs, |r| r.replaces_bid_id) as _,
+        &hash_of,
         &hashes as _,
-        i32::try_from(sale.dedup_days).unwrap_or(365),
-        &contract.periods as _,
-        &contract.starts,
-        &contract.max_leads,
-        &contract.max_spend,
-        Value::Array(reserved),
-        Uuid::now_v7(),
-        &buyer.periods as _,
-        &buyer.starts,
-        &buyer.max_leads,
-        &buyer.max_spend,
+        &caps.of,
+        &caps.periods as _,
+        &caps.starts,
+        &caps.max_leads,
+        &caps.max_spend,
+        &buyer_caps.of,
+        &buyer_caps.periods as _,
+        &buyer_caps.starts,
+        &buyer_caps.max_leads,
+        &buyer_caps.max_spend,
     )
     .fetch_one(db)
     .await?;
-    Ok(match outcome {
-        ReserveOutcome::Reserved => Ok(()),
-        ReserveOutcome::Duplicate => Err(Refusal::Duplicate),
-        ReserveOutcome::Capped => Err(Refusal::Capped),
-        ReserveOutcome::InsufficientFunds => Err(Refusal::InsufficientFunds),
-    })
+    if outcomes.len() != rs.len() {
+        return Err(super::errors::fault("the reservations lost outcomes"));
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            ReserveOutcome::Reserved => Ok(()),
+            ReserveOutcome::Duplicate => Err(Refusal::Duplicate),
+            ReserveOutcome::Capped => Err(Refusal::Capped),
+            ReserveOutcome::InsufficientFunds => Err(Refusal::InsufficientFunds),
+        })
+        .collect())
+}
+
+/// The capped periods of many reservations in one list, each naming its request.
+#[derive(Default)]
+struct Flattened {
+    of: Vec<i32>,
+    periods: Vec<&'static str>,
+    starts: Vec<DateTime<Utc>>,
+    max_leads: Vec<i64>,
+    max_spend: Vec<i64>,
+}
+
+impl Flattened {
+    fn push(&mut self, request: i32, limits: &Limits) {
+        self.of
+            .extend(std::iter::repeat_n(request, limits.periods.len()));
+        self.periods.extend(&limits.periods);
+        self.starts.extend(&limits.starts);
+        self.max_leads.extend(&limits.max_leads);
+        self.max_spend.extend(&limits.max_spend);
+    }
+}
+
+/// One bound array: `value` of each item.
+fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
 }
 
 /// The buyer's own caps, as `reserve` takes them (none for a buyer no longer loaded).
@@ -444,7 +598,7 @@ pub fn buyer_caps(tenant: &crate::store::snapshot::TenantConfig, buyer_id: Uuid)
 }
 
 /// Records a sale that was never reserved (capped, duplicate, not accepted…), in its final
-/// status (a reserved one is written by `gavel_reserve`).
+/// status (a reserved one is written by `gavel_reserve_group`).
 pub async fn record_unreserved(
     db: &PgPool,
     sale: &NewSale<'_>,
@@ -466,29 +620,6 @@ pub async fn record_unreserved(
         &hashes as _,
         sale.bid.attempt,
         sale.bid.replaces_bid_id,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Marks a reserved sale (written by `gavel_reserve`) as a cascade attempt: its `attempt` and
-/// the slot it fills. A winner's own sale (attempt 0) needs nothing.
-pub async fn mark_attempt(
-    db: &PgPool,
-    tenant_id: Uuid,
-    sale_id: Uuid,
-    bid: &WonBid,
-) -> Result<(), sqlx::Error> {
-    if bid.attempt == 0 {
-        return Ok(());
-    }
-    sqlx::query!(
-        "UPDATE lead_sales SET attempt = $3, replaces_bid_id = $4 WHERE tenant_id = $1 AND id = $2",
-        tenant_id,
-        sale_id,
-        bid.attempt,
-        bid.replaces_bid_id,
     )
     .execute(db)
     .await?;
@@ -635,6 +766,168 @@ pub async fn complete(
     .fetch_one(db)
     .await?;
     Ok(sold == 1)
+}
+
+/// A sale's completion, as the grouped statement takes it (owned: it may wait in a group's
+/// queue): what `complete` takes.
+pub struct Completion {
+    tenant_id: Uuid,
+    sale_id: Uuid,
+    /// The buyer's answer, written with the completion (the settling task's first attempt).
+    answer: Option<CompletionAnswer>,
+    now: DateTime<Utc>,
+    ledger_id: Uuid,
+}
+
+struct CompletionAnswer {
+    http_status: Option<i32>,
+    answer: Option<String>,
+    delivery_ms: Option<i32>,
+    consumer_kinds: Vec<&'static str>,
+}
+
+impl Completion {
+    pub fn of(
+        tenant_id: Uuid,
+        sale_id: Uuid,
+        verdict: Option<&Verdict<'_>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            sale_id,
+            answer: verdict.map(|v| CompletionAnswer {
+                http_status: v.answer.http_status.map(i32::from),
+                answer: v.answer.answer.map(str::to_owned),
+                delivery_ms: v.answer.delivery_ms,
+                consumer_kinds: v.consumer_kinds.to_vec(),
+            }),
+            now,
+            ledger_id: Uuid::now_v7(),
+        }
+    }
+}
+
+/// The completions of sales settling at the same moment, grouped: one statement writes every
+/// hot row they share (a contract's `contract_stats`, a partner's balance) once.
+pub struct CompleteSales;
+
+impl GroupStatement for CompleteSales {
+    const NAME: &'static str = "sale_complete";
+    /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
+    /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
+    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
+    type Request = Completion;
+    type Answer = bool;
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 2_000;
+
+    fn work(completion: &Completion) -> usize {
+        1 + completion
+            .answer
+            .as_ref()
+            .map_or(2, |a| a.consumer_kinds.len())
+    }
+
+    async fn run(
+        db: &mut PgConnection,
+        completions: &[Completion],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        complete_all(db, completions).await
+    }
+}
+
+/// `complete` for many sales in one statement: for each, whether it was completed here. Each
+/// sale is completed exactly as `complete` completes it; the rows several of them write are
+/// written once (a contract's last sale: the latest; a dedup key: the latest sale's time and
+/// the last sale's id), and the hot rows are locked in one order (contracts, then partners,
+/// by id).
+async fn complete_all(
+    db: &mut PgConnection,
+    completions: &[Completion],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let cs = completions;
+    fn answer(c: &Completion) -> Option<&CompletionAnswer> {
+        c.answer.as_ref()
+    }
+    // Each answered completion's consumer kinds, flattened: each names its request (1-based).
+    let (mut kind_of, mut kinds) = (Vec::new(), Vec::new());
+    for (index, c) in (1_i64..).zip(cs) {
+        for kind in answer(c).map_or(&[][..], |a| &a.consumer_kinds[..]) {
+            kind_of.push(index);
+            kinds.push(*kind);
+        }
+    }
+    // As `complete`, gated on each sale still being pending. The statements not read by the
+    // last run after it, in order: the partners' entries (their balances move by the ledger's
+    // trigger at the statement's end, in the entries' order), the dedup keys, the contracts'
+    // last sales.
+    let sold = sqlx::query_scalar!(
+        r#"WITH u AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::int[], $5::text[],
+                                  $6::int[], $7::timestamptz[], $8::uuid[]) WITH ORDINALITY
+                 AS u (tenant_id, sale_id, answered, http_status, answer, delivery_ms, at, ledger_id, ord)),
+         sold AS (
+             UPDATE lead_sales s SET status = 'sold', reason = NULL, verdict = 'accepted',
+                                     buyer_http_status = CASE WHEN u.answered THEN u.http_status ELSE s.buyer_http_status END,
+                                     buyer_response = CASE WHEN u.answered THEN u.answer ELSE s.buyer_response END,
+                                     delivery_ms = CASE WHEN u.answered THEN u.delivery_ms ELSE s.delivery_ms END,
+                                     consumer_kinds = CASE WHEN u.answered
+                                         THEN ARRAY(SELECT k.kind FROM unnest($9::bigint[], $10::text[]) WITH ORDINALITY AS k (req, kind, n)
+                                                    WHERE k.req = u.ord ORDER BY k.n)
+                                         ELSE s.consumer_kinds END,
+                                     settled_at = u.at, pending_until = NULL
+             FROM u
+             WHERE s.tenant_id = u.tenant_id AND s.id = u.sale_id AND s.status = 'pending'
+               AND (u.answered OR s.verdict = 'accepted')
+             RETURNING u.ord, u.at, u.ledger_id, s.tenant_id, s.id, s.partner_id, s.offer_id, s.buyer_id,
+                       s.contract_id, s.payout_cents, s.test, s.consumer_hashes, s.consumer_kinds),
+         paid AS (
+             INSERT INTO ledger_entries (tenant_id, id, account, partner_id, kind, amount_cents, sale_id, created_at)
+             SELECT tenant_id, ledger_id, 'partner', partner_id, 'sale', payout_cents, id, at FROM sold
+             WHERE NOT test AND payout_cents > 0
+             ORDER BY tenant_id, partner_id, ord),
+         keys AS (
+             INSERT INTO dedup_keys (tenant_id, key_hash, buyer_id, offer_id, kind, sold_at, sale_id)
+             SELECT DISTINCT ON (sold.tenant_id, k.hash, sold.buyer_id, sold.offer_id)
+                    sold.tenant_id, k.hash, sold.buyer_id, sold.offer_id, k.kind,
+                    max(sold.at) OVER (PARTITION BY sold.tenant_id, k.hash, sold.buyer_id, sold.offer_id),
+                    sold.id
+             FROM sold, unnest(sold.consumer_hashes, sold.consumer_kinds) AS k (hash, kind)
+             WHERE NOT sold.test AND k.hash IS NOT NULL AND k.kind IS NOT NULL
+             ORDER BY sold.tenant_id, k.hash, sold.buyer_id, sold.offer_id, sold.ord DESC
+             ON CONFLICT (tenant_id, key_hash, buyer_id, offer_id) DO UPDATE
+             SET sold_at = greatest(dedup_keys.sold_at, EXCLUDED.sold_at), sale_id = EXCLUDED.sale_id),
+         stats AS (
+             INSERT INTO contract_stats (tenant_id, contract_id, last_sold_at)
+             SELECT tenant_id, contract_id, max(at) FROM sold WHERE NOT test
+             GROUP BY tenant_id, contract_id ORDER BY tenant_id, contract_id
+             ON CONFLICT (tenant_id, contract_id) DO UPDATE
+             SET last_sold_at = greatest(contract_stats.last_sold_at, EXCLUDED.last_sold_at))
+         SELECT coalesce(array_agg(ord), '{}') AS "sold!" FROM sold"#,
+        &column(cs, |c| c.tenant_id),
+        &column(cs, |c| c.sale_id),
+        &column(cs, |c| c.answer.is_some()),
+        &column(cs, |c| answer(c).and_then(|a| a.http_status)) as _,
+        &column(cs, |c| answer(c).and_then(|a| a.answer.as_deref())) as _,
+        &column(cs, |c| answer(c).and_then(|a| a.delivery_ms)) as _,
+        &column(cs, |c| c.now),
+        &column(cs, |c| c.ledger_id),
+        &kind_of,
+        &kinds as _,
+    )
+    .fetch_one(db)
+    .await?;
+    let mut completed = vec![false; cs.len()];
+    for ord in sold {
+        if let Some(done) = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|i| completed.get_mut(i))
+        {
+            *done = true;
+        }
+    }
+    Ok(completed)
 }
 
 /// The buyer rejected the lead or the delivery failed: the reservation is given back in full

@@ -23,6 +23,7 @@ mod fixtures;
 mod forms;
 mod fuzz;
 mod group;
+mod grouped_sales;
 mod hygiene;
 mod idempotency;
 mod metrics;

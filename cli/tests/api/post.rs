@@ -884,16 +884,18 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
     let caps = gavel::auction::CompiledCaps::compile(&json!([{ "period": "day", "max_leads": 5 }]))
         .unwrap();
     let no_buyer_caps = gavel::auction::CompiledCaps::default();
-    gavel::store::sales::reserve(
-        &pool,
+    let reservation = gavel::store::sales::Reservation::of(
         &sale,
         &caps,
         &no_buyer_caps,
         chrono_tz::America::New_York,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    );
+    let mut connection = pool.acquire().await.unwrap();
+    let outcomes = gavel::store::sales::reserve(&mut connection, &[reservation])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Ok(())]);
+    drop(connection);
     assert_eq!(exchange.buyer_books(buyer).await, (99_000, 99_000));
 
     let app = spawn_app(pool.clone()).await;
