@@ -14,7 +14,10 @@
 -- Returns each request's outcome, in request order: exactly what gavel_reserve called for the
 -- requests one after the other, in that order, would have answered ('reserved', 'duplicate',
 -- 'capped', 'insufficient_funds'), with the same writes. A refused request leaves no trace (a
--- counter row created for the group and left unused is removed).
+-- counter row created for the group and left unused is removed). A request whose sale is
+-- already written (a retry after a lost connection) is answered 'reserved' and writes nothing
+-- again. One difference from gavel_reserve, on purpose: a consumer's pending sales are looked
+-- at before its dedup keys (see below).
 --
 -- Lock order, as everywhere in Gavel: the consumers' dedup locks (by tenant, buyer, hash: for
 -- one buyer the hash order of gavel_reserve), the contracts' cap counters (by tenant,
@@ -103,6 +106,8 @@ DECLARE
     -- the consumers (tenant, buyer, hash) of the requests admitted so far: pending sales
     taken       text[] := '{}';
     mine        text[];
+    -- the requests' sales already written (a retry's): answered 'reserved', nothing changed
+    existing    uuid[];
     cur_leads   bigint;
     cur_spend   bigint;
     created     boolean;
@@ -121,6 +126,15 @@ BEGIN
         CONTINUE WHEN p_tests[i] OR p_dedup_days[i] <= 0;
         hashes := ARRAY(SELECT p_hashes[pos] FROM unnest(array_positions(p_hash_of, i)) AS pos ORDER BY pos);
         CONTINUE WHEN cardinality(hashes) = 0;
+        -- The pending sales before the dedup keys: a sale completing between the two looks
+        -- is then seen by the second (its key is committed with its completion), where in the
+        -- other order it would be missed by both.
+        IF EXISTS (SELECT 1 FROM lead_sales
+                   WHERE tenant_id = p_tenants[i] AND buyer_id = p_buyers[i]
+                     AND status = 'pending' AND consumer_hashes && hashes AND NOT test) THEN
+            dup[i] := true;
+            CONTINUE;
+        END IF;
         FOREACH one_hash IN ARRAY hashes LOOP
             IF EXISTS (SELECT 1 FROM dedup_keys
                        WHERE tenant_id = p_tenants[i] AND key_hash = one_hash AND buyer_id = p_buyers[i]
@@ -129,11 +143,6 @@ BEGIN
                 EXIT;
             END IF;
         END LOOP;
-        IF NOT dup[i] AND EXISTS (SELECT 1 FROM lead_sales
-                                  WHERE tenant_id = p_tenants[i] AND buyer_id = p_buyers[i]
-                                    AND status = 'pending' AND consumer_hashes && hashes AND NOT test) THEN
-            dup[i] := true;
-        END IF;
     END LOOP;
 
     -- The hot rows, each once, in the lock order; a counter row missing is created at zero.
@@ -231,6 +240,15 @@ BEGIN
         u_debit := u_debit || 0::bigint;
     END LOOP;
 
+    -- Sales already written: a reservation made again because its caller lost the connection
+    -- while the first commit was under way (store::sales, `reserve`'s retry). Looked for once
+    -- every hot row is locked, so a first attempt still running has committed by now (it
+    -- held the buyer's row, which every sale but a test takes). Such a request is answered
+    -- 'reserved' and changes nothing.
+    existing := ARRAY(SELECT s.id FROM lead_sales s
+                      JOIN unnest(p_tenants, p_sales) AS q (tenant, id)
+                        ON s.tenant_id = q.tenant AND s.id = q.id);
+
     -- Each request in arrival order, as gavel_reserve would decide it after the earlier ones.
     FOR i IN 1 .. n LOOP
         IF p_tests[i] THEN
@@ -239,6 +257,11 @@ BEGIN
         END IF;
         mine := ARRAY(SELECT concat_ws(' ', p_tenants[i], p_buyers[i], encode(p_hashes[pos], 'hex'))
                       FROM unnest(array_positions(p_hash_of, i)) AS pos);
+        IF p_sales[i] = ANY (existing) THEN
+            taken := taken || mine;
+            outcomes[i] := 'reserved';
+            CONTINUE;
+        END IF;
         -- The buyer is buying this consumer in an earlier request of the group: a pending sale.
         IF dup[i] OR (p_dedup_days[i] > 0 AND taken && mine) THEN
             outcomes[i] := 'duplicate';
@@ -334,12 +357,12 @@ BEGIN
            p_nows[s], ARRAY(SELECT p_hashes[pos] FROM unnest(array_positions(p_hash_of, s)) AS pos ORDER BY pos),
            p_attempts[s], p_replaces[s]
     FROM generate_subscripts(p_sales, 1) AS s
-    WHERE outcomes[s] = 'reserved'
+    WHERE outcomes[s] = 'reserved' AND p_sales[s] <> ALL (existing)
     ORDER BY s;
     INSERT INTO ledger_entries (tenant_id, id, account, buyer_id, kind, amount_cents, sale_id, created_at)
     SELECT p_tenants[s], p_ledger_ids[s], 'buyer', p_buyers[s], 'sale', -p_prices[s], p_sales[s], p_nows[s]
     FROM generate_subscripts(p_sales, 1) AS s
-    WHERE outcomes[s] = 'reserved' AND NOT p_tests[s]
+    WHERE outcomes[s] = 'reserved' AND NOT p_tests[s] AND p_sales[s] <> ALL (existing)
     ORDER BY s;
     RETURN outcomes;
 END;

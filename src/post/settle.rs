@@ -264,8 +264,10 @@ async fn refuse(
 /// database was unavailable (a dropped session, a restart: the groups keep their connections,
 /// so the first reservation after a restart meets a dead one), the reservation may still have
 /// committed: its sale says so, and it is made again only when the sale is not there, for at
-/// most `RESERVE_RETRY`. It is never made twice: the sale's id is its key, so a second commit
-/// of it fails.
+/// most `RESERVE_RETRY`. The first attempt may also still be running in the server's session
+/// when its sale is looked for: the retry then waits for its locks and finds its sale written
+/// (`gavel_reserve_group` answers a sale already written 'reserved' and writes nothing), so a
+/// reservation is never made twice, nor refused because of itself.
 async fn reserve(
     state: &AppState,
     sale: &NewSale<'_>,

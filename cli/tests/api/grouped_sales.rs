@@ -513,6 +513,37 @@ async fn a_group_of_reservations_decides_and_writes_as_the_same_reservations_one
         grouped_state["sales"]["8"][6], 1,
         "the cascade attempt is marked"
     );
+
+    // A post whose connection dropped while its group committed makes its reservation again:
+    // the sales already written are answered reserved, and nothing is charged or counted twice.
+    let again: Vec<Reservation> = scenario
+        .iter()
+        .zip(&grouped_sales)
+        .zip(&caps)
+        .filter(|(((_, outcome), _), _)| *outcome == "reserved")
+        .map(|(((request, _), sale), (caps, buyer_caps))| {
+            Reservation::of(
+                &new_sale(&grouped, sale, request, now),
+                caps,
+                buyer_caps,
+                TZ,
+            )
+        })
+        .collect();
+    let mut connection = pool.acquire().await.unwrap();
+    let outcomes = sales::reserve(&mut connection, &again).await.unwrap();
+    drop(connection);
+    assert_eq!(outcomes.len(), 5);
+    assert!(
+        outcomes.iter().all(Result::is_ok),
+        "a retried reservation is reserved: {:?}",
+        outcomes.iter().map(Result::is_ok).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        state(&pool, &grouped, &grouped_sales).await,
+        grouped_state,
+        "a retried reservation writes nothing again"
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
