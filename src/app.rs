@@ -30,6 +30,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::store::group::Group;
 use crate::store::pings::RecordPings;
+use crate::store::posts::{ClaimPosts, FinishPosts};
 use crate::store::sales::{CompleteSales, ReserveSales};
 use crate::store::snapshot::ConfigStore;
 use crate::store::state_cache::StateReader;
@@ -71,6 +72,9 @@ pub struct AppInner {
     /// hot contract's and buyer's rows once for every sale settling at the same moment).
     pub sale_reservations: Group<ReserveSales>,
     pub sale_completions: Group<CompleteSales>,
+    /// The post's claim of its ping and its finish, grouped the same way.
+    pub post_claims: Group<ClaimPosts>,
+    pub post_finishes: Group<FinishPosts>,
     /// Records written behind their pings' answers (`ping_record_max_wait_ms`).
     pub pending_pings: crate::pending_pings::PendingPings,
     /// Retries of posts still settling, waiting for their answer (bounded).
@@ -190,6 +194,8 @@ impl AppState {
         let sales_db = crate::store::grouped_sales_pool(&db);
         let sale_reservations = Group::start(sales_db.clone());
         let sale_completions = Group::start(sales_db.clone());
+        let post_claims = Group::start(sales_db.clone());
+        let post_finishes = Group::start(sales_db.clone());
         let pending_pings =
             crate::pending_pings::PendingPings::new(settings.max_in_flight_auctions);
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
@@ -221,6 +227,8 @@ impl AppState {
             sales_db,
             sale_reservations,
             sale_completions,
+            post_claims,
+            post_finishes,
             pending_pings,
             post_waiters,
             notices,

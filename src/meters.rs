@@ -174,8 +174,8 @@ pub fn ping_record_lost() {
     metrics::counter!("gavel_ping_records_lost_total").increment(1);
 }
 
-/// One grouped statement (`ping_state` read, `ping_record` write, `sale_reserve`,
-/// `sale_complete`) serving `requests` pings or sales: the ratio of the two counters is the
+/// One grouped statement (`ping_state` read, `ping_record` write, `post_claim`,
+/// `sale_reserve`, `sale_complete`, `post_finish`) serving `requests` pings or sales: the ratio of the two counters is the
 /// average group size.
 pub fn group_statement(statement: &'static str, requests: usize) {
     metrics::counter!("gavel_group_statements_total", "statement" => statement).increment(1);

@@ -24,7 +24,8 @@ use crate::auction::{
 };
 use crate::money::Money;
 use crate::pending_pings::Pending;
-use crate::store::sales::{self, Claim, PingForPost, PostSource, WonBid};
+use crate::store::posts::{self, Claim};
+use crate::store::sales::{self, PingForPost, PostSource, WonBid};
 use crate::store::snapshot::CampaignContext;
 
 use answer::PostAnswerBody;
@@ -289,13 +290,14 @@ async fn post_to_winners(
         &request.lead,
         &request.consent,
     );
-    let claim = sales::claim(
+    let claim = posts::claim(
+        &state.post_claims,
         &state.db,
         &source,
         request.ping_id,
         &request.body_sha256,
         lead_id,
-        &stored,
+        stored,
         &consumer_hashes,
         &campaign.offer.suppression_lists,
         ping.test,
@@ -475,9 +477,9 @@ fn settle_and_finish(
                     refusal,
                     sale_type,
                 );
-                let dispositions: Vec<sales::Disposition> = bids
+                let dispositions: Vec<posts::Disposition> = bids
                     .iter()
-                    .map(|bid| sales::Disposition {
+                    .map(|bid| posts::Disposition {
                         contract_id: bid.contract_id,
                         status: if is_accepted(bid) {
                             SaleStatus::ConsentUnverified
@@ -506,9 +508,9 @@ fn settle_and_finish(
                 );
                 let response =
                     PostAnswerBody::new(posted.lead_id, posted.ping_id, &results, sale_type);
-                let dispositions: Vec<sales::Disposition> = results
+                let dispositions: Vec<posts::Disposition> = results
                     .iter()
-                    .map(|r| sales::Disposition {
+                    .map(|r| posts::Disposition {
                         contract_id: r.contract_id,
                         status: r.own_status(),
                     })
@@ -517,18 +519,18 @@ fn settle_and_finish(
             }
         };
         crate::meters::post(response.status.as_str(), timing.started.elapsed());
-        sales::finish_post(
-            &state.db,
+        posts::finish_post(
+            &state.post_finishes,
             &posted.source,
             posted.ping_id,
-            &dispositions,
-            &serde_json::to_string(&response).unwrap_or_default(),
+            dispositions,
+            serde_json::to_string(&response).unwrap_or_default(),
             kind,
             response.status,
             posted.test,
             elapsed_us(timing.started),
             posted.now,
-            verification.as_ref(),
+            verification,
         )
         .await
         .map_err(crate::Error::from)

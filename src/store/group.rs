@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -40,6 +41,11 @@ pub trait GroupStatement: Send + Sync + 'static {
         requests: &[Self::Request],
     ) -> impl Future<Output = Result<Vec<Self::Answer>, sqlx::Error>> + Send;
 }
+
+/// The `REPLAN_EVERY` of the post's statements, whose tables' foreign keys and indexes a
+/// young table's plans may look up the wrong way.
+pub const REPLAN_EVERY_SECOND: Option<std::time::Duration> =
+    Some(std::time::Duration::from_secs(1));
 
 type Reply<S> = oneshot::Sender<Result<<S as GroupStatement>::Answer, sqlx::Error>>;
 type Queue<S> = mpsc::UnboundedReceiver<(<S as GroupStatement>::Request, Reply<S>)>;
@@ -97,7 +103,15 @@ struct HeldConnection {
     connection: Option<PoolConnection<Postgres>>,
     /// When the connection's session last had its plans made anew (`REPLAN_EVERY`).
     planned: Instant,
+    /// When the connection last served a statement (`IDLE_CHECK_AFTER`).
+    used: Instant,
 }
+
+/// A kept connection idle this long is tested (one round trip) before its next statement: the
+/// server may have ended its session meanwhile (a restart, a failover, an administrator), and
+/// the statement would fail where a new connection succeeds. Under load a kept connection is
+/// never idle that long, so the test costs nothing there.
+const IDLE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl HeldConnection {
     fn new(db: PgPool) -> Self {
@@ -105,6 +119,7 @@ impl HeldConnection {
             db,
             connection: None,
             planned: Instant::now(),
+            used: Instant::now(),
         }
     }
 
@@ -112,6 +127,13 @@ impl HeldConnection {
         &mut self,
         requests: &[S::Request],
     ) -> Result<Vec<S::Answer>, sqlx::Error> {
+        if self.used.elapsed() >= IDLE_CHECK_AFTER
+            && let Some(connection) = &mut self.connection
+            && connection.ping().await.is_err()
+        {
+            self.connection = None;
+        }
+        self.used = Instant::now();
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {

@@ -8,6 +8,7 @@ pub mod group;
 pub mod idempotency;
 pub mod pii;
 pub mod pings;
+pub mod posts;
 pub mod retry;
 pub mod sales;
 pub mod settings;
@@ -55,7 +56,8 @@ pub fn grouped_statements_pool(db: &PgPool, wait_for_flush: bool) -> PgPool {
         .clone()
         .options(GROUPED_SESSION_SETTINGS)
         .options([("synchronous_commit", commit)]);
-    grouped_pool(db, options)
+    // The state reads and the records.
+    grouped_pool(db, options, 2)
 }
 
 /// The pool of the post's grouped statements (its reservations and completions), beside `db`
@@ -67,16 +69,19 @@ pub fn grouped_statements_pool(db: &PgPool, wait_for_flush: bool) -> PgPool {
 /// `lead_sales` was empty) and scanned the tenant's sales for every entry: 1.6 ms each after
 /// 3,000 sales in `gavel bench`, where the sales' groups then made half the posts a second.
 pub fn grouped_sales_pool(db: &PgPool) -> PgPool {
-    grouped_pool(db, (*db.connect_options()).clone())
+    // The reservations, the completions, the claims and the finishes.
+    grouped_pool(db, (*db.connect_options()).clone(), 4)
 }
 
-fn grouped_pool(db: &PgPool, options: PgConnectOptions) -> PgPool {
+fn grouped_pool(db: &PgPool, options: PgConnectOptions, groups: u32) -> PgPool {
     let grouped = PgPoolOptions::new()
-        // Two groups' kept connections, and two spare for a moment while a broken one is
+        // The groups' kept connections, and two spare for a moment while a broken one is
         // replaced.
-        .max_connections(2 * group::KEPT_CONNECTIONS + 2)
+        .max_connections(groups * group::KEPT_CONNECTIONS + 2)
         .acquire_timeout(db.options().get_acquire_timeout())
-        .test_before_acquire(false)
+        // Connections are kept, so acquired only at first and after a failure: then an idle
+        // one is tested, lest it be a session the server ended too.
+        .test_before_acquire(true)
         .connect_lazy_with(options);
     // Closed with `db`, so that whoever closes `db` (shutdown, a test) lets go of the database.
     // (Until then this task keeps the pool: each call makes a pool of its own.)

@@ -13,10 +13,8 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use crate::store::group::GroupStatement;
 use uuid::Uuid;
 
-use crate::pii::StoredLead;
-
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
-use crate::post::{BuyerVerdict, INTERRUPTED, PostKind, PostStatus, ReserveOutcome, SaleStatus};
+use crate::post::{BuyerVerdict, INTERRUPTED, PostKind, ReserveOutcome, SaleStatus};
 
 /// A won bid of a ping, as the auction recorded it.
 #[derive(Debug, Clone)]
@@ -161,89 +159,12 @@ pub async fn find_ping(
 }
 
 /// Who posted, for the records.
+#[derive(Clone, Copy)]
 pub struct PostSource {
     pub tenant_id: Uuid,
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub offer_id: Uuid,
-}
-
-pub enum Claim {
-    /// This request owns the post: the lead is stored under `lead_id`. The suppression lists
-    /// (of those the claim was given) that hold the consumer.
-    Won { suppressed_lists: Vec<Uuid> },
-    /// Another request claimed the ping first, with a body of this hash.
-    Lost { body_sha256: Vec<u8> },
-}
-
-/// Claims the ping for this post and stores the lead (its PII sealed: `crate::pii`), in one
-/// transaction; only the first of concurrent posts wins. The same statement looks the
-/// consumer's hashes up in `suppression_lists` (no round trip of its own).
-#[allow(clippy::too_many_arguments)]
-pub async fn claim(
-    db: &PgPool,
-    source: &PostSource,
-    ping_id: Uuid,
-    body_sha256: &[u8; 32],
-    lead_id: Uuid,
-    lead: &StoredLead,
-    consumer_hashes: &[[u8; 32]],
-    suppression_lists: &[Uuid],
-    test: bool,
-    now: DateTime<Utc>,
-) -> Result<Claim, sqlx::Error> {
-    let consumer_hashes: Vec<Vec<u8>> = consumer_hashes.iter().map(|h| h.to_vec()).collect();
-    // One statement: the lead is stored only by the request whose update claimed the ping (a
-    // concurrent one waits for the row, then finds it claimed).
-    let claimed = sqlx::query!(
-        r#"WITH claimed AS (
-             UPDATE posting_log SET post_claimed_at = $3, post_body_sha256 = $4, lead_id = $5
-             WHERE tenant_id = $1 AND id = $2 AND kind = 'ping' AND post_claimed_at IS NULL
-             RETURNING id),
-         stored AS (
-             INSERT INTO leads (tenant_id, id, ping_id, campaign_id, partner_id, offer_id, lead, test,
-                                created_at, pii_key_id, pii_sealed)
-             SELECT $1, $5, id, $6, $7, $8, $9, $10, $3, $11, $12 FROM claimed
-             RETURNING id),
-         consumers AS (
-             INSERT INTO lead_consumers (tenant_id, consumer_hash, lead_id)
-             SELECT DISTINCT $1::uuid, hash, stored.id FROM stored, unnest($13::bytea[]) AS hash)
-         SELECT (SELECT count(*) FROM stored) AS "claimed!",
-                ARRAY(SELECT DISTINCT e.list_id FROM suppression_entries AS e
-                      WHERE e.tenant_id = $1 AND e.list_id = ANY($14::uuid[])
-                        AND e.hash = ANY($13::bytea[])) AS "suppressed_lists!""#,
-        source.tenant_id,
-        ping_id,
-        now,
-        &body_sha256[..],
-        lead_id,
-        source.campaign_id,
-        source.partner_id,
-        source.offer_id,
-        Json(&lead.clear) as _,
-        test,
-        lead.sealed.key_id,
-        lead.sealed.bytes,
-        &consumer_hashes,
-        suppression_lists,
-    )
-    .fetch_one(db)
-    .await?;
-    if claimed.claimed == 0 {
-        let hash = sqlx::query_scalar!(
-            "SELECT post_body_sha256 FROM posting_log WHERE tenant_id = $1 AND id = $2",
-            source.tenant_id,
-            ping_id,
-        )
-        .fetch_one(db)
-        .await?;
-        return Ok(Claim::Lost {
-            body_sha256: hash.unwrap_or_default(),
-        });
-    }
-    Ok(Claim::Won {
-        suppressed_lists: claimed.suppressed_lists,
-    })
 }
 
 /// The stored answer of a claimed post, once its first request has finished.
@@ -265,7 +186,7 @@ pub async fn stored_response(
 /// A stored answer's text as every route answers JSON, without the spaces PostgreSQL's jsonb
 /// output puts after `:` and `,` (re-serializing through serde_json would turn `27.30` into
 /// `27.3`).
-fn compact(text: String) -> String {
+pub(super) fn compact(text: String) -> String {
     if !text.contains([' ', '\n']) {
         return text;
     }
@@ -465,7 +386,7 @@ impl GroupStatement for ReserveSales {
     const NAME: &'static str = "sale_reserve";
     /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
     /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
-    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
+    const REPLAN_EVERY: Option<std::time::Duration> = super::group::REPLAN_EVERY_SECOND;
     type Request = Reservation;
     type Answer = Result<(), Refusal>;
     const MAX_REQUESTS: usize = 64;
@@ -583,7 +504,7 @@ impl Flattened {
 }
 
 /// One bound array: `value` of each item.
-fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+pub(super) fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
     items.iter().map(value).collect()
 }
 
@@ -816,7 +737,7 @@ impl GroupStatement for CompleteSales {
     const NAME: &'static str = "sale_complete";
     /// Its foreign keys' checks look sales up by key: plans made on a young `lead_sales`
     /// scanned the tenant's sales instead (`GroupStatement::REPLAN_EVERY`).
-    const REPLAN_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
+    const REPLAN_EVERY: Option<std::time::Duration> = super::group::REPLAN_EVERY_SECOND;
     type Request = Completion;
     type Answer = bool;
     const MAX_REQUESTS: usize = 64;
@@ -958,69 +879,6 @@ pub async fn release(
     )
     .fetch_one(db)
     .await
-}
-
-/// One winning bid's final disposition, for `distribution_winners`.
-pub struct Disposition {
-    pub contract_id: Uuid,
-    pub status: SaleStatus,
-}
-
-/// Records the post: each winner's disposition, the answer on the ping (for retries) and the
-/// post's own `posting_log` row, in one transaction. Returns the stored answer's text, which
-/// every retry of this post receives byte for byte.
-#[allow(clippy::too_many_arguments)]
-pub async fn finish_post(
-    db: &PgPool,
-    source: &PostSource,
-    ping_id: Uuid,
-    dispositions: &[Disposition],
-    // The answer as JSON text: stored as jsonb, which keeps each amount's two decimals.
-    response: &str,
-    kind: PostKind,
-    result: PostStatus,
-    test: bool,
-    latency_us: i64,
-    now: DateTime<Utc>,
-    // What the offer's consent verification steps found (docs/verification.md), if it has any.
-    verification: Option<&Value>,
-) -> Result<String, sqlx::Error> {
-    let contracts: Vec<Uuid> = dispositions.iter().map(|d| d.contract_id).collect();
-    let statuses: Vec<&str> = dispositions.iter().map(|d| d.status.as_str()).collect();
-    // One statement. The answer is kept if the sweep answered first: every request of this
-    // post gets one and the same answer.
-    sqlx::query_scalar!(
-        r#"WITH dispositions AS (
-             UPDATE distribution_winners d SET disposition = u.status
-             FROM unnest($3::uuid[], $4::text[]) AS u (contract_id, status)
-             WHERE d.tenant_id = $1 AND d.ping_id = $2 AND d.contract_id = u.contract_id),
-         logged AS (
-             INSERT INTO posting_log (tenant_id, id, kind, campaign_id, partner_id, offer_id, ping_id, created_at,
-                                      latency_us, http_status, result, test)
-             VALUES ($1, $6, $7, $8, $9, $10, $2, $11, $12, 200, $13, $14))
-         UPDATE leads SET post_response = coalesce(post_response, $5::jsonb),
-                          verification = coalesce(verification, $15::jsonb)
-         WHERE tenant_id = $1 AND ping_id = $2
-         RETURNING post_response::text AS "post_response!""#,
-        source.tenant_id,
-        ping_id,
-        &contracts,
-        &statuses as _,
-        response as _,
-        Uuid::now_v7(),
-        kind.as_str(),
-        source.campaign_id,
-        source.partner_id,
-        source.offer_id,
-        now,
-        latency_us,
-        result.as_str(),
-        test,
-        verification.map(Json) as _,
-    )
-    .fetch_one(db)
-    .await
-    .map(compact)
 }
 
 /// A `posting_log` row for a post or direct post (also for refused ones).

@@ -1,6 +1,6 @@
 //! Suppression lists' entries (docs/suppression.md): added and removed in batches, each batch
 //! one statement that also moves the list's `entry_count`. The look-ups of a ping and a post
-//! are parts of their own statements (`pings::ReadStates`, `sales::claim`).
+//! are parts of their own statements (`pings::ReadStates`, `posts::claim`).
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;

@@ -1,5 +1,5 @@
 //! What a post's consent verification steps found (docs/verification.md), kept with its lead
-//! (`leads.verification`, written with the post's answer by `sales::finish_post`).
+//! (`leads.verification`, written with the post's answer by `posts::finish_post`).
 
 use serde_json::Value;
 use sqlx::PgPool;

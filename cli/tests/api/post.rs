@@ -848,13 +848,15 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
         &lead,
         &serde_json::Map::new(),
     );
-    gavel::store::sales::claim(
+    let claims = gavel::store::group::Group::start(pool.clone());
+    gavel::store::posts::claim(
+        &claims,
         &pool,
         &source,
         ping_id,
         &[7; 32],
         lead_id,
-        &stored,
+        stored,
         &[],
         &[],
         false,
