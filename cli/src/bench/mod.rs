@@ -281,7 +281,7 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let server =
         ServerProcess::start(url, options.max_in_flight, options.server_binary.as_deref()).await?;
     let cpu_before = server.cpu_time();
-    let load = drive(&server.base, &seeded.posting_key, options).await?;
+    let load = drive(&pool, &server.base, &seeded.posting_key, options).await?;
     let server_cpu = cpu_before
         .zip(server.cpu_time())
         .map(|(before, after)| after.saturating_sub(before));
