@@ -33,7 +33,7 @@ for round in ${ROUNDS:-1 2 3 4}; do
   done
   for b in $order; do
     run hot "$b" --contracts 1 --concurrency 60 --posts-only --duration 8 --pgbench-seconds 3 \
-      --pgbench-clients 4,8
+      --pgbench-clients 1,2,4,8
   done
 done
 for round in 1 2 3; do
