@@ -34,6 +34,11 @@ pub trait GroupStatement: Send + Sync + 'static {
     /// was still empty (a new database, a fresh `gavel bench` cluster) may look a row up by
     /// the wrong index until the next `ANALYZE` of the table invalidates them.
     const REPLAN_EVERY: Option<std::time::Duration> = None;
+    /// Leave out of its group a request whose caller no longer awaits its answer (a client
+    /// that hung up, a request timed out), for a statement whose work only its caller would
+    /// carry on: a post's claim that nobody settles leaves its ping claimed and unsold. (A
+    /// ping's record is written whoever waits for it.) A request already in a statement runs.
+    const DROP_ABANDONED: bool = false;
     /// Runs the requests as one statement: one answer per request, in order, or one error
     /// for all of them.
     fn run(
@@ -127,13 +132,29 @@ impl HeldConnection {
         &mut self,
         requests: &[S::Request],
     ) -> Result<Vec<S::Answer>, sqlx::Error> {
-        if self.used.elapsed() >= IDLE_CHECK_AFTER
-            && let Some(connection) = &mut self.connection
-            && connection.ping().await.is_err()
+        let replan = S::REPLAN_EVERY.is_some_and(|every| self.planned.elapsed() >= every);
+        let idle = self.used.elapsed() >= IDLE_CHECK_AFTER;
+        if let Some(connection) = &mut self.connection
+            && (replan || idle)
         {
-            self.connection = None;
+            // The plans' renewal, when due, is the idle connection's test too: one round trip.
+            // A connection that fails it is let go before the statement, which then runs on a
+            // new one (a session the server ended fails no request).
+            let tested = if replan {
+                // Prepared statements stay; their plans are made again at their next use.
+                sqlx::raw_sql("DISCARD PLANS")
+                    .execute(&mut **connection)
+                    .await
+                    .map(drop)
+            } else {
+                connection.ping().await
+            };
+            match tested {
+                Ok(()) if replan => self.planned = Instant::now(),
+                Ok(()) => {}
+                Err(_) => self.connection = None,
+            }
         }
-        self.used = Instant::now();
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {
@@ -141,18 +162,8 @@ impl HeldConnection {
                 self.connection.insert(self.db.acquire().await?)
             }
         };
-        let replan = S::REPLAN_EVERY.is_some_and(|every| self.planned.elapsed() >= every);
-        let result = async {
-            if replan {
-                // Prepared statements stay; their plans are made again at their next use.
-                sqlx::raw_sql("DISCARD PLANS")
-                    .execute(&mut **connection)
-                    .await?;
-                self.planned = Instant::now();
-            }
-            S::run(connection, requests).await
-        }
-        .await;
+        let result = S::run(connection, requests).await;
+        self.used = Instant::now();
         // The database refusing a statement leaves the connection sound; any other failure
         // (I/O, protocol, the session ended by the server) may not: it goes back to the pool,
         // which tests it, and the next statement takes another.
@@ -255,6 +266,9 @@ async fn run_groups<S: GroupStatement>(
             group = collect::<S>(&receiver) => group,
         };
         let Some(group) = group else { return };
+        if group.is_empty() {
+            continue;
+        }
         let _running = Running::start(&running);
         let (requests, replies): (Vec<S::Request>, Vec<Reply<S>>) = group.into_iter().unzip();
         crate::meters::group_statement(S::NAME, requests.len());
@@ -321,6 +335,9 @@ async fn collect<S: GroupStatement>(
             }
             Err(_) => break,
         }
+    }
+    if S::DROP_ABANDONED {
+        group.retain(|(_, reply)| !reply.is_closed());
     }
     Some(group)
 }

@@ -45,6 +45,7 @@ pub struct ClaimPosts;
 
 impl GroupStatement for ClaimPosts {
     const NAME: &'static str = "post_claim";
+    const DROP_ABANDONED: bool = true;
     const REPLAN_EVERY: Option<std::time::Duration> = REPLAN_EVERY_SECOND;
     type Request = ClaimRequest;
     /// The suppression lists holding the consumer, when this request claimed the ping.

@@ -1,6 +1,8 @@
 //! The group runner of the ping's two statements, on a real database: requests share
 //! statements and keep their own answers, a request the database refuses fails alone, an idle
-//! group runs a request at once, and an unreachable database fails a group at once.
+//! group runs a request at once, an unreachable database fails a group at once, a kept
+//! connection's ended session fails no request after an idle while, and a claim whose caller
+//! has gone is not made.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -143,4 +145,89 @@ async fn a_kept_connection_whose_session_was_ended_is_replaced(pool: PgPool) {
     // The first statement may meet the ended session; the next one must not.
     let _ = group.run(2).await;
     assert_eq!(group.run(3).await.unwrap(), 6);
+}
+
+/// A kept connection whose session the server ended while it was idle is tested before its
+/// next statement and replaced: that statement does not fail (the first post after a
+/// database restart, say).
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn an_idle_kept_connection_whose_session_was_ended_fails_no_request(pool: PgPool) {
+    let group = Group::<Double<false>>::start(pool.clone());
+    assert_eq!(group.run(1).await.unwrap(), 2);
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the kept connection's session was ended");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    assert_eq!(group.run(2).await.unwrap(), 4);
+}
+
+/// Records the requests it runs; a request of 1000 sleeps a while first, holding the group.
+struct Claimish;
+
+static CLAIMED: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+impl GroupStatement for Claimish {
+    const NAME: &'static str = "claimish";
+    const DROP_ABANDONED: bool = true;
+    type Request = i64;
+    type Answer = i64;
+    const MAX_REQUESTS: usize = 64;
+    const MAX_WORK: usize = 1_000;
+
+    fn work(_: &i64) -> usize {
+        1
+    }
+
+    async fn run(db: &mut PgConnection, requests: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+        CLAIMED.lock().unwrap().extend_from_slice(requests);
+        sqlx::query_scalar(
+            "SELECT CASE WHEN r = 1000 THEN (SELECT r FROM pg_sleep(0.5)) ELSE r END
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS t (r, n) ORDER BY n",
+        )
+        .bind(requests)
+        .fetch_all(db)
+        .await
+    }
+}
+
+/// A post's claim whose caller has gone (a client that hung up) before its group runs is
+/// not made: nobody would settle it, and its ping would stay claimed and unsold.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_request_whose_caller_has_gone_is_left_out_of_its_group(pool: PgPool) {
+    let group = Group::<Claimish>::start(pool);
+    // Warm the connections (the direct caller's and the runner's), so that the slow
+    // statements below start at once.
+    futures::future::join_all((101..=120).map(|r| group.run(r))).await;
+
+    // Both the direct caller and the runner busy for half a second.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let group = group.clone();
+            tokio::spawn(async move { group.run(1000).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Queued behind the slow statement, then abandoned by its caller.
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), group.run(7)).await;
+    assert!(
+        abandoned.is_err(),
+        "the caller gave up while its request was queued"
+    );
+    assert_eq!(group.run(8).await.unwrap(), 8);
+    for slow in slow {
+        assert_eq!(slow.await.unwrap().unwrap(), 1000);
+    }
+
+    let claimed = CLAIMED.lock().unwrap().clone();
+    assert!(claimed.contains(&8), "{claimed:?}");
+    assert!(
+        !claimed.contains(&7),
+        "the abandoned request ran: {claimed:?}"
+    );
 }
