@@ -132,14 +132,7 @@ async fn a_kept_connection_whose_session_was_ended_is_replaced(pool: PgPool) {
     let group = Group::<Double<false>>::start(pool.clone());
     assert_eq!(group.run(1).await.unwrap(), 2);
 
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!ended.is_empty(), "the kept connection's session was ended");
+    end_the_kept_sessions(&pool).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // The first statement may meet the ended session; the next one must not.
@@ -154,14 +147,7 @@ async fn a_kept_connection_whose_session_was_ended_is_replaced(pool: PgPool) {
 async fn an_idle_kept_connection_whose_session_was_ended_fails_no_request(pool: PgPool) {
     let group = Group::<Double<false>>::start(pool.clone());
     assert_eq!(group.run(1).await.unwrap(), 2);
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!ended.is_empty(), "the kept connection's session was ended");
+    end_the_kept_sessions(&pool).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     assert_eq!(group.run(2).await.unwrap(), 4);
@@ -230,4 +216,17 @@ async fn a_request_whose_caller_has_gone_is_left_out_of_its_group(pool: PgPool) 
         !claimed.contains(&7),
         "the abandoned request ran: {claimed:?}"
     );
+}
+
+/// Ends every other session of the test's database, as a restart would: the group's kept
+/// connection's among them.
+async fn end_the_kept_sessions(pool: &PgPool) {
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the kept connection's session was ended");
 }
