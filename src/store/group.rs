@@ -342,6 +342,27 @@ async fn collect<S: GroupStatement>(
     Some(group)
 }
 
+/// One bound array of a grouped statement: `value` of each request.
+pub fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
+}
+
+/// The answers of `requests` requests, from the rows a grouped statement returned for some of
+/// them, each naming its request by its 1-based ordinal (`WITH ORDINALITY`); `None` for a
+/// request no row named.
+pub fn by_ordinal<A>(requests: usize, rows: impl IntoIterator<Item = (i64, A)>) -> Vec<Option<A>> {
+    let mut answers: Vec<Option<A>> = std::iter::repeat_with(|| None).take(requests).collect();
+    for (ordinal, answer) in rows {
+        if let Some(slot) = usize::try_from(ordinal - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+        {
+            *slot = Some(answer);
+        }
+    }
+    answers
+}
+
 /// The database refused the statement (a constraint, a bad value) and the session goes on;
 /// not a FATAL error, which ends the session (an administrator's shutdown, a timeout).
 fn refused_by_a_sound_session(error: &sqlx::Error) -> bool {

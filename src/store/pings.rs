@@ -14,7 +14,7 @@ use crate::auction::{
     CapPeriod, CapUsage, ContractOutcome, DeclineReason, PeriodUsage, Prices, SaleType,
 };
 use crate::money::Money;
-use crate::store::group::GroupStatement;
+use crate::store::group::{GroupStatement, column};
 
 /// The mutable state a ping's checks read, for every contract of the offer at once.
 #[derive(Debug, Default)]
@@ -371,11 +371,6 @@ pub struct PingWrite {
 
 fn cents(money: Option<Money>) -> Option<i64> {
     money.map(Money::cents)
-}
-
-/// One bound array: `value` of each item.
-fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
-    items.iter().map(value).collect()
 }
 
 /// The pings' records, grouped: one statement (atomic, one round trip, one commit) for every

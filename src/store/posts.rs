@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::group::{Group, GroupStatement, REPLAN_EVERY_SECOND};
-use super::sales::{PostSource, column};
+use super::group::{Group, GroupStatement, REPLAN_EVERY_SECOND, by_ordinal, column};
+use super::sales::PostSource;
 use crate::pii::StoredLead;
 use crate::post::{PostKind, PostStatus, SaleStatus};
 
@@ -186,17 +186,11 @@ async fn claim_all(
     )
     .fetch_all(db)
     .await?;
-    let mut answers: Vec<Option<Vec<Uuid>>> = vec![None; cs.len()];
-    for row in rows {
-        if row.claimed
-            && let Some(answer) = usize::try_from(row.ord - 1)
-                .ok()
-                .and_then(|i| answers.get_mut(i))
-        {
-            *answer = Some(row.suppressed_lists);
-        }
-    }
-    Ok(answers)
+    let claimed = rows
+        .into_iter()
+        .filter(|row| row.claimed)
+        .map(|row| (row.ord, row.suppressed_lists));
+    Ok(by_ordinal(cs.len(), claimed))
 }
 
 /// One winning bid's final disposition, for `distribution_winners`.
@@ -346,14 +340,8 @@ async fn finish_all(
     )
     .fetch_all(db)
     .await?;
-    let mut answers: Vec<Option<String>> = vec![None; fs.len()];
-    for row in rows {
-        if let Some(answer) = usize::try_from(row.ord - 1)
-            .ok()
-            .and_then(|i| answers.get_mut(i))
-        {
-            *answer = Some(row.post_response);
-        }
-    }
-    Ok(answers)
+    Ok(by_ordinal(
+        fs.len(),
+        rows.into_iter().map(|row| (row.ord, row.post_response)),
+    ))
 }

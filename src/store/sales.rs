@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 
-use crate::store::group::GroupStatement;
+use crate::store::group::{GroupStatement, by_ordinal, column};
 use uuid::Uuid;
 
 use crate::auction::{CapLimit, CapPeriod, CompiledCaps, SaleType, period_start};
@@ -503,11 +503,6 @@ impl Flattened {
     }
 }
 
-/// One bound array: `value` of each item.
-pub(super) fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
-    items.iter().map(value).collect()
-}
-
 /// The buyer's own caps, as `reserve` takes them (none for a buyer no longer loaded).
 pub fn buyer_caps(tenant: &crate::store::snapshot::TenantConfig, buyer_id: Uuid) -> &CompiledCaps {
     static NONE: std::sync::LazyLock<CompiledCaps> =
@@ -839,16 +834,10 @@ async fn complete_all(
     )
     .fetch_one(db)
     .await?;
-    let mut completed = vec![false; cs.len()];
-    for ord in sold {
-        if let Some(done) = usize::try_from(ord - 1)
-            .ok()
-            .and_then(|i| completed.get_mut(i))
-        {
-            *done = true;
-        }
-    }
-    Ok(completed)
+    Ok(by_ordinal(cs.len(), sold.into_iter().map(|ord| (ord, ())))
+        .into_iter()
+        .map(|done| done.is_some())
+        .collect())
 }
 
 /// The buyer rejected the lead or the delivery failed: the reservation is given back in full

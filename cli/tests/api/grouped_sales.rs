@@ -516,19 +516,11 @@ async fn a_group_of_reservations_decides_and_writes_as_the_same_reservations_one
 
     // A post whose connection dropped while its group committed makes its reservation again:
     // the sales already written are answered reserved, and nothing is charged or counted twice.
-    let again: Vec<Reservation> = scenario
-        .iter()
-        .zip(&grouped_sales)
-        .zip(&caps)
-        .filter(|(((_, outcome), _), _)| *outcome == "reserved")
-        .map(|(((request, _), sale), (caps, buyer_caps))| {
-            Reservation::of(
-                &new_sale(&grouped, sale, request, now),
-                caps,
-                buyer_caps,
-                TZ,
-            )
-        })
+    let again: Vec<Reservation> = reservations
+        .into_iter()
+        .zip(&scenario)
+        .filter(|(_, (_, outcome))| *outcome == "reserved")
+        .map(|(reservation, _)| reservation)
         .collect();
     let mut connection = pool.acquire().await.unwrap();
     let outcomes = sales::reserve(&mut connection, &again).await.unwrap();
