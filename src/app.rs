@@ -29,7 +29,7 @@ use crate::api::{self, ErrorCode, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::store::group::Group;
-use crate::store::pings::RecordPings;
+use crate::store::pings::{RecordDeclines, RecordPings};
 use crate::store::posts::{ClaimPosts, FinishPosts};
 use crate::store::sales::{CompleteSales, ReserveSales};
 use crate::store::snapshot::ConfigStore;
@@ -65,6 +65,8 @@ pub struct AppInner {
     /// The pings' state reads and records, grouped under load.
     pub ping_states: Arc<StateReader>,
     pub ping_records: Group<RecordPings>,
+    /// The declines of pings of many contracts, written behind the pings' answers.
+    pub ping_declines: Group<RecordDeclines>,
     /// The connections of the sales' grouped statements (`store::grouped_sales_pool`): as
     /// `grouped_db`'s, but committing as `db`'s (money moves there).
     pub sales_db: PgPool,
@@ -77,6 +79,8 @@ pub struct AppInner {
     pub post_finishes: Group<FinishPosts>,
     /// Records written behind their pings' answers (`ping_record_max_wait_ms`).
     pub pending_pings: crate::pending_pings::PendingPings,
+    /// Pings whose declines are being written behind their answers (the ping's view waits).
+    pub pending_declines: crate::pending_pings::PendingPings,
     /// Retries of posts still settling, waiting for their answer (bounded).
     pub post_waiters: crate::post::PostWaiters,
     /// The win and loss notices' queue (`crate::notices`).
@@ -191,12 +195,15 @@ impl AppState {
         let refusals_behind = Arc::new(Semaphore::new(settings.max_in_flight_auctions));
         let metrics = crate::meters::handle();
         let ping_records = Group::start(grouped_db.clone());
+        let ping_declines = Group::start(grouped_db.clone());
         let sales_db = crate::store::grouped_sales_pool(&db);
         let sale_reservations = Group::start(sales_db.clone());
         let sale_completions = Group::start(sales_db.clone());
         let post_claims = Group::start(sales_db.clone());
         let post_finishes = Group::start(sales_db.clone());
         let pending_pings =
+            crate::pending_pings::PendingPings::new(settings.max_in_flight_auctions);
+        let pending_declines =
             crate::pending_pings::PendingPings::new(settings.max_in_flight_auctions);
         let post_waiters = crate::post::PostWaiters::new(settings.max_waiting_retries);
         let (notices, notice_workers) = crate::notices::Notices::start(
@@ -224,12 +231,14 @@ impl AppState {
             mx,
             ping_states,
             ping_records,
+            ping_declines,
             sales_db,
             sale_reservations,
             sale_completions,
             post_claims,
             post_finishes,
             pending_pings,
+            pending_declines,
             post_waiters,
             notices,
             background,

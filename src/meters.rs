@@ -174,6 +174,11 @@ pub fn ping_record_lost() {
     metrics::counter!("gavel_ping_records_lost_total").increment(1);
 }
 
+/// A ping's declines written behind its answer that could not be written.
+pub fn ping_declines_lost() {
+    metrics::counter!("gavel_ping_declines_lost_total").increment(1);
+}
+
 /// One grouped statement (`ping_state` read, `ping_record` write, `post_claim`,
 /// `sale_reserve`, `sale_complete`, `post_finish`) serving `requests` pings or sales: the ratio of the two counters is the
 /// average group size.

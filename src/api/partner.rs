@@ -285,7 +285,7 @@ pub async fn auction(
     };
     record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
-    let write = PingWrite { ping: record, rows };
+    let write = PingWrite::new(record, rows);
     record_ping(state, ping_id, write, losses, record_first).await?;
     crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
@@ -295,14 +295,21 @@ pub async fn auction(
 /// Writes the ping's record (SPEC §5.1 step 6), then queues its loss notices. Past
 /// `ping_record_max_wait_ms` (unless `record_first`) the ping answers and the write goes on
 /// behind it, registered so that a post of the ping waits for it: a disk that stalls the
-/// database's writes does not stall every ping in flight (docs/durability.md).
+/// database's writes does not stall every ping in flight (docs/durability.md). The declines of
+/// a ping of many contracts are written after its record, behind its answer
+/// ([`PingWrite::split_declines`]).
 async fn record_ping(
     state: &AppState,
     ping_id: Uuid,
-    write: PingWrite,
+    mut write: PingWrite,
     losses: Vec<crate::notices::Notice>,
     record_first: bool,
 ) -> Result<(), Problem> {
+    let declines = if record_first {
+        None
+    } else {
+        declines_behind(state, ping_id, &mut write)
+    };
     let group = state.ping_records.clone();
     // The write runs to its end even when this future is dropped (`Group::run`).
     let mut writing = Box::pin(async move { group.run(write).await });
@@ -314,7 +321,7 @@ async fn record_ping(
         Some(written) => written,
         None => match state.pending_pings.begin(ping_id) {
             Some(pending) => {
-                write_behind(state, writing, pending, losses);
+                write_behind(state, writing, pending, losses, declines);
                 return Ok(());
             }
             // Too many behind already: this ping waits for its own (back-pressure).
@@ -323,23 +330,74 @@ async fn record_ping(
     };
     written?;
     state.notices.send_all(losses);
+    if let Some(declines) = declines {
+        let ping_declines = state.ping_declines.clone();
+        state
+            .settlements
+            .spawn(async move { declines.write(&ping_declines).await });
+    }
     Ok(())
 }
 
+/// The declines of a ping, written behind its answer once its record is: registered until
+/// then, so that the ping's view waits for them.
+struct DeclinesBehind {
+    write: PingWrite,
+    _pending: crate::pending_pings::PendingWrite,
+}
+
+impl DeclinesBehind {
+    async fn write(self, group: &crate::store::group::Group<crate::store::pings::RecordDeclines>) {
+        if let Err(error) = group.run(self.write).await {
+            crate::meters::ping_declines_lost();
+            tracing::error!(%error, "a ping's declines written behind its answer failed");
+        }
+    }
+}
+
+/// Splits off the ping's declines to write behind its answer, when it has many and this
+/// process is not writing too many already (else they are written with the ping).
+fn declines_behind(
+    state: &AppState,
+    ping_id: Uuid,
+    write: &mut PingWrite,
+) -> Option<DeclinesBehind> {
+    let mut declines = write.split_declines()?;
+    match state.pending_declines.begin(ping_id) {
+        Some(pending) => Some(DeclinesBehind {
+            write: declines,
+            _pending: pending,
+        }),
+        None => {
+            write.rows.append(&mut declines.rows);
+            None
+        }
+    }
+}
+
 /// Lets a ping's record be written behind its answer: the ping stays registered until the
-/// write ends, and its loss notices go out only once it is written.
+/// write ends, and its loss notices go out only once it is written; then its declines, if
+/// they are written apart.
 fn write_behind(
     state: &AppState,
     writing: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
     pending: crate::pending_pings::PendingWrite,
     losses: Vec<crate::notices::Notice>,
+    declines: Option<DeclinesBehind>,
 ) {
     crate::meters::ping_record_behind();
     let notices = state.notices.clone();
+    let ping_declines = state.ping_declines.clone();
     // Tracked with the settlements: a shutdown waits for it as for a sale.
     state.settlements.spawn(async move {
         match writing.await {
-            Ok(()) => notices.send_all(losses),
+            Ok(()) => {
+                notices.send_all(losses);
+                drop(pending);
+                if let Some(declines) = declines {
+                    declines.write(&ping_declines).await;
+                }
+            }
             Err(error) => {
                 // As after a crash: a post of the ping answers `ping_not_found`, and no
                 // notice is sent.
@@ -347,7 +405,6 @@ fn write_behind(
                 tracing::error!(%error, "a ping's record written behind its answer failed");
             }
         }
-        drop(pending);
     });
 }
 
@@ -384,10 +441,7 @@ async fn record_refusal(
         sub_ids: None,
         routing: None,
     };
-    let write = PingWrite {
-        ping: record,
-        rows: Vec::new(),
-    };
+    let write = PingWrite::new(record, Vec::new());
     let group = state.ping_records.clone();
     state
         .record_refusal("ping", async move { group.run(write).await })

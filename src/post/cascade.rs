@@ -147,8 +147,12 @@ impl Cascade {
         }
         let runner_ups = self
             .runner_ups
-            .get_or_try_init(|| {
-                sales::runner_ups(&state.db, posted.source.tenant_id, posted.ping_id)
+            .get_or_try_init(|| async {
+                // Among the ping's declines, which a ping of many contracts writes behind its
+                // answer: if this process is still writing them, once written.
+                let by = tokio::time::Instant::from_std(self.deadline);
+                state.pending_declines.wait(posted.ping_id, by).await;
+                sales::runner_ups(&state.db, posted.source.tenant_id, posted.ping_id).await
             })
             .await?;
         // The read may have waited: no attempt starts after the deadline.

@@ -56,8 +56,8 @@ pub fn grouped_statements_pool(db: &PgPool, wait_for_flush: bool) -> PgPool {
         .clone()
         .options(GROUPED_SESSION_SETTINGS)
         .options([("synchronous_commit", commit)]);
-    // The state reads and the records.
-    grouped_pool(db, options, 2)
+    // The state reads, the records and the declines written behind the pings' answers.
+    grouped_pool(db, options, 3)
 }
 
 /// The pool of the post's grouped statements (its reservations and completions), beside `db`

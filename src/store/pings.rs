@@ -297,6 +297,7 @@ async fn read_states(
 }
 
 /// The ping's own record: its `posting_log` row.
+#[derive(Clone)]
 pub struct PingRecord {
     pub tenant_id: Uuid,
     pub ping_id: Uuid,
@@ -367,37 +368,98 @@ impl DistributionRow {
 pub struct PingWrite {
     pub ping: PingRecord,
     pub rows: Vec<DistributionRow>,
+    /// Only the declines of a ping recorded already, written behind its answer
+    /// ([`PingWrite::split_declines`]): no `posting_log` row.
+    pub declines_only: bool,
+}
+
+/// A ping that declined more contracts than this has its declines written behind its answer
+/// (`ping_declines`). Each declined contract adds
+/// about a microsecond to its record's write, in PostgreSQL and in the encoding: nothing for an
+/// offer of a few contracts, and most of the record of an offer of hundreds (0.3 of 0.35 ms
+/// with 300; docs/durability.md).
+pub const DECLINES_WRITTEN_WITH_THE_PING: usize = 32;
+
+impl PingWrite {
+    pub fn new(ping: PingRecord, rows: Vec<DistributionRow>) -> Self {
+        Self {
+            ping,
+            rows,
+            declines_only: false,
+        }
+    }
+
+    /// Takes this ping's declines out of its write, as a write of their own, when there are
+    /// more than [`DECLINES_WRITTEN_WITH_THE_PING`]. The ping's row and its winners stay: what
+    /// its post looks up (a cascade's read of the runner-ups, among the declines, comes after
+    /// a winner's delivery failed, and waits for them in this process).
+    pub fn split_declines(&mut self) -> Option<PingWrite> {
+        let declined = self.rows.iter().filter(|r| r.win.is_none()).count();
+        if declined <= DECLINES_WRITTEN_WITH_THE_PING {
+            return None;
+        }
+        let (winners, declines) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|r| r.win.is_some());
+        self.rows = winners;
+        Some(PingWrite {
+            ping: self.ping.clone(),
+            rows: declines,
+            declines_only: true,
+        })
+    }
 }
 
 fn cents(money: Option<Money>) -> Option<i64> {
     money.map(Money::cents)
 }
 
-/// The pings' records, grouped: one statement (atomic, one round trip, one commit) for every
-/// ping waiting to be recorded, whatever their tenants and numbers of contracts.
-pub struct RecordPings;
+/// A group statement writing pings' records with [`record_pings`].
+macro_rules! record_statement {
+    ($(#[$doc:meta])* $name:ident = $label:literal) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl GroupStatement for RecordPings {
-    const NAME: &'static str = "ping_record";
-    type Request = PingWrite;
-    type Answer = ();
-    const MAX_REQUESTS: usize = 64;
-    const MAX_WORK: usize = 4_000;
+        impl GroupStatement for $name {
+            const NAME: &'static str = $label;
+            type Request = PingWrite;
+            type Answer = ();
+            const MAX_REQUESTS: usize = 64;
+            const MAX_WORK: usize = 4_000;
 
-    fn work(write: &PingWrite) -> usize {
-        1 + write.rows.len()
-    }
+            fn work(write: &PingWrite) -> usize {
+                1 + write.rows.len()
+            }
 
-    async fn run(db: &mut PgConnection, writes: &[PingWrite]) -> Result<Vec<()>, sqlx::Error> {
-        record_pings(db, writes).await?;
-        Ok(vec![(); writes.len()])
-    }
+            async fn run(
+                db: &mut PgConnection,
+                writes: &[PingWrite],
+            ) -> Result<Vec<()>, sqlx::Error> {
+                record_pings(db, writes).await?;
+                Ok(vec![(); writes.len()])
+            }
+        }
+    };
+}
+
+record_statement! {
+    /// The pings' records, grouped: one statement (atomic, one round trip, one commit) for
+    /// every ping waiting to be recorded, whatever their tenants and numbers of contracts.
+    RecordPings = "ping_record"
+}
+
+record_statement! {
+    /// The declines written behind their pings' answers ([`PingWrite::split_declines`]),
+    /// grouped the same way, apart from the records the pings wait for.
+    RecordDeclines = "ping_declines"
 }
 
 /// Writes pings and all their contracts' outcomes in one statement: each ping's row in
 /// `posting_log`, a row per winner in `distribution_winners`, and every other contract's outcome
 /// as one element of the arrays of the ping's single `distribution_declines` row.
-async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(), sqlx::Error> {
+async fn record_pings(db: &mut PgConnection, all: &[PingWrite]) -> Result<(), sqlx::Error> {
+    // The pings' own rows: not again for a ping's declines written behind it.
+    let writes: Vec<&PingWrite> = all.iter().filter(|w| !w.declines_only).collect();
     let mut winners: Vec<(&PingRecord, &DistributionRow, Win)> = Vec::new();
     let mut declines: Vec<&DistributionRow> = Vec::new();
     // Each ping with declines gets the slice [first, last] (1-based) of the declines' arrays,
@@ -405,7 +467,7 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
     let mut declines_of: Vec<(&PingRecord, i32, i32, bool)> = Vec::new();
     // Which of those pings have runner-ups (else their ranks' array stays NULL).
     let mut ranked_of: Vec<bool> = Vec::new();
-    for write in writes {
+    for write in all {
         let first = declines.len() as i32 + 1;
         let (mut answered, mut ranked) = (false, false);
         for row in &write.rows {
@@ -490,21 +552,21 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
                FROM unnest($29::uuid[], $30::uuid[], $31::timestamptz[], $32::int[], $33::int[], $43::bool[],
                            $47::bool[])
                    AS s (tenant_id, ping_id, created_at, first, last, answered, ranked)) AS s",
-        &column(writes, |w| w.ping.tenant_id),
-        &column(writes, |w| w.ping.ping_id),
-        &column(writes, |w| w.ping.campaign_id),
-        &column(writes, |w| w.ping.partner_id),
-        &column(writes, |w| w.ping.offer_id),
-        &column(writes, |w| w.ping.created_at),
-        &column(writes, |w| w.ping.latency_us),
-        &column(writes, |w| i32::from(w.ping.http_status)),
-        &column(writes, |w| w.ping.result) as _,
-        &column(writes, |w| w.ping.test),
-        &column(writes, |w| w.ping.lead.as_deref().map(sqlx::types::Json)) as _,
-        &column(writes, |w| cents(w.ping.min_payout)) as _,
-        &column(writes, |w| w.ping.sale_type.map(SaleType::as_str)) as _,
-        &column(writes, |w| cents(w.ping.payout)) as _,
-        &column(writes, |w| w.ping.expires_at) as _,
+        &column(&writes, |w| w.ping.tenant_id),
+        &column(&writes, |w| w.ping.ping_id),
+        &column(&writes, |w| w.ping.campaign_id),
+        &column(&writes, |w| w.ping.partner_id),
+        &column(&writes, |w| w.ping.offer_id),
+        &column(&writes, |w| w.ping.created_at),
+        &column(&writes, |w| w.ping.latency_us),
+        &column(&writes, |w| i32::from(w.ping.http_status)),
+        &column(&writes, |w| w.ping.result) as _,
+        &column(&writes, |w| w.ping.test),
+        &column(&writes, |w| w.ping.lead.as_deref().map(sqlx::types::Json)) as _,
+        &column(&writes, |w| cents(w.ping.min_payout)) as _,
+        &column(&writes, |w| w.ping.sale_type.map(SaleType::as_str)) as _,
+        &column(&writes, |w| cents(w.ping.payout)) as _,
+        &column(&writes, |w| w.ping.expires_at) as _,
         &column(&winners, |(p, _, _)| p.tenant_id),
         &column(&winners, |(p, _, _)| p.ping_id),
         &column(&winners, |(p, _, _)| p.created_at),
@@ -531,11 +593,11 @@ async fn record_pings(db: &mut PgConnection, writes: &[PingWrite]) -> Result<(),
         &column(&declines, |r| cents(r.bid.shared)) as _,
         &column(&declines, |r| r.rtb_ms) as _,
         &column(&declines, |r| r.rtb_ref.as_deref()) as _,
-        &column(writes, |w| w.ping.sub_ids.as_deref().map(sqlx::types::Json)) as _,
+        &column(&writes, |w| w.ping.sub_ids.as_deref().map(sqlx::types::Json)) as _,
         &column(&declines_of, |&(_, _, _, answered)| answered),
         &answer_statuses as _,
         &answer_bodies as _,
-        &column(writes, |w| w.ping.routing) as _,
+        &column(&writes, |w| w.ping.routing) as _,
         &ranked_of,
         &ranks as _,
     )

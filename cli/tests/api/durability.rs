@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, ping_lead};
+use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, outcome_of, ping_lead};
 use crate::harness::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -288,5 +288,182 @@ async fn shutdown_waits_for_the_records_written_behind_their_answers(pool: PgPoo
     assert_eq!(
         records, 2,
         "the ping's and the refusal's records were written before the server stopped"
+    );
+}
+
+/// An offer of more contracts than `DECLINES_WRITTEN_WITH_THE_PING` (fixed prices, the last
+/// one best), served with every ping waiting for its record (`ping_record_max_wait_ms = 0`),
+/// and a database that cannot write declines until `Stall` ends: their insert waits for a lock
+/// the test holds (a lock on the table would hold the ping's record too: its statement names
+/// the table).
+struct ManyContracts {
+    app: TestApp,
+    exchange: Exchange,
+    /// (buyer, contract), best bid first.
+    ranked: Vec<(uuid::Uuid, uuid::Uuid)>,
+    _buyer_server: MockServer,
+}
+
+impl ManyContracts {
+    /// The best contract's buyer answers `best_answer` to its delivery, the others accept.
+    async fn start(pool: &PgPool, best_answer: &str) -> (Self, Stall) {
+        use gavel::store::pings::DECLINES_WRITTEN_WITH_THE_PING;
+        use wiremock::matchers::path;
+
+        let buyer_server = MockServer::start().await;
+        for (route, answer) in [("/best", best_answer), ("/others", "accepted")] {
+            Mock::given(method("POST"))
+                .and(path(route))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": answer })))
+                .mount(&buyer_server)
+                .await;
+        }
+        let exchange = Exchange::create(pool, "exclusive").await;
+        let contracts = DECLINES_WRITTEN_WITH_THE_PING + 2;
+        let mut ranked = Vec::new();
+        for i in 0..contracts {
+            let route = if i + 1 == contracts {
+                "/best"
+            } else {
+                "/others"
+            };
+            let delivery = json!({ "url": format!("{}{route}", buyer_server.uri()), "timeout_ms": 1000,
+                                   "accept": { "path": "/status", "equals": "accepted" } });
+            let spec = ContractSpec {
+                delivery: Some(delivery),
+                ..ContractSpec::fixed(Some(1000 + i as i64), None)
+            };
+            ranked.insert(0, exchange.buyer_with(100_000, spec).await);
+        }
+        let mut settings = test_settings();
+        settings.ping_record_max_wait_ms = 0;
+        let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
+        for statement in [
+            "CREATE FUNCTION stall_declines() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$",
+            "CREATE TRIGGER stall_declines BEFORE INSERT ON distribution_declines
+             FOR EACH ROW EXECUTE FUNCTION stall_declines()",
+        ] {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+        let mut stall = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock(4242)")
+            .execute(&mut *stall)
+            .await
+            .unwrap();
+        let many = Self {
+            app,
+            exchange,
+            ranked,
+            _buyer_server: buyer_server,
+        };
+        (many, stall)
+    }
+
+    /// A ping, answered while its declines cannot be written.
+    async fn ping(&self) -> serde_json::Value {
+        let (status, ping) = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.app
+                .ping(&self.exchange.posting_key, json!({ "lead": ping_lead() })),
+        )
+        .await
+        .expect("the ping answers while its declines cannot be written");
+        assert_eq!(
+            (status, ping["status"].as_str()),
+            (200, Some("bids")),
+            "{ping}"
+        );
+        ping
+    }
+
+    fn post(
+        &self,
+        ping: &serde_json::Value,
+    ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + '_ {
+        self.app.post(
+            &self.exchange.posting_key,
+            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
+        )
+    }
+
+    /// What the buyer at `rank` (0: the best bid) was charged.
+    async fn charged(&self, rank: usize) -> (i64, i64) {
+        let (balance, ledger) = self.exchange.buyer_books(self.ranked[rank].0).await;
+        (100_000 - balance, 100_000 - ledger)
+    }
+}
+
+/// A ping that declined more contracts than `DECLINES_WRITTEN_WITH_THE_PING` answers once its
+/// row and its winners are written, and its post sells, while its declines are still being
+/// written; the ping's view waits for them and shows every contract's outcome.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_ping_of_many_contracts_answers_and_sells_before_its_declines_are_written(pool: PgPool) {
+    let (many, stall) = ManyContracts::start(&pool, "accepted").await;
+    let ping = many.ping().await;
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(5), many.post(&ping))
+        .await
+        .expect("the post does not wait for the declines");
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("sold")),
+        "{answer}"
+    );
+    let best_price = 1000 + many.ranked.len() as i64 - 1;
+    assert_eq!(
+        many.charged(0).await,
+        (best_price, best_price),
+        "the best bid's buyer is charged its price: balance and ledger"
+    );
+
+    let ping_id = ping["ping_id"].as_str().unwrap();
+    let mut view = std::pin::pin!(many.app.ping_view(&many.exchange.admin_key, ping_id));
+    assert!(
+        still_running(&mut view).await,
+        "the ping's view waits for its declines"
+    );
+    stall.commit().await.unwrap();
+    let (status, view) = view.await;
+    assert_eq!(status, 200, "{view}");
+    let outcomes = view["contracts"].as_array().unwrap();
+    assert_eq!(
+        outcomes.len(),
+        many.ranked.len(),
+        "every contract's outcome: {view:#}"
+    );
+    assert_eq!(outcome_of(&view, many.ranked[0].1)["outcome"], "won");
+    let outbid = outcomes.iter().filter(|c| c["reason"] == "outbid").count();
+    assert_eq!(outbid, many.ranked.len() - 1, "{view:#}");
+}
+
+/// The cascade's runner-ups are among the declines: when the winner's buyer rejects the lead
+/// before the ping's declines are written, the cascade waits for them and sells to the next
+/// best bid.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_cascade_waits_for_the_declines_written_behind_the_ping(pool: PgPool) {
+    let (many, stall) = ManyContracts::start(&pool, "rejected").await;
+    let ping = many.ping().await;
+    let mut post = std::pin::pin!(many.post(&ping));
+    assert!(
+        still_running(&mut post).await,
+        "the cascade waits for the runner-ups"
+    );
+    stall.commit().await.unwrap();
+    let (status, answer) = post.await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("sold")),
+        "{answer}"
+    );
+    let second_price = 1000 + many.ranked.len() as i64 - 2;
+    assert_eq!(
+        many.charged(0).await,
+        (0, 0),
+        "the best bid's buyer rejected it"
+    );
+    assert_eq!(
+        many.charged(1).await,
+        (second_price, second_price),
+        "the runner-up bought it at its own price: balance and ledger"
     );
 }

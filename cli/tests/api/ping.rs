@@ -890,10 +890,7 @@ async fn a_ping_record_the_database_refuses_does_not_take_its_group_down(pool: P
             rtb_answer: None,
             runner_up_rank: None,
         };
-        PingWrite {
-            ping,
-            rows: vec![row],
-        }
+        PingWrite::new(ping, vec![row])
     };
     let writes: Vec<PingWrite> = (0..30).map(|i| write(i != 7)).collect();
     let ids: Vec<Uuid> = writes.iter().map(|w| w.ping.ping_id).collect();
@@ -935,9 +932,19 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
         "below_floor",
         "outbid",
     ];
-    // (winners, others) per ping: none of either, only winners, only others, both.
-    let shapes = [(0, 0), (2, 0), (0, 1), (1, 3), (0, 7), (2, 5), (1, 1)];
-    let writes: Vec<PingWrite> = shapes
+    // (winners, others) per ping: none of either, only winners, only others, both, and so
+    // many others that they are split off into a write of their own.
+    let shapes = [
+        (0, 0),
+        (2, 0),
+        (0, 1),
+        (1, 3),
+        (0, 7),
+        (2, 5),
+        (1, 1),
+        (2, 40),
+    ];
+    let mut writes: Vec<PingWrite> = shapes
         .iter()
         .enumerate()
         .map(|(p, &(winners, others))| {
@@ -984,11 +991,24 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
                     runner_up_rank: None,
                 });
             }
-            PingWrite { ping, rows }
+            PingWrite::new(ping, rows)
         })
         .collect();
+    // Written in the same statement as the rest: the ping's row once, all its outcomes.
+    let declines: Vec<PingWrite> = writes
+        .iter_mut()
+        .filter_map(PingWrite::split_declines)
+        .collect();
+    assert_eq!(declines.len(), 1, "only the ping of 40 declines");
+    writes.extend(declines);
     let mut connection = pool.acquire().await.unwrap();
     RecordPings::run(&mut connection, &writes).await.unwrap();
+    let pings: i64 = sqlx::query_scalar("SELECT count(*) FROM posting_log WHERE tenant_id = $1")
+        .bind(exchange.tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pings, shapes.len() as i64, "one row per ping");
 
     #[derive(Debug, PartialEq, sqlx::FromRow)]
     struct Row {
@@ -1006,7 +1026,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
         price_cents: Option<i64>,
         payout_cents: Option<i64>,
     }
-    for write in &writes {
+    for write in writes.iter().filter(|w| !w.declines_only) {
         let stored: Vec<Row> = sqlx::query_as(
             "SELECT contract_id, buyer_id, outcome, reason, detail, exclusive_bid_cents, shared_bid_cents,
                     rtb_ms, rtb_ref, bid_id, sale_type, price_cents, payout_cents
@@ -1017,9 +1037,10 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
         .fetch_all(&pool)
         .await
         .unwrap();
-        let mut expected: Vec<Row> = write
-            .rows
+        let mut expected: Vec<Row> = writes
             .iter()
+            .filter(|w| w.ping.ping_id == write.ping.ping_id)
+            .flat_map(|w| &w.rows)
             .map(|r| Row {
                 contract_id: r.contract_id,
                 buyer_id: r.buyer_id,
@@ -1037,7 +1058,7 @@ async fn pings_recorded_together_each_keep_their_own_contracts_outcomes(pool: Pg
             })
             .collect();
         expected.sort_by_key(|row| row.contract_id);
-        assert_eq!(stored, expected, "ping with {} contracts", write.rows.len());
+        assert_eq!(stored, expected, "ping with {} contracts", expected.len());
     }
 }
 

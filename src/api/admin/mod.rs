@@ -288,6 +288,10 @@ pub struct SaleView {
     returns: Vec<SaleReturn>,
 }
 
+/// How long a ping's view waits for its record being written behind its answer: past it, the
+/// view shows what is written.
+const PENDING_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The whole auction of one ping: how every contract ended, and why.
 #[utoipa::path(get, path = "/v1/admin/pings/{id}", tag = "inspection",
     params(("id" = Uuid, Path)), responses((status = 200, body = PingView)))]
@@ -297,6 +301,11 @@ async fn ping_view(
     Path(id): Path<String>,
 ) -> Result<Json<PingView>, Problem> {
     let ping_id = parse_id(&id)?;
+    // A ping answered a moment ago may have its record, or its declines, still being written
+    // behind its answer in this process (docs/durability.md): shown once written.
+    let written_by = tokio::time::Instant::now() + PENDING_WRITE_WAIT;
+    state.pending_pings.wait(ping_id, written_by).await;
+    state.pending_declines.wait(ping_id, written_by).await;
     let (ping, rows) = pings::find_ping(&state.db, tenant, ping_id)
         .await?
         .ok_or_else(Problem::not_found)?;
