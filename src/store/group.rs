@@ -39,6 +39,10 @@ pub trait GroupStatement: Send + Sync + 'static {
     /// carry on: a post's claim that nobody settles leaves its ping claimed and unsold. (A
     /// ping's record is written whoever waits for it.) A request already in a statement runs.
     const DROP_ABANDONED: bool = false;
+    /// For writes nobody waits for: each group waits this long after its first request for
+    /// more (and an idle group's request waits too, rather than run at once), so that a
+    /// statement serves many and runs apart from the answers it follows.
+    const LINGER: Option<std::time::Duration> = None;
     /// Runs the requests as one statement: one answer per request, in order, or one error
     /// for all of them.
     fn run(
@@ -227,10 +231,11 @@ impl<S: GroupStatement> Group<S> {
         // Its own task lets it complete even when the caller is dropped: a client that hangs
         // up must not leave its ping unrecorded. Requests that arrive meanwhile queue for the
         // runners and are grouped as usual.
-        if self
-            .running
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        if S::LINGER.is_none()
+            && self
+                .running
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
             let running = Running(Arc::clone(&self.running));
             let direct = Arc::clone(&self.direct);
@@ -325,6 +330,9 @@ async fn collect<S: GroupStatement>(
 ) -> Option<Vec<(S::Request, Reply<S>)>> {
     let mut queue = receiver.lock().await;
     let first = queue.recv().await?;
+    if let Some(linger) = S::LINGER {
+        tokio::time::sleep(linger).await;
+    }
     let mut work = S::work(&first.0);
     let mut group = vec![first];
     while group.len() < S::MAX_REQUESTS && work < S::MAX_WORK {
