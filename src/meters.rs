@@ -179,7 +179,7 @@ pub fn ping_declines_lost() {
     metrics::counter!("gavel_ping_declines_lost_total").increment(1);
 }
 
-/// One grouped statement (`ping_state` read, `ping_record` write, `post_claim`,
+/// One grouped statement (`ping_state` read, `ping_record` write, `ping_declines`, `post_claim`,
 /// `sale_reserve`, `sale_complete`, `post_finish`) serving `requests` pings or sales: the ratio of the two counters is the
 /// average group size.
 pub fn group_statement(statement: &'static str, requests: usize) {

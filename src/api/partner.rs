@@ -295,7 +295,8 @@ pub async fn auction(
 /// Writes the ping's record (SPEC §5.1 step 6), then queues its loss notices. Past
 /// `ping_record_max_wait_ms` (unless `record_first`) the ping answers and the write goes on
 /// behind it, registered so that a post of the ping waits for it: a disk that stalls the
-/// database's writes does not stall every ping in flight (docs/durability.md). The declines of
+/// database's writes does not stall every ping in flight (docs/durability.md). Unless every
+/// ping waits for its record (`ping_record_max_wait_ms = 0`, or `record_first`), the declines of
 /// a ping of many contracts are written after its record, behind its answer
 /// ([`PingWrite::split_declines`]).
 async fn record_ping(
@@ -305,23 +306,17 @@ async fn record_ping(
     losses: Vec<crate::notices::Notice>,
     record_first: bool,
 ) -> Result<(), Problem> {
-    let declines = if record_first {
-        None
-    } else {
-        declines_behind(state, ping_id, &mut write)
-    };
-    let group = state.ping_records.clone();
-    // The write runs to its end even when this future is dropped (`Group::run`).
-    let mut writing = Box::pin(async move { group.run(write).await });
     let bound = state
         .settings
         .ping_record_max_wait()
         .filter(|_| !record_first);
+    let declines = bound.and_then(|_| declines_behind(state, ping_id, &mut write));
+    let mut writing = write_record(state, write, declines);
     let written = match crate::app::wait_at_most(bound, &mut writing).await {
         Some(written) => written,
         None => match state.pending_pings.begin(ping_id) {
             Some(pending) => {
-                write_behind(state, writing, pending, losses, declines);
+                write_behind(state, writing, pending, losses);
                 return Ok(());
             }
             // Too many behind already: this ping waits for its own (back-pressure).
@@ -330,17 +325,45 @@ async fn record_ping(
     };
     written?;
     state.notices.send_all(losses);
-    if let Some(declines) = declines {
-        let ping_declines = state.ping_declines.clone();
-        state
-            .settlements
-            .spawn(async move { declines.write(&ping_declines).await });
-    }
     Ok(())
 }
 
+/// The write of the ping's record, then of its declines if they are apart, run to their end
+/// even when the returned future (the record's outcome) is dropped: a partner that hangs up
+/// leaves neither unwritten.
+fn write_record(
+    state: &AppState,
+    write: PingWrite,
+    declines: Option<DeclinesBehind>,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send>> {
+    let records = state.ping_records.clone();
+    let Some(declines) = declines else {
+        // `Group::run` runs the statement in a task of its own.
+        return Box::pin(async move { records.run(write).await });
+    };
+    let (outcome, written) = tokio::sync::oneshot::channel();
+    let ping_declines = state.ping_declines.clone();
+    // Tracked with the settlements: a shutdown waits for it as for a sale.
+    state.settlements.spawn(async move {
+        let recorded = records.run_in_this_task(write).await;
+        let ok = recorded.is_ok();
+        let _ = outcome.send(recorded);
+        // A ping whose record failed was answered with the error: its declines go with it.
+        if ok {
+            declines.write(&ping_declines).await;
+        }
+    });
+    Box::pin(async move {
+        written.await.unwrap_or_else(|_| {
+            Err(crate::store::errors::fault(
+                "a ping's record was not written",
+            ))
+        })
+    })
+}
+
 /// The declines of a ping, written behind its answer once its record is: registered until
-/// then, so that the ping's view waits for them.
+/// then, so that the ping's view and a cascade of its post wait for them.
 struct DeclinesBehind {
     write: PingWrite,
     _pending: crate::pending_pings::PendingWrite,
@@ -376,28 +399,19 @@ fn declines_behind(
 }
 
 /// Lets a ping's record be written behind its answer: the ping stays registered until the
-/// write ends, and its loss notices go out only once it is written; then its declines, if
-/// they are written apart.
+/// write ends, and its loss notices go out only once it is written.
 fn write_behind(
     state: &AppState,
     writing: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
     pending: crate::pending_pings::PendingWrite,
     losses: Vec<crate::notices::Notice>,
-    declines: Option<DeclinesBehind>,
 ) {
     crate::meters::ping_record_behind();
     let notices = state.notices.clone();
-    let ping_declines = state.ping_declines.clone();
     // Tracked with the settlements: a shutdown waits for it as for a sale.
     state.settlements.spawn(async move {
         match writing.await {
-            Ok(()) => {
-                notices.send_all(losses);
-                drop(pending);
-                if let Some(declines) = declines {
-                    declines.write(&ping_declines).await;
-                }
-            }
+            Ok(()) => notices.send_all(losses),
             Err(error) => {
                 // As after a crash: a post of the ping answers `ping_not_found`, and no
                 // notice is sent.
@@ -405,6 +419,7 @@ fn write_behind(
                 tracing::error!(%error, "a ping's record written behind its answer failed");
             }
         }
+        drop(pending);
     });
 }
 

@@ -3,7 +3,8 @@
 //! statement's result, but pings that arrive while another statement of the same kind is
 //! running share the next one: under load, one round trip, one commit and one plan serve many
 //! pings; when Gavel is idle, a ping's statement runs alone and at once, so grouping never
-//! adds a wait.
+//! adds a wait. (Writes nobody waits for, a ping's declines written behind its answer, wait
+//! for company on purpose: `GroupStatement::LINGER`.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,8 +40,8 @@ pub trait GroupStatement: Send + Sync + 'static {
     /// carry on: a post's claim that nobody settles leaves its ping claimed and unsold. (A
     /// ping's record is written whoever waits for it.) A request already in a statement runs.
     const DROP_ABANDONED: bool = false;
-    /// For writes nobody waits for: each group waits this long after its first request for
-    /// more (and an idle group's request waits too, rather than run at once), so that a
+    /// For writes nobody waits for: a group not full waits this long after its first request
+    /// for more (and an idle group's request waits too, rather than run at once), so that a
     /// statement serves many and runs apart from the answers it follows.
     const LINGER: Option<std::time::Duration> = None;
     /// Runs the requests as one statement: one answer per request, in order, or one error
@@ -225,6 +226,16 @@ impl<S: GroupStatement> Group<S> {
 
     /// Runs one request (in a group, when others are waiting) and returns its answer.
     pub async fn run(&self, request: S::Request) -> Result<S::Answer, sqlx::Error> {
+        self.run_in(request, Detach::Yes).await
+    }
+
+    /// [`Group::run`] for a caller that is a task of its own already, which nobody drops
+    /// midway: an idle group's statement runs right here, without a task (and a wake-up) more.
+    pub async fn run_in_this_task(&self, request: S::Request) -> Result<S::Answer, sqlx::Error> {
+        self.run_in(request, Detach::No).await
+    }
+
+    async fn run_in(&self, request: S::Request, detach: Detach) -> Result<S::Answer, sqlx::Error> {
         // Nothing of this kind running: the statement starts at once in a task of its own,
         // rather than being handed to a runner whose answer is handed back (two task wake-ups,
         // often across threads; tokio runs a task spawned from a worker next on that worker).
@@ -240,12 +251,16 @@ impl<S: GroupStatement> Group<S> {
             let running = Running(Arc::clone(&self.running));
             let direct = Arc::clone(&self.direct);
             crate::meters::group_statement(S::NAME, 1);
-            return tokio::spawn(async move {
+            let statement = async move {
                 let _running = running;
                 direct.lock().await.run_alone::<S>(request).await
-            })
-            .await
-            .unwrap_or_else(|_| Err(super::errors::fault("a statement's task ended early")));
+            };
+            return match detach {
+                Detach::No => statement.await,
+                Detach::Yes => tokio::spawn(statement).await.unwrap_or_else(|_| {
+                    Err(super::errors::fault("a statement's task ended early"))
+                }),
+            };
         }
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -253,6 +268,14 @@ impl<S: GroupStatement> Group<S> {
             .map_err(|_| sqlx::Error::PoolClosed)?;
         answer.await.unwrap_or(Err(sqlx::Error::PoolClosed))
     }
+}
+
+/// Whether an idle group's statement runs in a task of its own, so that it completes even when
+/// its caller is dropped.
+#[derive(Clone, Copy)]
+enum Detach {
+    Yes,
+    No,
 }
 
 async fn run_groups<S: GroupStatement>(
@@ -330,18 +353,23 @@ async fn collect<S: GroupStatement>(
 ) -> Option<Vec<(S::Request, Reply<S>)>> {
     let mut queue = receiver.lock().await;
     let first = queue.recv().await?;
-    if let Some(linger) = S::LINGER {
-        tokio::time::sleep(linger).await;
-    }
     let mut work = S::work(&first.0);
     let mut group = vec![first];
-    while group.len() < S::MAX_REQUESTS && work < S::MAX_WORK {
-        match queue.try_recv() {
-            Ok(next) => {
-                work += S::work(&next.0);
-                group.push(next);
+    let full = |group: &Vec<_>, work| group.len() >= S::MAX_REQUESTS || work >= S::MAX_WORK;
+    // A lingering group waits only while it is not full: under load it runs at once.
+    for linger in [S::LINGER, None] {
+        while !full(&group, work) {
+            match queue.try_recv() {
+                Ok(next) => {
+                    work += S::work(&next.0);
+                    group.push(next);
+                }
+                Err(_) => break,
             }
-            Err(_) => break,
+        }
+        match linger {
+            Some(linger) if !full(&group, work) => tokio::time::sleep(linger).await,
+            _ => break,
         }
     }
     if S::DROP_ABANDONED {

@@ -292,8 +292,8 @@ async fn shutdown_waits_for_the_records_written_behind_their_answers(pool: PgPoo
 }
 
 /// An offer of more contracts than `DECLINES_WRITTEN_WITH_THE_PING` (fixed prices, the last
-/// one best), served with every ping waiting for its record (`ping_record_max_wait_ms = 0`),
-/// and a database that cannot write declines until `Stall` ends: their insert waits for a lock
+/// one best), served with pings waiting up to a minute for their record (a declines' write
+/// held with the record would hold the ping's answer), and a database that cannot write declines until `Stall` ends: their insert waits for a lock
 /// the test holds (a lock on the table would hold the ping's record too: its statement names
 /// the table).
 struct ManyContracts {
@@ -307,6 +307,10 @@ struct ManyContracts {
 impl ManyContracts {
     /// The best contract's buyer answers `best_answer` to its delivery, the others accept.
     async fn start(pool: &PgPool, best_answer: &str) -> (Self, Stall) {
+        Self::start_with(pool, best_answer, 60_000).await
+    }
+
+    async fn start_with(pool: &PgPool, best_answer: &str, max_wait_ms: u64) -> (Self, Stall) {
         use gavel::store::pings::DECLINES_WRITTEN_WITH_THE_PING;
         use wiremock::matchers::path;
 
@@ -336,7 +340,7 @@ impl ManyContracts {
             ranked.insert(0, exchange.buyer_with(100_000, spec).await);
         }
         let mut settings = test_settings();
-        settings.ping_record_max_wait_ms = 0;
+        settings.ping_record_max_wait_ms = max_wait_ms;
         let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
         for statement in [
             "CREATE FUNCTION stall_declines() RETURNS trigger LANGUAGE plpgsql
@@ -465,5 +469,39 @@ async fn a_cascade_waits_for_the_declines_written_behind_the_ping(pool: PgPool) 
         many.charged(1).await,
         (second_price, second_price),
         "the runner-up bought it at its own price: balance and ledger"
+    );
+}
+
+/// With `ping_record_max_wait_ms = 0` every ping waits for its whole record: a ping of many
+/// contracts too, its declines included.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn with_no_record_behind_a_ping_of_many_contracts_waits_for_its_declines(pool: PgPool) {
+    let (many, stall) = ManyContracts::start_with(&pool, "accepted", 0).await;
+    let mut ping = std::pin::pin!(
+        many.app
+            .ping(&many.exchange.posting_key, json!({ "lead": ping_lead() }))
+    );
+    assert!(
+        still_running(&mut ping).await,
+        "the ping waits for its declines"
+    );
+    stall.commit().await.unwrap();
+    let (status, ping) = ping.await;
+    assert_eq!(
+        (status, ping["status"].as_str()),
+        (200, Some("bids")),
+        "{ping}"
+    );
+    let declined: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM lead_distribution WHERE ping_id = $1::uuid AND outcome <> 'won'",
+    )
+    .bind(ping["ping_id"].as_str().unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        declined,
+        many.ranked.len() as i64 - 1,
+        "written with the ping"
     );
 }

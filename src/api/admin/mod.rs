@@ -290,7 +290,7 @@ pub struct SaleView {
 
 /// How long a ping's view waits for its record being written behind its answer: past it, the
 /// view shows what is written.
-const PENDING_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const PENDING_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The whole auction of one ping: how every contract ended, and why.
 #[utoipa::path(get, path = "/v1/admin/pings/{id}", tag = "inspection",

@@ -209,7 +209,8 @@ pub type Declines = std::collections::BTreeMap<String, i64>;
 static KEPT_FIGURES: Kept<Uuid, Figures> =
     Kept::new(chrono::Duration::hours(1), chrono::Duration::days(8));
 /// The minutes' declines, written with their ping (once its record commits, a moment after
-/// its `created_at`) and never changed: kept 10 s after the minute, so that a view reads only
+/// its `created_at`; for a ping of many contracts, some 20 ms after its answer) and never
+/// changed: kept 10 s after the minute, so that a view reads only
 /// the last minute's. Only today's are asked for.
 static KEPT_DECLINES: Kept<Uuid, Declines> =
     Kept::new(chrono::Duration::seconds(10), chrono::Duration::days(2));

@@ -151,7 +151,8 @@ pub type Sales = (Uuid, i64, i64, i64, i64, i64, i64);
 type DeclineCounts = HashMap<(Uuid, String), (i64, i64)>;
 
 /// A report's buckets of time: written with their ping (once its record commits, a moment
-/// after its `created_at`) and never changed, the declines of a bucket are kept 10 s after its
+/// after its `created_at`; for a ping of many contracts, some 20 ms after its answer:
+/// docs/durability.md) and never changed, the declines of a bucket are kept 10 s after its
 /// end. The days for as long as a report reaches back to them this month or the last, today's
 /// hours for two days, this hour's minutes for two hours.
 type KeptDeclines = Kept<(Uuid, GroupBy), DeclineCounts>;
