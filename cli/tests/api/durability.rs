@@ -505,3 +505,44 @@ async fn with_no_record_behind_a_ping_of_many_contracts_waits_for_its_declines(p
         "written with the ping"
     );
 }
+
+/// A partner that hangs up while its ping waits for its record leaves nothing unwritten: the
+/// record, and then the declines written apart, land once the database can write them.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_ping_whose_partner_hangs_up_still_has_its_declines_written(pool: PgPool) {
+    let (many, declines_stall) = ManyContracts::start(&pool, "accepted").await;
+    declines_stall.commit().await.unwrap();
+    // The record itself cannot be written now: the ping waits for it (up to a minute).
+    let mut stall = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE posting_log IN EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let hung_up = many
+        .app
+        .client
+        .post(many.app.url("/v1/ping"))
+        .bearer_auth(&many.exchange.posting_key)
+        .json(&json!({ "lead": ping_lead() }))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the partner gave up: {hung_up:?}");
+    stall.commit().await.unwrap();
+
+    let declined = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM lead_distribution WHERE tenant_id = $1 AND outcome <> 'won'",
+        )
+        .bind(many.exchange.tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let expected = many.ranked.len() as i64 - 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while declined().await < expected && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(declined().await, expected, "every decline written");
+}
