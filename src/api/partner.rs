@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -344,15 +346,19 @@ fn write_record(
     let (outcome, written) = tokio::sync::oneshot::channel();
     let ping_declines = state.ping_declines.clone();
     // Tracked with the settlements: a shutdown waits for it as for a sale.
-    state.settlements.spawn(async move {
+    let task = async move {
         let recorded = records.run_in_this_task(write).await;
         let ok = recorded.is_ok();
-        let _ = outcome.send(recorded);
+        if let Err(Err(error)) = outcome.send(recorded) {
+            // Nobody is left to answer it to (the partner hung up).
+            tracing::error!(%error, "a ping's record failed");
+        }
         // A ping whose record failed was answered with the error: its declines go with it.
         if ok {
             declines.write(&ping_declines).await;
         }
-    });
+    };
+    state.settlements.spawn(task.in_current_span());
     Box::pin(async move {
         written.await.unwrap_or_else(|_| {
             Err(crate::store::errors::fault(
@@ -409,7 +415,7 @@ fn write_behind(
     crate::meters::ping_record_behind();
     let notices = state.notices.clone();
     // Tracked with the settlements: a shutdown waits for it as for a sale.
-    state.settlements.spawn(async move {
+    let task = async move {
         match writing.await {
             Ok(()) => notices.send_all(losses),
             Err(error) => {
@@ -420,7 +426,8 @@ fn write_behind(
             }
         }
         drop(pending);
-    });
+    };
+    state.settlements.spawn(task.in_current_span());
 }
 
 /// Time since `started`, in microseconds, as `posting_log.latency_us` keeps it.

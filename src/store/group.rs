@@ -1,5 +1,5 @@
-//! Group execution of the ping's two statements (its state read and its record's write) and
-//! of the post's reservation and completion (`store::sales`). Every ping waits for its own
+//! Group execution of the ping's statements (its state read, its record's write, the declines
+//! written behind its answer) and of the post's (`store::sales`, `store::posts`). Every ping waits for its own
 //! statement's result, but pings that arrive while another statement of the same kind is
 //! running share the next one: under load, one round trip, one commit and one plan serve many
 //! pings; when Gavel is idle, a ping's statement runs alone and at once, so grouping never
@@ -239,9 +239,9 @@ impl<S: GroupStatement> Group<S> {
         // Nothing of this kind running: the statement starts at once in a task of its own,
         // rather than being handed to a runner whose answer is handed back (two task wake-ups,
         // often across threads; tokio runs a task spawned from a worker next on that worker).
-        // Its own task lets it complete even when the caller is dropped: a client that hangs
-        // up must not leave its ping unrecorded. Requests that arrive meanwhile queue for the
-        // runners and are grouped as usual.
+        // Its own task (`Detach::Yes`) lets it complete even when the caller is dropped: a
+        // client that hangs up must not leave its ping unrecorded. Requests that arrive
+        // meanwhile queue for the runners and are grouped as usual.
         if S::LINGER.is_none()
             && self
                 .running
@@ -356,7 +356,8 @@ async fn collect<S: GroupStatement>(
     let mut work = S::work(&first.0);
     let mut group = vec![first];
     let full = |group: &Vec<_>, work| group.len() >= S::MAX_REQUESTS || work >= S::MAX_WORK;
-    // A lingering group waits only while it is not full: under load it runs at once.
+    // A lingering group that is full already runs at once; one that is not waits its linger
+    // once (even should it fill meanwhile: the next group then is full at once).
     for linger in [S::LINGER, None] {
         while !full(&group, work) {
             match queue.try_recv() {

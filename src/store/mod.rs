@@ -37,8 +37,8 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
         .test_before_acquire(false)
 }
 
-/// The pool of the ping's two grouped statements (its state read and its record's write),
-/// beside `db` and on the same database, in sessions that plan each statement once.
+/// The pool of the ping's grouped statements (its state read, its record's write, and the
+/// declines a ping of many contracts writes behind its answer), beside `db` and on the same database, in sessions that plan each statement once.
 ///
 /// PostgreSQL re-plans a prepared statement at each execution while it guesses a plan made
 /// for the parameters' values may beat the generic one. The grouped statements find rows by

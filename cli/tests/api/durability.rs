@@ -518,16 +518,36 @@ async fn a_ping_whose_partner_hangs_up_still_has_its_declines_written(pool: PgPo
         .execute(&mut *stall)
         .await
         .unwrap();
-    let hung_up = many
+    let ping = many
         .app
         .client
         .post(many.app.url("/v1/ping"))
         .bearer_auth(&many.exchange.posting_key)
         .json(&json!({ "lead": ping_lead() }))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(hung_up.is_err(), "the partner gave up: {hung_up:?}");
+        .send();
+    // The partner hangs up once the ping's record waits for the lock.
+    let record_waiting = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%INSERT INTO posting_log%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        answer = ping => panic!("the ping answered before its record was written: {answer:?}"),
+        () = record_waiting => {}
+    }
+    // The request is dropped: its connection closes, and the server drops the ping's handler.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stall.commit().await.unwrap();
 
     let declined = || async {
