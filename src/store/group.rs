@@ -1,9 +1,9 @@
 //! Group execution of the ping's statements (its state read, its record's write, the declines
-//! written behind its answer) and of the post's (`store::sales`, `store::posts`). Every ping waits for its own
-//! statement's result, but pings that arrive while another statement of the same kind is
-//! running share the next one: under load, one round trip, one commit and one plan serve many
-//! pings; when Gavel is idle, a ping's statement runs alone and at once, so grouping never
-//! adds a wait. (Writes nobody waits for, a ping's declines written behind its answer, wait
+//! written behind its answer) and of the post's (`store::sales`, `store::posts`). Every ping
+//! waits for its own statement's result, but pings that arrive while another statement of the
+//! same kind is running share the next one: under load, one round trip, one commit and one
+//! plan serve many pings; when Gavel is idle, a ping's statement runs alone and at once, so
+//! grouping never adds a wait. (Writes nobody waits for, a ping's declines written behind its answer, wait
 //! for company on purpose: `GroupStatement::LINGER`.)
 
 use std::future::Future;

@@ -116,18 +116,7 @@ impl Stalled {
 
     /// A ping, answered while its record cannot be written.
     async fn ping(&self, pool: &PgPool) -> serde_json::Value {
-        let (status, ping) = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.app
-                .ping(&self.exchange.posting_key, json!({ "lead": ping_lead() })),
-        )
-        .await
-        .expect("the ping answers while its record cannot be written");
-        assert_eq!(
-            (status, ping["status"].as_str()),
-            (200, Some("bids")),
-            "{ping}"
-        );
+        let ping = ping_at_once(&self.app, &self.exchange, "its record cannot be written").await;
         assert_eq!(
             self.records(pool).await,
             0,
@@ -148,11 +137,36 @@ impl Stalled {
         &self,
         ping: &serde_json::Value,
     ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + '_ {
-        self.app.post(
-            &self.exchange.posting_key,
-            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
-        )
+        post_of(&self.app, &self.exchange, ping)
     }
+}
+
+/// A ping of `exchange`'s campaign that must answer `bids` within 5 s, while `stalled`.
+async fn ping_at_once(app: &TestApp, exchange: &Exchange, stalled: &str) -> serde_json::Value {
+    let (status, ping) = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.ping(&exchange.posting_key, json!({ "lead": ping_lead() })),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the ping answers while {stalled}"));
+    assert_eq!(
+        (status, ping["status"].as_str()),
+        (200, Some("bids")),
+        "{ping}"
+    );
+    ping
+}
+
+/// The post of `ping` with the full lead and consent.
+fn post_of<'a>(
+    app: &'a TestApp,
+    exchange: &'a Exchange,
+    ping: &serde_json::Value,
+) -> impl std::future::Future<Output = (u16, serde_json::Value)> + 'a {
+    app.post(
+        &exchange.posting_key,
+        json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
+    )
 }
 
 /// True when `future` has not finished after half a second (the stall still holds it).
@@ -293,9 +307,9 @@ async fn shutdown_waits_for_the_records_written_behind_their_answers(pool: PgPoo
 
 /// An offer of more contracts than `DECLINES_WRITTEN_WITH_THE_PING` (fixed prices, the last
 /// one best), served with pings waiting up to a minute for their record (a declines' write
-/// held with the record would hold the ping's answer), and a database that cannot write declines until `Stall` ends: their insert waits for a lock
-/// the test holds (a lock on the table would hold the ping's record too: its statement names
-/// the table).
+/// held with the record would hold the ping's answer), and a database that cannot write
+/// declines until `Stall` ends: their insert waits for a lock the test holds (a lock on the
+/// table would hold the ping's record too: its statement names the table).
 struct ManyContracts {
     app: TestApp,
     exchange: Exchange,
@@ -366,29 +380,14 @@ impl ManyContracts {
 
     /// A ping, answered while its declines cannot be written.
     async fn ping(&self) -> serde_json::Value {
-        let (status, ping) = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.app
-                .ping(&self.exchange.posting_key, json!({ "lead": ping_lead() })),
-        )
-        .await
-        .expect("the ping answers while its declines cannot be written");
-        assert_eq!(
-            (status, ping["status"].as_str()),
-            (200, Some("bids")),
-            "{ping}"
-        );
-        ping
+        ping_at_once(&self.app, &self.exchange, "its declines cannot be written").await
     }
 
     fn post(
         &self,
         ping: &serde_json::Value,
     ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + '_ {
-        self.app.post(
-            &self.exchange.posting_key,
-            json!({ "ping_id": ping["ping_id"], "lead": full_lead(), "consent": consent() }),
-        )
+        post_of(&self.app, &self.exchange, ping)
     }
 
     /// What the buyer at `rank` (0: the best bid) was charged.
