@@ -27,8 +27,8 @@ use crate::buyers::rtb::{self, BidRequest};
 use crate::integration::CallNames;
 use crate::money::Money;
 use crate::store::pings::{ContractKeys, DistributionRow, PeriodStarts, StateRequest, Win};
-use crate::store::snapshot::{CampaignContext, Contract};
-use crate::store::state_cache::{PingState, StateReader};
+use crate::store::snapshot::{CampaignContext, Contract, TenantConfig};
+use crate::store::state_cache::{KeptState, PingState, StateReader};
 
 /// A ping that passed validation, ready for its auction.
 pub struct AuctionInput {
@@ -124,6 +124,19 @@ pub async fn fan_out(
     shared: Arc<SharedPing>,
     last_sale: &HashMap<Uuid, DateTime<Utc>>,
 ) -> Vec<ContractResult> {
+    fan_out_with(contracts, checked, shared, last_sale, EarlyCalls::default()).await
+}
+
+/// [`fan_out`], with the calls `early` already made: a contract whose call is among them and
+/// still asks for one takes that call's result; one the state now declines has its call
+/// aborted and ends with the state's reason.
+async fn fan_out_with(
+    contracts: &[Arc<Contract>],
+    checked: Vec<(Precheck, ContractState)>,
+    shared: Arc<SharedPing>,
+    last_sale: &HashMap<Uuid, DateTime<Utc>>,
+    early: EarlyCalls,
+) -> Vec<ContractResult> {
     let context = shared.context();
     let mut results: Vec<Option<ContractResult>> = Vec::with_capacity(contracts.len());
     let mut wanted = Vec::new();
@@ -170,8 +183,11 @@ pub async fn fan_out(
             .collect();
         rtb_calls(&candidates, shared.max_rtb_calls)
     });
-    let mut calls = JoinSet::new();
-    let mut call_index = HashMap::new();
+    let EarlyCalls {
+        mut calls,
+        running: mut early,
+        mut call_index,
+    } = early;
     for (rank, (index, state)) in wanted.into_iter().enumerate() {
         if ranked.as_ref().is_some_and(|called| !called[rank]) {
             let decline = Decline {
@@ -190,6 +206,9 @@ pub async fn fan_out(
             });
             continue;
         }
+        if early.remove(&index).is_some() {
+            continue;
+        }
         let call = calls.spawn(ask_buyer(
             index,
             Arc::clone(&contracts[index]),
@@ -198,16 +217,26 @@ pub async fn fan_out(
         ));
         call_index.insert(call.id(), index);
     }
+    // Early calls of contracts the consumer's history (or the ranking) declined.
+    for call in early.into_values() {
+        call.abort();
+    }
     while let Some(joined) = calls.join_next_with_id().await {
         match joined {
+            // A contract already decided (an aborted call that ended first) keeps its reason.
             Ok((_, result)) => {
                 let index = result.index;
-                results[index] = Some(result);
+                if results[index].is_none() {
+                    results[index] = Some(result);
+                }
             }
+            Err(error) if error.is_cancelled() => {}
             // A panic is a bug in Gavel; the contract still ends with one reason.
             Err(error) => {
                 tracing::error!(%error, "a buyer's bid request failed inside Gavel");
-                if let Some(&index) = call_index.get(&error.id()) {
+                if let Some(&index) = call_index.get(&error.id())
+                    && results[index].is_none()
+                {
                     let decline = Decline {
                         reason: DeclineReason::RtbError,
                         detail: Some("internal error".to_owned()),
@@ -277,6 +306,93 @@ fn unavailable(
             open.detail(),
         ))
     })
+}
+
+/// Calls to buyers started before the consumer's history was read ([`early_calls`]), by
+/// contract index.
+#[derive(Default)]
+struct EarlyCalls {
+    calls: JoinSet<ContractResult>,
+    running: HashMap<usize, tokio::task::AbortHandle>,
+    call_index: HashMap<tokio::task::Id, usize>,
+}
+
+/// Whether a contract's call may start before the consumer's history is read: an RTB contract
+/// not checked against a suppression list (a consumer on one is never offered to a buyer).
+fn calls_early(contract: &Contract) -> bool {
+    matches!(contract.compiled.pricing(), Pricing::Rtb(_)) && contract.suppression_lists.is_empty()
+}
+
+/// Starts the calls of the contracts that ask for one on the offer's `kept` state while the
+/// consumer's history is still being read, as if it held nothing: that history (the buyers'
+/// and the offer's dedup) can only decline a contract, never make one call, so every contract
+/// that will call is called here, and [`fan_out_with`] drops the calls of those it declines.
+/// A buyer may so be asked for a bid on a consumer it bought within its window; its bid is not
+/// taken (docs/auction.md). None start early when the ping makes fewer calls than are wanted
+/// (`max_rtb_calls`): which are made then depends on the ranking of those the history leaves.
+fn early_calls(
+    campaign: &CampaignContext,
+    prechecks: &[Precheck],
+    kept: &Arc<KeptState>,
+    buyer_rooms: &HashMap<Uuid, BuyerCapRoom>,
+    shared: &Arc<SharedPing>,
+) -> EarlyCalls {
+    let contracts = &campaign.offer.contracts;
+    let context = shared.context();
+    let nothing_known = PingState {
+        kept: Arc::clone(kept),
+        ..PingState::default()
+    };
+    let mut wanted = 0;
+    let mut early = Vec::new();
+    for (index, (contract, precheck)) in contracts.iter().zip(prechecks).enumerate() {
+        if !matches!(contract.compiled.pricing(), Pricing::Rtb(_)) {
+            continue;
+        }
+        let state = contract_state(campaign, contract, &nothing_known, buyer_rooms, shared.now);
+        let evaluation = contract
+            .compiled
+            .evaluate_after(precheck.clone(), &state, &context);
+        if evaluation != Evaluation::CallRtb || unavailable(shared, contract, &evaluation).is_some()
+        {
+            continue;
+        }
+        wanted += 1;
+        if calls_early(contract) {
+            early.push((index, state));
+        }
+    }
+    let mut calls = EarlyCalls::default();
+    if wanted > shared.max_rtb_calls {
+        return calls;
+    }
+    for (index, state) in early {
+        let call = calls.calls.spawn(ask_buyer(
+            index,
+            Arc::clone(&contracts[index]),
+            state,
+            Arc::clone(shared),
+        ));
+        calls.call_index.insert(call.id(), index);
+        calls.running.insert(index, call);
+    }
+    calls
+}
+
+/// What each capped buyer's caps leave, once per buyer.
+fn buyer_rooms(
+    tenant: &TenantConfig,
+    capped_buyers: &[Uuid],
+    kept: &KeptState,
+) -> HashMap<Uuid, BuyerCapRoom> {
+    capped_buyers
+        .iter()
+        .filter_map(|id| {
+            let buyer = tenant.buyers.get(id)?;
+            let usage = kept.buyer_cap_usage.get(id).copied().unwrap_or_default();
+            Some((*id, BuyerCapRoom::new(&buyer.caps, &usage)))
+        })
+        .collect()
 }
 
 fn within_days(at: Option<DateTime<Utc>>, days: u32, now: DateTime<Utc>) -> bool {
@@ -353,7 +469,7 @@ pub async fn run(
         deadline: input.deadline,
         campaign: Some(campaign.clone()),
     });
-    let mut read = std::pin::pin!(states.read(StateRequest {
+    let request = StateRequest {
         tenant_id: tenant.id,
         offer_id: offer.id,
         contracts: keys,
@@ -361,7 +477,20 @@ pub async fn run(
         dedup_hashes: input.dedup_hashes.clone(),
         buyer_caps,
         suppression_lists: offer.suppression_lists.clone(),
-    }));
+    };
+    // With the contracts' and buyers' state from a fresh copy, only the consumer's history is
+    // read: the buyers' calls need not wait for it (`early_calls`).
+    let kept = contracts
+        .iter()
+        .any(|c| calls_early(c))
+        .then(|| states.kept_copy(&request))
+        .flatten();
+    let mut read = std::pin::pin!(async {
+        match &kept {
+            Some(kept) => states.read_consumer_with(Arc::clone(kept), request).await,
+            None => states.read(request).await,
+        }
+    });
     // The checks that read no state (statuses, filters, schedules) run while the database
     // answers: the read's first poll starts its statement in a task of its own, which this
     // worker runs next once this task yields (a task tokio starts from a worker waits for it).
@@ -374,6 +503,13 @@ pub async fn run(
         .iter()
         .map(|c| c.compiled.precheck(buyer_status(campaign, c), &context))
         .collect();
+    let calls = match (&kept, early.is_pending()) {
+        (Some(kept), true) => {
+            let rooms = buyer_rooms(tenant, &capped_buyers, kept);
+            early_calls(campaign, &prechecks, kept, &rooms, &shared)
+        }
+        _ => EarlyCalls::default(),
+    };
     let state = match early {
         Poll::Ready(read) => read,
         Poll::Pending => read.await,
@@ -386,26 +522,14 @@ pub async fn run(
         states.with_last_wins(tenant.id, last_sale.to_mut(), ids);
     }
 
-    // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned.
+    // 2. Offer-level dedup: a consumer sold on this offer within the window is not auctioned
+    // (calls made meanwhile are dropped with `calls`).
     if within_days(state.offer_sold_at, offer.rules.dedup_days, input.now) {
         return Ok(AuctionOutcome::Duplicate);
     }
 
     // 3. Every contract's checks; a task per RTB call.
-    // What each capped buyer's caps leave, once per buyer.
-    let buyer_rooms: HashMap<Uuid, BuyerCapRoom> = capped_buyers
-        .iter()
-        .filter_map(|id| {
-            let buyer = tenant.buyers.get(id)?;
-            let usage = state
-                .kept
-                .buyer_cap_usage
-                .get(id)
-                .copied()
-                .unwrap_or_default();
-            Some((*id, BuyerCapRoom::new(&buyer.caps, &usage)))
-        })
-        .collect();
+    let buyer_rooms = buyer_rooms(tenant, &capped_buyers, &state.kept);
     let checked = contracts
         .iter()
         .zip(prechecks)
@@ -414,7 +538,7 @@ pub async fn run(
             (precheck, state)
         })
         .collect();
-    let results = fan_out(contracts, checked, shared, &last_sale).await;
+    let results = fan_out_with(contracts, checked, shared, &last_sale, calls).await;
 
     // 4. Selection among the bids.
     let bids: Vec<_> = results

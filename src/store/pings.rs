@@ -374,11 +374,12 @@ pub struct PingWrite {
 }
 
 /// A ping that declined more contracts than this has its declines written behind its answer
-/// (`ping_declines`). Each declined contract adds
-/// about a microsecond to its record's write, in PostgreSQL and in the encoding: nothing for an
-/// offer of a few contracts, and half the record of an offer of hundreds (PostgreSQL's time
-/// for the record: 0.35 ms with 300 contracts, 0.17 ms with 3; docs/durability.md).
-pub const DECLINES_WRITTEN_WITH_THE_PING: usize = 32;
+/// (`ping_declines`). Their row costs the answer its insert and a microsecond or so a contract,
+/// in PostgreSQL and in the encoding: 0.1–0.2 ms of a ping of 30 RTB contracts' answer, half
+/// the record of an offer of hundreds (PostgreSQL's time for the record: 0.35 ms with 300
+/// contracts, 0.17 ms with 3); a few declines are written with the ping, which spares a
+/// second statement (docs/durability.md).
+pub const DECLINES_WRITTEN_WITH_THE_PING: usize = 8;
 
 impl PingWrite {
     pub fn new(ping: PingRecord, rows: Vec<DistributionRow>) -> Self {

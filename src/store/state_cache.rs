@@ -313,18 +313,8 @@ impl StateReader {
         // puts together from being served.
         let generation = self.generation(tenant);
         let offer_key = (tenant, request.offer_id);
-        let offer = self
-            .offers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&offer_key)
-            .cloned();
-        if let Some(offer) = offer.filter(|o| o.serves(&request, generation, read_at, self.ttl)) {
-            let consumer = self.read_consumer(request).await?;
-            return Ok(PingState {
-                kept: Arc::clone(&offer.kept),
-                ..consumer
-            });
+        if let Some(kept) = self.serving_copy(&request, generation, read_at) {
+            return self.read_consumer_with(kept, request).await;
         }
         let (contracts, buyer_ids, buyer_caps) = (
             request.contracts.clone(),
@@ -349,6 +339,41 @@ impl StateReader {
             kept,
             ..state.consumer
         })
+    }
+
+    /// The offer's state from its copy, when a copy young enough serves `request`: what
+    /// [`StateReader::read`] would take without a statement. Its consumer's part is still to
+    /// be read ([`StateReader::read_consumer_with`]).
+    pub fn kept_copy(&self, request: &StateRequest) -> Option<Arc<KeptState>> {
+        let generation = self.generation(request.tenant_id);
+        self.serving_copy(request, generation, Instant::now())
+    }
+
+    fn serving_copy(
+        &self,
+        request: &StateRequest,
+        generation: Generation,
+        now: Instant,
+    ) -> Option<Arc<KeptState>> {
+        let offer = self
+            .offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(request.tenant_id, request.offer_id))
+            .cloned()?;
+        offer
+            .serves(request, generation, now, self.ttl)
+            .then(|| Arc::clone(&offer.kept))
+    }
+
+    /// `kept` (from [`StateReader::kept_copy`]) with what is read for `request`'s consumer.
+    pub async fn read_consumer_with(
+        &self,
+        kept: Arc<KeptState>,
+        request: StateRequest,
+    ) -> Result<PingState, sqlx::Error> {
+        let consumer = self.read_consumer(request).await?;
+        Ok(PingState { kept, ..consumer })
     }
 
     /// Only what is read for the consumer (its sales, its suppression), by its hashes.

@@ -17,6 +17,7 @@ mod deadline;
 mod decimals;
 mod demo;
 mod durability;
+mod early_calls;
 mod failures;
 mod fair;
 mod fixtures;
