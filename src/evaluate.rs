@@ -138,6 +138,11 @@ async fn fan_out_with(
     early: EarlyCalls,
 ) -> Vec<ContractResult> {
     let context = shared.context();
+    let EarlyCalls {
+        mut calls,
+        running: mut early,
+        mut call_index,
+    } = early;
     let mut results: Vec<Option<ContractResult>> = Vec::with_capacity(contracts.len());
     let mut wanted = Vec::new();
     for (index, (contract, (precheck, state))) in contracts.iter().zip(checked).enumerate() {
@@ -151,7 +156,10 @@ async fn fan_out_with(
             })
         };
         let evaluation = contract.compiled.evaluate_after(precheck, &state, &context);
-        let evaluation = match unavailable(&shared, contract, &evaluation) {
+        // An early call's own admission decided its RTB endpoint (a half-open breaker's probe
+        // is that call): asked again now, the probe taken would read as blocked.
+        let called = early.contains_key(&index);
+        let evaluation = match unavailable(&shared, contract, &evaluation, called) {
             Some(decline) => Evaluation::Declined(decline),
             None => evaluation,
         };
@@ -183,11 +191,6 @@ async fn fan_out_with(
             .collect();
         rtb_calls(&candidates, shared.max_rtb_calls)
     });
-    let EarlyCalls {
-        mut calls,
-        running: mut early,
-        mut call_index,
-    } = early;
     for (rank, (index, state)) in wanted.into_iter().enumerate() {
         if ranked.as_ref().is_some_and(|called| !called[rank]) {
             let decline = Decline {
@@ -230,10 +233,12 @@ async fn fan_out_with(
                     results[index] = Some(result);
                 }
             }
-            Err(error) if error.is_cancelled() => {}
-            // A panic is a bug in Gavel; the contract still ends with one reason.
+            // A panic is a bug in Gavel (a cancellation, an early call aborted or the runtime
+            // shutting down); a contract not decided otherwise still ends with one reason.
             Err(error) => {
-                tracing::error!(%error, "a buyer's bid request failed inside Gavel");
+                if !error.is_cancelled() {
+                    tracing::error!(%error, "a buyer's bid request failed inside Gavel");
+                }
                 if let Some(&index) = call_index.get(&error.id())
                     && results[index].is_none()
                 {
@@ -278,17 +283,19 @@ impl SharedPing {
 }
 
 /// `buyer_unavailable` for a contract that would bid or call its buyer while one of its
-/// endpoints' breakers is open: its RTB endpoint (for a call), or its delivery endpoint
-/// (selling to it would fail at the post). A look only: a half-open RTB breaker's probe is
-/// taken by the call itself ([`ask_buyer`]), a delivery breaker's by the post.
+/// endpoints' breakers is open: its RTB endpoint (for a call not made yet: `called` false), or
+/// its delivery endpoint (selling to it would fail at the post). A look only: a half-open RTB
+/// breaker's probe is taken by the call itself ([`ask_buyer`]), a delivery breaker's by the post.
 fn unavailable(
     shared: &SharedPing,
     contract: &Contract,
     evaluation: &Evaluation,
+    called: bool,
 ) -> Option<Decline> {
     let endpoints: &[Endpoint] = match evaluation {
         Evaluation::Declined(_) => return None,
         Evaluation::Priced(_) => &[Endpoint::Delivery],
+        Evaluation::CallRtb if called => &[Endpoint::Delivery],
         Evaluation::CallRtb => &[Endpoint::Rtb, Endpoint::Delivery],
     };
     let (tenant, settings) = shared.breaker();
@@ -353,7 +360,8 @@ fn early_calls(
         let evaluation = contract
             .compiled
             .evaluate_after(precheck.clone(), &state, &context);
-        if evaluation != Evaluation::CallRtb || unavailable(shared, contract, &evaluation).is_some()
+        if evaluation != Evaluation::CallRtb
+            || unavailable(shared, contract, &evaluation, false).is_some()
         {
             continue;
         }
@@ -494,8 +502,10 @@ pub async fn run(
     // The checks that read no state (statuses, filters, schedules) run while the database
     // answers: the read's first poll starts its statement in a task of its own, which this
     // worker runs next once this task yields (a task tokio starts from a worker waits for it).
-    let early = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
-    if early.is_pending() {
+    let mut poll_read =
+        async || std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let mut read_now = poll_read().await;
+    if read_now.is_pending() {
         tokio::task::yield_now().await;
     }
     let context = shared.context();
@@ -503,14 +513,18 @@ pub async fn run(
         .iter()
         .map(|c| c.compiled.precheck(buyer_status(campaign, c), &context))
         .collect();
-    let calls = match (&kept, early.is_pending()) {
+    // Calls start early only for a read still running (one done already says all).
+    if read_now.is_pending() {
+        read_now = poll_read().await;
+    }
+    let calls = match (&kept, read_now.is_pending()) {
         (Some(kept), true) => {
             let rooms = buyer_rooms(tenant, &capped_buyers, kept);
             early_calls(campaign, &prechecks, kept, &rooms, &shared)
         }
         _ => EarlyCalls::default(),
     };
-    let state = match early {
+    let state = match read_now {
         Poll::Ready(read) => read,
         Poll::Pending => read.await,
     }?;

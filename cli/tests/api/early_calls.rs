@@ -94,6 +94,20 @@ impl TwoBidders {
         (answer, view)
     }
 
+    /// From now on the high bidder answers its 40.00 after `ms` milliseconds.
+    async fn high_answers_after(&self, ms: u64) {
+        Mock::given(method("POST"))
+            .and(path("/high"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "exclusive_bid": "40.00" }))
+                    .set_delay(Duration::from_millis(ms)),
+            )
+            .with_priority(2)
+            .mount(&self.buyers)
+            .await;
+    }
+
     /// A first ping, which reads the offer's state whole and leaves a copy of it.
     async fn warm_up(&self) {
         let (status, answer) = self.ping("first@example.com").await;
@@ -154,7 +168,9 @@ async fn rtb_calls_go_out_while_the_consumer_is_read_and_a_buyer_that_bought_it_
     let bidders = TwoBidders::start(&pool, async |_| {}).await;
     bidders.warm_up().await;
     bidders.bought(bidders.high.0, "ada@example.com").await;
+    bidders.high_answers_after(1900).await;
 
+    let started = Instant::now();
     let (answer, view) = bidders
         .ping_held("ada@example.com", async || {
             bidders.both_called_again().await
@@ -167,6 +183,12 @@ async fn rtb_calls_go_out_while_the_consumer_is_read_and_a_buyer_that_bought_it_
     let high = outcome_of(&view, bidders.high.1);
     assert_eq!(high["reason"], "duplicate", "{high}");
     assert_eq!(outcome_of(&view, bidders.low.1)["outcome"], "won", "{view}");
+    // Its call, still waiting for the slow answer, was aborted: the ping did not wait for it.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
@@ -181,7 +203,10 @@ async fn a_consumer_the_offer_sold_is_a_duplicate_though_its_calls_went_out(pool
     .await;
     bidders.warm_up().await;
     bidders.bought(bidders.low.0, "bob@example.com").await;
+    // From now on the high bidder answers just within its 2 s timeout.
+    bidders.high_answers_after(1900).await;
 
+    let started = Instant::now();
     let (answer, view) = bidders
         .ping_held("bob@example.com", async || {
             bidders.both_called_again().await
@@ -189,6 +214,12 @@ async fn a_consumer_the_offer_sold_is_a_duplicate_though_its_calls_went_out(pool
         .await;
 
     assert_eq!(answer["status"], "duplicate", "{answer}");
+    // Its calls were aborted: the ping did not wait for the slow one.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(view["status"], "duplicate", "{view}");
     assert_eq!(
         view["contracts"],
@@ -252,4 +283,58 @@ async fn with_a_suppression_list_no_call_goes_out_before_the_consumer_is_read(po
         2,
         "a suppressed consumer was offered to a buyer"
     );
+}
+
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_half_open_breakers_probe_made_early_is_taken_and_closes_it(pool: PgPool) {
+    let bidders = TwoBidders::start(&pool, async |_| {}).await;
+    let key = &bidders.exchange.admin_key;
+    let breaker = json!({ "breaker": { "failures": 1, "cooldown_ms": 500 } });
+    let settings = "/v1/admin/settings";
+    let (status, answer) = bidders
+        .app
+        .admin(reqwest::Method::PATCH, settings, key, Some(breaker))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // The high bidder fails once, on the warm-up: its breaker opens.
+    Mock::given(method("POST"))
+        .and(path("/high"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&bidders.buyers)
+        .await;
+    bidders.warm_up().await;
+    let contract = format!("/v1/admin/contracts/{}", bidders.high.1);
+    let rtb_state = async || {
+        let (_, health) = bidders
+            .app
+            .admin(reqwest::Method::GET, &contract, key, None)
+            .await;
+        health["endpoint_health"]["rtb"]["state"].clone()
+    };
+    assert_eq!(rtb_state().await, "open");
+    // Past the cool-down: half-open, the next call is the probe.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rtb_state().await, "half_open");
+    // The probe answers after the consumer's read is in.
+    bidders.high_answers_after(300).await;
+
+    let (answer, view) = bidders
+        .ping_held("dan@example.com", async || {
+            bidders.both_called_again().await
+        })
+        .await;
+
+    assert_eq!(
+        answer["payout"],
+        json!(28.0),
+        "70 % of the probe's 40.00: {answer}"
+    );
+    assert_eq!(
+        outcome_of(&view, bidders.high.1)["outcome"],
+        "won",
+        "{view}"
+    );
+    assert_eq!(rtb_state().await, "closed");
 }
