@@ -176,6 +176,24 @@ async fn still_running<F: std::future::Future + Unpin>(future: &mut F) -> bool {
         .is_err()
 }
 
+/// Asserts that `post` still waits while `stall` holds (`waits` says why it should), and sells
+/// once `stall` commits.
+async fn sells_once_released(
+    post: impl std::future::Future<Output = (u16, serde_json::Value)>,
+    stall: Stall,
+    waits: &str,
+) {
+    let mut post = std::pin::pin!(post);
+    assert!(still_running(&mut post).await, "{waits}");
+    stall.commit().await.unwrap();
+    let (status, answer) = post.await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("sold")),
+        "{answer}"
+    );
+}
+
 /// `ping_record_max_wait_ms`: a database that cannot write the ping's record (a disk stalled on
 /// a flush, here a lock held on `posting_log`) holds up the record, not the ping's answer; a post
 /// of the ping that arrives meanwhile waits for the record, then sells as usual.
@@ -186,18 +204,8 @@ async fn a_ping_whose_record_write_stalls_answers_within_its_bound_and_its_post_
     let (stalled, stall) = Stalled::start(&pool, test_settings()).await;
     let ping = stalled.ping(&pool).await;
 
-    let mut post = std::pin::pin!(stalled.post(&ping));
-    assert!(
-        still_running(&mut post).await,
-        "the post waits for the ping's record rather than answer ping_not_found"
-    );
-    stall.commit().await.unwrap();
-    let (status, answer) = post.await;
-    assert_eq!(
-        (status, answer["status"].as_str()),
-        (200, Some("sold")),
-        "{answer}"
-    );
+    let waits = "the post waits for the ping's record rather than answer ping_not_found";
+    sells_once_released(stalled.post(&ping), stall, waits).await;
     assert_eq!(
         stalled.exchange.buyer_books(stalled.buyer).await,
         (99_000, 99_000),
@@ -446,18 +454,12 @@ async fn a_ping_of_many_contracts_answers_and_sells_before_its_declines_are_writ
 async fn a_cascade_waits_for_the_declines_written_behind_the_ping(pool: PgPool) {
     let (many, stall) = ManyContracts::start(&pool, "rejected").await;
     let ping = many.ping().await;
-    let mut post = std::pin::pin!(many.post(&ping));
-    assert!(
-        still_running(&mut post).await,
-        "the cascade waits for the runner-ups"
-    );
-    stall.commit().await.unwrap();
-    let (status, answer) = post.await;
-    assert_eq!(
-        (status, answer["status"].as_str()),
-        (200, Some("sold")),
-        "{answer}"
-    );
+    sells_once_released(
+        many.post(&ping),
+        stall,
+        "the cascade waits for the runner-ups",
+    )
+    .await;
     let second_price = 1000 + many.ranked.len() as i64 - 2;
     assert_eq!(
         many.charged(0).await,
