@@ -68,6 +68,10 @@ pub struct Settings {
     /// How long a ping waits for its record's write before answering without it, the write
     /// going on (docs/durability.md); 0: a ping always waits.
     pub ping_record_max_wait_ms: u64,
+    /// Whether a ping that waited for its buyers' bids answers as soon as its record is handed
+    /// to its write, not once written (docs/durability.md); only while
+    /// `ping_record_max_wait_ms` > 0.
+    pub rtb_answer_before_record: bool,
     pub report_max_days: u32,
     pub console_session_hours: u32,
     pub console_secure_cookie: SecureCookie,

@@ -287,8 +287,11 @@ pub async fn auction(
     };
     record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
+    // A ping that waited for its buyers' bids (`rtb_answer_before_record`).
+    let answer_first =
+        state.settings.rtb_answer_before_record && rows.iter().any(|row| row.rtb_ms.is_some());
     let write = PingWrite::new(record, rows);
-    record_ping(state, ping_id, write, losses, record_first).await?;
+    record_ping(state, ping_id, write, losses, record_first, answer_first).await?;
     crate::meters::ping(response.status.as_str(), started.elapsed());
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(response)
@@ -300,13 +303,15 @@ pub async fn auction(
 /// database's writes does not stall every ping in flight (docs/durability.md). Unless every
 /// ping waits for its record (`ping_record_max_wait_ms = 0`, or `record_first`), the declines of
 /// a ping of many contracts are written after its record, behind its answer
-/// ([`PingWrite::split_declines`]).
+/// ([`PingWrite::split_declines`]), and a ping that waited for its buyers (`answer_first`) does
+/// not wait for its record at all: its answer then waits for no database.
 async fn record_ping(
     state: &AppState,
     ping_id: Uuid,
     mut write: PingWrite,
     losses: Vec<crate::notices::Notice>,
     record_first: bool,
+    answer_first: bool,
 ) -> Result<(), Problem> {
     let bound = state
         .settings
@@ -314,7 +319,12 @@ async fn record_ping(
         .filter(|_| !record_first);
     let declines = bound.and_then(|_| declines_behind(state, ping_id, &mut write));
     let mut writing = write_record(state, write, declines);
-    let written = match crate::app::wait_at_most(bound, &mut writing).await {
+    let waited = match bound {
+        // Not through a zero timeout: tokio's timer would hold the ping to its next tick.
+        Some(_) if answer_first => None,
+        bound => crate::app::wait_at_most(bound, &mut writing).await,
+    };
+    let written = match waited {
         Some(written) => written,
         None => match state.pending_pings.begin(ping_id) {
             Some(pending) => {

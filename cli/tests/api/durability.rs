@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
-use wiremock::matchers::method;
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fixtures::{ContractSpec, Exchange, consent, full_lead, outcome_of, ping_lead};
@@ -81,8 +81,27 @@ type Stall = sqlx::Transaction<'static, sqlx::Postgres>;
 
 impl Stalled {
     async fn start(pool: &PgPool, mut settings: gavel::config::Settings) -> (Self, Stall) {
+        settings.ping_record_max_wait_ms = 100;
+        Self::start_with(pool, settings, |_| ContractSpec::fixed(Some(1000), None)).await
+    }
+
+    /// [`Stalled::start`] with `settings` as they are, the buyer's contract priced by
+    /// `pricing` (given the buyer's server, which bids 10.00 on `/bid`).
+    async fn start_with(
+        pool: &PgPool,
+        settings: gavel::config::Settings,
+        pricing: impl FnOnce(&MockServer) -> ContractSpec,
+    ) -> (Self, Stall) {
         let buyer_server = MockServer::start().await;
         Mock::given(method("POST"))
+            .and(path("/bid"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({ "exclusive_bid": "10.00" })),
+            )
+            .mount(&buyer_server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/leads"))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": "accepted" })))
             .mount(&buyer_server)
             .await;
@@ -94,11 +113,10 @@ impl Stalled {
                 100_000,
                 ContractSpec {
                     delivery: Some(delivery),
-                    ..ContractSpec::fixed(Some(1000), None)
+                    ..pricing(&buyer_server)
                 },
             )
             .await;
-        settings.ping_record_max_wait_ms = 100;
         let app = spawn_app_with(pool.clone(), settings, axum::Router::new()).await;
         let mut stall = pool.begin().await.unwrap();
         sqlx::query("LOCK TABLE posting_log IN EXCLUSIVE MODE")
@@ -211,6 +229,87 @@ async fn a_ping_whose_record_write_stalls_answers_within_its_bound_and_its_post_
         (99_000, 99_000),
         "the buyer is charged once: balance and ledger"
     );
+}
+
+/// A stall that `ping_record_max_wait_ms` (a minute here) would make every ping wait for, on
+/// the record of a ping of one buyer's contract (`pricing`).
+async fn stalled_for_a_minute(
+    pool: &PgPool,
+    rtb_answer_before_record: bool,
+    pricing: impl FnOnce(&MockServer) -> ContractSpec,
+) -> (Stalled, Stall) {
+    let mut settings = test_settings();
+    settings.ping_record_max_wait_ms = 60_000;
+    settings.rtb_answer_before_record = rtb_answer_before_record;
+    Stalled::start_with(pool, settings, pricing).await
+}
+
+fn rtb(buyer: &MockServer) -> ContractSpec {
+    ContractSpec::rtb(format!("{}/bid", buyer.uri()), 2000)
+}
+
+/// Asserts that a ping of `stalled` waits for its record, and answers `bids` once `stall` ends.
+async fn ping_waits_for_its_record(pool: &PgPool, stalled: &Stalled, stall: Stall) {
+    let waits = "the ping waits for its record";
+    answers_bids_once_released(&stalled.app, &stalled.exchange, stall, waits).await;
+    assert_eq!(stalled.records(pool).await, 1, "answered once recorded");
+}
+
+/// Asserts that a ping of `exchange` still waits while `stall` holds (`waits` says why it
+/// should), and answers `bids` once `stall` commits; that answer.
+async fn answers_bids_once_released(
+    app: &TestApp,
+    exchange: &Exchange,
+    stall: Stall,
+    waits: &str,
+) -> serde_json::Value {
+    let mut ping = std::pin::pin!(app.ping(&exchange.posting_key, json!({ "lead": ping_lead() })));
+    assert!(still_running(&mut ping).await, "{waits}");
+    stall.commit().await.unwrap();
+    let (status, ping) = ping.await;
+    assert_eq!(
+        (status, ping["status"].as_str()),
+        (200, Some("bids")),
+        "{ping}"
+    );
+    ping
+}
+
+/// `rtb_answer_before_record`: a ping that waited for its buyers' bids answers without waiting
+/// for its record's write at all (here one that cannot be written); a post of it waits for the
+/// record, then sells as usual.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_ping_that_waited_for_its_buyers_answers_without_waiting_for_its_record(pool: PgPool) {
+    let (stalled, stall) = stalled_for_a_minute(&pool, true, rtb).await;
+    let ping = stalled.ping(&pool).await;
+    assert_eq!(ping["payout"], json!(7.0), "{ping}");
+
+    let waits = "the post waits for the ping's record rather than answer ping_not_found";
+    sells_once_released(stalled.post(&ping), stall, waits).await;
+    assert_eq!(
+        stalled.exchange.buyer_books(stalled.buyer).await,
+        (99_000, 99_000),
+        "the buyer is charged its bid once: balance and ledger"
+    );
+}
+
+/// With `rtb_answer_before_record = false` such a ping waits for its record like any other (up
+/// to `ping_record_max_wait_ms`).
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn with_rtb_answer_before_record_off_a_ping_of_bids_waits_for_its_record(pool: PgPool) {
+    let (stalled, stall) = stalled_for_a_minute(&pool, false, rtb).await;
+    ping_waits_for_its_record(&pool, &stalled, stall).await;
+}
+
+/// `rtb_answer_before_record` is for pings that waited for their buyers: a ping of fixed
+/// prices still waits for its record.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_ping_of_fixed_prices_waits_for_its_record_whatever_rtb_answer_before_record(
+    pool: PgPool,
+) {
+    let (stalled, stall) =
+        stalled_for_a_minute(&pool, true, |_| ContractSpec::fixed(Some(1000), None)).await;
+    ping_waits_for_its_record(&pool, &stalled, stall).await;
 }
 
 /// A post whose ping's record is still being written when the post must answer is told to
@@ -478,21 +577,8 @@ async fn a_cascade_waits_for_the_declines_written_behind_the_ping(pool: PgPool) 
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
 async fn with_no_record_behind_a_ping_of_many_contracts_waits_for_its_declines(pool: PgPool) {
     let (many, stall) = ManyContracts::start_with(&pool, "accepted", 0).await;
-    let mut ping = std::pin::pin!(
-        many.app
-            .ping(&many.exchange.posting_key, json!({ "lead": ping_lead() }))
-    );
-    assert!(
-        still_running(&mut ping).await,
-        "the ping waits for its declines"
-    );
-    stall.commit().await.unwrap();
-    let (status, ping) = ping.await;
-    assert_eq!(
-        (status, ping["status"].as_str()),
-        (200, Some("bids")),
-        "{ping}"
-    );
+    let waits = "the ping waits for its declines";
+    let ping = answers_bids_once_released(&many.app, &many.exchange, stall, waits).await;
     let declined: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM lead_distribution WHERE ping_id = $1::uuid AND outcome <> 'won'",
     )
