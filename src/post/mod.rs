@@ -9,7 +9,7 @@ pub mod settle;
 mod states;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
@@ -220,6 +220,55 @@ pub async fn record_refusal(
     state.record_refusal("post", write).await;
 }
 
+/// How long a post looks again for a ping it does not find but whose id says it was created
+/// moments ago: another Gavel process may still be writing its record behind its answer
+/// (`rtb_answer_before_record`, `ping_record_max_wait_ms`: docs/durability.md). Such a write
+/// lands within milliseconds unless the database stalls.
+const LANDING_WAIT: Duration = Duration::from_secs(1);
+const LANDING_POLL: Duration = Duration::from_millis(20);
+/// Ids older than this are not looked for again: a ping answers within 60 s of its creation
+/// (`max_wait_ms`), and its record is written right after.
+const LANDING_AGE: Duration = Duration::from_secs(120);
+
+/// The ping and its bids ([`sales::find_ping`]); a ping not found whose id (a UUIDv7) is less
+/// than [`LANDING_AGE`] old is looked for again every [`LANDING_POLL`] for up to
+/// [`LANDING_WAIT`] (or `deadline`), then not found.
+async fn find_ping_landing(
+    state: &AppState,
+    tenant_id: Uuid,
+    campaign_id: Uuid,
+    ping_id: Uuid,
+    deadline: tokio::time::Instant,
+) -> Result<Option<(sales::PingForPost, Vec<sales::WonBid>)>, sqlx::Error> {
+    let found = sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await?;
+    if found.is_some() || !created_lately(ping_id) {
+        return Ok(found);
+    }
+    let until = deadline.min(tokio::time::Instant::now() + LANDING_WAIT);
+    while tokio::time::Instant::now() + LANDING_POLL <= until {
+        tokio::time::sleep(LANDING_POLL).await;
+        if let Some(found) = sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `ping_id` is a UUIDv7 created less than [`LANDING_AGE`] ago by this machine's clock
+/// (a few seconds ahead allowed for another machine's).
+fn created_lately(ping_id: Uuid) -> bool {
+    let Some(created) = ping_id.get_timestamp() else {
+        return false;
+    };
+    let (seconds, nanos) = created.to_unix();
+    let created = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    let now = std::time::SystemTime::now();
+    match now.duration_since(created) {
+        Ok(age) => age <= LANDING_AGE,
+        Err(ahead) => ahead.duration() <= Duration::from_secs(5),
+    }
+}
+
 /// SPEC §5.6: find the ping, answer a post already made, check the lead, claim the ping,
 /// then settle and finish.
 async fn post_to_winners(
@@ -247,10 +296,15 @@ async fn post_to_winners(
             .detail("the ping's record is still being written; retry")
             .retry_after(1));
     }
-    let (ping, bids) =
-        sales::find_ping(&state.db, tenant_id, campaign.campaign.id, request.ping_id)
-            .await?
-            .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
+    let (ping, bids) = find_ping_landing(
+        state,
+        tenant_id,
+        campaign.campaign.id,
+        request.ping_id,
+        timing.answer_deadline(state),
+    )
+    .await?
+    .ok_or_else(|| Problem::new(ErrorCode::PingNotFound))?;
     if ping.result != crate::auction::PingStatus::Bids.as_str() {
         return Err(Problem::new(ErrorCode::PingNotPostable)
             .detail(format!("the ping's status is {}", ping.result)));
@@ -535,4 +589,28 @@ fn settle_and_finish(
         .await
         .map_err(crate::Error::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v7_aged(age: Duration) -> Uuid {
+        let at = std::time::SystemTime::now() - age;
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let timestamp = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            since.as_secs(),
+            since.subsec_nanos(),
+        );
+        Uuid::new_v7(timestamp)
+    }
+
+    #[test]
+    fn only_a_ping_id_created_in_the_last_two_minutes_is_looked_for_again() {
+        assert!(created_lately(Uuid::now_v7()));
+        assert!(created_lately(v7_aged(Duration::from_secs(100))));
+        assert!(!created_lately(v7_aged(Duration::from_secs(130))));
+        assert!(!created_lately(Uuid::new_v4()), "no time in a v4 id");
+    }
 }

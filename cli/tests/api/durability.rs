@@ -293,6 +293,19 @@ async fn a_ping_that_waited_for_its_buyers_answers_without_waiting_for_its_recor
     );
 }
 
+/// Another Gavel process serving the same database: a post of a ping whose record the first
+/// process is still writing behind its answer is looked for again there (docs/durability.md),
+/// and sells once the record lands, rather than be answered `ping_not_found`.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_post_reaching_another_process_before_its_pings_record_waits_for_it(pool: PgPool) {
+    let (stalled, stall) = stalled_for_a_minute(&pool, true, rtb).await;
+    let other = spawn_app_with(pool.clone(), test_settings(), axum::Router::new()).await;
+    let ping = stalled.ping(&pool).await;
+
+    let waits = "the other process looks for the ping again rather than answer ping_not_found";
+    sells_once_released(post_of(&other, &stalled.exchange, &ping), stall, waits).await;
+}
+
 /// With `rtb_answer_before_record = false` such a ping waits for its record like any other (up
 /// to `ping_record_max_wait_ms`).
 #[sqlx::test(migrator = "gavel::MIGRATOR")]
