@@ -77,7 +77,8 @@ pub struct AppInner {
     /// The post's claim of its ping and its finish, grouped the same way.
     pub post_claims: Group<ClaimPosts>,
     pub post_finishes: Group<FinishPosts>,
-    /// Records written behind their pings' answers (`ping_record_max_wait_ms`).
+    /// Records written behind their pings' answers (`rtb_answer_before_record`,
+    /// `ping_record_max_wait_ms`).
     pub pending_pings: crate::pending_pings::PendingPings,
     /// Pings whose declines are being written behind their answers (the ping's view waits).
     pub pending_declines: crate::pending_pings::PendingPings,

@@ -70,7 +70,7 @@ pub struct Settings {
     pub ping_record_max_wait_ms: u64,
     /// Whether a ping that waited for its buyers' bids answers as soon as its record is handed
     /// to its write, not once written (docs/durability.md); only while
-    /// `ping_record_max_wait_ms` > 0.
+    /// `ping_record_max_wait_ms` > 0 and `ping_synchronous_commit` is off.
     pub rtb_answer_before_record: bool,
     pub report_max_days: u32,
     pub console_session_hours: u32,

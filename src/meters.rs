@@ -164,9 +164,10 @@ pub fn gauges(
     metrics::gauge!("gavel_auctions_in_flight").set(auctions_in_flight as f64);
 }
 
-/// A ping answered before its record's write completed (`ping_record_max_wait_ms`).
-pub fn ping_record_behind() {
-    metrics::counter!("gavel_ping_records_behind_total").increment(1);
+/// A ping answered before its record's write completed: `reason` is `rtb` (it asked its
+/// buyers for bids: `rtb_answer_before_record`) or `stalled` (past `ping_record_max_wait_ms`).
+pub fn ping_record_behind(reason: &'static str) {
+    metrics::counter!("gavel_ping_records_behind_total", "reason" => reason).increment(1);
 }
 
 /// A ping's record written behind its answer that could not be written.

@@ -1,9 +1,11 @@
-//! Pings answered before their record's write completed (`ping_record_max_wait_ms`,
-//! docs/durability.md): when the database stalls on the disk, a ping answers once its bound
-//! has passed and its record is written behind it. A post of such a ping that arrives at this
-//! process meanwhile waits for the write instead of answering `ping_not_found`.
+//! Pings answered before their record's write completed (docs/durability.md): a ping that
+//! asked its buyers for bids (`rtb_answer_before_record`), or whose write outlasted
+//! `ping_record_max_wait_ms` (a database stalled on the disk), answers and has its record
+//! written behind it. A post of such a ping that arrives at this process meanwhile waits for
+//! the write instead of answering `ping_not_found`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -14,7 +16,16 @@ pub struct PendingPings {
     writes: Arc<Mutex<HashMap<Uuid, watch::Receiver<()>>>>,
     /// At most this many at once: past it a ping waits for its record (back-pressure).
     limit: usize,
+    /// Whether the last record written failed: pings then wait for theirs rather than answer
+    /// ahead of a write that is likely to fail too (a database that refuses writes).
+    failing: AtomicBool,
+    /// Posts looking again for a ping another process may be writing (bounded: past it, a post
+    /// that does not find its ping is answered at once).
+    landing_waits: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most posts at once that look again for a ping not found (`post::find_ping_landing`).
+const LANDING_WAITS: usize = 32;
 
 /// What a post found of its ping's record being written behind its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +63,24 @@ impl PendingPings {
         Self {
             writes: Arc::default(),
             limit,
+            failing: AtomicBool::new(false),
+            landing_waits: Arc::new(tokio::sync::Semaphore::new(LANDING_WAITS)),
         }
+    }
+
+    /// Notes how a ping's record's write ended.
+    pub fn note_write(&self, written: bool) {
+        self.failing.store(!written, Ordering::Relaxed);
+    }
+
+    /// Whether the last record's write failed (a ping then waits for its own).
+    pub fn writes_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// A place among the posts looking again for their ping; `None` when all are taken.
+    pub fn landing_wait(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.landing_waits).try_acquire_owned().ok()
     }
 
     /// Registers a ping whose record will be written behind its answer; `None` when too many

@@ -287,9 +287,12 @@ pub async fn auction(
     };
     record.result = response.status.as_str();
     record.latency_us = elapsed_us(started);
-    // A ping that waited for its buyers' bids (`rtb_answer_before_record`).
-    let answer_first =
-        state.settings.rtb_answer_before_record && rows.iter().any(|row| row.rtb_ms.is_some());
+    // A ping that waited for its buyers' bids (`rtb_answer_before_record`), unless pings are to
+    // be durable once answered or the last record's write failed.
+    let answer_first = state.settings.rtb_answer_before_record
+        && !state.settings.ping_synchronous_commit
+        && !state.pending_pings.writes_failing()
+        && rows.iter().any(|row| row.rtb_ms.is_some());
     let write = PingWrite::new(record, rows);
     record_ping(state, ping_id, write, losses, record_first, answer_first).await?;
     crate::meters::ping(response.status.as_str(), started.elapsed());
@@ -328,13 +331,15 @@ async fn record_ping(
         Some(written) => written,
         None => match state.pending_pings.begin(ping_id) {
             Some(pending) => {
-                write_behind(state, writing, pending, losses);
+                let reason = if answer_first { "rtb" } else { "stalled" };
+                write_behind(state, writing, pending, losses, reason);
                 return Ok(());
             }
             // Too many behind already: this ping waits for its own (back-pressure).
             None => writing.await,
         },
     };
+    state.pending_pings.note_write(written.is_ok());
     written?;
     state.notices.send_all(losses);
     Ok(())
@@ -421,12 +426,16 @@ fn write_behind(
     writing: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
     pending: crate::pending_pings::PendingWrite,
     losses: Vec<crate::notices::Notice>,
+    reason: &'static str,
 ) {
-    crate::meters::ping_record_behind();
+    crate::meters::ping_record_behind(reason);
     let notices = state.notices.clone();
+    let app = state.clone();
     // Tracked with the settlements: a shutdown waits for it as for a sale.
     let task = async move {
-        match writing.await {
+        let written = writing.await;
+        app.pending_pings.note_write(written.is_ok());
+        match written {
             Ok(()) => notices.send_all(losses),
             Err(error) => {
                 // As after a crash: a post of the ping answers `ping_not_found`, and no

@@ -230,25 +230,31 @@ const LANDING_POLL: Duration = Duration::from_millis(20);
 /// (`max_wait_ms`), and its record is written right after.
 const LANDING_AGE: Duration = Duration::from_secs(120);
 
-/// The ping and its bids ([`sales::find_ping`]); a ping not found whose id (a UUIDv7) is less
-/// than [`LANDING_AGE`] old is looked for again every [`LANDING_POLL`] for up to
-/// [`LANDING_WAIT`] (or `deadline`), then not found.
+/// The ping and its bids ([`sales::find_ping`]). A ping not recorded (for any campaign) whose
+/// id (a UUIDv7) is less than [`LANDING_AGE`] old, when `may_land` (no write of it failed
+/// here), is looked for again every [`LANDING_POLL`] for up to [`LANDING_WAIT`] (or
+/// `deadline`), by at most a few posts at once (`PendingPings::landing_wait`), then not found.
 async fn find_ping_landing(
     state: &AppState,
     tenant_id: Uuid,
     campaign_id: Uuid,
     ping_id: Uuid,
+    may_land: bool,
     deadline: tokio::time::Instant,
 ) -> Result<Option<(sales::PingForPost, Vec<sales::WonBid>)>, sqlx::Error> {
-    let found = sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await?;
-    if found.is_some() || !created_lately(ping_id) {
-        return Ok(found);
+    let lookup = sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await?;
+    if !matches!(lookup, sales::PingLookup::Absent) || !may_land || !created_lately(ping_id) {
+        return Ok(lookup.found());
     }
+    let Some(_place) = state.pending_pings.landing_wait() else {
+        return Ok(None);
+    };
     let until = deadline.min(tokio::time::Instant::now() + LANDING_WAIT);
     while tokio::time::Instant::now() + LANDING_POLL <= until {
         tokio::time::sleep(LANDING_POLL).await;
-        if let Some(found) = sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await? {
-            return Ok(Some(found));
+        match sales::find_ping(&state.db, tenant_id, campaign_id, ping_id).await? {
+            sales::PingLookup::Absent => {}
+            landed => return Ok(landed.found()),
         }
     }
     Ok(None)
@@ -285,22 +291,24 @@ async fn post_to_winners(
     // 1. The ping, of this campaign, with its bids: if its record is being written behind
     // its answer here (`ping_record_max_wait_ms`), once that write is done. (Asked before the
     // look-up, not after a miss: a write that ended in between would be missed both ways.)
-    if state
+    let pending = state
         .pending_pings
         .wait(request.ping_id, timing.answer_deadline(state))
-        .await
-        == Pending::StillWriting
-    {
+        .await;
+    if pending == Pending::StillWriting {
         // The record may yet land: a retry, not a `ping_not_found` the partner would trust.
         return Err(Problem::new(ErrorCode::Unavailable)
             .detail("the ping's record is still being written; retry")
             .retry_after(1));
     }
+    // A write here that ended and did not leave the ping failed: no other process writes it.
+    let may_land = pending == Pending::No;
     let (ping, bids) = find_ping_landing(
         state,
         tenant_id,
         campaign.campaign.id,
         request.ping_id,
+        may_land,
         timing.answer_deadline(state),
     )
     .await?
@@ -598,11 +606,8 @@ mod tests {
     fn v7_aged(age: Duration) -> Uuid {
         let at = std::time::SystemTime::now() - age;
         let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
-        let timestamp = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            since.as_secs(),
-            since.subsec_nanos(),
-        );
+        let timestamp =
+            uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
         Uuid::new_v7(timestamp)
     }
 

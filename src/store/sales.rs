@@ -86,12 +86,30 @@ pub struct PingForPost {
 }
 
 /// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
+/// What a post's look-up of its ping found.
+pub enum PingLookup {
+    Found(PingForPost, Vec<WonBid>),
+    /// Recorded for another campaign: not this post's to see.
+    OtherCampaign,
+    /// Not recorded (yet, if another process is writing it).
+    Absent,
+}
+
+impl PingLookup {
+    pub fn found(self) -> Option<(PingForPost, Vec<WonBid>)> {
+        match self {
+            PingLookup::Found(ping, bids) => Some((ping, bids)),
+            PingLookup::OtherCampaign | PingLookup::Absent => None,
+        }
+    }
+}
+
 pub async fn find_ping(
     db: &PgPool,
     tenant_id: Uuid,
     campaign_id: Uuid,
     ping_id: Uuid,
-) -> Result<Option<(PingForPost, Vec<WonBid>)>, sqlx::Error> {
+) -> Result<PingLookup, sqlx::Error> {
     // Found by primary key only; the campaign is compared here, so that the plan PostgreSQL
     // caches cannot pick the campaign's index and scan its history.
     let rows = sqlx::query!(
@@ -115,7 +133,7 @@ pub async fn find_ping(
     let mut found = None;
     for row in rows {
         if row.campaign_id != campaign_id {
-            return Ok(None);
+            return Ok(PingLookup::OtherCampaign);
         }
         if let (
             Some(bid_id),
@@ -155,7 +173,10 @@ pub async fn find_ping(
             min_payout_cents: row.min_payout_cents,
         });
     }
-    Ok(found.map(|ping| (ping, bids)))
+    Ok(match found {
+        Some(ping) => PingLookup::Found(ping, bids),
+        None => PingLookup::Absent,
+    })
 }
 
 /// Who posted, for the records.

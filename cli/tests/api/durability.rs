@@ -189,9 +189,12 @@ fn post_of<'a>(
 
 /// True when `future` has not finished after half a second (the stall still holds it).
 async fn still_running<F: std::future::Future + Unpin>(future: &mut F) -> bool {
-    tokio::time::timeout(Duration::from_millis(500), future)
-        .await
-        .is_err()
+    still_running_for(future, Duration::from_millis(500)).await
+}
+
+/// True when `future` has not finished after `wait`.
+async fn still_running_for<F: std::future::Future + Unpin>(future: &mut F, wait: Duration) -> bool {
+    tokio::time::timeout(wait, future).await.is_err()
 }
 
 /// Asserts that `post` still waits while `stall` holds (`waits` says why it should), and sells
@@ -201,8 +204,18 @@ async fn sells_once_released(
     stall: Stall,
     waits: &str,
 ) {
+    sells_once_released_after(post, stall, Duration::from_millis(500), waits).await;
+}
+
+/// [`sells_once_released`], `stall` held for `hold`.
+async fn sells_once_released_after(
+    post: impl std::future::Future<Output = (u16, serde_json::Value)>,
+    stall: Stall,
+    hold: Duration,
+    waits: &str,
+) {
     let mut post = std::pin::pin!(post);
-    assert!(still_running(&mut post).await, "{waits}");
+    assert!(still_running_for(&mut post, hold).await, "{waits}");
     stall.commit().await.unwrap();
     let (status, answer) = post.await;
     assert_eq!(
@@ -302,8 +315,95 @@ async fn a_post_reaching_another_process_before_its_pings_record_waits_for_it(po
     let other = spawn_app_with(pool.clone(), test_settings(), axum::Router::new()).await;
     let ping = stalled.ping(&pool).await;
 
+    // Released well within the second the other process looks again.
+    let post = post_of(&other, &stalled.exchange, &ping);
+    let hold = Duration::from_millis(200);
     let waits = "the other process looks for the ping again rather than answer ping_not_found";
-    sells_once_released(post_of(&other, &stalled.exchange, &ping), stall, waits).await;
+    sells_once_released_after(post, stall, hold, waits).await;
+}
+
+/// A post of a ping never recorded is `ping_not_found`: after looking again for a second when
+/// its id says it was created moments ago, at once when it is older than two minutes.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn a_post_of_an_unknown_ping_looks_again_only_for_a_fresh_id(pool: PgPool) {
+    let exchange = Exchange::create(&pool, "exclusive").await;
+    let app = spawn_app(pool.clone()).await;
+    let old = {
+        let since = (std::time::SystemTime::now() - Duration::from_secs(180))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+        uuid::Uuid::new_v7(at)
+    };
+    for (ping_id, looks_again) in [(uuid::Uuid::now_v7(), true), (old, false)] {
+        let started = std::time::Instant::now();
+        let ping = json!({ "ping_id": ping_id.to_string() });
+        let (status, problem) = post_of(&app, &exchange, &ping).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (404, Some("ping_not_found")),
+            "{problem}"
+        );
+        let took = started.elapsed();
+        if looks_again {
+            assert!(took >= Duration::from_millis(900), "looked again: {took:?}");
+        } else {
+            assert!(
+                took < Duration::from_millis(900),
+                "not looked for again: {took:?}"
+            );
+        }
+    }
+}
+
+/// A ping that asked its buyers answers ahead of its record only while records are written: once
+/// one written behind its answer has failed (a standby after a failover, here a trigger), the
+/// next such ping waits for its own and answers its failure, not `bids` it could never sell; once
+/// writes succeed again, pings answer `bids`.
+#[sqlx::test(migrator = "gavel::MIGRATOR")]
+async fn after_a_record_written_behind_fails_the_next_ping_waits_for_its_own(pool: PgPool) {
+    let mut settings = test_settings();
+    settings.ping_record_max_wait_ms = 10_000;
+    let (stalled, stall) = Stalled::start_with(&pool, settings, rtb).await;
+    stall.rollback().await.unwrap();
+    for statement in [
+        "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql
+         AS $$ BEGIN RAISE EXCEPTION 'a standby' USING ERRCODE = 'read_only_sql_transaction'; END $$",
+        "CREATE TRIGGER refuse_records BEFORE INSERT ON posting_log
+         FOR EACH ROW EXECUTE FUNCTION refuse_records()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let ping = || {
+        stalled.app.ping(
+            &stalled.exchange.posting_key,
+            json!({ "lead": ping_lead() }),
+        )
+    };
+    let (status, first) = ping().await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (200, Some("bids")),
+        "{first}"
+    );
+    // Its write behind fails at once; the next ping waits for its own, which fails too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, second) = ping().await;
+    assert_eq!(status, 503, "the failure answered, not bids: {second}");
+
+    sqlx::query("DROP TRIGGER refuse_records ON posting_log")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (status, ping) = ping().await;
+        assert_eq!(
+            (status, ping["status"].as_str()),
+            (200, Some("bids")),
+            "{ping}"
+        );
+    }
+    assert_eq!(stalled.records(&pool).await, 2, "both written");
 }
 
 /// With `rtb_answer_before_record = false` such a ping waits for its record like any other (up

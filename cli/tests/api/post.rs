@@ -868,6 +868,7 @@ async fn a_sale_left_pending_by_a_crash_is_released_at_start_up(pool: PgPool) {
         gavel::store::sales::find_ping(&pool, exchange.tenant_id, exchange.campaign_id, ping_id)
             .await
             .unwrap()
+            .found()
             .unwrap();
     let sale_id = Uuid::now_v7();
     let sale = gavel::store::sales::NewSale {
