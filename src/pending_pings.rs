@@ -68,9 +68,12 @@ impl PendingPings {
         }
     }
 
-    /// Notes how a ping's record's write ended.
+    /// Notes how a ping's record's write ended (stored only on a change: every ping's record
+    /// passes here, from every worker).
     pub fn note_write(&self, written: bool) {
-        self.failing.store(!written, Ordering::Relaxed);
+        if self.failing.load(Ordering::Relaxed) == written {
+            self.failing.store(!written, Ordering::Relaxed);
+        }
     }
 
     /// Whether the last record's write failed (a ping then waits for its own).

@@ -85,7 +85,6 @@ pub struct PingForPost {
     pub min_payout_cents: Option<i64>,
 }
 
-/// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
 /// What a post's look-up of its ping found.
 pub enum PingLookup {
     Found(PingForPost, Vec<WonBid>),
@@ -104,6 +103,7 @@ impl PingLookup {
     }
 }
 
+/// The ping `ping_id` of `campaign_id`, with its won bids, in one statement.
 pub async fn find_ping(
     db: &PgPool,
     tenant_id: Uuid,
