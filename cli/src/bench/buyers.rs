@@ -22,6 +22,8 @@ use super::{BenchOptions, Latency};
 pub(super) struct FakeBuyers {
     pub(super) address: SocketAddr,
     behaviour: BuyerBehaviour,
+    /// Dropped with the buyers: their thread stops serving.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 #[derive(Clone)]
@@ -54,10 +56,32 @@ impl FakeBuyers {
             .route("/rtb/xml", post(xml_bid))
             .route("/deliver", post(deliver))
             .with_state(behaviour.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Ok(FakeBuyers { address, behaviour })
+        // The buyers run on a thread of their own with a single-threaded runtime: they share
+        // the machine's cores with the server under test, and a runtime of several workers
+        // wakes them for one another's work (thread wake-ups are most of a buyer's CPU).
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-buyers".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    tokio::select! {
+                        served = axum::serve(listener, router).into_future() => served,
+                        _ = stopped => Ok(()),
+                    }
+                })
+            })?;
+        Ok(FakeBuyers {
+            address,
+            behaviour,
+            _stop: stop,
+        })
     }
 
     /// Each ping with bids: its slowest buyer's answer time and the ping's time beyond it;
@@ -113,9 +137,6 @@ async fn xml_bid(
         .into_response()
 }
 
-/// How early tokio's timer hands a buyer's wait over to an OS thread (its ticks are 1 ms).
-const TIMER_SLACK: Duration = Duration::from_millis(2);
-
 /// Waits the drawn answer time and records it for the ping; true when this answer is to be
 /// an HTTP 500 (`--rtb-failure-rate`).
 async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool {
@@ -137,22 +158,9 @@ async fn answer_late(behaviour: &BuyerBehaviour, ping_id: Option<Uuid>) -> bool 
         )
     };
     behaviour.calls.fetch_add(1, Ordering::Relaxed);
-    // The last moments slept on an OS thread (nanosleep wakes within tens of microseconds),
-    // not on tokio's timer, whose millisecond ticks would make every buyer up to 1 ms slower
-    // than drawn; the rest on tokio's timer, so that 30 calls of a ping do not start 30 OS
-    // threads while Gavel is still sending them (that CPU was counted as Gavel's).
-    if delay_us > 0 {
-        let deadline = started + Duration::from_micros(delay_us);
-        if let Some(early) = deadline.checked_sub(TIMER_SLACK)
-            && early > Instant::now()
-        {
-            tokio::time::sleep_until(early.into()).await;
-        }
-        let rest = deadline.saturating_duration_since(Instant::now());
-        if !rest.is_zero() {
-            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
-        }
-    }
+    // On the harness's own timer thread, not tokio's timer, whose millisecond ticks would
+    // make every buyer up to 1 ms slower than drawn and answer in bunches.
+    super::alarm::sleep_until(started + Duration::from_micros(delay_us)).await;
     // The time this answer really took here (a late wake-up is the buyer's, not Gavel's).
     if let Some(ping_id) = ping_id {
         let took = started.elapsed().as_micros() as u64;

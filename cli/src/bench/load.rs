@@ -285,6 +285,9 @@ pub(super) async fn drive(
     Ok(load)
 }
 
+/// How long before its planned time an open-loop request's task starts (and then waits).
+const SEND_AHEAD: Duration = Duration::from_micros(100);
+
 /// Sends the load for `length` (open or closed loop, per the options); every lead's outcome
 /// goes to `sender`. Returns when the last request is answered.
 async fn drive_for(
@@ -299,9 +302,10 @@ async fn drive_for(
     match options.rate {
         Some(rate) => {
             // Open loop: a request every 1/rate seconds, each on its own task. The schedule
-            // is kept by an OS thread (nanosleep wakes within tens of microseconds), not by
-            // tokio's timer, whose millisecond ticks would send each request up to 1 ms late
-            // and count that lateness as the server's.
+            // is kept by an OS thread, not by tokio's timer, whose millisecond ticks would send
+            // each request up to 1 ms late and count that lateness as the server's. The task
+            // starts a little ahead of its time and waits for it awake: waking a sleeping
+            // thread takes tens of microseconds here, which the server would be charged.
             let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
             let (runtime, client, base, key) = (
                 tokio::runtime::Handle::current(),
@@ -311,17 +315,23 @@ async fn drive_for(
             );
             let fraction = options.post_fraction;
             let tasks = tokio::task::spawn_blocking(move || {
+                // Without this, Linux lets a sleeping thread wake up to 50 µs late.
+                let _ = nix::sys::prctl::set_timerslack(1);
                 let mut tasks = Vec::new();
                 let mut next = Instant::now();
                 while next < end {
+                    let wake = next.checked_sub(SEND_AHEAD).unwrap_or(next);
                     let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
+                    if wake > now {
+                        std::thread::sleep(wake - now);
                     }
                     let (client, base, key, sender) =
                         (client.clone(), base.clone(), key.clone(), sender.clone());
                     let planned = next;
                     tasks.push(runtime.spawn(async move {
+                        while Instant::now() < planned {
+                            std::hint::spin_loop();
+                        }
                         let _ =
                             sender.send(one_lead(&client, &base, &key, fraction, planned).await);
                     }));

@@ -6,6 +6,7 @@
 //! arrival rate, then runs pgbench with the ping's own write and the post's reservation on the
 //! same PostgreSQL, so that every figure can be read as a ratio to the machine's ceiling.
 
+mod alarm;
 mod buyers;
 mod load;
 mod pgbench;
