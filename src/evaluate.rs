@@ -350,10 +350,15 @@ fn early_calls(
         kept: Arc::clone(kept),
         ..PingState::default()
     };
+    let is_rtb = |contract: &Contract| matches!(contract.compiled.pricing(), Pricing::Rtb(_));
+    // When every RTB contract of the offer may be called, each call starts as soon as its
+    // contract is known to want it (another worker takes it while the rest are checked).
+    let all_may_call = contracts.iter().filter(|c| is_rtb(c)).count() <= shared.max_rtb_calls;
+    let mut calls = EarlyCalls::default();
     let mut wanted = 0;
     let mut early = Vec::new();
     for (index, (contract, precheck)) in contracts.iter().zip(prechecks).enumerate() {
-        if !matches!(contract.compiled.pricing(), Pricing::Rtb(_)) {
+        if !is_rtb(contract) {
             continue;
         }
         let state = contract_state(campaign, contract, &nothing_known, buyer_rooms, shared.now);
@@ -366,25 +371,40 @@ fn early_calls(
             continue;
         }
         wanted += 1;
-        if calls_early(contract) {
+        if !calls_early(contract) {
+            continue;
+        }
+        if all_may_call {
+            calls.start(index, contracts, state, shared);
+        } else {
             early.push((index, state));
         }
     }
-    let mut calls = EarlyCalls::default();
-    if wanted > shared.max_rtb_calls {
-        return calls;
+    if wanted <= shared.max_rtb_calls {
+        for (index, state) in early {
+            calls.start(index, contracts, state, shared);
+        }
     }
-    for (index, state) in early {
-        let call = calls.calls.spawn(ask_buyer(
+    calls
+}
+
+impl EarlyCalls {
+    fn start(
+        &mut self,
+        index: usize,
+        contracts: &[Arc<Contract>],
+        state: ContractState,
+        shared: &Arc<SharedPing>,
+    ) {
+        let call = self.calls.spawn(ask_buyer(
             index,
             Arc::clone(&contracts[index]),
             state,
             Arc::clone(shared),
         ));
-        calls.call_index.insert(call.id(), index);
-        calls.running.insert(index, call);
+        self.call_index.insert(call.id(), index);
+        self.running.insert(index, call);
     }
-    calls
 }
 
 /// What each capped buyer's caps leave, once per buyer.
@@ -493,36 +513,43 @@ pub async fn run(
         .any(|c| calls_early(c))
         .then(|| states.kept_copy(&request))
         .flatten();
+    // The consumer's history is looked up by its hashes: a statement, unless it has none.
+    let consumer_read = !request.dedup_hashes.is_empty();
     let mut read = std::pin::pin!(async {
         match &kept {
             Some(kept) => states.read_consumer_with(Arc::clone(kept), request).await,
             None => states.read(request).await,
         }
     });
-    // The checks that read no state (statuses, filters, schedules) run while the database
-    // answers: the read's first poll starts its statement in a task of its own, which this
-    // worker runs next once this task yields (a task tokio starts from a worker waits for it).
     let mut poll_read =
         async || std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
-    let mut read_now = poll_read().await;
-    if read_now.is_pending() {
-        tokio::task::yield_now().await;
-    }
     let context = shared.context();
-    let prechecks: Vec<Precheck> = contracts
-        .iter()
-        .map(|c| c.compiled.precheck(buyer_status(campaign, c), &context))
-        .collect();
-    // Calls start early only for a read still running (one done already says all).
-    if read_now.is_pending() {
-        read_now = poll_read().await;
-    }
-    let calls = match (&kept, read_now.is_pending()) {
-        (Some(kept), true) => {
+    let precheck_all = || -> Vec<Precheck> {
+        contracts
+            .iter()
+            .map(|c| c.compiled.precheck(buyer_status(campaign, c), &context))
+            .collect()
+    };
+    let (prechecks, calls, read_now) = match &kept {
+        // The buyers' calls start before the consumer's read: their answers take milliseconds,
+        // the read a fraction of one, and the ping waits for both. The read's task, started
+        // by its first poll, runs after the calls' tasks on this worker.
+        Some(kept) if consumer_read => {
+            let prechecks = precheck_all();
             let rooms = buyer_rooms(tenant, &capped_buyers, kept);
-            early_calls(campaign, &prechecks, kept, &rooms, &shared)
+            let calls = early_calls(campaign, &prechecks, kept, &rooms, &shared);
+            (prechecks, calls, poll_read().await)
         }
-        _ => EarlyCalls::default(),
+        // Otherwise the checks that read no state (statuses, filters, schedules) run while the
+        // database answers: the read's first poll starts its statement in a task of its own,
+        // which this worker runs next once this task yields.
+        _ => {
+            let read_now = poll_read().await;
+            if read_now.is_pending() {
+                tokio::task::yield_now().await;
+            }
+            (precheck_all(), EarlyCalls::default(), read_now)
+        }
     };
     let state = match read_now {
         Poll::Ready(read) => read,

@@ -510,12 +510,55 @@ pub const DEFAULT_RTB_TIMEOUT_MS: u32 = 200;
 /// Longest RTB timeout a contract may set (SPEC §3.1).
 pub const MAX_RTB_TIMEOUT_MS: u32 = 2000;
 
+/// A buyer's URL as configured, parsed the first time it is called rather than on every call
+/// (parsing a URL's host costs microseconds, and a ping calls every RTB contract's).
+/// Serialized as the text; equal when the texts are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallUrl {
+    text: String,
+    #[serde(skip)]
+    parsed: std::sync::OnceLock<Option<Box<url::Url>>>,
+}
+
+impl CallUrl {
+    /// The URL parsed; `None` for text that is no URL.
+    pub fn parsed(&self) -> Option<&url::Url> {
+        self.parsed
+            .get_or_init(|| url::Url::parse(&self.text).ok().map(Box::new))
+            .as_deref()
+    }
+}
+
+impl std::ops::Deref for CallUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for CallUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for CallUrl {}
+
+impl From<String> for CallUrl {
+    fn from(text: String) -> Self {
+        CallUrl {
+            text,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+}
+
 /// `{"type":"rtb","url":…,"timeout_ms":150,"headers":{…},"max_bid_cents":5000,
 /// "exclusive_bid_path":"/x","shared_bid_path":"/y","ref_path":"/r"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtbPricing {
-    pub url: String,
+    pub url: CallUrl,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -916,6 +959,22 @@ mod tests {
                           "max_bid_cents": 5000, "exclusive_bid_path": "/x", "shared_bid_path": "/y", "ref_path": "/r"});
         let pricing = Pricing::parse(&full).unwrap();
         assert_eq!(serde_json::to_value(&pricing).unwrap(), full);
+    }
+
+    #[test]
+    fn a_buyer_url_is_parsed_once_and_compared_by_its_text() {
+        let url = CallUrl::from("https://buyer.example/bid?x=1".to_owned());
+        assert_eq!(
+            url.parsed().and_then(|u| u.host_str()),
+            Some("buyer.example")
+        );
+        assert!(std::ptr::eq(url.parsed().unwrap(), url.parsed().unwrap()));
+        assert_eq!(
+            url,
+            CallUrl::from("https://buyer.example/bid?x=1".to_owned())
+        );
+        assert_eq!(&*url, "https://buyer.example/bid?x=1");
+        assert_eq!(CallUrl::from("http://[bad".to_owned()).parsed(), None);
     }
 
     #[test]

@@ -44,15 +44,33 @@ pub async fn post_json<T: Serialize>(
     body: &T,
     timeout: Duration,
 ) -> Exchange {
-    let url = match checked_url(http, url) {
-        Ok(url) => url,
-        Err(refused) => return refused,
-    };
-    let mut call = http.client().post(url).json(body);
+    match reqwest::Url::parse(url) {
+        Ok(url) => post_json_to(http, &url, headers, body, timeout).await,
+        Err(_) => invalid_url(),
+    }
+}
+
+/// [`post_json`] to a URL parsed already (a contract's, parsed once rather than on each call).
+pub async fn post_json_to<T: Serialize>(
+    http: &Outbound,
+    url: &reqwest::Url,
+    headers: &BTreeMap<String, String>,
+    body: &T,
+    timeout: Duration,
+) -> Exchange {
+    if let Err(refused) = http.policy().check_url(url) {
+        return Exchange::Failed(refused.to_string());
+    }
+    let mut call = http.client().post(url.clone()).json(body);
     for (name, value) in headers {
         call = call.header(name, value);
     }
     exchange(call, timeout, false).await.0
+}
+
+/// What a call to text that is no URL comes to.
+pub fn invalid_url() -> Exchange {
+    Exchange::Failed("the URL is invalid".to_owned())
 }
 
 /// A call to a consent verification provider (docs/verification.md): `body` with its
@@ -148,8 +166,7 @@ fn rendered_call(
 /// `url` parsed and checked against the outbound address policy (the client does not resolve
 /// an IP literal, so its address is checked now); `Err` is the call's outcome.
 fn checked_url(http: &Outbound, url: &str) -> Result<reqwest::Url, Exchange> {
-    let url =
-        reqwest::Url::parse(url).map_err(|_| Exchange::Failed("the URL is invalid".to_owned()))?;
+    let url = reqwest::Url::parse(url).map_err(|_| invalid_url())?;
     http.policy()
         .check_url(&url)
         .map_err(|refused| Exchange::Failed(refused.to_string()))?;

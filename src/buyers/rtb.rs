@@ -44,7 +44,10 @@ pub async fn request_bids(
     let started = Instant::now();
     let timeout = Duration::from_millis(u64::from(request.tmax_ms));
     let exchange = match &pricing.request {
-        None => super::post_json(http, &pricing.url, &pricing.headers, request, timeout).await,
+        None => match pricing.url.parsed() {
+            Some(url) => super::post_json_to(http, url, &pricing.headers, request, timeout).await,
+            None => super::invalid_url(),
+        },
         // A request that cannot be rendered makes no call: `rtb_error` with the reason.
         Some(config) => match config.render(&pricing.url, &request.context()) {
             Ok(rendered) => super::send_rendered(http, rendered, &pricing.headers, timeout).await,
