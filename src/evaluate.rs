@@ -531,9 +531,10 @@ pub async fn run(
             .collect()
     };
     let (prechecks, calls, read_now) = match &kept {
-        // The buyers' calls start before the consumer's read: their answers take milliseconds,
-        // the read a fraction of one, and the ping waits for both. The read's task, started
-        // by its first poll, runs after the calls' tasks on this worker.
+        // The buyers' calls are started before the consumer's read: their answers take
+        // milliseconds, the read a fraction of one, and the ping waits for both. The read's
+        // task, started by its first poll, still runs next on this worker, while another
+        // worker takes up the calls queued here.
         Some(kept) if consumer_read => {
             let prechecks = precheck_all();
             let rooms = buyer_rooms(tenant, &capped_buyers, kept);

@@ -511,9 +511,10 @@ pub const DEFAULT_RTB_TIMEOUT_MS: u32 = 200;
 pub const MAX_RTB_TIMEOUT_MS: u32 = 2000;
 
 /// A buyer's URL as configured, parsed the first time it is called rather than on every call
-/// (parsing a URL's host costs microseconds, and a ping calls every RTB contract's).
+/// (parsing a URL's host costs microseconds, and a ping calls every RTB contract's). A
+/// `request` template's URL is rendered, so parsed, on each call.
 /// Serialized as the text; equal when the texts are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CallUrl {
     text: String,
@@ -527,6 +528,12 @@ impl CallUrl {
         self.parsed
             .get_or_init(|| url::Url::parse(&self.text).ok().map(Box::new))
             .as_deref()
+    }
+}
+
+impl std::fmt::Debug for CallUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.text, f)
     }
 }
 

@@ -76,12 +76,20 @@ fn ring_alarms(clock: &'static Clock) {
     // Without this, Linux lets a sleeping thread wake up to 50 µs late (its timer slack).
     let _ = nix::sys::prctl::set_timerslack(1);
     let mut alarms = clock.alarms.lock().expect("the alarms' lock");
+    let mut due = Vec::new();
     loop {
         let now = Instant::now();
         while alarms.peek().is_some_and(|first| first.0.at <= now) {
-            if let Some(Reverse(alarm)) = alarms.pop() {
+            due.extend(alarms.pop());
+        }
+        if !due.is_empty() {
+            // Rung without the lock (waking a task is a system call), then the clock read again.
+            drop(alarms);
+            for Reverse(alarm) in due.drain(..) {
                 let _ = alarm.ring.send(());
             }
+            alarms = clock.alarms.lock().expect("the alarms' lock");
+            continue;
         }
         alarms = match alarms.peek() {
             None => clock.changed.wait(alarms).expect("the alarms' lock"),

@@ -63,12 +63,23 @@ impl FakeBuyers {
         // the machine's cores with the server under test, and a runtime of several workers
         // wakes them for one another's work (thread wake-ups are most of a buyer's CPU).
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        // Built on its thread: a runtime may not be dropped in async code, as it would be if
+        // the thread could not start.
+        let (ready, started) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         std::thread::Builder::new()
             .name("bench-buyers".to_owned())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return Ok(());
+                    }
+                };
+                let _ = ready.send(Ok(()));
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     tokio::select! {
@@ -77,6 +88,7 @@ impl FakeBuyers {
                     }
                 })
             })?;
+        started.await??;
         Ok(FakeBuyers {
             address,
             behaviour,
