@@ -513,8 +513,7 @@ pub async fn run(
         .any(|c| calls_early(c))
         .then(|| states.kept_copy(&request))
         .flatten();
-    // The consumer's history is looked up by its hashes: a statement, unless it has none.
-    let consumer_read = !request.dedup_hashes.is_empty();
+    let consumer_read = request.reads_consumer();
     let mut read = std::pin::pin!(async {
         match &kept {
             Some(kept) => states.read_consumer_with(Arc::clone(kept), request).await,

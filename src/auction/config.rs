@@ -514,7 +514,7 @@ pub const MAX_RTB_TIMEOUT_MS: u32 = 2000;
 /// (parsing a URL's host costs microseconds, and a ping calls every RTB contract's). A
 /// `request` template's URL is rendered, so parsed, on each call.
 /// Serialized as the text; equal when the texts are.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CallUrl {
     text: String,

@@ -58,8 +58,8 @@ pub async fn post_json_to<T: Serialize>(
     body: &T,
     timeout: Duration,
 ) -> Exchange {
-    if let Err(refused) = http.policy().check_url(url) {
-        return Exchange::Failed(refused.to_string());
+    if let Err(refused) = allowed(http, url) {
+        return refused;
     }
     let mut call = http.client().post(url.clone()).json(body);
     for (name, value) in headers {
@@ -167,10 +167,15 @@ fn rendered_call(
 /// an IP literal, so its address is checked now); `Err` is the call's outcome.
 fn checked_url(http: &Outbound, url: &str) -> Result<reqwest::Url, Exchange> {
     let url = reqwest::Url::parse(url).map_err(|_| invalid_url())?;
-    http.policy()
-        .check_url(&url)
-        .map_err(|refused| Exchange::Failed(refused.to_string()))?;
+    allowed(http, &url)?;
     Ok(url)
+}
+
+/// `url` checked against the outbound address policy; `Err` is the call's outcome.
+fn allowed(http: &Outbound, url: &reqwest::Url) -> Result<(), Exchange> {
+    http.policy()
+        .check_url(url)
+        .map_err(|refused| Exchange::Failed(refused.to_string()))
 }
 
 /// Sends `call` and reads the answer, all within `timeout`; the answer's headers too for a

@@ -61,6 +61,13 @@ pub struct StateRequest {
     pub suppression_lists: Arc<[Uuid]>,
 }
 
+impl StateRequest {
+    /// Whether the consumer's history takes a statement: it is looked up by its hashes.
+    pub fn reads_consumer(&self) -> bool {
+        !self.dedup_hashes.is_empty()
+    }
+}
+
 struct StateRow {
     request: i32,
     kind: String,

@@ -378,7 +378,7 @@ impl StateReader {
 
     /// Only what is read for the consumer (its sales, its suppression), by its hashes.
     async fn read_consumer(&self, request: StateRequest) -> Result<PingState, sqlx::Error> {
-        if request.dedup_hashes.is_empty() {
+        if !request.reads_consumer() {
             return Ok(PingState::default());
         }
         let read = self
