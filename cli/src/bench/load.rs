@@ -19,6 +19,15 @@ pub(super) struct Load {
     pub(super) ping_micros: Vec<u64>,
     /// Each answered ping's second of the run (by its planned send time) and latency.
     pub(super) ping_seconds: Vec<(u64, u64)>,
+    /// When the measured pings started (wall clock), to line the run up with other logs.
+    pub(super) started_at: Option<std::time::SystemTime>,
+    /// Pings slower than [`SLOW_PING`]: their planned send time since the start and their
+    /// latency, both in microseconds.
+    pub(super) slow_pings: Vec<(u64, u64)>,
+    /// The server's own count of the measured pings slower than each of its histogram's
+    /// bounds from 10 ms (its handler's time, from `/metrics`): a stall inside the server
+    /// shows here, one in the harness or between the two does not.
+    pub(super) server_pings_over: std::collections::BTreeMap<String, u64>,
     pub(super) posts: u64,
     pub(super) posts_sold: u64,
     pub(super) post_micros: Vec<u64>,
@@ -131,8 +140,11 @@ async fn drive_posts_only(
 ) -> Result<Load> {
     let clients = options.concurrency.max(1);
     let measured = Duration::from_secs(options.duration);
-    let mut load = Load::default();
     let pinging_started = Instant::now();
+    let mut load = Load {
+        started_at: Some(std::time::SystemTime::now()),
+        ..Load::default()
+    };
     let pinging_until = pinging_started + measured;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -204,8 +216,12 @@ impl Load {
             Ok((status, micros, bids)) => {
                 if status == 200 {
                     self.ping_micros.push(micros);
-                    let second = outcome.planned.saturating_duration_since(started).as_secs();
-                    self.ping_seconds.push((second, micros));
+                    let since_start = outcome.planned.saturating_duration_since(started);
+                    self.ping_seconds.push((since_start.as_secs(), micros));
+                    if micros > SLOW_PING.as_micros() as u64 {
+                        self.slow_pings
+                            .push((since_start.as_micros() as u64, micros));
+                    }
                     self.pings_with_bids += u64::from(bids);
                     self.pings_with_bids_timed
                         .extend(outcome.ping_id.map(|ping_id| (ping_id, micros)));
@@ -241,6 +257,55 @@ impl Load {
 /// plans its sessions cached in the warm-up, on tables PostgreSQL then believed empty, would
 /// otherwise serve the whole run (a post's look-up of its ping scanned the tenant's pings by
 /// the campaign's index: 18,000 pages a post by the end of the pings of `--posts-only`).
+/// The server's ping-duration histogram: each bucket's upper bound (text, in seconds) and
+/// cumulative count. `None` when `/metrics` cannot be read.
+async fn server_ping_buckets(client: &reqwest::Client, base: &str) -> Option<Vec<(String, u64)>> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let buckets = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("gavel_ping_duration_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            Some((bound.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    Some(buckets)
+}
+
+/// Per bound from 10 ms, in milliseconds: the pings counted between two reads of the
+/// histogram that took longer.
+fn slower_than(
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+) -> std::collections::BTreeMap<String, u64> {
+    let count = |buckets: &[(String, u64)], bound: &str| {
+        buckets
+            .iter()
+            .find(|(b, _)| b == bound)
+            .map_or(0, |(_, count)| *count)
+    };
+    let total = |buckets: &[(String, u64)]| count(buckets, "+Inf");
+    let measured = total(after).saturating_sub(total(before));
+    after
+        .iter()
+        .filter_map(|(bound, _)| {
+            let ms = bound.parse::<f64>().ok()? * 1000.0;
+            (ms >= 10.0 && ms.is_finite()).then_some((bound, ms))
+        })
+        .map(|(bound, ms)| {
+            let within = count(after, bound).saturating_sub(count(before, bound));
+            (format!("{ms}"), measured.saturating_sub(within))
+        })
+        .collect()
+}
+
 async fn analyze(db: &PgPool) -> Result<()> {
     sqlx::query("ANALYZE").execute(db).await?;
     Ok(())
@@ -275,15 +340,28 @@ pub(super) async fn drive(
 
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let measured = Duration::from_secs(options.duration);
-    let started = Instant::now();
+    let server_before = server_ping_buckets(&client, base).await;
+    let (started, started_at) = (Instant::now(), std::time::SystemTime::now());
     drive_for(&client, base, key, options, measured, sender).await?;
-    let mut load = Load::default();
+    let server_after = server_ping_buckets(&client, base).await;
+    let mut load = Load {
+        started_at: Some(started_at),
+        server_pings_over: server_before
+            .zip(server_after)
+            .map(|(before, after)| slower_than(&before, &after))
+            .unwrap_or_default(),
+        ..Load::default()
+    };
     while let Some(outcome) = receiver.recv().await {
         load.add(outcome, started);
     }
     load.elapsed = started.elapsed().max(measured);
     Ok(load)
 }
+
+/// A ping slower than this is listed on its own in the report (with its time), so that a
+/// stall can be lined up with the database's or the machine's logs.
+const SLOW_PING: Duration = Duration::from_millis(20);
 
 /// How long before its planned time an open-loop request's task starts (and then waits).
 const SEND_AHEAD: Duration = Duration::from_micros(100);
@@ -374,4 +452,26 @@ async fn drive_for(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
+        counts.iter().map(|(b, c)| (b.to_string(), *c)).collect()
+    }
+
+    #[test]
+    fn the_servers_slow_pings_are_counted_between_two_reads_of_its_histogram() {
+        // Before the measured run: 10 pings of the warm-up, one of them over 50 ms.
+        let before = buckets(&[("0.005", 8), ("0.01", 9), ("0.05", 9), ("+Inf", 10)]);
+        // After: 100 more, 3 of them between 10 and 50 ms and 2 over 50 ms.
+        let after = buckets(&[("0.005", 100), ("0.01", 104), ("0.05", 107), ("+Inf", 110)]);
+        let over = slower_than(&before, &after);
+        assert_eq!(over.get("10"), Some(&5));
+        assert_eq!(over.get("50"), Some(&2));
+        // Bounds under 10 ms, and the infinite one, are left out.
+        assert_eq!(over.len(), 2, "{over:?}");
+    }
 }

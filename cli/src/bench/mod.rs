@@ -176,6 +176,13 @@ impl Second {
     }
 }
 
+/// A slow ping: when it was due to leave (since the measured run's start) and what it took.
+#[derive(Debug, Serialize)]
+pub struct SlowPing {
+    pub at_ms: f64,
+    pub latency_ms: f64,
+}
+
 /// One pgbench run: a script at one client count.
 #[derive(Debug, Serialize)]
 pub struct PgbenchRun {
@@ -203,6 +210,14 @@ pub struct Report {
     /// The worst second's p99, and how many seconds had a p99 over 50 ms.
     pub worst_second_p99_ms: f64,
     pub seconds_over_50ms: usize,
+    /// When the measured pings started, in milliseconds since the Unix epoch.
+    pub started_at_unix_ms: Option<u64>,
+    /// Each ping slower than 20 ms (at most the first 1,000), when it was due to leave: a
+    /// stall lined up with the database's log or the machine's counters.
+    pub slow_pings: Vec<SlowPing>,
+    /// The server's own count of the measured pings slower than each bound (ms) from 10 ms,
+    /// by its handler's clock: what of the slow pings happened inside the server.
+    pub server_pings_over_ms: std::collections::BTreeMap<String, u64>,
     pub pings_with_bids: u64,
     pub posts_sent: u64,
     pub posts_per_s: f64,
@@ -306,6 +321,20 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
     let ping_seconds = Second::slices(load.ping_seconds);
     let worst_second_p99_ms = ping_seconds.iter().map(|s| s.p99_ms).fold(0.0, f64::max);
     let seconds_over_50ms = ping_seconds.iter().filter(|s| s.p99_ms > 50.0).count();
+    let started_at_unix_ms = load
+        .started_at
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_millis() as u64);
+    let mut slow_pings = load.slow_pings;
+    slow_pings.sort_unstable();
+    let slow_pings = slow_pings
+        .into_iter()
+        .take(1_000)
+        .map(|(at, micros)| SlowPing {
+            at_ms: at as f64 / 1000.0,
+            latency_ms: micros as f64 / 1000.0,
+        })
+        .collect();
     pool.close().await;
     let duration = load.elapsed.as_secs_f64();
     let pings_per_s = load.pings as f64 / duration;
@@ -329,6 +358,9 @@ async fn run_against(settings: &Settings, options: &BenchOptions, url: &str) -> 
         ping_seconds,
         worst_second_p99_ms,
         seconds_over_50ms,
+        started_at_unix_ms,
+        slow_pings,
+        server_pings_over_ms: load.server_pings_over,
         pings_with_bids: load.pings_with_bids,
         posts_sent: load.posts,
         posts_per_s,
