@@ -252,11 +252,6 @@ impl Load {
     }
 }
 
-/// Statistics of the tables as they are now, as autovacuum keeps them in a database in use
-/// (within a minute, and at every tenth more rows). A harness's database is seconds old: the
-/// plans its sessions cached in the warm-up, on tables PostgreSQL then believed empty, would
-/// otherwise serve the whole run (a post's look-up of its ping scanned the tenant's pings by
-/// the campaign's index: 18,000 pages a post by the end of the pings of `--posts-only`).
 /// The server's ping-duration histogram: each bucket's upper bound (text, in seconds) and
 /// cumulative count. `None` when `/metrics` cannot be read.
 async fn server_ping_buckets(client: &reqwest::Client, base: &str) -> Option<Vec<(String, u64)>> {
@@ -306,6 +301,11 @@ fn slower_than(
         .collect()
 }
 
+/// Statistics of the tables as they are now, as autovacuum keeps them in a database in use
+/// (within a minute, and at every tenth more rows). A harness's database is seconds old: the
+/// plans its sessions cached in the warm-up, on tables PostgreSQL then believed empty, would
+/// otherwise serve the whole run (a post's look-up of its ping scanned the tenant's pings by
+/// the campaign's index: 18,000 pages a post by the end of the pings of `--posts-only`).
 async fn analyze(db: &PgPool) -> Result<()> {
     sqlx::query("ANALYZE").execute(db).await?;
     Ok(())
