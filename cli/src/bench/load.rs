@@ -27,7 +27,7 @@ pub(super) struct Load {
     /// The server's own count of the measured pings slower than each of its histogram's
     /// bounds from 10 ms (its handler's time, from `/metrics`): a stall inside the server
     /// shows here, one in the harness or between the two does not.
-    pub(super) server_pings_over: std::collections::BTreeMap<String, u64>,
+    pub(super) server_pings_over: std::collections::BTreeMap<u32, u64>,
     pub(super) posts: u64,
     pub(super) posts_sold: u64,
     pub(super) post_micros: Vec<u64>,
@@ -274,12 +274,12 @@ async fn server_ping_buckets(client: &reqwest::Client, base: &str) -> Option<Vec
     Some(buckets)
 }
 
-/// Per bound from 10 ms, in milliseconds: the pings counted between two reads of the
+/// Per bound from 10 ms, in whole milliseconds: the pings counted between two reads of the
 /// histogram that took longer.
 fn slower_than(
     before: &[(String, u64)],
     after: &[(String, u64)],
-) -> std::collections::BTreeMap<String, u64> {
+) -> std::collections::BTreeMap<u32, u64> {
     let count = |buckets: &[(String, u64)], bound: &str| {
         buckets
             .iter()
@@ -296,7 +296,7 @@ fn slower_than(
         })
         .map(|(bound, ms)| {
             let within = count(after, bound).saturating_sub(count(before, bound));
-            (format!("{ms}"), measured.saturating_sub(within))
+            (ms.round() as u32, measured.saturating_sub(within))
         })
         .collect()
 }
@@ -469,8 +469,8 @@ mod tests {
         // After: 100 more, 3 of them between 10 and 50 ms and 2 over 50 ms.
         let after = buckets(&[("0.005", 100), ("0.01", 104), ("0.05", 107), ("+Inf", 110)]);
         let over = slower_than(&before, &after);
-        assert_eq!(over.get("10"), Some(&5));
-        assert_eq!(over.get("50"), Some(&2));
+        assert_eq!(over.get(&10), Some(&5));
+        assert_eq!(over.get(&50), Some(&2));
         // Bounds under 10 ms, and the infinite one, are left out.
         assert_eq!(over.len(), 2, "{over:?}");
     }

@@ -217,7 +217,7 @@ pub struct Report {
     pub slow_pings: Vec<SlowPing>,
     /// The server's own count of the measured pings slower than each bound (ms) from 10 ms,
     /// by its handler's clock: what of the slow pings happened inside the server.
-    pub server_pings_over_ms: std::collections::BTreeMap<String, u64>,
+    pub server_pings_over_ms: std::collections::BTreeMap<u32, u64>,
     pub pings_with_bids: u64,
     pub posts_sent: u64,
     pub posts_per_s: f64,
